@@ -1,0 +1,81 @@
+//! Raft settings shared by every region of a store.
+
+use std::time::Duration;
+
+/// How the poller drives Raft. Defaults follow etcd's timing (100 ms ticks,
+/// 200 ms heartbeats, 1 s election timeout); tests shorten the tick.
+#[derive(Clone, Debug)]
+pub struct RaftConfig {
+    /// Time between two logical clock ticks of every Raft group.
+    pub tick_interval: Duration,
+    /// Ticks without hearing from the leader before a follower campaigns
+    /// (raft-rs randomizes it in `[election_tick, 2 * election_tick)`).
+    pub election_tick: usize,
+    /// Ticks between two heartbeats of a leader.
+    pub heartbeat_tick: usize,
+    /// Largest append message, in bytes. raft-rs' default 0 would send one
+    /// entry per message.
+    pub max_size_per_msg_bytes: u64,
+    /// Append messages in flight to one follower before waiting for acks.
+    pub max_inflight_msgs: usize,
+    /// Largest batch of committed entries handed to apply in one Ready.
+    pub max_committed_size_per_ready_bytes: u64,
+    /// A ReadIndex request that got no answer in this many ticks is sent
+    /// again (raft-rs drops it silently when the leader has not yet committed
+    /// in its term).
+    pub read_index_retry_ticks: usize,
+    /// The leader lease is this fraction of the election timeout, counted from
+    /// the moment a quorum was last known to follow the leader. Below 1 to
+    /// absorb clock drift between stores.
+    pub lease_ratio: f64,
+    /// Messages the poller drains from its mailbox in one round at most.
+    pub max_msgs_per_round: usize,
+    /// Entries kept in a peer's in-memory log cache beyond what is applied.
+    pub entry_cache_limit: usize,
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        RaftConfig {
+            tick_interval: Duration::from_millis(100),
+            election_tick: 10,
+            heartbeat_tick: 2,
+            max_size_per_msg_bytes: 1024 * 1024,
+            max_inflight_msgs: 256,
+            max_committed_size_per_ready_bytes: 16 * 1024 * 1024,
+            read_index_retry_ticks: 3,
+            lease_ratio: 0.8,
+            max_msgs_per_round: 4096,
+            entry_cache_limit: 4096,
+        }
+    }
+}
+
+impl RaftConfig {
+    /// The shortest election timeout of a follower.
+    pub fn election_timeout(&self) -> Duration {
+        self.tick_interval * self.election_tick as u32
+    }
+
+    /// How long a leader may serve reads locally after a quorum confirmed it.
+    pub fn lease_duration(&self) -> Duration {
+        self.election_timeout().mul_f64(self.lease_ratio)
+    }
+
+    /// The raft-rs configuration of one peer.
+    pub fn raft_config(&self, peer_id: u64, applied: u64) -> raft::Config {
+        raft::Config {
+            id: peer_id,
+            election_tick: self.election_tick,
+            heartbeat_tick: self.heartbeat_tick,
+            applied,
+            max_size_per_msg: self.max_size_per_msg_bytes,
+            max_inflight_msgs: self.max_inflight_msgs,
+            check_quorum: true,
+            pre_vote: true,
+            read_only_option: raft::ReadOnlyOption::Safe,
+            max_committed_size_per_ready: self.max_committed_size_per_ready_bytes,
+            ..Default::default()
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! `tessera-multiraft` hosts many Raft groups (one per region) over one
+//! storage engine.
+//!
+//! What it owns:
+//! - [`engine`]: the `Engine` trait over column families `default`, `raft` and
+//!   `meta`, with a RocksDB implementation (what users run) and an in-memory
+//!   one (for deterministic tests);
+//! - [`storage`]: a region's Raft log and hard state on the engine, as a
+//!   `raft::Storage`;
+//! - [`peer`]: one replica of a region — a raft-rs `RawNode`, the proposals
+//!   waiting to be applied and the ReadIndex queue. A `Peer` does no IO;
+//! - [`poller`]: the single thread that drives every peer of a store in rounds
+//!   and writes the Ready state of all of them in ONE synced write batch
+//!   (group commit), then sends messages and applies committed entries;
+//! - [`transport`]: how Raft messages reach other stores (gRPC, or an
+//!   in-memory network with fault filters for tests).
+//!
+//! What it leaves to its users: the meaning of a committed entry. The store's
+//! KV state machine and the directory's metadata state machine plug in through
+//! [`StateMachine`].
+
+pub mod apply;
+pub mod conf_change;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod keys;
+pub mod logger;
+pub mod metrics;
+pub mod peer;
+pub mod poller;
+pub mod read;
+pub mod region;
+pub mod router;
+pub mod state_machine;
+pub mod storage;
+pub mod transport;
+
+pub use config::RaftConfig;
+pub use engine::{Cf, Engine, MemoryEngine, RocksEngine, WriteBatch};
+pub use error::{Error, Result};
+pub use poller::{Poller, PollerHandle, PollerStats};
+pub use router::{PollerMsg, RaftRouter, RegionInfo};
+pub use state_machine::{ApplyContext, StateMachine};
+pub use transport::Transport;
+
+/// Identifies a store (one process with one engine).
+pub type StoreId = u64;
+/// Identifies a region (one key range, one Raft group).
+pub type RegionId = u64;
+/// Identifies a peer (one replica of one region); also its Raft node id.
+pub type PeerId = u64;
+
+/// The term and index at which every freshly bootstrapped region starts, on
+/// every replica, so that replicas agree without exchanging a snapshot.
+pub const RAFT_INIT_LOG_TERM: u64 = 5;
+/// See [`RAFT_INIT_LOG_TERM`].
+pub const RAFT_INIT_LOG_INDEX: u64 = 5;

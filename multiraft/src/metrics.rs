@@ -1,0 +1,47 @@
+//! Names and units of the metrics this crate records. Histograms get
+//! explicit buckets from the process that installs the Prometheus exporter
+//! (see [`histogram_buckets`]); none of them carries a region id label.
+
+/// Seconds of one poller round, from draining the mailbox to the last
+/// callback.
+pub const POLLER_ROUND_SECONDS: &str = "tessera_poller_round_seconds";
+/// Seconds of one synced engine write (the fsync of a group commit).
+pub const FSYNC_SECONDS: &str = "tessera_fsync_seconds";
+/// Bytes in one synced Raft write batch.
+pub const WRITE_BATCH_BYTES: &str = "tessera_raft_write_batch_bytes";
+/// Regions whose Ready state shared one synced Raft write batch.
+pub const WRITE_BATCH_REGIONS: &str = "tessera_raft_write_batch_regions";
+/// Proposals accepted by a leader.
+pub const PROPOSALS_TOTAL: &str = "tessera_proposals_total";
+/// Proposals refused before reaching the log (not leader, stale epoch, ...).
+pub const PROPOSALS_REJECTED_TOTAL: &str = "tessera_proposals_rejected_total";
+/// Committed entries applied to a state machine.
+pub const APPLIED_ENTRIES_TOTAL: &str = "tessera_applied_entries_total";
+/// Reads served, by path: `lease` or `read_index`.
+pub const READS_TOTAL: &str = "tessera_reads_total";
+/// Raft messages sent to other stores.
+pub const RAFT_MESSAGES_SENT_TOTAL: &str = "tessera_raft_messages_sent_total";
+/// Raft messages received from other stores.
+pub const RAFT_MESSAGES_RECEIVED_TOTAL: &str = "tessera_raft_messages_received_total";
+/// Raft messages dropped by the transport (peer store unreachable or slow).
+pub const RAFT_MESSAGES_DROPPED_TOTAL: &str = "tessera_raft_messages_dropped_total";
+/// Regions hosted by this store.
+pub const REGIONS: &str = "tessera_regions";
+/// Regions whose leader is on this store.
+pub const LEADERS: &str = "tessera_leaders";
+
+/// Explicit histogram buckets by metric, for the Prometheus exporter (whose
+/// default is a summary).
+pub fn histogram_buckets() -> Vec<(&'static str, Vec<f64>)> {
+    let seconds = vec![
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    ];
+    let bytes = (0..12).map(|i| 256.0 * 4f64.powi(i)).collect::<Vec<_>>();
+    let regions = vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0];
+    vec![
+        (POLLER_ROUND_SECONDS, seconds.clone()),
+        (FSYNC_SECONDS, seconds),
+        (WRITE_BATCH_BYTES, bytes),
+        (WRITE_BATCH_REGIONS, regions),
+    ]
+}

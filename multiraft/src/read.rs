@@ -1,0 +1,402 @@
+//! Linearizable reads: the ReadIndex queue and the leader lease.
+//!
+//! A read is linearizable if it observes every write acknowledged before it
+//! started. A peer serves it once its applied index reaches a *read index*
+//! obtained after the read arrived:
+//! - **lease** (fast path, leader only): while a quorum is known to have
+//!   followed this leader within the lease, no other leader can exist, so the
+//!   leader's commit index is a read index — if the leader has committed an
+//!   entry in its own term;
+//! - **ReadIndex** (raft-rs, `ReadOnlyOption::Safe`): the leader confirms its
+//!   leadership with a heartbeat round and answers with its commit index. All
+//!   reads that arrive in one poller round share one request (batching per
+//!   region per round); a follower read sends it to the leader.
+//!
+//! raft-rs drops a ReadIndex request silently when the leader has not yet
+//! committed in its term, so unanswered batches are resent after a few ticks.
+//! A leader that steps down fails the batches it had not confirmed.
+//!
+//! The lease is renewed from the *send* time of whatever proved a quorum
+//! followed the leader (a confirmed ReadIndex batch, a committed proposal),
+//! and lasts a fraction of the election timeout: with check_quorum a follower
+//! refuses to vote for anyone else for a full election timeout after it last
+//! heard from the leader. A leader transfer bypasses that rule, so the lease
+//! is dropped when one starts.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use tessera_proto::metapb::Region;
+
+use crate::router::{EpochCheck, ReadCallback};
+use crate::{region, Error};
+use tessera_proto::errorpb::RegionError;
+
+pub(crate) struct PendingRead {
+    pub cb: ReadCallback,
+    pub epoch: EpochCheck,
+}
+
+struct ReadBatch {
+    id: u64,
+    reads: Vec<PendingRead>,
+    sent_at: Instant,
+    ticks_waiting: usize,
+    /// Set once the leader answered (or the lease vouched for it).
+    index: Option<u64>,
+    /// Sent while this peer was leader (a confirmation renews the lease).
+    by_leader: bool,
+}
+
+/// A peer's reads waiting for a read index or for apply to catch up.
+#[derive(Default)]
+pub(crate) struct ReadQueue {
+    /// Arrived this round, not yet sent.
+    incoming: Vec<PendingRead>,
+    incoming_follower: Vec<PendingRead>,
+    batches: VecDeque<ReadBatch>,
+    next_id: u64,
+}
+
+/// Which path served a read batch, for metrics.
+pub enum ReadPath {
+    Lease,
+    ReadIndex,
+}
+
+impl ReadQueue {
+    pub fn push(&mut self, read: PendingRead, follower: bool) {
+        if follower {
+            self.incoming_follower.push(read);
+        } else {
+            self.incoming.push(read);
+        }
+    }
+
+    pub fn has_incoming(&self) -> bool {
+        !self.incoming.is_empty() || !self.incoming_follower.is_empty()
+    }
+
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        !self.has_incoming() && self.batches.is_empty()
+    }
+
+    /// Turns this round's reads into batches. `lease_index` is the read index
+    /// the lease vouches for, if it is valid; `send` issues a ReadIndex
+    /// request with the given context. Returns how each batch was served.
+    pub fn flush(
+        &mut self,
+        now: Instant,
+        is_leader: bool,
+        lease_index: Option<u64>,
+        not_leader: &dyn Fn() -> Error,
+        send: &mut dyn FnMut(Vec<u8>),
+    ) -> Vec<ReadPath> {
+        let mut paths = vec![];
+        let leader_reads = std::mem::take(&mut self.incoming);
+        if !leader_reads.is_empty() {
+            if !is_leader {
+                fail_all(leader_reads, |_| not_leader());
+            } else {
+                let id = self.next_id();
+                let index = lease_index;
+                if index.is_none() {
+                    send(id.to_be_bytes().to_vec());
+                    paths.push(ReadPath::ReadIndex);
+                } else {
+                    paths.push(ReadPath::Lease);
+                }
+                self.batches.push_back(ReadBatch {
+                    id,
+                    reads: leader_reads,
+                    sent_at: now,
+                    ticks_waiting: 0,
+                    index,
+                    by_leader: true,
+                });
+            }
+        }
+        let follower_reads = std::mem::take(&mut self.incoming_follower);
+        if !follower_reads.is_empty() {
+            let id = self.next_id();
+            send(id.to_be_bytes().to_vec());
+            paths.push(ReadPath::ReadIndex);
+            self.batches.push_back(ReadBatch {
+                id,
+                reads: follower_reads,
+                sent_at: now,
+                ticks_waiting: 0,
+                index: None,
+                by_leader: is_leader,
+            });
+        }
+        paths
+    }
+
+    fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// Records the read indexes raft-rs returned. Returns the send time of
+    /// the latest batch confirmed by a quorum while leader (to renew the
+    /// lease).
+    pub fn on_read_states(&mut self, states: &[raft::ReadState]) -> Option<Instant> {
+        let mut confirmed = None;
+        for rs in states {
+            let Ok(bytes) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) else {
+                continue;
+            };
+            let id = u64::from_be_bytes(bytes);
+            if let Some(b) = self.batches.iter_mut().find(|b| b.id == id) {
+                if b.index.is_none() {
+                    b.index = Some(rs.index);
+                    if b.by_leader {
+                        confirmed = confirmed.max(Some(b.sent_at));
+                    }
+                }
+            }
+        }
+        confirmed
+    }
+
+    /// Serves every batch whose read index has been applied, re-checking each
+    /// read's epoch against the region as it is now.
+    pub fn fire_ready(&mut self, applied: u64, region: &Region) -> usize {
+        let mut served = 0;
+        let mut i = 0;
+        while i < self.batches.len() {
+            if self.batches[i].index.is_some_and(|idx| idx <= applied) {
+                let batch = self.batches.remove(i).expect("index checked");
+                served += batch.reads.len();
+                let current = region::epoch(region);
+                for read in batch.reads {
+                    if read.epoch.matches(&current) {
+                        (read.cb)(Ok(region));
+                    } else {
+                        (read.cb)(Err(Error::region(RegionError::epoch_not_match(
+                            format!(
+                                "region {} epoch changed to {current} while reading",
+                                region.id
+                            ),
+                            vec![region.clone()],
+                        ))));
+                    }
+                }
+            } else {
+                i += 1;
+            }
+        }
+        served
+    }
+
+    /// Counts a tick; batches unanswered for `retry_ticks` are sent again.
+    pub fn on_tick(&mut self, retry_ticks: usize, send: &mut dyn FnMut(Vec<u8>)) {
+        for b in self.batches.iter_mut().filter(|b| b.index.is_none()) {
+            b.ticks_waiting += 1;
+            if b.ticks_waiting >= retry_ticks {
+                b.ticks_waiting = 0;
+                send(b.id.to_be_bytes().to_vec());
+            }
+        }
+    }
+
+    /// This peer stopped leading: requests it sent as leader will never be
+    /// answered, so their reads fail (the caller retries at the new leader).
+    /// Batches already confirmed stay: their index was valid when confirmed.
+    pub fn on_step_down(&mut self, region_id: u64, leader: Option<tessera_proto::metapb::Peer>) {
+        let mut kept = VecDeque::new();
+        for b in self.batches.drain(..) {
+            if b.by_leader && b.index.is_none() {
+                fail_all(b.reads, move |_| {
+                    Error::region(RegionError::not_leader(region_id, leader))
+                });
+            } else {
+                kept.push_back(b);
+            }
+        }
+        self.batches = kept;
+    }
+
+    /// Fails every read (the peer is going away).
+    pub fn fail_all(&mut self, err: impl Fn() -> Error) {
+        let reads = std::mem::take(&mut self.incoming)
+            .into_iter()
+            .chain(std::mem::take(&mut self.incoming_follower))
+            .chain(self.batches.drain(..).flat_map(|b| b.reads));
+        for r in reads {
+            (r.cb)(Err(err()));
+        }
+    }
+}
+
+fn fail_all(reads: Vec<PendingRead>, err: impl Fn(&PendingRead) -> Error) {
+    for r in reads {
+        let e = err(&r);
+        (r.cb)(Err(e));
+    }
+}
+
+/// The leader lease: until when this peer may serve reads without asking a
+/// quorum.
+#[derive(Debug)]
+pub(crate) struct Lease {
+    duration: Duration,
+    expires: Option<Instant>,
+}
+
+impl Lease {
+    pub fn new(duration: Duration) -> Self {
+        Lease {
+            duration,
+            expires: None,
+        }
+    }
+
+    /// A quorum followed this leader at `since` (or later).
+    pub fn renew(&mut self, since: Instant) {
+        let until = since + self.duration;
+        if self.expires.is_none_or(|e| e < until) {
+            self.expires = Some(until);
+        }
+    }
+
+    pub fn expire(&mut self) {
+        self.expires = None;
+    }
+
+    pub fn is_valid(&self, now: Instant) -> bool {
+        self.expires.is_some_and(|e| now < e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    type Log = Arc<Mutex<Vec<Result<u64, String>>>>;
+
+    fn nl() -> Error {
+        Error::region(RegionError::not_leader(1, None))
+    }
+
+    fn read(log: &Log, tag: u64) -> PendingRead {
+        let log = log.clone();
+        PendingRead {
+            cb: Box::new(move |r: crate::Result<&Region>| {
+                log.lock()
+                    .unwrap()
+                    .push(r.map(|_| tag).map_err(|e| e.to_string()));
+            }),
+            epoch: EpochCheck::default(),
+        }
+    }
+
+    #[test]
+    fn one_read_index_request_per_round_and_served_after_apply() {
+        let log = Log::default();
+        let mut q = ReadQueue::default();
+        q.push(read(&log, 1), false);
+        q.push(read(&log, 2), false);
+        let mut sent = vec![];
+        let now = Instant::now();
+        q.flush(now, true, None, &nl, &mut |ctx| sent.push(ctx));
+        assert_eq!(sent.len(), 1, "two reads, one ReadIndex request");
+
+        let rs = raft::ReadState {
+            index: 10,
+            request_ctx: sent[0].clone(),
+        };
+        assert_eq!(q.on_read_states(&[rs]), Some(now));
+        let region = Region::default();
+        assert_eq!(
+            q.fire_ready(9, &region),
+            0,
+            "apply has not reached the read index"
+        );
+        assert!(log.lock().unwrap().is_empty());
+        assert_eq!(q.fire_ready(10, &region), 2);
+        assert_eq!(*log.lock().unwrap(), vec![Ok(1), Ok(2)]);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn lease_reads_skip_the_round_trip() {
+        let log = Log::default();
+        let mut q = ReadQueue::default();
+        q.push(read(&log, 1), false);
+        let mut sent = vec![];
+        q.flush(Instant::now(), true, Some(7), &nl, &mut |ctx| {
+            sent.push(ctx)
+        });
+        assert!(sent.is_empty());
+        assert_eq!(q.fire_ready(7, &Region::default()), 1);
+    }
+
+    #[test]
+    fn unanswered_requests_are_resent_and_fail_on_step_down() {
+        let log = Log::default();
+        let mut q = ReadQueue::default();
+        q.push(read(&log, 1), false);
+        let mut sent = vec![];
+        q.flush(Instant::now(), true, None, &nl, &mut |ctx| sent.push(ctx));
+        q.on_tick(2, &mut |ctx| sent.push(ctx));
+        assert_eq!(sent.len(), 1);
+        q.on_tick(2, &mut |ctx| sent.push(ctx));
+        assert_eq!(sent.len(), 2);
+        assert_eq!(sent[0], sent[1], "the same batch is asked again");
+        q.on_step_down(3, None);
+        let log = log.lock().unwrap();
+        assert_eq!(log.len(), 1);
+        assert!(log[0].as_ref().unwrap_err().contains("not the leader"));
+    }
+
+    #[test]
+    fn reads_on_a_follower_without_follower_read_fail() {
+        let log = Log::default();
+        let mut q = ReadQueue::default();
+        q.push(read(&log, 1), false);
+        q.flush(Instant::now(), false, None, &nl, &mut |_| {
+            panic!("nothing to send")
+        });
+        assert!(log.lock().unwrap()[0].is_err());
+    }
+
+    #[test]
+    fn a_changed_epoch_fails_the_read() {
+        let log = Log::default();
+        let mut q = ReadQueue::default();
+        let mut r = read(&log, 1);
+        r.epoch = EpochCheck::version(tessera_proto::metapb::RegionEpoch::new(1, 1));
+        q.push(r, false);
+        q.flush(Instant::now(), true, Some(1), &nl, &mut |_| {});
+        let region = Region {
+            region_epoch: Some(tessera_proto::metapb::RegionEpoch::new(1, 2)),
+            ..Default::default()
+        };
+        q.fire_ready(1, &region);
+        assert!(log.lock().unwrap()[0]
+            .as_ref()
+            .unwrap_err()
+            .contains("epoch"));
+    }
+
+    #[test]
+    fn lease_expires() {
+        let mut lease = Lease::new(Duration::from_millis(100));
+        let t0 = Instant::now();
+        assert!(!lease.is_valid(t0));
+        lease.renew(t0);
+        assert!(lease.is_valid(t0 + Duration::from_millis(99)));
+        assert!(!lease.is_valid(t0 + Duration::from_millis(100)));
+        lease.renew(t0 - Duration::from_millis(50));
+        assert!(
+            lease.is_valid(t0 + Duration::from_millis(99)),
+            "never shortened"
+        );
+        lease.expire();
+        assert!(!lease.is_valid(t0));
+    }
+}

@@ -1,0 +1,209 @@
+//! The mailbox of a store's poller and the messages it takes.
+//!
+//! Every region's mail goes through one channel: the poller runs on one
+//! thread and drains it each round, so a per-region queue would only add
+//! locking. Messages are typed; each carries its region id.
+
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use tessera_proto::metapb::{self, Region, RegionEpoch};
+use tessera_proto::raft_serverpb::RaftMessage;
+
+use crate::{Error, RegionId, Result, StoreId};
+
+/// Called once with the outcome of a proposal: the state machine's output,
+/// or why it was not (or may not have been) applied.
+pub type ProposeCallback<O> = Box<dyn FnOnce(Result<O>) + Send>;
+
+/// Called once a read may be served: with the region as it is at that
+/// moment (the caller re-checks its keys against it), or an error.
+pub type ReadCallback = Box<dyn FnOnce(Result<&Region>) + Send>;
+
+/// Which parts of the epoch a request must match.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EpochCheck {
+    pub epoch: RegionEpoch,
+    /// Data commands must match `version` (the range).
+    pub check_version: bool,
+    /// Membership commands must match `conf_ver` too.
+    pub check_conf_ver: bool,
+}
+
+impl EpochCheck {
+    /// The check for data commands: the range must be unchanged.
+    pub fn version(epoch: RegionEpoch) -> Self {
+        EpochCheck {
+            epoch,
+            check_version: true,
+            check_conf_ver: false,
+        }
+    }
+
+    /// The check for admin commands: range and membership unchanged.
+    pub fn all(epoch: RegionEpoch) -> Self {
+        EpochCheck {
+            epoch,
+            check_version: true,
+            check_conf_ver: true,
+        }
+    }
+
+    /// Whether `current` passes the check.
+    pub fn matches(&self, current: &RegionEpoch) -> bool {
+        (!self.check_version || self.epoch.version == current.version)
+            && (!self.check_conf_ver || self.epoch.conf_ver == current.conf_ver)
+    }
+}
+
+/// How a read is confirmed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadPolicy {
+    /// On the leader: a valid lease, else a ReadIndex round.
+    Leader,
+    /// On any peer: a ReadIndex round trip to the leader, then wait for the
+    /// local apply to reach the read index.
+    Follower,
+}
+
+/// A snapshot of one region as its peer on this store sees it.
+#[derive(Clone, Debug)]
+pub struct RegionInfo {
+    pub region: Region,
+    pub peer_id: u64,
+    pub leader: Option<metapb::Peer>,
+    pub is_leader: bool,
+    pub term: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub last_index: u64,
+}
+
+pub enum PollerMsg<O> {
+    /// A Raft message from another store.
+    Raft(Box<RaftMessage>),
+    /// Propose `data` to the region's log.
+    Propose {
+        region_id: RegionId,
+        epoch: EpochCheck,
+        data: Vec<u8>,
+        cb: ProposeCallback<O>,
+    },
+    /// Serve a read linearizably.
+    Read {
+        region_id: RegionId,
+        epoch: EpochCheck,
+        policy: ReadPolicy,
+        cb: ReadCallback,
+    },
+    /// Create a peer of a new region from its full metadata (bootstrap, or a
+    /// test that lays out regions by hand). Fails if the range overlaps a
+    /// region already here.
+    CreateRegion {
+        region: Region,
+        cb: Box<dyn FnOnce(Result<()>) + Send>,
+    },
+    /// Start an election now (used after bootstrap, and by tests).
+    Campaign { region_id: RegionId },
+    /// Hand leadership of the region to `to_peer`.
+    TransferLeader { region_id: RegionId, to_peer: u64 },
+    /// Hand leadership of every region led here to another voter; answers
+    /// with how many transfers were started.
+    TransferAllLeaders { cb: Box<dyn FnOnce(usize) + Send> },
+    /// The transport could not reach this store.
+    StoreUnreachable { store_id: StoreId },
+    /// Report every region's state.
+    Inspect {
+        cb: Box<dyn FnOnce(Vec<RegionInfo>) + Send>,
+    },
+    /// Stop the poller after this round.
+    Shutdown,
+}
+
+/// The sending side of a poller's mailbox; cheap to clone.
+pub struct RaftRouter<O> {
+    tx: Sender<PollerMsg<O>>,
+    created: Instant,
+}
+
+impl<O> Clone for RaftRouter<O> {
+    fn clone(&self) -> Self {
+        RaftRouter {
+            tx: self.tx.clone(),
+            created: self.created,
+        }
+    }
+}
+
+impl<O: Send + 'static> RaftRouter<O> {
+    pub(crate) fn new(capacity: usize) -> (Self, Receiver<PollerMsg<O>>) {
+        let (tx, rx) = crossbeam_channel::bounded(capacity);
+        (
+            RaftRouter {
+                tx,
+                created: Instant::now(),
+            },
+            rx,
+        )
+    }
+
+    /// Queues `msg`. A full mailbox is reported as `ServerIsBusy` so callers
+    /// back off instead of piling up.
+    pub fn send(&self, msg: PollerMsg<O>) -> Result<()> {
+        match self.tx.try_send(msg) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(Error::region(
+                tessera_proto::errorpb::RegionError::server_is_busy("raft mailbox is full", 10),
+            )),
+            Err(TrySendError::Disconnected(_)) => Err(Error::Shutdown),
+        }
+    }
+
+    /// Queues a Raft message from another store; dropped if the mailbox is
+    /// full (Raft retransmits).
+    pub fn send_raft_message(&self, msg: RaftMessage) -> bool {
+        self.tx.try_send(PollerMsg::Raft(Box::new(msg))).is_ok()
+    }
+
+    /// Proposes and waits for the outcome (for callers outside async code).
+    pub fn propose_blocking(
+        &self,
+        region_id: RegionId,
+        epoch: EpochCheck,
+        data: Vec<u8>,
+    ) -> Result<O> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.send(PollerMsg::Propose {
+            region_id,
+            epoch,
+            data,
+            cb: Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        })?;
+        rx.recv().map_err(|_| Error::Shutdown)?
+    }
+
+    /// Every region's state, as the poller sees it now.
+    pub async fn inspect(&self) -> Result<Vec<RegionInfo>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(PollerMsg::Inspect {
+            cb: Box::new(move |infos| {
+                let _ = tx.send(infos);
+            }),
+        })?;
+        rx.await.map_err(|_| Error::Shutdown)
+    }
+
+    /// Creates a region's peer here and waits until it exists.
+    pub async fn create_region(&self, region: Region) -> Result<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(PollerMsg::CreateRegion {
+            region,
+            cb: Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        })?;
+        rx.await.map_err(|_| Error::Shutdown)?
+    }
+}

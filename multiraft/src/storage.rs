@@ -1,0 +1,503 @@
+//! A region's Raft log, hard state and apply state on the engine, exposed to
+//! raft-rs as a [`raft::Storage`].
+//!
+//! Invariants:
+//! - the log holds exactly the entries `(truncated_index, last_index]`;
+//!   `truncated_term` is the term of `truncated_index`;
+//! - [`PeerStorage::append`] and [`PeerStorage::set_hard_state`] only stage
+//!   changes in a write batch and in memory; the poller writes the batch (one
+//!   synced write for every region of the round) before it calls
+//!   `advance_append`, so raft-rs never relies on an entry that is not
+//!   durable;
+//! - the persisted commit index is never below the persisted applied index
+//!   (raft-rs refuses to start otherwise), so the apply batch carries the
+//!   hard state whenever commit moved.
+//!
+//! Recent entries are also kept in a small in-memory cache so that the
+//! leader's retries and `term` lookups rarely touch the engine.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use protobuf::Message as _;
+use raft::eraftpb::{Entry, HardState, Snapshot};
+use raft::{GetEntriesContext, RaftState, StorageError};
+use tessera_proto::metapb::Region;
+use tessera_proto::raft_serverpb::{RaftApplyState, RaftLocalState};
+
+use crate::engine::{Cf, Engine, EngineExt, WriteBatch};
+use crate::{keys, region, Error, RegionId, Result};
+
+pub struct PeerStorage {
+    engine: Arc<dyn Engine>,
+    region: Region,
+    raft_state: RaftLocalState,
+    apply_state: RaftApplyState,
+    last_term: u64,
+    cache: EntryCache,
+    /// The hard state changed since it was last written.
+    raft_state_dirty: bool,
+}
+
+impl PeerStorage {
+    /// Loads the Raft state of `region` from the engine. A region with no
+    /// stored Raft state starts empty (an uninitialized peer waiting for a
+    /// snapshot).
+    pub fn load(engine: Arc<dyn Engine>, region: Region, cache_limit: usize) -> Result<Self> {
+        let id = region.id;
+        let mut raft_state: RaftLocalState = engine
+            .get_msg(Cf::Meta, &keys::raft_state_key(id))?
+            .unwrap_or_default();
+        let apply_state: RaftApplyState = engine
+            .get_msg(Cf::Meta, &keys::apply_state_key(id))?
+            .unwrap_or_default();
+        if raft_state.last_index < apply_state.truncated_index {
+            return Err(Error::corruption(
+                format!("raft state of region {id}"),
+                format!(
+                    "last index {} is below truncated index {}",
+                    raft_state.last_index, apply_state.truncated_index
+                ),
+            ));
+        }
+        // An apply batch always carries the commit index it relied on, but be
+        // defensive: raft-rs panics if applied > commit.
+        raft_state.commit = raft_state.commit.max(apply_state.applied_index);
+        let mut storage = PeerStorage {
+            engine,
+            region,
+            raft_state,
+            apply_state,
+            last_term: 0,
+            cache: EntryCache::new(cache_limit),
+            raft_state_dirty: false,
+        };
+        storage.last_term = if storage.raft_state.last_index == storage.apply_state.truncated_index
+        {
+            storage.apply_state.truncated_term
+        } else {
+            storage.read_entry(storage.raft_state.last_index)?.term
+        };
+        Ok(storage)
+    }
+
+    pub fn region_id(&self) -> RegionId {
+        self.region.id
+    }
+
+    pub fn region(&self) -> &Region {
+        &self.region
+    }
+
+    pub fn set_region(&mut self, region: Region) {
+        self.region = region;
+    }
+
+    pub fn engine(&self) -> &Arc<dyn Engine> {
+        &self.engine
+    }
+
+    pub fn raft_state(&self) -> &RaftLocalState {
+        &self.raft_state
+    }
+
+    pub fn apply_state(&self) -> &RaftApplyState {
+        &self.apply_state
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        self.apply_state.applied_index
+    }
+
+    pub fn set_applied_index(&mut self, index: u64) {
+        self.apply_state.applied_index = index;
+        self.cache.compact_to(index);
+    }
+
+    pub fn truncated_index(&self) -> u64 {
+        self.apply_state.truncated_index
+    }
+
+    /// Whether the peer has a Raft log at all (it was bootstrapped, split off
+    /// or received a snapshot).
+    pub fn is_initialized(&self) -> bool {
+        !self.region.peers.is_empty()
+    }
+
+    /// Stages `entries` (which raft-rs hands out in order, possibly
+    /// overwriting a conflicting tail) into `wb`.
+    pub fn append(&mut self, entries: &[Entry], wb: &mut WriteBatch) {
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+            return;
+        };
+        let id = self.region.id;
+        for e in entries {
+            let bytes = e.write_to_bytes().expect("encoding an entry cannot fail");
+            wb.put(Cf::Raft, keys::raft_log_key(id, e.index).to_vec(), bytes);
+        }
+        // A conflicting tail beyond the new last entry is gone for good.
+        if last.index < self.raft_state.last_index {
+            wb.delete_range(
+                Cf::Raft,
+                keys::raft_log_key(id, last.index + 1).to_vec(),
+                keys::raft_log_key(id, self.raft_state.last_index + 1).to_vec(),
+            );
+        }
+        debug_assert!(first.index > self.apply_state.truncated_index);
+        self.cache.append(entries);
+        self.raft_state.last_index = last.index;
+        self.last_term = last.term;
+        self.raft_state_dirty = true;
+    }
+
+    pub fn set_hard_state(&mut self, hs: &HardState) {
+        self.raft_state.term = hs.term;
+        self.raft_state.vote = hs.vote;
+        self.raft_state.commit = hs.commit;
+        self.raft_state_dirty = true;
+    }
+
+    pub fn set_commit(&mut self, commit: u64) {
+        if commit > self.raft_state.commit {
+            self.raft_state.commit = commit;
+            self.raft_state_dirty = true;
+        }
+    }
+
+    /// Stages the hard state into `wb` if it changed since last time.
+    pub fn write_raft_state_if_dirty(&mut self, wb: &mut WriteBatch) {
+        if self.raft_state_dirty {
+            wb.put_msg(
+                Cf::Meta,
+                keys::raft_state_key(self.region.id),
+                &self.raft_state,
+            );
+            self.raft_state_dirty = false;
+        }
+    }
+
+    /// Stages the apply state into `wb`.
+    pub fn write_apply_state(&self, wb: &mut WriteBatch) {
+        wb.put_msg(
+            Cf::Meta,
+            keys::apply_state_key(self.region.id),
+            &self.apply_state,
+        );
+    }
+
+    fn read_entry(&self, index: u64) -> Result<Entry> {
+        let key = keys::raft_log_key(self.region.id, index);
+        let bytes = self.engine.get(Cf::Raft, &key)?.ok_or_else(|| {
+            Error::corruption(
+                format!("raft log of region {}", self.region.id),
+                format!("entry {index} is missing"),
+            )
+        })?;
+        Entry::parse_from_bytes(&bytes).map_err(|e| {
+            Error::corruption(format!("entry {index} of region {}", self.region.id), e)
+        })
+    }
+
+    fn storage_err(e: Error) -> raft::Error {
+        raft::Error::Store(StorageError::Other(Box::new(e)))
+    }
+}
+
+impl raft::Storage for PeerStorage {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        let hs = HardState {
+            term: self.raft_state.term,
+            vote: self.raft_state.vote,
+            commit: self.raft_state.commit,
+            ..Default::default()
+        };
+        Ok(RaftState::new(hs, region::conf_state(&self.region)))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        if low <= self.apply_state.truncated_index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > self.raft_state.last_index + 1 {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        let max_size = max_size.into().unwrap_or(u64::MAX);
+        let mut entries = Vec::with_capacity((high - low) as usize);
+        let mut size = 0u64;
+        let cache_first = self.cache.first_index().unwrap_or(u64::MAX);
+        let engine_high = high.min(cache_first);
+        if low < engine_high {
+            let id = self.region.id;
+            let mut failure = None;
+            self.engine
+                .scan(
+                    Cf::Raft,
+                    &keys::raft_log_key(id, low),
+                    &keys::raft_log_key(id, engine_high),
+                    false,
+                    &mut |_, v| match Entry::parse_from_bytes(v) {
+                        Ok(e) => {
+                            size += e.compute_size() as u64;
+                            let keep_going = entries.is_empty() || size <= max_size;
+                            if keep_going {
+                                entries.push(e);
+                            }
+                            keep_going
+                        }
+                        Err(e) => {
+                            failure = Some(e);
+                            false
+                        }
+                    },
+                )
+                .map_err(Self::storage_err)?;
+            if let Some(e) = failure {
+                return Err(Self::storage_err(Error::corruption("raft log entry", e)));
+            }
+            let expected = engine_high - low;
+            if (entries.len() as u64) < expected && (entries.is_empty() || size <= max_size) {
+                // A hole in the log: never expected, and raft must not see it.
+                return Err(Self::storage_err(Error::corruption(
+                    format!("raft log of region {id}"),
+                    format!("entries [{low}, {engine_high}) have holes"),
+                )));
+            }
+            if (entries.len() as u64) < expected {
+                return Ok(entries);
+            }
+        }
+        if engine_high < high {
+            for e in self.cache.range(engine_high.max(low), high) {
+                size += e.compute_size() as u64;
+                if !entries.is_empty() && size > max_size {
+                    break;
+                }
+                entries.push(e.clone());
+            }
+        }
+        Ok(entries)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        if idx == self.apply_state.truncated_index {
+            return Ok(self.apply_state.truncated_term);
+        }
+        if idx < self.apply_state.truncated_index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if idx > self.raft_state.last_index {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        if idx == self.raft_state.last_index {
+            return Ok(self.last_term);
+        }
+        if let Some(e) = self.cache.get(idx) {
+            return Ok(e.term);
+        }
+        self.read_entry(idx)
+            .map(|e| e.term)
+            .map_err(Self::storage_err)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.apply_state.truncated_index + 1)
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.raft_state.last_index)
+    }
+
+    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        // Snapshots are generated asynchronously by the region operations;
+        // until one is ready raft-rs retries later.
+        Err(raft::Error::Store(
+            StorageError::SnapshotTemporarilyUnavailable,
+        ))
+    }
+}
+
+/// The most recent entries of a log, contiguous by index.
+struct EntryCache {
+    entries: VecDeque<Entry>,
+    limit: usize,
+}
+
+impl EntryCache {
+    fn new(limit: usize) -> Self {
+        EntryCache {
+            entries: VecDeque::new(),
+            limit,
+        }
+    }
+
+    fn first_index(&self) -> Option<u64> {
+        self.entries.front().map(|e| e.index)
+    }
+
+    fn append(&mut self, new: &[Entry]) {
+        let Some(first) = new.first() else { return };
+        if let Some(front) = self.entries.front().map(|e| e.index) {
+            if first.index <= front {
+                self.entries.clear();
+            } else {
+                // Drop a conflicting tail, then require contiguity.
+                self.entries.truncate((first.index - front) as usize);
+                if self.entries.back().map(|e| e.index + 1) != Some(first.index) {
+                    self.entries.clear();
+                }
+            }
+        }
+        self.entries.extend(new.iter().cloned());
+        while self.entries.len() > self.limit {
+            self.entries.pop_front();
+        }
+    }
+
+    fn get(&self, index: u64) -> Option<&Entry> {
+        let front = self.first_index()?;
+        if index < front {
+            return None;
+        }
+        self.entries.get((index - front) as usize)
+    }
+
+    /// Entries in `[low, high)`, which must be inside the cache.
+    fn range(&self, low: u64, high: u64) -> impl Iterator<Item = &Entry> {
+        let front = self.first_index().unwrap_or(low);
+        let start = low.saturating_sub(front) as usize;
+        let end = (high.saturating_sub(front) as usize).min(self.entries.len());
+        self.entries.range(start.min(end)..end)
+    }
+
+    fn compact_to(&mut self, index: u64) {
+        while self.entries.front().is_some_and(|e| e.index <= index) {
+            self.entries.pop_front();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::MemoryEngine;
+    use crate::{RAFT_INIT_LOG_INDEX, RAFT_INIT_LOG_TERM};
+    use raft::Storage;
+    use tessera_proto::metapb::{Peer, RegionEpoch};
+
+    fn region() -> Region {
+        Region {
+            id: 9,
+            region_epoch: Some(RegionEpoch::new(1, 1)),
+            peers: vec![Peer {
+                id: 1,
+                store_id: 1,
+                role: 0,
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn entry(index: u64, term: u64) -> Entry {
+        Entry {
+            index,
+            term,
+            data: vec![index as u8; 10].into(),
+            ..Default::default()
+        }
+    }
+
+    fn bootstrapped(cache_limit: usize) -> (Arc<dyn Engine>, PeerStorage) {
+        let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
+        let mut wb = WriteBatch::default();
+        region::write_initial_state(&region(), &mut wb);
+        engine.write(&wb, true).unwrap();
+        let s = PeerStorage::load(engine.clone(), region(), cache_limit).unwrap();
+        (engine, s)
+    }
+
+    #[test]
+    fn bootstrapped_log_starts_at_init_index() {
+        let (_, s) = bootstrapped(16);
+        assert_eq!(s.first_index().unwrap(), RAFT_INIT_LOG_INDEX + 1);
+        assert_eq!(s.last_index().unwrap(), RAFT_INIT_LOG_INDEX);
+        assert_eq!(s.term(RAFT_INIT_LOG_INDEX).unwrap(), RAFT_INIT_LOG_TERM);
+        let st = s.initial_state().unwrap();
+        assert_eq!(st.hard_state.commit, RAFT_INIT_LOG_INDEX);
+        assert_eq!(st.conf_state.voters, vec![1]);
+    }
+
+    #[test]
+    fn append_overwrites_a_conflicting_tail_and_survives_reload() {
+        for cache_limit in [0, 2, 100] {
+            let (engine, mut s) = bootstrapped(cache_limit);
+            let mut wb = WriteBatch::default();
+            s.append(&(6..=10).map(|i| entry(i, 6)).collect::<Vec<_>>(), &mut wb);
+            s.write_raft_state_if_dirty(&mut wb);
+            engine.write(&wb, true).unwrap();
+            let mut wb = WriteBatch::default();
+            s.append(&[entry(8, 7)], &mut wb);
+            s.write_raft_state_if_dirty(&mut wb);
+            engine.write(&wb, true).unwrap();
+
+            assert_eq!(s.last_index().unwrap(), 8);
+            assert_eq!(s.term(8).unwrap(), 7);
+            assert_eq!(s.term(7).unwrap(), 6);
+            let all = s
+                .entries(6, 9, None, GetEntriesContext::empty(false))
+                .unwrap();
+            assert_eq!(
+                all.iter().map(|e| (e.index, e.term)).collect::<Vec<_>>(),
+                vec![(6, 6), (7, 6), (8, 7)]
+            );
+
+            let reloaded = PeerStorage::load(engine.clone(), region(), cache_limit).unwrap();
+            assert_eq!(reloaded.last_index().unwrap(), 8);
+            assert_eq!(reloaded.term(8).unwrap(), 7);
+            assert!(
+                engine
+                    .get(Cf::Raft, &keys::raft_log_key(9, 9))
+                    .unwrap()
+                    .is_none(),
+                "tail deleted"
+            );
+        }
+    }
+
+    #[test]
+    fn entries_respect_max_size_and_bounds() {
+        let (engine, mut s) = bootstrapped(3);
+        let mut wb = WriteBatch::default();
+        s.append(&(6..=15).map(|i| entry(i, 6)).collect::<Vec<_>>(), &mut wb);
+        engine.write(&wb, true).unwrap();
+        let one = entry(6, 6).compute_size() as u64;
+        let got = s
+            .entries(6, 16, one * 4, GetEntriesContext::empty(false))
+            .unwrap();
+        assert_eq!(got.len(), 4);
+        let got = s
+            .entries(6, 16, 0, GetEntriesContext::empty(false))
+            .unwrap();
+        assert_eq!(got.len(), 1, "at least one entry is always returned");
+        let got = s
+            .entries(6, 16, None, GetEntriesContext::empty(false))
+            .unwrap();
+        assert_eq!(
+            got.iter().map(|e| e.index).collect::<Vec<_>>(),
+            (6..16).collect::<Vec<_>>()
+        );
+        assert!(matches!(
+            s.entries(5, 7, None, GetEntriesContext::empty(false)),
+            Err(raft::Error::Store(StorageError::Compacted))
+        ));
+        assert!(matches!(
+            s.term(16),
+            Err(raft::Error::Store(StorageError::Unavailable))
+        ));
+    }
+}

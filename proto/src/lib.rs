@@ -1,0 +1,35 @@
+//! tessera's protocol: the protobuf messages and gRPC services every process
+//! speaks, generated at build time by `protox` + `tonic-prost-build`.
+//!
+//! This crate holds generated code and small conversions only; behaviour
+//! lives in the crates that use it.
+
+#![allow(clippy::large_enum_variant, clippy::doc_overindented_list_items)]
+
+pub mod metapb {
+    //! Stores, regions, peers and epochs.
+    tonic::include_proto!("metapb");
+}
+
+pub mod errorpb {
+    //! Routing errors carried as data in responses.
+    tonic::include_proto!("errorpb");
+}
+
+pub mod kvpb {
+    //! The store's Kv service.
+    tonic::include_proto!("kvpb");
+}
+
+pub mod raft_serverpb {
+    //! Store-to-store Raft messages, local states and Raft commands.
+    tonic::include_proto!("raft_serverpb");
+}
+
+pub mod directorypb {
+    //! The directory service: cluster metadata, placement and scheduling.
+    tonic::include_proto!("directorypb");
+}
+
+mod convert;
+pub use convert::*;

@@ -1,0 +1,68 @@
+//! What a store asks of the directory, as a trait.
+//!
+//! The store registers itself, allocates ids (for new regions and peers),
+//! bootstraps the cluster's first region, looks up other stores' addresses
+//! and reports its own and its regions' state in heartbeats.
+//!
+//! Implementations:
+//! - [`TestDirectory`]: an in-process directory for tests (never used by a
+//!   binary);
+//! - the gRPC client of the real `tessera-directory` service.
+
+mod test_directory;
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use tessera_multiraft::transport::AddressResolver;
+use tessera_proto::directorypb::{RegionReport, StoreStats};
+use tessera_proto::metapb::{Region, Store};
+
+use crate::Result;
+pub use test_directory::TestDirectory;
+
+#[tonic::async_trait]
+pub trait DirectoryClient: Send + Sync + 'static {
+    /// Whether the cluster has its first region.
+    async fn is_bootstrapped(&self) -> Result<bool>;
+    /// Creates the cluster: `store` is the first store, `region` the first
+    /// region (the whole key space, one peer on `store`). Fails if the
+    /// cluster is already bootstrapped.
+    async fn bootstrap(&self, store: Store, region: Region) -> Result<()>;
+    /// `count` fresh ids, unique in the cluster (stores, regions, peers).
+    async fn alloc_ids(&self, count: u32) -> Result<Vec<u64>>;
+    /// Registers or updates a store.
+    async fn put_store(&self, store: Store) -> Result<()>;
+    async fn get_store(&self, store_id: u64) -> Result<Store>;
+    async fn store_heartbeat(&self, stats: StoreStats) -> Result<()>;
+    async fn region_heartbeat(&self, report: RegionReport) -> Result<()>;
+}
+
+/// Resolves store addresses through the directory (for the gRPC transport).
+pub struct DirectoryResolver {
+    directory: Arc<dyn DirectoryClient>,
+}
+
+impl DirectoryResolver {
+    pub fn new(directory: Arc<dyn DirectoryClient>) -> Self {
+        DirectoryResolver { directory }
+    }
+}
+
+impl AddressResolver for DirectoryResolver {
+    fn resolve(&self, store_id: u64) -> BoxFuture<'static, tessera_multiraft::Result<String>> {
+        let directory = self.directory.clone();
+        Box::pin(async move {
+            let store = directory
+                .get_store(store_id)
+                .await
+                .map_err(|e| tessera_multiraft::Error::Transport(e.to_string()))?;
+            if store.address.is_empty() {
+                return Err(tessera_multiraft::Error::Transport(format!(
+                    "store {store_id} has no address"
+                )));
+            }
+            Ok(store.address)
+        })
+    }
+}

@@ -1,0 +1,163 @@
+//! An in-process directory for tests: stores, regions and an id allocator in
+//! memory. It keeps the rule the real directory keeps — a region report
+//! replaces what is known only if its epoch is not older — and nothing of
+//! scheduling. Never used by a binary.
+
+use std::collections::BTreeMap;
+
+use parking_lot::Mutex;
+use tessera_proto::directorypb::{RegionReport, StoreStats};
+use tessera_proto::metapb::{Region, Store};
+
+use super::DirectoryClient;
+use crate::{Error, Result};
+
+#[derive(Default)]
+struct State {
+    bootstrapped: bool,
+    next_id: u64,
+    stores: BTreeMap<u64, Store>,
+    store_stats: BTreeMap<u64, StoreStats>,
+    regions: BTreeMap<u64, RegionReport>,
+}
+
+#[derive(Default)]
+pub struct TestDirectory {
+    state: Mutex<State>,
+}
+
+impl TestDirectory {
+    pub fn new() -> Self {
+        TestDirectory {
+            state: Mutex::new(State {
+                next_id: 1000,
+                ..Default::default()
+            }),
+        }
+    }
+
+    /// The latest report of every region.
+    pub fn regions(&self) -> Vec<RegionReport> {
+        self.state.lock().regions.values().cloned().collect()
+    }
+
+    pub fn store_stats(&self, store_id: u64) -> Option<StoreStats> {
+        self.state.lock().store_stats.get(&store_id).cloned()
+    }
+
+    pub fn stores(&self) -> Vec<Store> {
+        self.state.lock().stores.values().cloned().collect()
+    }
+}
+
+fn epoch_of(r: &Region) -> (u64, u64) {
+    let e = r.region_epoch.unwrap_or_default();
+    (e.version, e.conf_ver)
+}
+
+#[tonic::async_trait]
+impl DirectoryClient for TestDirectory {
+    async fn is_bootstrapped(&self) -> Result<bool> {
+        Ok(self.state.lock().bootstrapped)
+    }
+
+    async fn bootstrap(&self, store: Store, region: Region) -> Result<()> {
+        let mut s = self.state.lock();
+        if s.bootstrapped {
+            return Err(Error::Directory(
+                "the cluster is already bootstrapped".into(),
+            ));
+        }
+        s.bootstrapped = true;
+        s.stores.insert(store.id, store);
+        s.regions.insert(
+            region.id,
+            RegionReport {
+                region: Some(region),
+                ..Default::default()
+            },
+        );
+        Ok(())
+    }
+
+    async fn alloc_ids(&self, count: u32) -> Result<Vec<u64>> {
+        let mut s = self.state.lock();
+        let first = s.next_id;
+        s.next_id += count as u64;
+        Ok((first..first + count as u64).collect())
+    }
+
+    async fn put_store(&self, store: Store) -> Result<()> {
+        self.state.lock().stores.insert(store.id, store);
+        Ok(())
+    }
+
+    async fn get_store(&self, store_id: u64) -> Result<Store> {
+        self.state
+            .lock()
+            .stores
+            .get(&store_id)
+            .cloned()
+            .ok_or_else(|| Error::Directory(format!("store {store_id} is not registered")))
+    }
+
+    async fn store_heartbeat(&self, stats: StoreStats) -> Result<()> {
+        self.state.lock().store_stats.insert(stats.store_id, stats);
+        Ok(())
+    }
+
+    async fn region_heartbeat(&self, report: RegionReport) -> Result<()> {
+        let Some(region) = report.region.as_ref() else {
+            return Err(Error::InvalidArgument(
+                "region report without a region".into(),
+            ));
+        };
+        let mut s = self.state.lock();
+        let stale = s
+            .regions
+            .get(&region.id)
+            .and_then(|known| known.region.as_ref())
+            .is_some_and(|known| epoch_of(known) > epoch_of(region));
+        if !stale {
+            s.regions.insert(region.id, report);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_proto::metapb::RegionEpoch;
+
+    #[tokio::test]
+    async fn stale_reports_do_not_replace_newer_ones() {
+        let d = TestDirectory::new();
+        let region = |version| Region {
+            id: 1,
+            region_epoch: Some(RegionEpoch::new(1, version)),
+            ..Default::default()
+        };
+        for v in [2, 1] {
+            d.region_heartbeat(RegionReport {
+                region: Some(region(v)),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        }
+        assert_eq!(
+            d.regions()[0]
+                .region
+                .as_ref()
+                .unwrap()
+                .region_epoch
+                .unwrap()
+                .version,
+            2
+        );
+        let ids = d.alloc_ids(3).await.unwrap();
+        assert_eq!(ids.len(), 3);
+        assert!(d.alloc_ids(1).await.unwrap()[0] > ids[2]);
+    }
+}

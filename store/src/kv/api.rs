@@ -1,0 +1,389 @@
+//! The handlers behind the store's `Kv` service.
+//!
+//! Each request names a region, the epoch the caller believes it has and the
+//! peer it addressed. A handler:
+//! 1. validates its input (key and value limits, well-formed keys) — bad
+//!    input is refused with `InvalidArgument` before anything is proposed;
+//! 2. checks that the request is for this store (`StoreNotMatch`);
+//! 3. writes go through the region's Raft log (the poller checks leadership
+//!    and epoch when proposing, the state machine re-checks at apply); reads
+//!    wait for a read index (lease or ReadIndex) and then read the engine,
+//!    after re-checking the keys against the region as it is then;
+//! 4. routing errors are returned in the response's `region_error`.
+//!
+//! A request that waits longer than [`KvConfig::request_timeout`] fails with
+//! `Timeout`; for a write that means the outcome is unknown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tessera_multiraft::engine::{Cf, Engine};
+use tessera_multiraft::region;
+use tessera_multiraft::router::{EpochCheck, PollerMsg, ReadPolicy};
+use tessera_multiraft::RaftRouter;
+use tessera_proto::errorpb::RegionError;
+use tessera_proto::kvpb::*;
+use tessera_proto::metapb::Region;
+use tessera_proto::raft_serverpb::{
+    command::Cmd, CompareAndSwapCommand, DeleteCommand, DeleteRangeCommand, PutCommand,
+};
+use tokio::sync::oneshot;
+
+use super::apply::clip_to_region;
+use super::command::{self, CmdResult, KvOutput};
+use crate::{keys, Error, Result};
+
+/// The most bytes of keys and values one BatchPut may carry.
+pub const MAX_BATCH_BYTES: usize = 32 * 1024 * 1024;
+
+#[derive(Clone, Debug)]
+pub struct KvConfig {
+    /// How long a request may wait for its proposal or read to complete.
+    pub request_timeout: Duration,
+}
+
+impl Default for KvConfig {
+    fn default() -> Self {
+        KvConfig {
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+pub struct KvApi {
+    store_id: u64,
+    router: RaftRouter<KvOutput>,
+    engine: Arc<dyn Engine>,
+    cfg: KvConfig,
+}
+
+/// Responses that carry a routing error.
+trait RegionErrorResponse: Default {
+    fn set_region_error(&mut self, e: RegionError);
+}
+
+macro_rules! region_error_response {
+    ($($t:ty),*) => {$(
+        impl RegionErrorResponse for $t {
+            fn set_region_error(&mut self, e: RegionError) {
+                self.region_error = Some(e);
+            }
+        }
+    )*};
+}
+
+region_error_response!(
+    GetResponse,
+    PutResponse,
+    DeleteResponse,
+    BatchGetResponse,
+    BatchPutResponse,
+    ScanResponse,
+    CompareAndSwapResponse,
+    DeleteRangeResponse
+);
+
+/// Turns a routing error into a response carrying it; other errors stay
+/// errors.
+fn respond<R: RegionErrorResponse>(result: Result<R>) -> Result<R> {
+    match result {
+        Err(Error::Region(e)) => {
+            let mut resp = R::default();
+            resp.set_region_error(*e);
+            Ok(resp)
+        }
+        other => other,
+    }
+}
+
+impl KvApi {
+    pub fn new(
+        store_id: u64,
+        router: RaftRouter<KvOutput>,
+        engine: Arc<dyn Engine>,
+        cfg: KvConfig,
+    ) -> Self {
+        KvApi {
+            store_id,
+            router,
+            engine,
+            cfg,
+        }
+    }
+
+    pub fn store_id(&self) -> u64 {
+        self.store_id
+    }
+
+    fn context(&self, ctx: Option<Context>) -> Result<Context> {
+        let ctx = ctx.ok_or_else(|| Error::InvalidArgument("the request has no context".into()))?;
+        let Some(peer) = ctx.peer.as_ref() else {
+            return Err(Error::InvalidArgument(
+                "the request context names no peer".into(),
+            ));
+        };
+        if peer.store_id != self.store_id {
+            return Err(Error::region(RegionError::store_not_match(
+                peer.store_id,
+                self.store_id,
+            )));
+        }
+        Ok(ctx)
+    }
+
+    async fn wait<T>(&self, rx: oneshot::Receiver<tessera_multiraft::Result<T>>) -> Result<T> {
+        match tokio::time::timeout(self.cfg.request_timeout, rx).await {
+            Err(_) => Err(Error::Timeout(self.cfg.request_timeout)),
+            Ok(Err(_)) => Err(Error::Shutdown),
+            Ok(Ok(r)) => r.map_err(Error::from),
+        }
+    }
+
+    /// Waits until the region may be read linearizably; returns the region
+    /// as it is then.
+    async fn read_region(&self, ctx: &Context) -> Result<Region> {
+        let (tx, rx) = oneshot::channel();
+        let policy = if ctx.follower_read {
+            ReadPolicy::Follower
+        } else {
+            ReadPolicy::Leader
+        };
+        self.router.send(PollerMsg::Read {
+            region_id: ctx.region_id,
+            epoch: EpochCheck::version(ctx.region_epoch.unwrap_or_default()),
+            policy,
+            cb: Box::new(move |r| {
+                let _ = tx.send(r.cloned());
+            }),
+        })?;
+        self.wait(rx).await
+    }
+
+    /// Proposes `cmds` to the region's log and waits until they apply.
+    async fn propose(&self, ctx: &Context, cmds: Vec<Cmd>) -> Result<Vec<CmdResult>> {
+        let (tx, rx) = oneshot::channel();
+        self.router.send(PollerMsg::Propose {
+            region_id: ctx.region_id,
+            epoch: EpochCheck::version(ctx.region_epoch.unwrap_or_default()),
+            data: command::encode(ctx, cmds),
+            cb: Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        })?;
+        self.wait(rx).await?.map_err(Error::region)
+    }
+
+    fn check_key_in(region: &Region, key: &[u8]) -> Result<()> {
+        if region::contains_key(region, key) {
+            Ok(())
+        } else {
+            Err(Error::region(RegionError::key_not_in_region(key, region)))
+        }
+    }
+
+    fn engine_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.engine
+            .get(Cf::Default, key)
+            .map_err(|e| Error::Engine(e.to_string()))
+    }
+
+    pub async fn get(&self, req: GetRequest) -> Result<GetResponse> {
+        keys::validate_key(&req.key)?;
+        respond(
+            async {
+                let ctx = self.context(req.context)?;
+                let region = self.read_region(&ctx).await?;
+                Self::check_key_in(&region, &req.key)?;
+                let value = self.engine_get(&req.key)?;
+                Ok(GetResponse {
+                    region_error: None,
+                    found: value.is_some(),
+                    value: value.unwrap_or_default(),
+                })
+            }
+            .await,
+        )
+    }
+
+    pub async fn batch_get(&self, req: BatchGetRequest) -> Result<BatchGetResponse> {
+        for k in &req.keys {
+            keys::validate_key(k)?;
+        }
+        respond(
+            async {
+                let ctx = self.context(req.context)?;
+                let region = self.read_region(&ctx).await?;
+                for k in &req.keys {
+                    Self::check_key_in(&region, k)?;
+                }
+                let mut pairs = Vec::with_capacity(req.keys.len());
+                for key in req.keys {
+                    if let Some(value) = self.engine_get(&key)? {
+                        pairs.push(KvPair { key, value });
+                    }
+                }
+                Ok(BatchGetResponse {
+                    region_error: None,
+                    pairs,
+                })
+            }
+            .await,
+        )
+    }
+
+    pub async fn scan(&self, req: ScanRequest) -> Result<ScanResponse> {
+        keys::validate_bound(&req.start_key)?;
+        keys::validate_bound(&req.end_key)?;
+        respond(
+            async {
+                let ctx = self.context(req.context)?;
+                let region = self.read_region(&ctx).await?;
+                let (start, end) = clip_to_region(&region, &req.start_key, &req.end_key);
+                let limit = if req.limit == 0 {
+                    usize::MAX
+                } else {
+                    req.limit as usize
+                };
+                let mut pairs = vec![];
+                self.engine
+                    .scan(Cf::Default, &start, &end, req.reverse, &mut |k, v| {
+                        pairs.push(KvPair {
+                            key: k.to_vec(),
+                            value: v.to_vec(),
+                        });
+                        pairs.len() < limit
+                    })
+                    .map_err(|e| Error::Engine(e.to_string()))?;
+                Ok(ScanResponse {
+                    region_error: None,
+                    pairs,
+                })
+            }
+            .await,
+        )
+    }
+
+    pub async fn put(&self, req: PutRequest) -> Result<PutResponse> {
+        keys::validate_key(&req.key)?;
+        keys::validate_value(&req.value)?;
+        respond(
+            async {
+                let ctx = self.context(req.context)?;
+                let put = Cmd::Put(PutCommand {
+                    key: req.key,
+                    value: req.value,
+                });
+                self.propose(&ctx, vec![put]).await?;
+                Ok(PutResponse::default())
+            }
+            .await,
+        )
+    }
+
+    pub async fn delete(&self, req: DeleteRequest) -> Result<DeleteResponse> {
+        keys::validate_key(&req.key)?;
+        respond(
+            async {
+                let ctx = self.context(req.context)?;
+                self.propose(&ctx, vec![Cmd::Delete(DeleteCommand { key: req.key })])
+                    .await?;
+                Ok(DeleteResponse::default())
+            }
+            .await,
+        )
+    }
+
+    pub async fn batch_put(&self, req: BatchPutRequest) -> Result<BatchPutResponse> {
+        let mut bytes = 0;
+        for p in &req.pairs {
+            keys::validate_key(&p.key)?;
+            keys::validate_value(&p.value)?;
+            bytes += p.key.len() + p.value.len();
+        }
+        if bytes > MAX_BATCH_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "batch holds {bytes} bytes; the limit is {MAX_BATCH_BYTES}"
+            )));
+        }
+        if req.pairs.is_empty() {
+            return Ok(BatchPutResponse::default());
+        }
+        respond(
+            async {
+                let ctx = self.context(req.context)?;
+                let cmds = req
+                    .pairs
+                    .into_iter()
+                    .map(|p| {
+                        Cmd::Put(PutCommand {
+                            key: p.key,
+                            value: p.value,
+                        })
+                    })
+                    .collect();
+                self.propose(&ctx, cmds).await?;
+                Ok(BatchPutResponse::default())
+            }
+            .await,
+        )
+    }
+
+    pub async fn compare_and_swap(
+        &self,
+        req: CompareAndSwapRequest,
+    ) -> Result<CompareAndSwapResponse> {
+        keys::validate_key(&req.key)?;
+        keys::validate_value(&req.new_value)?;
+        keys::validate_value(&req.expected_value)?;
+        respond(
+            async {
+                let ctx = self.context(req.context)?;
+                let cas = Cmd::CompareAndSwap(CompareAndSwapCommand {
+                    key: req.key,
+                    expect_absent: req.expect_absent,
+                    expected_value: req.expected_value,
+                    new_value: req.new_value,
+                    delete: req.delete,
+                });
+                let results = self.propose(&ctx, vec![cas]).await?;
+                match results.into_iter().next() {
+                    Some(CmdResult::CompareAndSwap {
+                        succeeded,
+                        previous,
+                    }) => Ok(CompareAndSwapResponse {
+                        region_error: None,
+                        succeeded,
+                        previous_found: previous.is_some(),
+                        previous_value: previous.unwrap_or_default(),
+                    }),
+                    other => Err(Error::Engine(format!(
+                        "compare-and-swap applied with result {other:?}"
+                    ))),
+                }
+            }
+            .await,
+        )
+    }
+
+    pub async fn delete_range(&self, req: DeleteRangeRequest) -> Result<DeleteRangeResponse> {
+        keys::validate_bound(&req.start_key)?;
+        keys::validate_bound(&req.end_key)?;
+        if !req.end_key.is_empty() && req.start_key >= req.end_key {
+            return Err(Error::InvalidArgument(
+                "delete range: start key must be below end key".into(),
+            ));
+        }
+        respond(
+            async {
+                let ctx = self.context(req.context)?;
+                let cmd = Cmd::DeleteRange(DeleteRangeCommand {
+                    start_key: req.start_key,
+                    end_key: req.end_key,
+                });
+                self.propose(&ctx, vec![cmd]).await?;
+                Ok(DeleteRangeResponse::default())
+            }
+            .await,
+        )
+    }
+}

@@ -1,0 +1,144 @@
+//! A running store: the engine, the poller thread that drives every region,
+//! and the Kv API on top.
+//!
+//! The node does not own sockets: the caller picks the transport (gRPC in
+//! the binary, the in-memory network in tests) and serves the gRPC services
+//! it wants. Stopping a node stops its poller; its engine may be reopened by
+//! a new node (a restart).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tessera_multiraft::engine::Engine;
+use tessera_multiraft::poller::{self, PollerSpec};
+use tessera_multiraft::router::{PollerMsg, RegionInfo};
+use tessera_multiraft::{Poller, PollerHandle, PollerStats, RaftConfig, RaftRouter, Transport};
+use tessera_proto::metapb::Region;
+
+use crate::kv::{KvApi, KvConfig, KvOutput, KvStateMachine};
+use crate::{Error, Result};
+
+/// Settings of a store node.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub raft: RaftConfig,
+    pub kv: KvConfig,
+    /// Messages the poller's mailbox holds before callers are told the
+    /// store is busy.
+    pub mailbox_capacity: usize,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            raft: RaftConfig::default(),
+            kv: KvConfig::default(),
+            mailbox_capacity: 64 * 1024,
+        }
+    }
+}
+
+pub struct StoreNode {
+    store_id: u64,
+    engine: Arc<dyn Engine>,
+    poller: PollerHandle<KvOutput>,
+    kv: Arc<KvApi>,
+    started: Instant,
+}
+
+impl StoreNode {
+    /// Starts a store over `engine`, resuming every region it holds. The
+    /// transport is built from the poller's router (it needs it to report
+    /// unreachable stores).
+    pub fn start(
+        store_id: u64,
+        engine: Arc<dyn Engine>,
+        cfg: &NodeConfig,
+        transport: impl FnOnce(&RaftRouter<KvOutput>) -> Box<dyn Transport>,
+    ) -> Result<Self> {
+        let (router, mailbox) = poller::mailbox(cfg.mailbox_capacity);
+        let spec = PollerSpec {
+            store_id,
+            config: cfg.raft.clone(),
+            engine: engine.clone(),
+            state_machine: KvStateMachine::new(),
+            transport: transport(&router),
+            mailbox,
+        };
+        let poller = Poller::spawn(spec, router.clone())?;
+        let kv = Arc::new(KvApi::new(store_id, router, engine.clone(), cfg.kv.clone()));
+        Ok(StoreNode {
+            store_id,
+            engine,
+            poller,
+            kv,
+            started: Instant::now(),
+        })
+    }
+
+    pub fn store_id(&self) -> u64 {
+        self.store_id
+    }
+
+    pub fn engine(&self) -> &Arc<dyn Engine> {
+        &self.engine
+    }
+
+    pub fn router(&self) -> &RaftRouter<KvOutput> {
+        self.poller.router()
+    }
+
+    pub fn kv(&self) -> &Arc<KvApi> {
+        &self.kv
+    }
+
+    pub fn stats(&self) -> &Arc<PollerStats> {
+        self.poller.stats()
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Every region on this store, as its peer sees it now.
+    pub async fn regions(&self) -> Result<Vec<RegionInfo>> {
+        Ok(self.router().inspect().await?)
+    }
+
+    /// Creates this store's peer of a new region (bootstrap, or a test that
+    /// lays out regions by hand).
+    pub async fn create_region(&self, region: Region) -> Result<()> {
+        Ok(self.router().create_region(region).await?)
+    }
+
+    /// Hands every leadership on this store to another voter and waits up to
+    /// `timeout` for them to move. Returns how many leaders remain here.
+    pub async fn transfer_leaders_away(&self, timeout: Duration) -> Result<usize> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            self.router().send(PollerMsg::TransferAllLeaders {
+                cb: Box::new(move |n| {
+                    let _ = tx.send(n);
+                }),
+            })?;
+            let started = rx.await.map_err(|_| Error::Shutdown)?;
+            if started == 0 {
+                let left = self.regions().await?.iter().filter(|r| r.is_leader).count();
+                if left == 0 {
+                    return Ok(0);
+                }
+            }
+            if Instant::now() >= deadline {
+                let left = self.regions().await?.iter().filter(|r| r.is_leader).count();
+                return Ok(left);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops the poller and waits for it.
+    pub fn shutdown(self) {
+        self.poller.shutdown();
+    }
+}
