@@ -20,6 +20,22 @@ const REGION_STATE_SUFFIX: u8 = 0x03;
 /// The key of the store's identity in the `meta` column family.
 pub const STORE_IDENT_KEY: &[u8] = &[0x02];
 
+/// A key above every key of the `default` column family (user keys are at
+/// most a few KiB long): the end of an unbounded data range.
+pub fn data_end_key() -> Vec<u8> {
+    vec![0xff; 16 * 1024]
+}
+
+/// The exclusive end of a region's data range (`end_key`, or
+/// [`data_end_key`] when the region is unbounded).
+pub fn data_range_end(end_key: &[u8]) -> Vec<u8> {
+    if end_key.is_empty() {
+        data_end_key()
+    } else {
+        end_key.to_vec()
+    }
+}
+
 pub fn raft_log_key(region_id: RegionId, index: u64) -> [u8; 16] {
     let mut key = [0u8; 16];
     key[..8].copy_from_slice(&region_id.to_be_bytes());

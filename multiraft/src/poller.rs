@@ -287,6 +287,7 @@ impl<S: StateMachine> Poller<S> {
                 None => cb(Err(Error::region(RegionError::region_not_found(region_id)))),
             },
             PollerMsg::CreateRegion { region, cb } => cb(self.create_region(region)),
+            PollerMsg::DestroyRegion { region_id, cb } => cb(self.destroy_region(region_id)),
             PollerMsg::Campaign { region_id } => {
                 if let Some(peer) = self.peers.get_mut(&region_id) {
                     if let Err(e) = peer.campaign() {
@@ -542,6 +543,39 @@ impl<S: StateMachine> Poller<S> {
         for id in removed {
             self.destroy_peer(id);
         }
+    }
+
+    /// Removes the local peer of `region_id` and deletes its log, states and
+    /// data, in one synced write.
+    fn destroy_region(&mut self, region_id: RegionId) -> Result<()> {
+        let Some(mut peer) = self.peers.remove(&region_id) else {
+            return Err(Error::region(RegionError::region_not_found(region_id)));
+        };
+        peer.fail_pending("the region was destroyed on this store");
+        let region = peer.region().clone();
+        let mut wb = WriteBatch::default();
+        wb.delete_range(
+            Cf::Raft,
+            keys::raft_log_key(region_id, 0).to_vec(),
+            keys::raft_log_key(region_id, u64::MAX).to_vec(),
+        );
+        wb.delete(Cf::Raft, keys::raft_log_key(region_id, u64::MAX).to_vec());
+        wb.delete(Cf::Meta, keys::raft_state_key(region_id).to_vec());
+        wb.delete(Cf::Meta, keys::apply_state_key(region_id).to_vec());
+        wb.delete(Cf::Meta, keys::region_state_key(region_id).to_vec());
+        wb.delete_range(
+            Cf::Default,
+            region.start_key.clone(),
+            keys::data_range_end(&region.end_key),
+        );
+        self.engine.write(&wb, true)?;
+        self.roles_changed = true;
+        tracing::info!(
+            region_id,
+            store_id = self.store_id,
+            "region destroyed on this store"
+        );
+        Ok(())
     }
 
     /// Drops a peer that a membership change removed. Its data and Raft

@@ -103,6 +103,13 @@ pub enum PollerMsg<O> {
         region: Region,
         cb: Box<dyn FnOnce(Result<()>) + Send>,
     },
+    /// Remove this store's peer of a region and delete everything it held:
+    /// its Raft log and states and its data range. Used for a peer that must
+    /// never have existed (a lost bootstrap race).
+    DestroyRegion {
+        region_id: RegionId,
+        cb: Box<dyn FnOnce(Result<()>) + Send>,
+    },
     /// Start an election now (used after bootstrap, and by tests).
     Campaign { region_id: RegionId },
     /// Hand leadership of the region to `to_peer`.
@@ -193,6 +200,18 @@ impl<O: Send + 'static> RaftRouter<O> {
             }),
         })?;
         rx.await.map_err(|_| Error::Shutdown)
+    }
+
+    /// Destroys this store's peer of a region and its data.
+    pub async fn destroy_region(&self, region_id: RegionId) -> Result<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(PollerMsg::DestroyRegion {
+            region_id,
+            cb: Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        })?;
+        rx.await.map_err(|_| Error::Shutdown)?
     }
 
     /// Creates a region's peer here and waits until it exists.

@@ -14,13 +14,17 @@
 //! Raft hosting itself (storage, peers, group commit, transport) lives in
 //! `tessera-multiraft`.
 
+pub mod bootstrap;
+pub mod config;
 pub mod directory_client;
 pub mod error;
 pub mod heartbeat;
 pub mod keys;
 pub mod kv;
 pub mod node;
+pub mod server;
 pub mod service;
+pub mod status;
 pub mod testkit;
 
 pub use error::{Error, Result};

@@ -195,3 +195,40 @@ async fn an_isolated_leader_cannot_commit_nor_serve_stale_reads_and_catches_up_a
     assert_eq!(follower_read.value, b"v2");
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_store_hands_its_leaders_away_first() {
+    let cluster = Cluster::start(ClusterOptions::new(3)).await.unwrap();
+    let splits: Vec<Vec<u8>> = (1..8).map(|i| key(format!("r{i}"))).collect();
+    let regions = cluster.bootstrap_regions(&splits).await.unwrap();
+    // bootstrap_regions elects the first peer's store; find one that leads.
+    let mut leading = std::collections::BTreeMap::<u64, usize>::new();
+    for r in &regions {
+        *leading
+            .entry(cluster.leader_of(r.id).await.unwrap())
+            .or_default() += 1;
+    }
+    let (&store, &count) = leading.iter().max_by_key(|(_, n)| **n).unwrap();
+    assert!(count > 0);
+
+    let node = cluster.node(store).unwrap();
+    let left = node
+        .transfer_leaders_away(Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "store {store} still leads {left} regions");
+    for r in &regions {
+        let leader = cluster.leader_of(r.id).await.unwrap();
+        assert_ne!(
+            leader, store,
+            "region {} is still led by the stopping store",
+            r.id
+        );
+    }
+    drop(node);
+    cluster.stop_store(store).await;
+    for i in 1..8 {
+        cluster.must_put(&key(format!("r{i}-after")), b"v").await;
+    }
+    cluster.shutdown().await;
+}

@@ -9,6 +9,7 @@
 //!   binary);
 //! - the gRPC client of the real `tessera-directory` service.
 
+mod grpc;
 mod test_directory;
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use tessera_proto::directorypb::{RegionReport, StoreStats};
 use tessera_proto::metapb::{Region, Store};
 
 use crate::Result;
+pub use grpc::GrpcDirectoryClient;
 pub use test_directory::TestDirectory;
 
 #[tonic::async_trait]

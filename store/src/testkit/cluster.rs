@@ -226,7 +226,8 @@ impl Cluster {
                     .with_stop(stop_rx.clone())
                     .into_server();
                 let kv = KvService::new(node.kv().clone()).into_server();
-                let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+                let incoming =
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
                 let done = tokio::spawn(async move {
                     let _ = tonic::transport::Server::builder()
                         .add_service(raft)

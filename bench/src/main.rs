@@ -1,0 +1,49 @@
+//! `tessera-bench`: measurements of tessera on this machine.
+//!
+//! - `fsync`: this machine's fsync latency (the floor under every durable
+//!   write);
+//! - `cluster-put`: puts through a 3-store cluster (RocksDB, gRPC between
+//!   stores, in one process) with N concurrent writers over M regions.
+//!
+//! Results print as a table and, with `--json`, as one JSON object.
+
+mod cluster_put;
+mod fsync;
+mod report;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "tessera-bench",
+    version,
+    about = "Measure tessera on this machine"
+)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+    /// Print results as JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// fsync latency of 4 KiB appends in a directory (default: a temporary one).
+    Fsync(fsync::Args),
+    /// Puts through an in-process 3-store cluster over gRPC and RocksDB.
+    ClusterPut(cluster_put::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let report = match args.command {
+        Command::Fsync(a) => fsync::run(a)?,
+        Command::ClusterPut(a) => runtime.block_on(cluster_put::run(a))?,
+    };
+    report.print(args.json);
+    Ok(())
+}

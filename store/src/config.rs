@@ -1,0 +1,223 @@
+//! The store's configuration: a TOML file, overridden by command-line flags
+//! (which may also come from `TESSERA_STORE_*` environment variables).
+//!
+//! Every field has a default, so an empty file (or none) gives a store that
+//! listens on 127.0.0.1:20160, serves status on 127.0.0.1:20180, keeps its
+//! data in `./tessera-store-data` and looks for a directory on
+//! 127.0.0.1:2379.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tessera_multiraft::engine::RocksOptions;
+use tessera_multiraft::RaftConfig;
+
+use crate::kv::KvConfig;
+use crate::{Error, NodeConfig, Result};
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Where RocksDB keeps the store's data.
+    pub data_dir: PathBuf,
+    /// The address the gRPC server binds (Kv and Raft services).
+    pub listen_addr: String,
+    /// The address other processes dial; defaults to `listen_addr`. May be a
+    /// DNS name.
+    pub advertise_addr: Option<String>,
+    /// The address of the HTTP server for /metrics, /health and /ready.
+    pub status_addr: String,
+    /// Addresses of the directory members.
+    pub directory: Vec<String>,
+    /// Labels of this store, such as `zone = "a"`, for placement.
+    pub labels: BTreeMap<String, String>,
+    /// How long a request waits for its proposal or read, in milliseconds.
+    pub request_timeout_ms: u64,
+    /// Interval between heartbeats to the directory, in milliseconds.
+    pub heartbeat_interval_ms: u64,
+    /// On SIGTERM, how long to wait for leadership to move away, in
+    /// milliseconds, before stopping anyway.
+    pub shutdown_grace_ms: u64,
+    /// `text` or `json`.
+    pub log_format: String,
+    pub raft: RaftSection,
+    pub rocksdb: RocksSection,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RaftSection {
+    /// Milliseconds between two Raft ticks.
+    pub tick_interval_ms: u64,
+    /// Ticks before a follower without a leader campaigns.
+    pub election_ticks: usize,
+    /// Ticks between leader heartbeats.
+    pub heartbeat_ticks: usize,
+    /// Largest append message, in bytes.
+    pub max_size_per_msg_bytes: u64,
+    /// Append messages in flight per follower.
+    pub max_inflight_msgs: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RocksSection {
+    pub block_cache_mib: usize,
+    pub write_buffer_mib: usize,
+    pub max_background_jobs: i32,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            data_dir: PathBuf::from("tessera-store-data"),
+            listen_addr: "127.0.0.1:20160".into(),
+            advertise_addr: None,
+            status_addr: "127.0.0.1:20180".into(),
+            directory: vec!["127.0.0.1:2379".into()],
+            labels: BTreeMap::new(),
+            request_timeout_ms: 5_000,
+            heartbeat_interval_ms: 1_000,
+            shutdown_grace_ms: 10_000,
+            log_format: "text".into(),
+            raft: RaftSection::default(),
+            rocksdb: RocksSection::default(),
+        }
+    }
+}
+
+impl Default for RaftSection {
+    fn default() -> Self {
+        let r = RaftConfig::default();
+        RaftSection {
+            tick_interval_ms: r.tick_interval.as_millis() as u64,
+            election_ticks: r.election_tick,
+            heartbeat_ticks: r.heartbeat_tick,
+            max_size_per_msg_bytes: r.max_size_per_msg_bytes,
+            max_inflight_msgs: r.max_inflight_msgs,
+        }
+    }
+}
+
+impl Default for RocksSection {
+    fn default() -> Self {
+        let r = RocksOptions::default();
+        RocksSection {
+            block_cache_mib: r.block_cache_bytes >> 20,
+            write_buffer_mib: r.write_buffer_bytes >> 20,
+            max_background_jobs: r.max_background_jobs,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// Reads a TOML file; unknown keys are an error, missing keys default.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    }
+
+    pub fn advertise_addr(&self) -> &str {
+        self.advertise_addr.as_deref().unwrap_or(&self.listen_addr)
+    }
+
+    /// Checks the values a store cannot run with.
+    pub fn validate(&self) -> Result<()> {
+        if self.directory.is_empty() {
+            return Err(Error::Config(
+                "at least one directory address is required".into(),
+            ));
+        }
+        if self.raft.heartbeat_ticks == 0 || self.raft.election_ticks <= self.raft.heartbeat_ticks {
+            return Err(Error::Config(
+                "raft.election_ticks must be greater than raft.heartbeat_ticks (and both above 0)"
+                    .into(),
+            ));
+        }
+        if self.raft.tick_interval_ms == 0 {
+            return Err(Error::Config(
+                "raft.tick_interval_ms must be above 0".into(),
+            ));
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err(Error::Config(format!(
+                "log_format must be text or json, not {:?}",
+                self.log_format
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn node_config(&self) -> NodeConfig {
+        NodeConfig {
+            raft: RaftConfig {
+                tick_interval: Duration::from_millis(self.raft.tick_interval_ms),
+                election_tick: self.raft.election_ticks,
+                heartbeat_tick: self.raft.heartbeat_ticks,
+                max_size_per_msg_bytes: self.raft.max_size_per_msg_bytes,
+                max_inflight_msgs: self.raft.max_inflight_msgs,
+                ..RaftConfig::default()
+            },
+            kv: KvConfig {
+                request_timeout: Duration::from_millis(self.request_timeout_ms),
+            },
+            ..NodeConfig::default()
+        }
+    }
+
+    pub fn rocks_options(&self) -> RocksOptions {
+        RocksOptions {
+            block_cache_bytes: self.rocksdb.block_cache_mib << 20,
+            write_buffer_bytes: self.rocksdb.write_buffer_mib << 20,
+            max_background_jobs: self.rocksdb.max_background_jobs,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_gives_the_defaults() {
+        let cfg: StoreConfig = toml::from_str("").unwrap();
+        assert_eq!(cfg, StoreConfig::default());
+        cfg.validate().unwrap();
+        assert_eq!(cfg.advertise_addr(), "127.0.0.1:20160");
+    }
+
+    #[test]
+    fn a_file_overrides_what_it_names_and_refuses_unknown_keys() {
+        let cfg: StoreConfig = toml::from_str(
+            r#"
+            listen_addr = "0.0.0.0:30160"
+            advertise_addr = "store-1.tessera:30160"
+            directory = ["d1:2379", "d2:2379"]
+            [labels]
+            zone = "a"
+            [raft]
+            election_ticks = 20
+            "#,
+        )
+        .unwrap();
+        assert_eq!(cfg.advertise_addr(), "store-1.tessera:30160");
+        assert_eq!(cfg.labels["zone"], "a");
+        assert_eq!(cfg.raft.election_ticks, 20);
+        assert_eq!(
+            cfg.raft.heartbeat_ticks,
+            RaftSection::default().heartbeat_ticks
+        );
+        assert!(toml::from_str::<StoreConfig>("listen = 1").is_err());
+    }
+
+    #[test]
+    fn validation_names_the_problem() {
+        let mut cfg = StoreConfig::default();
+        cfg.raft.election_ticks = 1;
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("election_ticks"), "{err}");
+    }
+}

@@ -1,0 +1,245 @@
+//! The `tessera-store` process: everything `main` starts, in order, and
+//! how it stops.
+//!
+//! Start: open RocksDB → serve /health, /metrics and /ready (not ready yet)
+//! → find the directory and learn this store's id (retrying until it
+//! answers) → start the poller with every local region → serve gRPC (Kv,
+//! Raft, health) → bootstrap the cluster if nobody has → heartbeats → ready.
+//!
+//! Stop (SIGTERM or Ctrl-C): not ready → hand every leadership to another
+//! store (up to `shutdown_grace_ms`) → stop serving → stop the poller.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use tessera_multiraft::engine::{Engine, RocksEngine};
+use tessera_multiraft::transport::{GrpcTransport, RaftService};
+use tokio::sync::watch;
+
+use crate::bootstrap::{self, StoreDescriptor};
+use crate::config::StoreConfig;
+use crate::directory_client::{DirectoryClient, DirectoryResolver, GrpcDirectoryClient};
+use crate::heartbeat;
+use crate::service::KvService;
+use crate::status::{self, Readiness};
+use crate::{Error, Result, StoreNode};
+
+const RETRY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Total and available bytes of the file system holding `path`.
+fn disk_capacity(path: &std::path::Path) -> (u64, u64) {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return (0, 0);
+    };
+    // SAFETY: statvfs only writes into `st`; `c` is a valid C string.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return (0, 0);
+    }
+    let block = st.f_frsize;
+    (st.f_blocks * block, st.f_bavail * block)
+}
+
+/// Retries `f` every second until it succeeds or `stop` fires.
+async fn until_ok<T, F, Fut>(
+    what: &str,
+    readiness: &Readiness,
+    stop: &mut watch::Receiver<bool>,
+    mut f: F,
+) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                tracing::warn!(error = %e, "{what} failed; retrying");
+                readiness.set_not_ready(format!("{what}: {e}"));
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(RETRY_INTERVAL) => {}
+            _ = stop.wait_for(|s| *s) => return Err(Error::Shutdown),
+        }
+    }
+}
+
+/// Runs a store until `shutdown` completes.
+pub async fn run(
+    cfg: StoreConfig,
+    metrics: Option<PrometheusHandle>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    cfg.validate()?;
+    let (stop_tx, mut stop) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+
+    std::fs::create_dir_all(&cfg.data_dir)
+        .map_err(|e| Error::Config(format!("cannot create {}: {e}", cfg.data_dir.display())))?;
+    let data_dir = cfg.data_dir.clone();
+    let rocks = cfg.rocks_options();
+    let engine: Arc<dyn Engine> = Arc::new(
+        tokio::task::spawn_blocking(move || RocksEngine::open(&data_dir, &rocks))
+            .await
+            .map_err(|e| Error::Engine(e.to_string()))??,
+    );
+
+    let readiness = Readiness::new("starting");
+    let status_listener = tokio::net::TcpListener::bind(&cfg.status_addr)
+        .await
+        .map_err(|e| {
+            Error::Config(format!(
+                "cannot bind the status address {}: {e}",
+                cfg.status_addr
+            ))
+        })?;
+    let status_addr = status_listener.local_addr()?;
+    let mut status_stop = stop.clone();
+    let status_task = tokio::spawn(status::serve(
+        status_listener,
+        metrics,
+        readiness.clone(),
+        async move {
+            let _ = status_stop.wait_for(|s| *s).await;
+        },
+    ));
+    tracing::info!(%status_addr, "serving /metrics, /health and /ready");
+
+    let directory: Arc<dyn DirectoryClient> = Arc::new(GrpcDirectoryClient::new(
+        cfg.directory.clone(),
+        Duration::from_secs(5),
+    )?);
+    let me = StoreDescriptor {
+        address: cfg.advertise_addr().to_string(),
+        status_address: status_addr.to_string(),
+        labels: cfg.labels.clone().into_iter().collect(),
+    };
+    readiness.set_not_ready(format!(
+        "waiting for the directory at {}",
+        cfg.directory.join(", ")
+    ));
+    let store_id = match until_ok("joining the cluster", &readiness, &mut stop, || {
+        bootstrap::join(&engine, directory.as_ref(), &me)
+    })
+    .await
+    {
+        Ok(id) => id,
+        Err(Error::Shutdown) => {
+            // Stopped before joining: nothing to hand over.
+            let _ = status_task.await;
+            tracing::info!("stopped before joining a cluster");
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+
+    let resolver = Arc::new(DirectoryResolver::new(directory.clone()));
+    let runtime = tokio::runtime::Handle::current();
+    let node = Arc::new(StoreNode::start(
+        store_id,
+        engine.clone(),
+        &cfg.node_config(),
+        |router| {
+            Box::new(GrpcTransport::new(
+                store_id,
+                runtime,
+                resolver,
+                router.clone(),
+            ))
+        },
+    )?);
+
+    let listener = tokio::net::TcpListener::bind(&cfg.listen_addr)
+        .await
+        .map_err(|e| {
+            Error::Config(format!(
+                "cannot bind the listen address {}: {e}",
+                cfg.listen_addr
+            ))
+        })?;
+    let listen_addr = listener.local_addr()?;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let raft = RaftService::new(store_id, node.router().clone())
+        .with_stop(stop.clone())
+        .into_server();
+    let kv = KvService::new(node.kv().clone()).into_server();
+    let mut server_stop = stop.clone();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(raft)
+            .add_service(kv)
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                async move {
+                    let _ = server_stop.wait_for(|s| *s).await;
+                },
+            ),
+    );
+    tracing::info!(store_id, %listen_addr, advertise = cfg.advertise_addr(), "serving Kv and Raft");
+
+    match until_ok("bootstrapping the cluster", &readiness, &mut stop, || {
+        bootstrap::bootstrap_if_needed(&node, directory.as_ref(), &me)
+    })
+    .await
+    {
+        Ok(()) | Err(Error::Shutdown) => {}
+        Err(e) => return Err(e),
+    }
+
+    let data_dir = cfg.data_dir.clone();
+    let heartbeats = tokio::spawn(heartbeat::run_heartbeats(
+        node.clone(),
+        directory.clone(),
+        Duration::from_millis(cfg.heartbeat_interval_ms),
+        move || disk_capacity(&data_dir),
+    ));
+    health
+        .set_serving::<tessera_proto::kvpb::kv_server::KvServer<KvService>>()
+        .await;
+    readiness.set_ready();
+    tracing::info!(store_id, "store is ready");
+
+    let _ = stop.wait_for(|s| *s).await;
+    readiness.set_not_ready("shutting down");
+    health
+        .set_not_serving::<tessera_proto::kvpb::kv_server::KvServer<KvService>>()
+        .await;
+    let left = node
+        .transfer_leaders_away(Duration::from_millis(cfg.shutdown_grace_ms))
+        .await
+        .unwrap_or(usize::MAX);
+    if left == 0 {
+        tracing::info!("handed every leadership to another store");
+    } else {
+        tracing::warn!(leaders = left, "stopping while still leading some regions");
+    }
+    heartbeats.abort();
+    let abort = server.abort_handle();
+    if tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .is_err()
+    {
+        abort.abort();
+    }
+    let _ = status_task.await;
+    match Arc::try_unwrap(node) {
+        Ok(node) => node.shutdown(),
+        Err(node) => {
+            // A request still holds the node; stop the poller through it.
+            let _ = node
+                .router()
+                .send(tessera_multiraft::router::PollerMsg::Shutdown);
+        }
+    }
+    tracing::info!(store_id, "store stopped");
+    Ok(())
+}
