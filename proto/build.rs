@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "proto/kvpb.proto",
     "proto/raft_serverpb.proto",
     "proto/directorypb.proto",
+    "proto/adminpb.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

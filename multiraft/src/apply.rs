@@ -3,17 +3,22 @@
 //! All regions of a poller round share one apply batch. For each region the
 //! batch receives, in order: its hard state if the commit index moved (so
 //! the persisted commit is never below the persisted applied index), the
-//! changes of every entry, and finally the region's new apply state. The
-//! poller writes the batch (without fsync: the Raft log already holds every
-//! entry durably, and a lost apply is simply redone from it) and only then
-//! runs the proposers' callbacks.
+//! changes of every entry — including region changes the entries asked for
+//! (a split narrows the region and creates new ones, a log compaction drops
+//! entries) — and finally the region's new apply state. The poller writes
+//! the batch (without fsync: the Raft log already holds every entry
+//! durably, and a lost apply is simply redone from it) and only then runs
+//! the proposers' callbacks.
 
 use raft::eraftpb::{Entry, EntryType};
+use tessera_proto::metapb::{Peer as PeerMeta, Region};
+use tessera_proto::raft_serverpb::{PeerState, RegionLocalState};
 
-use crate::conf_change::ConfChangeOutcome;
-use crate::engine::{Engine, WriteBatch};
-use crate::peer::Peer;
-use crate::state_machine::{ApplyContext, StateMachine};
+use crate::conf_change::{self, ConfChangeOutcome};
+use crate::engine::{Cf, Engine, WriteBatch};
+use crate::peer::{Applied, Peer};
+use crate::state_machine::{ApplyContext, ApplyEffect, StateMachine};
+use crate::{keys, metrics as m};
 
 /// What one round of apply produces.
 #[derive(Default)]
@@ -24,18 +29,30 @@ pub struct ApplyBatch {
     pub entries: u64,
 }
 
-/// Applies `entries` (committed, in order) of `peer` into `ab`. Returns
-/// whether a membership change removed `peer` from its region.
+/// What applying a peer's entries changed beyond its data.
+#[derive(Default, Debug)]
+pub struct ApplyOutcome {
+    /// Regions split off this one; their initial state still has to be
+    /// written.
+    pub new_regions: Vec<Region>,
+    /// Peers that membership changes removed, with the region after each
+    /// change (to tell them).
+    pub removed_peers: Vec<(PeerMeta, Region)>,
+    /// A membership change removed this peer.
+    pub removed_self: bool,
+}
+
+/// Applies `entries` (committed, in order) of `peer` into `ab`.
 pub fn apply_entries<S: StateMachine>(
     peer: &mut Peer<S::Output>,
     entries: Vec<Entry>,
     sm: &mut S,
     engine: &dyn Engine,
     ab: &mut ApplyBatch,
-) -> bool {
-    let mut removed_self = false;
+) -> ApplyOutcome {
+    let mut outcome = ApplyOutcome::default();
     if entries.is_empty() {
-        return removed_self;
+        return outcome;
     }
     peer.storage_mut().write_raft_state_if_dirty(&mut ab.wb);
     let mut applied = peer.storage().applied_index();
@@ -44,41 +61,104 @@ pub fn apply_entries<S: StateMachine>(
             // Already applied before a restart; raft-rs may hand it out again.
             continue;
         }
+        if outcome.removed_self {
+            // Nothing after our own removal concerns this replica.
+            break;
+        }
         match entry.get_entry_type() {
             EntryType::EntryNormal => {
-                let output = if entry.data.is_empty() {
+                let result = if entry.data.is_empty() {
                     // The empty entry a new leader commits in its term.
-                    None
+                    Applied::Nothing
                 } else {
-                    let storage = peer.storage();
-                    let mut state = *storage.apply_state();
-                    state.applied_index = applied;
-                    let mut cx = ApplyContext {
-                        engine,
-                        batch: &mut ab.wb,
-                        region: storage.region(),
-                        apply_state: &state,
-                        index: entry.index,
-                        term: entry.term,
+                    let mut effects = vec![];
+                    let output = {
+                        let storage = peer.storage();
+                        let state = *storage.apply_state();
+                        let mut cx = ApplyContext {
+                            engine,
+                            batch: &mut ab.wb,
+                            region: storage.region(),
+                            apply_state: &state,
+                            index: entry.index,
+                            term: entry.term,
+                            effects: &mut effects,
+                        };
+                        sm.apply(&mut cx, &entry.data)
                     };
-                    Some(sm.apply(&mut cx, &entry.data))
+                    peer.applied_bytes += entry.data.len() as u64;
+                    for effect in effects {
+                        carry_out(peer, effect, &mut ab.wb, &mut outcome);
+                    }
+                    Applied::Command(output)
                 };
-                peer.on_entry_applied(entry.index, entry.term, output, &mut ab.deferred);
+                peer.on_entry_applied(entry.index, entry.term, result, &mut ab.deferred);
             }
             EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
-                if crate::conf_change::apply(peer, &entry, &mut ab.wb)
-                    == ConfChangeOutcome::RemovedSelf
-                {
-                    removed_self = true;
-                }
-                peer.on_entry_applied(entry.index, entry.term, None, &mut ab.deferred);
+                let result = match conf_change::apply(peer, &entry, &mut ab.wb) {
+                    ConfChangeOutcome::Applied {
+                        region,
+                        removed,
+                        removed_self,
+                    } => {
+                        outcome.removed_self |= removed_self;
+                        outcome
+                            .removed_peers
+                            .extend(removed.into_iter().map(|p| (p, region.clone())));
+                        Applied::ConfChange(region)
+                    }
+                    ConfChangeOutcome::Ignored => Applied::Nothing,
+                };
+                peer.on_entry_applied(entry.index, entry.term, result, &mut ab.deferred);
             }
         }
         applied = entry.index;
+        peer.storage_mut().set_applied_index(applied);
         ab.entries += 1;
     }
-    let storage = peer.storage_mut();
-    storage.set_applied_index(applied);
-    storage.write_apply_state(&mut ab.wb);
-    removed_self
+    peer.storage().write_apply_state(&mut ab.wb);
+    outcome
+}
+
+fn carry_out<O: Send + 'static>(
+    peer: &mut Peer<O>,
+    effect: ApplyEffect,
+    wb: &mut WriteBatch,
+    outcome: &mut ApplyOutcome,
+) {
+    match effect {
+        ApplyEffect::Split {
+            derived,
+            new_regions,
+        } => {
+            let region_id = derived.id;
+            wb.put_msg(
+                Cf::Meta,
+                keys::region_state_key(region_id),
+                &RegionLocalState {
+                    region: Some(derived.clone()),
+                    state: PeerState::Normal as i32,
+                },
+            );
+            tracing::info!(
+                region_id,
+                new_regions = ?new_regions.iter().map(|r| r.id).collect::<Vec<_>>(),
+                version = derived.region_epoch.unwrap_or_default().version,
+                "region split"
+            );
+            metrics::counter!(m::SPLITS_TOTAL).increment(1);
+            peer.storage_mut().set_region(derived);
+            peer.split_siblings = new_regions.clone();
+            outcome.new_regions.extend(new_regions);
+        }
+        ApplyEffect::CompactLog { index, term } => {
+            let before = peer.storage().truncated_index();
+            peer.storage_mut().compact_to(index, term, wb);
+            let dropped = peer.storage().truncated_index() - before;
+            if dropped > 0 {
+                metrics::counter!(m::LOG_GC_TOTAL).increment(1);
+                metrics::counter!(m::LOG_GC_ENTRIES_TOTAL).increment(dropped);
+            }
+        }
+    }
 }

@@ -22,14 +22,18 @@ use crate::engine::{Cf, WriteBatch};
 use crate::keys;
 use crate::peer::Peer;
 
-/// What a membership change did to the local peer.
-#[derive(Debug, PartialEq, Eq)]
+/// What a membership change did.
+#[derive(Debug, PartialEq)]
 pub enum ConfChangeOutcome {
-    /// The change applied; the local peer is still a member.
-    Applied,
-    /// The change removed the local peer from the region.
-    RemovedSelf,
-    /// The entry could not be decoded or refused by raft-rs; nothing changed.
+    /// The change applied: the region after it, and the peers it removed
+    /// (possibly the local one).
+    Applied {
+        region: Region,
+        removed: Vec<PeerMeta>,
+        removed_self: bool,
+    },
+    /// The entry could not be decoded or was refused by raft-rs; nothing
+    /// changed.
     Ignored,
 }
 
@@ -67,6 +71,13 @@ pub fn apply<O: Send + 'static>(
     };
     let mut region = peer.region().clone();
     region.peers = peers_for(&cs, &region, &context.peers);
+    let removed_peers: Vec<PeerMeta> = peer
+        .region()
+        .peers
+        .iter()
+        .filter(|old| !region.peers.iter().any(|p| p.id == old.id))
+        .copied()
+        .collect();
     let epoch = region.region_epoch.get_or_insert_with(Default::default);
     epoch.conf_ver += 1;
     let removed = !region.peers.iter().any(|p| p.id == peer.peer_id());
@@ -80,11 +91,12 @@ pub fn apply<O: Send + 'static>(
     };
     wb.put_msg(Cf::Meta, keys::region_state_key(region_id), &state);
     tracing::info!(region_id, conf_ver = region.region_epoch.unwrap_or_default().conf_ver, peers = ?region.peers, "membership changed");
-    peer.storage_mut().set_region(region);
-    if removed {
-        ConfChangeOutcome::RemovedSelf
-    } else {
-        ConfChangeOutcome::Applied
+    peer.storage_mut().set_region(region.clone());
+    metrics::counter!(crate::metrics::CONF_CHANGES_TOTAL).increment(1);
+    ConfChangeOutcome::Applied {
+        region,
+        removed: removed_peers,
+        removed_self: removed,
     }
 }
 

@@ -32,6 +32,15 @@ pub struct RaftConfig {
     pub max_msgs_per_round: usize,
     /// Entries kept in a peer's in-memory log cache beyond what is applied.
     pub entry_cache_limit: usize,
+    /// Ticks between two checks of whether a leader should compact its log.
+    pub log_gc_tick_interval: usize,
+    /// A leader compacts once this many entries are replicated everywhere.
+    pub log_gc_threshold: u64,
+    /// Past this many entries, a leader compacts up to what it applied even
+    /// if a follower lags (that follower then gets a snapshot).
+    pub log_gc_count_limit: u64,
+    /// Past this many bytes of log, the same.
+    pub log_gc_size_limit_bytes: u64,
 }
 
 impl Default for RaftConfig {
@@ -47,6 +56,10 @@ impl Default for RaftConfig {
             lease_ratio: 0.8,
             max_msgs_per_round: 4096,
             entry_cache_limit: 4096,
+            log_gc_tick_interval: 30,
+            log_gc_threshold: 50,
+            log_gc_count_limit: 50_000,
+            log_gc_size_limit_bytes: 64 * 1024 * 1024,
         }
     }
 }

@@ -32,6 +32,7 @@ pub mod poller;
 pub mod read;
 pub mod region;
 pub mod router;
+pub mod snapshot;
 pub mod state_machine;
 pub mod storage;
 pub mod transport;

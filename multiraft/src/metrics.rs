@@ -25,6 +25,31 @@ pub const RAFT_MESSAGES_SENT_TOTAL: &str = "tessera_raft_messages_sent_total";
 pub const RAFT_MESSAGES_RECEIVED_TOTAL: &str = "tessera_raft_messages_received_total";
 /// Raft messages dropped by the transport (peer store unreachable or slow).
 pub const RAFT_MESSAGES_DROPPED_TOTAL: &str = "tessera_raft_messages_dropped_total";
+/// Snapshots generated, and the seconds each took.
+pub const SNAPSHOTS_GENERATED_TOTAL: &str = "tessera_snapshots_generated_total";
+pub const SNAPSHOT_GENERATE_SECONDS: &str = "tessera_snapshot_generate_seconds";
+/// Snapshots sent to other stores, their bytes and the seconds each took.
+pub const SNAPSHOTS_SENT_TOTAL: &str = "tessera_snapshots_sent_total";
+pub const SNAPSHOT_SENT_BYTES_TOTAL: &str = "tessera_snapshot_sent_bytes_total";
+pub const SNAPSHOT_SEND_SECONDS: &str = "tessera_snapshot_send_seconds";
+/// Snapshots received from other stores, their bytes and seconds.
+pub const SNAPSHOTS_RECEIVED_TOTAL: &str = "tessera_snapshots_received_total";
+pub const SNAPSHOT_RECEIVED_BYTES_TOTAL: &str = "tessera_snapshot_received_bytes_total";
+pub const SNAPSHOT_RECEIVE_SECONDS: &str = "tessera_snapshot_receive_seconds";
+/// Snapshots applied, and the seconds each took.
+pub const SNAPSHOTS_APPLIED_TOTAL: &str = "tessera_snapshots_applied_total";
+pub const SNAPSHOT_APPLY_SECONDS: &str = "tessera_snapshot_apply_seconds";
+/// Membership changes applied.
+pub const CONF_CHANGES_TOTAL: &str = "tessera_conf_changes_total";
+/// Splits applied (one per region split, on every replica).
+pub const SPLITS_TOTAL: &str = "tessera_splits_total";
+/// Raft log compactions applied, and the entries they dropped.
+pub const LOG_GC_TOTAL: &str = "tessera_raft_log_gc_total";
+pub const LOG_GC_ENTRIES_TOTAL: &str = "tessera_raft_log_gc_entries_total";
+/// Raft log entries kept, summed over the store's regions.
+pub const RAFT_LOG_ENTRIES: &str = "tessera_raft_log_entries";
+/// Approximate bytes of Raft log kept, summed over the store's regions.
+pub const RAFT_LOG_BYTES: &str = "tessera_raft_log_bytes";
 /// Regions hosted by this store.
 pub const REGIONS: &str = "tessera_regions";
 /// Regions whose leader is on this store.
@@ -40,7 +65,11 @@ pub fn histogram_buckets() -> Vec<(&'static str, Vec<f64>)> {
     let regions = vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0];
     vec![
         (POLLER_ROUND_SECONDS, seconds.clone()),
-        (FSYNC_SECONDS, seconds),
+        (FSYNC_SECONDS, seconds.clone()),
+        (SNAPSHOT_GENERATE_SECONDS, seconds.clone()),
+        (SNAPSHOT_SEND_SECONDS, seconds.clone()),
+        (SNAPSHOT_RECEIVE_SECONDS, seconds.clone()),
+        (SNAPSHOT_APPLY_SECONDS, seconds),
         (WRITE_BATCH_BYTES, bytes),
         (WRITE_BATCH_REGIONS, regions),
     ]

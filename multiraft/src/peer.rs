@@ -16,24 +16,50 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use protobuf::Message as _;
-use raft::eraftpb::Message;
+use raft::eraftpb::{
+    ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, Message, MessageType,
+};
 use raft::{RawNode, SoftState, StateRole};
 use tessera_proto::errorpb::RegionError;
 use tessera_proto::metapb::{self, Region};
-use tessera_proto::raft_serverpb::RaftMessage;
+use tessera_proto::raft_serverpb::{ConfChangeContext, RaftMessage, SnapshotData};
 
 use crate::config::RaftConfig;
 use crate::engine::Engine;
 use crate::read::{Lease, PendingRead, ReadPath, ReadQueue};
-use crate::router::{EpochCheck, ProposeCallback, ReadCallback, ReadPolicy, RegionInfo};
+use crate::router::{
+    ConfChangeCallback, ConfChangeItem, ConfChangeKind, EpochCheck, PeerProgress, ProposeCallback,
+    ReadCallback, ReadPolicy, RegionInfo,
+};
 use crate::storage::PeerStorage;
+use crate::transport::OutgoingSnapshot;
 use crate::{logger, region, Error, RegionId, Result, StoreId};
+
+/// Who waits for a proposal.
+enum Waiter<O> {
+    Command(ProposeCallback<O>),
+    ConfChange(ConfChangeCallback),
+}
+
+/// What an applied entry produced, for its proposer.
+pub enum Applied<O> {
+    Command(O),
+    ConfChange(Region),
+    /// An empty entry (a new leader's, or a proposal raft-rs replaced).
+    Nothing,
+}
 
 struct Proposal<O> {
     index: u64,
     term: u64,
     proposed_at: Instant,
-    cb: ProposeCallback<O>,
+    waiter: Waiter<O>,
+}
+
+/// A message on its way out of a peer.
+pub enum Outgoing {
+    Message(StoreId, RaftMessage),
+    Snapshot(StoreId, OutgoingSnapshot),
 }
 
 pub struct Peer<O> {
@@ -43,6 +69,11 @@ pub struct Peer<O> {
     pub(crate) reads: ReadQueue,
     lease: Lease,
     read_index_retry_ticks: usize,
+    /// Bytes of commands applied since this peer started.
+    pub(crate) applied_bytes: u64,
+    /// The regions the last split of this region created: a request with
+    /// the epoch from before it learns of them from EpochNotMatch.
+    pub(crate) split_siblings: Vec<Region>,
 }
 
 impl<O: Send + 'static> Peer<O> {
@@ -65,14 +96,39 @@ impl<O: Send + 'static> Peer<O> {
         let raft_cfg = cfg.raft_config(meta.id, storage.applied_index());
         let logger = logger::peer_logger(storage.region_id(), meta.id);
         let raw_node = RawNode::new(&raft_cfg, storage, &logger)?;
-        Ok(Peer {
+        Ok(Self::with_node(raw_node, meta, cfg))
+    }
+
+    /// A peer created because another store sent it a message: it has no
+    /// log or data yet and waits for a snapshot from its leader.
+    pub fn uninitialized(
+        region_id: RegionId,
+        meta: metapb::Peer,
+        engine: Arc<dyn Engine>,
+        cfg: &RaftConfig,
+    ) -> Result<Self> {
+        let storage = PeerStorage::uninitialized(engine, region_id, cfg.entry_cache_limit);
+        let raft_cfg = cfg.raft_config(meta.id, 0);
+        let logger = logger::peer_logger(region_id, meta.id);
+        let raw_node = RawNode::new(&raft_cfg, storage, &logger)?;
+        Ok(Self::with_node(raw_node, meta, cfg))
+    }
+
+    fn with_node(raw_node: RawNode<PeerStorage>, meta: metapb::Peer, cfg: &RaftConfig) -> Self {
+        Peer {
             raw_node,
             meta,
             proposals: VecDeque::new(),
             reads: ReadQueue::default(),
             lease: Lease::new(cfg.lease_duration()),
             read_index_retry_ticks: cfg.read_index_retry_ticks,
-        })
+            applied_bytes: 0,
+            split_siblings: vec![],
+        }
+    }
+
+    pub fn is_initialized(&self) -> bool {
+        self.storage().is_initialized()
     }
 
     pub fn region_id(&self) -> RegionId {
@@ -119,13 +175,17 @@ impl<O: Send + 'static> Peer<O> {
 
     fn epoch_not_match(&self, check: &EpochCheck) -> Error {
         let current = region::epoch(self.region());
+        let mut regions = vec![self.region().clone()];
+        if check.epoch.version < current.version {
+            regions.extend(self.split_siblings.iter().cloned());
+        }
         Error::region(RegionError::epoch_not_match(
             format!(
                 "region {} epoch is {current}, request has {}",
                 self.region_id(),
                 check.epoch
             ),
-            vec![self.region().clone()],
+            regions,
         ))
     }
 
@@ -163,9 +223,130 @@ impl<O: Send + 'static> Peer<O> {
             index,
             term: self.term(),
             proposed_at: now,
-            cb,
+            waiter: Waiter::Command(cb),
         });
         true
+    }
+
+    /// Proposes a membership change; `cb` gets the region after it applies.
+    /// One change is simple; several enter a joint configuration that
+    /// raft-rs leaves on its own (or [`Peer::maybe_leave_joint`] does).
+    pub fn propose_conf_change(
+        &mut self,
+        epoch: &EpochCheck,
+        changes: Vec<ConfChangeItem>,
+        cb: ConfChangeCallback,
+        now: Instant,
+    ) -> bool {
+        if !self.is_leader() {
+            cb(Err(self.not_leader()));
+            return false;
+        }
+        if !epoch.matches(&region::epoch(self.region())) {
+            cb(Err(self.epoch_not_match(epoch)));
+            return false;
+        }
+        if self.raw_node.raft.has_pending_conf() {
+            cb(Err(Error::InvalidArgument(format!(
+                "region {} has a membership change in progress; try again when it applies",
+                self.region_id()
+            ))));
+            return false;
+        }
+        let mut cc = ConfChangeV2::default();
+        let mut context = ConfChangeContext::default();
+        for c in &changes {
+            let mut single = ConfChangeSingle {
+                node_id: c.peer.id,
+                ..Default::default()
+            };
+            single.set_change_type(match c.kind {
+                ConfChangeKind::AddLearner => ConfChangeType::AddLearnerNode,
+                ConfChangeKind::PromoteLearner => ConfChangeType::AddNode,
+                ConfChangeKind::RemovePeer => ConfChangeType::RemoveNode,
+            });
+            cc.mut_changes().push(single);
+            context.peers.push(c.peer);
+        }
+        cc.set_transition(ConfChangeTransition::Auto);
+        cc.context = prost::Message::encode_to_vec(&context).into();
+        let last_before = self.raw_node.raft.raft_log.last_index();
+        if let Err(e) = self.raw_node.propose_conf_change(vec![], cc) {
+            cb(Err(Error::InvalidArgument(format!(
+                "membership change refused: {e}"
+            ))));
+            return false;
+        }
+        let index = self.raw_node.raft.raft_log.last_index();
+        if index != last_before + 1 {
+            cb(Err(self.not_leader()));
+            return false;
+        }
+        self.proposals.push_back(Proposal {
+            index,
+            term: self.term(),
+            proposed_at: now,
+            waiter: Waiter::ConfChange(cb),
+        });
+        true
+    }
+
+    /// On a leader stuck in a joint configuration (the leader that entered it
+    /// did not live to leave it), proposes the empty change that leaves it.
+    pub fn maybe_leave_joint(&mut self) {
+        if !self.is_leader() || self.raw_node.raft.has_pending_conf() {
+            return;
+        }
+        let cs = self.raw_node.raft.prs().conf().to_conf_state();
+        if cs.voters_outgoing.is_empty() {
+            return;
+        }
+        tracing::info!(
+            region_id = self.region_id(),
+            "leaving a joint configuration"
+        );
+        if let Err(e) = self
+            .raw_node
+            .propose_conf_change(vec![], ConfChangeV2::default())
+        {
+            tracing::warn!(region_id = self.region_id(), error = %e, "cannot leave the joint configuration");
+        }
+    }
+
+    /// The index (and its term) up to which the leader may drop its log: what
+    /// every recently active follower has replicated — or everything applied
+    /// when the log is past its limits (laggards then get snapshots).
+    pub fn log_gc_candidate(&self, cfg: &RaftConfig) -> Option<(u64, u64)> {
+        if !self.is_leader() {
+            return None;
+        }
+        let storage = self.storage();
+        let applied = storage.applied_index();
+        let truncated = storage.truncated_index();
+        if applied <= truncated {
+            return None;
+        }
+        let over_limit = storage.log_entries() > cfg.log_gc_count_limit
+            || storage.log_bytes() > cfg.log_gc_size_limit_bytes;
+        let replicated = self
+            .raw_node
+            .raft
+            .prs()
+            .iter()
+            .filter(|(id, pr)| **id != self.peer_id() && pr.recent_active)
+            .map(|(_, pr)| pr.matched)
+            .min()
+            .unwrap_or(applied);
+        let index = if over_limit {
+            applied
+        } else {
+            replicated.min(applied)
+        };
+        if index <= truncated || (!over_limit && index - truncated < cfg.log_gc_threshold) {
+            return None;
+        }
+        let term = self.raw_node.raft.raft_log.term(index).ok()?;
+        Some((index, term))
     }
 
     /// Queues a read; it is confirmed by [`Peer::flush_reads`] later in the
@@ -284,41 +465,58 @@ impl<O: Send + 'static> Peer<O> {
     }
 
     /// Resolves proposals against the entry (index, term) that just applied.
-    /// Returns the callbacks to run once the apply batch is durable.
+    /// Queues the callbacks to run once the apply batch is durable.
     pub fn on_entry_applied(
         &mut self,
         index: u64,
         term: u64,
-        output: Option<O>,
+        applied: Applied<O>,
         deferred: &mut Vec<Box<dyn FnOnce() + Send>>,
     ) {
-        let mut output = output;
+        let mut applied = Some(applied);
+        let region_id = self.region_id();
         while let Some(p) = self.proposals.front() {
             if p.term > term || (p.term == term && p.index > index) {
                 break;
             }
             let p = self.proposals.pop_front().expect("front exists");
-            if p.term == term && p.index == index {
-                if self.is_leader()
-                    && term == self.term()
-                    && self.raw_node.raft.lead_transferee.is_none()
-                {
-                    self.lease.renew(p.proposed_at);
-                }
-                match output.take() {
-                    Some(out) => deferred.push(Box::new(move || (p.cb)(Ok(out)))),
-                    None => {
-                        let region_id = self.region_id();
-                        deferred.push(Box::new(move || {
-                            (p.cb)(Err(Error::region(RegionError::stale_command(region_id))))
-                        }))
-                    }
-                }
-            } else {
-                let region_id = self.region_id();
-                deferred.push(Box::new(move || {
-                    (p.cb)(Err(Error::region(RegionError::stale_command(region_id))))
-                }));
+            let exact = p.term == term && p.index == index;
+            if exact
+                && self.is_leader()
+                && term == self.term()
+                && self.raw_node.raft.lead_transferee.is_none()
+            {
+                self.lease.renew(p.proposed_at);
+            }
+            let outcome = if exact { applied.take() } else { None };
+            let stale = move || Error::region(RegionError::stale_command(region_id));
+            match (p.waiter, outcome) {
+                (Waiter::Command(cb), Some(Applied::Command(out))) => deferred.push(Box::new(move || cb(Ok(out)))),
+                (Waiter::ConfChange(cb), Some(Applied::ConfChange(r))) => deferred.push(Box::new(move || cb(Ok(r)))),
+                (Waiter::ConfChange(cb), Some(_)) => deferred.push(Box::new(move || {
+                    cb(Err(Error::InvalidArgument(format!(
+                        "membership change of region {region_id} was refused (another one was in progress)"
+                    ))))
+                })),
+                (Waiter::Command(cb), _) => deferred.push(Box::new(move || cb(Err(stale())))),
+                (Waiter::ConfChange(cb), None) => deferred.push(Box::new(move || cb(Err(stale())))),
+            }
+        }
+    }
+
+    /// A snapshot up to `index` replaced the log: proposals at or below it
+    /// may or may not have applied.
+    pub fn on_snapshot_applied(&mut self, index: u64) {
+        while self.proposals.front().is_some_and(|p| p.index <= index) {
+            let p = self.proposals.pop_front().expect("front exists");
+            let err = || {
+                Error::Indeterminate(
+                    "a snapshot replaced the log before the outcome was known".into(),
+                )
+            };
+            match p.waiter {
+                Waiter::Command(cb) => cb(Err(err())),
+                Waiter::ConfChange(cb) => cb(Err(err())),
             }
         }
     }
@@ -328,7 +526,11 @@ impl<O: Send + 'static> Peer<O> {
     /// outcome is unknown.
     pub fn fail_pending(&mut self, reason: &str) {
         for p in self.proposals.drain(..) {
-            (p.cb)(Err(Error::Indeterminate(reason.to_string())));
+            let err = Error::Indeterminate(reason.to_string());
+            match p.waiter {
+                Waiter::Command(cb) => cb(Err(err)),
+                Waiter::ConfChange(cb) => cb(Err(err)),
+            }
         }
         let region_id = self.region_id();
         self.reads
@@ -336,8 +538,14 @@ impl<O: Send + 'static> Peer<O> {
     }
 
     /// Wraps raft-rs messages for the transport; messages to peers the
-    /// region does not list are dropped.
-    pub fn wrap_messages(&self, msgs: Vec<Message>, out: &mut Vec<(StoreId, RaftMessage)>) {
+    /// region does not list are dropped. Snapshots carry where their files
+    /// are.
+    pub fn wrap_messages(
+        &self,
+        msgs: Vec<Message>,
+        snap_dir: &dyn Fn(u64, u64) -> std::path::PathBuf,
+        out: &mut Vec<Outgoing>,
+    ) {
         let region = self.region();
         for m in msgs {
             let Some(to_peer) = region::find_peer(region, m.to) else {
@@ -345,22 +553,53 @@ impl<O: Send + 'static> Peer<O> {
                 continue;
             };
             let store_id = to_peer.store_id;
-            out.push((
-                store_id,
-                RaftMessage {
-                    region_id: region.id,
-                    from_peer: Some(self.meta),
-                    to_peer: Some(*to_peer),
-                    region_epoch: region.region_epoch,
-                    start_key: region.start_key.clone(),
-                    end_key: region.end_key.clone(),
-                    message: m
-                        .write_to_bytes()
-                        .expect("encoding a raft message cannot fail"),
-                    is_tombstone: false,
-                },
-            ));
+            let snapshot = (m.get_msg_type() == MessageType::MsgSnapshot).then(|| {
+                let snap = m.get_snapshot();
+                let meta = snap.get_metadata();
+                let files = prost::Message::decode(snap.data.as_ref())
+                    .map(|d: SnapshotData| d.files)
+                    .unwrap_or_default();
+                (snap_dir(meta.term, meta.index), files)
+            });
+            let msg = RaftMessage {
+                region_id: region.id,
+                from_peer: Some(self.meta),
+                to_peer: Some(*to_peer),
+                region_epoch: region.region_epoch,
+                start_key: region.start_key.clone(),
+                end_key: region.end_key.clone(),
+                message: m
+                    .write_to_bytes()
+                    .expect("encoding a raft message cannot fail"),
+                is_tombstone: false,
+            };
+            out.push(match snapshot {
+                Some((dir, files)) => {
+                    Outgoing::Snapshot(store_id, OutgoingSnapshot { msg, dir, files })
+                }
+                None => Outgoing::Message(store_id, msg),
+            });
         }
+    }
+
+    /// Replication progress of the other peers (leader only).
+    pub fn progress(&self) -> Vec<PeerProgress> {
+        if !self.is_leader() {
+            return vec![];
+        }
+        let mut out: Vec<PeerProgress> = self
+            .raw_node
+            .raft
+            .prs()
+            .iter()
+            .map(|(id, pr)| PeerProgress {
+                peer_id: *id,
+                matched: pr.matched,
+                recent_active: pr.recent_active,
+            })
+            .collect();
+        out.sort_by_key(|p| p.peer_id);
+        out
     }
 
     pub fn info(&self) -> RegionInfo {
@@ -374,6 +613,21 @@ impl<O: Send + 'static> Peer<O> {
             commit_index: raft.raft_log.committed,
             applied_index: self.storage().applied_index(),
             last_index: raft.raft_log.last_index(),
+            truncated_index: self.storage().truncated_index(),
+            log_bytes: self.storage().log_bytes(),
+            applied_bytes: self.applied_bytes,
+            initialized: self.is_initialized(),
+            progress: self.progress(),
         }
     }
+}
+
+/// Whether a message to a region this store does not have may create a
+/// peer for it: a vote request, or a leader's first heartbeat to a new
+/// peer (whose commit is 0 because nothing is known to be replicated).
+pub fn is_initial_msg(msg: &Message) -> bool {
+    let t = msg.get_msg_type();
+    t == MessageType::MsgRequestVote
+        || t == MessageType::MsgRequestPreVote
+        || (t == MessageType::MsgHeartbeat && msg.commit == 0)
 }

@@ -20,6 +20,26 @@ pub type ProposeCallback<O> = Box<dyn FnOnce(Result<O>) + Send>;
 /// moment (the caller re-checks its keys against it), or an error.
 pub type ReadCallback = Box<dyn FnOnce(Result<&Region>) + Send>;
 
+/// Called once a membership change applied, with the region after it.
+pub type ConfChangeCallback = Box<dyn FnOnce(Result<Region>) + Send>;
+
+/// One membership change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfChangeKind {
+    /// Add `peer` as a learner (it receives the log, does not vote).
+    AddLearner,
+    /// Make the learner `peer` a voter.
+    PromoteLearner,
+    /// Remove `peer` from the region.
+    RemovePeer,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfChangeItem {
+    pub kind: ConfChangeKind,
+    pub peer: metapb::Peer,
+}
+
 /// Which parts of the epoch a request must match.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EpochCheck {
@@ -77,6 +97,24 @@ pub struct RegionInfo {
     pub commit_index: u64,
     pub applied_index: u64,
     pub last_index: u64,
+    pub truncated_index: u64,
+    /// Approximate bytes of Raft log kept.
+    pub log_bytes: u64,
+    /// Bytes of commands applied by this peer since it started: a hint of
+    /// how much the region grew.
+    pub applied_bytes: u64,
+    /// Whether the peer has its region's data (not waiting for a snapshot).
+    pub initialized: bool,
+    /// On the leader: how far each other peer has replicated.
+    pub progress: Vec<PeerProgress>,
+}
+
+/// Replication progress of one peer, as its leader sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerProgress {
+    pub peer_id: u64,
+    pub matched: u64,
+    pub recent_active: bool,
 }
 
 pub enum PollerMsg<O> {
@@ -88,6 +126,14 @@ pub enum PollerMsg<O> {
         epoch: EpochCheck,
         data: Vec<u8>,
         cb: ProposeCallback<O>,
+    },
+    /// Propose a membership change (one change, or several entered as a
+    /// joint configuration).
+    ProposeConfChange {
+        region_id: RegionId,
+        epoch: EpochCheck,
+        changes: Vec<ConfChangeItem>,
+        cb: ConfChangeCallback,
     },
     /// Serve a read linearizably.
     Read {
@@ -119,6 +165,17 @@ pub enum PollerMsg<O> {
     TransferAllLeaders { cb: Box<dyn FnOnce(usize) + Send> },
     /// The transport could not reach this store.
     StoreUnreachable { store_id: StoreId },
+    /// A snapshot sent to `to_peer` arrived, or not.
+    SnapshotStatus {
+        region_id: RegionId,
+        to_peer: u64,
+        delivered: bool,
+    },
+    /// The snapshot worker finished generating a region's snapshot.
+    SnapshotGenerated {
+        region_id: RegionId,
+        result: Result<raft::eraftpb::Snapshot>,
+    },
     /// Report every region's state.
     Inspect {
         cb: Box<dyn FnOnce(Vec<RegionInfo>) + Send>,
@@ -189,6 +246,25 @@ impl<O: Send + 'static> RaftRouter<O> {
             }),
         })?;
         rx.recv().map_err(|_| Error::Shutdown)?
+    }
+
+    /// Proposes a membership change and waits until it applies.
+    pub async fn change_peers(
+        &self,
+        region_id: RegionId,
+        epoch: EpochCheck,
+        changes: Vec<ConfChangeItem>,
+    ) -> Result<Region> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(PollerMsg::ProposeConfChange {
+            region_id,
+            epoch,
+            changes,
+            cb: Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        })?;
+        rx.await.map_err(|_| Error::Shutdown)?
     }
 
     /// Every region's state, as the poller sees it now.

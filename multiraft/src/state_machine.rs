@@ -20,6 +20,25 @@ pub trait StateMachine: Send + 'static {
 
     /// Applies the normal entry `data`, committed at `cx.index()`.
     fn apply(&mut self, cx: &mut ApplyContext<'_>, data: &[u8]) -> Self::Output;
+
+    /// The entry that, once applied, calls [`ApplyContext::compact_log`]
+    /// with `index` and `term`: the poller proposes it when the log of
+    /// `region` has grown past its limits.
+    fn compact_log_command(&self, region: &Region, index: u64, term: u64) -> Vec<u8>;
+}
+
+/// A change to the region or its log that applying an entry asked for; the
+/// poller carries it out in the same apply batch.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ApplyEffect {
+    /// The region now covers only `derived`'s range; `new_regions` take the
+    /// rest, with peers on the same stores.
+    Split {
+        derived: Region,
+        new_regions: Vec<Region>,
+    },
+    /// The log up to `index` (of `term`) is no longer needed.
+    CompactLog { index: u64, term: u64 },
 }
 
 /// What `apply` may see and touch.
@@ -30,6 +49,7 @@ pub struct ApplyContext<'a> {
     pub(crate) apply_state: &'a RaftApplyState,
     pub(crate) index: u64,
     pub(crate) term: u64,
+    pub(crate) effects: &'a mut Vec<ApplyEffect>,
 }
 
 impl ApplyContext<'_> {
@@ -55,6 +75,21 @@ impl ApplyContext<'_> {
     /// may have just written must flush first.
     pub fn engine(&self) -> &dyn Engine {
         self.engine
+    }
+
+    /// Splits the region: after this entry it covers `derived` (same id,
+    /// a newer epoch) and `new_regions` exist beside it. The caller checked
+    /// that the ranges partition the region's.
+    pub fn split(&mut self, derived: Region, new_regions: Vec<Region>) {
+        self.effects.push(ApplyEffect::Split {
+            derived,
+            new_regions,
+        });
+    }
+
+    /// Drops the log up to `index` (of `term`), which is already applied.
+    pub fn compact_log(&mut self, index: u64, term: u64) {
+        self.effects.push(ApplyEffect::CompactLog { index, term });
     }
 
     /// Writes what is staged so far, with this region's apply state at the

@@ -16,6 +16,7 @@
 //! Recent entries are also kept in a small in-memory cache so that the
 //! leader's retries and `term` lookups rarely touch the engine.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -37,9 +38,35 @@ pub struct PeerStorage {
     cache: EntryCache,
     /// The hard state changed since it was last written.
     raft_state_dirty: bool,
+    /// Approximate bytes of the log entries after the truncated index.
+    log_bytes: u64,
+    /// raft-rs asked for a snapshot that is not ready yet.
+    snapshot_requested: Cell<bool>,
+    /// The last snapshot generated for this region, handed to raft-rs.
+    generated: Option<Snapshot>,
 }
 
 impl PeerStorage {
+    /// A peer with no log yet, waiting for a snapshot: `region` names only
+    /// the region id.
+    pub fn uninitialized(engine: Arc<dyn Engine>, region_id: RegionId, cache_limit: usize) -> Self {
+        PeerStorage {
+            engine,
+            region: Region {
+                id: region_id,
+                ..Default::default()
+            },
+            raft_state: RaftLocalState::default(),
+            apply_state: RaftApplyState::default(),
+            last_term: 0,
+            cache: EntryCache::new(cache_limit),
+            raft_state_dirty: false,
+            log_bytes: 0,
+            snapshot_requested: Cell::new(false),
+            generated: None,
+        }
+    }
+
     /// Loads the Raft state of `region` from the engine. A region with no
     /// stored Raft state starts empty (an uninitialized peer waiting for a
     /// snapshot).
@@ -71,6 +98,9 @@ impl PeerStorage {
             last_term: 0,
             cache: EntryCache::new(cache_limit),
             raft_state_dirty: false,
+            log_bytes: 0,
+            snapshot_requested: Cell::new(false),
+            generated: None,
         };
         storage.last_term = if storage.raft_state.last_index == storage.apply_state.truncated_index
         {
@@ -144,6 +174,10 @@ impl PeerStorage {
             );
         }
         debug_assert!(first.index > self.apply_state.truncated_index);
+        self.log_bytes += entries
+            .iter()
+            .map(|e| e.data.len() as u64 + 32)
+            .sum::<u64>();
         self.cache.append(entries);
         self.raft_state.last_index = last.index;
         self.last_term = last.term;
@@ -155,6 +189,82 @@ impl PeerStorage {
         self.raft_state.vote = hs.vote;
         self.raft_state.commit = hs.commit;
         self.raft_state_dirty = true;
+    }
+
+    /// Approximate bytes of the log kept (after the truncated index).
+    pub fn log_bytes(&self) -> u64 {
+        self.log_bytes
+    }
+
+    /// Entries kept in the log.
+    pub fn log_entries(&self) -> u64 {
+        self.raft_state.last_index - self.apply_state.truncated_index
+    }
+
+    /// Drops the log up to and including `index` (whose term is `term`):
+    /// the entries are deleted in `wb`, with the new truncated index.
+    pub fn compact_to(&mut self, index: u64, term: u64, wb: &mut WriteBatch) {
+        let truncated = self.apply_state.truncated_index;
+        if index <= truncated || index > self.apply_state.applied_index {
+            return;
+        }
+        let kept_before = self.log_entries().max(1);
+        let id = self.region.id;
+        wb.delete_range(
+            Cf::Raft,
+            keys::raft_log_key(id, truncated + 1).to_vec(),
+            keys::raft_log_key(id, index + 1).to_vec(),
+        );
+        self.apply_state.truncated_index = index;
+        self.apply_state.truncated_term = term;
+        self.cache.compact_to(index);
+        self.log_bytes = self.log_bytes * self.log_entries() / kept_before;
+    }
+
+    /// Replaces the log and states with those of a snapshot at (`index`,
+    /// `term`) describing `region`; stages them in `wb` with the region
+    /// state `Applying`.
+    pub fn apply_snapshot(&mut self, region: Region, index: u64, term: u64, wb: &mut WriteBatch) {
+        let id = self.region.id;
+        wb.delete_range(
+            Cf::Raft,
+            keys::raft_log_key(id, 0).to_vec(),
+            keys::raft_log_key(id, u64::MAX).to_vec(),
+        );
+        wb.delete(Cf::Raft, keys::raft_log_key(id, u64::MAX).to_vec());
+        self.raft_state.last_index = index;
+        self.raft_state.commit = self.raft_state.commit.max(index);
+        self.raft_state.term = self.raft_state.term.max(term);
+        self.last_term = term;
+        self.apply_state = RaftApplyState {
+            applied_index: index,
+            truncated_index: index,
+            truncated_term: term,
+        };
+        self.cache = EntryCache::new(self.cache.limit);
+        self.log_bytes = 0;
+        self.region = region;
+        self.raft_state_dirty = true;
+        self.write_raft_state_if_dirty(wb);
+        self.write_apply_state(wb);
+        wb.put_msg(
+            Cf::Meta,
+            keys::region_state_key(id),
+            &tessera_proto::raft_serverpb::RegionLocalState {
+                region: Some(self.region.clone()),
+                state: tessera_proto::raft_serverpb::PeerState::Applying as i32,
+            },
+        );
+    }
+
+    /// Whether raft-rs asked for a snapshot since the last call.
+    pub fn take_snapshot_request(&self) -> bool {
+        self.snapshot_requested.replace(false)
+    }
+
+    /// Hands a freshly generated snapshot to raft-rs (next time it asks).
+    pub fn set_generated_snapshot(&mut self, snap: Snapshot) {
+        self.generated = Some(snap);
     }
 
     pub fn set_commit(&mut self, commit: u64) {
@@ -313,9 +423,16 @@ impl raft::Storage for PeerStorage {
         Ok(self.raft_state.last_index)
     }
 
-    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // Snapshots are generated asynchronously by the region operations;
-        // until one is ready raft-rs retries later.
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        // Snapshots are generated on a worker thread: the poller sees the
+        // request after this round and raft-rs asks again later.
+        if let Some(snap) = &self.generated {
+            let index = snap.get_metadata().index;
+            if index >= request_index && index >= self.apply_state.truncated_index {
+                return Ok(snap.clone());
+            }
+        }
+        self.snapshot_requested.set(true);
         Err(raft::Error::Store(
             StorageError::SnapshotTemporarilyUnavailable,
         ))

@@ -26,6 +26,11 @@ pub mod raft_serverpb {
     tonic::include_proto!("raft_serverpb");
 }
 
+pub mod adminpb {
+    //! The store's admin service: region operations.
+    tonic::include_proto!("adminpb");
+}
+
 pub mod directorypb {
     //! The directory service: cluster metadata, placement and scheduling.
     tonic::include_proto!("directorypb");

@@ -5,7 +5,10 @@
 //! - [`keys`]: the encoded key space (keyspaces, hash prefixes, limits);
 //! - [`kv`]: the KV state machine and the Kv API (linearizable reads,
 //!   writes through Raft, routing errors as data);
-//! - [`node`]: a running store (engine + poller + Kv API);
+//! - region operations, one module each: [`split`] (and the size-based
+//!   [`split_check`]), [`conf_change`], [`transfer_leader`], [`log_gc`];
+//!   [`admin`] serves them;
+//! - [`node`]: a running store (engine + poller + Kv and admin APIs);
 //! - [`service`]: the gRPC services;
 //! - [`directory_client`]: what the store asks of the directory, and
 //!   [`heartbeat`]: its periodic reports;
@@ -14,18 +17,24 @@
 //! Raft hosting itself (storage, peers, group commit, transport) lives in
 //! `tessera-multiraft`.
 
+pub mod admin;
 pub mod bootstrap;
+pub mod conf_change;
 pub mod config;
 pub mod directory_client;
 pub mod error;
 pub mod heartbeat;
 pub mod keys;
 pub mod kv;
+pub mod log_gc;
 pub mod node;
 pub mod server;
 pub mod service;
+pub mod split;
+pub mod split_check;
 pub mod status;
 pub mod testkit;
+pub mod transfer_leader;
 
 pub use error::{Error, Result};
 pub use node::{NodeConfig, StoreNode};

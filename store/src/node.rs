@@ -12,10 +12,14 @@ use std::time::{Duration, Instant};
 use tessera_multiraft::engine::Engine;
 use tessera_multiraft::poller::{self, PollerSpec};
 use tessera_multiraft::router::{PollerMsg, RegionInfo};
+use tessera_multiraft::snapshot::SnapManager;
 use tessera_multiraft::{Poller, PollerHandle, PollerStats, RaftConfig, RaftRouter, Transport};
 use tessera_proto::metapb::Region;
 
+use crate::admin::AdminApi;
+use crate::directory_client::DirectoryClient;
 use crate::kv::{KvApi, KvConfig, KvOutput, KvStateMachine};
+use crate::split_check::SplitCheckConfig;
 use crate::{Error, Result};
 
 /// Settings of a store node.
@@ -26,6 +30,10 @@ pub struct NodeConfig {
     /// Messages the poller's mailbox holds before callers are told the
     /// store is busy.
     pub mailbox_capacity: usize,
+    pub split_check: SplitCheckConfig,
+    /// How long an admin operation (split, membership change, transfer)
+    /// may take.
+    pub admin_timeout: Duration,
 }
 
 impl Default for NodeConfig {
@@ -34,6 +42,8 @@ impl Default for NodeConfig {
             raft: RaftConfig::default(),
             kv: KvConfig::default(),
             mailbox_capacity: 64 * 1024,
+            split_check: SplitCheckConfig::default(),
+            admin_timeout: Duration::from_secs(20),
         }
     }
 }
@@ -41,8 +51,10 @@ impl Default for NodeConfig {
 pub struct StoreNode {
     store_id: u64,
     engine: Arc<dyn Engine>,
+    snap_mgr: SnapManager,
     poller: PollerHandle<KvOutput>,
     kv: Arc<KvApi>,
+    admin: Arc<AdminApi>,
     started: Instant,
 }
 
@@ -53,6 +65,8 @@ impl StoreNode {
     pub fn start(
         store_id: u64,
         engine: Arc<dyn Engine>,
+        snap_mgr: SnapManager,
+        directory: Arc<dyn DirectoryClient>,
         cfg: &NodeConfig,
         transport: impl FnOnce(&RaftRouter<KvOutput>) -> Box<dyn Transport>,
     ) -> Result<Self> {
@@ -61,19 +75,42 @@ impl StoreNode {
             store_id,
             config: cfg.raft.clone(),
             engine: engine.clone(),
+            snap_mgr: snap_mgr.clone(),
             state_machine: KvStateMachine::new(),
             transport: transport(&router),
             mailbox,
         };
         let poller = Poller::spawn(spec, router.clone())?;
-        let kv = Arc::new(KvApi::new(store_id, router, engine.clone(), cfg.kv.clone()));
+        let kv = Arc::new(KvApi::new(
+            store_id,
+            router.clone(),
+            engine.clone(),
+            cfg.kv.clone(),
+        ));
+        let admin = Arc::new(AdminApi::new(
+            store_id,
+            router,
+            engine.clone(),
+            directory,
+            cfg.admin_timeout,
+        ));
         Ok(StoreNode {
             store_id,
             engine,
+            snap_mgr,
             poller,
             kv,
+            admin,
             started: Instant::now(),
         })
+    }
+
+    pub fn admin(&self) -> &Arc<AdminApi> {
+        &self.admin
+    }
+
+    pub fn snap_mgr(&self) -> &SnapManager {
+        &self.snap_mgr
     }
 
     pub fn store_id(&self) -> u64 {

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use tessera_multiraft::engine::{Engine, RocksEngine};
+use tessera_multiraft::snapshot::SnapManager;
 use tessera_multiraft::transport::{GrpcTransport, RaftService};
 use tokio::sync::watch;
 
@@ -22,7 +23,8 @@ use crate::bootstrap::{self, StoreDescriptor};
 use crate::config::StoreConfig;
 use crate::directory_client::{DirectoryClient, DirectoryResolver, GrpcDirectoryClient};
 use crate::heartbeat;
-use crate::service::KvService;
+use crate::service::{AdminService, KvService};
+use crate::split_check;
 use crate::status::{self, Readiness};
 use crate::{Error, Result, StoreNode};
 
@@ -143,10 +145,14 @@ pub async fn run(
 
     let resolver = Arc::new(DirectoryResolver::new(directory.clone()));
     let runtime = tokio::runtime::Handle::current();
+    let snap_mgr = SnapManager::new(cfg.data_dir.join("snap"))?;
+    let node_cfg = cfg.node_config();
     let node = Arc::new(StoreNode::start(
         store_id,
         engine.clone(),
-        &cfg.node_config(),
+        snap_mgr.clone(),
+        directory.clone(),
+        &node_cfg,
         |router| {
             Box::new(GrpcTransport::new(
                 store_id,
@@ -167,16 +173,18 @@ pub async fn run(
         })?;
     let listen_addr = listener.local_addr()?;
     let (health, health_service) = tonic_health::server::health_reporter();
-    let raft = RaftService::new(store_id, node.router().clone())
+    let raft = RaftService::new(store_id, node.router().clone(), snap_mgr)
         .with_stop(stop.clone())
         .into_server();
     let kv = KvService::new(node.kv().clone()).into_server();
+    let admin = AdminService::new(node.admin().clone()).into_server();
     let mut server_stop = stop.clone();
     let server = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(raft)
             .add_service(kv)
+            .add_service(admin)
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                 async move {
@@ -195,6 +203,10 @@ pub async fn run(
         Err(e) => return Err(e),
     }
 
+    let split_checker = tokio::spawn(split_check::run(
+        node.admin().clone(),
+        node_cfg.split_check.clone(),
+    ));
     let data_dir = cfg.data_dir.clone();
     let heartbeats = tokio::spawn(heartbeat::run_heartbeats(
         node.clone(),
@@ -223,6 +235,7 @@ pub async fn run(
         tracing::warn!(leaders = left, "stopping while still leading some regions");
     }
     heartbeats.abort();
+    split_checker.abort();
     let abort = server.abort_handle();
     if tokio::time::timeout(Duration::from_secs(5), server)
         .await

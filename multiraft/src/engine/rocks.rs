@@ -9,11 +9,12 @@
 use std::path::Path;
 
 use rocksdb::{
-    BlockBasedOptions, ColumnFamilyDescriptor, DBCompressionType, Options, ReadOptions,
-    WriteBatch as RocksBatch, WriteOptions, DB,
+    BlockBasedOptions, ColumnFamilyDescriptor, DBCompressionType, IngestExternalFileOptions,
+    Options, ReadOptions, SnapshotWithThreadMode, SstFileWriter, WriteBatch as RocksBatch,
+    WriteOptions, DB,
 };
 
-use super::{Cf, Engine, WriteBatch, WriteOp};
+use super::{file_crc32, Cf, Engine, EngineView, ExportPlan, ExportedFile, WriteBatch, WriteOp};
 use crate::{Error, Result};
 
 /// Tuning knobs of the RocksDB engine.
@@ -83,9 +84,30 @@ impl RocksEngine {
             .expect("column families are created at open")
     }
 
+    /// Flushes every memtable to disk.
+    pub fn flush(&self) -> Result<()> {
+        for cf in Cf::ALL {
+            self.db.flush_cf(self.cf(cf)).map_err(engine_err)?;
+        }
+        Ok(())
+    }
+
     /// The raw database, for operations the trait does not cover yet.
     pub fn db(&self) -> &DB {
         &self.db
+    }
+}
+
+struct SnapshotView<'a> {
+    engine: &'a RocksEngine,
+    snap: &'a SnapshotWithThreadMode<'a, DB>,
+}
+
+impl EngineView for SnapshotView<'_> {
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.snap
+            .get_cf(self.engine.cf(cf), key)
+            .map_err(engine_err)
     }
 }
 
@@ -148,5 +170,91 @@ impl Engine for RocksEngine {
             }
         }
         it.status().map_err(engine_err)
+    }
+
+    fn export(&self, dir: &Path, plan: &mut ExportPlan<'_>) -> Result<Vec<ExportedFile>> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::Engine(format!("{}: {e}", dir.display())))?;
+        let snap = self.db.snapshot();
+        let ranges = plan(&SnapshotView {
+            engine: self,
+            snap: &snap,
+        })?;
+        let mut files = vec![];
+        for (i, r) in ranges.iter().enumerate() {
+            if !r.end.is_empty() && r.start >= r.end {
+                continue;
+            }
+            let mut opts = ReadOptions::default();
+            opts.set_snapshot(&snap);
+            opts.set_iterate_lower_bound(r.start.clone());
+            if !r.end.is_empty() {
+                opts.set_iterate_upper_bound(r.end.clone());
+            }
+            opts.fill_cache(false);
+            let mut it = self.db.raw_iterator_cf_opt(self.cf(r.cf), opts);
+            it.seek(&r.start);
+            if !it.valid() {
+                it.status().map_err(engine_err)?;
+                continue;
+            }
+            let path = dir.join(format!("{}_{i}.sst", r.cf.name()));
+            let writer_opts = Options::default();
+            let mut writer = SstFileWriter::create(&writer_opts);
+            writer.open(&path).map_err(engine_err)?;
+            let mut keys = 0u64;
+            while it.valid() {
+                let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                    break;
+                };
+                writer.put(k, v).map_err(engine_err)?;
+                keys += 1;
+                it.next();
+            }
+            it.status().map_err(engine_err)?;
+            writer.finish().map_err(engine_err)?;
+            let size = std::fs::metadata(&path)
+                .map_err(|e| Error::Engine(format!("{}: {e}", path.display())))?
+                .len();
+            files.push(ExportedFile {
+                cf: r.cf,
+                crc32: file_crc32(&path)?,
+                path,
+                size,
+                keys,
+            });
+        }
+        Ok(files)
+    }
+
+    fn ingest(&self, files: &[ExportedFile]) -> Result<()> {
+        for cf in Cf::ALL {
+            let paths: Vec<&Path> = files
+                .iter()
+                .filter(|f| f.cf == cf)
+                .map(|f| f.path.as_path())
+                .collect();
+            if paths.is_empty() {
+                continue;
+            }
+            // Copy, not move: the files stay for a retry after a crash.
+            let opts = IngestExternalFileOptions::default();
+            self.db
+                .ingest_external_file_cf_opts(self.cf(cf), &opts, paths)
+                .map_err(engine_err)?;
+        }
+        Ok(())
+    }
+
+    fn approximate_size(&self, cf: Cf, start: &[u8], end: &[u8]) -> Result<u64> {
+        let end = if end.is_empty() {
+            crate::keys::data_end_key()
+        } else {
+            end.to_vec()
+        };
+        let sizes = self
+            .db
+            .get_approximate_sizes_cf(self.cf(cf), &[rocksdb::Range::new(start, &end)]);
+        Ok(sizes.first().copied().unwrap_or(0))
     }
 }

@@ -11,19 +11,21 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use tessera_proto::raft_serverpb::raft_client::RaftClient;
 use tessera_proto::raft_serverpb::raft_server::{Raft, RaftServer};
-use tessera_proto::raft_serverpb::{Done, RaftMessage, RaftMessageBatch};
-use tokio::sync::mpsc;
+use tessera_proto::raft_serverpb::{Done, RaftMessage, RaftMessageBatch, SnapshotChunk};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::Transport;
+use super::{feedback_to, Feedback, FeedbackFn, OutgoingSnapshot, Transport};
 use crate::router::RaftRouter;
+use crate::snapshot::{receive, SnapManager};
 use crate::{metrics as m, Error, Result, StoreId};
 
 /// Largest gRPC message accepted on the Raft stream. One entry may carry an
@@ -36,6 +38,12 @@ const CONNECTION_QUEUE_BATCHES: usize = 1024;
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bytes of snapshot file per chunk.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+/// Snapshots a store sends at once; more wait their turn.
+pub const MAX_CONCURRENT_SNAPSHOT_SENDS: usize = 2;
+/// Snapshots a store receives at once; more wait their turn.
+pub const MAX_CONCURRENT_SNAPSHOT_RECEIVES: usize = 4;
 
 /// Finds the address (`host:port`) of a store.
 pub trait AddressResolver: Send + Sync + 'static {
@@ -74,6 +82,8 @@ pub struct GrpcTransport {
     runtime: tokio::runtime::Handle,
     resolver: Arc<dyn AddressResolver>,
     unreachable: Unreachable,
+    feedback: FeedbackFn,
+    snapshot_slots: Arc<Semaphore>,
     conns: HashMap<StoreId, mpsc::Sender<RaftMessageBatch>>,
     pending: HashMap<StoreId, (Vec<RaftMessage>, usize)>,
 }
@@ -87,14 +97,16 @@ impl GrpcTransport {
         resolver: Arc<dyn AddressResolver>,
         router: RaftRouter<O>,
     ) -> Self {
-        let unreachable: Unreachable = Arc::new(move |store_id| {
-            let _ = router.send(crate::router::PollerMsg::StoreUnreachable { store_id });
-        });
+        let feedback = feedback_to(router);
+        let f = feedback.clone();
+        let unreachable: Unreachable = Arc::new(move |store_id| f(Feedback::Unreachable(store_id)));
         GrpcTransport {
             store_id,
             runtime,
             resolver,
             unreachable,
+            feedback,
+            snapshot_slots: Arc::new(Semaphore::new(MAX_CONCURRENT_SNAPSHOT_SENDS)),
             conns: HashMap::new(),
             pending: HashMap::new(),
         }
@@ -144,6 +156,36 @@ impl Transport for GrpcTransport {
             let (msgs, _) = self.pending.remove(&to_store).unwrap_or_default();
             self.queue(to_store, msgs);
         }
+    }
+
+    fn send_snapshot(&mut self, to_store: StoreId, snap: OutgoingSnapshot) {
+        let resolver = self.resolver.clone();
+        let feedback = self.feedback.clone();
+        let slots = self.snapshot_slots.clone();
+        self.runtime.spawn(async move {
+            let _slot = slots.acquire_owned().await;
+            let region_id = snap.msg.region_id;
+            let to_peer = snap.msg.to_peer.map(|p| p.id).unwrap_or_default();
+            let started = Instant::now();
+            let result = stream_snapshot(to_store, resolver.as_ref(), snap).await;
+            match &result {
+                Ok(bytes) => {
+                    metrics::counter!(m::SNAPSHOTS_SENT_TOTAL).increment(1);
+                    metrics::counter!(m::SNAPSHOT_SENT_BYTES_TOTAL).increment(*bytes);
+                    metrics::histogram!(m::SNAPSHOT_SEND_SECONDS)
+                        .record(started.elapsed().as_secs_f64());
+                    tracing::info!(region_id, to_store, bytes, "snapshot sent");
+                }
+                Err(e) => {
+                    tracing::warn!(region_id, to_store, error = %e, "sending a snapshot failed")
+                }
+            }
+            feedback(Feedback::SnapshotStatus {
+                region_id,
+                to_peer,
+                delivered: result.is_ok(),
+            });
+        });
     }
 
     fn flush(&mut self) {
@@ -229,21 +271,161 @@ async fn connect(to: StoreId, resolver: &dyn AddressResolver) -> Result<tonic::t
         .map_err(|e| Error::Transport(format!("connecting to store {to} at {addr}: {e}")))
 }
 
+/// Streams one snapshot: the message first, then every file in chunks.
+/// Returns the bytes of file data sent.
+async fn stream_snapshot(
+    to: StoreId,
+    resolver: &dyn AddressResolver,
+    snap: OutgoingSnapshot,
+) -> Result<u64> {
+    let channel = connect(to, resolver).await?;
+    let mut client = RaftClient::new(channel)
+        .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+        .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES);
+    let (tx, rx) = mpsc::channel::<SnapshotChunk>(4);
+    let producer = tokio::spawn(async move {
+        let mut sent = 0u64;
+        let first = SnapshotChunk {
+            message: Some(snap.msg),
+            ..Default::default()
+        };
+        if tx.send(first).await.is_err() {
+            return Ok(sent);
+        }
+        for f in &snap.files {
+            let path = snap.dir.join(&f.name);
+            let mut file = tokio::fs::File::open(&path)
+                .await
+                .map_err(|e| Error::Transport(format!("{}: {e}", path.display())))?;
+            loop {
+                let mut buf = vec![0u8; SNAPSHOT_CHUNK_BYTES];
+                let mut filled = 0;
+                while filled < buf.len() {
+                    let n = file
+                        .read(&mut buf[filled..])
+                        .await
+                        .map_err(|e| Error::Transport(format!("{}: {e}", path.display())))?;
+                    if n == 0 {
+                        break;
+                    }
+                    filled += n;
+                }
+                if filled == 0 {
+                    break;
+                }
+                buf.truncate(filled);
+                sent += filled as u64;
+                let chunk = SnapshotChunk {
+                    message: None,
+                    file_name: f.name.clone(),
+                    data: buf,
+                };
+                if tx.send(chunk).await.is_err() {
+                    return Ok(sent);
+                }
+            }
+        }
+        Ok::<u64, Error>(sent)
+    });
+    client
+        .snapshot(ReceiverStream::new(rx))
+        .await
+        .map_err(|e| Error::Transport(format!("snapshot to store {to}: {}", e.message())))?;
+    producer
+        .await
+        .map_err(|e| Error::Transport(format!("snapshot reader failed: {e}")))?
+}
+
 /// The receiving end: the `Raft` gRPC service of a store.
 #[derive(Clone)]
 pub struct RaftService {
     store_id: StoreId,
     deliver: Arc<dyn Fn(RaftMessage) -> bool + Send + Sync>,
     stop: Option<tokio::sync::watch::Receiver<bool>>,
+    snap_mgr: SnapManager,
+    receive_slots: Arc<Semaphore>,
 }
 
 impl RaftService {
-    pub fn new<O: Send + 'static>(store_id: StoreId, router: RaftRouter<O>) -> Self {
+    pub fn new<O: Send + 'static>(
+        store_id: StoreId,
+        router: RaftRouter<O>,
+        snap_mgr: SnapManager,
+    ) -> Self {
         RaftService {
             store_id,
             deliver: Arc::new(move |msg| router.send_raft_message(msg)),
             stop: None,
+            snap_mgr,
+            receive_slots: Arc::new(Semaphore::new(MAX_CONCURRENT_SNAPSHOT_RECEIVES)),
         }
+    }
+
+    async fn receive_snapshot(
+        &self,
+        mut stream: Streaming<SnapshotChunk>,
+    ) -> Result<(RaftMessage, u64)> {
+        let first = stream
+            .message()
+            .await
+            .map_err(|e| Error::Transport(e.to_string()))?
+            .ok_or_else(|| Error::Transport("empty snapshot stream".into()))?;
+        let msg = first.message.ok_or_else(|| {
+            Error::Transport("snapshot stream does not start with its message".into())
+        })?;
+        let to_store = msg.to_peer.as_ref().map(|p| p.store_id).unwrap_or_default();
+        if to_store != self.store_id {
+            return Err(Error::Transport(format!(
+                "snapshot for store {to_store} reached store {}",
+                self.store_id
+            )));
+        }
+        let dir = receive::target_dir(&self.snap_mgr, &msg)?;
+        self.snap_mgr.remove(&dir);
+        let io = |e: std::io::Error| Error::Engine(format!("{}: {e}", dir.display()));
+        tokio::fs::create_dir_all(&dir).await.map_err(io)?;
+        let mut current: Option<(String, tokio::fs::File)> = None;
+        let mut bytes = 0u64;
+        while let Some(chunk) = stream
+            .message()
+            .await
+            .map_err(|e| Error::Transport(e.to_string()))?
+        {
+            if chunk.file_name.is_empty()
+                || chunk.file_name.contains('/')
+                || chunk.file_name.contains("..")
+            {
+                return Err(Error::Transport(format!(
+                    "bad snapshot file name {:?}",
+                    chunk.file_name
+                )));
+            }
+            if current
+                .as_ref()
+                .map(|(n, _)| n != &chunk.file_name)
+                .unwrap_or(true)
+            {
+                if let Some((_, f)) = current.take() {
+                    f.sync_all().await.map_err(io)?;
+                }
+                let f = tokio::fs::File::create(dir.join(&chunk.file_name))
+                    .await
+                    .map_err(io)?;
+                current = Some((chunk.file_name.clone(), f));
+            }
+            let (_, f) = current.as_mut().expect("file open");
+            f.write_all(&chunk.data).await.map_err(io)?;
+            bytes += chunk.data.len() as u64;
+        }
+        if let Some((_, f)) = current.take() {
+            f.sync_all().await.map_err(io)?;
+        }
+        let mgr = self.snap_mgr.clone();
+        let checked = msg.clone();
+        tokio::task::spawn_blocking(move || receive::complete(&mgr, &checked))
+            .await
+            .map_err(|e| Error::Engine(e.to_string()))??;
+        Ok((msg, bytes))
     }
 
     /// Ends every open stream once `stop` turns true, so a server shutting
@@ -295,5 +477,34 @@ impl Raft for RaftService {
             }
         }
         Ok(Response::new(Done {}))
+    }
+
+    async fn snapshot(
+        &self,
+        request: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<Done>, Status> {
+        let _slot = self
+            .receive_slots
+            .acquire()
+            .await
+            .map_err(|_| Status::unavailable("the store is stopping"))?;
+        let started = Instant::now();
+        match self.receive_snapshot(request.into_inner()).await {
+            Ok((msg, bytes)) => {
+                metrics::counter!(m::SNAPSHOTS_RECEIVED_TOTAL).increment(1);
+                metrics::counter!(m::SNAPSHOT_RECEIVED_BYTES_TOTAL).increment(bytes);
+                metrics::histogram!(m::SNAPSHOT_RECEIVE_SECONDS)
+                    .record(started.elapsed().as_secs_f64());
+                tracing::info!(region_id = msg.region_id, bytes, "snapshot received");
+                if !(self.deliver)(msg) {
+                    return Err(Status::unavailable("the store's mailbox is full"));
+                }
+                Ok(Response::new(Done {}))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "receiving a snapshot failed");
+                Err(Status::data_loss(e.to_string()))
+            }
+        }
     }
 }

@@ -10,7 +10,8 @@ use parking_lot::RwLock;
 use raft::eraftpb::MessageType;
 use tessera_proto::raft_serverpb::RaftMessage;
 
-use super::{message_type, Transport};
+use super::{message_type, Feedback, FeedbackFn, OutgoingSnapshot, Transport};
+use crate::snapshot::{receive, SnapManager};
 use crate::{RegionId, StoreId};
 
 /// What a filter does to a message.
@@ -98,12 +99,12 @@ impl Filter for MessageFilter {
 }
 
 type Inbox = Arc<dyn Fn(RaftMessage) + Send + Sync>;
-type Unreachable = Arc<dyn Fn(StoreId) + Send + Sync>;
 
 #[derive(Default)]
 struct Inner {
     inboxes: HashMap<StoreId, Inbox>,
-    unreachable: HashMap<StoreId, Unreachable>,
+    feedback: HashMap<StoreId, FeedbackFn>,
+    snap_mgrs: HashMap<StoreId, SnapManager>,
     filters: Vec<(u64, Arc<dyn Filter>)>,
     next_filter_id: u64,
 }
@@ -119,24 +120,28 @@ impl MemoryNetwork {
         Self::default()
     }
 
-    /// Connects a store: messages to it go to `inbox`; `unreachable` is told
-    /// when a message from it finds no destination.
+    /// Connects a store: messages to it go to `inbox`; `feedback` learns of
+    /// unreachable stores and of its snapshots' fate; snapshots sent to it
+    /// land in `snap_mgr`'s directory.
     pub fn register(
         &self,
         store_id: StoreId,
         inbox: impl Fn(RaftMessage) + Send + Sync + 'static,
-        unreachable: impl Fn(StoreId) + Send + Sync + 'static,
+        feedback: FeedbackFn,
+        snap_mgr: SnapManager,
     ) {
         let mut inner = self.inner.write();
         inner.inboxes.insert(store_id, Arc::new(inbox));
-        inner.unreachable.insert(store_id, Arc::new(unreachable));
+        inner.feedback.insert(store_id, feedback);
+        inner.snap_mgrs.insert(store_id, snap_mgr);
     }
 
     /// Disconnects a store (it stopped): messages to it are lost.
     pub fn unregister(&self, store_id: StoreId) {
         let mut inner = self.inner.write();
         inner.inboxes.remove(&store_id);
-        inner.unreachable.remove(&store_id);
+        inner.feedback.remove(&store_id);
+        inner.snap_mgrs.remove(&store_id);
     }
 
     /// Adds a filter; returns its id for [`MemoryNetwork::remove_filter`].
@@ -165,36 +170,86 @@ impl MemoryNetwork {
         }
     }
 
-    fn deliver(&self, from: StoreId, to: StoreId, msg: RaftMessage) {
-        let (action, inbox, unreachable) = {
-            let inner = self.inner.read();
-            let mut action = FilterAction::Pass;
-            for (_, f) in &inner.filters {
-                match f.action(from, to, &msg) {
-                    FilterAction::Pass => {}
-                    FilterAction::Drop => {
-                        action = FilterAction::Drop;
-                        break;
-                    }
-                    FilterAction::Delay(d) => {
-                        action = match action {
-                            FilterAction::Delay(prev) => FilterAction::Delay(prev.max(d)),
-                            _ => FilterAction::Delay(d),
-                        }
+    fn action(&self, from: StoreId, to: StoreId, msg: &RaftMessage) -> FilterAction {
+        let inner = self.inner.read();
+        let mut action = FilterAction::Pass;
+        for (_, f) in &inner.filters {
+            match f.action(from, to, msg) {
+                FilterAction::Pass => {}
+                FilterAction::Drop => return FilterAction::Drop,
+                FilterAction::Delay(d) => {
+                    action = match action {
+                        FilterAction::Delay(prev) => FilterAction::Delay(prev.max(d)),
+                        _ => FilterAction::Delay(d),
                     }
                 }
             }
+        }
+        action
+    }
+
+    /// Copies a snapshot's files into the receiver's directory and delivers
+    /// its message; reports the outcome to the sender.
+    fn deliver_snapshot(&self, from: StoreId, to: StoreId, snap: OutgoingSnapshot) {
+        let (feedback, target, inbox) = {
+            let inner = self.inner.read();
             (
-                action,
+                inner.feedback.get(&from).cloned(),
+                inner.snap_mgrs.get(&to).cloned(),
                 inner.inboxes.get(&to).cloned(),
-                inner.unreachable.get(&from).cloned(),
+            )
+        };
+        let region_id = snap.msg.region_id;
+        let to_peer = snap.msg.to_peer.map(|p| p.id).unwrap_or_default();
+        let delivered = match (self.action(from, to, &snap.msg), target, inbox) {
+            (FilterAction::Drop, _, _) | (_, None, _) | (_, _, None) => false,
+            (_, Some(mgr), Some(inbox)) => {
+                let copied = (|| -> crate::Result<()> {
+                    let dir = receive::target_dir(&mgr, &snap.msg)?;
+                    mgr.remove(&dir);
+                    std::fs::create_dir_all(&dir)
+                        .map_err(|e| crate::Error::Engine(e.to_string()))?;
+                    for f in &snap.files {
+                        std::fs::copy(snap.dir.join(&f.name), dir.join(&f.name))
+                            .map_err(|e| crate::Error::Engine(e.to_string()))?;
+                    }
+                    receive::complete(&mgr, &snap.msg)
+                })();
+                match copied {
+                    Ok(()) => {
+                        inbox(snap.msg);
+                        true
+                    }
+                    Err(e) => {
+                        tracing::warn!(region_id, error = %e, "snapshot copy failed");
+                        false
+                    }
+                }
+            }
+        };
+        if let Some(feedback) = feedback {
+            feedback(Feedback::SnapshotStatus {
+                region_id,
+                to_peer,
+                delivered,
+            });
+        }
+    }
+
+    fn deliver(&self, from: StoreId, to: StoreId, msg: RaftMessage) {
+        let action = self.action(from, to, &msg);
+        let (inbox, unreachable) = {
+            let inner = self.inner.read();
+            (
+                inner.inboxes.get(&to).cloned(),
+                inner.feedback.get(&from).cloned(),
             )
         };
         match (action, inbox) {
             (FilterAction::Drop, _) => {}
             (_, None) => {
                 if let Some(report) = unreachable {
-                    report(to);
+                    report(Feedback::Unreachable(to));
                 }
             }
             (FilterAction::Pass, Some(inbox)) => inbox(msg),
@@ -225,6 +280,12 @@ impl Transport for MemoryTransport {
         self.pending.push((to_store, msg));
     }
 
+    fn send_snapshot(&mut self, to_store: StoreId, snap: OutgoingSnapshot) {
+        let net = self.net.clone();
+        let from = self.store_id;
+        std::thread::spawn(move || net.deliver_snapshot(from, to_store, snap));
+    }
+
     fn flush(&mut self) {
         for (to, msg) in self.pending.drain(..) {
             self.net.deliver(self.store_id, to, msg);
@@ -248,12 +309,14 @@ mod tests {
     fn filters_drop_by_store_and_region() {
         let net = MemoryNetwork::new();
         let got = Arc::new(Mutex::new(vec![]));
+        let dir = tempfile::tempdir().unwrap();
         for store in [1, 2, 3] {
             let got = got.clone();
             net.register(
                 store,
                 move |m: RaftMessage| got.lock().push((store, m.region_id)),
-                |_| {},
+                Arc::new(|_| {}),
+                SnapManager::new(dir.path().join(store.to_string())).unwrap(),
             );
         }
         let mut t1 = net.transport(1);
@@ -284,7 +347,17 @@ mod tests {
         let net = MemoryNetwork::new();
         let reported = Arc::new(Mutex::new(vec![]));
         let r = reported.clone();
-        net.register(1, |_| {}, move |s| r.lock().push(s));
+        let dir = tempfile::tempdir().unwrap();
+        net.register(
+            1,
+            |_| {},
+            Arc::new(move |f| {
+                if let Feedback::Unreachable(s) = f {
+                    r.lock().push(s)
+                }
+            }),
+            SnapManager::new(dir.path()).unwrap(),
+        );
         let mut t1 = net.transport(1);
         t1.send(5, msg(1));
         t1.flush();
@@ -296,7 +369,13 @@ mod tests {
         let net = MemoryNetwork::new();
         let got = Arc::new(Mutex::new(0));
         let g = got.clone();
-        net.register(2, move |_| *g.lock() += 1, |_| {});
+        let dir = tempfile::tempdir().unwrap();
+        net.register(
+            2,
+            move |_| *g.lock() += 1,
+            Arc::new(|_| {}),
+            SnapManager::new(dir.path()).unwrap(),
+        );
         net.add_filter(MessageFilter::new(FilterAction::Delay(
             Duration::from_millis(50),
         )));

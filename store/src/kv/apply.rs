@@ -8,6 +8,8 @@
 //! round's apply batch, which the poller writes together with the region's
 //! new apply state.
 //!
+//! Admin commands (split, log compaction) are handled by their own modules.
+//!
 //! A compare-and-swap reads the current value, so it first flushes what the
 //! round has staged so far (the poller's flush writes a consistent apply
 //! state with it).
@@ -18,10 +20,10 @@ use tessera_multiraft::region;
 use tessera_multiraft::{ApplyContext, StateMachine};
 use tessera_proto::errorpb::RegionError;
 use tessera_proto::metapb::Region;
-use tessera_proto::raft_serverpb::{command::Cmd, RaftCommand};
+use tessera_proto::raft_serverpb::{admin_command, command::Cmd, RaftCommand};
 
 use super::command::{CmdResult, KvOutput};
-use crate::keys;
+use crate::{keys, log_gc, split};
 
 #[derive(Default)]
 pub struct KvStateMachine;
@@ -78,8 +80,12 @@ fn check(region: &Region, cmd: &RaftCommand) -> Result<(), RegionError> {
 impl StateMachine for KvStateMachine {
     type Output = KvOutput;
 
+    fn compact_log_command(&self, region: &Region, index: u64, term: u64) -> Vec<u8> {
+        log_gc::command(region, index, term)
+    }
+
     fn apply(&mut self, cx: &mut ApplyContext<'_>, data: &[u8]) -> KvOutput {
-        let cmd = match RaftCommand::decode(data) {
+        let mut cmd = match RaftCommand::decode(data) {
             Ok(cmd) => cmd,
             Err(e) => {
                 // Every replica sees the same bytes, so skipping is consistent.
@@ -87,6 +93,13 @@ impl StateMachine for KvStateMachine {
                 return Ok(vec![]);
             }
         };
+        if let Some(admin) = cmd.admin.take().and_then(|a| a.cmd) {
+            let proposed = cmd.header.and_then(|h| h.region_epoch).unwrap_or_default();
+            return match admin {
+                admin_command::Cmd::Split(s) => split::apply(cx, proposed, s),
+                admin_command::Cmd::CompactLog(c) => Ok(log_gc::apply(cx, c)),
+            };
+        }
         check(cx.region(), &cmd)?;
         let mut results = Vec::with_capacity(cmd.commands.len());
         for c in cmd.commands {

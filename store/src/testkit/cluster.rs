@@ -11,8 +11,10 @@ use parking_lot::Mutex;
 use tessera_multiraft::engine::{Engine, MemoryEngine, RocksEngine, RocksOptions};
 use tessera_multiraft::region as region_util;
 use tessera_multiraft::router::{PollerMsg, RegionInfo};
+use tessera_multiraft::snapshot::SnapManager;
 use tessera_multiraft::transport::{
-    FilterAction, GrpcTransport, MemoryNetwork, MessageFilter, RaftService, StaticResolver,
+    feedback_to, FilterAction, GrpcTransport, MemoryNetwork, MessageFilter, RaftService,
+    StaticResolver,
 };
 use tessera_multiraft::{PollerStats, RaftConfig};
 use tessera_proto::errorpb::region_error::Error as Kind;
@@ -21,10 +23,15 @@ use tessera_proto::kvpb::*;
 use tessera_proto::metapb::{Peer, PeerRole, Region, RegionEpoch, Store};
 
 use super::client::{HasRegionError, KvEndpoint};
+use crate::admin::AdminApi;
 use crate::directory_client::{DirectoryClient, TestDirectory};
 use crate::kv::KvConfig;
-use crate::service::KvService;
-use crate::{Error, NodeConfig, Result, StoreNode};
+use crate::service::{AdminService, KvService};
+use crate::split_check::SplitCheckConfig;
+use crate::{
+    conf_change, split, split_check, transfer_leader, Error, NodeConfig, Result, StoreNode,
+};
+use tessera_proto::adminpb::ChangePeerKind;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EngineKind {
@@ -119,8 +126,15 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts `opts.stores` stores with ids 1..=N and no regions.
+    /// Starts `opts.stores` stores with ids 1..=N and no regions. Logs go
+    /// to the test output when `RUST_LOG` is set.
     pub async fn start(opts: ClusterOptions) -> Result<Cluster> {
+        if std::env::var_os("RUST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_test_writer()
+                .try_init();
+        }
         let cluster = Cluster {
             net: MemoryNetwork::new(),
             directory: Arc::new(TestDirectory::new()),
@@ -177,27 +191,40 @@ impl Cluster {
         })
     }
 
+    /// Where store `store_id` keeps its snapshot files.
+    pub fn snap_dir(&self, store_id: u64) -> std::path::PathBuf {
+        self.dir.path().join(format!("store-{store_id}-snap"))
+    }
+
     /// Starts (or restarts) store `store_id` over its engine.
     pub async fn start_store(&self, store_id: u64) -> Result<()> {
         let engine = self.open_engine(store_id)?;
+        let snap_mgr = SnapManager::new(self.snap_dir(store_id))?;
+        let directory: Arc<dyn DirectoryClient> = self.directory.clone();
         let cfg = self.opts.node.clone();
         let (node, server, endpoint) = match self.opts.transport {
             TransportKind::Memory => {
                 let net = self.net.clone();
-                let node = StoreNode::start(store_id, engine.clone(), &cfg, |router| {
-                    let inbox = router.clone();
-                    let unreachable = router.clone();
-                    net.register(
-                        store_id,
-                        move |m| {
-                            inbox.send_raft_message(m);
-                        },
-                        move |to| {
-                            let _ = unreachable.send(PollerMsg::StoreUnreachable { store_id: to });
-                        },
-                    );
-                    Box::new(net.transport(store_id))
-                })?;
+                let mgr = snap_mgr.clone();
+                let node = StoreNode::start(
+                    store_id,
+                    engine.clone(),
+                    snap_mgr,
+                    directory,
+                    &cfg,
+                    |router| {
+                        let inbox = router.clone();
+                        net.register(
+                            store_id,
+                            move |m| {
+                                inbox.send_raft_message(m);
+                            },
+                            feedback_to(router.clone()),
+                            mgr,
+                        );
+                        Box::new(net.transport(store_id))
+                    },
+                )?;
                 let node = Arc::new(node);
                 let endpoint = KvEndpoint::Local(node.kv().clone());
                 (node, None, endpoint)
@@ -211,6 +238,8 @@ impl Cluster {
                 let node = Arc::new(StoreNode::start(
                     store_id,
                     engine.clone(),
+                    snap_mgr.clone(),
+                    directory,
                     &cfg,
                     |router| {
                         Box::new(GrpcTransport::new(
@@ -222,16 +251,18 @@ impl Cluster {
                     },
                 )?);
                 let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
-                let raft = RaftService::new(store_id, node.router().clone())
+                let raft = RaftService::new(store_id, node.router().clone(), snap_mgr)
                     .with_stop(stop_rx.clone())
                     .into_server();
                 let kv = KvService::new(node.kv().clone()).into_server();
+                let admin = AdminService::new(node.admin().clone()).into_server();
                 let incoming =
                     tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
                 let done = tokio::spawn(async move {
                     let _ = tonic::transport::Server::builder()
                         .add_service(raft)
                         .add_service(kv)
+                        .add_service(admin)
                         .serve_with_incoming_shutdown(incoming, async move {
                             let _ = stop_rx.wait_for(|s| *s).await;
                         })
@@ -754,10 +785,197 @@ impl Cluster {
                 }
             }
             if Instant::now() > deadline {
+                let views: Vec<String> = infos
+                    .iter()
+                    .map(|(s, i)| {
+                        format!(
+                            "store {s}: leader={} term={} commit={} applied={} last={} truncated={}",
+                            i.is_leader, i.term, i.commit_index, i.applied_index, i.last_index, i.truncated_index
+                        )
+                    })
+                    .collect();
+                return Err(Error::Raft(tessera_multiraft::Error::Transport(format!(
+                    "replicas of region {region_id} did not catch up in {timeout:?}: {}",
+                    views.join("; ")
+                ))));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn admin(&self, store_id: u64) -> Option<Arc<AdminApi>> {
+        self.node(store_id).map(|n| n.admin().clone())
+    }
+
+    /// Starts the size-based split checker on every running store; it runs
+    /// until the store stops.
+    pub fn start_split_checkers(&self, cfg: SplitCheckConfig) {
+        for id in self.store_ids() {
+            if let Some(admin) = self.admin(id) {
+                tokio::spawn(split_check::run(admin, cfg.clone()));
+            }
+        }
+    }
+
+    /// Records what the client should believe about `region`.
+    pub fn learn_region(&self, region: Region) {
+        let mut regions = self.regions.lock();
+        regions.retain(|_, known| known.id == region.id || !region_util::overlaps(known, &region));
+        regions.insert(region.id, region);
+    }
+
+    /// Runs `op` on the store that leads `region_id`, following leadership
+    /// changes, until it succeeds or the client deadline passes.
+    async fn on_leader<T, F, Fut>(&self, region_id: u64, mut op: F) -> Result<T>
+    where
+        F: FnMut(Arc<AdminApi>) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let deadline = Instant::now() + self.opts.client_deadline;
+        loop {
+            let leader = self
+                .wait_leader(region_id, self.opts.client_deadline)
+                .await?;
+            let Some(admin) = self.admin(leader) else {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            };
+            match op(admin).await {
+                Ok(v) => return Ok(v),
+                Err(Error::Region(e)) if Instant::now() < deadline => {
+                    tracing::debug!(region_id, error = %e, "admin operation retried");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(Error::InvalidArgument(m))
+                    if m.contains("in progress") && Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Splits `region_id` at `keys` (empty: at its middle) on its leader.
+    pub async fn split(&self, region_id: u64, keys: Vec<Vec<u8>>) -> Result<Vec<Region>> {
+        let regions = self
+            .on_leader(region_id, |admin| {
+                let keys = keys.clone();
+                async move { split::split_region(&admin, region_id, keys).await }
+            })
+            .await?;
+        for r in &regions {
+            self.learn_region(r.clone());
+        }
+        Ok(regions)
+    }
+
+    pub async fn must_split(&self, region_id: u64, key: &[u8]) -> Vec<Region> {
+        match self.split(region_id, vec![key.to_vec()]).await {
+            Ok(r) => r,
+            Err(e) => panic!("split of region {region_id} failed: {e}"),
+        }
+    }
+
+    /// Changes the peer of `region_id` on `store_id` (through its leader).
+    pub async fn change_peer(
+        &self,
+        region_id: u64,
+        kind: ChangePeerKind,
+        store_id: u64,
+    ) -> Result<Region> {
+        let region = self
+            .on_leader(region_id, |admin| async move {
+                conf_change::change_peer(&admin, region_id, kind, store_id, 0).await
+            })
+            .await?;
+        self.learn_region(region.clone());
+        Ok(region)
+    }
+
+    pub async fn must_change_peer(
+        &self,
+        region_id: u64,
+        kind: ChangePeerKind,
+        store_id: u64,
+    ) -> Region {
+        match self.change_peer(region_id, kind, store_id).await {
+            Ok(r) => r,
+            Err(e) => panic!("{kind:?} of region {region_id} on store {store_id} failed: {e}"),
+        }
+    }
+
+    /// Moves leadership of `region_id` to its peer on `store_id`.
+    pub async fn transfer_leader(&self, region_id: u64, store_id: u64) -> Result<()> {
+        self.on_leader(region_id, |admin| async move {
+            transfer_leader::transfer_leader(&admin, region_id, store_id).await
+        })
+        .await?;
+        self.leader_hint.lock().insert(region_id, store_id);
+        Ok(())
+    }
+
+    pub async fn must_transfer_leader(&self, region_id: u64, store_id: u64) {
+        if let Err(e) = self.transfer_leader(region_id, store_id).await {
+            panic!("transfer of region {region_id} to store {store_id} failed: {e}");
+        }
+    }
+
+    /// Waits until the peer of `region_id` on `store_id` has replicated as
+    /// far as its leader has committed.
+    pub async fn wait_peer_caught_up(
+        &self,
+        region_id: u64,
+        store_id: u64,
+        timeout: Duration,
+    ) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let leader = self.wait_leader(region_id, timeout).await?;
+            if let Some(node) = self.node(leader) {
+                let infos = node.regions().await?;
+                if let Some(info) = infos
+                    .into_iter()
+                    .find(|i| i.region.id == region_id && i.is_leader)
+                {
+                    let peer =
+                        region_util::find_peer_on_store(&info.region, store_id).map(|p| p.id);
+                    let matched = info
+                        .progress
+                        .iter()
+                        .find(|p| Some(p.peer_id) == peer)
+                        .map(|p| p.matched);
+                    if matched.is_some_and(|m| m >= info.commit_index) {
+                        return Ok(());
+                    }
+                }
+            }
+            if Instant::now() > deadline {
                 return Err(Error::Timeout(timeout));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Moves the replica of `region_id` from `from` to `to`: add a learner on
+    /// `to`, wait until it caught up, promote it, hand leadership away from
+    /// `from` if needed, remove the peer on `from`.
+    pub async fn move_peer(&self, region_id: u64, from: u64, to: u64) -> Result<Region> {
+        self.change_peer(region_id, ChangePeerKind::AddLearner, to)
+            .await?;
+        self.wait_peer_caught_up(region_id, to, self.opts.client_deadline)
+            .await?;
+        self.change_peer(region_id, ChangePeerKind::PromoteLearner, to)
+            .await?;
+        if self
+            .wait_leader(region_id, self.opts.client_deadline)
+            .await?
+            == from
+        {
+            self.transfer_leader(region_id, to).await?;
+        }
+        self.change_peer(region_id, ChangePeerKind::RemovePeer, from)
+            .await
     }
 
     /// Stops every store.

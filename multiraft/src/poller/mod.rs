@@ -1,0 +1,412 @@
+//! The poller: one thread that drives every peer of a store in rounds.
+//!
+//! A round:
+//! 1. drain the mailbox (Raft messages, proposals, reads, admin) and tick
+//!    every peer when the tick interval has passed;
+//! 2. turn the round's reads into one ReadIndex request (or a lease read)
+//!    per region;
+//! 3. take the Ready of every peer that has one; send the leader's append
+//!    messages right away, so followers persist in parallel with the leader;
+//!    stage entries, hard states and received snapshots of *all* regions
+//!    into one write batch;
+//! 4. write that batch once, synced if any Ready needs it — one fsync serves
+//!    every region that had work (group commit);
+//! 5. finish applying received snapshots, send the messages that depend on
+//!    persisted state (votes, acks), then apply committed entries of every
+//!    region into one apply batch, write it, and run the proposers'
+//!    callbacks and the reads now servable.
+//!
+//! Outgoing messages are handed to the transport per destination store and
+//! flushed twice per round (after step 3 and after step 5).
+//!
+//! The poller never blocks on the network; it blocks only on the engine.
+//! Snapshots are generated on a separate worker thread.
+
+mod ready;
+mod regions;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use tessera_proto::errorpb::RegionError;
+use tessera_proto::metapb::RegionEpoch;
+
+use crate::config::RaftConfig;
+use crate::engine::Engine;
+use crate::peer::{Outgoing, Peer};
+use crate::read::ReadPath;
+use crate::router::{PollerMsg, RaftRouter};
+use crate::snapshot::SnapManager;
+use crate::state_machine::StateMachine;
+use crate::transport::Transport;
+use crate::{metrics as m, Error, RegionId, Result, StoreId};
+
+/// Counters that show what the poller did; tests read them to check that
+/// group commit really batches regions.
+#[derive(Debug, Default)]
+pub struct PollerStats {
+    pub rounds: AtomicU64,
+    /// Synced writes of Raft state (fsyncs).
+    pub synced_writes: AtomicU64,
+    /// Sum over synced writes of the regions each one served.
+    pub regions_in_synced_writes: AtomicU64,
+    /// The most regions one synced write served.
+    pub max_regions_per_synced_write: AtomicU64,
+    /// Synced writes that served more than one region.
+    pub multi_region_synced_writes: AtomicU64,
+    pub applied_entries: AtomicU64,
+    pub snapshots_applied: AtomicU64,
+    pub snapshots_generated: AtomicU64,
+}
+
+/// What a poller needs to start.
+pub struct PollerSpec<S: StateMachine> {
+    pub store_id: StoreId,
+    pub config: RaftConfig,
+    pub engine: Arc<dyn Engine>,
+    pub snap_mgr: SnapManager,
+    pub state_machine: S,
+    pub transport: Box<dyn Transport>,
+    pub mailbox: Receiver<PollerMsg<S::Output>>,
+}
+
+/// Creates the mailbox of a poller: the router (to send) and the receiver
+/// the poller will own.
+pub fn mailbox<O: Send + 'static>(capacity: usize) -> (RaftRouter<O>, Receiver<PollerMsg<O>>) {
+    RaftRouter::new(capacity)
+}
+
+/// A running poller thread.
+pub struct PollerHandle<O: Send + 'static> {
+    router: RaftRouter<O>,
+    thread: Option<JoinHandle<()>>,
+    stats: Arc<PollerStats>,
+}
+
+impl<O: Send + 'static> PollerHandle<O> {
+    pub fn router(&self) -> &RaftRouter<O> {
+        &self.router
+    }
+
+    pub fn stats(&self) -> &Arc<PollerStats> {
+        &self.stats
+    }
+
+    /// Stops the poller after its current round and waits for it.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            // A full mailbox still takes the shutdown eventually.
+            while let Err(Error::Region(_)) = self.router.send(PollerMsg::Shutdown) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let _ = t.join();
+        }
+    }
+}
+
+impl<O: Send + 'static> Drop for PollerHandle<O> {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub struct Poller<S: StateMachine> {
+    store_id: StoreId,
+    cfg: RaftConfig,
+    engine: Arc<dyn Engine>,
+    snap_mgr: SnapManager,
+    sm: S,
+    transport: Box<dyn Transport>,
+    mailbox: Receiver<PollerMsg<S::Output>>,
+    router: RaftRouter<S::Output>,
+    peers: HashMap<RegionId, Peer<S::Output>>,
+    /// Initialized regions by start key (ranges never overlap).
+    ranges: BTreeMap<Vec<u8>, RegionId>,
+    /// Regions whose peer here was removed, with the epoch at removal.
+    tombstones: HashMap<RegionId, RegionEpoch>,
+    /// Regions with something to do this round.
+    touched: BTreeSet<RegionId>,
+    /// Regions whose snapshot the worker is generating.
+    generating: BTreeSet<RegionId>,
+    snap_worker: Option<Sender<RegionId>>,
+    snap_worker_thread: Option<JoinHandle<()>>,
+    stats: Arc<PollerStats>,
+    next_tick: Instant,
+    ticks: u64,
+    stopping: bool,
+    roles_changed: bool,
+    outbox: Vec<Outgoing>,
+}
+
+impl<S: StateMachine> Poller<S> {
+    /// Loads every region of the store from the engine and starts the poller
+    /// thread.
+    pub fn spawn(
+        spec: PollerSpec<S>,
+        router: RaftRouter<S::Output>,
+    ) -> Result<PollerHandle<S::Output>> {
+        let stats = Arc::new(PollerStats::default());
+        let mut poller = Poller {
+            store_id: spec.store_id,
+            next_tick: Instant::now() + spec.config.tick_interval,
+            cfg: spec.config,
+            engine: spec.engine,
+            snap_mgr: spec.snap_mgr,
+            sm: spec.state_machine,
+            transport: spec.transport,
+            mailbox: spec.mailbox,
+            router: router.clone(),
+            peers: HashMap::new(),
+            ranges: BTreeMap::new(),
+            tombstones: HashMap::new(),
+            touched: BTreeSet::new(),
+            generating: BTreeSet::new(),
+            snap_worker: None,
+            snap_worker_thread: None,
+            stats: stats.clone(),
+            ticks: 0,
+            stopping: false,
+            roles_changed: true,
+            outbox: vec![],
+        };
+        poller.load_regions()?;
+        poller.start_snapshot_worker()?;
+        let thread = std::thread::Builder::new()
+            .name(format!("poller-{}", poller.store_id))
+            .spawn(move || poller.run())
+            .map_err(|e| Error::Engine(format!("cannot start the poller thread: {e}")))?;
+        Ok(PollerHandle {
+            router,
+            thread: Some(thread),
+            stats,
+        })
+    }
+
+    fn run(mut self) {
+        while !self.stopping {
+            self.round();
+        }
+        for peer in self.peers.values_mut() {
+            peer.fail_pending("the store is shutting down");
+        }
+        self.snap_worker = None;
+        if let Some(t) = self.snap_worker_thread.take() {
+            let _ = t.join();
+        }
+        tracing::info!(store_id = self.store_id, "poller stopped");
+    }
+
+    fn round(&mut self) {
+        let wait = if self.touched.is_empty() {
+            self.next_tick.saturating_duration_since(Instant::now())
+        } else {
+            Duration::ZERO
+        };
+        match self.mailbox.recv_timeout(wait) {
+            Ok(msg) => self.handle(msg),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                self.stopping = true;
+            }
+        }
+        let started = Instant::now();
+        for _ in 0..self.cfg.max_msgs_per_round {
+            match self.mailbox.try_recv() {
+                Ok(msg) => self.handle(msg),
+                Err(_) => break,
+            }
+        }
+        let now = Instant::now();
+        if now >= self.next_tick {
+            self.next_tick = now + self.cfg.tick_interval;
+            self.tick_all();
+        }
+        for id in &self.touched {
+            if let Some(peer) = self.peers.get_mut(id) {
+                for path in peer.flush_reads(now) {
+                    let path = match path {
+                        ReadPath::Lease => "lease",
+                        ReadPath::ReadIndex => "read_index",
+                    };
+                    metrics::counter!(m::READS_TOTAL, "path" => path).increment(1);
+                }
+            }
+        }
+        self.handle_readies();
+        self.request_snapshots();
+        if self.roles_changed {
+            self.roles_changed = false;
+            let leaders = self.peers.values().filter(|p| p.is_leader()).count();
+            metrics::gauge!(m::LEADERS).set(leaders as f64);
+            metrics::gauge!(m::REGIONS).set(self.peers.len() as f64);
+        }
+        self.stats.rounds.fetch_add(1, Ordering::Relaxed);
+        metrics::histogram!(m::POLLER_ROUND_SECONDS).record(started.elapsed().as_secs_f64());
+    }
+
+    fn tick_all(&mut self) {
+        self.ticks += 1;
+        let gc_due = self.cfg.log_gc_tick_interval > 0
+            && self
+                .ticks
+                .is_multiple_of(self.cfg.log_gc_tick_interval as u64);
+        let mut gc = vec![];
+        for (id, peer) in self.peers.iter_mut() {
+            peer.tick();
+            peer.maybe_leave_joint();
+            if gc_due {
+                if let Some((index, term)) = peer.log_gc_candidate(&self.cfg) {
+                    gc.push((*id, index, term));
+                }
+            }
+            self.touched.insert(*id);
+        }
+        for (region_id, index, term) in gc {
+            self.propose_compact_log(region_id, index, term);
+        }
+        if gc_due {
+            let (entries, bytes) = self.peers.values().fold((0u64, 0u64), |(e, b), p| {
+                (e + p.storage().log_entries(), b + p.storage().log_bytes())
+            });
+            metrics::gauge!(m::RAFT_LOG_ENTRIES).set(entries as f64);
+            metrics::gauge!(m::RAFT_LOG_BYTES).set(bytes as f64);
+        }
+    }
+
+    fn handle(&mut self, msg: PollerMsg<S::Output>) {
+        let now = Instant::now();
+        match msg {
+            PollerMsg::Raft(msg) => self.on_raft_message(*msg),
+            PollerMsg::Propose {
+                region_id,
+                epoch,
+                data,
+                cb,
+            } => match self.peers.get_mut(&region_id) {
+                Some(peer) => {
+                    if peer.propose(&epoch, data, cb, now) {
+                        metrics::counter!(m::PROPOSALS_TOTAL).increment(1);
+                    } else {
+                        metrics::counter!(m::PROPOSALS_REJECTED_TOTAL).increment(1);
+                    }
+                    self.touched.insert(region_id);
+                }
+                None => cb(Err(Error::region(RegionError::region_not_found(region_id)))),
+            },
+            PollerMsg::ProposeConfChange {
+                region_id,
+                epoch,
+                changes,
+                cb,
+            } => match self.peers.get_mut(&region_id) {
+                Some(peer) => {
+                    peer.propose_conf_change(&epoch, changes, cb, now);
+                    self.touched.insert(region_id);
+                }
+                None => cb(Err(Error::region(RegionError::region_not_found(region_id)))),
+            },
+            PollerMsg::Read {
+                region_id,
+                epoch,
+                policy,
+                cb,
+            } => match self.peers.get_mut(&region_id) {
+                Some(peer) if peer.is_initialized() => {
+                    peer.read(epoch, policy, cb);
+                    self.touched.insert(region_id);
+                }
+                _ => cb(Err(Error::region(RegionError::region_not_found(region_id)))),
+            },
+            PollerMsg::CreateRegion { region, cb } => cb(self.create_region(region)),
+            PollerMsg::DestroyRegion { region_id, cb } => cb(self.destroy_region(region_id, None)),
+            PollerMsg::Campaign { region_id } => {
+                if let Some(peer) = self.peers.get_mut(&region_id) {
+                    if let Err(e) = peer.campaign() {
+                        tracing::warn!(region_id, error = %e, "campaign failed");
+                    }
+                    self.touched.insert(region_id);
+                }
+            }
+            PollerMsg::TransferLeader { region_id, to_peer } => {
+                if let Some(peer) = self.peers.get_mut(&region_id) {
+                    peer.transfer_leader(to_peer);
+                    self.touched.insert(region_id);
+                }
+            }
+            PollerMsg::TransferAllLeaders { cb } => {
+                let mut started = 0;
+                for (id, peer) in self.peers.iter_mut() {
+                    if !peer.is_leader() {
+                        continue;
+                    }
+                    if let Some(to) = peer.best_transferee() {
+                        peer.transfer_leader(to);
+                        self.touched.insert(*id);
+                        started += 1;
+                    }
+                }
+                cb(started);
+            }
+            PollerMsg::StoreUnreachable { store_id } => {
+                for peer in self.peers.values_mut() {
+                    let targets: Vec<u64> = peer
+                        .region()
+                        .peers
+                        .iter()
+                        .filter(|p| p.store_id == store_id)
+                        .map(|p| p.id)
+                        .collect();
+                    for id in targets {
+                        peer.raw_node.report_unreachable(id);
+                    }
+                }
+            }
+            PollerMsg::SnapshotStatus {
+                region_id,
+                to_peer,
+                delivered,
+            } => {
+                if let Some(peer) = self.peers.get_mut(&region_id) {
+                    let status = if delivered {
+                        raft::SnapshotStatus::Finish
+                    } else {
+                        raft::SnapshotStatus::Failure
+                    };
+                    peer.raw_node.report_snapshot(to_peer, status);
+                    self.touched.insert(region_id);
+                }
+            }
+            PollerMsg::SnapshotGenerated { region_id, result } => {
+                self.on_snapshot_generated(region_id, result)
+            }
+            PollerMsg::Inspect { cb } => {
+                let mut infos: Vec<_> = self.peers.values().map(|p| p.info()).collect();
+                infos.sort_by_key(|i| i.region.id);
+                cb(infos);
+            }
+            PollerMsg::Shutdown => self.stopping = true,
+        }
+    }
+
+    fn flush_outbox(&mut self) {
+        if self.outbox.is_empty() {
+            return;
+        }
+        metrics::counter!(m::RAFT_MESSAGES_SENT_TOTAL).increment(self.outbox.len() as u64);
+        for out in self.outbox.drain(..) {
+            match out {
+                Outgoing::Message(store_id, msg) => self.transport.send(store_id, msg),
+                Outgoing::Snapshot(store_id, snap) => self.transport.send_snapshot(store_id, snap),
+            }
+        }
+        self.transport.flush();
+    }
+}

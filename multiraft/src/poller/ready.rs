@@ -1,0 +1,244 @@
+//! One round's Ready handling: persist everything in one synced batch, send,
+//! apply (see the module above for the order and why).
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use raft::Ready;
+use tessera_proto::metapb::Region;
+use tessera_proto::raft_serverpb::RaftMessage;
+
+use super::Poller;
+use crate::apply::{apply_entries, ApplyBatch, ApplyOutcome};
+use crate::engine::WriteBatch;
+use crate::peer::Outgoing;
+use crate::snapshot::apply::{self as snap_apply, PendingApply};
+use crate::state_machine::StateMachine;
+use crate::{metrics as m, region, RegionId};
+
+impl<S: StateMachine> Poller<S> {
+    pub(super) fn handle_readies(&mut self) {
+        let touched = std::mem::take(&mut self.touched);
+        let mut readies: Vec<(RegionId, Ready)> = Vec::with_capacity(touched.len());
+        let mut wb = WriteBatch::default();
+        let mut must_sync = false;
+        let mut persisting_regions = 0u64;
+        let mut snapshots: Vec<PendingApply> = vec![];
+
+        let snap_mgr = self.snap_mgr.clone();
+        for &id in &touched {
+            let Some(peer) = self.peers.get_mut(&id) else {
+                continue;
+            };
+            if !peer.raw_node.has_ready() {
+                continue;
+            }
+            let was_leader = peer.is_leader();
+            let mut rd = peer.raw_node.ready();
+            if let Some(ss) = rd.ss() {
+                peer.on_soft_state(ss, was_leader);
+                self.roles_changed = true;
+            }
+            let msgs = rd.take_messages();
+            peer.wrap_messages(
+                msgs,
+                &|term, index| snap_mgr.gen_dir(id, term, index),
+                &mut self.outbox,
+            );
+            let before = wb.len();
+            if !rd.snapshot().is_empty() {
+                match snap_apply::stage(peer.storage_mut(), &snap_mgr, rd.snapshot(), &mut wb) {
+                    Ok(p) => snapshots.push(p),
+                    // The files were checked on arrival; failing here means the
+                    // disk lost them. Raft cannot continue without the state it
+                    // was promised.
+                    Err(e) => panic!("region {id}: cannot apply the received snapshot: {e}"),
+                }
+            }
+            peer.storage_mut().append(rd.entries(), &mut wb);
+            if let Some(hs) = rd.hs() {
+                peer.storage_mut().set_hard_state(hs);
+            }
+            peer.storage_mut().write_raft_state_if_dirty(&mut wb);
+            if wb.len() > before {
+                persisting_regions += 1;
+            }
+            must_sync |= rd.must_sync();
+            peer.on_read_states(rd.read_states());
+            readies.push((id, rd));
+        }
+        // Leaders' appends leave before the local write: followers persist
+        // in parallel.
+        self.flush_outbox();
+        self.persist(&wb, must_sync, persisting_regions);
+        for p in snapshots {
+            self.finish_snapshot(p);
+        }
+
+        let mut ab = ApplyBatch::default();
+        let mut outcomes: Vec<(RegionId, ApplyOutcome)> = vec![];
+        for (id, mut rd) in readies {
+            let peer = self.peers.get_mut(&id).expect("peer of a ready");
+            let persisted = rd.take_persisted_messages();
+            peer.wrap_messages(
+                persisted,
+                &|term, index| snap_mgr.gen_dir(id, term, index),
+                &mut self.outbox,
+            );
+            let mut committed = rd.take_committed_entries();
+            let mut light = peer.raw_node.advance_append(rd);
+            if let Some(commit) = light.commit_index() {
+                peer.storage_mut().set_commit(commit);
+            }
+            let msgs = light.take_messages();
+            peer.wrap_messages(
+                msgs,
+                &|term, index| snap_mgr.gen_dir(id, term, index),
+                &mut self.outbox,
+            );
+            committed.extend(light.take_committed_entries());
+            let outcome =
+                apply_entries(peer, committed, &mut self.sm, self.engine.as_ref(), &mut ab);
+            outcomes.push((id, outcome));
+        }
+        self.flush_outbox();
+
+        // Regions split off in this round are born in the same batch.
+        let mut born: Vec<(RegionId, Region)> = vec![];
+        for (parent, outcome) in &outcomes {
+            for r in &outcome.new_regions {
+                if self.peers.contains_key(&r.id) || self.tombstones.contains_key(&r.id) {
+                    tracing::warn!(
+                        region_id = r.id,
+                        "split target already known on this store; not recreated"
+                    );
+                    continue;
+                }
+                if region::find_peer_on_store(r, self.store_id).is_none() {
+                    continue;
+                }
+                region::write_initial_state(r, &mut ab.wb);
+                born.push((*parent, r.clone()));
+            }
+        }
+        if !ab.wb.is_empty() {
+            if let Err(e) = self.engine.write(&ab.wb, false) {
+                panic!("store {}: writing applied state failed: {e}", self.store_id);
+            }
+        }
+        if ab.entries > 0 {
+            metrics::counter!(m::APPLIED_ENTRIES_TOTAL).increment(ab.entries);
+            self.stats
+                .applied_entries
+                .fetch_add(ab.entries, Ordering::Relaxed);
+        }
+        for cb in ab.deferred {
+            cb();
+        }
+        for (parent, r) in born {
+            self.start_split_region(parent, r);
+        }
+        for (id, outcome) in outcomes {
+            self.after_membership_change(id, &outcome);
+        }
+        for id in touched {
+            let Some(peer) = self.peers.get_mut(&id) else {
+                continue;
+            };
+            let applied = peer.storage().applied_index();
+            peer.raw_node.advance_apply_to(applied);
+            peer.fire_ready_reads();
+            if peer.raw_node.has_ready() {
+                self.touched.insert(id);
+            }
+        }
+        self.flush_outbox();
+    }
+
+    /// Writes the round's Raft state: one write, synced if any Ready needs it.
+    fn persist(&mut self, wb: &WriteBatch, must_sync: bool, regions: u64) {
+        if wb.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        if let Err(e) = self.engine.write(wb, must_sync) {
+            // Raft cannot continue with state it may not have persisted.
+            panic!("store {}: writing raft state failed: {e}", self.store_id);
+        }
+        if must_sync {
+            metrics::histogram!(m::FSYNC_SECONDS).record(started.elapsed().as_secs_f64());
+            metrics::histogram!(m::WRITE_BATCH_BYTES).record(wb.data_bytes() as f64);
+            metrics::histogram!(m::WRITE_BATCH_REGIONS).record(regions as f64);
+            let s = &self.stats;
+            s.synced_writes.fetch_add(1, Ordering::Relaxed);
+            s.regions_in_synced_writes
+                .fetch_add(regions, Ordering::Relaxed);
+            s.max_regions_per_synced_write
+                .fetch_max(regions, Ordering::Relaxed);
+            if regions > 1 {
+                s.multi_region_synced_writes.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The data step of a snapshot apply, once its states are durable.
+    fn finish_snapshot(&mut self, p: PendingApply) {
+        let started = Instant::now();
+        if let Err(e) = snap_apply::finish(self.engine.as_ref(), &self.snap_mgr, &p) {
+            panic!(
+                "region {}: cannot ingest the received snapshot: {e}",
+                p.region_id
+            );
+        }
+        if !p.old_region.peers.is_empty() {
+            self.unindex_region(&p.old_region);
+        }
+        self.index_region(&p.region);
+        if let Some(peer) = self.peers.get_mut(&p.region_id) {
+            peer.on_snapshot_applied(p.index);
+        }
+        self.roles_changed = true;
+        self.stats.snapshots_applied.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(m::SNAPSHOTS_APPLIED_TOTAL).increment(1);
+        metrics::histogram!(m::SNAPSHOT_APPLY_SECONDS).record(started.elapsed().as_secs_f64());
+        tracing::info!(
+            region_id = p.region_id,
+            index = p.index,
+            term = p.term,
+            "snapshot applied"
+        );
+    }
+
+    /// Tells removed peers they are gone (if this peer leads) and destroys
+    /// this peer if it was the one removed.
+    fn after_membership_change(&mut self, region_id: RegionId, outcome: &ApplyOutcome) {
+        if let Some(peer) = self.peers.get(&region_id) {
+            if peer.is_leader() {
+                for (removed, region) in &outcome.removed_peers {
+                    self.outbox.push(Outgoing::Message(
+                        removed.store_id,
+                        RaftMessage {
+                            region_id,
+                            from_peer: Some(*peer.meta()),
+                            to_peer: Some(*removed),
+                            region_epoch: region.region_epoch,
+                            start_key: region.start_key.clone(),
+                            end_key: region.end_key.clone(),
+                            message: vec![],
+                            is_tombstone: true,
+                        },
+                    ));
+                }
+            }
+        }
+        if outcome.removed_self {
+            let epoch = self
+                .peers
+                .get(&region_id)
+                .map(|p| region::epoch(p.region()));
+            if let Err(e) = self.destroy_region(region_id, epoch) {
+                tracing::error!(region_id, error = %e, "cannot destroy a removed peer");
+            }
+        }
+    }
+}

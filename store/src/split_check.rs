@@ -1,0 +1,103 @@
+//! The split checker: keeps regions near a target size.
+//!
+//! Every `interval` it looks at the regions this store leads. A region is
+//! measured when it has grown by an eighth of the split size since it was
+//! last measured (by the bytes its commands carried) or, the first time,
+//! when the engine's estimate says it may be large. Measuring scans the
+//! region (up to twice the split size); if it holds more than the split
+//! size, the region is split at its middle key.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tessera_multiraft::engine::Cf;
+use tessera_multiraft::keys as raft_keys;
+
+use crate::admin::AdminApi;
+use crate::split;
+use crate::Error;
+
+#[derive(Clone, Debug)]
+pub struct SplitCheckConfig {
+    /// Regions above this many bytes are split.
+    pub region_split_size_bytes: u64,
+    pub interval: Duration,
+}
+
+impl Default for SplitCheckConfig {
+    fn default() -> Self {
+        SplitCheckConfig {
+            region_split_size_bytes: 96 * 1024 * 1024,
+            interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Runs the checker until the store stops.
+pub async fn run(api: Arc<AdminApi>, cfg: SplitCheckConfig) {
+    let mut measured_at: HashMap<u64, u64> = HashMap::new();
+    let mut ticker = tokio::time::interval(cfg.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let step = (cfg.region_split_size_bytes / 8).max(1);
+    loop {
+        ticker.tick().await;
+        let infos = match api.router().inspect().await {
+            Ok(i) => i,
+            Err(_) => return,
+        };
+        measured_at.retain(|id, _| infos.iter().any(|i| i.region.id == *id));
+        for info in infos.into_iter().filter(|i| i.is_leader && i.initialized) {
+            let region = info.region;
+            let due = match measured_at.get(&region.id) {
+                Some(&at) => info.applied_bytes >= at + step,
+                None => {
+                    let estimate = api
+                        .engine()
+                        .approximate_size(
+                            Cf::Default,
+                            &region.start_key,
+                            &raft_keys::data_range_end(&region.end_key),
+                        )
+                        .unwrap_or(0);
+                    estimate >= cfg.region_split_size_bytes / 2 || info.applied_bytes >= step
+                }
+            };
+            if !due {
+                continue;
+            }
+            measured_at.insert(region.id, info.applied_bytes);
+            let engine = api.engine().clone();
+            let limit = cfg.region_split_size_bytes.saturating_mul(2);
+            let r = region.clone();
+            let measured = tokio::task::spawn_blocking(move || {
+                split::size_and_middle_key(engine.as_ref(), &r, limit)
+            })
+            .await;
+            let (size, middle) = match measured {
+                Ok(Ok(m)) => m,
+                Ok(Err(e)) => {
+                    tracing::warn!(region_id = region.id, error = %e, "measuring a region failed");
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            if size <= cfg.region_split_size_bytes {
+                continue;
+            }
+            let Some(key) = middle else { continue };
+            match split::split_region(&api, region.id, vec![key]).await {
+                Ok(regions) => tracing::info!(
+                    region_id = region.id,
+                    size,
+                    new_region = regions.get(1).map(|r| r.id),
+                    "split a region that outgrew the split size"
+                ),
+                Err(Error::Region(e)) => {
+                    tracing::debug!(region_id = region.id, error = %e, "size split skipped")
+                }
+                Err(e) => tracing::warn!(region_id = region.id, error = %e, "size split failed"),
+            }
+        }
+    }
+}
