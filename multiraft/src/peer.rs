@@ -74,6 +74,9 @@ pub struct Peer<O> {
     /// The regions the last split of this region created: a request with
     /// the epoch from before it learns of them from EpochNotMatch.
     pub(crate) split_siblings: Vec<Region>,
+    /// Peers learned from incoming messages, for replying to peers the
+    /// region does not list yet (an uninitialized peer knows nobody).
+    peer_cache: std::collections::HashMap<u64, metapb::Peer>,
 }
 
 impl<O: Send + 'static> Peer<O> {
@@ -124,6 +127,7 @@ impl<O: Send + 'static> Peer<O> {
             read_index_retry_ticks: cfg.read_index_retry_ticks,
             applied_bytes: 0,
             split_siblings: vec![],
+            peer_cache: std::collections::HashMap::new(),
         }
     }
 
@@ -422,6 +426,13 @@ impl<O: Send + 'static> Peer<O> {
         self.raw_node.tick()
     }
 
+    /// Remembers where a peer that sent us a message lives.
+    pub fn learn_peer(&mut self, peer: metapb::Peer) {
+        if peer.id != 0 && peer.store_id != 0 {
+            self.peer_cache.insert(peer.id, peer);
+        }
+    }
+
     pub fn step(&mut self, msg: Message) -> Result<()> {
         self.raw_node.step(msg)?;
         Ok(())
@@ -548,7 +559,9 @@ impl<O: Send + 'static> Peer<O> {
     ) {
         let region = self.region();
         for m in msgs {
-            let Some(to_peer) = region::find_peer(region, m.to) else {
+            let Some(to_peer) =
+                region::find_peer(region, m.to).or_else(|| self.peer_cache.get(&m.to))
+            else {
                 tracing::debug!(region_id = region.id, to = m.to, msg_type = ?m.get_msg_type(), "message to unknown peer dropped");
                 continue;
             };

@@ -293,6 +293,9 @@ impl<S: StateMachine> Poller<S> {
             );
             return;
         }
+        if let Some(from) = msg.from_peer {
+            peer.learn_peer(from);
+        }
         if let Err(e) = peer.step(raft_msg) {
             tracing::debug!(region_id, error = %e, "raft refused a message");
         }

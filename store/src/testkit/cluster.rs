@@ -669,39 +669,53 @@ impl Cluster {
         .await
     }
 
-    /// Deletes `[start, end)` in every region it touches.
+    /// Deletes `[start, end)` in every region it touches, region by region.
     pub async fn delete_range(&self, start: &[u8], end: &[u8]) -> Result<()> {
-        for region in self.regions() {
-            if !region_util::ranges_overlap(start, end, &region.start_key, &region.end_key) {
-                continue;
-            }
-            let key = start.max(region.start_key.as_slice()).to_vec();
+        let mut cursor = start.to_vec();
+        loop {
+            let key = cursor.clone();
+            let mut served = None;
             self.request(&key, true, |kv, ctx| {
+                served = self
+                    .regions
+                    .lock()
+                    .get(&ctx.region_id)
+                    .map(|r| r.end_key.clone());
                 let req = DeleteRangeRequest {
                     context: Some(ctx),
-                    start_key: start.to_vec(),
+                    start_key: key.clone(),
                     end_key: end.to_vec(),
                 };
                 async move { kv.delete_range(req).await }
             })
             .await?;
+            let region_end = served.unwrap_or_default();
+            if region_end.is_empty() || (!end.is_empty() && region_end.as_slice() >= end) {
+                return Ok(());
+            }
+            cursor = region_end;
         }
-        Ok(())
     }
 
-    /// Every pair in `[start, end)`, across regions, in key order.
+    /// Every pair in `[start, end)`, across regions, in key order: region by
+    /// region, following epoch changes the way a router does.
     pub async fn scan(&self, start: &[u8], end: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let mut out = vec![];
-        for region in self.regions() {
-            if !region_util::ranges_overlap(start, end, &region.start_key, &region.end_key) {
-                continue;
-            }
-            let key = start.max(region.start_key.as_slice()).to_vec();
+        let mut cursor = start.to_vec();
+        loop {
+            let key = cursor.clone();
+            let mut served = None;
             let resp = self
                 .request(&key, true, |kv, ctx| {
+                    // The range that goes with the epoch being sent.
+                    served = self
+                        .regions
+                        .lock()
+                        .get(&ctx.region_id)
+                        .map(|r| r.end_key.clone());
                     let req = ScanRequest {
                         context: Some(ctx),
-                        start_key: start.to_vec(),
+                        start_key: key.clone(),
                         end_key: end.to_vec(),
                         limit: 0,
                         reverse: false,
@@ -710,8 +724,12 @@ impl Cluster {
                 })
                 .await?;
             out.extend(resp.pairs.into_iter().map(|p| (p.key, p.value)));
+            let region_end = served.unwrap_or_default();
+            if region_end.is_empty() || (!end.is_empty() && region_end.as_slice() >= end) {
+                return Ok(out);
+            }
+            cursor = region_end;
         }
-        Ok(out)
     }
 
     pub async fn must_put(&self, key: &[u8], value: &[u8]) {
@@ -774,13 +792,25 @@ impl Cluster {
         let deadline = Instant::now() + timeout;
         loop {
             let infos = self.region_infos(region_id).await;
-            let commit = infos
+            let leader = infos
                 .iter()
                 .filter(|(_, i)| i.is_leader)
-                .map(|(_, i)| i.commit_index)
-                .max();
-            if let Some(commit) = commit {
-                if infos.iter().all(|(_, i)| i.applied_index >= commit) {
+                .max_by_key(|(_, i)| i.term);
+            if let Some((_, leader)) = leader {
+                // Every peer the leader lists, on a running store, is there
+                // and has applied what the leader committed.
+                let expected: Vec<u64> = self
+                    .store_ids()
+                    .into_iter()
+                    .filter(|s| self.node(*s).is_some())
+                    .filter(|s| region_util::find_peer_on_store(&leader.region, *s).is_some())
+                    .collect();
+                let done = expected.iter().all(|s| {
+                    infos.iter().any(|(st, i)| {
+                        st == s && i.initialized && i.applied_index >= leader.commit_index
+                    })
+                });
+                if done {
                     return Ok(());
                 }
             }
@@ -976,6 +1006,85 @@ impl Cluster {
         }
         self.change_peer(region_id, ChangePeerKind::RemovePeer, from)
             .await
+    }
+
+    /// The user data of `region` as store `store_id`'s engine holds it.
+    pub fn region_data(&self, store_id: u64, region: &Region) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let Some(engine) = self.engine(store_id) else {
+            return vec![];
+        };
+        let mut out = vec![];
+        engine
+            .scan(
+                tessera_multiraft::engine::Cf::Default,
+                &region.start_key,
+                &tessera_multiraft::keys::data_range_end(&region.end_key),
+                false,
+                &mut |k, v| {
+                    out.push((k.to_vec(), v.to_vec()));
+                    true
+                },
+            )
+            .expect("engine scan");
+        out
+    }
+
+    /// Waits until every region's replicas have caught up, then checks that
+    /// every store holding a region holds the same region (same epoch and
+    /// peers) and the same data for it.
+    pub async fn assert_consistent(&self, timeout: Duration) {
+        // Every region any store hosts, as its leader sees it (after waiting
+        // for one).
+        let mut ids = std::collections::BTreeSet::new();
+        for id in self.store_ids() {
+            if let Some(node) = self.node(id) {
+                for info in node.regions().await.expect("inspect") {
+                    ids.insert(info.region.id);
+                }
+            }
+        }
+        let mut leaders_view: BTreeMap<u64, Region> = BTreeMap::new();
+        for region_id in ids {
+            let leader = self
+                .wait_leader(region_id, timeout)
+                .await
+                .unwrap_or_else(|e| panic!("region {region_id} has no leader: {e}"));
+            let infos = self.region_infos(region_id).await;
+            if let Some((_, info)) = infos.into_iter().find(|(s, i)| *s == leader && i.is_leader) {
+                leaders_view.insert(region_id, info.region);
+            }
+        }
+        for (region_id, region) in &leaders_view {
+            self.wait_replicas_caught_up(*region_id, timeout)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let infos = self.region_infos(*region_id).await;
+            let reference = self.region_data(region.peers[0].store_id, region);
+            for p in &region.peers {
+                let Some((_, info)) = infos.iter().find(|(s, _)| *s == p.store_id) else {
+                    panic!("store {} has no peer of region {region_id}", p.store_id);
+                };
+                assert_eq!(
+                    info.region, *region,
+                    "store {} disagrees about region {region_id}",
+                    p.store_id
+                );
+                let data = self.region_data(p.store_id, region);
+                assert!(
+                    data == reference,
+                    "store {} holds {} keys of region {region_id}, store {} holds {}",
+                    p.store_id,
+                    data.len(),
+                    region.peers[0].store_id,
+                    reference.len()
+                );
+            }
+        }
+    }
+
+    /// The region that holds `key`, as the client believes.
+    pub fn region_of(&self, key: &[u8]) -> Option<Region> {
+        self.region_for_key(key)
     }
 
     /// Stops every store.
