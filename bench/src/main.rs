@@ -9,6 +9,7 @@
 
 mod cluster_put;
 mod fsync;
+mod region_ops;
 mod report;
 
 use clap::{Parser, Subcommand};
@@ -33,6 +34,8 @@ enum Command {
     Fsync(fsync::Args),
     /// Puts through an in-process 3-store cluster over gRPC and RocksDB.
     ClusterPut(cluster_put::Args),
+    /// Split under load, snapshot throughput and region move time.
+    RegionOps(region_ops::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,6 +46,7 @@ fn main() -> anyhow::Result<()> {
     let report = match args.command {
         Command::Fsync(a) => fsync::run(a)?,
         Command::ClusterPut(a) => runtime.block_on(cluster_put::run(a))?,
+        Command::RegionOps(a) => runtime.block_on(region_ops::run(a))?,
     };
     report.print(args.json);
     Ok(())

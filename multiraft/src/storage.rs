@@ -427,8 +427,18 @@ impl raft::Storage for PeerStorage {
         // Snapshots are generated on a worker thread: the poller sees the
         // request after this round and raft-rs asks again later.
         if let Some(snap) = &self.generated {
-            let index = snap.get_metadata().index;
-            if index >= request_index && index >= self.apply_state.truncated_index {
+            let meta = snap.get_metadata();
+            let cs = meta.get_conf_state();
+            let current = region::conf_state(&self.region);
+            // Reuse it only if it is recent enough and describes the region's
+            // current membership (a peer added since is not in an older one,
+            // and raft-rs would refuse it).
+            if meta.index >= request_index
+                && meta.index >= self.apply_state.truncated_index
+                && cs.voters == current.voters
+                && cs.learners == current.learners
+                && cs.voters_outgoing == current.voters_outgoing
+            {
                 return Ok(snap.clone());
             }
         }

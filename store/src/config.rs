@@ -15,6 +15,7 @@ use tessera_multiraft::engine::RocksOptions;
 use tessera_multiraft::RaftConfig;
 
 use crate::kv::KvConfig;
+use crate::split_check::SplitCheckConfig;
 use crate::{Error, NodeConfig, Result};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -40,6 +41,10 @@ pub struct StoreConfig {
     /// On SIGTERM, how long to wait for leadership to move away, in
     /// milliseconds, before stopping anyway.
     pub shutdown_grace_ms: u64,
+    /// Regions holding more user data than this are split at their middle.
+    pub region_split_size_mib: u64,
+    /// How often the split checker looks at the regions this store leads.
+    pub split_check_interval_ms: u64,
     /// `text` or `json`.
     pub log_format: String,
     pub raft: RaftSection,
@@ -59,6 +64,15 @@ pub struct RaftSection {
     pub max_size_per_msg_bytes: u64,
     /// Append messages in flight per follower.
     pub max_inflight_msgs: usize,
+    /// Ticks between two checks of whether a leader should compact its log.
+    pub log_gc_tick_interval: usize,
+    /// Compact once this many entries are replicated to every active peer.
+    pub log_gc_threshold: u64,
+    /// Past this many entries a leader compacts even if a follower lags
+    /// (the follower then catches up by snapshot).
+    pub log_gc_count_limit: u64,
+    /// The same, in MiB of log.
+    pub log_gc_size_limit_mib: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -81,6 +95,8 @@ impl Default for StoreConfig {
             request_timeout_ms: 5_000,
             heartbeat_interval_ms: 1_000,
             shutdown_grace_ms: 10_000,
+            region_split_size_mib: 96,
+            split_check_interval_ms: 10_000,
             log_format: "text".into(),
             raft: RaftSection::default(),
             rocksdb: RocksSection::default(),
@@ -97,6 +113,10 @@ impl Default for RaftSection {
             heartbeat_ticks: r.heartbeat_tick,
             max_size_per_msg_bytes: r.max_size_per_msg_bytes,
             max_inflight_msgs: r.max_inflight_msgs,
+            log_gc_tick_interval: r.log_gc_tick_interval,
+            log_gc_threshold: r.log_gc_threshold,
+            log_gc_count_limit: r.log_gc_count_limit,
+            log_gc_size_limit_mib: r.log_gc_size_limit_bytes >> 20,
         }
     }
 }
@@ -159,10 +179,18 @@ impl StoreConfig {
                 heartbeat_tick: self.raft.heartbeat_ticks,
                 max_size_per_msg_bytes: self.raft.max_size_per_msg_bytes,
                 max_inflight_msgs: self.raft.max_inflight_msgs,
+                log_gc_tick_interval: self.raft.log_gc_tick_interval,
+                log_gc_threshold: self.raft.log_gc_threshold,
+                log_gc_count_limit: self.raft.log_gc_count_limit,
+                log_gc_size_limit_bytes: self.raft.log_gc_size_limit_mib << 20,
                 ..RaftConfig::default()
             },
             kv: KvConfig {
                 request_timeout: Duration::from_millis(self.request_timeout_ms),
+            },
+            split_check: SplitCheckConfig {
+                region_split_size_bytes: self.region_split_size_mib << 20,
+                interval: Duration::from_millis(self.split_check_interval_ms),
             },
             ..NodeConfig::default()
         }
