@@ -63,7 +63,9 @@ async fn time_splits(splits: usize) -> anyhow::Result<Vec<f64>> {
         writers.push(tokio::spawn(async move {
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let _ = c.put(&key(format!("k{:05}-{w}", i % 10_000)), &[b'v'; 1024]).await;
+                let _ = c
+                    .put(&key(format!("k{:05}-{w}", i % 10_000)), &[b'v'; 1024])
+                    .await;
                 i += 7919;
             }
         }));
@@ -72,7 +74,9 @@ async fn time_splits(splits: usize) -> anyhow::Result<Vec<f64>> {
     let mut secs = vec![];
     for s in 1..=splits {
         let split_key = key(format!("k{:05}", s * 10_000 / (splits + 1)));
-        let region = cluster.region_of(&split_key).ok_or_else(|| anyhow::anyhow!("no region"))?;
+        let region = cluster
+            .region_of(&split_key)
+            .ok_or_else(|| anyhow::anyhow!("no region"))?;
         let t = Instant::now();
         cluster.split(region.id, vec![split_key]).await?;
         secs.push(t.elapsed().as_secs_f64());
@@ -129,22 +133,34 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
     tokio::time::sleep(Duration::from_secs(5)).await;
 
     let t = Instant::now();
-    cluster.change_peer(region.id, ChangePeerKind::AddLearner, 4).await?;
-    cluster.wait_peer_caught_up(region.id, 4, Duration::from_secs(600)).await?;
+    cluster
+        .change_peer(region.id, ChangePeerKind::AddLearner, 4)
+        .await?;
+    cluster
+        .wait_peer_caught_up(region.id, 4, Duration::from_secs(600))
+        .await?;
     let snapshot_secs = t.elapsed().as_secs_f64();
-    cluster.change_peer(region.id, ChangePeerKind::RemovePeer, 4).await?;
+    cluster
+        .change_peer(region.id, ChangePeerKind::RemovePeer, 4)
+        .await?;
 
     // A full move of the same region from store 1 to store 4.
     let from = 1;
     let r = cluster.regions()[0].clone();
-    anyhow::ensure!(find_peer_on_store(&r, from).is_some(), "store {from} holds the region");
+    anyhow::ensure!(
+        find_peer_on_store(&r, from).is_some(),
+        "store {from} holds the region"
+    );
     let t = Instant::now();
     cluster.move_peer(region.id, from, 4).await?;
     let move_secs = t.elapsed().as_secs_f64();
     cluster.shutdown().await;
 
     Ok(Report {
-        title: format!("region operations (4 stores, RocksDB, gRPC; {} MiB region)", args.region_mib),
+        title: format!(
+            "region operations (4 stores, RocksDB, gRPC; {} MiB region)",
+            args.region_mib
+        ),
         rows: vec![
             row("split under load (16 writers)", &split_secs, None),
             row("learner catch-up by snapshot", &[snapshot_secs], None),
@@ -157,7 +173,10 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
                 args.region_mib,
                 snapshot_secs
             ),
-            format!("move of a {} MiB region: {:.2} s", args.region_mib, move_secs),
+            format!(
+                "move of a {} MiB region: {:.2} s",
+                args.region_mib, move_secs
+            ),
         ],
     })
 }

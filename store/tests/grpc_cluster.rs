@@ -66,15 +66,21 @@ async fn admin_operations_over_grpc_and_snapshots_over_the_network() {
     let cluster = Cluster::start(opts).await.unwrap();
     let region = cluster.bootstrap_regions(&[]).await.unwrap()[0].clone();
     for i in 0..300 {
-        cluster.must_put(&key(format!("k{i:03}")), &[b'x'; 512]).await;
+        cluster
+            .must_put(&key(format!("k{i:03}")), &[b'x'; 512])
+            .await;
     }
     let leader = cluster.leader_of(region.id).await.unwrap();
     let addr = cluster.address(leader).unwrap();
-    let mut admin = StoreAdminClient::connect(format!("http://{addr}")).await.unwrap();
+    let mut admin = StoreAdminClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
 
     // Region info: the leader reports progress of its followers.
     let info = admin
-        .region_info(RegionInfoRequest { region_id: region.id })
+        .region_info(RegionInfoRequest {
+            region_id: region.id,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -95,9 +101,16 @@ async fn admin_operations_over_grpc_and_snapshots_over_the_network() {
         .unwrap()
         .into_inner();
     assert!(resp.region_error.is_none());
-    cluster.wait_peer_caught_up(region.id, 4, Duration::from_secs(30)).await.unwrap();
+    cluster
+        .wait_peer_caught_up(region.id, 4, Duration::from_secs(30))
+        .await
+        .unwrap();
     let r = resp.region.unwrap();
-    assert_eq!(cluster.region_data(4, &r).len(), 300, "store 4 got every key by snapshot");
+    assert_eq!(
+        cluster.region_data(4, &r).len(),
+        300,
+        "store 4 got every key by snapshot"
+    );
 
     // Split through the service; a split at a key outside the region is
     // refused clearly.
@@ -120,13 +133,22 @@ async fn admin_operations_over_grpc_and_snapshots_over_the_network() {
         .await
         .unwrap_err();
     assert_eq!(bad.code(), tonic::Code::InvalidArgument);
-    assert!(bad.message().contains("not below the region's end"), "{}", bad.message());
+    assert!(
+        bad.message().contains("not below the region's end"),
+        "{}",
+        bad.message()
+    );
 
     // A follower answers NotLeader with the leader.
-    let follower = cluster.store_ids().into_iter().find(|s| *s != leader && *s != 4).unwrap();
-    let mut other = StoreAdminClient::connect(format!("http://{}", cluster.address(follower).unwrap()))
-        .await
+    let follower = cluster
+        .store_ids()
+        .into_iter()
+        .find(|s| *s != leader && *s != 4)
         .unwrap();
+    let mut other =
+        StoreAdminClient::connect(format!("http://{}", cluster.address(follower).unwrap()))
+            .await
+            .unwrap();
     let resp = other
         .transfer_leader(TransferLeaderRequest {
             region_id: region.id,

@@ -270,13 +270,25 @@ async fn log_compaction_keeps_the_raft_log_bounded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_joint_change_promotes_and_demotes_at_once_and_leaves_the_joint_state() {
     use tessera_multiraft::router::{ConfChangeItem, ConfChangeKind, EpochCheck};
-    let cluster = Cluster::start(ClusterOptions::new(4).replicas(3)).await.unwrap();
+    let cluster = Cluster::start(ClusterOptions::new(4).replicas(3))
+        .await
+        .unwrap();
     let region = cluster.bootstrap_regions(&[]).await.unwrap()[0].clone();
     cluster.must_put(&key("k"), b"v").await;
-    let r = cluster.must_change_peer(region.id, ChangePeerKind::AddLearner, 4).await;
-    cluster.wait_peer_caught_up(region.id, 4, Duration::from_secs(20)).await.unwrap();
+    let r = cluster
+        .must_change_peer(region.id, ChangePeerKind::AddLearner, 4)
+        .await;
+    cluster
+        .wait_peer_caught_up(region.id, 4, Duration::from_secs(20))
+        .await
+        .unwrap();
     let leader = cluster.leader_of(region.id).await.unwrap();
-    let demoted = r.peers.iter().find(|p| p.store_id != leader && p.store_id != 4).copied().unwrap();
+    let demoted = r
+        .peers
+        .iter()
+        .find(|p| p.store_id != leader && p.store_id != 4)
+        .copied()
+        .unwrap();
     let learner = *find_peer_on_store(&r, 4).unwrap();
     let node = cluster.node(leader).unwrap();
     let joint = node
@@ -298,7 +310,9 @@ async fn a_joint_change_promotes_and_demotes_at_once_and_leaves_the_joint_state(
         .await
         .unwrap();
     drop(node);
-    let role = |r: &tessera_proto::metapb::Region, id: u64| r.peers.iter().find(|p| p.id == id).unwrap().role;
+    let role = |r: &tessera_proto::metapb::Region, id: u64| {
+        r.peers.iter().find(|p| p.id == id).unwrap().role
+    };
     assert_eq!(role(&joint, learner.id), PeerRole::IncomingVoter as i32);
     assert_eq!(role(&joint, demoted.id), PeerRole::DemotingVoter as i32);
     // raft-rs leaves the joint configuration by itself.
@@ -315,7 +329,10 @@ async fn a_joint_change_promotes_and_demotes_at_once_and_leaves_the_joint_state(
     }
     let left = left.expect("the joint state was left");
     assert_eq!(role(&left, demoted.id), PeerRole::Learner as i32);
-    assert_eq!(left.region_epoch.unwrap().conf_ver, joint.region_epoch.unwrap().conf_ver + 1);
+    assert_eq!(
+        left.region_epoch.unwrap().conf_ver,
+        joint.region_epoch.unwrap().conf_ver + 1
+    );
     cluster.must_put(&key("k"), b"v2").await;
     cluster.assert_consistent(Duration::from_secs(20)).await;
     cluster.shutdown().await;
@@ -332,12 +349,16 @@ async fn a_peer_added_again_gets_a_fresh_snapshot() {
         cluster.must_put(&key(format!("k{i:03}")), b"v").await;
     }
     for round in 0..3 {
-        cluster.must_change_peer(region.id, ChangePeerKind::AddLearner, 4).await;
+        cluster
+            .must_change_peer(region.id, ChangePeerKind::AddLearner, 4)
+            .await;
         cluster
             .wait_peer_caught_up(region.id, 4, Duration::from_secs(20))
             .await
             .unwrap_or_else(|e| panic!("round {round}: {e}"));
-        cluster.must_change_peer(region.id, ChangePeerKind::RemovePeer, 4).await;
+        cluster
+            .must_change_peer(region.id, ChangePeerKind::RemovePeer, 4)
+            .await;
     }
     cluster.shutdown().await;
 }

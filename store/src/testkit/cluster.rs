@@ -379,7 +379,10 @@ impl Cluster {
 
     /// The gRPC address of a running store (gRPC transport only).
     pub fn address(&self, store_id: u64) -> Option<SocketAddr> {
-        self.slots.lock().get(&store_id).and_then(|s| s.server.as_ref().map(|srv| srv.addr))
+        self.slots
+            .lock()
+            .get(&store_id)
+            .and_then(|s| s.server.as_ref().map(|srv| srv.addr))
     }
 
     pub fn endpoint(&self, store_id: u64) -> Option<KvEndpoint> {
