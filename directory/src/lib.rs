@@ -1,1 +1,35 @@
-//! Placeholder: this crate is built by a later issue (see the repository issues).
+//! `tessera-directory`: tessera's control plane.
+//!
+//! The directory is one Raft group (hosted with `tessera-multiraft`, on
+//! RocksDB) run by 3 or 5 `tessera-directory` processes. It is the single
+//! source of truth for which stores exist and which regions cover which key
+//! ranges, and the one place that decides placement. It never sees user
+//! traffic.
+//!
+//! - [`state`]: the replicated metadata (stores, regions and their range
+//!   index, keyspaces, the id allocator) and its rules;
+//! - [`state_machine`]: applying the directory's Raft log to it;
+//! - [`node`]: hosting the Raft group: bootstrap, restart, membership;
+//! - [`leader`]: what only the leader keeps, in memory — region leaders and
+//!   sizes, store heartbeats and lifecycle, operators;
+//! - [`scheduler`]: placement decisions, each an operator whose steps go to
+//!   region leaders in heartbeat replies;
+//! - [`service`]: the gRPC service;
+//! - [`server`]: the process.
+
+pub mod config;
+pub mod error;
+pub mod keys;
+pub mod leader;
+pub mod metrics;
+pub mod node;
+pub mod scheduler;
+pub mod server;
+pub mod service;
+pub mod state;
+pub mod state_machine;
+
+pub use error::{Error, Result};
+
+/// The id of the directory's one Raft group.
+pub const DIRECTORY_REGION_ID: u64 = 1;

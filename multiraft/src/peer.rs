@@ -631,6 +631,7 @@ impl<O: Send + 'static> Peer<O> {
             applied_bytes: self.applied_bytes,
             initialized: self.is_initialized(),
             progress: self.progress(),
+            split_siblings: self.split_siblings.clone(),
         }
     }
 }

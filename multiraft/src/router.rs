@@ -107,6 +107,8 @@ pub struct RegionInfo {
     pub initialized: bool,
     /// On the leader: how far each other peer has replicated.
     pub progress: Vec<PeerProgress>,
+    /// The regions the last split of this region created.
+    pub split_siblings: Vec<Region>,
 }
 
 /// Replication progress of one peer, as its leader sees it.

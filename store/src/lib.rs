@@ -28,11 +28,11 @@ pub mod keys;
 pub mod kv;
 pub mod log_gc;
 pub mod node;
+pub mod operator;
 pub mod server;
 pub mod service;
 pub mod split;
 pub mod split_check;
-pub mod status;
 pub mod testkit;
 pub mod transfer_leader;
 

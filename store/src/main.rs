@@ -10,7 +10,6 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Parser;
 use tessera_store::config::StoreConfig;
-use tracing_subscriber::EnvFilter;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -81,26 +80,6 @@ fn load_config(args: &Args) -> anyhow::Result<StoreConfig> {
     Ok(cfg)
 }
 
-fn init_logging(format: &str) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,slog=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing the SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
-    }
-}
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.print_default_config {
@@ -108,21 +87,17 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let cfg = load_config(&args)?;
-    init_logging(&cfg.log_format);
-    // A panic anywhere (the poller above all) leaves the store unable to
-    // make progress safely: stop the process so it restarts from disk.
-    let default_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        default_hook(info);
-        std::process::abort();
-    }));
+    tessera_common::init_logging(&cfg.log_format, "info,slog=warn");
+    tessera_common::abort_on_panic();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("tessera-store")
         .build()?;
     runtime.block_on(async move {
-        let metrics = tessera_store::status::install_metrics_recorder(vec![])?;
-        tessera_store::server::run(cfg, Some(metrics), shutdown_signal()).await?;
+        let metrics = tessera_common::status::install_metrics_recorder(
+            tessera_multiraft::metrics::histogram_buckets(),
+        )?;
+        tessera_store::server::run(cfg, Some(metrics), tessera_common::shutdown_signal()).await?;
         Ok(())
     })
 }

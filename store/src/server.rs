@@ -25,8 +25,8 @@ use crate::directory_client::{DirectoryClient, DirectoryResolver, GrpcDirectoryC
 use crate::heartbeat;
 use crate::service::{AdminService, KvService};
 use crate::split_check;
-use crate::status::{self, Readiness};
 use crate::{Error, Result, StoreNode};
+use tessera_common::status::{self, Readiness};
 
 const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 

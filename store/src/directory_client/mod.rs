@@ -15,8 +15,9 @@ mod test_directory;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 use tessera_multiraft::transport::AddressResolver;
-use tessera_proto::directorypb::{RegionReport, StoreStats};
+use tessera_proto::directorypb::{RegionHeartbeatResponse, RegionReport, StoreStats};
 use tessera_proto::metapb::{Region, Store};
 
 use crate::Result;
@@ -37,7 +38,16 @@ pub trait DirectoryClient: Send + Sync + 'static {
     async fn put_store(&self, store: Store) -> Result<()>;
     async fn get_store(&self, store_id: u64) -> Result<Store>;
     async fn store_heartbeat(&self, stats: StoreStats) -> Result<()>;
-    async fn region_heartbeat(&self, report: RegionReport) -> Result<()>;
+    /// Opens the stream of region heartbeats with the directory leader:
+    /// reports go out through `reports`, operator steps come back on
+    /// `replies`. The stream ends when the leader changes; open another.
+    async fn region_heartbeats(&self) -> Result<RegionHeartbeatStream>;
+}
+
+/// Both ends of a region heartbeat stream.
+pub struct RegionHeartbeatStream {
+    pub reports: tokio::sync::mpsc::Sender<RegionReport>,
+    pub replies: BoxStream<'static, Result<RegionHeartbeatResponse>>,
 }
 
 /// Resolves store addresses through the directory (for the gRPC transport).

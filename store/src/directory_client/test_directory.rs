@@ -5,11 +5,14 @@
 
 use std::collections::BTreeMap;
 
+use std::sync::Arc;
+
+use futures::StreamExt;
 use parking_lot::Mutex;
 use tessera_proto::directorypb::{RegionReport, StoreStats};
 use tessera_proto::metapb::{Region, Store};
 
-use super::DirectoryClient;
+use super::{DirectoryClient, RegionHeartbeatStream};
 use crate::{Error, Result};
 
 #[derive(Default)]
@@ -23,16 +26,16 @@ struct State {
 
 #[derive(Default)]
 pub struct TestDirectory {
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
 }
 
 impl TestDirectory {
     pub fn new() -> Self {
         TestDirectory {
-            state: Mutex::new(State {
+            state: Arc::new(Mutex::new(State {
                 next_id: 1000,
                 ..Default::default()
-            }),
+            })),
         }
     }
 
@@ -106,22 +109,34 @@ impl DirectoryClient for TestDirectory {
         Ok(())
     }
 
-    async fn region_heartbeat(&self, report: RegionReport) -> Result<()> {
-        let Some(region) = report.region.as_ref() else {
-            return Err(Error::InvalidArgument(
-                "region report without a region".into(),
-            ));
-        };
-        let mut s = self.state.lock();
-        let stale = s
-            .regions
-            .get(&region.id)
-            .and_then(|known| known.region.as_ref())
-            .is_some_and(|known| epoch_of(known) > epoch_of(region));
-        if !stale {
-            s.regions.insert(region.id, report);
-        }
-        Ok(())
+    async fn region_heartbeats(&self) -> Result<RegionHeartbeatStream> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<RegionReport>(1024);
+        let state = self.state.clone();
+        // Records every report; never sends an operator.
+        tokio::spawn(async move {
+            while let Some(report) = rx.recv().await {
+                record(&mut state.lock(), report);
+            }
+        });
+        Ok(RegionHeartbeatStream {
+            reports: tx,
+            replies: futures::stream::pending().boxed(),
+        })
+    }
+}
+
+/// A report replaces what is known of its region unless that is newer.
+fn record(s: &mut State, report: RegionReport) {
+    let Some(region) = report.region.as_ref() else {
+        return;
+    };
+    let stale = s
+        .regions
+        .get(&region.id)
+        .and_then(|known| known.region.as_ref())
+        .is_some_and(|known| epoch_of(known) > epoch_of(region));
+    if !stale {
+        s.regions.insert(region.id, report);
     }
 }
 
@@ -138,14 +153,19 @@ mod tests {
             region_epoch: Some(RegionEpoch::new(1, version)),
             ..Default::default()
         };
+        let stream = d.region_heartbeats().await.unwrap();
         for v in [2, 1] {
-            d.region_heartbeat(RegionReport {
-                region: Some(region(v)),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+            stream
+                .reports
+                .send(RegionReport {
+                    region: Some(region(v)),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
         }
+        drop(stream);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert_eq!(
             d.regions()[0]
                 .region

@@ -1,4 +1,4 @@
-//! The store's HTTP status server: `/metrics` (Prometheus text format),
+//! The HTTP status server of every tessera process: `/metrics` (Prometheus text format),
 //! `/health` (the process is alive: always 200) and `/ready` (it can serve:
 //! 200, or 503 with the reason). Readiness never waits on a quorum; it is a
 //! flag the store flips as it starts and stops.
@@ -55,19 +55,18 @@ impl Readiness {
 
 /// Installs the process-wide Prometheus recorder with explicit histogram
 /// buckets for every histogram tessera records.
-pub fn install_metrics_recorder(extra: Vec<(&'static str, Vec<f64>)>) -> Result<PrometheusHandle> {
+pub fn install_metrics_recorder(
+    buckets: Vec<(&'static str, Vec<f64>)>,
+) -> Result<PrometheusHandle> {
     let mut builder = PrometheusBuilder::new();
-    for (name, buckets) in tessera_multiraft::metrics::histogram_buckets()
-        .into_iter()
-        .chain(extra)
-    {
+    for (name, buckets) in buckets {
         builder = builder
             .set_buckets_for_metric(Matcher::Full(name.to_string()), &buckets)
-            .map_err(|e| Error::Config(format!("metric buckets for {name}: {e}")))?;
+            .map_err(|e| Error::Setup(format!("metric buckets for {name}: {e}")))?;
     }
     let handle = builder
         .install_recorder()
-        .map_err(|e| Error::Config(format!("cannot install the metrics recorder: {e}")))?;
+        .map_err(|e| Error::Setup(format!("cannot install the metrics recorder: {e}")))?;
     let upkeep = handle.clone();
     tokio::spawn(async move {
         let mut every = tokio::time::interval(std::time::Duration::from_secs(5));

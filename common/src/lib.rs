@@ -1,0 +1,69 @@
+//! Process plumbing shared by `tessera-store`, `tessera-directory` and
+//! `tessera-router`: the HTTP status server (`/metrics`, `/health`,
+//! `/ready`), the Prometheus recorder with explicit histogram buckets,
+//! logging set-up and the shutdown signal — and the leader-following
+//! connection to the directory that stores, routers and the CLI share.
+//! Nothing here knows about Raft or keys.
+
+pub mod directory;
+pub mod status;
+
+/// The error of this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Setup(String),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    /// The directory answered with an error (`kind` is a
+    /// `directorypb::directory_error::Kind`).
+    #[error("{message}")]
+    Directory { kind: i32, message: String },
+    /// No directory member answered in time.
+    #[error("{0}")]
+    Unreachable(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Logs to stderr as text or JSON; `RUST_LOG` overrides `default_filter`.
+pub fn init_logging(format: &str, default_filter: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops this process");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
+    }
+}
+
+/// Makes any panic stop the process: a component that panicked (the Raft
+/// poller above all) cannot make progress safely, and a restart recovers
+/// from disk.
+pub fn abort_on_panic() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        std::process::abort();
+    }));
+}

@@ -1,0 +1,240 @@
+//! The directory's configuration: a TOML file overridden by flags (also
+//! `TESSERA_DIRECTORY_*` environment variables).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tessera_multiraft::engine::RocksOptions;
+use tessera_multiraft::RaftConfig;
+
+use crate::leader::LifecycleConfig;
+use crate::scheduler::ScheduleConfig;
+use crate::{Error, Result};
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DirectoryConfig {
+    /// This member's id (1, 2, 3, ...): unique among members, never reused.
+    pub id: u64,
+    pub data_dir: PathBuf,
+    /// gRPC address to bind (the Directory service and Raft between members).
+    pub listen_addr: String,
+    /// Address other processes dial; defaults to `listen_addr`.
+    pub advertise_addr: Option<String>,
+    /// HTTP address for /metrics, /health and /ready.
+    pub status_addr: String,
+    /// The members a new cluster starts with, as `id=host:port`; when
+    /// joining, the members already there.
+    pub initial_members: Vec<String>,
+    /// Join an existing cluster (after `AddMember` on its leader) instead of
+    /// creating one.
+    pub join: bool,
+    pub log_format: String,
+    /// How long a request may wait for the directory's Raft group, in ms.
+    pub request_timeout_ms: u64,
+    pub shutdown_grace_ms: u64,
+    pub raft: RaftSection,
+    pub schedule: ScheduleSection,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RaftSection {
+    pub tick_interval_ms: u64,
+    pub election_ticks: usize,
+    pub heartbeat_ticks: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScheduleSection {
+    pub interval_ms: u64,
+    pub max_replicas: usize,
+    pub operator_timeout_ms: u64,
+    pub max_operators_per_store: usize,
+    pub max_balance_per_round: usize,
+    pub balance_threshold: usize,
+    pub region_split_size_mib: u64,
+    /// A store silent this long is Disconnected.
+    pub disconnect_after_ms: u64,
+    /// A store silent this long is Down; its replicas are rebuilt elsewhere.
+    pub down_after_ms: u64,
+    pub zone_label: String,
+}
+
+impl Default for DirectoryConfig {
+    fn default() -> Self {
+        DirectoryConfig {
+            id: 1,
+            data_dir: PathBuf::from("tessera-directory-data"),
+            listen_addr: "127.0.0.1:2379".into(),
+            advertise_addr: None,
+            status_addr: "127.0.0.1:2380".into(),
+            initial_members: vec!["1=127.0.0.1:2379".into()],
+            join: false,
+            log_format: "text".into(),
+            request_timeout_ms: 5_000,
+            shutdown_grace_ms: 5_000,
+            raft: RaftSection::default(),
+            schedule: ScheduleSection::default(),
+        }
+    }
+}
+
+impl Default for RaftSection {
+    fn default() -> Self {
+        let r = RaftConfig::default();
+        RaftSection {
+            tick_interval_ms: r.tick_interval.as_millis() as u64,
+            election_ticks: r.election_tick,
+            heartbeat_ticks: r.heartbeat_tick,
+        }
+    }
+}
+
+impl Default for ScheduleSection {
+    fn default() -> Self {
+        let s = ScheduleConfig::default();
+        ScheduleSection {
+            interval_ms: s.interval.as_millis() as u64,
+            max_replicas: s.max_replicas,
+            operator_timeout_ms: s.operator_timeout.as_millis() as u64,
+            max_operators_per_store: s.max_operators_per_store,
+            max_balance_per_round: s.max_balance_per_round,
+            balance_threshold: s.balance_threshold,
+            region_split_size_mib: s.region_split_size_bytes >> 20,
+            disconnect_after_ms: s.lifecycle.disconnect_after.as_millis() as u64,
+            down_after_ms: s.lifecycle.down_after.as_millis() as u64,
+            zone_label: s.zone_label,
+        }
+    }
+}
+
+impl DirectoryConfig {
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    }
+
+    pub fn advertise_addr(&self) -> &str {
+        self.advertise_addr.as_deref().unwrap_or(&self.listen_addr)
+    }
+
+    /// `initial_members` as id → address.
+    pub fn members(&self) -> Result<BTreeMap<u64, String>> {
+        let mut out = BTreeMap::new();
+        for m in &self.initial_members {
+            let (id, addr) = m
+                .split_once('=')
+                .ok_or_else(|| Error::Config(format!("member {m:?} is not id=host:port")))?;
+            let id: u64 = id
+                .trim()
+                .parse()
+                .map_err(|_| Error::Config(format!("member id {id:?} is not a number")))?;
+            if id == 0 {
+                return Err(Error::Config("member id 0 is not valid".into()));
+            }
+            if out.insert(id, addr.trim().to_string()).is_some() {
+                return Err(Error::Config(format!("member {id} is listed twice")));
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.id == 0 {
+            return Err(Error::Config("id must be above 0".into()));
+        }
+        let members = self.members()?;
+        if !self.join && !members.contains_key(&self.id) {
+            return Err(Error::Config(format!(
+                "member {} is not in initial_members {:?}",
+                self.id, self.initial_members
+            )));
+        }
+        if self.raft.heartbeat_ticks == 0 || self.raft.election_ticks <= self.raft.heartbeat_ticks {
+            return Err(Error::Config(
+                "raft.election_ticks must be greater than raft.heartbeat_ticks".into(),
+            ));
+        }
+        if self.schedule.max_replicas == 0 {
+            return Err(Error::Config(
+                "schedule.max_replicas must be at least 1".into(),
+            ));
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err(Error::Config(format!(
+                "log_format must be text or json, not {:?}",
+                self.log_format
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn raft_config(&self) -> RaftConfig {
+        RaftConfig {
+            tick_interval: Duration::from_millis(self.raft.tick_interval_ms),
+            election_tick: self.raft.election_ticks,
+            heartbeat_tick: self.raft.heartbeat_ticks,
+            ..RaftConfig::default()
+        }
+    }
+
+    pub fn rocks_options(&self) -> RocksOptions {
+        RocksOptions {
+            block_cache_bytes: 32 << 20,
+            write_buffer_bytes: 16 << 20,
+            max_background_jobs: 1,
+        }
+    }
+
+    pub fn schedule_config(&self) -> ScheduleConfig {
+        let s = &self.schedule;
+        ScheduleConfig {
+            interval: Duration::from_millis(s.interval_ms),
+            max_replicas: s.max_replicas,
+            operator_timeout: Duration::from_millis(s.operator_timeout_ms),
+            max_operators_per_store: s.max_operators_per_store,
+            max_balance_per_round: s.max_balance_per_round,
+            region_split_size_bytes: s.region_split_size_mib << 20,
+            balance_threshold: s.balance_threshold,
+            lifecycle: LifecycleConfig {
+                disconnect_after: Duration::from_millis(s.disconnect_after_ms),
+                down_after: Duration::from_millis(s.down_after_ms),
+            },
+            zone_label: s.zone_label.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_members_parse() {
+        let cfg: DirectoryConfig = toml::from_str("").unwrap();
+        cfg.validate().unwrap();
+        let cfg: DirectoryConfig = toml::from_str(
+            "id = 2\ninitial_members = [\"1=a:1\", \"2=b:2\", \"3=c:3\"]\n[schedule]\ndown_after_ms = 3000\n",
+        )
+        .unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.members().unwrap()[&3], "c:3");
+        assert_eq!(
+            cfg.schedule_config().lifecycle.down_after,
+            Duration::from_secs(3)
+        );
+        let bad: DirectoryConfig = toml::from_str("id = 4\ninitial_members = [\"1=a:1\"]").unwrap();
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("not in initial_members"));
+        let bad: DirectoryConfig = toml::from_str("initial_members = [\"x\"]").unwrap();
+        assert!(bad.validate().is_err());
+    }
+}

@@ -1,0 +1,117 @@
+//! What only the directory leader keeps, in memory: the last heartbeat of
+//! every store and region (leaders, sizes, progress), the id batch it hands
+//! out, and the operators in flight. A new leader starts empty and fills it
+//! from the next heartbeats; nothing here needs to survive a leader change.
+//!
+//! Store lifecycle: `Up` while heartbeats arrive; `Disconnected` after
+//! `disconnect_after` without one; `Down` after `down_after`. These three
+//! are derived here from heartbeat times. `Offline` (decommissioning) and
+//! `Tombstone` (gone for good) are decisions, recorded through Raft.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use tessera_proto::directorypb::{PeerProgress, StoreStats};
+use tessera_proto::metapb::{Peer, Store, StoreState};
+
+use crate::scheduler::operator::Operator;
+
+/// The last heartbeat of a region, from its leader.
+#[derive(Clone, Debug)]
+pub struct RegionStats {
+    pub leader: Option<Peer>,
+    pub term: u64,
+    pub approximate_size_bytes: u64,
+    pub down_peers: Vec<Peer>,
+    pub progress: Vec<PeerProgress>,
+    pub seen: Instant,
+}
+
+#[derive(Clone, Debug)]
+pub struct StoreRuntime {
+    pub stats: StoreStats,
+    pub last_heartbeat: Instant,
+}
+
+/// Timing of the store lifecycle.
+#[derive(Clone, Debug)]
+pub struct LifecycleConfig {
+    pub disconnect_after: Duration,
+    pub down_after: Duration,
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        LifecycleConfig {
+            disconnect_after: Duration::from_secs(5),
+            down_after: Duration::from_secs(60),
+        }
+    }
+}
+
+pub struct LeaderState {
+    /// The directory term this state was gathered in.
+    pub term: u64,
+    pub since: Instant,
+    pub regions: HashMap<u64, RegionStats>,
+    pub stores: HashMap<u64, StoreRuntime>,
+    pub operators: BTreeMap<u64, Operator>,
+    /// Ids reserved through Raft and not handed out yet: `[next, end)`.
+    pub ids: (u64, u64),
+    pub next_operator: u64,
+}
+
+impl LeaderState {
+    pub fn new(term: u64) -> Self {
+        LeaderState {
+            term,
+            since: Instant::now(),
+            regions: HashMap::new(),
+            stores: HashMap::new(),
+            operators: BTreeMap::new(),
+            ids: (0, 0),
+            next_operator: 1,
+        }
+    }
+
+    /// The lifecycle state of `store` now.
+    pub fn store_state(&self, store: &Store, cfg: &LifecycleConfig) -> StoreState {
+        let recorded = StoreState::try_from(store.state).unwrap_or(StoreState::Up);
+        if matches!(recorded, StoreState::Offline | StoreState::Tombstone) {
+            return recorded;
+        }
+        // A store that has not reported since this leader took over gets the
+        // benefit of the doubt from the takeover.
+        let last = self
+            .stores
+            .get(&store.id)
+            .map(|s| s.last_heartbeat)
+            .unwrap_or(self.since);
+        let silent = last.elapsed();
+        if silent >= cfg.down_after {
+            StoreState::Down
+        } else if silent >= cfg.disconnect_after {
+            StoreState::Disconnected
+        } else {
+            StoreState::Up
+        }
+    }
+
+    /// Operators that involve `store_id` (as source or target).
+    pub fn operators_on(&self, store_id: u64) -> usize {
+        self.operators
+            .values()
+            .filter(|o| o.involves(store_id))
+            .count()
+    }
+}
+
+pub fn state_name(s: StoreState) -> &'static str {
+    match s {
+        StoreState::Up => "up",
+        StoreState::Disconnected => "disconnected",
+        StoreState::Down => "down",
+        StoreState::Offline => "offline",
+        StoreState::Tombstone => "tombstone",
+    }
+}

@@ -1,0 +1,25 @@
+//! The directory's metrics (names and units; histograms get explicit
+//! buckets from [`histogram_buckets`]).
+
+pub const REGIONS: &str = "tessera_directory_regions";
+/// Stores by lifecycle state (label `state`).
+pub const STORES: &str = "tessera_directory_stores";
+/// Operators by kind (label `kind`) and what became of them (label
+/// `outcome`: created, finished, timed_out, cancelled).
+pub const OPERATORS_TOTAL: &str = "tessera_directory_operators_total";
+/// Seconds spent handling one region or store heartbeat.
+pub const HEARTBEAT_SECONDS: &str = "tessera_directory_heartbeat_seconds";
+/// Seconds from proposing a command to its apply.
+pub const RAFT_COMMIT_SECONDS: &str = "tessera_directory_raft_commit_seconds";
+/// 1 on the member that leads the directory group.
+pub const IS_LEADER: &str = "tessera_directory_is_leader";
+
+pub fn histogram_buckets() -> Vec<(&'static str, Vec<f64>)> {
+    let seconds = vec![
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    ];
+    let mut all = tessera_multiraft::metrics::histogram_buckets();
+    all.push((HEARTBEAT_SECONDS, seconds.clone()));
+    all.push((RAFT_COMMIT_SECONDS, seconds));
+    all
+}

@@ -1,0 +1,300 @@
+//! Operators: a decision about one region, carried out as a sequence of
+//! steps by the region's leader. The directory sends the current step in
+//! the reply to each heartbeat of the region and moves to the next once a
+//! heartbeat shows it done. An operator that does not finish in time is
+//! dropped (the scheduler decides again from the region's state).
+
+use std::time::{Duration, Instant};
+
+use tessera_proto::directorypb::operator_step::{self, Step as StepProto};
+use tessera_proto::directorypb::{OperatorInfo, OperatorStep, PeerProgress};
+use tessera_proto::metapb::{Peer, PeerRole, Region};
+
+/// Entries a learner may lag behind before it is promoted.
+const CATCH_UP_LAG_ENTRIES: u64 = 64;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    AddLearner {
+        store_id: u64,
+        peer_id: u64,
+    },
+    PromoteLearner {
+        store_id: u64,
+    },
+    RemovePeer {
+        store_id: u64,
+    },
+    TransferLeader {
+        to_store_id: u64,
+    },
+    /// Split at `keys` (empty: middle); done once the region's version
+    /// passes `from_version`.
+    Split {
+        keys: Vec<Vec<u8>>,
+        from_version: u64,
+    },
+}
+
+fn peer_on(region: &Region, store_id: u64) -> Option<&Peer> {
+    region.peers.iter().find(|p| p.store_id == store_id)
+}
+
+impl Step {
+    /// Whether the region (as its leader last reported it) shows this step
+    /// done.
+    pub fn is_done(&self, region: &Region, leader: Option<&Peer>) -> bool {
+        match self {
+            Step::AddLearner { store_id, .. } => peer_on(region, *store_id).is_some(),
+            Step::PromoteLearner { store_id } => {
+                peer_on(region, *store_id).is_some_and(|p| p.role == PeerRole::Voter as i32)
+            }
+            Step::RemovePeer { store_id } => peer_on(region, *store_id).is_none(),
+            Step::TransferLeader { to_store_id } => {
+                leader.is_some_and(|l| l.store_id == *to_store_id)
+            }
+            Step::Split { from_version, .. } => {
+                region.region_epoch.unwrap_or_default().version > *from_version
+            }
+        }
+    }
+
+    /// Whether the step may be sent now: a learner is promoted only once it
+    /// has caught up.
+    pub fn is_ready(&self, region: &Region, progress: &[PeerProgress]) -> bool {
+        match self {
+            Step::PromoteLearner { store_id } => {
+                let Some(p) = peer_on(region, *store_id) else {
+                    return false;
+                };
+                let best = progress.iter().map(|x| x.matched).max().unwrap_or(0);
+                progress
+                    .iter()
+                    .find(|x| x.peer_id == p.id)
+                    .is_some_and(|x| x.matched + CATCH_UP_LAG_ENTRIES >= best && x.matched > 0)
+            }
+            _ => true,
+        }
+    }
+
+    pub fn to_proto(&self) -> OperatorStep {
+        let step = match self {
+            Step::AddLearner { store_id, peer_id } => {
+                StepProto::AddLearner(operator_step::AddLearner {
+                    store_id: *store_id,
+                    peer_id: *peer_id,
+                })
+            }
+            Step::PromoteLearner { store_id } => {
+                StepProto::PromoteLearner(operator_step::PromoteLearner {
+                    store_id: *store_id,
+                })
+            }
+            Step::RemovePeer { store_id } => StepProto::RemovePeer(operator_step::RemovePeer {
+                store_id: *store_id,
+            }),
+            Step::TransferLeader { to_store_id } => {
+                StepProto::TransferLeader(operator_step::TransferLeader {
+                    to_store_id: *to_store_id,
+                })
+            }
+            Step::Split { keys, .. } => StepProto::Split(operator_step::Split {
+                split_keys: keys.clone(),
+            }),
+        };
+        OperatorStep { step: Some(step) }
+    }
+
+    fn stores(&self) -> Option<u64> {
+        match self {
+            Step::AddLearner { store_id, .. }
+            | Step::PromoteLearner { store_id }
+            | Step::RemovePeer { store_id } => Some(*store_id),
+            Step::TransferLeader { to_store_id } => Some(*to_store_id),
+            Step::Split { .. } => None,
+        }
+    }
+}
+
+/// What became of an operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Running,
+    Finished,
+    TimedOut,
+}
+
+#[derive(Clone, Debug)]
+pub struct Operator {
+    pub id: String,
+    pub region_id: u64,
+    /// What kind of decision: `repair`, `balance-region`, `balance-leader`,
+    /// `split`, `move`, `transfer-leader`, `placement`, `zone`, `keyspace`.
+    pub kind: &'static str,
+    pub steps: Vec<Step>,
+    pub current: usize,
+    pub created: Instant,
+    pub timeout: Duration,
+    /// Stores the operator moves data off or onto.
+    pub stores: Vec<u64>,
+}
+
+impl Operator {
+    pub fn new(
+        id: String,
+        region_id: u64,
+        kind: &'static str,
+        steps: Vec<Step>,
+        timeout: Duration,
+    ) -> Self {
+        let stores = steps.iter().filter_map(Step::stores).collect();
+        Operator {
+            id,
+            region_id,
+            kind,
+            steps,
+            current: 0,
+            created: Instant::now(),
+            timeout,
+            stores,
+        }
+    }
+
+    pub fn involves(&self, store_id: u64) -> bool {
+        self.stores.contains(&store_id)
+    }
+
+    /// Moves past the steps the region shows done; returns the outcome and
+    /// the step to send, if any.
+    pub fn advance(
+        &mut self,
+        region: &Region,
+        leader: Option<&Peer>,
+        progress: &[PeerProgress],
+    ) -> (Outcome, Option<&Step>) {
+        while self.current < self.steps.len() && self.steps[self.current].is_done(region, leader) {
+            self.current += 1;
+        }
+        if self.current == self.steps.len() {
+            return (Outcome::Finished, None);
+        }
+        if self.created.elapsed() > self.timeout {
+            return (Outcome::TimedOut, None);
+        }
+        let step = &self.steps[self.current];
+        (
+            Outcome::Running,
+            step.is_ready(region, progress).then_some(step),
+        )
+    }
+
+    pub fn info(&self) -> OperatorInfo {
+        OperatorInfo {
+            id: self.id.clone(),
+            region_id: self.region_id,
+            kind: self.kind.to_string(),
+            step: self.current as u32,
+            steps: self.steps.len() as u32,
+            state: if self.current == self.steps.len() {
+                "finished".into()
+            } else {
+                format!("{:?}", self.steps[self.current])
+            },
+            age_ms: self.created.elapsed().as_millis() as u64,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_proto::metapb::RegionEpoch;
+
+    fn peer(id: u64, store_id: u64, role: PeerRole) -> Peer {
+        Peer {
+            id,
+            store_id,
+            role: role as i32,
+        }
+    }
+
+    #[test]
+    fn a_move_advances_as_the_region_changes() {
+        let mut op = Operator::new(
+            "op-1".into(),
+            9,
+            "move",
+            vec![
+                Step::AddLearner {
+                    store_id: 4,
+                    peer_id: 40,
+                },
+                Step::PromoteLearner { store_id: 4 },
+                Step::RemovePeer { store_id: 1 },
+            ],
+            Duration::from_secs(60),
+        );
+        let mut region = Region {
+            id: 9,
+            region_epoch: Some(RegionEpoch::new(1, 1)),
+            peers: vec![
+                peer(10, 1, PeerRole::Voter),
+                peer(20, 2, PeerRole::Voter),
+                peer(30, 3, PeerRole::Voter),
+            ],
+            ..Default::default()
+        };
+        let leader = Some(peer(20, 2, PeerRole::Voter));
+        let (o, step) = op.advance(&region, leader.as_ref(), &[]);
+        assert_eq!(
+            (o, step.cloned()),
+            (
+                Outcome::Running,
+                Some(Step::AddLearner {
+                    store_id: 4,
+                    peer_id: 40
+                })
+            )
+        );
+
+        region.peers.push(peer(40, 4, PeerRole::Learner));
+        let lagging = vec![
+            PeerProgress {
+                peer_id: 10,
+                matched: 500,
+                recent_active: true,
+            },
+            PeerProgress {
+                peer_id: 40,
+                matched: 10,
+                recent_active: true,
+            },
+        ];
+        let (o, step) = op.advance(&region, leader.as_ref(), &lagging);
+        assert_eq!(
+            (o, step),
+            (Outcome::Running, None),
+            "a lagging learner is not promoted"
+        );
+        let caught_up = vec![
+            PeerProgress {
+                peer_id: 10,
+                matched: 500,
+                recent_active: true,
+            },
+            PeerProgress {
+                peer_id: 40,
+                matched: 499,
+                recent_active: true,
+            },
+        ];
+        let (_, step) = op.advance(&region, leader.as_ref(), &caught_up);
+        assert_eq!(step, Some(&Step::PromoteLearner { store_id: 4 }));
+
+        region.peers[3].role = PeerRole::Voter as i32;
+        region.peers.remove(0);
+        let (o, _) = op.advance(&region, leader.as_ref(), &caught_up);
+        assert_eq!(o, Outcome::Finished);
+        assert!(op.involves(4) && op.involves(1) && !op.involves(2));
+    }
+}
