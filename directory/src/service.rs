@@ -283,6 +283,10 @@ impl Core {
             metrics::counter!(m::OPERATORS_TOTAL, "kind" => *kind, "outcome" => "created")
                 .increment(1);
         }
+        for kind in &decisions.cancelled {
+            metrics::counter!(m::OPERATORS_TOTAL, "kind" => *kind, "outcome" => "cancelled")
+                .increment(1);
+        }
         for cmd in decisions.commands {
             if let Err(e) = self.node.propose(cmd).await {
                 tracing::debug!(error = %e, "scheduler command not applied");
@@ -369,7 +373,11 @@ macro_rules! respond {
                 let resp = $resp { header: $core.header(None), $($field: ($value)(_v)),* };
                 Ok(Response::new(resp))
             }
-            Err(e) => Ok(Response::new($resp { header: $core.header(Some(&e)), ..Default::default() })),
+            Err(e) => {
+                #[allow(clippy::needless_update)]
+                let resp = $resp { header: $core.header(Some(&e)), ..Default::default() };
+                Ok(Response::new(resp))
+            }
         }
     }};
 }

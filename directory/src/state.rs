@@ -105,7 +105,7 @@ fn covers(parts: &[(&[u8], &[u8])], start: &[u8], end: &[u8]) -> bool {
             });
         match next {
             None => return false,
-            Some(e) if e.is_empty() => return true,
+            Some([]) => return true,
             Some(e) => cursor = e.to_vec(),
         }
     }

@@ -156,6 +156,9 @@ pub enum PollerMsg<O> {
     /// never have existed (a lost bootstrap race).
     DestroyRegion {
         region_id: RegionId,
+        /// Keep a tombstone at this epoch (the peer was removed from its
+        /// region) so late messages cannot bring it back.
+        tombstone: Option<RegionEpoch>,
         cb: Box<dyn FnOnce(Result<()>) + Send>,
     },
     /// Start an election now (used after bootstrap, and by tests).
@@ -285,6 +288,25 @@ impl<O: Send + 'static> RaftRouter<O> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.send(PollerMsg::DestroyRegion {
             region_id,
+            tombstone: None,
+            cb: Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        })?;
+        rx.await.map_err(|_| Error::Shutdown)?
+    }
+
+    /// Destroys this store's peer of a region it was removed from (as the
+    /// directory knows the region at `epoch`), leaving a tombstone.
+    pub async fn destroy_removed_peer(
+        &self,
+        region_id: RegionId,
+        epoch: RegionEpoch,
+    ) -> Result<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(PollerMsg::DestroyRegion {
+            region_id,
+            tombstone: Some(epoch),
             cb: Box::new(move |r| {
                 let _ = tx.send(r);
             }),

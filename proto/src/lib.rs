@@ -37,4 +37,5 @@ pub mod directorypb {
 }
 
 mod convert;
+pub mod keys;
 pub use convert::*;

@@ -33,6 +33,7 @@ pub mod server;
 pub mod service;
 pub mod split;
 pub mod split_check;
+pub mod stale_peer;
 pub mod testkit;
 pub mod transfer_leader;
 

@@ -4,6 +4,8 @@
 //! next heartbeat). Steps are idempotent from the directory's point of view:
 //! it re-sends a step until a heartbeat shows it done.
 
+use std::time::Duration;
+
 use tessera_multiraft::region;
 use tessera_proto::adminpb::ChangePeerKind;
 use tessera_proto::directorypb::operator_step::Step;
@@ -12,8 +14,22 @@ use tessera_proto::directorypb::RegionHeartbeatResponse;
 use crate::admin::AdminApi;
 use crate::{conf_change, split, transfer_leader, Error};
 
+/// How long one step may take here; the directory sends it again if it
+/// is still wanted.
+const STEP_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Runs one operator step; failures are logged (the directory retries).
 pub async fn execute(admin: &AdminApi, resp: RegionHeartbeatResponse) {
+    let (region_id, operator) = (resp.region_id, resp.operator.clone());
+    if tokio::time::timeout(STEP_TIMEOUT, execute_step(admin, resp))
+        .await
+        .is_err()
+    {
+        tracing::info!(region_id, %operator, "operator step did not finish in time");
+    }
+}
+
+async fn execute_step(admin: &AdminApi, resp: RegionHeartbeatResponse) {
     let region_id = resp.region_id;
     let Some(step) = resp.step.and_then(|s| s.step) else {
         return;

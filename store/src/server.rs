@@ -24,7 +24,10 @@ use crate::config::StoreConfig;
 use crate::directory_client::{DirectoryClient, DirectoryResolver, GrpcDirectoryClient};
 use crate::heartbeat;
 use crate::service::{AdminService, KvService};
-use crate::split_check;
+use crate::{split_check, stale_peer};
+
+/// How often peers that do not lead ask whether they are still members.
+const STALE_PEER_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 use crate::{Error, Result, StoreNode};
 use tessera_common::status::{self, Readiness};
 
@@ -207,6 +210,17 @@ pub async fn run(
         node.admin().clone(),
         node_cfg.split_check.clone(),
     ));
+    let stale_checker = match tessera_common::directory::DirectoryConn::new(
+        cfg.directory.clone(),
+        Duration::from_secs(5),
+    ) {
+        Ok(conn) => Some(tokio::spawn(stale_peer::run(
+            node.clone(),
+            Arc::new(conn),
+            STALE_PEER_CHECK_INTERVAL,
+        ))),
+        Err(_) => None,
+    };
     let data_dir = cfg.data_dir.clone();
     let heartbeats = tokio::spawn(heartbeat::run_heartbeats(
         node.clone(),
@@ -236,6 +250,9 @@ pub async fn run(
     }
     heartbeats.abort();
     split_checker.abort();
+    if let Some(t) = stale_checker {
+        t.abort();
+    }
     let abort = server.abort_handle();
     if tokio::time::timeout(Duration::from_secs(5), server)
         .await

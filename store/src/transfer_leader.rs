@@ -33,6 +33,17 @@ pub async fn transfer_leader(api: &AdminApi, region_id: u64, to_store: u64) -> R
         return Ok(target);
     }
     let info = api.leader_info(region_id).await?;
+    // A peer the leader has not heard from lately could not take over.
+    if info
+        .progress
+        .iter()
+        .any(|p| p.peer_id == target.id && !p.recent_active)
+    {
+        return Err(Error::InvalidArgument(format!(
+            "peer {} of region {region_id} on store {to_store} is not responding; not handing it leadership",
+            target.id
+        )));
+    }
     api.router().send(PollerMsg::TransferLeader {
         region_id,
         to_peer: target.id,

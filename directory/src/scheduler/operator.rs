@@ -105,6 +105,18 @@ impl Step {
         OperatorStep { step: Some(step) }
     }
 
+    /// The store this step needs to be up: the one receiving a replica or
+    /// leadership.
+    pub fn target_store(&self) -> Option<u64> {
+        match self {
+            Step::AddLearner { store_id, .. } | Step::PromoteLearner { store_id } => {
+                Some(*store_id)
+            }
+            Step::TransferLeader { to_store_id } => Some(*to_store_id),
+            Step::RemovePeer { .. } | Step::Split { .. } => None,
+        }
+    }
+
     fn stores(&self) -> Option<u64> {
         match self {
             Step::AddLearner { store_id, .. }

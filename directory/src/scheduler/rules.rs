@@ -20,6 +20,8 @@ use crate::state::DirectoryState;
 pub struct Decisions {
     /// Kinds of the operators created this round.
     pub created: Vec<&'static str>,
+    /// Kinds of the operators dropped this round.
+    pub cancelled: Vec<&'static str>,
     pub commands: Vec<Cmd>,
 }
 
@@ -163,6 +165,28 @@ pub fn plan(
         store_states,
         region_counts,
     };
+
+    // Operators whose target can no longer take part are dropped; the rules
+    // below decide again.
+    let stale: Vec<u64> = leader
+        .operators
+        .values()
+        .filter(|op| {
+            op.steps[op.current.min(op.steps.len() - 1)..]
+                .iter()
+                .any(|s| {
+                    s.target_store()
+                        .is_some_and(|t| view.state_of(t) != StoreState::Up)
+                })
+        })
+        .map(|op| op.region_id)
+        .collect();
+    for region_id in stale {
+        if let Some(op) = leader.operators.remove(&region_id) {
+            tracing::info!(region_id, operator = %op.id, "operator cancelled: its target store is not up");
+            out.cancelled.push(op.kind);
+        }
+    }
 
     // 1. tombstone
     for (id, s) in &view.store_states {
@@ -338,10 +362,10 @@ pub fn plan(
         }
         let complete = wanted.is_empty();
         for (region_id, mut keys) in wanted {
-            if !leader
+            if leader
                 .regions
                 .get(&region_id)
-                .is_some_and(|s| s.leader.is_some())
+                .is_none_or(|s| s.leader.is_none())
             {
                 continue;
             }
@@ -436,15 +460,30 @@ pub fn plan(
         }
     }
 
+    // Balancing waits while anything needs repair, and counts what the
+    // operators in flight will change, so that decisions made from slightly
+    // old reports do not overshoot and flap.
+    let repairing = leader.operators.values().any(|o| o.kind == "repair")
+        || ready
+            .iter()
+            .any(|r| r.peers.iter().any(|p| view.is_bad(p.store_id)));
+
     // 7. balance leaders
     let up = view.up_stores();
-    if up.len() > 1 {
+    if up.len() > 1 && !repairing {
         let mut leaders: HashMap<u64, usize> = up.iter().map(|s| (*s, 0)).collect();
         for r in &ready {
-            if let Some(l) = leader.regions[&r.id].leader {
-                if let Some(c) = leaders.get_mut(&l.store_id) {
-                    *c += 1;
-                }
+            let pending = leader.operators.get(&r.id).and_then(|o| {
+                o.steps[o.current.min(o.steps.len() - 1)..]
+                    .iter()
+                    .find_map(|s| match s {
+                        Step::TransferLeader { to_store_id } => Some(*to_store_id),
+                        _ => None,
+                    })
+            });
+            let store = pending.or(leader.regions[&r.id].leader.map(|l| l.store_id));
+            if let Some(c) = store.and_then(|s| leaders.get_mut(&s)) {
+                *c += 1;
             }
         }
         for _ in 0..cfg.max_balance_per_round {
@@ -479,11 +518,29 @@ pub fn plan(
     }
 
     // 8. balance regions
-    if up.len() > 1 {
+    if up.len() > 1 && !repairing {
         let mut counts: HashMap<u64, usize> = up
             .iter()
             .map(|s| (*s, view.region_counts.get(s).copied().unwrap_or(0)))
             .collect();
+        // Replicas that operators in flight will add or remove.
+        for op in leader.operators.values() {
+            for s in &op.steps[op.current.min(op.steps.len())..] {
+                match s {
+                    Step::AddLearner { store_id, .. } => {
+                        if let Some(c) = counts.get_mut(store_id) {
+                            *c += 1;
+                        }
+                    }
+                    Step::RemovePeer { store_id } => {
+                        if let Some(c) = counts.get_mut(store_id) {
+                            *c = c.saturating_sub(1);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
         for _ in 0..cfg.max_balance_per_round {
             let (&max_s, &max_c) = counts
                 .iter()

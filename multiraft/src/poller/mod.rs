@@ -326,7 +326,11 @@ impl<S: StateMachine> Poller<S> {
                 _ => cb(Err(Error::region(RegionError::region_not_found(region_id)))),
             },
             PollerMsg::CreateRegion { region, cb } => cb(self.create_region(region)),
-            PollerMsg::DestroyRegion { region_id, cb } => cb(self.destroy_region(region_id, None)),
+            PollerMsg::DestroyRegion {
+                region_id,
+                tombstone,
+                cb,
+            } => cb(self.destroy_region(region_id, tombstone)),
             PollerMsg::Campaign { region_id } => {
                 if let Some(peer) = self.peers.get_mut(&region_id) {
                     if let Err(e) = peer.campaign() {

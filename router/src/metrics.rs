@@ -1,0 +1,20 @@
+//! The router's metrics.
+
+/// Requests by operation (label `op`) and outcome (label `outcome`).
+pub const REQUESTS_TOTAL: &str = "tessera_router_requests_total";
+/// Seconds per request by operation (label `op`).
+pub const REQUEST_SECONDS: &str = "tessera_router_request_seconds";
+/// Retries by reason (label `reason`).
+pub const RETRIES_TOTAL: &str = "tessera_router_retries_total";
+pub const CACHE_HITS_TOTAL: &str = "tessera_router_region_cache_hits_total";
+pub const CACHE_MISSES_TOTAL: &str = "tessera_router_region_cache_misses_total";
+
+pub fn histogram_buckets() -> Vec<(&'static str, Vec<f64>)> {
+    vec![(
+        REQUEST_SECONDS,
+        vec![
+            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            2.5, 5.0,
+        ],
+    )]
+}

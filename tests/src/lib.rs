@@ -1,0 +1,475 @@
+//! The end-to-end harness: starts real `tessera-directory` and
+//! `tessera-store` processes on 127.0.0.1 with temporary data directories,
+//! kills them (SIGKILL) and restarts them, and hands tests a directory
+//! connection and a routing client to look at the cluster as users do.
+//!
+//! The binaries come from the target directory of this build (`cargo build
+//! --release --bins`, which `scripts/test` runs first). Every process this
+//! harness starts is killed when the cluster is dropped.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tessera_common::directory::DirectoryConn;
+use tessera_proto::directorypb::{
+    ClusterStatusRequest, ClusterStatusResponse, ListStoresRequest, StoreInfo,
+};
+use tessera_router::{Router, RouterConfig};
+
+/// The directory holding the binaries of this build.
+pub fn bin_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("TESSERA_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    // target/<profile>/deps/<test binary>
+    let exe = std::env::current_exe().expect("test binary path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf()
+}
+
+fn binary(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: build the binaries first (`cargo build --release --bins`; scripts/test does it)",
+        p.display()
+    );
+    p
+}
+
+/// A port that is free now, chosen below Linux's ephemeral range (32768
+/// and up) so that no outgoing connection takes it before the process we
+/// start binds it.
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    // Spread processes (and parallel test binaries) over the range.
+    let seed = (std::process::id() as u64 * 7919
+        + std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() as u64)
+            .unwrap_or(0))
+        % 12_000;
+    let _ = NEXT.compare_exchange(0, 20_000 + seed as u16, Ordering::SeqCst, Ordering::SeqCst);
+    loop {
+        let port = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = if port >= 32_000 {
+            NEXT.store(20_001, Ordering::SeqCst);
+            20_000
+        } else {
+            port
+        };
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// One process the harness runs.
+pub struct Proc {
+    pub name: String,
+    child: Option<Child>,
+    pub log: PathBuf,
+    args: Vec<String>,
+    bin: PathBuf,
+}
+
+impl Proc {
+    fn spawn(bin: PathBuf, name: String, args: Vec<String>, log: PathBuf) -> Proc {
+        let mut p = Proc {
+            name,
+            child: None,
+            log,
+            args,
+            bin,
+        };
+        p.start();
+        p
+    }
+
+    /// (Re)starts the process with its arguments; its output is appended to
+    /// its log file.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "{} is already running", self.name);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let child = Command::new(&self.bin)
+            .args(&self.args)
+            .env(
+                "RUST_LOG",
+                std::env::var("TESSERA_E2E_LOG").unwrap_or_else(|_| "info,slog=warn".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.name));
+        self.child = Some(child);
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for a clean exit (killing it after `grace`).
+    pub fn terminate(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + grace;
+        loop {
+            if let Ok(Some(s)) = c.try_wait() {
+                return Some(s);
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The last lines of the process's log, for failure messages.
+    pub fn tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Timing and sizes for a test cluster (fast, so tests take seconds).
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub directories: usize,
+    pub stores: usize,
+    /// After how long a silent store is Down and its replicas rebuilt.
+    pub down_after_ms: u64,
+    pub region_split_size_mib: u64,
+    /// Extra TOML for every store (e.g. labels).
+    pub store_extra: Vec<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            directories: 3,
+            stores: 3,
+            down_after_ms: 4_000,
+            region_split_size_mib: 96,
+            store_extra: vec![],
+        }
+    }
+}
+
+pub struct Directory {
+    pub id: u64,
+    pub addr: String,
+    pub status: String,
+    pub proc: Proc,
+}
+
+pub struct Store {
+    pub index: usize,
+    pub addr: String,
+    pub status: String,
+    pub proc: Proc,
+}
+
+pub struct E2eCluster {
+    pub dir: tempfile::TempDir,
+    pub opts: Options,
+    pub directories: BTreeMap<u64, Directory>,
+    pub stores: BTreeMap<usize, Store>,
+}
+
+impl Drop for E2eCluster {
+    fn drop(&mut self) {
+        if std::env::var_os("TESSERA_E2E_KEEP").is_some() {
+            eprintln!(
+                "keeping the cluster's files in {}",
+                self.dir.path().display()
+            );
+            for d in self.directories.values_mut() {
+                d.proc.kill();
+            }
+            for s in self.stores.values_mut() {
+                s.proc.kill();
+            }
+            let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
+            let _ = dir.keep();
+        }
+    }
+}
+
+impl E2eCluster {
+    /// Starts the directories, then the stores; returns once the directory
+    /// has a leader and every store registered.
+    pub async fn start(opts: Options) -> E2eCluster {
+        if let Ok(filter) = std::env::var("TESSERA_E2E_CLIENT_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
+        let mut c = E2eCluster {
+            dir: tempfile::tempdir().expect("temp dir"),
+            opts: opts.clone(),
+            directories: BTreeMap::new(),
+            stores: BTreeMap::new(),
+        };
+        let ids: Vec<u64> = (1..=opts.directories as u64).collect();
+        let ports: Vec<u16> = ids.iter().map(|_| free_port()).collect();
+        let members: Vec<String> = ids
+            .iter()
+            .zip(&ports)
+            .map(|(id, p)| format!("{id}=127.0.0.1:{p}"))
+            .collect();
+        for (id, port) in ids.iter().zip(&ports) {
+            c.spawn_directory(*id, *port, &members, false);
+        }
+        for _ in 0..opts.stores {
+            c.add_store();
+        }
+        c.wait_for("every store registered", Duration::from_secs(60), |c| {
+            let want = c.stores.len();
+            async move {
+                c.list_stores()
+                    .await
+                    .map(|s| {
+                        s.iter()
+                            .filter(|s| s.seconds_since_heartbeat < 5 && s.stats.is_some())
+                            .count()
+                            >= want
+                    })
+                    .unwrap_or(false)
+            }
+        })
+        .await;
+        c
+    }
+
+    pub fn directory_addrs(&self) -> Vec<String> {
+        self.directories.values().map(|d| d.addr.clone()).collect()
+    }
+
+    fn spawn_directory(&mut self, id: u64, port: u16, members: &[String], join: bool) {
+        let data = self.dir.path().join(format!("directory-{id}"));
+        let status = format!("127.0.0.1:{}", free_port());
+        let config = self.dir.path().join(format!("directory-{id}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "id = {id}\ndata_dir = {data:?}\nlisten_addr = \"127.0.0.1:{port}\"\nstatus_addr = {status:?}\n\
+                 initial_members = {members:?}\njoin = {join}\n\
+                 [raft]\ntick_interval_ms = 50\nelection_ticks = 10\nheartbeat_ticks = 2\n\
+                 [schedule]\ninterval_ms = 200\ndisconnect_after_ms = 1000\ndown_after_ms = {}\n\
+                 operator_timeout_ms = 30000\nregion_split_size_mib = {}\nmax_balance_per_round = 8\n",
+                self.opts.down_after_ms, self.opts.region_split_size_mib
+            ),
+        )
+        .expect("config");
+        let proc = Proc::spawn(
+            binary("tessera-directory"),
+            format!("directory-{id}"),
+            vec!["--config".into(), config.display().to_string()],
+            self.dir.path().join(format!("directory-{id}.log")),
+        );
+        self.directories.insert(
+            id,
+            Directory {
+                id,
+                addr: format!("127.0.0.1:{port}"),
+                status,
+                proc,
+            },
+        );
+    }
+
+    /// Starts one more store; returns its index.
+    pub fn add_store(&mut self) -> usize {
+        let index = self.stores.keys().max().map(|i| i + 1).unwrap_or(1);
+        let addr = format!("127.0.0.1:{}", free_port());
+        let status = format!("127.0.0.1:{}", free_port());
+        let data = self.dir.path().join(format!("store-{index}"));
+        let config = self.dir.path().join(format!("store-{index}.toml"));
+        let mut extra = self.opts.store_extra.join("\n");
+        if !extra.contains("[labels]") {
+            extra.push_str(&format!("\n[labels]\nhost = \"h{index}\"\n"));
+        }
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = {data:?}\nlisten_addr = {addr:?}\nstatus_addr = {status:?}\ndirectory = {:?}\n\
+                 heartbeat_interval_ms = 200\nrequest_timeout_ms = 5000\nshutdown_grace_ms = 3000\n\
+                 region_split_size_mib = {}\nsplit_check_interval_ms = 500\n\
+                 [raft]\ntick_interval_ms = 50\nelection_ticks = 10\nheartbeat_ticks = 2\n\
+                 [rocksdb]\nblock_cache_mib = 16\nwrite_buffer_mib = 8\nmax_background_jobs = 1\n{extra}\n",
+                self.directory_addrs(),
+                self.opts.region_split_size_mib
+            ),
+        )
+        .expect("config");
+        let proc = Proc::spawn(
+            binary("tessera-store"),
+            format!("store-{index}"),
+            vec!["--config".into(), config.display().to_string()],
+            self.dir.path().join(format!("store-{index}.log")),
+        );
+        self.stores.insert(
+            index,
+            Store {
+                index,
+                addr,
+                status,
+                proc,
+            },
+        );
+        index
+    }
+
+    pub fn directory_conn(&self) -> DirectoryConn {
+        DirectoryConn::new(self.directory_addrs(), Duration::from_secs(20))
+            .expect("directory connection")
+    }
+
+    pub fn router(&self) -> Arc<Router> {
+        let mut cfg = RouterConfig::new(self.directory_addrs());
+        cfg.timeout = Duration::from_secs(20);
+        Router::new(cfg).expect("router")
+    }
+
+    pub async fn list_stores(&self) -> anyhow::Result<Vec<StoreInfo>> {
+        let conn = self.directory_conn();
+        Ok(conn
+            .call("list stores", |mut c| async move {
+                c.list_stores(ListStoresRequest {
+                    include_tombstones: true,
+                })
+                .await
+            })
+            .await?
+            .stores)
+    }
+
+    pub async fn status(&self) -> anyhow::Result<ClusterStatusResponse> {
+        let conn = self.directory_conn();
+        Ok(conn
+            .call("cluster status", |mut c| async move {
+                c.cluster_status(ClusterStatusRequest {}).await
+            })
+            .await?)
+    }
+
+    /// The id of the directory member that leads now.
+    pub async fn directory_leader(&self) -> Option<u64> {
+        let s = self.status().await.ok()?;
+        s.members.iter().find(|m| m.is_leader).map(|m| m.id)
+    }
+
+    /// The store id the directory gave the store at `index`.
+    pub async fn store_id(&self, index: usize) -> Option<u64> {
+        let addr = &self.stores.get(&index)?.addr;
+        self.list_stores()
+            .await
+            .ok()?
+            .into_iter()
+            .filter_map(|s| s.store)
+            .find(|s| &s.address == addr)
+            .map(|s| s.id)
+    }
+
+    /// Polls `cond` until it holds; panics with the processes' last log
+    /// lines after `timeout`.
+    pub async fn wait_for<'a, F, Fut>(&'a self, what: &str, timeout: Duration, mut cond: F)
+    where
+        F: FnMut(&'a E2eCluster) -> Fut,
+        Fut: std::future::Future<Output = bool> + 'a,
+    {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if cond(self).await {
+                return;
+            }
+            if Instant::now() > deadline {
+                let mut logs = String::new();
+                for d in self.directories.values() {
+                    logs.push_str(&format!("--- {} ---\n{}\n", d.proc.name, d.proc.tail(15)));
+                }
+                for s in self.stores.values() {
+                    logs.push_str(&format!("--- {} ---\n{}\n", s.proc.name, s.proc.tail(15)));
+                }
+                let status = self.status().await;
+                panic!("timed out after {timeout:?} waiting for: {what}\n{logs}\ndirectory status: {status:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl E2eCluster {
+    /// What the directory and every store say about the region holding
+    /// `key` (encoded): for failure messages.
+    pub async fn diagnose_key(&self, key: &[u8]) -> String {
+        use tessera_proto::adminpb::store_admin_client::StoreAdminClient;
+        use tessera_proto::adminpb::RegionInfoRequest;
+        use tessera_proto::directorypb::GetRegionRequest;
+        let conn = self.directory_conn();
+        let info = conn
+            .call("get region", |mut c| {
+                let req = GetRegionRequest { key: key.to_vec() };
+                async move { c.get_region(req).await }
+            })
+            .await;
+        let mut out = format!("directory: {info:?}\n");
+        let Ok(info) = info else { return out };
+        let Some(region) = info.region.and_then(|r| r.region) else {
+            return out;
+        };
+        for s in self.stores.values() {
+            if !s.proc.is_running() {
+                continue;
+            }
+            let Ok(mut c) = StoreAdminClient::connect(format!("http://{}", s.addr)).await else {
+                continue;
+            };
+            let r = c
+                .region_info(RegionInfoRequest {
+                    region_id: region.id,
+                })
+                .await;
+            out.push_str(&format!(
+                "{}: {:?}\n",
+                s.proc.name,
+                r.map(|r| r.into_inner())
+            ));
+        }
+        out
+    }
+}

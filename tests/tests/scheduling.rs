@@ -1,0 +1,443 @@
+//! Scheduling across separate processes: rebalancing onto a new store,
+//! rebuilding replicas of a dead store, decommissioning, admin split and
+//! move, and hash keyspaces.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use tessera_common::directory::DirectoryConn;
+use tessera_e2e::{E2eCluster, Options};
+use tessera_proto::directorypb::*;
+use tessera_proto::keys;
+
+async fn wait_healthy(c: &E2eCluster, regions: u32) {
+    c.wait_for(
+        &format!("{regions} fully replicated regions"),
+        Duration::from_secs(120),
+        move |c| async move {
+            c.status()
+                .await
+                .map(|s| {
+                    s.regions >= regions
+                        && s.under_replicated_regions == 0
+                        && s.operators.is_empty()
+                })
+                .unwrap_or(false)
+        },
+    )
+    .await;
+}
+
+async fn split(conn: &DirectoryConn, region_id: u64, split_keys: Vec<Vec<u8>>) -> String {
+    conn.call("split", |mut cl| {
+        let req = SplitRegionRequest {
+            region_id,
+            split_keys: split_keys.clone(),
+        };
+        async move { cl.split_region(req).await }
+    })
+    .await
+    .unwrap()
+    .operator
+}
+
+async fn regions(conn: &DirectoryConn) -> Vec<RegionInfo> {
+    conn.call("scan regions", |mut c| async move {
+        c.scan_regions(ScanRegionsRequest::default()).await
+    })
+    .await
+    .unwrap()
+    .regions
+}
+
+/// Region and leader counts per store id, as stores report them.
+async fn counts(c: &E2eCluster) -> BTreeMap<u64, (u32, u32)> {
+    c.list_stores()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|s| s.store.as_ref().is_some_and(|st| st.state == 0))
+        .filter_map(|s| {
+            Some((
+                s.store?.id,
+                s.stats.map(|st| (st.region_count, st.leader_count))?,
+            ))
+        })
+        .collect()
+}
+
+/// Splits the only region into `n` regions and waits until all are healthy.
+async fn make_regions(c: &E2eCluster, n: usize) {
+    wait_healthy(c, 1).await;
+    let conn = c.directory_conn();
+    let first = regions(&conn).await[0].region.clone().unwrap();
+    let split_keys = (1..n)
+        .map(|i| keys::encode(0, format!("k{i:03}").as_bytes()))
+        .collect();
+    split(&conn, first.id, split_keys).await;
+    wait_healthy(c, n as u32).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_store_takes_its_share_of_regions_and_leaders() {
+    let mut c = E2eCluster::start(Options::default()).await;
+    make_regions(&c, 12).await;
+    let router = c.router();
+    for i in 0..120 {
+        router
+            .put(None, format!("k{i:03}").as_bytes(), b"v")
+            .await
+            .unwrap();
+    }
+    let added_at = Instant::now();
+    let index = c.add_store();
+    c.wait_for(
+        "the fourth store to register",
+        Duration::from_secs(30),
+        |c| async move { c.store_id(index).await.is_some() },
+    )
+    .await;
+    let new_id = c.store_id(index).await.unwrap();
+    // 12 regions × 3 replicas over 4 stores: 9 each; leaders 3 each.
+    c.wait_for(
+        "regions and leaders to spread onto the new store",
+        Duration::from_secs(120),
+        |c| async move {
+            let counts = counts(c).await;
+            let Some(&(regions, leaders)) = counts.get(&new_id) else {
+                return false;
+            };
+            let max_r = counts.values().map(|x| x.0).max().unwrap_or(0);
+            let min_r = counts.values().map(|x| x.0).min().unwrap_or(0);
+            let max_l = counts.values().map(|x| x.1).max().unwrap_or(0);
+            regions >= 8 && leaders >= 2 && max_r - min_r <= 2 && max_l <= 4
+        },
+    )
+    .await;
+    println!(
+        "rebalanced onto a new store in {:?}: {:?}",
+        added_at.elapsed(),
+        counts(&c).await
+    );
+    for i in (0..120).step_by(13) {
+        assert_eq!(
+            router
+                .get(None, format!("k{i:03}").as_bytes())
+                .await
+                .unwrap(),
+            Some(b"v".to_vec())
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_of_a_dead_store_are_rebuilt_and_a_decommissioned_store_empties() {
+    let mut c = E2eCluster::start(Options {
+        stores: 4,
+        down_after_ms: 3000,
+        ..Options::default()
+    })
+    .await;
+    make_regions(&c, 8).await;
+    let router = c.router();
+    for i in 0..80 {
+        router
+            .put(
+                None,
+                format!("k{i:03}").as_bytes(),
+                format!("v{i}").as_bytes(),
+            )
+            .await
+            .unwrap();
+    }
+    // Kill a store for good.
+    let victim = 1;
+    let victim_id = c.store_id(victim).await.unwrap();
+    c.stores.get_mut(&victim).unwrap().proc.kill();
+    let killed_at = Instant::now();
+    c.wait_for(
+        "the dead store to be marked down",
+        Duration::from_secs(30),
+        |c| async move {
+            c.status()
+                .await
+                .is_ok_and(|s| s.stores.get("down").copied() == Some(1))
+        },
+    )
+    .await;
+    let detected = killed_at.elapsed();
+    // Every region is back to 3 healthy replicas, none on the dead store.
+    c.wait_for(
+        "every region back to 3 healthy replicas",
+        Duration::from_secs(120),
+        |c| async move {
+            let Ok(s) = c.status().await else {
+                return false;
+            };
+            if s.under_replicated_regions != 0 || !s.operators.is_empty() {
+                return false;
+            }
+            let conn = c.directory_conn();
+            regions(&conn).await.iter().all(|r| {
+                r.region
+                    .as_ref()
+                    .unwrap()
+                    .peers
+                    .iter()
+                    .all(|p| p.store_id != victim_id)
+            })
+        },
+    )
+    .await;
+    println!(
+        "dead store detected after {detected:?}, replicas restored after {:?}",
+        killed_at.elapsed()
+    );
+    for i in 0..80 {
+        let k = format!("k{i:03}");
+        match router.get(None, k.as_bytes()).await {
+            Ok(v) => assert_eq!(v, Some(format!("v{i}").into_bytes())),
+            Err(e) => panic!(
+                "get {k}: {e}\n{}",
+                c.diagnose_key(&keys::encode(0, k.as_bytes())).await
+            ),
+        }
+    }
+
+    // Add a store, then decommission another: it ends empty and Tombstone.
+    let added = c.add_store();
+    c.wait_for(
+        "the new store to register",
+        Duration::from_secs(30),
+        |c| async move { c.store_id(added).await.is_some() },
+    )
+    .await;
+    let leaving = 2;
+    let leaving_id = c.store_id(leaving).await.unwrap();
+    let conn = c.directory_conn();
+    conn.call("remove store", |mut cl| async move {
+        cl.remove_store(RemoveStoreRequest {
+            store_id: leaving_id,
+        })
+        .await
+    })
+    .await
+    .unwrap();
+    c.wait_for(
+        "the decommissioned store to end as a tombstone",
+        Duration::from_secs(120),
+        |c| async move {
+            let stores = c.list_stores().await.unwrap_or_default();
+            stores.iter().any(|s| {
+                s.store.as_ref().is_some_and(|st| {
+                    st.id == leaving_id
+                        && st.state == tessera_proto::metapb::StoreState::Tombstone as i32
+                })
+            })
+        },
+    )
+    .await;
+    let conn = c.directory_conn();
+    for r in regions(&conn).await {
+        assert!(r
+            .region
+            .unwrap()
+            .peers
+            .iter()
+            .all(|p| p.store_id != leaving_id));
+    }
+    for i in (0..80).step_by(9) {
+        assert_eq!(
+            router
+                .get(None, format!("k{i:03}").as_bytes())
+                .await
+                .unwrap(),
+            Some(format!("v{i}").into_bytes())
+        );
+    }
+    // A removed store cannot come back.
+    let err = conn
+        .call("register again", |mut cl| async move {
+            cl.put_store(PutStoreRequest {
+                store: Some(tessera_proto::metapb::Store {
+                    id: leaving_id,
+                    address: "127.0.0.1:1".into(),
+                    ..Default::default()
+                }),
+            })
+            .await
+        })
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("removed"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_split_and_move_and_hash_keyspaces() {
+    let c = E2eCluster::start(Options {
+        stores: 4,
+        ..Options::default()
+    })
+    .await;
+    wait_healthy(&c, 1).await;
+    let conn = c.directory_conn();
+    let router = c.router();
+    for i in 0..50 {
+        router
+            .put(None, format!("k{i:03}").as_bytes(), b"v")
+            .await
+            .unwrap();
+    }
+    // Admin split at a key.
+    let first = regions(&conn).await[0].region.clone().unwrap();
+    split(&conn, first.id, vec![keys::encode(0, b"k025")]).await;
+    wait_healthy(&c, 2).await;
+    let rs = regions(&conn).await;
+    assert!(rs
+        .iter()
+        .any(|r| r.region.as_ref().unwrap().start_key == keys::encode(0, b"k025")));
+
+    // Admin move of a replica to the store that lacks it.
+    let r = rs[0].region.clone().unwrap();
+    let stores: Vec<u64> = counts(&c).await.keys().copied().collect();
+    let to = *stores
+        .iter()
+        .find(|s| r.peers.iter().all(|p| p.store_id != **s))
+        .unwrap();
+    let from = r
+        .peers
+        .iter()
+        .find(|p| Some(*p) != rs[0].leader.as_ref())
+        .unwrap()
+        .store_id;
+    let op = conn
+        .call("move", |mut cl| async move {
+            cl.move_region(MoveRegionRequest {
+                region_id: r.id,
+                from_store_id: from,
+                to_store_id: to,
+            })
+            .await
+        })
+        .await
+        .unwrap()
+        .operator;
+    assert!(op.starts_with("move-"));
+    c.wait_for(
+        "the move to finish",
+        Duration::from_secs(60),
+        |c| async move {
+            let conn = c.directory_conn();
+            let rs = regions(&conn).await;
+            let now = rs
+                .iter()
+                .find(|x| x.region.as_ref().unwrap().id == r.id)
+                .unwrap()
+                .region
+                .clone()
+                .unwrap();
+            now.peers.iter().any(|p| p.store_id == to)
+                && now.peers.iter().all(|p| p.store_id != from)
+        },
+    )
+    .await;
+    // Bad admin requests are refused clearly.
+    let err = conn
+        .call("bad move", |mut cl| async move {
+            cl.move_region(MoveRegionRequest {
+                region_id: r.id,
+                from_store_id: 999,
+                to_store_id: to,
+            })
+            .await
+        })
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no replica on store 999"), "{err}");
+
+    // A hash keyspace with 16 regions spreads sequential keys evenly.
+    let ks = conn
+        .call("create keyspace", |mut cl| async move {
+            cl.create_keyspace(CreateKeyspaceRequest {
+                name: "events".into(),
+                kind: KeyspaceKind::Hash as i32,
+                regions: 16,
+            })
+            .await
+        })
+        .await
+        .unwrap()
+        .keyspace
+        .unwrap();
+    let (ks_start, ks_end) = keys::keyspace_range(ks.id);
+    c.wait_for(
+        "the hash keyspace's 16 regions",
+        Duration::from_secs(120),
+        |c| {
+            let (ks_start, ks_end) = (ks_start.clone(), ks_end.clone());
+            async move {
+                let conn = c.directory_conn();
+                let rs = regions(&conn).await;
+                let inside = rs
+                    .iter()
+                    .filter(|r| {
+                        let r = r.region.as_ref().unwrap();
+                        r.start_key >= ks_start && (r.end_key <= ks_end && !r.end_key.is_empty())
+                    })
+                    .count();
+                inside == 16
+            }
+        },
+    )
+    .await;
+    let pairs: Vec<(Vec<u8>, Vec<u8>)> = (0..10_000)
+        .map(|i| (format!("user{i}").into_bytes(), b"x".to_vec()))
+        .collect();
+    for chunk in pairs.chunks(500) {
+        router.batch_put(Some("events"), chunk).await.unwrap();
+    }
+    let rs = regions(&conn).await;
+    let mut per_region = vec![];
+    for r in rs.iter().map(|r| r.region.clone().unwrap()) {
+        if r.start_key < keys::keyspace_range(ks.id).0
+            || r.end_key > keys::keyspace_range(ks.id).1
+            || r.end_key.is_empty()
+        {
+            continue;
+        }
+        let n = pairs
+            .iter()
+            .filter(|(k, _)| {
+                let e = keys::encode(ks.id, k);
+                e >= r.start_key && e < r.end_key
+            })
+            .count();
+        per_region.push(n);
+    }
+    assert_eq!(per_region.len(), 16);
+    println!("keys per region of the hash keyspace: {per_region:?}");
+    for n in &per_region {
+        assert!(
+            (500..=750).contains(n),
+            "{n} keys in one region, expected 625 ± 20%"
+        );
+    }
+    // Every key reads back through the router.
+    let got = router
+        .batch_get(
+            Some("events"),
+            &pairs
+                .iter()
+                .take(1000)
+                .map(|(k, _)| k.clone())
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1000);
+    let all = router
+        .scan(Some("events"), None, None, 0, false)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 10_000);
+}
