@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "proto/raft_serverpb.proto",
     "proto/directorypb.proto",
     "proto/adminpb.proto",
+    "proto/routerpb.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

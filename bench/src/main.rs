@@ -3,13 +3,17 @@
 //! - `fsync`: this machine's fsync latency (the floor under every durable
 //!   write);
 //! - `cluster-put`: puts through a 3-store cluster (RocksDB, gRPC between
-//!   stores, in one process) with N concurrent writers over M regions.
+//!   stores, in one process) with N concurrent writers over M regions;
+//! - `region-ops`: split under load, snapshot throughput, region move;
+//! - `repair`: separate processes; time to detect a dead store and restore
+//!   3 replicas of every region it held.
 //!
 //! Results print as a table and, with `--json`, as one JSON object.
 
 mod cluster_put;
 mod fsync;
 mod region_ops;
+mod repair;
 mod report;
 
 use clap::{Parser, Subcommand};
@@ -36,6 +40,9 @@ enum Command {
     ClusterPut(cluster_put::Args),
     /// Split under load, snapshot throughput and region move time.
     RegionOps(region_ops::Args),
+    /// Separate processes: kill a store holding ~1,000 regions' replicas and
+    /// time detection and repair (needs `cargo build --release --bins`).
+    Repair(repair::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -47,6 +54,7 @@ fn main() -> anyhow::Result<()> {
         Command::Fsync(a) => fsync::run(a)?,
         Command::ClusterPut(a) => runtime.block_on(cluster_put::run(a))?,
         Command::RegionOps(a) => runtime.block_on(region_ops::run(a))?,
+        Command::Repair(a) => runtime.block_on(repair::run(a))?,
     };
     report.print(args.json);
     Ok(())

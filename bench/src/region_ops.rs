@@ -17,7 +17,7 @@ use tessera_proto::kvpb::{BatchPutRequest, KvPair};
 use tessera_store::testkit::{key, Cluster, ClusterOptions, EngineKind, TransportKind};
 use tessera_store::NodeConfig;
 
-use crate::report::{Latency, Report, Row};
+use crate::report::{Report, Row};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -27,19 +27,6 @@ pub struct Args {
     /// Splits to time under load.
     #[arg(long, default_value_t = 10)]
     pub splits: usize,
-}
-
-fn row(name: &str, secs: &[f64], extra_ops: Option<f64>) -> Row {
-    let mut h = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
-    for s in secs {
-        let _ = h.record((s * 1e6) as u64);
-    }
-    Row {
-        name: name.to_string(),
-        ops_per_sec: extra_ops.unwrap_or(secs.len() as f64 / secs.iter().sum::<f64>().max(1e-9)),
-        latency: Latency::from_histogram(&h),
-        errors: 0,
-    }
 }
 
 async fn cluster() -> anyhow::Result<Arc<Cluster>> {
@@ -162,9 +149,9 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
             args.region_mib
         ),
         rows: vec![
-            row("split under load (16 writers)", &split_secs, None),
-            row("learner catch-up by snapshot", &[snapshot_secs], None),
-            row("move a replica", &[move_secs], None),
+            Row::from_seconds("split under load (16 writers)", &split_secs),
+            Row::from_seconds("learner catch-up by snapshot", &[snapshot_secs]),
+            Row::from_seconds("move a replica", &[move_secs]),
         ],
         notes: vec![
             format!(

@@ -38,6 +38,23 @@ pub struct Row {
     pub errors: u64,
 }
 
+impl Row {
+    /// A row of one-off durations (in seconds), e.g. how long repairs took;
+    /// ops/s is how many of them fit in a second back to back.
+    pub fn from_seconds(name: &str, secs: &[f64]) -> Row {
+        let mut h = Histogram::<u64>::new(3).expect("histogram");
+        for s in secs {
+            let _ = h.record((s * 1e6) as u64);
+        }
+        Row {
+            name: name.to_string(),
+            ops_per_sec: secs.len() as f64 / secs.iter().sum::<f64>().max(1e-9),
+            latency: Latency::from_histogram(&h),
+            errors: 0,
+        }
+    }
+}
+
 #[derive(Serialize, Clone, Debug)]
 pub struct Report {
     pub title: String,

@@ -29,6 +29,8 @@ use crate::{metrics as m, Error, Result};
 
 /// Ids reserved through Raft at a time.
 const ID_BATCH: u32 = 1000;
+/// Ids the scheduler keeps reserved so a round never waits on Raft for one.
+const SCHEDULER_SPARE_IDS: u64 = 256;
 
 /// What the service and the scheduler share.
 pub struct Core {
@@ -101,6 +103,26 @@ impl Core {
         let mut ls = self.leader_view(term);
         ls.ids = (first + count as u64, first + n as u64);
         Ok(first)
+    }
+
+    /// Reserves a fresh batch through Raft when fewer than `spare` ids are
+    /// left (requests for ids may have emptied the batch).
+    async fn keep_ids_at_hand(&self, term: u64, spare: u64) -> Result<()> {
+        let _serial = self.alloc.lock().await;
+        {
+            let ls = self.leader_view(term);
+            if ls.ids.1 - ls.ids.0 >= spare {
+                return Ok(());
+            }
+        }
+        let n = ID_BATCH.max(spare as u32);
+        let Applied::Ids { first, .. } = self.node.propose(Cmd::AllocIds(n)).await? else {
+            return Err(Error::InvalidArgument(
+                "unexpected allocation result".into(),
+            ));
+        };
+        self.leader_view(term).ids = (first, first + n as u64);
+        Ok(())
     }
 
     fn region_info(&self, ls: Option<&LeaderState>, r: &Region) -> RegionInfo {
@@ -246,14 +268,7 @@ impl Core {
             return Ok(());
         }
         // Keep ids at hand so planning never waits on Raft.
-        let spare = {
-            let ls = self.leader_view(term);
-            ls.ids.1 - ls.ids.0
-        };
-        if spare < 256 {
-            let first = self.alloc_ids(0).await?;
-            let _ = first;
-        }
+        self.keep_ids_at_hand(term, SCHEDULER_SPARE_IDS).await?;
         let decisions = {
             let state = self.state();
             let mut ls = self.leader_view(term);

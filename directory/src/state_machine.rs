@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 use prost::Message as _;
-use tessera_multiraft::engine::Cf;
+use tessera_multiraft::engine::{Cf, Engine};
 use tessera_multiraft::{ApplyContext, StateMachine};
 use tessera_proto::directorypb::{directory_command::Cmd, DirectoryCommand, DirectoryCompactLog};
 use tessera_proto::metapb::Region;
@@ -61,5 +61,14 @@ impl StateMachine for DirectoryStateMachine {
 
     fn compact_log_command(&self, _region: &Region, index: u64, term: u64) -> Vec<u8> {
         encode(Cmd::CompactLog(DirectoryCompactLog { index, term }))
+    }
+
+    /// A member that joined (or fell far behind) received the whole state
+    /// as a snapshot: the in-memory copy is rebuilt from the engine.
+    fn on_snapshot_applied(&mut self, engine: &dyn Engine, _region: &Region) {
+        match DirectoryState::load(engine) {
+            Ok(state) => *self.state.write() = state,
+            Err(e) => panic!("cannot load the directory state from a snapshot: {e}"),
+        }
     }
 }

@@ -25,6 +25,10 @@ pub trait StateMachine: Send + 'static {
     /// with `index` and `term`: the poller proposes it when the log of
     /// `region` has grown past its limits.
     fn compact_log_command(&self, region: &Region, index: u64, term: u64) -> Vec<u8>;
+
+    /// Called once a snapshot of `region` replaced this replica's data in
+    /// `engine`: a state machine that keeps state in memory reloads it here.
+    fn on_snapshot_applied(&mut self, _engine: &dyn Engine, _region: &Region) {}
 }
 
 /// A change to the region or its log that applying an entry asked for; the

@@ -36,6 +36,11 @@ pub mod directorypb {
     tonic::include_proto!("directorypb");
 }
 
+pub mod routerpb {
+    //! The public Kv API served by `tessera-router`: user keys in keyspaces.
+    tonic::include_proto!("routerpb");
+}
+
 mod convert;
 pub mod keys;
 pub use convert::*;

@@ -8,14 +8,15 @@
 //! harness starts is killed when the cluster is dropped.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tessera_common::directory::DirectoryConn;
 use tessera_proto::directorypb::{
-    ClusterStatusRequest, ClusterStatusResponse, ListStoresRequest, StoreInfo,
+    AddMemberRequest, ClusterStatusRequest, ClusterStatusResponse, ListStoresRequest, RegionInfo,
+    RemoveMemberRequest, ScanRegionsRequest, StoreInfo,
 };
 use tessera_router::{Router, RouterConfig};
 
@@ -24,12 +25,14 @@ pub fn bin_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("TESSERA_BIN_DIR") {
         return PathBuf::from(d);
     }
-    // target/<profile>/deps/<test binary>
-    let exe = std::env::current_exe().expect("test binary path");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .to_path_buf()
+    // target/<profile>/deps/<test binary>, or target/<profile>/<binary>.
+    let exe = std::env::current_exe().expect("binary path");
+    let dir = exe.parent().expect("binary directory");
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().expect("target dir").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 fn binary(name: &str) -> PathBuf {
@@ -40,6 +43,32 @@ fn binary(name: &str) -> PathBuf {
         p.display()
     );
     p
+}
+
+/// Every region the directory knows, in key order.
+pub async fn scan_regions(conn: &DirectoryConn) -> anyhow::Result<Vec<RegionInfo>> {
+    Ok(conn
+        .call("scan regions", |mut c| async move {
+            c.scan_regions(ScanRegionsRequest::default()).await
+        })
+        .await?
+        .regions)
+}
+
+/// A minimal HTTP/1.0 GET for the status endpoints: (status code, body).
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    let code = resp.split_whitespace().nth(1)?.parse().ok()?;
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((code, body))
 }
 
 /// A port that is free now, chosen below Linux's ephemeral range (32768
@@ -174,6 +203,9 @@ pub struct Options {
     pub region_split_size_mib: u64,
     /// Extra TOML for every store (e.g. labels).
     pub store_extra: Vec<String>,
+    /// Keep the binaries' own Raft and heartbeat timing (benchmarks)
+    /// instead of the fast timing tests use.
+    pub default_timing: bool,
 }
 
 impl Default for Options {
@@ -184,6 +216,7 @@ impl Default for Options {
             down_after_ms: 4_000,
             region_split_size_mib: 96,
             store_extra: vec![],
+            default_timing: false,
         }
     }
 }
@@ -285,14 +318,23 @@ impl E2eCluster {
         let config = self.dir.path().join(format!("directory-{id}.toml"));
         std::fs::write(
             &config,
-            format!(
-                "id = {id}\ndata_dir = {data:?}\nlisten_addr = \"127.0.0.1:{port}\"\nstatus_addr = {status:?}\n\
-                 initial_members = {members:?}\njoin = {join}\n\
-                 [raft]\ntick_interval_ms = 50\nelection_ticks = 10\nheartbeat_ticks = 2\n\
-                 [schedule]\ninterval_ms = 200\ndisconnect_after_ms = 1000\ndown_after_ms = {}\n\
-                 operator_timeout_ms = 30000\nregion_split_size_mib = {}\nmax_balance_per_round = 8\n",
-                self.opts.down_after_ms, self.opts.region_split_size_mib
-            ),
+            if self.opts.default_timing {
+                format!(
+                    "id = {id}\ndata_dir = {data:?}\nlisten_addr = \"127.0.0.1:{port}\"\nstatus_addr = {status:?}\n\
+                     initial_members = {members:?}\njoin = {join}\n\
+                     [schedule]\ndown_after_ms = {}\nregion_split_size_mib = {}\n",
+                    self.opts.down_after_ms, self.opts.region_split_size_mib
+                )
+            } else {
+                format!(
+                    "id = {id}\ndata_dir = {data:?}\nlisten_addr = \"127.0.0.1:{port}\"\nstatus_addr = {status:?}\n\
+                     initial_members = {members:?}\njoin = {join}\n\
+                     [raft]\ntick_interval_ms = 50\nelection_ticks = 10\nheartbeat_ticks = 2\n\
+                     [schedule]\ninterval_ms = 200\ndisconnect_after_ms = 1000\ndown_after_ms = {}\n\
+                     operator_timeout_ms = 30000\nregion_split_size_mib = {}\nmax_balance_per_round = 8\n",
+                    self.opts.down_after_ms, self.opts.region_split_size_mib
+                )
+            },
         )
         .expect("config");
         let proc = Proc::spawn(
@@ -325,15 +367,24 @@ impl E2eCluster {
         }
         std::fs::write(
             &config,
-            format!(
-                "data_dir = {data:?}\nlisten_addr = {addr:?}\nstatus_addr = {status:?}\ndirectory = {:?}\n\
-                 heartbeat_interval_ms = 200\nrequest_timeout_ms = 5000\nshutdown_grace_ms = 3000\n\
-                 region_split_size_mib = {}\nsplit_check_interval_ms = 500\n\
-                 [raft]\ntick_interval_ms = 50\nelection_ticks = 10\nheartbeat_ticks = 2\n\
-                 [rocksdb]\nblock_cache_mib = 16\nwrite_buffer_mib = 8\nmax_background_jobs = 1\n{extra}\n",
-                self.directory_addrs(),
-                self.opts.region_split_size_mib
-            ),
+            if self.opts.default_timing {
+                format!(
+                    "data_dir = {data:?}\nlisten_addr = {addr:?}\nstatus_addr = {status:?}\ndirectory = {:?}\n\
+                     region_split_size_mib = {}\n{extra}\n",
+                    self.directory_addrs(),
+                    self.opts.region_split_size_mib
+                )
+            } else {
+                format!(
+                    "data_dir = {data:?}\nlisten_addr = {addr:?}\nstatus_addr = {status:?}\ndirectory = {:?}\n\
+                     heartbeat_interval_ms = 200\nrequest_timeout_ms = 5000\nshutdown_grace_ms = 3000\n\
+                     region_split_size_mib = {}\nsplit_check_interval_ms = 500\n\
+                     [raft]\ntick_interval_ms = 50\nelection_ticks = 10\nheartbeat_ticks = 2\n\
+                     [rocksdb]\nblock_cache_mib = 16\nwrite_buffer_mib = 8\nmax_background_jobs = 1\n{extra}\n",
+                    self.directory_addrs(),
+                    self.opts.region_split_size_mib
+                )
+            },
         )
         .expect("config");
         let proc = Proc::spawn(
@@ -352,6 +403,42 @@ impl E2eCluster {
             },
         );
         index
+    }
+
+    /// Replaces directory member `old` (killed for good) with a new member
+    /// the way an operator would: RemoveMember, start the new process with
+    /// `join`, AddMember. Returns the new member's id.
+    pub async fn replace_directory(&mut self, old: u64) -> anyhow::Result<u64> {
+        if let Some(mut d) = self.directories.remove(&old) {
+            d.proc.kill();
+        }
+        let conn = self.directory_conn();
+        conn.call("remove member", |mut c| async move {
+            c.remove_member(RemoveMemberRequest { id: old }).await
+        })
+        .await?;
+        let id = self
+            .directories
+            .keys()
+            .max()
+            .copied()
+            .unwrap_or(old)
+            .max(old)
+            + 1;
+        let port = free_port();
+        let members: Vec<String> = self
+            .directories
+            .values()
+            .map(|d| format!("{}={}", d.id, d.addr))
+            .collect();
+        self.spawn_directory(id, port, &members, true);
+        let address = format!("127.0.0.1:{port}");
+        conn.call("add member", |mut c| {
+            let address = address.clone();
+            async move { c.add_member(AddMemberRequest { id, address }).await }
+        })
+        .await?;
+        Ok(id)
     }
 
     pub fn directory_conn(&self) -> DirectoryConn {

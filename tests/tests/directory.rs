@@ -3,7 +3,12 @@
 
 use std::time::{Duration, Instant};
 
-use tessera_e2e::{E2eCluster, Options};
+use tessera_e2e::{http_get, E2eCluster, Options};
+use tessera_proto::directorypb::directory_client::DirectoryClient;
+use tessera_proto::directorypb::{
+    GetRegionRequest, RegionHeartbeatRequest, RegionReport, SplitRegionRequest,
+};
+use tessera_proto::keys;
 
 async fn wait_healthy(c: &E2eCluster, regions: u32) {
     c.wait_for(
@@ -123,5 +128,168 @@ async fn the_directory_survives_losing_its_leader_and_a_full_restart() {
     assert_eq!(
         fresh.get(None, b"no-directory").await.unwrap(),
         Some(b"still-writable".to_vec())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_directory_member_is_replaced_by_a_new_one() {
+    let mut c = E2eCluster::start(Options::default()).await;
+    wait_healthy(&c, 1).await;
+    let router = c.router();
+    for i in 0..50 {
+        router
+            .put(None, format!("m{i:02}").as_bytes(), b"v")
+            .await
+            .unwrap();
+    }
+    let before = c.status().await.unwrap();
+
+    // Member 3 is lost for good (if it leads, another member takes over
+    // before the replacement starts).
+    let leader = c.directory_leader().await.unwrap();
+    let lost = if leader == 3 { 2 } else { 3 };
+    let new = c.replace_directory(lost).await.unwrap();
+    let status = c.status().await.unwrap();
+    let mut ids: Vec<u64> = status.members.iter().map(|m| m.id).collect();
+    ids.sort();
+    let mut want: Vec<u64> = c.directories.keys().copied().collect();
+    want.sort();
+    assert_eq!(ids, want, "members after the replacement");
+    assert!(ids.contains(&new) && !ids.contains(&lost));
+    assert!(status.members.iter().all(|m| !m.is_learner));
+
+    // The new member holds the whole metadata: make it the leader by
+    // killing (and restarting) whoever else leads, then read through it.
+    for _ in 0..12 {
+        let Some(l) = c.directory_leader().await else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        if l == new {
+            break;
+        }
+        c.directories.get_mut(&l).unwrap().proc.kill();
+        c.wait_for("another leader", Duration::from_secs(30), |c| async move {
+            c.directory_leader().await.is_some_and(|x| x != l)
+        })
+        .await;
+        c.directories.get_mut(&l).unwrap().proc.start();
+    }
+    assert_eq!(
+        c.directory_leader().await,
+        Some(new),
+        "the new member never led"
+    );
+    let status = c.status().await.unwrap();
+    assert_eq!(status.cluster_id, before.cluster_id);
+    assert_eq!(status.regions, before.regions);
+    let fresh = c.router();
+    for i in 0..50 {
+        assert_eq!(
+            fresh
+                .get(None, format!("m{i:02}").as_bytes())
+                .await
+                .unwrap(),
+            Some(b"v".to_vec())
+        );
+    }
+    // Its status endpoints work like every other member's.
+    let status_addr = c.directories[&new].status.clone();
+    assert_eq!(http_get(&status_addr, "/health").map(|r| r.0), Some(200));
+    assert_eq!(http_get(&status_addr, "/ready").map(|r| r.0), Some(200));
+    // Heartbeat handling shows up once the stores report to the new leader.
+    c.wait_for(
+        "directory metrics on the new leader",
+        Duration::from_secs(30),
+        |_| {
+            let status_addr = status_addr.clone();
+            async move {
+                let Some((200, metrics)) = http_get(&status_addr, "/metrics") else {
+                    return false;
+                };
+                [
+                    "tessera_directory_regions",
+                    "tessera_directory_stores",
+                    "tessera_directory_is_leader 1",
+                    "tessera_directory_heartbeat_seconds",
+                ]
+                .iter()
+                .all(|name| metrics.contains(name))
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_region_heartbeat_never_overwrites_newer_metadata() {
+    let c = E2eCluster::start(Options::default()).await;
+    wait_healthy(&c, 1).await;
+    let conn = c.directory_conn();
+    let region_of = |key: &'static [u8]| {
+        let conn = &conn;
+        async move {
+            conn.call("get region", |mut d| async move {
+                d.get_region(GetRegionRequest {
+                    key: keys::encode(keys::DEFAULT_KEYSPACE_ID, key),
+                })
+                .await
+            })
+            .await
+            .unwrap()
+            .region
+            .unwrap()
+        }
+    };
+    let old = region_of(b"a").await;
+    let old_region = old.region.clone().unwrap();
+    let split_at = keys::encode(keys::DEFAULT_KEYSPACE_ID, b"m");
+    conn.call("split", |mut d| {
+        let split_at = split_at.clone();
+        async move {
+            d.split_region(SplitRegionRequest {
+                region_id: old_region.id,
+                split_keys: vec![split_at],
+            })
+            .await
+        }
+    })
+    .await
+    .unwrap();
+    wait_healthy(&c, 2).await;
+    let left = region_of(b"a").await.region.unwrap();
+    let right = region_of(b"z").await.region.unwrap();
+    assert_ne!(left.id, right.id);
+
+    // Replay the pre-split report (older epoch, the whole range) to the
+    // directory leader, as a delayed or confused store might.
+    let leader = c.directory_leader().await.unwrap();
+    let mut rpc = DirectoryClient::connect(format!("http://{}", c.directories[&leader].addr))
+        .await
+        .unwrap();
+    let report = RegionHeartbeatRequest {
+        report: Some(RegionReport {
+            region: Some(old_region.clone()),
+            leader: old.leader,
+            term: 1,
+            ..Default::default()
+        }),
+    };
+    let stream = tokio_stream::iter(vec![report]);
+    let mut replies = rpc.region_heartbeat(stream).await.unwrap().into_inner();
+    // The directory answers or closes the stream; either way it is done
+    // with the report.
+    let _ = tokio::time::timeout(Duration::from_secs(2), replies.message()).await;
+
+    assert_eq!(region_of(b"a").await.region.unwrap(), left);
+    assert_eq!(region_of(b"z").await.region.unwrap(), right);
+    assert_eq!(c.status().await.unwrap().regions, 2);
+    // Both halves still serve.
+    let router = c.router();
+    router.put(None, b"a", b"left").await.unwrap();
+    router.put(None, b"z", b"right").await.unwrap();
+    assert_eq!(
+        router.get(None, b"z").await.unwrap(),
+        Some(b"right".to_vec())
     );
 }

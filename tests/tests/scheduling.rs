@@ -42,12 +42,7 @@ async fn split(conn: &DirectoryConn, region_id: u64, split_keys: Vec<Vec<u8>>) -
 }
 
 async fn regions(conn: &DirectoryConn) -> Vec<RegionInfo> {
-    conn.call("scan regions", |mut c| async move {
-        c.scan_regions(ScanRegionsRequest::default()).await
-    })
-    .await
-    .unwrap()
-    .regions
+    tessera_e2e::scan_regions(conn).await.unwrap()
 }
 
 /// Region and leader counts per store id, as stores report them.
@@ -150,6 +145,14 @@ async fn replicas_of_a_dead_store_are_rebuilt_and_a_decommissioned_store_empties
             .await
             .unwrap();
     }
+    // Someone takes every id the directory had reserved: the scheduler
+    // must still find ids for the new replicas.
+    let conn = c.directory_conn();
+    conn.call("alloc ids", |mut d| async move {
+        d.alloc_ids(AllocIdsRequest { count: 5000 }).await
+    })
+    .await
+    .unwrap();
     // Kill a store for good.
     let victim = 1;
     let victim_id = c.store_id(victim).await.unwrap();

@@ -194,6 +194,7 @@ impl<S: StateMachine> Poller<S> {
             self.unindex_region(&p.old_region);
         }
         self.index_region(&p.region);
+        self.sm.on_snapshot_applied(self.engine.as_ref(), &p.region);
         if let Some(peer) = self.peers.get_mut(&p.region_id) {
             peer.on_snapshot_applied(p.index);
         }
