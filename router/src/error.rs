@@ -19,6 +19,9 @@ pub enum Error {
     Unavailable(String),
     #[error("directory: {0}")]
     Directory(String),
+    /// Bad settings of the router process.
+    #[error("configuration: {0}")]
+    Config(String),
 }
 
 impl Error {

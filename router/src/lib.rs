@@ -7,12 +7,19 @@
 //!   keyspace, retries under a deadline, reactions to every routing error,
 //!   batches split per region, scans stitched across regions.
 //!
-//! The SDK (`tessera-client`) and the router service use it alike.
+//! - [`service`]: the public `Router` gRPC service over [`Router`];
+//! - [`server`] and [`config`]: the `tessera-router` process.
+//!
+//! The router service is what clients (the SDK, the CLI) talk to; the
+//! end-to-end tests and the benchmark also use [`Router`] directly.
 
 pub mod cache;
 pub mod client;
+pub mod config;
 pub mod error;
 pub mod metrics;
+pub mod server;
+pub mod service;
 
 pub use client::{Router, RouterConfig};
 pub use error::{Error, Result};

@@ -10,6 +10,7 @@ use tessera_multiraft::region;
 use tessera_proto::adminpb::ChangePeerKind;
 use tessera_proto::directorypb::operator_step::Step;
 use tessera_proto::directorypb::RegionHeartbeatResponse;
+use tessera_proto::metapb::PeerRole;
 
 use crate::admin::AdminApi;
 use crate::{conf_change, split, transfer_leader, Error};
@@ -65,18 +66,29 @@ async fn execute_step(admin: &AdminApi, resp: RegionHeartbeatResponse) {
             let own = region::find_peer_on_store(&info.region, admin.store_id()).map(|p| p.id);
             let target = region::find_peer_on_store(&info.region, s.store_id).map(|p| p.id);
             if own.is_some() && own == target {
-                // The leader is the peer to remove: hand leadership to another
-                // voter first; the new leader gets the step next.
+                // The leader is the peer to remove: hand leadership to the
+                // most caught-up voter that answers; the new leader gets the
+                // step next.
+                let matched = |id: u64| {
+                    info.progress
+                        .iter()
+                        .find(|p| p.peer_id == id && p.recent_active)
+                        .map(|p| p.matched)
+                };
                 match info
                     .region
                     .peers
                     .iter()
-                    .find(|p| p.store_id != admin.store_id() && p.role == 0)
+                    .filter(|p| p.store_id != admin.store_id() && p.role == PeerRole::Voter as i32)
+                    .filter(|p| matched(p.id).is_some())
+                    .max_by_key(|p| matched(p.id))
                 {
                     Some(p) => transfer_leader::transfer_leader(admin, region_id, p.store_id)
                         .await
                         .map(|_| ()),
-                    None => Err(Error::InvalidArgument("no other voter to lead".into())),
+                    None => Err(Error::InvalidArgument(
+                        "no other voter that answers can take the lead".into(),
+                    )),
                 }
             } else {
                 conf_change::change_peer(

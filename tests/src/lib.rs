@@ -235,11 +235,20 @@ pub struct Store {
     pub proc: Proc,
 }
 
+/// A `tessera-router` process: `addr` serves the public Kv API.
+pub struct RouterProc {
+    pub index: usize,
+    pub addr: String,
+    pub status: String,
+    pub proc: Proc,
+}
+
 pub struct E2eCluster {
     pub dir: tempfile::TempDir,
     pub opts: Options,
     pub directories: BTreeMap<u64, Directory>,
     pub stores: BTreeMap<usize, Store>,
+    pub routers: BTreeMap<usize, RouterProc>,
 }
 
 impl Drop for E2eCluster {
@@ -254,6 +263,9 @@ impl Drop for E2eCluster {
             }
             for s in self.stores.values_mut() {
                 s.proc.kill();
+            }
+            for r in self.routers.values_mut() {
+                r.proc.kill();
             }
             let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
             let _ = dir.keep();
@@ -276,6 +288,7 @@ impl E2eCluster {
             opts: opts.clone(),
             directories: BTreeMap::new(),
             stores: BTreeMap::new(),
+            routers: BTreeMap::new(),
         };
         let ids: Vec<u64> = (1..=opts.directories as u64).collect();
         let ports: Vec<u16> = ids.iter().map(|_| free_port()).collect();
@@ -405,6 +418,49 @@ impl E2eCluster {
         index
     }
 
+    /// Starts one more `tessera-router` and waits until it is ready;
+    /// returns its index.
+    pub async fn add_router(&mut self) -> usize {
+        let index = self.routers.keys().max().map(|i| i + 1).unwrap_or(1);
+        let addr = format!("127.0.0.1:{}", free_port());
+        let status = format!("127.0.0.1:{}", free_port());
+        let config = self.dir.path().join(format!("router-{index}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "listen_addr = {addr:?}\nstatus_addr = {status:?}\ndirectory = {:?}\nrequest_timeout_ms = 20000\n",
+                self.directory_addrs()
+            ),
+        )
+        .expect("config");
+        let proc = Proc::spawn(
+            binary("tessera-router"),
+            format!("router-{index}"),
+            vec!["--config".into(), config.display().to_string()],
+            self.dir.path().join(format!("router-{index}.log")),
+        );
+        self.routers.insert(
+            index,
+            RouterProc {
+                index,
+                addr,
+                status: status.clone(),
+                proc,
+            },
+        );
+        self.wait_for("the router is ready", Duration::from_secs(60), |_| {
+            let status = status.clone();
+            async move { matches!(http_get(&status, "/ready"), Some((200, _))) }
+        })
+        .await;
+        index
+    }
+
+    /// The public addresses of the running routers.
+    pub fn router_addrs(&self) -> Vec<String> {
+        self.routers.values().map(|r| r.addr.clone()).collect()
+    }
+
     /// Replaces directory member `old` (killed for good) with a new member
     /// the way an operator would: RemoveMember, start the new process with
     /// `join`, AddMember. Returns the new member's id.
@@ -511,6 +567,9 @@ impl E2eCluster {
                 }
                 for s in self.stores.values() {
                     logs.push_str(&format!("--- {} ---\n{}\n", s.proc.name, s.proc.tail(15)));
+                }
+                for r in self.routers.values() {
+                    logs.push_str(&format!("--- {} ---\n{}\n", r.proc.name, r.proc.tail(15)));
                 }
                 let status = self.status().await;
                 panic!("timed out after {timeout:?} waiting for: {what}\n{logs}\ndirectory status: {status:?}");

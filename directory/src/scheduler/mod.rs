@@ -27,6 +27,8 @@
 
 pub mod operator;
 mod rules;
+#[cfg(test)]
+mod tests;
 
 use std::time::Duration;
 

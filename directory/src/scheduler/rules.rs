@@ -417,6 +417,13 @@ pub fn plan(
         if leader.operators.contains_key(&region.id) {
             continue;
         }
+        // A placement that names a store no longer Up is obsolete, and a
+        // region with a replica on a bad store is repair's business.
+        if want.iter().any(|s| view.state_of(*s) != StoreState::Up)
+            || region.peers.iter().any(|p| view.is_bad(p.store_id))
+        {
+            continue;
+        }
         let have: BTreeSet<u64> = region.peers.iter().map(|p| p.store_id).collect();
         let target = want.iter().copied().find(|s| {
             !have.contains(s) && view.state_of(*s) == StoreState::Up && !busy(leader, &view, *s)

@@ -1,0 +1,277 @@
+//! `tessera cluster ...`: the cluster at a glance, and directory
+//! membership.
+//!
+//! `status` shows what the directory leader knows: the directory members
+//! (which one leads), stores by state, the region count, regions with fewer
+//! healthy voters than wanted, and the operators in flight.
+//! `add-member` / `remove-member` change the directory's own Raft group;
+//! they do not touch stores.
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use serde::Serialize;
+use tessera_proto::directorypb::{ClusterStatusResponse, Member};
+
+use crate::conn::Ctx;
+use crate::output;
+
+/// Cluster commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Show directory members, stores by state, regions, under-replicated
+    /// regions and operators in flight.
+    Status,
+    /// Add a member to the directory's Raft group (start its process first,
+    /// pointed at the current members).
+    AddMember(AddMemberArgs),
+    /// Remove a member from the directory's Raft group.
+    RemoveMember(RemoveMemberArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct AddMemberArgs {
+    /// The new member's id (unique among directory members).
+    #[arg(long, value_name = "N")]
+    pub id: u64,
+    /// The address the new member serves on, HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub address: String,
+}
+
+#[derive(Args, Debug)]
+pub struct RemoveMemberArgs {
+    /// The id of the member to remove (see `tessera cluster status`).
+    #[arg(long, value_name = "N")]
+    pub id: u64,
+}
+
+/// The order store states are shown in; others follow by name.
+const STATE_ORDER: [&str; 5] = ["up", "disconnected", "down", "offline", "tombstone"];
+
+pub async fn run(ctx: &Ctx, command: Command) -> Result<()> {
+    let dir = ctx.directory()?;
+    match command {
+        Command::Status => {
+            let status = StatusView::new(dir.cluster_status().await?);
+            if ctx.output.is_json() {
+                return output::print_json(&status);
+            }
+            print_status(&status);
+            Ok(())
+        }
+        Command::AddMember(args) => {
+            crate::conn::parse_addrs(&args.address)
+                .map_err(|e| anyhow::anyhow!("--address: {e}"))?;
+            dir.add_member(args.id, &args.address).await?;
+            done(ctx, "added", args.id, Some(&args.address))
+        }
+        Command::RemoveMember(args) => {
+            dir.remove_member(args.id).await?;
+            done(ctx, "removed", args.id, None)
+        }
+    }
+}
+
+fn done(ctx: &Ctx, what: &str, id: u64, address: Option<&str>) -> Result<()> {
+    #[derive(Serialize)]
+    struct Done<'a> {
+        member: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        address: Option<&'a str>,
+        result: &'a str,
+    }
+    if ctx.output.is_json() {
+        return output::print_json(&Done {
+            member: id,
+            address,
+            result: what,
+        });
+    }
+    match address {
+        Some(a) => println!("{what} directory member {id} at {a}"),
+        None => println!("{what} directory member {id}"),
+    }
+    Ok(())
+}
+
+/// `cluster status` as the CLI shows it.
+#[derive(Debug, Serialize)]
+pub struct StatusView {
+    pub cluster_id: u64,
+    pub bootstrapped: bool,
+    pub members: Vec<MemberView>,
+    /// Store count by state.
+    pub stores: BTreeMap<String, u32>,
+    pub regions: u32,
+    pub under_replicated_regions: u32,
+    pub operators: Vec<OperatorView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MemberView {
+    pub id: u64,
+    pub address: String,
+    /// `leader`, `follower` or `learner`.
+    pub role: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OperatorView {
+    pub id: String,
+    pub region_id: u64,
+    pub kind: String,
+    pub step: u32,
+    pub steps: u32,
+    pub state: String,
+    pub age_ms: u64,
+}
+
+fn member_role(m: &Member) -> &'static str {
+    if m.is_leader {
+        "leader"
+    } else if m.is_learner {
+        "learner"
+    } else {
+        "follower"
+    }
+}
+
+impl StatusView {
+    pub fn new(s: ClusterStatusResponse) -> Self {
+        let mut members: Vec<MemberView> = s
+            .members
+            .iter()
+            .map(|m| MemberView {
+                id: m.id,
+                address: m.address.clone(),
+                role: member_role(m),
+            })
+            .collect();
+        members.sort_by_key(|m| m.id);
+        let mut operators: Vec<OperatorView> = s
+            .operators
+            .into_iter()
+            .map(|o| OperatorView {
+                id: o.id,
+                region_id: o.region_id,
+                kind: o.kind,
+                step: o.step,
+                steps: o.steps,
+                state: o.state,
+                age_ms: o.age_ms,
+            })
+            .collect();
+        operators.sort_by(|a, b| (a.region_id, &a.id).cmp(&(b.region_id, &b.id)));
+        StatusView {
+            cluster_id: s.cluster_id,
+            bootstrapped: s.bootstrapped,
+            members,
+            stores: s.stores.into_iter().collect(),
+            regions: s.regions,
+            under_replicated_regions: s.under_replicated_regions,
+            operators,
+        }
+    }
+
+    /// Stores by state, `3 up, 1 down`, in lifecycle order.
+    pub fn stores_text(&self) -> String {
+        let mut parts: Vec<String> = STATE_ORDER
+            .iter()
+            .filter_map(|st| self.stores.get(*st).map(|n| format!("{n} {st}")))
+            .collect();
+        parts.extend(
+            self.stores
+                .iter()
+                .filter(|(st, _)| !STATE_ORDER.contains(&st.as_str()))
+                .map(|(st, n)| format!("{n} {st}")),
+        );
+        if parts.is_empty() {
+            "none".into()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
+fn print_status(s: &StatusView) {
+    let summary = output::details(vec![
+        ("cluster id", s.cluster_id.to_string()),
+        (
+            "bootstrapped",
+            if s.bootstrapped { "yes" } else { "no" }.into(),
+        ),
+        ("stores", s.stores_text()),
+        ("regions", s.regions.to_string()),
+        (
+            "under-replicated regions",
+            s.under_replicated_regions.to_string(),
+        ),
+        ("operators in flight", s.operators.len().to_string()),
+    ]);
+    output::print_table(&summary);
+
+    println!("\nDirectory members");
+    let mut members = output::table(&["ID", "ADDRESS", "ROLE"]);
+    for m in &s.members {
+        let role = if m.role == "leader" {
+            "leader *".to_string()
+        } else {
+            m.role.to_string()
+        };
+        members.add_row(vec![m.id.to_string(), m.address.clone(), role]);
+    }
+    output::print_table(&members);
+
+    if !s.operators.is_empty() {
+        println!("\nOperators in flight");
+        let mut ops = output::table(&["ID", "REGION", "KIND", "STEP", "STATE", "AGE"]);
+        for o in &s.operators {
+            ops.add_row(vec![
+                o.id.clone(),
+                o.region_id.to_string(),
+                o.kind.clone(),
+                format!("{}/{}", o.step, o.steps),
+                o.state.clone(),
+                output::human_seconds(o.age_ms / 1000),
+            ]);
+        }
+        output::print_table(&ops);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_orders_members_and_states() {
+        let mut stores = std::collections::HashMap::new();
+        stores.insert("down".to_string(), 1);
+        stores.insert("up".to_string(), 3);
+        stores.insert("weird".to_string(), 2);
+        let v = StatusView::new(ClusterStatusResponse {
+            members: vec![
+                Member {
+                    id: 3,
+                    address: "c:1".into(),
+                    is_leader: true,
+                    is_learner: false,
+                },
+                Member {
+                    id: 1,
+                    address: "a:1".into(),
+                    is_leader: false,
+                    is_learner: true,
+                },
+            ],
+            stores,
+            ..Default::default()
+        });
+        assert_eq!(v.members[0].id, 1);
+        assert_eq!(v.members[0].role, "learner");
+        assert_eq!(v.members[1].role, "leader");
+        assert_eq!(v.stores_text(), "3 up, 1 down, 2 weird");
+    }
+}

@@ -1,1 +1,0 @@
-//! Placeholder: this crate is built by a later issue (see the repository issues).

@@ -1,0 +1,189 @@
+//! `tessera store list`: the stores the directory knows, with their state
+//! and the load they last reported.
+//!
+//! The state is the directory leader's live view (`up`, `disconnected`,
+//! `down`, `offline`, `tombstone`), not only what was last recorded through
+//! Raft. Statistics come from store heartbeats and are missing for a store
+//! the current directory leader has not heard from yet.
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use serde::Serialize;
+use tessera_proto::directorypb::StoreInfo;
+use tessera_proto::metapb::StoreState;
+
+use crate::conn::Ctx;
+use crate::output::{self, human_bytes, human_seconds};
+
+/// Store commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// List the stores: id, address, state, regions, leaders, space and the
+    /// time since their last heartbeat.
+    List(ListArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// Include removed (tombstone) stores.
+    #[arg(long)]
+    pub all: bool,
+}
+
+pub async fn run(ctx: &Ctx, command: Command) -> Result<()> {
+    match command {
+        Command::List(args) => list(ctx, args).await,
+    }
+}
+
+/// A store as the CLI shows it.
+#[derive(Debug, Serialize)]
+pub struct StoreView {
+    pub id: u64,
+    pub address: String,
+    pub status_address: String,
+    pub state: &'static str,
+    pub labels: Vec<String>,
+    /// From the last heartbeat; absent until the directory leader heard one.
+    pub stats: Option<StatsView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StatsView {
+    pub region_count: u32,
+    pub leader_count: u32,
+    pub capacity_bytes: u64,
+    pub available_bytes: u64,
+    pub used_bytes: u64,
+    pub uptime_seconds: u64,
+    pub seconds_since_heartbeat: u64,
+}
+
+/// The name of a store state as the CLI prints it.
+pub fn state_name(state: i32) -> &'static str {
+    match StoreState::try_from(state) {
+        Ok(StoreState::Up) => "up",
+        Ok(StoreState::Disconnected) => "disconnected",
+        Ok(StoreState::Down) => "down",
+        Ok(StoreState::Offline) => "offline",
+        Ok(StoreState::Tombstone) => "tombstone",
+        Err(_) => "unknown",
+    }
+}
+
+impl StoreView {
+    pub fn new(info: &StoreInfo) -> Self {
+        let store = info.store.clone().unwrap_or_default();
+        StoreView {
+            id: store.id,
+            address: store.address,
+            status_address: store.status_address,
+            state: state_name(store.state),
+            labels: store
+                .labels
+                .iter()
+                .map(|l| format!("{}={}", l.key, l.value))
+                .collect(),
+            stats: info.stats.map(|s| StatsView {
+                region_count: s.region_count,
+                leader_count: s.leader_count,
+                capacity_bytes: s.capacity_bytes,
+                available_bytes: s.available_bytes,
+                used_bytes: s.used_bytes,
+                uptime_seconds: s.uptime_seconds,
+                seconds_since_heartbeat: info.seconds_since_heartbeat,
+            }),
+        }
+    }
+
+    fn row(&self) -> Vec<String> {
+        let stat = |f: &dyn Fn(&StatsView) -> String| {
+            self.stats.as_ref().map(f).unwrap_or_else(|| "-".into())
+        };
+        vec![
+            self.id.to_string(),
+            self.address.clone(),
+            self.state.to_string(),
+            stat(&|s| s.region_count.to_string()),
+            stat(&|s| s.leader_count.to_string()),
+            stat(&|s| human_bytes(s.used_bytes)),
+            stat(&|s| human_bytes(s.available_bytes)),
+            stat(&|s| human_bytes(s.capacity_bytes)),
+            stat(&|s| format!("{} ago", human_seconds(s.seconds_since_heartbeat))),
+            if self.labels.is_empty() {
+                "-".into()
+            } else {
+                self.labels.join(",")
+            },
+        ]
+    }
+}
+
+async fn list(ctx: &Ctx, args: ListArgs) -> Result<()> {
+    let dir = ctx.directory()?;
+    let stores: Vec<StoreView> = dir
+        .list_stores(args.all)
+        .await?
+        .iter()
+        .map(StoreView::new)
+        .collect();
+    if ctx.output.is_json() {
+        return output::print_json(&stores);
+    }
+    let mut t = output::table(&[
+        "ID",
+        "ADDRESS",
+        "STATE",
+        "REGIONS",
+        "LEADERS",
+        "USED",
+        "AVAILABLE",
+        "CAPACITY",
+        "LAST HEARTBEAT",
+        "LABELS",
+    ]);
+    for s in &stores {
+        t.add_row(s.row());
+    }
+    output::print_table(&t);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_proto::directorypb::StoreStats;
+    use tessera_proto::metapb::{Store, StoreLabel};
+
+    #[test]
+    fn rows_with_and_without_stats() {
+        let mut info = StoreInfo {
+            store: Some(Store {
+                id: 2,
+                address: "127.0.0.1:14021".into(),
+                state: StoreState::Down as i32,
+                labels: vec![StoreLabel {
+                    key: "zone".into(),
+                    value: "a".into(),
+                }],
+                status_address: String::new(),
+            }),
+            stats: None,
+            seconds_since_heartbeat: 0,
+        };
+        let v = StoreView::new(&info);
+        assert_eq!(v.state, "down");
+        assert_eq!(v.row()[3], "-");
+        assert_eq!(v.row()[9], "zone=a");
+        info.stats = Some(StoreStats {
+            region_count: 7,
+            leader_count: 3,
+            used_bytes: 2048,
+            ..Default::default()
+        });
+        info.seconds_since_heartbeat = 4;
+        let row = StoreView::new(&info).row();
+        assert_eq!(row[3..6], ["7", "3", "2.0 KiB"]);
+        assert_eq!(row[8], "4s ago");
+    }
+}

@@ -1,0 +1,286 @@
+//! [`ClientBuilder`] and [`Backoff`]: the client's settings and their
+//! validation.
+//!
+//! Building checks the settings and parses every endpoint but dials nothing:
+//! connections are made by the first operation that needs them, so a client
+//! can be built while every router is down.
+
+use std::time::Duration;
+
+use tonic::transport::Endpoint;
+
+use crate::failover::{Failover, Settings};
+use crate::{Client, Error, Result};
+
+/// How long one operation may take, retries included, unless set.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long dialing one router may take, unless set.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long a connection with a request in flight may stay silent before
+/// the client pings the router. With [`KEEPALIVE_TIMEOUT`] it bounds how
+/// long a router host that vanished without closing its connections (power
+/// loss, partition) holds an operation before the client fails over.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How long the client waits for the answer to a ping before it drops the
+/// connection, failing the requests in flight on it.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The wait between two attempts of an operation: exponential with jitter.
+///
+/// The n-th wait is drawn between half of and the full `min · 2ⁿ⁻¹`,
+/// capped at `max`; no wait outlasts the operation's deadline.
+///
+/// ```
+/// use std::time::Duration;
+/// use tessera_client::Backoff;
+///
+/// let b = Backoff::default();
+/// assert_eq!(b.min, Duration::from_millis(20));
+/// assert_eq!(b.max, Duration::from_secs(1));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    /// The first wait (before jitter). Must be positive.
+    pub min: Duration,
+    /// The longest wait. Must not be below `min`.
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            min: Duration::from_millis(20),
+            max: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Settings of a [`Client`]; made by [`Client::builder`].
+///
+/// ```
+/// use std::time::Duration;
+/// use tessera_client::{Backoff, Client};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> tessera_client::Result<()> {
+/// // Builds even when no router is up: nothing is dialed yet.
+/// let client = Client::builder()
+///     .endpoints(["127.0.0.1:7000", "http://127.0.0.1:7001"])
+///     .timeout(Duration::from_secs(5))
+///     .connect_timeout(Duration::from_millis(500))
+///     .backoff(Backoff { min: Duration::from_millis(10), max: Duration::from_millis(500) })
+///     .build()
+///     .await?;
+/// # drop(client);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct ClientBuilder {
+    endpoints: Vec<String>,
+    timeout: Duration,
+    connect_timeout: Duration,
+    backoff: Backoff,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        ClientBuilder {
+            endpoints: Vec::new(),
+            timeout: DEFAULT_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+impl ClientBuilder {
+    /// The routers to talk to, `host:port` or `http://host:port`, in order
+    /// of preference. Replaces any endpoints set before.
+    pub fn endpoints<I, S>(mut self, endpoints: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.endpoints = endpoints.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// How long one operation may take, retries and failovers included.
+    /// Default 10 s.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// How long dialing one router may take. Default 1 s.
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d;
+        self
+    }
+
+    /// The wait between attempts. Default [`Backoff::default`].
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Checks the settings and makes the client. Dials nothing, so it
+    /// succeeds with every router down.
+    ///
+    /// Fails with [`Error::Config`] when there is no endpoint, an endpoint
+    /// does not parse (or is not plain `http`), a timeout is zero, or the
+    /// backoff is empty or inverted.
+    ///
+    /// ```
+    /// use tessera_client::{Client, Error};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let err = Client::builder().build().await.err();
+    /// assert!(matches!(err, Some(Error::Config(_))));
+    /// # }
+    /// ```
+    pub async fn build(self) -> Result<Client> {
+        if self.endpoints.is_empty() {
+            return Err(Error::Config(
+                "at least one router endpoint is needed".into(),
+            ));
+        }
+        if self.timeout.is_zero() {
+            return Err(Error::Config("the timeout must be positive".into()));
+        }
+        if self.connect_timeout.is_zero() {
+            return Err(Error::Config("the connect timeout must be positive".into()));
+        }
+        if self.backoff.min.is_zero() || self.backoff.min > self.backoff.max {
+            return Err(Error::Config(format!(
+                "the backoff needs 0 < min <= max, got min {:?}, max {:?}",
+                self.backoff.min, self.backoff.max
+            )));
+        }
+        let endpoints = self
+            .endpoints
+            .iter()
+            .map(|e| parse_endpoint(e, self.connect_timeout))
+            .collect::<Result<Vec<_>>>()?;
+        let settings = Settings {
+            timeout: self.timeout,
+            connect_timeout: self.connect_timeout,
+            backoff: self.backoff,
+        };
+        Ok(Client::from_failover(Failover::new(endpoints, settings)))
+    }
+}
+
+/// Parses `host:port` or `http://host:port` into a tonic endpoint (not
+/// dialed), returning the address as written without the scheme too.
+fn parse_endpoint(endpoint: &str, connect_timeout: Duration) -> Result<(String, Endpoint)> {
+    let bad = |why: &str| Error::Config(format!("router endpoint {endpoint:?}: {why}"));
+    let trimmed = endpoint.trim();
+    if trimmed.is_empty() {
+        return Err(bad("empty"));
+    }
+    let address = match trimmed.split_once("://") {
+        Some(("http", rest)) => rest,
+        Some((scheme, _)) => {
+            return Err(bad(&format!(
+                "scheme {scheme:?} is not supported, use host:port or http://host:port"
+            )))
+        }
+        None => trimmed,
+    };
+    let address = address.strip_suffix('/').unwrap_or(address);
+    if address.is_empty() || address.contains('/') {
+        return Err(bad("expected host:port"));
+    }
+    let parsed = Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|e| bad(&format!("does not parse: {e}")))?;
+    let uri = parsed.uri();
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(bad("no host"));
+    }
+    if uri.port_u16().is_none() {
+        return Err(bad("no port"));
+    }
+    let parsed = parsed
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(false);
+    Ok((address.to_string(), parsed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(e: &str) -> Result<String> {
+        parse_endpoint(e, DEFAULT_CONNECT_TIMEOUT).map(|(a, _)| a)
+    }
+
+    #[test]
+    fn endpoints_with_and_without_scheme() {
+        assert_eq!(
+            parse("127.0.0.1:7000").ok().as_deref(),
+            Some("127.0.0.1:7000")
+        );
+        assert_eq!(
+            parse("http://localhost:7000").ok().as_deref(),
+            Some("localhost:7000")
+        );
+        assert_eq!(
+            parse(" http://[::1]:7000/ ").ok().as_deref(),
+            Some("[::1]:7000")
+        );
+    }
+
+    #[test]
+    fn bad_endpoints_are_config_errors() {
+        for e in [
+            "",
+            "  ",
+            "localhost",
+            "http://",
+            "https://h:1",
+            "h:1/x",
+            "h:port",
+            "a b:1",
+        ] {
+            assert!(
+                matches!(parse(e), Err(Error::Config(_))),
+                "{e:?} was accepted"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn settings_are_checked() {
+        let b = || ClientBuilder::default().endpoints(["127.0.0.1:1"]);
+        assert!(b().build().await.is_ok());
+        assert!(matches!(
+            ClientBuilder::default().build().await,
+            Err(Error::Config(_))
+        ));
+        assert!(matches!(
+            b().timeout(Duration::ZERO).build().await,
+            Err(Error::Config(_))
+        ));
+        assert!(matches!(
+            b().connect_timeout(Duration::ZERO).build().await,
+            Err(Error::Config(_))
+        ));
+        let inverted = Backoff {
+            min: Duration::from_secs(2),
+            max: Duration::from_secs(1),
+        };
+        assert!(matches!(
+            b().backoff(inverted).build().await,
+            Err(Error::Config(_))
+        ));
+    }
+}

@@ -1,0 +1,203 @@
+//! [`Client`]: the entry point, a cheap-to-clone handle on the router
+//! connections, with the operations of the `default` keyspace.
+//!
+//! The operations themselves live on [`Keyspace`]; the client's own methods
+//! run them on the `default` keyspace, which is an empty keyspace name on
+//! the wire.
+
+use std::ops::RangeBounds;
+use std::sync::Arc;
+
+use crate::failover::Failover;
+use crate::{CasOutcome, ClientBuilder, Keyspace, KvPair, Result};
+
+/// A client of a tessera cluster, through its routers.
+///
+/// Cheap to clone: clones share one connection per router. Safe to use from
+/// many tasks at once.
+///
+/// ```no_run
+/// use tessera_client::Client;
+///
+/// # #[tokio::main]
+/// # async fn main() -> tessera_client::Result<()> {
+/// let client = Client::builder()
+///     .endpoints(["127.0.0.1:7000", "127.0.0.1:7001"])
+///     .build()
+///     .await?;
+/// client.put("greeting", "hello").await?;
+/// assert_eq!(client.get("greeting").await?, Some(b"hello".to_vec()));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Client {
+    failover: Arc<Failover>,
+}
+
+impl Client {
+    /// Settings for a new client; see [`ClientBuilder`].
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    pub(crate) fn from_failover(failover: Failover) -> Client {
+        Client {
+            failover: Arc::new(failover),
+        }
+    }
+
+    pub(crate) fn failover(&self) -> &Failover {
+        &self.failover
+    }
+
+    /// A handle on a named keyspace (the name is checked by the router on
+    /// first use).
+    ///
+    /// ```no_run
+    /// # async fn example(client: tessera_client::Client) -> tessera_client::Result<()> {
+    /// let sessions = client.keyspace("sessions");
+    /// sessions.put("s1", "alice").await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn keyspace(&self, name: impl Into<String>) -> Keyspace {
+        Keyspace::new(self.clone(), name.into())
+    }
+
+    fn default_keyspace(&self) -> Keyspace {
+        Keyspace::new(self.clone(), String::new())
+    }
+
+    /// [`Keyspace::get`] on the `default` keyspace.
+    ///
+    /// ```no_run
+    /// # async fn example(client: tessera_client::Client) -> tessera_client::Result<()> {
+    /// let value: Option<Vec<u8>> = client.get("k").await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>> {
+        self.default_keyspace().get(key).await
+    }
+
+    /// [`Keyspace::put`] on the `default` keyspace.
+    ///
+    /// ```no_run
+    /// # async fn example(client: tessera_client::Client) -> tessera_client::Result<()> {
+    /// client.put("k", "v").await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn put(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<()> {
+        self.default_keyspace().put(key, value).await
+    }
+
+    /// [`Keyspace::delete`] on the `default` keyspace.
+    ///
+    /// ```no_run
+    /// # async fn example(client: tessera_client::Client) -> tessera_client::Result<()> {
+    /// client.delete("k").await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn delete(&self, key: impl AsRef<[u8]>) -> Result<()> {
+        self.default_keyspace().delete(key).await
+    }
+
+    /// [`Keyspace::batch_get`] on the `default` keyspace: the pairs of the
+    /// keys that exist, in request order.
+    ///
+    /// ```no_run
+    /// # async fn example(client: tessera_client::Client) -> tessera_client::Result<()> {
+    /// let found = client.batch_get(["a", "b"]).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn batch_get<K: AsRef<[u8]>>(
+        &self,
+        keys: impl IntoIterator<Item = K>,
+    ) -> Result<Vec<KvPair>> {
+        self.default_keyspace().batch_get(keys).await
+    }
+
+    /// [`Keyspace::batch_put`] on the `default` keyspace.
+    ///
+    /// ```no_run
+    /// # async fn example(client: tessera_client::Client) -> tessera_client::Result<()> {
+    /// client.batch_put([("a", "1"), ("b", "2")]).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn batch_put<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+        &self,
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<()> {
+        self.default_keyspace().batch_put(pairs).await
+    }
+
+    /// [`Keyspace::scan`] on the `default` keyspace: ascending, at most
+    /// `limit` pairs (0: no limit).
+    ///
+    /// ```no_run
+    /// # async fn example(client: tessera_client::Client) -> tessera_client::Result<()> {
+    /// let page = client.scan("user/".."user0", 100).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn scan<K: AsRef<[u8]>>(
+        &self,
+        range: impl RangeBounds<K>,
+        limit: u32,
+    ) -> Result<Vec<KvPair>> {
+        self.default_keyspace().scan(range, limit).await
+    }
+
+    /// [`Keyspace::scan_reverse`] on the `default` keyspace: descending, at
+    /// most `limit` pairs (0: no limit).
+    ///
+    /// ```no_run
+    /// # async fn example(client: tessera_client::Client) -> tessera_client::Result<()> {
+    /// let newest = client.scan_reverse::<&[u8]>(.., 1).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn scan_reverse<K: AsRef<[u8]>>(
+        &self,
+        range: impl RangeBounds<K>,
+        limit: u32,
+    ) -> Result<Vec<KvPair>> {
+        self.default_keyspace().scan_reverse(range, limit).await
+    }
+
+    /// [`Keyspace::compare_and_swap`] on the `default` keyspace.
+    ///
+    /// ```no_run
+    /// # async fn example(client: tessera_client::Client) -> tessera_client::Result<()> {
+    /// let outcome = client.compare_and_swap("n", Some(b"1"), Some(b"2")).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn compare_and_swap(
+        &self,
+        key: impl AsRef<[u8]>,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<CasOutcome> {
+        self.default_keyspace()
+            .compare_and_swap(key, expected, new)
+            .await
+    }
+
+    /// [`Keyspace::delete_range`] on the `default` keyspace.
+    ///
+    /// ```no_run
+    /// # async fn example(client: tessera_client::Client) -> tessera_client::Result<()> {
+    /// client.delete_range("tmp/"..="tmp/~").await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn delete_range<K: AsRef<[u8]>>(&self, range: impl RangeBounds<K>) -> Result<()> {
+        self.default_keyspace().delete_range(range).await
+    }
+}

@@ -1,0 +1,496 @@
+//! Failover between router endpoints: connections, attempts, backoff and
+//! the rule that decides between "unavailable" and "indeterminate".
+//!
+//! [`Failover`] keeps one tonic [`Channel`] per router endpoint, dialed on
+//! first use with the connect timeout (TCP nodelay) and then kept; tonic
+//! re-dials a broken connection by itself on the next request. An operation
+//! starts at the endpoint that last answered, and on a failure backs off
+//! and moves to the next endpoint, round-robin, until its deadline. Every
+//! attempt's gRPC deadline is the time left. The endpoints come from the
+//! builder with HTTP/2 keepalive pings on, so a connection to a router host
+//! that went silent fails its requests in seconds instead of holding them
+//! to the deadline.
+//!
+//! Each failed attempt is classified by whether the request may have reached
+//! a router:
+//! - **not sent**: dialing failed (a connect error, also one tonic reports
+//!   when re-dialing inside an established channel), or the router answered
+//!   with an error of kind `UNAVAILABLE`, which says nothing was applied;
+//! - **maybe sent**: any other gRPC status or transport error, or no answer
+//!   within the deadline, once the request went out on a connection.
+//!
+//! What follows depends on the operation's [`OpKind`]:
+//! - reads retry after any failure and end as [`Error::Unavailable`];
+//! - idempotent writes retry after any failure too, but end as
+//!   [`Error::Indeterminate`] if any attempt was *maybe sent*;
+//! - other writes (compare-and-swap) retry only after *not sent* failures and
+//!   report [`Error::Indeterminate`] at once after a *maybe sent* one.
+//!
+//! Router answers of kind `INVALID_ARGUMENT`, `KEYSPACE_NOT_FOUND` and
+//! `INDETERMINATE` end the operation at once with the matching error. A
+//! router answer of kind `UNKNOWN` (a newer router, say) counts as *maybe
+//! sent*.
+//!
+//! This module knows nothing of keys or ranges; the operations build their
+//! requests and hand a closure that sends one attempt.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use rand::Rng;
+use tessera_proto::routerpb::{self, error::Kind, router_client::RouterClient};
+use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::{Backoff, Error, Result};
+
+/// The largest response the client accepts (a big scan or batch get);
+/// tonic's default of 4 MiB is below the largest value a key may hold.
+const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
+
+/// The largest request the client sends; the router enforces its own
+/// limits and answers `INVALID_ARGUMENT` past them.
+const MAX_REQUEST_BYTES: usize = 256 * 1024 * 1024;
+
+/// Validated client settings.
+#[derive(Clone, Debug)]
+pub(crate) struct Settings {
+    /// How long one operation may take, retries included.
+    pub timeout: Duration,
+    /// How long dialing one router may take.
+    pub connect_timeout: Duration,
+    pub backoff: Backoff,
+}
+
+/// What an operation does, for the retry and indeterminate rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OpKind {
+    /// Changes nothing: always retried.
+    Read,
+    /// Applying it twice is the same as once: retried, but indeterminate if
+    /// the deadline passes after an attempt that may have been applied.
+    IdempotentWrite,
+    /// Must not be applied twice: retried only when certainly not sent.
+    Write,
+}
+
+/// One operation, for retries, logs and error messages.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Op<'a> {
+    /// The operation's name, e.g. `put`.
+    pub name: &'static str,
+    /// The keyspace as sent (empty: `default`).
+    pub keyspace: &'a str,
+    pub kind: OpKind,
+}
+
+/// A router response, which carries an optional error.
+pub(crate) trait Answer {
+    fn error(&self) -> Option<&routerpb::Error>;
+}
+
+macro_rules! answers {
+    ($($t:ident),* $(,)?) => {
+        $(impl Answer for routerpb::$t {
+            fn error(&self) -> Option<&routerpb::Error> {
+                self.error.as_ref()
+            }
+        })*
+    };
+}
+
+answers!(
+    GetResponse,
+    PutResponse,
+    DeleteResponse,
+    BatchGetResponse,
+    BatchPutResponse,
+    ScanResponse,
+    CompareAndSwapResponse,
+    DeleteRangeResponse,
+);
+
+/// Wraps a request message for one attempt, with the attempt's deadline
+/// (sent as `grpc-timeout`, and enforced by tonic on this side too).
+pub(crate) fn request<T: Clone>(message: &T, left: Duration) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message.clone());
+    request.set_timeout(left);
+    request
+}
+
+/// One router endpoint and its connection, once dialed.
+struct Slot {
+    /// `host:port`, for messages.
+    address: String,
+    endpoint: Endpoint,
+    channel: Mutex<Option<Channel>>,
+}
+
+impl Slot {
+    /// The endpoint's channel, dialing it first if need be. An error means
+    /// nothing was sent.
+    async fn channel(&self, left: Duration, connect_timeout: Duration) -> Result<Channel, String> {
+        if let Some(channel) = self.channel.lock().clone() {
+            return Ok(channel);
+        }
+        // Two operations may dial at once; the last channel stored wins and
+        // the other is dropped after its request.
+        let wait = left.min(connect_timeout);
+        match tokio::time::timeout(wait, self.endpoint.connect()).await {
+            Ok(Ok(channel)) => {
+                *self.channel.lock() = Some(channel.clone());
+                Ok(channel)
+            }
+            Ok(Err(e)) => Err(format!("{}: connect: {}", self.address, chain(&e))),
+            Err(_) => Err(format!(
+                "{}: connect: no connection within {wait:?}",
+                self.address
+            )),
+        }
+    }
+}
+
+/// Why one attempt failed.
+#[derive(Debug)]
+enum Failure {
+    /// The request certainly did not reach a router, or the router said
+    /// nothing of it was applied.
+    NotSent(String),
+    /// The request may have reached a router and been applied.
+    MaybeSent(String),
+    /// A proper answer that ends the operation.
+    Final(Error),
+}
+
+/// The router endpoints and the retry loop over them.
+pub(crate) struct Failover {
+    slots: Vec<Slot>,
+    /// The endpoint that answered last; operations start there.
+    preferred: AtomicUsize,
+    settings: Settings,
+}
+
+impl fmt::Debug for Failover {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Failover")
+            .field(
+                "endpoints",
+                &self.slots.iter().map(|s| &s.address).collect::<Vec<_>>(),
+            )
+            .field("preferred", &self.preferred.load(Ordering::Relaxed))
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+impl Failover {
+    /// `endpoints` must not be empty (the builder checks).
+    pub(crate) fn new(endpoints: Vec<(String, Endpoint)>, settings: Settings) -> Failover {
+        let slots = endpoints
+            .into_iter()
+            .map(|(address, endpoint)| Slot {
+                address,
+                endpoint,
+                channel: Mutex::new(None),
+            })
+            .collect();
+        Failover {
+            slots,
+            preferred: AtomicUsize::new(0),
+            settings,
+        }
+    }
+
+    /// Runs `op` until a router answers it or its deadline passes. `send`
+    /// makes one attempt on a client of the chosen router, given the time
+    /// left (use [`request`] to build the request).
+    pub(crate) async fn call<R, F, Fut>(&self, op: Op<'_>, mut send: F) -> Result<R>
+    where
+        R: Answer,
+        F: FnMut(RouterClient<Channel>, Duration) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    {
+        let timeout = self.settings.timeout;
+        let deadline = Instant::now() + timeout;
+        let n = self.slots.len();
+        if n == 0 {
+            return Err(Error::Config("no router endpoint".into()));
+        }
+        let mut at = self.preferred.load(Ordering::Relaxed) % n;
+        let mut attempts: u32 = 0;
+        let mut maybe_applied = false;
+        let mut last_error = String::from("no attempt was made");
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            attempts += 1;
+            let failure = match self.attempt(at, deadline - now, &mut send).await {
+                Ok(answer) => {
+                    self.preferred.store(at, Ordering::Relaxed);
+                    return Ok(answer);
+                }
+                Err(failure) => failure,
+            };
+            match failure {
+                Failure::Final(e) => {
+                    // The router answered properly: it is a good one to ask.
+                    self.preferred.store(at, Ordering::Relaxed);
+                    return Err(match e {
+                        Error::KeyspaceNotFound(_) => Error::KeyspaceNotFound(keyspace_name(op)),
+                        Error::Indeterminate(m) => Error::Indeterminate(format!(
+                            "{} may or may not have been applied: {m}",
+                            op.name
+                        )),
+                        e => e,
+                    });
+                }
+                Failure::NotSent(e) => last_error = e,
+                Failure::MaybeSent(e) => match op.kind {
+                    OpKind::Read => last_error = e,
+                    OpKind::IdempotentWrite => {
+                        maybe_applied = true;
+                        last_error = e;
+                    }
+                    OpKind::Write => {
+                        tracing::debug!(
+                            op = op.name,
+                            keyspace = op.keyspace,
+                            error = %e,
+                            "the write may have been sent; not retrying"
+                        );
+                        return Err(Error::Indeterminate(format!(
+                            "{} may or may not have been applied: {e}",
+                            op.name
+                        )));
+                    }
+                },
+            }
+            let wait = backoff_delay(&self.settings.backoff, attempts);
+            if Instant::now() + wait >= deadline {
+                break;
+            }
+            let next = (at + 1) % n;
+            tracing::debug!(
+                op = op.name,
+                keyspace = op.keyspace,
+                attempt = attempts,
+                error = %last_error,
+                next = %self.slots[next].address,
+                wait_ms = wait.as_millis() as u64,
+                "retrying on the next router"
+            );
+            tokio::time::sleep(wait).await;
+            at = next;
+        }
+        if maybe_applied {
+            Err(Error::Indeterminate(format!(
+                "{} may or may not have been applied: an attempt may have reached a router \
+                 and no success came within {timeout:?} (attempts: {attempts}; last error: {last_error})",
+                op.name
+            )))
+        } else {
+            Err(Error::Unavailable(format!(
+                "{}: no router served it within {timeout:?} (attempts: {attempts}, endpoints: {n}; \
+                 last error: {last_error})",
+                op.name
+            )))
+        }
+    }
+
+    /// One attempt at endpoint `at` with `left` time left.
+    async fn attempt<R, F, Fut>(
+        &self,
+        at: usize,
+        left: Duration,
+        send: &mut F,
+    ) -> Result<R, Failure>
+    where
+        R: Answer,
+        F: FnMut(RouterClient<Channel>, Duration) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    {
+        let slot = &self.slots[at];
+        let channel = slot
+            .channel(left, self.settings.connect_timeout)
+            .await
+            .map_err(Failure::NotSent)?;
+        let client = RouterClient::new(channel)
+            .max_decoding_message_size(MAX_RESPONSE_BYTES)
+            .max_encoding_message_size(MAX_REQUEST_BYTES);
+        // tonic enforces the deadline too; this bounds the attempt even if a
+        // future inside does not.
+        let answer = match tokio::time::timeout(left, send(client, left)).await {
+            Err(_) => {
+                return Err(Failure::MaybeSent(format!(
+                    "{}: no answer within {left:?}",
+                    slot.address
+                )))
+            }
+            Ok(Err(status)) => return Err(classify_status(&slot.address, &status)),
+            Ok(Ok(response)) => response.into_inner(),
+        };
+        match answer.error() {
+            None => Ok(answer),
+            Some(e) => Err(classify_answer(&slot.address, e)),
+        }
+    }
+}
+
+/// The keyspace's name for messages: empty is `default`.
+fn keyspace_name(op: Op<'_>) -> String {
+    if op.keyspace.is_empty() {
+        "default".to_string()
+    } else {
+        op.keyspace.to_string()
+    }
+}
+
+/// A gRPC status instead of an answer: not sent only when tonic says it
+/// could not connect.
+fn classify_status(address: &str, status: &tonic::Status) -> Failure {
+    let message = format!(
+        "{address}: {:?}: {}",
+        status.code(),
+        with_sources(status.message().to_string(), StdError::source(status))
+    );
+    if is_connect_error(status) {
+        Failure::NotSent(message)
+    } else {
+        Failure::MaybeSent(message)
+    }
+}
+
+/// Whether a connect error is in `status`'s source chain.
+fn is_connect_error(status: &tonic::Status) -> bool {
+    let mut source: Option<&(dyn StdError + 'static)> = StdError::source(status);
+    while let Some(e) = source {
+        if e.is::<tonic::ConnectError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// An answer carrying an error.
+fn classify_answer(address: &str, e: &routerpb::Error) -> Failure {
+    let message = || format!("{address}: {}", e.message);
+    match e.kind() {
+        Kind::InvalidArgument => Failure::Final(Error::InvalidArgument(e.message.clone())),
+        Kind::KeyspaceNotFound => Failure::Final(Error::KeyspaceNotFound(e.message.clone())),
+        Kind::Indeterminate => Failure::Final(Error::Indeterminate(e.message.clone())),
+        Kind::Unavailable => Failure::NotSent(message()),
+        Kind::Unknown => Failure::MaybeSent(message()),
+    }
+}
+
+/// An error and its sources, `: `-separated, without repeats (tonic often
+/// repeats its source's text in its own).
+fn chain(e: &(dyn StdError + 'static)) -> String {
+    with_sources(e.to_string(), e.source())
+}
+
+/// `text` followed by the texts of `source` and its sources that it does
+/// not already contain.
+fn with_sources(mut text: String, mut source: Option<&(dyn StdError + 'static)>) -> String {
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !next.is_empty() && !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// The wait after the `failures`-th failed attempt (1-based): between half
+/// of and the full `min · 2^(failures-1)`, capped at `max`.
+fn backoff_delay(backoff: &Backoff, failures: u32) -> Duration {
+    let exponent = failures.saturating_sub(1).min(24);
+    let ceiling = backoff
+        .min
+        .saturating_mul(1u32 << exponent)
+        .min(backoff.max);
+    let half = ceiling / 2;
+    let spread = u64::try_from((ceiling - half).as_nanos()).unwrap_or(u64::MAX);
+    half + Duration::from_nanos(rand::rng().random_range(0..=spread))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_is_capped() {
+        let b = Backoff {
+            min: Duration::from_millis(20),
+            max: Duration::from_millis(200),
+        };
+        for _ in 0..100 {
+            let first = backoff_delay(&b, 1);
+            assert!(first >= Duration::from_millis(10) && first <= Duration::from_millis(20));
+            let third = backoff_delay(&b, 3);
+            assert!(third >= Duration::from_millis(40) && third <= Duration::from_millis(80));
+            let late = backoff_delay(&b, 1000);
+            assert!(late >= Duration::from_millis(100) && late <= Duration::from_millis(200));
+        }
+    }
+
+    fn answer(kind: Kind) -> routerpb::Error {
+        routerpb::Error {
+            kind: kind as i32,
+            message: "m".into(),
+        }
+    }
+
+    #[test]
+    fn answers_are_classified() {
+        let f = |k| classify_answer("r:1", &answer(k));
+        assert!(matches!(
+            f(Kind::InvalidArgument),
+            Failure::Final(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            f(Kind::KeyspaceNotFound),
+            Failure::Final(Error::KeyspaceNotFound(_))
+        ));
+        assert!(matches!(
+            f(Kind::Indeterminate),
+            Failure::Final(Error::Indeterminate(_))
+        ));
+        assert!(matches!(f(Kind::Unavailable), Failure::NotSent(_)));
+        assert!(matches!(f(Kind::Unknown), Failure::MaybeSent(_)));
+        let odd = routerpb::Error {
+            kind: 99,
+            message: String::new(),
+        };
+        assert!(matches!(
+            classify_answer("r:1", &odd),
+            Failure::MaybeSent(_)
+        ));
+    }
+
+    #[test]
+    fn statuses_are_maybe_sent_unless_connecting_failed() {
+        let plain = tonic::Status::unavailable("stopping");
+        assert!(matches!(
+            classify_status("r:1", &plain),
+            Failure::MaybeSent(_)
+        ));
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let connect = tonic::ConnectError(Box::new(refused));
+        let status = tonic::Status::from_error(Box::new(connect));
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert!(matches!(
+            classify_status("r:1", &status),
+            Failure::NotSent(_)
+        ));
+    }
+}

@@ -1,0 +1,367 @@
+//! [`Keyspace`]: the key-value operations, on one keyspace.
+//!
+//! Each operation checks what is cheap to check here (no empty keys), builds
+//! its router request once and hands it to the [failover](crate::failover)
+//! loop with its kind: reads (`get`, `batch_get`, `scan`, `scan_reverse`),
+//! idempotent writes (`put`, `delete`, `batch_put`, `delete_range`) or a
+//! write that must not be applied twice (`compare_and_swap`). Size limits
+//! and range checks are left to the router, which knows them.
+
+use std::ops::RangeBounds;
+
+use tessera_proto::routerpb;
+
+use crate::failover::{request, Op, OpKind};
+use crate::range::WireRange;
+use crate::{CasOutcome, Client, Error, KvPair, Result};
+
+/// A handle on one keyspace. Cheap to clone; clones share the client's
+/// connections.
+///
+/// Made by [`Client::keyspace`]. The name is not checked until the first
+/// operation, which fails with [`Error::KeyspaceNotFound`] if the router
+/// does not know it.
+///
+/// ```no_run
+/// # async fn example() -> tessera_client::Result<()> {
+/// use tessera_client::Client;
+///
+/// let client = Client::builder().endpoints(["127.0.0.1:7000"]).build().await?;
+/// let users = client.keyspace("users");
+/// users.put("alice", "admin").await?;
+/// assert_eq!(users.get("alice").await?, Some(b"admin".to_vec()));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Keyspace {
+    client: Client,
+    /// As sent on the wire; empty for the `default` keyspace.
+    name: String,
+}
+
+impl Keyspace {
+    pub(crate) fn new(client: Client, name: String) -> Keyspace {
+        Keyspace { client, name }
+    }
+
+    /// The keyspace's name, as given to [`Client::keyspace`].
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn op(&self, name: &'static str, kind: OpKind) -> Op<'_> {
+        Op {
+            name,
+            keyspace: &self.name,
+            kind,
+        }
+    }
+
+    /// The value of `key`, or `None` if it does not exist.
+    ///
+    /// ```no_run
+    /// # async fn example(ks: tessera_client::Keyspace) -> tessera_client::Result<()> {
+    /// if let Some(value) = ks.get("k").await? {
+    ///     println!("{}", String::from_utf8_lossy(&value));
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>> {
+        let key = checked_key(key.as_ref())?;
+        let message = routerpb::GetRequest {
+            keyspace: self.name.clone(),
+            key,
+        };
+        let answer = self
+            .client
+            .failover()
+            .call(self.op("get", OpKind::Read), |mut c, left| {
+                let r = request(&message, left);
+                async move { c.get(r).await }
+            })
+            .await?;
+        Ok(answer.found.then_some(answer.value))
+    }
+
+    /// Sets `key` to `value`. Retried until it succeeds or the timeout
+    /// passes; [`Error::Indeterminate`] if it may have been applied then.
+    ///
+    /// ```no_run
+    /// # async fn example(ks: tessera_client::Keyspace) -> tessera_client::Result<()> {
+    /// ks.put("k", "v").await?;
+    /// ks.put(b"bytes", vec![0u8, 1, 2]).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn put(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<()> {
+        let key = checked_key(key.as_ref())?;
+        let message = routerpb::PutRequest {
+            keyspace: self.name.clone(),
+            key,
+            value: value.as_ref().to_vec(),
+        };
+        self.client
+            .failover()
+            .call(self.op("put", OpKind::IdempotentWrite), |mut c, left| {
+                let r = request(&message, left);
+                async move { c.put(r).await }
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes `key`; deleting a missing key succeeds.
+    ///
+    /// ```no_run
+    /// # async fn example(ks: tessera_client::Keyspace) -> tessera_client::Result<()> {
+    /// ks.delete("k").await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn delete(&self, key: impl AsRef<[u8]>) -> Result<()> {
+        let key = checked_key(key.as_ref())?;
+        let message = routerpb::DeleteRequest {
+            keyspace: self.name.clone(),
+            key,
+        };
+        self.client
+            .failover()
+            .call(self.op("delete", OpKind::IdempotentWrite), |mut c, left| {
+                let r = request(&message, left);
+                async move { c.delete(r).await }
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The pairs of the `keys` that exist, in request order. No keys: no
+    /// request.
+    ///
+    /// ```no_run
+    /// # async fn example(ks: tessera_client::Keyspace) -> tessera_client::Result<()> {
+    /// for pair in ks.batch_get(["a", "b", "c"]).await? {
+    ///     println!("{:?} = {:?}", pair.key, pair.value);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn batch_get<K: AsRef<[u8]>>(
+        &self,
+        keys: impl IntoIterator<Item = K>,
+    ) -> Result<Vec<KvPair>> {
+        let keys = keys
+            .into_iter()
+            .map(|k| checked_key(k.as_ref()))
+            .collect::<Result<Vec<_>>>()?;
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let message = routerpb::BatchGetRequest {
+            keyspace: self.name.clone(),
+            keys,
+        };
+        let answer = self
+            .client
+            .failover()
+            .call(self.op("batch_get", OpKind::Read), |mut c, left| {
+                let r = request(&message, left);
+                async move { c.batch_get(r).await }
+            })
+            .await?;
+        Ok(answer.pairs.into_iter().map(KvPair::from).collect())
+    }
+
+    /// Sets every key to its value. The router may apply a batch spanning
+    /// several regions region by region, so it is not atomic; it is retried
+    /// as a whole like [`put`](Self::put). No pairs: no request.
+    ///
+    /// ```no_run
+    /// # async fn example(ks: tessera_client::Keyspace) -> tessera_client::Result<()> {
+    /// ks.batch_put([("a", "1"), ("b", "2")]).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn batch_put<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+        &self,
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<()> {
+        let pairs = pairs
+            .into_iter()
+            .map(|(k, v)| {
+                Ok(routerpb::KvPair {
+                    key: checked_key(k.as_ref())?,
+                    value: v.as_ref().to_vec(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        let message = routerpb::BatchPutRequest {
+            keyspace: self.name.clone(),
+            pairs,
+        };
+        self.client
+            .failover()
+            .call(
+                self.op("batch_put", OpKind::IdempotentWrite),
+                |mut c, left| {
+                    let r = request(&message, left);
+                    async move { c.batch_put(r).await }
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The pairs in `range`, in ascending key order, at most `limit` of them
+    /// (0: no limit).
+    ///
+    /// With `..` the key type cannot be inferred; name it.
+    ///
+    /// ```no_run
+    /// # async fn example(ks: tessera_client::Keyspace) -> tessera_client::Result<()> {
+    /// let some = ks.scan("a".."m", 10).await?;
+    /// let all = ks.scan::<&[u8]>(.., 0).await?;
+    /// let tail = ks.scan(b"k".to_vec().., 0).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn scan<K: AsRef<[u8]>>(
+        &self,
+        range: impl RangeBounds<K>,
+        limit: u32,
+    ) -> Result<Vec<KvPair>> {
+        self.scan_wire("scan", WireRange::from_bounds(&range), limit, false)
+            .await
+    }
+
+    /// The pairs in `range`, in descending key order, at most `limit` of
+    /// them (0: no limit).
+    ///
+    /// ```no_run
+    /// # async fn example(ks: tessera_client::Keyspace) -> tessera_client::Result<()> {
+    /// // The last 5 keys up to and including "m".
+    /// let last = ks.scan_reverse(..="m", 5).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn scan_reverse<K: AsRef<[u8]>>(
+        &self,
+        range: impl RangeBounds<K>,
+        limit: u32,
+    ) -> Result<Vec<KvPair>> {
+        self.scan_wire("scan_reverse", WireRange::from_bounds(&range), limit, true)
+            .await
+    }
+
+    async fn scan_wire(
+        &self,
+        name: &'static str,
+        range: WireRange,
+        limit: u32,
+        reverse: bool,
+    ) -> Result<Vec<KvPair>> {
+        let message = routerpb::ScanRequest {
+            keyspace: self.name.clone(),
+            start: range.start,
+            end: range.end,
+            limit,
+            reverse,
+        };
+        let answer = self
+            .client
+            .failover()
+            .call(self.op(name, OpKind::Read), |mut c, left| {
+                let r = request(&message, left);
+                async move { c.scan(r).await }
+            })
+            .await?;
+        Ok(answer.pairs.into_iter().map(KvPair::from).collect())
+    }
+
+    /// Sets `key` to `new` (deletes it when `new` is `None`) if its value is
+    /// `expected` (it is absent when `expected` is `None`).
+    ///
+    /// Not idempotent, so it is retried only when it certainly did not reach
+    /// a router; otherwise a lost answer is reported as
+    /// [`Error::Indeterminate`] at once.
+    ///
+    /// ```no_run
+    /// # async fn example(ks: tessera_client::Keyspace) -> tessera_client::Result<()> {
+    /// // Create "lock" only if it does not exist.
+    /// let taken = ks.compare_and_swap("lock", None, Some(b"me")).await?;
+    /// if !taken.succeeded {
+    ///     println!("held by {:?}", taken.previous);
+    /// }
+    /// // Release it only if we still hold it.
+    /// ks.compare_and_swap("lock", Some(b"me"), None).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn compare_and_swap(
+        &self,
+        key: impl AsRef<[u8]>,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<CasOutcome> {
+        let key = checked_key(key.as_ref())?;
+        let message = routerpb::CompareAndSwapRequest {
+            keyspace: self.name.clone(),
+            key,
+            expected: expected.map(<[u8]>::to_vec),
+            new_value: new.map(<[u8]>::to_vec),
+        };
+        let answer = self
+            .client
+            .failover()
+            .call(self.op("compare_and_swap", OpKind::Write), |mut c, left| {
+                let r = request(&message, left);
+                async move { c.compare_and_swap(r).await }
+            })
+            .await?;
+        Ok(CasOutcome {
+            succeeded: answer.succeeded,
+            previous: answer.previous,
+        })
+    }
+
+    /// Deletes every key in `range`. Not atomic across regions; retried as a
+    /// whole like [`put`](Self::put).
+    ///
+    /// ```no_run
+    /// # async fn example(ks: tessera_client::Keyspace) -> tessera_client::Result<()> {
+    /// ks.delete_range("tmp/".."tmp0").await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn delete_range<K: AsRef<[u8]>>(&self, range: impl RangeBounds<K>) -> Result<()> {
+        let range = WireRange::from_bounds(&range);
+        let message = routerpb::DeleteRangeRequest {
+            keyspace: self.name.clone(),
+            start: range.start,
+            end: range.end,
+        };
+        self.client
+            .failover()
+            .call(
+                self.op("delete_range", OpKind::IdempotentWrite),
+                |mut c, left| {
+                    let r = request(&message, left);
+                    async move { c.delete_range(r).await }
+                },
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+/// `key` as sent, or [`Error::InvalidArgument`] when it is empty.
+fn checked_key(key: &[u8]) -> Result<Vec<u8>> {
+    if key.is_empty() {
+        return Err(Error::InvalidArgument("keys must not be empty".into()));
+    }
+    Ok(key.to_vec())
+}

@@ -1,0 +1,229 @@
+//! Failover between routers, retries, and the unavailable/indeterminate
+//! rule.
+
+use std::time::{Duration, Instant};
+
+use tessera_client::{Client, Error};
+use tessera_proto::routerpb::error::Kind;
+
+use crate::client;
+use crate::fake::{dead_endpoint, Behaviour, FakeServer};
+use crate::proxy::Proxy;
+
+/// Far above any timeout used here: only there so a broken loop fails
+/// instead of hanging.
+const HANG_GUARD: Duration = Duration::from_secs(20);
+
+#[tokio::test]
+async fn build_needs_endpoints_but_dials_nothing() {
+    assert!(matches!(
+        Client::builder().build().await,
+        Err(Error::Config(_))
+    ));
+    assert!(matches!(
+        Client::builder()
+            .endpoints(["not an address"])
+            .build()
+            .await,
+        Err(Error::Config(_))
+    ));
+    // Nothing listens there, and building still works.
+    assert!(Client::builder()
+        .endpoints([dead_endpoint()])
+        .build()
+        .await
+        .is_ok());
+}
+
+#[tokio::test]
+async fn unreachable_first_endpoint_fails_over_to_the_second() {
+    let server = FakeServer::start(Behaviour::Serve).await;
+    let c = client(
+        &[dead_endpoint(), format!("http://{}", server.endpoint())],
+        Duration::from_secs(10),
+    )
+    .await;
+    c.put("k", "v").await.unwrap();
+    assert_eq!(c.get("k").await.unwrap(), Some(b"v".to_vec()));
+    // Never sent to the dead one, so a CAS fails over too.
+    assert!(
+        c.compare_and_swap("k", Some(b"v"), Some(b"w"))
+            .await
+            .unwrap()
+            .succeeded
+    );
+    assert_eq!(server.fake.calls(), 3);
+}
+
+#[tokio::test]
+async fn operations_start_with_the_endpoint_that_last_worked() {
+    let refusing = FakeServer::start(Behaviour::Answer(Kind::Unavailable)).await;
+    let serving = FakeServer::start(Behaviour::Serve).await;
+    let c = client(
+        &[refusing.endpoint(), serving.endpoint()],
+        Duration::from_secs(10),
+    )
+    .await;
+    c.put("k", "v").await.unwrap();
+    assert_eq!(refusing.fake.calls(), 1);
+    for _ in 0..5 {
+        assert_eq!(c.get("k").await.unwrap(), Some(b"v".to_vec()));
+    }
+    assert_eq!(
+        refusing.fake.calls(),
+        1,
+        "the refusing router was asked again"
+    );
+    assert_eq!(serving.fake.calls(), 6);
+}
+
+#[tokio::test]
+async fn unavailable_answers_are_retried() {
+    let server = FakeServer::start(Behaviour::UnavailableFirst(2)).await;
+    let c = client(&[server.endpoint()], Duration::from_secs(10)).await;
+    c.put("k", "v").await.unwrap();
+    assert_eq!(server.fake.calls(), 3);
+    assert_eq!(c.get("k").await.unwrap(), Some(b"v".to_vec()));
+
+    // UNAVAILABLE says nothing was applied, so even a CAS is retried.
+    let server = FakeServer::start(Behaviour::UnavailableFirst(2)).await;
+    let c = client(&[server.endpoint()], Duration::from_secs(10)).await;
+    let outcome = c.compare_and_swap("k", None, Some(b"v")).await.unwrap();
+    assert!(outcome.succeeded);
+    assert_eq!(server.fake.calls(), 3);
+}
+
+#[tokio::test]
+async fn a_router_that_never_answers() {
+    let server = FakeServer::start(Behaviour::Hang).await;
+    let timeout = Duration::from_millis(300);
+    let c = client(&[server.endpoint()], timeout).await;
+
+    let start = Instant::now();
+    let err = c.get("k").await.unwrap_err();
+    assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
+    assert!(err.is_retryable());
+    let err = c.scan::<&[u8]>(.., 0).await.unwrap_err();
+    assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
+
+    let err = c.put("k", "v").await.unwrap_err();
+    assert!(matches!(err, Error::Indeterminate(_)), "{err:?}");
+    assert!(err.is_indeterminate() && !err.is_retryable());
+    let err = c.delete_range::<&[u8]>(..).await.unwrap_err();
+    assert!(matches!(err, Error::Indeterminate(_)), "{err:?}");
+
+    let calls = server.fake.calls();
+    let err = c.compare_and_swap("k", None, Some(b"v")).await.unwrap_err();
+    assert!(matches!(err, Error::Indeterminate(_)), "{err:?}");
+    assert_eq!(server.fake.calls(), calls + 1, "a sent CAS is never resent");
+    assert!(start.elapsed() < HANG_GUARD);
+}
+
+#[tokio::test]
+async fn grpc_status_errors_after_sending() {
+    let server = FakeServer::start(Behaviour::Status).await;
+    let c = client(&[server.endpoint()], Duration::from_millis(300)).await;
+
+    // Reads are retried until the deadline.
+    let err = c.get("k").await.unwrap_err();
+    assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
+    assert!(server.fake.calls() > 1, "the read was not retried");
+
+    // Idempotent writes are retried, and may have been applied.
+    let calls = server.fake.calls();
+    let err = c.batch_put([("a", "1")]).await.unwrap_err();
+    assert!(matches!(err, Error::Indeterminate(_)), "{err:?}");
+    assert!(server.fake.calls() > calls + 1, "the put was not retried");
+
+    // A CAS is not retried once sent.
+    let calls = server.fake.calls();
+    let err = c.compare_and_swap("k", None, Some(b"v")).await.unwrap_err();
+    assert!(matches!(err, Error::Indeterminate(_)), "{err:?}");
+    assert_eq!(server.fake.calls(), calls + 1);
+}
+
+#[tokio::test]
+async fn indeterminate_answers_end_the_operation() {
+    let server = FakeServer::start(Behaviour::Answer(Kind::Indeterminate)).await;
+    let c = client(&[server.endpoint()], Duration::from_secs(10)).await;
+    let err = c.put("k", "v").await.unwrap_err();
+    assert!(matches!(err, Error::Indeterminate(_)), "{err:?}");
+    assert_eq!(server.fake.calls(), 1);
+}
+
+#[tokio::test]
+async fn invalid_argument_answers_are_not_retried_on_other_routers() {
+    let first = FakeServer::start(Behaviour::Answer(Kind::InvalidArgument)).await;
+    let second = FakeServer::start(Behaviour::Serve).await;
+    let c = client(
+        &[first.endpoint(), second.endpoint()],
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(matches!(
+        c.put("k", "v").await,
+        Err(Error::InvalidArgument(_))
+    ));
+    assert_eq!((first.fake.calls(), second.fake.calls()), (1, 0));
+}
+
+#[tokio::test]
+async fn all_routers_down() {
+    let timeout = Duration::from_millis(500);
+    let c = client(&[dead_endpoint(), dead_endpoint()], timeout).await;
+    let start = Instant::now();
+    let err = c.get("k").await.unwrap_err();
+    assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
+    assert!(start.elapsed() < HANG_GUARD);
+    // Writes that never reached a router are unavailable, not indeterminate.
+    let err = c.put("k", "v").await.unwrap_err();
+    assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
+    let err = c.compare_and_swap("k", None, Some(b"v")).await.unwrap_err();
+    assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
+    assert!(start.elapsed() < HANG_GUARD);
+}
+
+#[tokio::test]
+async fn a_restarted_router_is_dialed_again() {
+    let server = FakeServer::start(Behaviour::Serve).await;
+    let addr = server.addr;
+    let c = client(&[addr.to_string()], Duration::from_millis(500)).await;
+    c.put("k", "v").await.unwrap();
+
+    server.stop().await;
+    // Give the client's connection time to see the close, so the next call
+    // re-dials instead of writing into the closing connection.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The re-dial fails: the CAS was certainly not sent.
+    let err = c.compare_and_swap("k", None, Some(b"v")).await.unwrap_err();
+    assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
+
+    let server = FakeServer::start_at(addr, Behaviour::Serve).await;
+    c.put("k", "again").await.unwrap();
+    assert_eq!(c.get("k").await.unwrap(), Some(b"again".to_vec()));
+    assert_eq!(server.fake.calls(), 2);
+}
+
+#[tokio::test]
+async fn a_silent_router_is_failed_over_by_keepalive() {
+    // Two routers over the same data: the first behind a proxy that will
+    // go silent.
+    let first = FakeServer::start(Behaviour::Serve).await;
+    let second = FakeServer::start(Behaviour::Serve).await;
+    let proxy = Proxy::start(first.addr).await;
+    let c = client(
+        &[proxy.addr.to_string(), second.endpoint()],
+        Duration::from_secs(15),
+    )
+    .await;
+    assert_eq!(c.get("k").await.unwrap(), None);
+    assert_eq!((first.fake.calls(), second.fake.calls()), (1, 0));
+
+    proxy.freeze();
+    // The read goes to the silent router first; the keepalive drops that
+    // connection well before the deadline and the read fails over.
+    let start = Instant::now();
+    assert_eq!(c.get("k").await.unwrap(), None);
+    assert_eq!(second.fake.calls(), 1);
+    assert!(start.elapsed() < HANG_GUARD);
+}

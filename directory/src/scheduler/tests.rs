@@ -1,0 +1,182 @@
+//! Rounds of [`plan`] on hand-made clusters: what the scheduler decides
+//! when a store dies, and that repair wins over placement.
+
+use std::time::{Duration, Instant};
+
+use tessera_proto::directorypb::StoreStats;
+use tessera_proto::metapb::{Peer, PeerRole, Region, RegionEpoch, Store};
+
+use super::operator::Step;
+use super::{plan, ScheduleConfig};
+use crate::leader::{LeaderState, RegionStats, StoreRuntime};
+use crate::state::DirectoryState;
+
+/// Stores 1..=4, regions 10, 20, ... each on stores 1, 2, 3 with its leader
+/// on store 1; every store heartbeating now except `silent` ones, which
+/// last reported two minutes ago.
+fn cluster(regions: u64, silent: &[u64]) -> (DirectoryState, LeaderState) {
+    let mut state = DirectoryState::default();
+    let mut leader = LeaderState::new(1);
+    leader.ids = (1000, 2000);
+    for id in 1..=4 {
+        state.stores.insert(
+            id,
+            Store {
+                id,
+                address: format!("s{id}"),
+                ..Default::default()
+            },
+        );
+        let last_heartbeat = if silent.contains(&id) {
+            Instant::now() - Duration::from_secs(120)
+        } else {
+            Instant::now()
+        };
+        leader.stores.insert(
+            id,
+            StoreRuntime {
+                stats: StoreStats::default(),
+                last_heartbeat,
+            },
+        );
+    }
+    for n in 1..=regions {
+        let id = n * 10;
+        let peers: Vec<Peer> = (1..=3)
+            .map(|s| Peer {
+                id: id + s,
+                store_id: s,
+                role: PeerRole::Voter as i32,
+            })
+            .collect();
+        let start = if n == 1 { vec![] } else { vec![n as u8] };
+        let end = if n == regions {
+            vec![]
+        } else {
+            vec![n as u8 + 1]
+        };
+        state.ranges.insert(start.clone(), id);
+        state.regions.insert(
+            id,
+            Region {
+                id,
+                start_key: start,
+                end_key: end,
+                region_epoch: Some(RegionEpoch::new(3, 1)),
+                peers: peers.clone(),
+            },
+        );
+        leader.regions.insert(
+            id,
+            RegionStats {
+                leader: Some(peers[0]),
+                term: 5,
+                approximate_size_bytes: 0,
+                down_peers: vec![],
+                progress: vec![],
+                seen: Instant::now(),
+            },
+        );
+    }
+    (state, leader)
+}
+
+fn ids(next: &mut u64) -> impl FnMut() -> Option<u64> + '_ {
+    move || {
+        *next += 1;
+        Some(*next)
+    }
+}
+
+#[test]
+fn a_dead_store_gets_its_replicas_rebuilt_on_the_spare_store() {
+    let (state, mut leader) = cluster(3, &[2]);
+    let cfg = ScheduleConfig::default();
+    let mut next = 100;
+    let d = plan(&state, &mut leader, &cfg, &mut ids(&mut next));
+    assert_eq!(d.created, vec!["repair"; 3]);
+    for op in leader.operators.values() {
+        assert!(matches!(op.steps[0], Step::AddLearner { store_id: 4, .. }));
+        assert_eq!(op.steps[1], Step::PromoteLearner { store_id: 4 });
+        assert_eq!(op.steps[2], Step::RemovePeer { store_id: 2 });
+    }
+}
+
+#[test]
+fn repair_is_limited_per_store_and_never_waits_for_a_dead_one() {
+    let (state, mut leader) = cluster(40, &[2]);
+    let cfg = ScheduleConfig {
+        max_operators_per_store: 5,
+        ..ScheduleConfig::default()
+    };
+    let mut next = 100;
+    plan(&state, &mut leader, &cfg, &mut ids(&mut next));
+    // Store 4 receives every new replica: at most 5 at once. The dead
+    // store's share does not count.
+    assert_eq!(leader.operators.len(), 5);
+    assert_eq!(leader.operators_on(4), 5);
+}
+
+#[test]
+fn without_ids_nothing_is_planned_and_later_rounds_catch_up() {
+    let (state, mut leader) = cluster(2, &[2]);
+    let cfg = ScheduleConfig::default();
+    let d = plan(&state, &mut leader, &cfg, &mut || None);
+    assert!(d.created.is_empty());
+    let mut next = 100;
+    let d = plan(&state, &mut leader, &cfg, &mut ids(&mut next));
+    assert_eq!(d.created.len(), 2);
+}
+
+#[test]
+fn a_placement_naming_a_dead_store_yields_to_repair() {
+    let (mut state, mut leader) = cluster(1, &[3]);
+    // The recorded placement wants stores 2, 3, 4; store 3 has died.
+    state.placements.insert(10, vec![2, 3, 4]);
+    let cfg = ScheduleConfig::default();
+    let mut next = 100;
+    let d = plan(&state, &mut leader, &cfg, &mut ids(&mut next));
+    assert_eq!(d.created, vec!["repair"]);
+    let op = &leader.operators[&10];
+    assert_eq!(op.steps[2], Step::RemovePeer { store_id: 3 });
+    // Once repaired (stores 1, 2, 4), the obsolete placement moves nothing.
+    leader.operators.clear();
+    let r = state.regions.get_mut(&10).unwrap();
+    r.peers.retain(|p| p.store_id != 3);
+    r.peers.push(Peer {
+        id: 14,
+        store_id: 4,
+        role: PeerRole::Voter as i32,
+    });
+    let d = plan(&state, &mut leader, &cfg, &mut ids(&mut next));
+    assert!(
+        !d.created.contains(&"placement") && !d.created.contains(&"repair"),
+        "{:?}",
+        d.created
+    );
+}
+
+#[test]
+fn a_placement_over_live_stores_is_followed() {
+    let (mut state, mut leader) = cluster(1, &[]);
+    state.placements.insert(10, vec![2, 3, 4]);
+    let cfg = ScheduleConfig::default();
+    let mut next = 100;
+    let d = plan(&state, &mut leader, &cfg, &mut ids(&mut next));
+    assert!(d.created.contains(&"placement"), "{:?}", d.created);
+    let op = &leader.operators[&10];
+    assert!(matches!(op.steps[0], Step::AddLearner { store_id: 4, .. }));
+    assert_eq!(op.steps[2], Step::RemovePeer { store_id: 1 });
+}
+
+#[test]
+fn no_placement_move_while_a_placed_store_is_silent() {
+    let (mut state, mut leader) = cluster(1, &[]);
+    // Store 3 stopped reporting a few seconds ago: Disconnected, not Down.
+    leader.stores.get_mut(&3).unwrap().last_heartbeat = Instant::now() - Duration::from_secs(10);
+    state.placements.insert(10, vec![2, 3, 4]);
+    let cfg = ScheduleConfig::default();
+    let mut next = 100;
+    let d = plan(&state, &mut leader, &cfg, &mut ids(&mut next));
+    assert!(d.created.is_empty(), "{:?}", d.created);
+}

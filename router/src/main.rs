@@ -1,0 +1,88 @@
+//! `tessera-router`: a stateless router. Clients (the SDK, the `tessera`
+//! CLI) send it user keys; it finds the owning region's leader and handles
+//! every routing error. Run as many as you like.
+//!
+//! Configuration comes from a TOML file (`--config`), overridden by flags,
+//! which may also be given as `TESSERA_ROUTER_*` environment variables.
+//! `tessera-router --print-default-config` prints every setting.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use tessera_router::config::ServerConfig;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tessera-router",
+    version,
+    about = "A tessera router: serves the Kv API and sends each request to the leader of the owning region"
+)]
+struct Args {
+    /// TOML configuration file; flags override it.
+    #[arg(long, env = "TESSERA_ROUTER_CONFIG")]
+    config: Option<PathBuf>,
+    /// gRPC address to bind, e.g. 0.0.0.0:14000.
+    #[arg(long, env = "TESSERA_ROUTER_LISTEN_ADDR")]
+    listen_addr: Option<String>,
+    /// HTTP address for /metrics, /health and /ready.
+    #[arg(long, env = "TESSERA_ROUTER_STATUS_ADDR")]
+    status_addr: Option<String>,
+    /// Directory members, comma-separated host:port.
+    #[arg(long, env = "TESSERA_ROUTER_DIRECTORY", value_delimiter = ',')]
+    directory: Vec<String>,
+    /// How long one request may take, retries included, in milliseconds.
+    #[arg(long, env = "TESSERA_ROUTER_REQUEST_TIMEOUT_MS")]
+    request_timeout_ms: Option<u64>,
+    /// Log format: text or json.
+    #[arg(long, env = "TESSERA_ROUTER_LOG_FORMAT")]
+    log_format: Option<String>,
+    /// Print the default configuration as TOML and exit.
+    #[arg(long)]
+    print_default_config: bool,
+}
+
+fn load_config(args: &Args) -> anyhow::Result<ServerConfig> {
+    let mut cfg = match &args.config {
+        Some(path) => ServerConfig::from_file(path)?,
+        None => ServerConfig::default(),
+    };
+    if let Some(v) = &args.listen_addr {
+        cfg.listen_addr = v.clone();
+    }
+    if let Some(v) = &args.status_addr {
+        cfg.status_addr = v.clone();
+    }
+    if !args.directory.is_empty() {
+        cfg.directory = args.directory.clone();
+    }
+    if let Some(v) = args.request_timeout_ms {
+        cfg.request_timeout_ms = v;
+    }
+    if let Some(v) = &args.log_format {
+        cfg.log_format = v.clone();
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.print_default_config {
+        print!("{}", toml::to_string_pretty(&ServerConfig::default())?);
+        return Ok(());
+    }
+    let cfg = load_config(&args)?;
+    tessera_common::init_logging(&cfg.log_format, "info");
+    tessera_common::abort_on_panic();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("tessera-router")
+        .build()?;
+    runtime.block_on(async move {
+        let metrics = tessera_common::status::install_metrics_recorder(
+            tessera_router::metrics::histogram_buckets(),
+        )?;
+        tessera_router::server::run(cfg, Some(metrics), tessera_common::shutdown_signal()).await?;
+        Ok(())
+    })
+}

@@ -1,0 +1,202 @@
+//! The public `Router` gRPC service (routerpb): a thin shell over
+//! [`Router`] that turns its errors into response errors.
+//!
+//! An empty keyspace name means the `default` keyspace. Every answer that
+//! reaches the client carries either a result or an `Error` with a kind the
+//! client acts on; gRPC status errors are left to transport failures.
+
+use std::sync::Arc;
+
+use tessera_proto::routerpb::router_server::{Router as RouterRpc, RouterServer};
+use tessera_proto::routerpb::{self, error::Kind, *};
+use tonic::{Request, Response, Status};
+
+use crate::{Error, Router};
+
+/// Largest request the service decodes: a BatchPut of up to 32 MiB of data
+/// plus framing.
+pub const MAX_MESSAGE_BYTES: usize = 40 * 1024 * 1024;
+
+#[derive(Clone)]
+pub struct RouterService {
+    router: Arc<Router>,
+}
+
+impl RouterService {
+    pub fn new(router: Arc<Router>) -> Self {
+        RouterService { router }
+    }
+
+    pub fn into_server(self) -> RouterServer<Self> {
+        RouterServer::new(self)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(usize::MAX)
+    }
+}
+
+fn keyspace(name: &str) -> Option<&str> {
+    (!name.is_empty()).then_some(name)
+}
+
+/// The response error for a failed operation.
+fn error(e: Error) -> Option<routerpb::Error> {
+    let kind = match &e {
+        Error::InvalidArgument(_) => Kind::InvalidArgument,
+        Error::KeyspaceNotFound(_) => Kind::KeyspaceNotFound,
+        Error::Indeterminate(_) => Kind::Indeterminate,
+        Error::Unavailable(_) | Error::Directory(_) | Error::Config(_) => Kind::Unavailable,
+    };
+    Some(routerpb::Error {
+        kind: kind as i32,
+        message: e.to_string(),
+    })
+}
+
+fn pairs(v: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<KvPair> {
+    v.into_iter()
+        .map(|(key, value)| KvPair { key, value })
+        .collect()
+}
+
+#[tonic::async_trait]
+impl RouterRpc for RouterService {
+    async fn get(&self, r: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let r = r.into_inner();
+        let resp = match self.router.get(keyspace(&r.keyspace), &r.key).await {
+            Ok(Some(value)) => GetResponse {
+                error: None,
+                found: true,
+                value,
+            },
+            Ok(None) => GetResponse::default(),
+            Err(e) => GetResponse {
+                error: error(e),
+                ..Default::default()
+            },
+        };
+        Ok(Response::new(resp))
+    }
+
+    async fn put(&self, r: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let r = r.into_inner();
+        let error = self
+            .router
+            .put(keyspace(&r.keyspace), &r.key, &r.value)
+            .await
+            .err()
+            .and_then(error);
+        Ok(Response::new(PutResponse { error }))
+    }
+
+    async fn delete(&self, r: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
+        let r = r.into_inner();
+        let error = self
+            .router
+            .delete(keyspace(&r.keyspace), &r.key)
+            .await
+            .err()
+            .and_then(error);
+        Ok(Response::new(DeleteResponse { error }))
+    }
+
+    async fn batch_get(
+        &self,
+        r: Request<BatchGetRequest>,
+    ) -> Result<Response<BatchGetResponse>, Status> {
+        let r = r.into_inner();
+        let resp = match self.router.batch_get(keyspace(&r.keyspace), &r.keys).await {
+            Ok(found) => BatchGetResponse {
+                error: None,
+                pairs: pairs(found),
+            },
+            Err(e) => BatchGetResponse {
+                error: error(e),
+                pairs: vec![],
+            },
+        };
+        Ok(Response::new(resp))
+    }
+
+    async fn batch_put(
+        &self,
+        r: Request<BatchPutRequest>,
+    ) -> Result<Response<BatchPutResponse>, Status> {
+        let r = r.into_inner();
+        let batch: Vec<(Vec<u8>, Vec<u8>)> =
+            r.pairs.into_iter().map(|p| (p.key, p.value)).collect();
+        let error = self
+            .router
+            .batch_put(keyspace(&r.keyspace), &batch)
+            .await
+            .err()
+            .and_then(error);
+        Ok(Response::new(BatchPutResponse { error }))
+    }
+
+    async fn scan(&self, r: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
+        let r = r.into_inner();
+        let resp = match self
+            .router
+            .scan(
+                keyspace(&r.keyspace),
+                r.start.as_deref(),
+                r.end.as_deref(),
+                r.limit as usize,
+                r.reverse,
+            )
+            .await
+        {
+            Ok(found) => ScanResponse {
+                error: None,
+                pairs: pairs(found),
+            },
+            Err(e) => ScanResponse {
+                error: error(e),
+                pairs: vec![],
+            },
+        };
+        Ok(Response::new(resp))
+    }
+
+    async fn compare_and_swap(
+        &self,
+        r: Request<CompareAndSwapRequest>,
+    ) -> Result<Response<CompareAndSwapResponse>, Status> {
+        let r = r.into_inner();
+        let resp = match self
+            .router
+            .compare_and_swap(
+                keyspace(&r.keyspace),
+                &r.key,
+                r.expected.as_deref(),
+                r.new_value.as_deref(),
+            )
+            .await
+        {
+            Ok(outcome) => CompareAndSwapResponse {
+                error: None,
+                succeeded: outcome.succeeded,
+                previous: outcome.previous,
+            },
+            Err(e) => CompareAndSwapResponse {
+                error: error(e),
+                ..Default::default()
+            },
+        };
+        Ok(Response::new(resp))
+    }
+
+    async fn delete_range(
+        &self,
+        r: Request<DeleteRangeRequest>,
+    ) -> Result<Response<DeleteRangeResponse>, Status> {
+        let r = r.into_inner();
+        let error = self
+            .router
+            .delete_range(keyspace(&r.keyspace), r.start.as_deref(), r.end.as_deref())
+            .await
+            .err()
+            .and_then(error);
+        Ok(Response::new(DeleteRangeResponse { error }))
+    }
+}

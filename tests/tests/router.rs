@@ -1,0 +1,298 @@
+//! The user's path end to end: the SDK talks to `tessera-router`
+//! processes, which route to `tessera-store` processes found through the
+//! `tessera-directory`, while the `tessera` CLI splits, moves and transfers
+//! regions — all separate OS processes on 127.0.0.1.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tessera_client::{Backoff, Client};
+use tessera_e2e::{bin_dir, E2eCluster, Options};
+
+fn key(i: usize) -> String {
+    format!("user{i:06}")
+}
+
+async fn client(endpoints: Vec<String>) -> Client {
+    Client::builder()
+        .endpoints(endpoints)
+        .timeout(Duration::from_secs(30))
+        .backoff(Backoff {
+            min: Duration::from_millis(10),
+            max: Duration::from_millis(300),
+        })
+        .build()
+        .await
+        .expect("client")
+}
+
+/// Runs the `tessera` CLI against the cluster; returns stdout, panics
+/// with stderr on failure.
+///
+/// An admin command on a region the scheduler is working on is refused
+/// ("operator ... in progress"), as it would be for a person; the command
+/// is retried then, for up to a minute.
+fn cli(c: &E2eCluster, args: &[&str]) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match try_cli(c, args) {
+            Ok(out) => return out,
+            Err(e) if e.contains("in progress") && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            Err(e) => panic!("tessera {args:?} failed: {e}"),
+        }
+    }
+}
+
+fn try_cli(c: &E2eCluster, args: &[&str]) -> Result<String, String> {
+    let out = std::process::Command::new(bin_dir().join("tessera"))
+        .arg("--directory")
+        .arg(c.directory_addrs().join(","))
+        .arg("--router")
+        .arg(c.router_addrs().join(","))
+        .arg("--timeout")
+        .arg("20")
+        .args(args)
+        .env_remove("TESSERA_OUTPUT")
+        .output()
+        .expect("run tessera");
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).to_string());
+    }
+    Ok(String::from_utf8(out.stdout).expect("utf-8 output"))
+}
+
+/// Runs the admin command `plan` builds from a fresh look at the cluster.
+/// The scheduler moves regions too, so a command built from a view that
+/// just went stale is refused ("already has a replica", "in progress");
+/// it is then planned again. Returns whether a command succeeded.
+fn admin(c: &E2eCluster, plan: impl Fn(&E2eCluster) -> Option<Vec<String>>) -> bool {
+    for _ in 0..20 {
+        let Some(args) = plan(c) else {
+            std::thread::sleep(Duration::from_millis(300));
+            continue;
+        };
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        match try_cli(c, &args) {
+            Ok(_) => return true,
+            Err(e) if e.contains("in progress") || e.contains("replica") => {
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            Err(e) => panic!("tessera {args:?} failed: {e}"),
+        }
+    }
+    false
+}
+
+fn regions_json(c: &E2eCluster) -> Vec<serde_json::Value> {
+    let text = cli(c, &["region", "list", "-o", "json"]);
+    serde_json::from_str::<Vec<serde_json::Value>>(&text).expect("region list JSON")
+}
+
+/// Writes keys `range` with `writers` concurrent tasks; returns the value
+/// acknowledged for each key. Every write must end acknowledged (the
+/// SDK's deadline covers the operations going on).
+async fn write_keys(
+    client: &Client,
+    range: std::ops::Range<usize>,
+    writers: usize,
+    done: Arc<AtomicUsize>,
+) -> BTreeMap<String, String> {
+    let next = Arc::new(AtomicUsize::new(range.start));
+    let mut tasks = Vec::new();
+    for _ in 0..writers {
+        let client = client.clone();
+        let next = next.clone();
+        let done = done.clone();
+        let end = range.end;
+        tasks.push(tokio::spawn(async move {
+            let mut acked = BTreeMap::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= end {
+                    return acked;
+                }
+                let (k, v) = (key(i), format!("value-{i}-{}", "x".repeat(200)));
+                match client.put(&k, &v).await {
+                    Ok(()) => {
+                        acked.insert(k, v);
+                    }
+                    Err(e) => panic!("put {k}: {e}"),
+                }
+                done.fetch_add(1, Ordering::SeqCst);
+            }
+        }));
+    }
+    let mut acked = BTreeMap::new();
+    for t in tasks {
+        acked.extend(t.await.expect("writer"));
+    }
+    acked
+}
+
+/// Every acknowledged key reads back its value, and a full scan returns
+/// exactly the written keys, once each, in order.
+async fn check_reads(client: &Client, acked: &BTreeMap<String, String>) {
+    for (k, v) in acked {
+        let got = client.get(k).await.expect("get");
+        assert_eq!(
+            got.as_deref(),
+            Some(v.as_bytes()),
+            "{k} lost its acknowledged value"
+        );
+    }
+    let mut scanned = Vec::new();
+    let mut start = b"user".to_vec();
+    loop {
+        let page = client
+            .scan(start.clone()..b"user~".to_vec(), 1000)
+            .await
+            .expect("scan");
+        let Some(last) = page.last() else { break };
+        start = last.key.clone();
+        start.push(0);
+        scanned.extend(page.into_iter().map(|p| p.key));
+    }
+    let want: Vec<Vec<u8>> = acked.keys().map(|k| k.as_bytes().to_vec()).collect();
+    assert_eq!(scanned.len(), want.len(), "scan returns every key once");
+    assert!(scanned == want, "scan returns the keys in order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sdk_writes_while_regions_split_move_and_leaders_transfer() {
+    let mut c = E2eCluster::start(Options {
+        stores: 4,
+        // Small regions: ~4.5 MB of data splits automatically several times.
+        region_split_size_mib: 1,
+        ..Default::default()
+    })
+    .await;
+    c.add_router().await;
+    c.add_router().await;
+    let client = client(c.router_addrs()).await;
+    let done = Arc::new(AtomicUsize::new(0));
+
+    let writer = {
+        let client = client.clone();
+        let done = done.clone();
+        tokio::spawn(async move { write_keys(&client, 0..20_000, 16, done).await })
+    };
+
+    // The admin's part, through the CLI, while the writes go on.
+    let mut splits = 0;
+    let mut moves = 0;
+    let mut transfers = 0;
+    let mut round = 0;
+    while !writer.is_finished() && round < 6 {
+        round += 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Split the region holding a key written a moment ago, at that
+        // key (a key of no automatic split: it is not a written key).
+        let at = format!("{}-split", key(done.load(Ordering::SeqCst) / 2));
+        let holder: serde_json::Value =
+            serde_json::from_str(&cli(&c, &["region", "show", "--key", &at, "-o", "json"]))
+                .expect("region JSON");
+        let id = holder["id"].as_u64().unwrap().to_string();
+        cli(&c, &["region", "split", &id, "--at", &at]);
+        splits += 1;
+
+        // Move one replica to a store that lacks it.
+        if admin(&c, |c| {
+            let regions = regions_json(c);
+            let region = &regions[round % regions.len()];
+            let on: Vec<u64> = region["peers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["store_id"].as_u64().unwrap())
+                .collect();
+            let text = cli(c, &["store", "list", "-o", "json"]);
+            let stores: Vec<serde_json::Value> = serde_json::from_str(&text).expect("store JSON");
+            let to = stores
+                .iter()
+                .map(|s| s["id"].as_u64().unwrap())
+                .find(|s| !on.contains(s))?;
+            let from = on
+                .iter()
+                .find(|s| Some(**s) != region["leader_store"].as_u64())?;
+            Some(vec![
+                "region".into(),
+                "move".into(),
+                region["id"].as_u64().unwrap().to_string(),
+                "--from".into(),
+                from.to_string(),
+                "--to".into(),
+                to.to_string(),
+            ])
+        }) {
+            moves += 1;
+        }
+
+        // Hand its leadership to another replica.
+        if admin(&c, |c| {
+            let regions = regions_json(c);
+            let region = &regions[round % regions.len()];
+            let leader = region["leader_store"].as_u64();
+            let to = region["peers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|p| p["role"] == "voter")
+                .map(|p| p["store_id"].as_u64().unwrap())
+                .find(|s| Some(*s) != leader)?;
+            Some(vec![
+                "region".into(),
+                "transfer-leader".into(),
+                region["id"].as_u64().unwrap().to_string(),
+                "--to".into(),
+                to.to_string(),
+            ])
+        }) {
+            transfers += 1;
+        }
+    }
+    let acked = writer.await.expect("writer");
+    assert_eq!(acked.len(), 20_000);
+    assert!(splits > 0 && moves > 0 && transfers > 0, "the admin ran");
+
+    let regions = regions_json(&c);
+    assert!(
+        regions.len() > splits + 1,
+        "regions also split on their own: {} regions after {splits} admin splits",
+        regions.len()
+    );
+    check_reads(&client, &acked).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_router_killed_mid_load_fails_over_without_losing_writes() {
+    let mut c = E2eCluster::start(Options::default()).await;
+    let first = c.add_router().await;
+    c.add_router().await;
+    // The first router first: the SDK starts there and must move on.
+    let client = client(c.router_addrs()).await;
+    let done = Arc::new(AtomicUsize::new(0));
+    let writer = {
+        let client = client.clone();
+        let done = done.clone();
+        tokio::spawn(async move { write_keys(&client, 0..4_000, 8, done).await })
+    };
+    c.wait_for("a quarter of the writes", Duration::from_secs(60), |_| {
+        let done = done.clone();
+        async move { done.load(Ordering::SeqCst) >= 1_000 }
+    })
+    .await;
+    c.routers.get_mut(&first).unwrap().proc.kill();
+    let at_kill = done.load(Ordering::SeqCst);
+
+    let acked = writer.await.expect("writer");
+    assert!(
+        at_kill < 4_000,
+        "the router died while writes were going on"
+    );
+    assert_eq!(acked.len(), 4_000, "every write was acknowledged");
+    check_reads(&client, &acked).await;
+}
