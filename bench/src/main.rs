@@ -6,7 +6,9 @@
 //!   stores, in one process) with N concurrent writers over M regions;
 //! - `region-ops`: split under load, snapshot throughput, region move;
 //! - `repair`: separate processes; time to detect a dead store and restore
-//!   3 replicas of every region it held.
+//!   3 replicas of every region it held;
+//! - `router-cost`: separate processes; get latency through a router
+//!   against straight to the leader.
 //!
 //! Results print as a table and, with `--json`, as one JSON object.
 
@@ -15,6 +17,7 @@ mod fsync;
 mod region_ops;
 mod repair;
 mod report;
+mod router_cost;
 
 use clap::{Parser, Subcommand};
 
@@ -43,6 +46,9 @@ enum Command {
     /// Separate processes: kill a store holding ~1,000 regions' replicas and
     /// time detection and repair (needs `cargo build --release --bins`).
     Repair(repair::Args),
+    /// Separate processes: get latency through tessera-router against
+    /// straight to the leader (needs `cargo build --release --bins`).
+    RouterCost(router_cost::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -55,6 +61,7 @@ fn main() -> anyhow::Result<()> {
         Command::ClusterPut(a) => runtime.block_on(cluster_put::run(a))?,
         Command::RegionOps(a) => runtime.block_on(region_ops::run(a))?,
         Command::Repair(a) => runtime.block_on(repair::run(a))?,
+        Command::RouterCost(a) => runtime.block_on(router_cost::run(a))?,
     };
     report.print(args.json);
     Ok(())

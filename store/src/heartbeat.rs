@@ -88,6 +88,10 @@ pub async fn run_heartbeats(
     capacity: impl Fn() -> (u64, u64) + Send + 'static,
 ) {
     let busy: Arc<Mutex<HashSet<u64>>> = Arc::default();
+    // Regions whose operator step just finished: reported at once, so the
+    // directory sees the new epoch and sends the next step without waiting
+    // for the next interval.
+    let (stepped_tx, mut stepped) = tokio::sync::mpsc::unbounded_channel::<u64>();
     loop {
         let mut stream = match directory.region_heartbeats().await {
             Ok(s) => s,
@@ -127,9 +131,11 @@ pub async fn run_heartbeats(
                             continue;
                         }
                         let (admin, busy) = (node.admin().clone(), busy.clone());
+                        let stepped_tx = stepped_tx.clone();
                         tokio::spawn(async move {
                             operator::execute(&admin, resp).await;
                             busy.lock().remove(&region_id);
+                            let _ = stepped_tx.send(region_id);
                         });
                     }
                     Some(Err(e)) => {
@@ -137,6 +143,16 @@ pub async fn run_heartbeats(
                         break;
                     }
                     None => break,
+                },
+                Some(region_id) = stepped.recv() => {
+                    // Only a leader reports; after a transfer, the new
+                    // leader's store does.
+                    let Ok(info) = node.admin().region_info(region_id).await else { continue };
+                    if info.is_leader
+                        && stream.reports.send(region_report(&node, info)).await.is_err()
+                    {
+                        break;
+                    }
                 }
             }
         }

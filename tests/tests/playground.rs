@@ -137,6 +137,28 @@ fn the_playground_serves_the_cli_with_default_flags_and_stops_on_ctrl_c() {
     assert!(!found, "a missing key is a non-zero exit");
     assert!(stderr.starts_with("error: "), "{stderr}");
 
+    // Failures are one clear line and a non-zero exit; nothing changes.
+    for (args, says, code) in [
+        (&["region", "show", "999999"][..], "999999", 1),
+        (&["region", "split", "999999"][..], "999999", 1),
+        (&["put", "", "v"][..], "key", 1),
+        (&["region", "split", "not-a-number"][..], "invalid value", 2),
+    ] {
+        let out = tessera()
+            .args(["--timeout", "20"])
+            .args(args)
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        if code == 1 {
+            assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+            assert!(stderr.starts_with("error: "), "{args:?}: {stderr}");
+        }
+    }
+    assert_eq!(ok(&["get", "greeting"]).trim(), "hello");
+
     let regions: Vec<serde_json::Value> =
         serde_json::from_str(&ok(&["region", "list", "--output", "json"])).expect("JSON");
     let before = regions.len();

@@ -1066,7 +1066,21 @@ impl Cluster {
             self.wait_replicas_caught_up(*region_id, timeout)
                 .await
                 .unwrap_or_else(|e| panic!("{e}"));
-            let infos = self.region_infos(*region_id).await;
+            // Caught up is about the log; applying it (a split, say) may
+            // take a moment longer, so agreement is awaited too.
+            let deadline = std::time::Instant::now() + timeout;
+            let infos = loop {
+                let infos = self.region_infos(*region_id).await;
+                let agree = region.peers.iter().all(|p| {
+                    infos
+                        .iter()
+                        .any(|(s, i)| *s == p.store_id && i.region == *region)
+                });
+                if agree || std::time::Instant::now() > deadline {
+                    break infos;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
             let reference = self.region_data(region.peers[0].store_id, region);
             for p in &region.peers {
                 let Some((_, info)) = infos.iter().find(|(s, _)| *s == p.store_id) else {
