@@ -74,6 +74,10 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
     let (ks_start, ks_end) = keys::keyspace_range(ks.id);
     let pb = progress(args.regions as u64, "regions split and fully replicated");
     let setup_started = Instant::now();
+    // Settled: every region in place and fully replicated, and no operator
+    // seen for 5 s in a row (placement and balance moves done), so the
+    // repair measured below does not share the stores with them.
+    let mut quiet_since: Option<Instant> = None;
     loop {
         let s = c.status().await?;
         let inside = tessera_e2e::scan_regions(&conn)
@@ -87,7 +91,12 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
             && s.under_replicated_regions == 0
             && s.operators.is_empty()
         {
-            break;
+            let since = *quiet_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= Duration::from_secs(5) {
+                break;
+            }
+        } else {
+            quiet_since = None;
         }
         anyhow::ensure!(
             setup_started.elapsed() < Duration::from_secs(1800),

@@ -150,7 +150,9 @@ async fn measure(
             let mut errors = 0u64;
             let mut i = t as u64 * 7919;
             while !stop.load(Ordering::Relaxed) {
-                i = i.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                i = i
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 let k = key((i >> 33) % keys);
                 let started = Instant::now();
                 if path.get(&k).await {

@@ -46,8 +46,10 @@ pub struct MemberResolver {
 
 impl MemberResolver {
     pub fn address(&self, member_id: u64) -> Option<String> {
+        // Recursive: callers may hold a read guard already (see
+        // `service::Core::state`).
         self.state
-            .read()
+            .read_recursive()
             .members
             .get(&member_id)
             .map(|m| m.address.clone())

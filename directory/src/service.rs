@@ -51,8 +51,14 @@ impl Core {
         })
     }
 
+    /// A read of the replicated state. Recursive on purpose: handlers read
+    /// the state while already holding a read guard (`header`, the member
+    /// resolver), and a plain `read` blocks behind a queued writer (the
+    /// poller applying an entry), which then waits for the outer guard
+    /// forever. Found as a hang of every directory member under
+    /// `tessera-bench repair` with 1,000 regions.
     fn state(&self) -> parking_lot::RwLockReadGuard<'_, DirectoryState> {
-        self.node.state().read()
+        self.node.state().read_recursive()
     }
 
     /// This member's term if it leads, else NotLeader with the leader.

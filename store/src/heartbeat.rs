@@ -81,12 +81,25 @@ pub fn region_report(node: &StoreNode, info: RegionInfo) -> RegionReport {
 /// region heartbeat stream whenever it ends (the directory leader changed).
 /// Errors are logged and retried: a directory outage must not stop a store
 /// from serving.
+///
+/// The store's own heartbeat runs on a task of its own: whatever happens to
+/// the region stream (a directory member that stopped reading it, say),
+/// the directory keeps hearing that the store is alive, so it never
+/// declares a working store Down. A region report that cannot be handed to
+/// the stream within `interval` ends the stream, which is then reopened
+/// towards the current leader.
 pub async fn run_heartbeats(
     node: Arc<StoreNode>,
     directory: Arc<dyn DirectoryClient>,
     interval: Duration,
     capacity: impl Fn() -> (u64, u64) + Send + 'static,
 ) {
+    let _store_heartbeats = AbortOnDrop(tokio::spawn(run_store_heartbeats(
+        node.clone(),
+        directory.clone(),
+        interval,
+        capacity,
+    )));
     let busy: Arc<Mutex<HashSet<u64>>> = Arc::default();
     // Regions whose operator step just finished: reported at once, so the
     // directory sees the new epoch and sends the next step without waiting
@@ -106,21 +119,12 @@ pub async fn run_heartbeats(
         loop {
             tokio::select! {
                 _ = ticker.tick() => {
-                    if let Err(e) = send_store_heartbeat(&node, directory.as_ref(), capacity()).await {
-                        if matches!(e, crate::Error::Shutdown) {
-                            return;
-                        }
-                        tracing::warn!(error = %e, "store heartbeat failed");
-                    }
                     let Ok(regions) = node.regions().await else { return };
-                    let mut broken = false;
-                    for info in regions.into_iter().filter(|i| i.is_leader) {
-                        if stream.reports.send(region_report(&node, info)).await.is_err() {
-                            broken = true;
-                            break;
-                        }
-                    }
-                    if broken {
+                    let reports = regions
+                        .into_iter()
+                        .filter(|i| i.is_leader)
+                        .map(|info| region_report(&node, info));
+                    if !send_reports(&stream.reports, reports, interval).await {
                         break;
                     }
                 }
@@ -149,7 +153,7 @@ pub async fn run_heartbeats(
                     // leader's store does.
                     let Ok(info) = node.admin().region_info(region_id).await else { continue };
                     if info.is_leader
-                        && stream.reports.send(region_report(&node, info)).await.is_err()
+                        && !send_reports(&stream.reports, [region_report(&node, info)], interval).await
                     {
                         break;
                     }
@@ -157,5 +161,53 @@ pub async fn run_heartbeats(
             }
         }
         tokio::time::sleep(interval.min(Duration::from_millis(200))).await;
+    }
+}
+
+/// The store's own heartbeat every `interval`, until the node stops.
+async fn run_store_heartbeats(
+    node: Arc<StoreNode>,
+    directory: Arc<dyn DirectoryClient>,
+    interval: Duration,
+    capacity: impl Fn() -> (u64, u64) + Send + 'static,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        match send_store_heartbeat(&node, directory.as_ref(), capacity()).await {
+            Ok(()) => {}
+            Err(crate::Error::Shutdown) => return,
+            Err(e) => tracing::warn!(error = %e, "store heartbeat failed"),
+        }
+    }
+}
+
+/// Hands `reports` to the region stream; false when the stream is closed
+/// or has not taken a report within `patience` (nobody reads it).
+async fn send_reports(
+    tx: &tokio::sync::mpsc::Sender<RegionReport>,
+    reports: impl IntoIterator<Item = RegionReport>,
+    patience: Duration,
+) -> bool {
+    for report in reports {
+        match tokio::time::timeout(patience, tx.send(report)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return false,
+            Err(_) => {
+                tracing::info!("the region heartbeat stream stopped taking reports; reopening it");
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
