@@ -557,14 +557,14 @@ impl OperatorWatch {
             None => {
                 let since = *self.gone_since.get_or_insert_with(Instant::now);
                 if since.elapsed() > OPERATOR_GONE_GRACE {
-                    bail!(
+                    return Ok(Poll::Failed(anyhow::anyhow!(
                         "the directory no longer runs operator {} for region {} \
                          (it finished, failed or was dropped), but the region does not \
                          show the result after {}: {region}",
                         self.operator,
                         self.region_id,
                         seconds(OPERATOR_GONE_GRACE)
-                    );
+                    )));
                 }
                 Ok(Poll::Pending(format!(
                     "operator ended; waiting for the region to report ({region})"

@@ -28,6 +28,10 @@ pub enum Poll<T> {
     Done(T),
     /// Not yet; the text says how far it got.
     Pending(String),
+    /// It will not happen (the operator failed or was dropped): the wait
+    /// ends with this error. Errors returned by the step itself are taken
+    /// as passing trouble (a slow answer) and the wait goes on.
+    Failed(anyhow::Error),
 }
 
 /// Polls `step` until it reports [`Poll::Done`], for at most `timeout`.
@@ -45,6 +49,7 @@ pub async fn until<T>(
     loop {
         let last = match step().await {
             Ok(Poll::Done(v)) => return Ok(v),
+            Ok(Poll::Failed(e)) => return Err(e),
             Ok(Poll::Pending(status)) => status,
             Err(e) => format!("{e:#}"),
         };
@@ -107,6 +112,23 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(got, 3);
+    }
+
+    #[tokio::test]
+    async fn a_failed_poll_ends_the_wait_but_an_error_does_not() {
+        let mut n = 0;
+        let err = until("test", Duration::from_secs(10), "", async || {
+            n += 1;
+            match n {
+                1 => Err(anyhow::anyhow!("slow answer")),
+                2 => Ok(Poll::Pending("going".into())),
+                _ => Ok(Poll::<()>::Failed(anyhow::anyhow!("operator dropped"))),
+            }
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(err.to_string(), "operator dropped");
+        assert_eq!(n, 3);
     }
 
     #[tokio::test]

@@ -549,20 +549,25 @@ impl<O: Send + 'static> Peer<O> {
     }
 
     /// Wraps raft-rs messages for the transport; messages to peers the
-    /// region does not list are dropped. Snapshots carry where their files
-    /// are.
+    /// region does not list are dropped — a dropped snapshot is reported to
+    /// raft-rs as failed, or the follower's progress would wait for it
+    /// forever. Snapshots carry where their files are.
     pub fn wrap_messages(
-        &self,
+        &mut self,
         msgs: Vec<Message>,
         snap_dir: &dyn Fn(u64, u64) -> std::path::PathBuf,
         out: &mut Vec<Outgoing>,
     ) {
+        let mut dropped_snapshots = Vec::new();
         let region = self.region();
         for m in msgs {
             let Some(to_peer) =
                 region::find_peer(region, m.to).or_else(|| self.peer_cache.get(&m.to))
             else {
                 tracing::debug!(region_id = region.id, to = m.to, msg_type = ?m.get_msg_type(), "message to unknown peer dropped");
+                if m.get_msg_type() == MessageType::MsgSnapshot {
+                    dropped_snapshots.push(m.to);
+                }
                 continue;
             };
             let store_id = to_peer.store_id;
@@ -592,6 +597,10 @@ impl<O: Send + 'static> Peer<O> {
                 }
                 None => Outgoing::Message(store_id, msg),
             });
+        }
+        for to in dropped_snapshots {
+            self.raw_node
+                .report_snapshot(to, raft::SnapshotStatus::Failure);
         }
     }
 

@@ -67,8 +67,8 @@ fn try_cli(c: &E2eCluster, args: &[&str]) -> Result<String, String> {
 
 /// Runs the admin command `plan` builds from a fresh look at the cluster.
 /// The scheduler moves regions too, so a command built from a view that
-/// just went stale is refused ("already has a replica", "in progress");
-/// it is then planned again. Returns whether a command succeeded.
+/// just went stale is refused ("already has a replica", "in progress"), or
+/// its operator is dropped; it is then planned again. Returns whether a command succeeded.
 fn admin(c: &E2eCluster, plan: impl Fn(&E2eCluster) -> Option<Vec<String>>) -> bool {
     for _ in 0..20 {
         let Some(args) = plan(c) else {
@@ -78,7 +78,13 @@ fn admin(c: &E2eCluster, plan: impl Fn(&E2eCluster) -> Option<Vec<String>>) -> b
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         match try_cli(c, &args) {
             Ok(_) => return true,
-            Err(e) if e.contains("in progress") || e.contains("replica") => {
+            // Also an operator the directory gave up on (its timeout) is
+            // planned again, as a person would.
+            Err(e)
+                if e.contains("in progress")
+                    || e.contains("replica")
+                    || e.contains("no longer runs operator") =>
+            {
                 std::thread::sleep(Duration::from_millis(300));
             }
             Err(e) => panic!("tessera {args:?} failed: {e}"),
