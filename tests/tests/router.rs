@@ -70,7 +70,7 @@ fn try_cli(c: &E2eCluster, args: &[&str]) -> Result<String, String> {
 /// just went stale is refused ("already has a replica", "in progress"), or
 /// its operator is dropped; it is then planned again. Returns whether a command succeeded.
 fn admin(c: &E2eCluster, plan: impl Fn(&E2eCluster) -> Option<Vec<String>>) -> bool {
-    for _ in 0..20 {
+    for _ in 0..4 {
         let Some(args) = plan(c) else {
             std::thread::sleep(Duration::from_millis(300));
             continue;
@@ -83,7 +83,8 @@ fn admin(c: &E2eCluster, plan: impl Fn(&E2eCluster) -> Option<Vec<String>>) -> b
             Err(e)
                 if e.contains("in progress")
                     || e.contains("replica")
-                    || e.contains("no longer runs operator") =>
+                    || e.contains("no longer runs operator")
+                    || e.contains("gave up waiting") =>
             {
                 std::thread::sleep(Duration::from_millis(300));
             }
@@ -232,6 +233,10 @@ async fn sdk_writes_while_regions_split_move_and_leaders_transfer() {
                 from.to_string(),
                 "--to".into(),
                 to.to_string(),
+                // Bounded: a move whose operator stalls is given up (and
+                // planned again) instead of holding the test.
+                "--wait-timeout".into(),
+                "60".into(),
             ])
         }) {
             moves += 1;
