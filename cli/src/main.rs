@@ -52,6 +52,9 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run a local cluster (directory, stores and a router) in one command.
+    ///
+    /// Each server runs as its own process on 127.0.0.1; the command prints
+    /// their addresses and runs until Ctrl-C, then stops them in order.
     Playground(playground::Args),
     /// Read a key (exit status 1 if it does not exist).
     Get(kv::GetArgs),

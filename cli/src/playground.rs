@@ -68,8 +68,10 @@ pub struct Args {
     /// Number of directory members: 1, 3 or 5.
     #[arg(long, default_value_t = 3, value_parser = parse_directories)]
     pub directories: u16,
-    /// First port of the layout (see `tessera playground --help`): the
-    /// router's. The default matches the CLI's default addresses.
+    /// First port of the layout: the router listens on B and serves
+    /// metrics on B+1; directory member i on B+10+2(i-1), store j on
+    /// B+20+2(j-1), each with its metrics port one above. The default
+    /// matches the CLI's default addresses.
     #[arg(long, default_value_t = 14000, value_parser = clap::value_parser!(u16).range(1024..=65000))]
     pub base_port: u16,
 }

@@ -362,3 +362,39 @@ async fn a_peer_added_again_gets_a_fresh_snapshot() {
     }
     cluster.shutdown().await;
 }
+
+/// Regression: a learner added while the leader's store keeps a tombstone
+/// of an earlier peer of the same region never caught up. A new peer has
+/// no epoch yet, so its answers carry conf_ver 0, and the leader's store
+/// dropped them as "messages for a removed peer"; the move stalled until
+/// its operator timed out (seen in the end-to-end tests as moves that
+/// timed out after regions went back and forth between stores).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_once_lost_a_peer_of_a_region_can_lead_it_and_add_learners() {
+    let cluster = Cluster::start(ClusterOptions::new(4).replicas(3))
+        .await
+        .unwrap();
+    let region = cluster.bootstrap_regions(&[]).await.unwrap()[0].clone();
+    cluster.must_put(&key("a"), b"1").await;
+    // Store 1 loses its peer (and keeps a tombstone), then gets one back.
+    cluster.move_peer(region.id, 1, 4).await.unwrap();
+    cluster.move_peer(region.id, 4, 1).await.unwrap();
+    // Store 1 leads; a new learner (on store 4) must catch up.
+    cluster.must_transfer_leader(region.id, 1).await;
+    cluster.must_put(&key("b"), b"2").await;
+    let moved = tokio::time::timeout(Duration::from_secs(20), cluster.move_peer(region.id, 2, 4))
+        .await
+        .expect("the learner on store 4 catches up and the move finishes")
+        .unwrap();
+    assert!(find_peer_on_store(&moved, 4).is_some());
+    assert!(find_peer_on_store(&moved, 2).is_none());
+    assert_eq!(
+        cluster.must_get(&key("a")).await.as_deref(),
+        Some(&b"1"[..])
+    );
+    assert_eq!(
+        cluster.must_get(&key("b")).await.as_deref(),
+        Some(&b"2"[..])
+    );
+    cluster.shutdown().await;
+}

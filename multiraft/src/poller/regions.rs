@@ -262,8 +262,11 @@ impl<S: StateMachine> Poller<S> {
             self.on_tombstone_message(region_id, to.id, epoch);
             return;
         }
+        // A tombstone guards against reviving the removed peer; once a new
+        // peer of the region lives here, messages are checked against it
+        // (by peer id) instead — its new followers have no epoch yet.
         if let Some(t) = self.tombstones.get(&region_id) {
-            if epoch.conf_ver <= t.conf_ver {
+            if epoch.conf_ver <= t.conf_ver && !self.peers.contains_key(&region_id) {
                 tracing::debug!(region_id, "message for a removed peer ignored");
                 return;
             }
