@@ -445,11 +445,24 @@ fn print_banner(root: &Path, kept: bool, layout: &Layout) {
     };
     println!();
     println!("Try, in another terminal:");
-    println!("  tessera{flags} put greeting hello");
-    println!("  tessera{flags} get greeting");
-    println!("  tessera{flags} region list");
+    let tessera = command_name();
+    println!("  {tessera}{flags} put greeting hello");
+    println!("  {tessera}{flags} get greeting");
+    println!("  {tessera}{flags} region list");
     println!();
     println!("Press Ctrl-C to stop.");
+}
+
+/// How to run this binary from another terminal: `tessera` when that is
+/// on the PATH, else its full path (e.g. `target/release/tessera` after
+/// `cargo run`).
+fn command_name() -> String {
+    let on_path = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("tessera").is_file()));
+    match std::env::current_exe() {
+        Ok(exe) if !on_path => exe.display().to_string(),
+        _ => "tessera".to_string(),
+    }
 }
 
 /// Tells about servers that exited while the playground runs; the rest
