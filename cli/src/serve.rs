@@ -39,64 +39,49 @@ impl Kind {
     }
 }
 
-/// Runs the server until SIGTERM or Ctrl-C, on a runtime of its own.
+/// Runs the server until SIGTERM or Ctrl-C, as its own binary would
+/// (`tessera_common::run_process`). The file is read and checked before
+/// logging starts, so a bad one is one line.
 pub fn run(args: Args) -> Result<()> {
-    // Load and validate before logging starts, so a bad file is one line.
-    enum Loaded {
-        Directory(tessera_directory::config::DirectoryConfig),
-        Store(tessera_store::config::StoreConfig),
-        Router(tessera_router::config::ServerConfig),
-    }
-    let loaded = match args.kind {
+    let name = format!("tessera-{}", args.kind.name());
+    let filter = "info,slog=warn";
+    let shutdown = tessera_common::shutdown_signal;
+    match args.kind {
         Kind::Directory => {
             let cfg = tessera_directory::config::DirectoryConfig::from_file(&args.config)?;
             cfg.validate()?;
-            Loaded::Directory(cfg)
+            let buckets = tessera_directory::metrics::histogram_buckets();
+            tessera_common::run_process(
+                &name,
+                &cfg.log_format.clone(),
+                filter,
+                buckets,
+                |m| async move { Ok(tessera_directory::server::run(cfg, Some(m), shutdown()).await?) },
+            )
         }
         Kind::Store => {
             let cfg = tessera_store::config::StoreConfig::from_file(&args.config)?;
             cfg.validate()?;
-            Loaded::Store(cfg)
+            let buckets = tessera_multiraft::metrics::histogram_buckets();
+            tessera_common::run_process(
+                &name,
+                &cfg.log_format.clone(),
+                filter,
+                buckets,
+                |m| async move { Ok(tessera_store::server::run(cfg, Some(m), shutdown()).await?) },
+            )
         }
         Kind::Router => {
             let cfg = tessera_router::config::ServerConfig::from_file(&args.config)?;
             cfg.validate()?;
-            Loaded::Router(cfg)
+            let buckets = tessera_router::metrics::histogram_buckets();
+            tessera_common::run_process(
+                &name,
+                &cfg.log_format.clone(),
+                filter,
+                buckets,
+                |m| async move { Ok(tessera_router::server::run(cfg, Some(m), shutdown()).await?) },
+            )
         }
-    };
-    let log_format = match &loaded {
-        Loaded::Directory(c) => c.log_format.clone(),
-        Loaded::Store(c) => c.log_format.clone(),
-        Loaded::Router(c) => c.log_format.clone(),
-    };
-    tessera_common::init_logging(&log_format, "info,slog=warn");
-    tessera_common::abort_on_panic();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name(format!("tessera-{}", args.kind.name()))
-        .build()?;
-    runtime.block_on(async move {
-        let shutdown = tessera_common::shutdown_signal();
-        match loaded {
-            Loaded::Directory(cfg) => {
-                let metrics = tessera_common::status::install_metrics_recorder(
-                    tessera_directory::metrics::histogram_buckets(),
-                )?;
-                tessera_directory::server::run(cfg, Some(metrics), shutdown).await?;
-            }
-            Loaded::Store(cfg) => {
-                let metrics = tessera_common::status::install_metrics_recorder(
-                    tessera_multiraft::metrics::histogram_buckets(),
-                )?;
-                tessera_store::server::run(cfg, Some(metrics), shutdown).await?;
-            }
-            Loaded::Router(cfg) => {
-                let metrics = tessera_common::status::install_metrics_recorder(
-                    tessera_router::metrics::histogram_buckets(),
-                )?;
-                tessera_router::server::run(cfg, Some(metrics), shutdown).await?;
-            }
-        }
-        Ok(())
-    })
+    }
 }

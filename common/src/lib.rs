@@ -41,6 +41,34 @@ pub fn init_logging(format: &str, default_filter: &str) {
     }
 }
 
+/// The life of one server process: logs (`log_format`; `RUST_LOG` over
+/// `default_filter`), any panic aborts, a multi-threaded runtime whose
+/// threads are named `name`, the Prometheus recorder with `buckets` — then
+/// `serve` with the recorder's handle, until it returns. The binaries and
+/// `tessera serve` (the playground's processes) all start this way.
+pub fn run_process<E, Fut>(
+    name: &str,
+    log_format: &str,
+    default_filter: &str,
+    buckets: Vec<(&'static str, Vec<f64>)>,
+    serve: impl FnOnce(metrics_exporter_prometheus::PrometheusHandle) -> Fut,
+) -> std::result::Result<(), E>
+where
+    Fut: std::future::Future<Output = std::result::Result<(), E>>,
+    E: From<Error> + From<std::io::Error>,
+{
+    init_logging(log_format, default_filter);
+    abort_on_panic();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name(name)
+        .build()?;
+    runtime.block_on(async move {
+        let metrics = status::install_metrics_recorder(buckets)?;
+        serve(metrics).await
+    })
+}
+
 /// Completes on SIGTERM or Ctrl-C.
 pub async fn shutdown_signal() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

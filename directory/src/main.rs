@@ -88,18 +88,16 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let cfg = load_config(&args)?;
-    tessera_common::init_logging(&cfg.log_format, "info,slog=warn");
-    tessera_common::abort_on_panic();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("tessera-directory")
-        .build()?;
-    runtime.block_on(async move {
-        let metrics = tessera_common::status::install_metrics_recorder(
-            tessera_directory::metrics::histogram_buckets(),
-        )?;
-        tessera_directory::server::run(cfg, Some(metrics), tessera_common::shutdown_signal())
-            .await?;
-        Ok(())
-    })
+    let log_format = cfg.log_format.clone();
+    tessera_common::run_process(
+        "tessera-directory",
+        &log_format,
+        "info,slog=warn",
+        tessera_directory::metrics::histogram_buckets(),
+        |metrics| async move {
+            tessera_directory::server::run(cfg, Some(metrics), tessera_common::shutdown_signal())
+                .await?;
+            Ok(())
+        },
+    )
 }

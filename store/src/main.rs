@@ -87,17 +87,16 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let cfg = load_config(&args)?;
-    tessera_common::init_logging(&cfg.log_format, "info,slog=warn");
-    tessera_common::abort_on_panic();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("tessera-store")
-        .build()?;
-    runtime.block_on(async move {
-        let metrics = tessera_common::status::install_metrics_recorder(
-            tessera_multiraft::metrics::histogram_buckets(),
-        )?;
-        tessera_store::server::run(cfg, Some(metrics), tessera_common::shutdown_signal()).await?;
-        Ok(())
-    })
+    let log_format = cfg.log_format.clone();
+    tessera_common::run_process(
+        "tessera-store",
+        &log_format,
+        "info,slog=warn",
+        tessera_multiraft::metrics::histogram_buckets(),
+        |metrics| async move {
+            tessera_store::server::run(cfg, Some(metrics), tessera_common::shutdown_signal())
+                .await?;
+            Ok(())
+        },
+    )
 }

@@ -456,6 +456,26 @@ impl E2eCluster {
         index
     }
 
+    /// Waits until the directory knows at least `regions` regions, each
+    /// fully replicated, with no operator in flight.
+    pub async fn wait_settled(&self, regions: u32) {
+        self.wait_for(
+            &format!("{regions} fully replicated regions"),
+            Duration::from_secs(120),
+            move |c| async move {
+                c.status()
+                    .await
+                    .map(|s| {
+                        s.regions >= regions
+                            && s.under_replicated_regions == 0
+                            && s.operators.is_empty()
+                    })
+                    .unwrap_or(false)
+            },
+        )
+        .await;
+    }
+
     /// The public addresses of the running routers.
     pub fn router_addrs(&self) -> Vec<String> {
         self.routers.values().map(|r| r.addr.clone()).collect()

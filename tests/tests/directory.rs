@@ -10,30 +10,12 @@ use tessera_proto::directorypb::{
 };
 use tessera_proto::keys;
 
-async fn wait_healthy(c: &E2eCluster, regions: u32) {
-    c.wait_for(
-        &format!("{regions} fully replicated regions"),
-        Duration::from_secs(90),
-        move |c| async move {
-            c.status()
-                .await
-                .map(|s| {
-                    s.regions >= regions
-                        && s.under_replicated_regions == 0
-                        && s.operators.is_empty()
-                })
-                .unwrap_or(false)
-        },
-    )
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_directory_survives_losing_its_leader_and_a_full_restart() {
     let mut c = E2eCluster::start(Options::default()).await;
     // The first store bootstrapped the cluster with one replica; the
     // scheduler brings it to three.
-    wait_healthy(&c, 1).await;
+    c.wait_settled(1).await;
     let router = c.router();
     for i in 0..100 {
         router
@@ -134,7 +116,7 @@ async fn the_directory_survives_losing_its_leader_and_a_full_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_directory_member_is_replaced_by_a_new_one() {
     let mut c = E2eCluster::start(Options::default()).await;
-    wait_healthy(&c, 1).await;
+    c.wait_settled(1).await;
     let router = c.router();
     for i in 0..50 {
         router
@@ -224,7 +206,7 @@ async fn a_failed_directory_member_is_replaced_by_a_new_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_region_heartbeat_never_overwrites_newer_metadata() {
     let c = E2eCluster::start(Options::default()).await;
-    wait_healthy(&c, 1).await;
+    c.wait_settled(1).await;
     let conn = c.directory_conn();
     let region_of = |key: &'static [u8]| {
         let conn = &conn;
@@ -256,7 +238,7 @@ async fn a_stale_region_heartbeat_never_overwrites_newer_metadata() {
     })
     .await
     .unwrap();
-    wait_healthy(&c, 2).await;
+    c.wait_settled(2).await;
     let left = region_of(b"a").await.region.unwrap();
     let right = region_of(b"z").await.region.unwrap();
     assert_ne!(left.id, right.id);

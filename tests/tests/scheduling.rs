@@ -10,24 +10,6 @@ use tessera_e2e::{E2eCluster, Options};
 use tessera_proto::directorypb::*;
 use tessera_proto::keys;
 
-async fn wait_healthy(c: &E2eCluster, regions: u32) {
-    c.wait_for(
-        &format!("{regions} fully replicated regions"),
-        Duration::from_secs(120),
-        move |c| async move {
-            c.status()
-                .await
-                .map(|s| {
-                    s.regions >= regions
-                        && s.under_replicated_regions == 0
-                        && s.operators.is_empty()
-                })
-                .unwrap_or(false)
-        },
-    )
-    .await;
-}
-
 async fn split(conn: &DirectoryConn, region_id: u64, split_keys: Vec<Vec<u8>>) -> String {
     conn.call("split", |mut cl| {
         let req = SplitRegionRequest {
@@ -63,14 +45,14 @@ async fn counts(c: &E2eCluster) -> BTreeMap<u64, (u32, u32)> {
 
 /// Splits the only region into `n` regions and waits until all are healthy.
 async fn make_regions(c: &E2eCluster, n: usize) {
-    wait_healthy(c, 1).await;
+    c.wait_settled(1).await;
     let conn = c.directory_conn();
     let first = regions(&conn).await[0].region.clone().unwrap();
     let split_keys = (1..n)
         .map(|i| keys::encode(0, format!("k{i:03}").as_bytes()))
         .collect();
     split(&conn, first.id, split_keys).await;
-    wait_healthy(c, n as u32).await;
+    c.wait_settled(n as u32).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -282,7 +264,7 @@ async fn admin_split_and_move_and_hash_keyspaces() {
         ..Options::default()
     })
     .await;
-    wait_healthy(&c, 1).await;
+    c.wait_settled(1).await;
     let conn = c.directory_conn();
     let router = c.router();
     for i in 0..50 {
@@ -294,7 +276,7 @@ async fn admin_split_and_move_and_hash_keyspaces() {
     // Admin split at a key.
     let first = regions(&conn).await[0].region.clone().unwrap();
     split(&conn, first.id, vec![keys::encode(0, b"k025")]).await;
-    wait_healthy(&c, 2).await;
+    c.wait_settled(2).await;
     let rs = regions(&conn).await;
     assert!(rs
         .iter()
