@@ -56,6 +56,7 @@ pub fn run(args: Args) -> Result<()> {
                 &cfg.log_format.clone(),
                 filter,
                 buckets,
+                tessera_directory::metrics::describe,
                 |m| async move { Ok(tessera_directory::server::run(cfg, Some(m), shutdown()).await?) },
             )
         }
@@ -68,6 +69,7 @@ pub fn run(args: Args) -> Result<()> {
                 &cfg.log_format.clone(),
                 filter,
                 buckets,
+                tessera_store::metrics::describe,
                 |m| async move { Ok(tessera_store::server::run(cfg, Some(m), shutdown()).await?) },
             )
         }
@@ -80,6 +82,7 @@ pub fn run(args: Args) -> Result<()> {
                 &cfg.log_format.clone(),
                 filter,
                 buckets,
+                tessera_router::metrics::describe,
                 |m| async move { Ok(tessera_router::server::run(cfg, Some(m), shutdown()).await?) },
             )
         }

@@ -21,10 +21,11 @@
 //!
 //! What follows depends on the operation's [`OpKind`]:
 //! - reads retry after any failure and end as [`Error::Unavailable`];
-//! - idempotent writes retry after any failure too, but end as
-//!   [`Error::Indeterminate`] if any attempt was *maybe sent*;
-//! - other writes (compare-and-swap) retry only after *not sent* failures and
-//!   report [`Error::Indeterminate`] at once after a *maybe sent* one.
+//! - writes (all of them: put and delete too) retry only after *not sent*
+//!   failures and report [`Error::Indeterminate`] at once after a *maybe
+//!   sent* one. Resending a put that may have applied could apply it again
+//!   after another client's write, undoing that write — the nemesis suite
+//!   caught exactly this when puts were still retried as idempotent.
 //!
 //! Router answers of kind `INVALID_ARGUMENT`, `KEYSPACE_NOT_FOUND` and
 //! `INDETERMINATE` end the operation at once with the matching error. A
@@ -71,10 +72,9 @@ pub(crate) struct Settings {
 pub(crate) enum OpKind {
     /// Changes nothing: always retried.
     Read,
-    /// Applying it twice is the same as once: retried, but indeterminate if
-    /// the deadline passes after an attempt that may have been applied.
-    IdempotentWrite,
-    /// Must not be applied twice: retried only when certainly not sent.
+    /// Must not be applied twice — not even a put, which applied again
+    /// after another client's write would undo it: retried only when
+    /// certainly not sent.
     Write,
 }
 
@@ -222,7 +222,6 @@ impl Failover {
         }
         let mut at = self.preferred.load(Ordering::Relaxed) % n;
         let mut attempts: u32 = 0;
-        let mut maybe_applied = false;
         let mut last_error = String::from("no attempt was made");
         loop {
             let now = Instant::now();
@@ -253,10 +252,6 @@ impl Failover {
                 Failure::NotSent(e) => last_error = e,
                 Failure::MaybeSent(e) => match op.kind {
                     OpKind::Read => last_error = e,
-                    OpKind::IdempotentWrite => {
-                        maybe_applied = true;
-                        last_error = e;
-                    }
                     OpKind::Write => {
                         tracing::debug!(
                             op = op.name,
@@ -288,19 +283,13 @@ impl Failover {
             tokio::time::sleep(wait).await;
             at = next;
         }
-        if maybe_applied {
-            Err(Error::Indeterminate(format!(
-                "{} may or may not have been applied: an attempt may have reached a router \
-                 and no success came within {timeout:?} (attempts: {attempts}; last error: {last_error})",
-                op.name
-            )))
-        } else {
-            Err(Error::Unavailable(format!(
-                "{}: no router served it within {timeout:?} (attempts: {attempts}, endpoints: {n}; \
-                 last error: {last_error})",
-                op.name
-            )))
-        }
+        // Every attempt certainly failed to apply (a write that may have
+        // been sent returned Indeterminate above).
+        Err(Error::Unavailable(format!(
+            "{}: no router served it within {timeout:?} (attempts: {attempts}, endpoints: {n}; \
+             last error: {last_error})",
+            op.name
+        )))
     }
 
     /// One attempt at endpoint `at` with `left` time left.

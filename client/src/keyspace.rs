@@ -2,10 +2,11 @@
 //!
 //! Each operation checks what is cheap to check here (no empty keys), builds
 //! its router request once and hands it to the [failover](crate::failover)
-//! loop with its kind: reads (`get`, `batch_get`, `scan`, `scan_reverse`),
-//! idempotent writes (`put`, `delete`, `batch_put`, `delete_range`) or a
-//! write that must not be applied twice (`compare_and_swap`). Size limits
-//! and range checks are left to the router, which knows them.
+//! loop with its kind: reads (`get`, `batch_get`, `scan`, `scan_reverse`)
+//! or writes (`put`, `delete`, `batch_put`, `delete_range`,
+//! `compare_and_swap`), which are never sent twice once they may have
+//! reached a router. Size limits and range checks are left to the router,
+//! which knows them.
 
 use std::ops::RangeBounds;
 
@@ -104,7 +105,7 @@ impl Keyspace {
         };
         self.client
             .failover()
-            .call(self.op("put", OpKind::IdempotentWrite), |mut c, left| {
+            .call(self.op("put", OpKind::Write), |mut c, left| {
                 let r = request(&message, left);
                 async move { c.put(r).await }
             })
@@ -128,7 +129,7 @@ impl Keyspace {
         };
         self.client
             .failover()
-            .call(self.op("delete", OpKind::IdempotentWrite), |mut c, left| {
+            .call(self.op("delete", OpKind::Write), |mut c, left| {
                 let r = request(&message, left);
                 async move { c.delete(r).await }
             })
@@ -205,13 +206,10 @@ impl Keyspace {
         };
         self.client
             .failover()
-            .call(
-                self.op("batch_put", OpKind::IdempotentWrite),
-                |mut c, left| {
-                    let r = request(&message, left);
-                    async move { c.batch_put(r).await }
-                },
-            )
+            .call(self.op("batch_put", OpKind::Write), |mut c, left| {
+                let r = request(&message, left);
+                async move { c.batch_put(r).await }
+            })
             .await?;
         Ok(())
     }
@@ -285,7 +283,7 @@ impl Keyspace {
     /// Sets `key` to `new` (deletes it when `new` is `None`) if its value is
     /// `expected` (it is absent when `expected` is `None`).
     ///
-    /// Not idempotent, so it is retried only when it certainly did not reach
+    /// Like every write, it is retried only when it certainly did not reach
     /// a router; otherwise a lost answer is reported as
     /// [`Error::Indeterminate`] at once.
     ///
@@ -346,13 +344,10 @@ impl Keyspace {
         };
         self.client
             .failover()
-            .call(
-                self.op("delete_range", OpKind::IdempotentWrite),
-                |mut c, left| {
-                    let r = request(&message, left);
-                    async move { c.delete_range(r).await }
-                },
-            )
+            .call(self.op("delete_range", OpKind::Write), |mut c, left| {
+                let r = request(&message, left);
+                async move { c.delete_range(r).await }
+            })
             .await?;
         Ok(())
     }

@@ -59,16 +59,14 @@
 //! never as failed and never as unavailable:
 //! - reads (`get`, `batch_get`, `scan`, `scan_reverse`) are always retried
 //!   and end as [`Error::Unavailable`] when the deadline passes;
-//! - `put`, `delete`, `batch_put` and `delete_range` are idempotent and are
-//!   retried after any failure; but if the deadline passes after at least
-//!   one attempt that *may* have reached a router (it was sent on an
-//!   established connection and no answer came, or a transport error did),
-//!   the result is [`Error::Indeterminate`], otherwise
-//!   [`Error::Unavailable`];
-//! - `compare_and_swap` is not idempotent: it is retried only when it
-//!   certainly was not sent (the dial failed, or the router answered
-//!   `UNAVAILABLE`, which says nothing was applied); any other failure
-//!   after sending is [`Error::Indeterminate`] at once;
+//! - writes (`put`, `delete`, `batch_put`, `delete_range`,
+//!   `compare_and_swap`) are retried only when they certainly were not sent
+//!   (the dial failed, or the router answered `UNAVAILABLE`, which says
+//!   nothing was applied); any other failure after sending is
+//!   [`Error::Indeterminate`] at once. Even a put is not resent: applied
+//!   twice, with another client's write in between, it would undo that
+//!   write. When you are the only writer of a key, putting it again after
+//!   an indeterminate outcome is safe — that is the application's call;
 //! - a router answer of kind `INDETERMINATE` is [`Error::Indeterminate`].
 //!
 //! Router answers of kind `INVALID_ARGUMENT` and `KEYSPACE_NOT_FOUND` end

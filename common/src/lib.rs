@@ -43,14 +43,16 @@ pub fn init_logging(format: &str, default_filter: &str) {
 
 /// The life of one server process: logs (`log_format`; `RUST_LOG` over
 /// `default_filter`), any panic aborts, a multi-threaded runtime whose
-/// threads are named `name`, the Prometheus recorder with `buckets` — then
-/// `serve` with the recorder's handle, until it returns. The binaries and
+/// threads are named `name`, the Prometheus recorder with `buckets` and the
+/// help text `describe` registers — then `serve` with the recorder's
+/// handle, until it returns. The binaries and
 /// `tessera serve` (the playground's processes) all start this way.
 pub fn run_process<E, Fut>(
     name: &str,
     log_format: &str,
     default_filter: &str,
     buckets: Vec<(&'static str, Vec<f64>)>,
+    describe: fn(),
     serve: impl FnOnce(metrics_exporter_prometheus::PrometheusHandle) -> Fut,
 ) -> std::result::Result<(), E>
 where
@@ -65,6 +67,7 @@ where
         .build()?;
     runtime.block_on(async move {
         let metrics = status::install_metrics_recorder(buckets)?;
+        describe();
         serve(metrics).await
     })
 }

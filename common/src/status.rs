@@ -67,6 +67,10 @@ pub fn install_metrics_recorder(
     let handle = builder
         .install_recorder()
         .map_err(|e| Error::Setup(format!("cannot install the metrics recorder: {e}")))?;
+    metrics::describe_gauge!(
+        READY,
+        "1 while the process can serve (its /ready answers 200), else 0"
+    );
     let upkeep = handle.clone();
     tokio::spawn(async move {
         let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
@@ -116,6 +120,18 @@ pub async fn serve(
     readiness: Arc<Readiness>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    serve_with(listener, metrics_handle, readiness, Router::new(), shutdown).await
+}
+
+/// [`serve`], plus the process's own `extra` routes (a store's fault
+/// endpoints in test builds).
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    metrics_handle: Option<PrometheusHandle>,
+    readiness: Arc<Readiness>,
+    extra: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/health", get(health))
@@ -123,7 +139,8 @@ pub async fn serve(
         .with_state(StatusState {
             metrics: metrics_handle,
             readiness,
-        });
+        })
+        .merge(extra);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

@@ -21,8 +21,12 @@ struct Args {
     #[arg(long, env = "TESSERA_DIRECTORY_CONFIG")]
     config: Option<PathBuf>,
     /// This member's id (1, 2, 3, ...).
-    #[arg(long, env = "TESSERA_DIRECTORY_ID")]
+    #[arg(long, env = "TESSERA_DIRECTORY_ID", conflicts_with = "id_from_ordinal")]
     id: Option<u64>,
+    /// Take the id from a StatefulSet ordinal: the host name's `-N` suffix
+    /// plus 1 (`tessera-directory-0` is member 1).
+    #[arg(long, env = "TESSERA_DIRECTORY_ID_FROM_ORDINAL")]
+    id_from_ordinal: bool,
     #[arg(long, env = "TESSERA_DIRECTORY_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// gRPC address to bind, e.g. 0.0.0.0:2379.
@@ -43,6 +47,9 @@ struct Args {
     /// Log format: text or json.
     #[arg(long, env = "TESSERA_DIRECTORY_LOG_FORMAT")]
     log_format: Option<String>,
+    /// On SIGTERM, how long to drain (hand leaderships away) before exiting, in ms.
+    #[arg(long, env = "TESSERA_DIRECTORY_SHUTDOWN_GRACE_MS")]
+    shutdown_grace_ms: Option<u64>,
     /// Print the default configuration as TOML and exit.
     #[arg(long)]
     print_default_config: bool,
@@ -55,6 +62,10 @@ fn load_config(args: &Args) -> anyhow::Result<DirectoryConfig> {
     };
     if let Some(v) = args.id {
         cfg.id = v;
+    }
+    if args.id_from_ordinal {
+        let host = host_name()?;
+        cfg.id = id_from_ordinal(&host)?;
     }
     if let Some(v) = &args.data_dir {
         cfg.data_dir = v.clone();
@@ -77,8 +88,46 @@ fn load_config(args: &Args) -> anyhow::Result<DirectoryConfig> {
     if let Some(v) = &args.log_format {
         cfg.log_format = v.clone();
     }
+    if let Some(v) = args.shutdown_grace_ms {
+        cfg.shutdown_grace_ms = v;
+    }
     cfg.validate()?;
     Ok(cfg)
+}
+
+/// This machine's host name: `$HOSTNAME` when set (Kubernetes sets it to
+/// the pod name), else gethostname(2).
+fn host_name() -> anyhow::Result<String> {
+    if let Ok(name) = std::env::var("HOSTNAME") {
+        if !name.is_empty() {
+            return Ok(name);
+        }
+    }
+    let mut buf = [0u8; 256];
+    // SAFETY: buf is valid for its length; gethostname NUL-terminates on success.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    anyhow::ensure!(
+        rc == 0,
+        "gethostname failed: {}",
+        std::io::Error::last_os_error()
+    );
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    Ok(String::from_utf8_lossy(&buf[..end]).into_owned())
+}
+
+/// The member id of a StatefulSet pod: `name-N` is member N + 1.
+fn id_from_ordinal(host: &str) -> anyhow::Result<u64> {
+    // A pod's host name is its name; a fully qualified name keeps it first.
+    let pod = host.split('.').next().unwrap_or(host);
+    let ordinal = pod
+        .rsplit_once('-')
+        .and_then(|(_, n)| n.parse::<u64>().ok())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "--id-from-ordinal: host name {host:?} does not end in -N (a StatefulSet ordinal)"
+            )
+        })?;
+    Ok(ordinal + 1)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -94,10 +143,29 @@ fn main() -> anyhow::Result<()> {
         &log_format,
         "info,slog=warn",
         tessera_directory::metrics::histogram_buckets(),
+        tessera_directory::metrics::describe,
         |metrics| async move {
             tessera_directory::server::run(cfg, Some(metrics), tessera_common::shutdown_signal())
                 .await?;
             Ok(())
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::id_from_ordinal;
+
+    #[test]
+    fn the_ordinal_of_a_statefulset_pod_is_its_member_id_minus_one() {
+        assert_eq!(id_from_ordinal("tessera-directory-0").unwrap(), 1);
+        assert_eq!(id_from_ordinal("tessera-directory-4").unwrap(), 5);
+        assert_eq!(
+            id_from_ordinal("tessera-directory-2.tessera-directory.ns.svc").unwrap(),
+            3
+        );
+        let err = id_from_ordinal("laptop").unwrap_err().to_string();
+        assert!(err.contains("does not end in -N"), "{err}");
+        assert!(id_from_ordinal("tessera-directory-x").is_err());
+    }
 }

@@ -14,6 +14,33 @@ pub const RAFT_COMMIT_SECONDS: &str = "tessera_directory_raft_commit_seconds";
 /// 1 on the member that leads the directory group.
 pub const IS_LEADER: &str = "tessera_directory_is_leader";
 
+/// Registers help text for the directory's metrics and those of its Raft
+/// group (see [`tessera_multiraft::metrics::describe`]).
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    tessera_multiraft::metrics::describe();
+    describe_gauge!(REGIONS, "Regions in the cluster's metadata");
+    describe_gauge!(STORES, "Stores by lifecycle state (label state)");
+    describe_counter!(
+        OPERATORS_TOTAL,
+        "Scheduler operators by kind and outcome (created, finished, timed_out, cancelled)"
+    );
+    describe_histogram!(
+        HEARTBEAT_SECONDS,
+        Unit::Seconds,
+        "Seconds spent handling one region or store heartbeat"
+    );
+    describe_histogram!(
+        RAFT_COMMIT_SECONDS,
+        Unit::Seconds,
+        "Seconds from proposing a directory command to its apply"
+    );
+    describe_gauge!(
+        IS_LEADER,
+        "1 on the member that leads the directory group, else 0"
+    );
+}
+
 pub fn histogram_buckets() -> Vec<(&'static str, Vec<f64>)> {
     let seconds = vec![
         0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,

@@ -15,6 +15,14 @@
 //! - [`transport`]: how Raft messages reach other stores (gRPC, or an
 //!   in-memory network with fault filters for tests).
 //!
+//! Failpoints (the `fail` crate; compiled in only with the `failpoints`
+//! feature, armed by tests through a store's fault endpoints):
+//! `raft_before_persist` / `raft_after_persist` around the round's synced
+//! Raft write; `apply_before_write` before the applied state is written;
+//! `split_between_write_and_start` after a split is written and before the
+//! new regions' peers start; `snapshot_before_ingest` /
+//! `snapshot_after_ingest` inside a snapshot's apply.
+//!
 //! What it leaves to its users: the meaning of a committed entry. The store's
 //! KV state machine and the directory's metadata state machine plug in through
 //! [`StateMachine`].

@@ -55,6 +55,139 @@ pub const REGIONS: &str = "tessera_regions";
 /// Regions whose leader is on this store.
 pub const LEADERS: &str = "tessera_leaders";
 
+/// Registers the help text and unit of every metric above with the
+/// installed recorder (Prometheus `# HELP` lines), and exports the
+/// unlabelled counters at 0 from the start so alerts and dashboards see
+/// them before their first increment.
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_histogram!(
+        POLLER_ROUND_SECONDS,
+        Unit::Seconds,
+        "Seconds of one poller round, from draining the mailbox to the last callback"
+    );
+    describe_histogram!(
+        FSYNC_SECONDS,
+        Unit::Seconds,
+        "Seconds of one synced Raft write (the fsync of a group commit)"
+    );
+    describe_histogram!(
+        WRITE_BATCH_BYTES,
+        Unit::Bytes,
+        "Bytes in one synced Raft write batch"
+    );
+    describe_histogram!(
+        WRITE_BATCH_REGIONS,
+        "Regions whose Ready state shared one synced Raft write batch"
+    );
+    describe_counter!(PROPOSALS_TOTAL, "Proposals accepted by a leader");
+    describe_counter!(
+        PROPOSALS_REJECTED_TOTAL,
+        "Proposals refused before reaching the log (not leader, stale epoch, busy)"
+    );
+    describe_counter!(
+        APPLIED_ENTRIES_TOTAL,
+        "Committed Raft entries applied to a state machine"
+    );
+    describe_counter!(
+        READS_TOTAL,
+        "Linearizable reads served, by path (lease or read_index)"
+    );
+    describe_counter!(
+        RAFT_MESSAGES_SENT_TOTAL,
+        "Raft messages sent to other stores"
+    );
+    describe_counter!(
+        RAFT_MESSAGES_RECEIVED_TOTAL,
+        "Raft messages received from other stores"
+    );
+    describe_counter!(
+        RAFT_MESSAGES_DROPPED_TOTAL,
+        "Raft messages dropped by the transport (peer unreachable or slow)"
+    );
+    describe_counter!(SNAPSHOTS_GENERATED_TOTAL, "Region snapshots generated");
+    describe_histogram!(
+        SNAPSHOT_GENERATE_SECONDS,
+        Unit::Seconds,
+        "Seconds to generate one region snapshot"
+    );
+    describe_counter!(
+        SNAPSHOTS_SENT_TOTAL,
+        "Region snapshots sent to other stores"
+    );
+    describe_counter!(
+        SNAPSHOT_SENT_BYTES_TOTAL,
+        Unit::Bytes,
+        "Bytes of region snapshots sent"
+    );
+    describe_histogram!(
+        SNAPSHOT_SEND_SECONDS,
+        Unit::Seconds,
+        "Seconds to send one region snapshot"
+    );
+    describe_counter!(
+        SNAPSHOTS_RECEIVED_TOTAL,
+        "Region snapshots received from other stores"
+    );
+    describe_counter!(
+        SNAPSHOT_RECEIVED_BYTES_TOTAL,
+        Unit::Bytes,
+        "Bytes of region snapshots received"
+    );
+    describe_histogram!(
+        SNAPSHOT_RECEIVE_SECONDS,
+        Unit::Seconds,
+        "Seconds to receive one region snapshot"
+    );
+    describe_counter!(SNAPSHOTS_APPLIED_TOTAL, "Region snapshots applied");
+    describe_histogram!(
+        SNAPSHOT_APPLY_SECONDS,
+        Unit::Seconds,
+        "Seconds to apply one region snapshot"
+    );
+    describe_counter!(CONF_CHANGES_TOTAL, "Raft membership changes applied");
+    describe_counter!(
+        SPLITS_TOTAL,
+        "Region splits applied (one per split, on every replica)"
+    );
+    describe_counter!(LOG_GC_TOTAL, "Raft log compactions applied");
+    describe_counter!(
+        LOG_GC_ENTRIES_TOTAL,
+        "Raft log entries dropped by compactions"
+    );
+    describe_gauge!(
+        RAFT_LOG_ENTRIES,
+        "Raft log entries kept, summed over the store's regions"
+    );
+    describe_gauge!(
+        RAFT_LOG_BYTES,
+        Unit::Bytes,
+        "Approximate bytes of Raft log kept, summed over the store's regions"
+    );
+    describe_gauge!(REGIONS, "Regions with a replica on this store");
+    describe_gauge!(LEADERS, "Regions whose leader is on this store");
+    for name in [
+        PROPOSALS_TOTAL,
+        PROPOSALS_REJECTED_TOTAL,
+        APPLIED_ENTRIES_TOTAL,
+        RAFT_MESSAGES_SENT_TOTAL,
+        RAFT_MESSAGES_RECEIVED_TOTAL,
+        RAFT_MESSAGES_DROPPED_TOTAL,
+        SNAPSHOTS_GENERATED_TOTAL,
+        SNAPSHOTS_SENT_TOTAL,
+        SNAPSHOT_SENT_BYTES_TOTAL,
+        SNAPSHOTS_RECEIVED_TOTAL,
+        SNAPSHOT_RECEIVED_BYTES_TOTAL,
+        SNAPSHOTS_APPLIED_TOTAL,
+        CONF_CHANGES_TOTAL,
+        SPLITS_TOTAL,
+        LOG_GC_TOTAL,
+        LOG_GC_ENTRIES_TOTAL,
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+}
+
 /// Explicit histogram buckets by metric, for the Prometheus exporter (whose
 /// default is a summary).
 pub fn histogram_buckets() -> Vec<(&'static str, Vec<f64>)> {

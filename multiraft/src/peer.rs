@@ -364,6 +364,10 @@ impl<O: Send + 'static> Peer<O> {
             cb(Err(self.epoch_not_match(&epoch)));
             return;
         }
+        if policy == ReadPolicy::UnsafeLocal {
+            cb(Ok(self.region()));
+            return;
+        }
         self.reads
             .push(PendingRead { cb, epoch }, policy == ReadPolicy::Follower);
     }

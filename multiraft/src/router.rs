@@ -84,6 +84,11 @@ pub enum ReadPolicy {
     /// On any peer: a ReadIndex round trip to the leader, then wait for the
     /// local apply to reach the read index.
     Follower,
+    /// NOT linearizable: on any peer, at once, from whatever it has applied
+    /// — no lease, no ReadIndex. It exists as the negative control of the
+    /// nemesis checker (which must catch the stale reads it returns) and is
+    /// only reachable in builds with the `failpoints` feature.
+    UnsafeLocal,
 }
 
 /// A snapshot of one region as its peer on this store sees it.

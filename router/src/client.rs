@@ -16,9 +16,11 @@
 //! Retries back off exponentially with jitter, all under the request's
 //! deadline. A write whose fate is unknown — the store timed out after
 //! accepting it, or the connection broke after it was sent — is reported as
-//! [`Error::Indeterminate`], never as failed; idempotent writes (put,
-//! delete, batch put, delete range) are retried instead, and only reported
-//! indeterminate if the deadline passes after such an attempt.
+//! [`Error::Indeterminate`] at once, never as failed and never retried:
+//! not even a put is safe to send again, since its first attempt may apply,
+//! then another client's write, then the retry — one put taking effect
+//! twice, around a write it should precede (the nemesis suite found this
+//! with seed 44 when puts were still retried as "idempotent").
 //!
 //! Batches are split per region and sent in parallel; scans walk regions in
 //! key order (or reverse), stitching results up to the limit.
@@ -73,13 +75,11 @@ const MAX_QUICK_RETRIES: usize = 3;
 /// directory, whatever the errors were.
 const RELOAD_EVERY_ATTEMPTS: usize = 4;
 
-/// What kind of write an operation is, for the indeterminate rule.
+/// Whether an operation writes, for the indeterminate rule: a write is
+/// never sent again once it may have reached a store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Write {
     Read,
-    /// Applying it twice is the same as once.
-    Idempotent,
-    /// Compare-and-swap: never sent twice.
     Once,
 }
 
@@ -472,20 +472,16 @@ impl Router {
         let started = Instant::now();
         let deadline = started + self.cfg.timeout;
         let mut backoff = self.cfg.min_backoff;
-        let mut unknown: Option<String> = None;
         let mut attempts = 0usize;
         let mut quick = 0usize;
         let result = loop {
             if Instant::now() >= deadline {
-                break Err(match (write, unknown.take()) {
-                    (Write::Read, _) | (_, None) => Error::Unavailable(format!(
-                        "{op} did not complete within {:?}",
-                        self.cfg.timeout
-                    )),
-                    (_, Some(u)) => Error::Indeterminate(format!(
-                        "{op} timed out after an attempt whose outcome is unknown ({u})"
-                    )),
-                });
+                // Every attempt so far certainly failed (an unknown outcome
+                // ends the loop at once): nothing was applied.
+                break Err(Error::Unavailable(format!(
+                    "{op} did not complete within {:?}",
+                    self.cfg.timeout
+                )));
             }
             let c = match self.locate(key).await {
                 Ok(c) => c,
@@ -499,14 +495,8 @@ impl Router {
             match self.attempt(&c, attempts, write, &mut call).await {
                 Attempt::Done(r) => break Ok((r, c.region)),
                 Attempt::Fatal(e) => break Err(e),
-                Attempt::Unknown(u) if write == Write::Once => {
-                    break Err(Error::Indeterminate(format!("{op}: {u}")));
-                }
                 Attempt::Unknown(u) => {
-                    metrics::counter!(m::RETRIES_TOTAL, "reason" => "unknown_outcome").increment(1);
-                    unknown = Some(u);
-                    tokio::time::sleep(jitter(backoff)).await;
-                    backoff = (backoff * 2).min(self.cfg.max_backoff);
+                    break Err(Error::Indeterminate(format!("{op}: {u}")));
                 }
                 Attempt::Retry { wait, reason } => {
                     metrics::counter!(m::RETRIES_TOTAL, "reason" => reason).increment(1);
@@ -585,7 +575,7 @@ impl Router {
         let ks = self.keyspace(keyspace).await?;
         let k = Self::encode_key(&ks, key)?;
         Self::check_value(value)?;
-        self.route("put", &k, Write::Idempotent, |mut c, ctx| {
+        self.route("put", &k, Write::Once, |mut c, ctx| {
             let req = PutRequest {
                 context: Some(ctx),
                 key: k.clone(),
@@ -600,7 +590,7 @@ impl Router {
     pub async fn delete(&self, keyspace: Option<&str>, key: &[u8]) -> Result<()> {
         let ks = self.keyspace(keyspace).await?;
         let k = Self::encode_key(&ks, key)?;
-        self.route("delete", &k, Write::Idempotent, |mut c, ctx| {
+        self.route("delete", &k, Write::Once, |mut c, ctx| {
             let req = DeleteRequest {
                 context: Some(ctx),
                 key: k.clone(),
@@ -676,16 +666,20 @@ impl Router {
         let deadline = started + self.cfg.timeout;
         let mut pending = keys;
         let mut done = vec![];
-        let mut unknown = None;
         let mut round = 0usize;
         while !pending.is_empty() {
             if Instant::now() >= deadline {
-                return Err(match unknown {
-                    Some(u) if write != Write::Read => Error::Indeterminate(format!("{op}: {u}")),
-                    _ => Error::Unavailable(format!(
+                // For a batch write, parts may have applied already: the
+                // batch as a whole is indeterminate then.
+                return Err(if write != Write::Read && !done.is_empty() {
+                    Error::Indeterminate(format!(
+                        "{op}: some regions applied their part before the deadline"
+                    ))
+                } else {
+                    Error::Unavailable(format!(
                         "{op} did not complete within {:?}",
                         self.cfg.timeout
-                    )),
+                    ))
                 });
             }
             let groups = self.group(std::mem::take(&mut pending)).await?;
@@ -702,11 +696,7 @@ impl Router {
                 match outcome {
                     Attempt::Done(r) => done.push(r),
                     Attempt::Fatal(e) => return Err(e),
-                    Attempt::Unknown(u) => {
-                        unknown = Some(u);
-                        waits = true;
-                        pending.extend(ks);
-                    }
+                    Attempt::Unknown(u) => return Err(Error::Indeterminate(format!("{op}: {u}"))),
                     Attempt::Retry { wait, reason } => {
                         metrics::counter!(m::RETRIES_TOTAL, "reason" => reason).increment(1);
                         waits |= wait.is_some();
@@ -778,7 +768,7 @@ impl Router {
         self.batch(
             "batch_put",
             encoded,
-            Write::Idempotent,
+            Write::Once,
             move |mut c, ctx, keys| {
                 let values = values.clone();
                 async move {
@@ -920,9 +910,10 @@ impl Router {
             ));
         }
         let mut cursor = start;
+        let mut first = true;
         loop {
-            let (_, region) = self
-                .route("delete_range", &cursor, Write::Idempotent, |mut c, ctx| {
+            let routed = self
+                .route("delete_range", &cursor, Write::Once, |mut c, ctx| {
                     let req = DeleteRangeRequest {
                         context: Some(ctx),
                         start_key: cursor.clone(),
@@ -930,7 +921,18 @@ impl Router {
                     };
                     async move { c.delete_range(req).await }
                 })
-                .await?;
+                .await;
+            let (_, region) = match routed {
+                // Earlier regions already deleted their part: the range as
+                // a whole is half done, not untouched.
+                Err(Error::Unavailable(m)) if !first => {
+                    return Err(Error::Indeterminate(format!(
+                        "delete range: earlier regions applied their part, then {m}"
+                    )))
+                }
+                other => other?,
+            };
+            first = false;
             if region.end_key.is_empty() || (!end.is_empty() && region.end_key >= end) {
                 return Ok(());
             }

@@ -36,6 +36,9 @@ struct Args {
     /// Log format: text or json.
     #[arg(long, env = "TESSERA_ROUTER_LOG_FORMAT")]
     log_format: Option<String>,
+    /// On SIGTERM, how long to drain (hand leaderships away) before exiting, in ms.
+    #[arg(long, env = "TESSERA_ROUTER_SHUTDOWN_GRACE_MS")]
+    shutdown_grace_ms: Option<u64>,
     /// Print the default configuration as TOML and exit.
     #[arg(long)]
     print_default_config: bool,
@@ -61,6 +64,9 @@ fn load_config(args: &Args) -> anyhow::Result<ServerConfig> {
     if let Some(v) = &args.log_format {
         cfg.log_format = v.clone();
     }
+    if let Some(v) = args.shutdown_grace_ms {
+        cfg.shutdown_grace_ms = v;
+    }
     cfg.validate()?;
     Ok(cfg)
 }
@@ -78,6 +84,7 @@ fn main() -> anyhow::Result<()> {
         &log_format,
         "info",
         tessera_router::metrics::histogram_buckets(),
+        tessera_router::metrics::describe,
         |metrics| async move {
             tessera_router::server::run(cfg, Some(metrics), tessera_common::shutdown_signal())
                 .await?;

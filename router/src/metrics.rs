@@ -9,6 +9,35 @@ pub const RETRIES_TOTAL: &str = "tessera_router_retries_total";
 pub const CACHE_HITS_TOTAL: &str = "tessera_router_region_cache_hits_total";
 pub const CACHE_MISSES_TOTAL: &str = "tessera_router_region_cache_misses_total";
 
+/// Registers help text for the router's metrics.
+pub fn describe() {
+    use metrics::{describe_counter, describe_histogram, Unit};
+    describe_counter!(
+        REQUESTS_TOTAL,
+        "Client requests by operation (label op) and outcome (label outcome)"
+    );
+    describe_histogram!(
+        REQUEST_SECONDS,
+        Unit::Seconds,
+        "Seconds per client request, retries included, by operation (label op)"
+    );
+    describe_counter!(
+        RETRIES_TOTAL,
+        "Retries of store requests by reason (label reason)"
+    );
+    describe_counter!(
+        CACHE_HITS_TOTAL,
+        "Region lookups answered by the region cache"
+    );
+    describe_counter!(
+        CACHE_MISSES_TOTAL,
+        "Region lookups that had to ask the directory"
+    );
+    for name in [CACHE_HITS_TOTAL, CACHE_MISSES_TOTAL] {
+        metrics::counter!(name).increment(0);
+    }
+}
+
 pub fn histogram_buckets() -> Vec<(&'static str, Vec<f64>)> {
     vec![(
         REQUEST_SECONDS,

@@ -187,6 +187,7 @@ impl StoreConfig {
             },
             kv: KvConfig {
                 request_timeout: Duration::from_millis(self.request_timeout_ms),
+                ..KvConfig::default()
             },
             split_check: SplitCheckConfig {
                 region_split_size_bytes: self.region_split_size_mib << 20,

@@ -27,6 +27,8 @@ pub async fn send_store_heartbeat(
     let regions = node.regions().await?;
     let leaders = regions.iter().filter(|r| r.is_leader).count();
     let (capacity_bytes, available_bytes) = capacity;
+    metrics::gauge!(crate::metrics::CAPACITY_BYTES).set(capacity_bytes as f64);
+    metrics::gauge!(crate::metrics::AVAILABLE_BYTES).set(available_bytes as f64);
     directory
         .store_heartbeat(StoreStats {
             store_id: node.store_id(),

@@ -42,6 +42,9 @@ struct Args {
     /// Log format: text or json.
     #[arg(long, env = "TESSERA_STORE_LOG_FORMAT")]
     log_format: Option<String>,
+    /// On SIGTERM, how long to drain (hand leaderships away) before exiting, in ms.
+    #[arg(long, env = "TESSERA_STORE_SHUTDOWN_GRACE_MS")]
+    shutdown_grace_ms: Option<u64>,
     /// Print the default configuration as TOML and exit.
     #[arg(long)]
     print_default_config: bool,
@@ -76,6 +79,9 @@ fn load_config(args: &Args) -> anyhow::Result<StoreConfig> {
     if let Some(v) = &args.log_format {
         cfg.log_format = v.clone();
     }
+    if let Some(v) = args.shutdown_grace_ms {
+        cfg.shutdown_grace_ms = v;
+    }
     cfg.validate()?;
     Ok(cfg)
 }
@@ -93,6 +99,7 @@ fn main() -> anyhow::Result<()> {
         &log_format,
         "info,slog=warn",
         tessera_multiraft::metrics::histogram_buckets(),
+        tessera_store::metrics::describe,
         |metrics| async move {
             tessera_store::server::run(cfg, Some(metrics), tessera_common::shutdown_signal())
                 .await?;

@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use crate::bootstrap::{self, StoreDescriptor};
 use crate::config::StoreConfig;
 use crate::directory_client::{DirectoryClient, DirectoryResolver, GrpcDirectoryClient};
+use crate::fault::{self, FaultHandles};
 use crate::heartbeat;
 use crate::service::{AdminService, KvService};
 use crate::{split_check, stale_peer};
@@ -97,6 +98,10 @@ pub async fn run(
             .map_err(|e| Error::Engine(e.to_string()))??,
     );
 
+    // Fault injection exists only in `failpoints` builds (see fault.rs).
+    let faults = FaultHandles::default();
+    fault::arm_from_env().map_err(Error::Config)?;
+
     let readiness = Readiness::new("starting");
     let status_listener = tokio::net::TcpListener::bind(&cfg.status_addr)
         .await
@@ -108,10 +113,11 @@ pub async fn run(
         })?;
     let status_addr = status_listener.local_addr()?;
     let mut status_stop = stop.clone();
-    let status_task = tokio::spawn(status::serve(
+    let status_task = tokio::spawn(status::serve_with(
         status_listener,
         metrics,
         readiness.clone(),
+        fault::routes(faults.clone()),
         async move {
             let _ = status_stop.wait_for(|s| *s).await;
         },
@@ -149,7 +155,9 @@ pub async fn run(
     let resolver = Arc::new(DirectoryResolver::new(directory.clone()));
     let runtime = tokio::runtime::Handle::current();
     let snap_mgr = SnapManager::new(cfg.data_dir.join("snap"))?;
-    let node_cfg = cfg.node_config();
+    let mut node_cfg = cfg.node_config();
+    node_cfg.kv.unsafe_reads = faults.unsafe_reads.clone();
+    let net_faults = faults.net.clone();
     let node = Arc::new(StoreNode::start(
         store_id,
         engine.clone(),
@@ -157,12 +165,10 @@ pub async fn run(
         directory.clone(),
         &node_cfg,
         |router| {
-            Box::new(GrpcTransport::new(
-                store_id,
-                runtime,
-                resolver,
-                router.clone(),
-            ))
+            Box::new(
+                GrpcTransport::new(store_id, runtime, resolver, router.clone())
+                    .with_faults(net_faults),
+            )
         },
     )?);
 
@@ -177,6 +183,7 @@ pub async fn run(
     let listen_addr = listener.local_addr()?;
     let (health, health_service) = tonic_health::server::health_reporter();
     let raft = RaftService::new(store_id, node.router().clone(), snap_mgr)
+        .with_faults(faults.net.clone())
         .with_stop(stop.clone())
         .into_server();
     let kv = KvService::new(node.kv().clone()).into_server();

@@ -106,6 +106,8 @@ pub struct Proc {
     pub log: PathBuf,
     args: Vec<String>,
     bin: PathBuf,
+    /// Extra environment for the next starts (e.g. `FAILPOINTS`).
+    env: Vec<(String, String)>,
 }
 
 impl Proc {
@@ -116,6 +118,7 @@ impl Proc {
             log,
             args,
             bin,
+            env: vec![],
         };
         p.start();
         p
@@ -136,11 +139,34 @@ impl Proc {
                 "RUST_LOG",
                 std::env::var("TESSERA_E2E_LOG").unwrap_or_else(|_| "info,slog=warn".into()),
             )
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.name));
         self.child = Some(child);
+    }
+
+    /// Sets an environment variable for every later [`Proc::start`]
+    /// (replacing an earlier value); `None` removes it.
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.env.retain(|(k, _)| k != key);
+        if let Some(v) = value {
+            self.env.push((key.to_string(), v.to_string()));
+        }
+    }
+
+    /// Whether the process has exited on its own (a crash, or a failpoint
+    /// that aborted it); reaps it if so.
+    pub fn has_exited(&mut self) -> bool {
+        let exited = match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(Some(_))),
+            None => return false,
+        };
+        if exited {
+            self.child = None;
+        }
+        exited
     }
 
     pub fn is_running(&self) -> bool {
@@ -201,8 +227,11 @@ pub struct Options {
     /// After how long a silent store is Down and its replicas rebuilt.
     pub down_after_ms: u64,
     pub region_split_size_mib: u64,
-    /// Extra TOML for every store (e.g. labels).
+    /// Extra TOML for every store (e.g. labels), after its other tables.
     pub store_extra: Vec<String>,
+    /// Extra `key = value` lines for every store's `[raft]` table (e.g.
+    /// small log-GC thresholds so snapshots happen).
+    pub store_raft_extra: Vec<String>,
     /// Keep the binaries' own Raft and heartbeat timing (benchmarks)
     /// instead of the fast timing tests use.
     pub default_timing: bool,
@@ -216,6 +245,7 @@ impl Default for Options {
             down_after_ms: 4_000,
             region_split_size_mib: 96,
             store_extra: vec![],
+            store_raft_extra: vec![],
             default_timing: false,
         }
     }
@@ -392,10 +422,11 @@ impl E2eCluster {
                     "data_dir = {data:?}\nlisten_addr = {addr:?}\nstatus_addr = {status:?}\ndirectory = {:?}\n\
                      heartbeat_interval_ms = 200\nrequest_timeout_ms = 5000\nshutdown_grace_ms = 3000\n\
                      region_split_size_mib = {}\nsplit_check_interval_ms = 500\n\
-                     [raft]\ntick_interval_ms = 50\nelection_ticks = 10\nheartbeat_ticks = 2\n\
+                     [raft]\ntick_interval_ms = 50\nelection_ticks = 10\nheartbeat_ticks = 2\n{}\n\
                      [rocksdb]\nblock_cache_mib = 16\nwrite_buffer_mib = 8\nmax_background_jobs = 1\n{extra}\n",
                     self.directory_addrs(),
-                    self.opts.region_split_size_mib
+                    self.opts.region_split_size_mib,
+                    self.opts.store_raft_extra.join("\n"),
                 )
             },
         )

@@ -123,11 +123,20 @@ async fn write_keys(
                     return acked;
                 }
                 let (k, v) = (key(i), format!("value-{i}-{}", "x".repeat(200)));
-                match client.put(&k, &v).await {
-                    Ok(()) => {
-                        acked.insert(k, v);
+                // This task is the only writer of `k`, so after an
+                // indeterminate outcome putting the same value again is
+                // safe: that is the application's call, not the SDK's.
+                loop {
+                    match client.put(&k, &v).await {
+                        Ok(()) => {
+                            acked.insert(k, v);
+                            break;
+                        }
+                        Err(e) if e.is_indeterminate() => {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        Err(e) => panic!("put {k}: {e}"),
                     }
-                    Err(e) => panic!("put {k}: {e}"),
                 }
                 done.fetch_add(1, Ordering::SeqCst);
             }

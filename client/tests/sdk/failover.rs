@@ -129,11 +129,19 @@ async fn grpc_status_errors_after_sending() {
     assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
     assert!(server.fake.calls() > 1, "the read was not retried");
 
-    // Idempotent writes are retried, and may have been applied.
-    let calls = server.fake.calls();
-    let err = c.batch_put([("a", "1")]).await.unwrap_err();
-    assert!(matches!(err, Error::Indeterminate(_)), "{err:?}");
-    assert!(server.fake.calls() > calls + 1, "the put was not retried");
+    // A put is not resent once sent either: applied twice, it could undo
+    // another client's write in between.
+    for op in ["put", "batch_put", "delete"] {
+        let calls = server.fake.calls();
+        let err = match op {
+            "put" => c.put("a", "1").await,
+            "batch_put" => c.batch_put([("a", "1")]).await,
+            _ => c.delete("a").await,
+        }
+        .unwrap_err();
+        assert!(matches!(err, Error::Indeterminate(_)), "{op}: {err:?}");
+        assert_eq!(server.fake.calls(), calls + 1, "{op} was sent twice");
+    }
 
     // A CAS is not retried once sent.
     let calls = server.fake.calls();

@@ -122,9 +122,15 @@ impl<S: StateMachine> Poller<S> {
             }
         }
         if !ab.wb.is_empty() {
+            fail::fail_point!("apply_before_write");
             if let Err(e) = self.engine.write(&ab.wb, false) {
                 panic!("store {}: writing applied state failed: {e}", self.store_id);
             }
+        }
+        if !born.is_empty() {
+            // The split is durable in the parent's applied state; the new
+            // regions' peers are not started yet.
+            fail::fail_point!("split_between_write_and_start");
         }
         if ab.entries > 0 {
             metrics::counter!(m::APPLIED_ENTRIES_TOTAL).increment(ab.entries);
@@ -161,10 +167,12 @@ impl<S: StateMachine> Poller<S> {
             return;
         }
         let started = Instant::now();
+        fail::fail_point!("raft_before_persist");
         if let Err(e) = self.engine.write(wb, must_sync) {
             // Raft cannot continue with state it may not have persisted.
             panic!("store {}: writing raft state failed: {e}", self.store_id);
         }
+        fail::fail_point!("raft_after_persist");
         if must_sync {
             metrics::histogram!(m::FSYNC_SECONDS).record(started.elapsed().as_secs_f64());
             metrics::histogram!(m::WRITE_BATCH_BYTES).record(wb.data_bytes() as f64);

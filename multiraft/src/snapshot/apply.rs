@@ -79,7 +79,9 @@ pub fn finish(engine: &dyn Engine, mgr: &SnapManager, p: &PendingApply) -> Resul
         }
     }
     engine.write(&wb, false)?;
+    fail::fail_point!("snapshot_before_ingest");
     engine.ingest(&p.files)?;
+    fail::fail_point!("snapshot_after_ingest");
     let mut wb = WriteBatch::default();
     wb.put_msg(
         Cf::Meta,

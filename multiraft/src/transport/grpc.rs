@@ -23,7 +23,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{feedback_to, Feedback, FeedbackFn, OutgoingSnapshot, Transport};
+use super::{feedback_to, Feedback, FeedbackFn, NetFaults, OutgoingSnapshot, Transport};
 use crate::router::RaftRouter;
 use crate::snapshot::{receive, SnapManager};
 use crate::{metrics as m, Error, Result, StoreId};
@@ -84,6 +84,7 @@ pub struct GrpcTransport {
     unreachable: Unreachable,
     feedback: FeedbackFn,
     snapshot_slots: Arc<Semaphore>,
+    faults: NetFaults,
     conns: HashMap<StoreId, mpsc::Sender<RaftMessageBatch>>,
     pending: HashMap<StoreId, (Vec<RaftMessage>, usize)>,
 }
@@ -107,9 +108,16 @@ impl GrpcTransport {
             unreachable,
             feedback,
             snapshot_slots: Arc::new(Semaphore::new(MAX_CONCURRENT_SNAPSHOT_SENDS)),
+            faults: NetFaults::default(),
             conns: HashMap::new(),
             pending: HashMap::new(),
         }
+    }
+
+    /// Drops traffic to the stores `faults` blocks (test harnesses only).
+    pub fn with_faults(mut self, faults: NetFaults) -> Self {
+        self.faults = faults;
+        self
     }
 
     fn queue(&mut self, to: StoreId, messages: Vec<RaftMessage>) {
@@ -118,6 +126,11 @@ impl GrpcTransport {
             messages,
         };
         let n = batch.messages.len() as u64;
+        if self.faults.is_blocked(to) {
+            // A partition: the messages vanish without an error.
+            metrics::counter!(m::RAFT_MESSAGES_DROPPED_TOTAL).increment(n);
+            return;
+        }
         let tx = self.conns.entry(to).or_insert_with(|| {
             let (tx, rx) = mpsc::channel(CONNECTION_QUEUE_BATCHES);
             self.runtime.spawn(run_connection(
@@ -162,12 +175,19 @@ impl Transport for GrpcTransport {
         let resolver = self.resolver.clone();
         let feedback = self.feedback.clone();
         let slots = self.snapshot_slots.clone();
+        let faults = self.faults.clone();
         self.runtime.spawn(async move {
             let _slot = slots.acquire_owned().await;
             let region_id = snap.msg.region_id;
             let to_peer = snap.msg.to_peer.map(|p| p.id).unwrap_or_default();
             let started = Instant::now();
-            let result = stream_snapshot(to_store, resolver.as_ref(), snap).await;
+            let result = if faults.is_blocked(to_store) {
+                Err(Error::Transport(format!(
+                    "store {to_store} is partitioned away"
+                )))
+            } else {
+                stream_snapshot(to_store, resolver.as_ref(), snap).await
+            };
             match &result {
                 Ok(bytes) => {
                     metrics::counter!(m::SNAPSHOTS_SENT_TOTAL).increment(1);
@@ -344,6 +364,7 @@ pub struct RaftService {
     stop: Option<tokio::sync::watch::Receiver<bool>>,
     snap_mgr: SnapManager,
     receive_slots: Arc<Semaphore>,
+    faults: NetFaults,
 }
 
 impl RaftService {
@@ -358,7 +379,14 @@ impl RaftService {
             stop: None,
             snap_mgr,
             receive_slots: Arc::new(Semaphore::new(MAX_CONCURRENT_SNAPSHOT_RECEIVES)),
+            faults: NetFaults::default(),
         }
+    }
+
+    /// Drops traffic from the stores `faults` blocks (test harnesses only).
+    pub fn with_faults(mut self, faults: NetFaults) -> Self {
+        self.faults = faults;
+        self
     }
 
     async fn receive_snapshot(
@@ -373,6 +401,16 @@ impl RaftService {
         let msg = first.message.ok_or_else(|| {
             Error::Transport("snapshot stream does not start with its message".into())
         })?;
+        let from_store = msg
+            .from_peer
+            .as_ref()
+            .map(|p| p.store_id)
+            .unwrap_or_default();
+        if self.faults.is_blocked(from_store) {
+            return Err(Error::Transport(format!(
+                "store {from_store} is partitioned away"
+            )));
+        }
         let to_store = msg.to_peer.as_ref().map(|p| p.store_id).unwrap_or_default();
         if to_store != self.store_id {
             return Err(Error::Transport(format!(
@@ -460,6 +498,11 @@ impl Raft for RaftService {
                 None => stream.message().await?,
             };
             let Some(batch) = next else { break };
+            if self.faults.is_blocked(batch.from_store_id) {
+                metrics::counter!(m::RAFT_MESSAGES_DROPPED_TOTAL)
+                    .increment(batch.messages.len() as u64);
+                continue;
+            }
             for msg in batch.messages {
                 let to_store = msg.to_peer.as_ref().map(|p| p.store_id).unwrap_or_default();
                 if to_store != self.store_id {

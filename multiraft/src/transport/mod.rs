@@ -13,10 +13,12 @@
 //!
 //! - [`grpc`]: what users run — one client stream per destination store,
 //!   reconnecting with backoff, and one stream per snapshot.
+//! - [`faults`]: partitions a test harness injects into the gRPC transport.
 //! - [`memory`]: an in-process network for tests, with a filter chain that
 //!   drops, delays, partitions or isolates by store, region and message
 //!   type.
 
+pub mod faults;
 pub mod grpc;
 pub mod memory;
 
@@ -30,6 +32,7 @@ use tessera_proto::raft_serverpb::{RaftMessage, SnapshotFile};
 use crate::router::{PollerMsg, RaftRouter};
 use crate::{RegionId, StoreId};
 
+pub use faults::NetFaults;
 pub use grpc::{AddressResolver, GrpcTransport, RaftService, StaticResolver};
 pub use memory::{Filter, FilterAction, MemoryNetwork, MemoryTransport, MessageFilter};
 

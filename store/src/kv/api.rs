@@ -14,6 +14,7 @@
 //! A request that waits longer than [`KvConfig::request_timeout`] fails with
 //! `Timeout`; for a write that means the outcome is unknown.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,12 +41,18 @@ pub const MAX_BATCH_BYTES: usize = 32 * 1024 * 1024;
 pub struct KvConfig {
     /// How long a request may wait for its proposal or read to complete.
     pub request_timeout: Duration,
+    /// When set, reads skip the lease and ReadIndex and are served at once
+    /// from whatever the addressed peer has applied — NOT linearizable.
+    /// The nemesis checker's negative control; only the `failpoints`
+    /// build's fault endpoint sets it.
+    pub unsafe_reads: Arc<AtomicBool>,
 }
 
 impl Default for KvConfig {
     fn default() -> Self {
         KvConfig {
             request_timeout: Duration::from_secs(5),
+            unsafe_reads: Arc::new(AtomicBool::new(false)),
         }
     }
 }
@@ -143,7 +150,9 @@ impl KvApi {
     /// as it is then.
     async fn read_region(&self, ctx: &Context) -> Result<Region> {
         let (tx, rx) = oneshot::channel();
-        let policy = if ctx.follower_read {
+        let policy = if self.cfg.unsafe_reads.load(Ordering::Relaxed) {
+            ReadPolicy::UnsafeLocal
+        } else if ctx.follower_read {
             ReadPolicy::Follower
         } else {
             ReadPolicy::Leader

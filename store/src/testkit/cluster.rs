@@ -76,6 +76,7 @@ impl ClusterOptions {
                 },
                 kv: KvConfig {
                     request_timeout: Duration::from_secs(3),
+                    ..KvConfig::default()
                 },
                 ..NodeConfig::default()
             },

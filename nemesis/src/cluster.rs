@@ -1,0 +1,370 @@
+//! The cluster a nemesis run faults: 3 directories, 5 stores and 2 routers
+//! as separate processes on 127.0.0.1 (the `tessera-e2e` harness), with
+//! small log-GC thresholds so that lagging replicas catch up by snapshot.
+//!
+//! It owns every fault the harness can inflict and how to undo it:
+//! SIGKILL + restart and SIGSTOP + SIGCONT of any process; partitions
+//! between stores through each store's `/fault/partition` endpoint (both
+//! directions are cut at the store that blocks); unsafe reads through
+//! `/fault/unsafe-read`; failpoints through `/fail/{name}`; and directory
+//! operators (leader transfers, splits, moves). The fault endpoints exist
+//! only in store binaries built with the `failpoints` feature:
+//! [`NemesisCluster::start`] checks for them and fails with a clear message.
+//!
+//! Invariant: [`NemesisCluster::heal`] returns the cluster to a state with
+//! every process running and unpaused and no partition, so the final reads
+//! of a run see the cluster whole.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _};
+use tessera_e2e::{E2eCluster, Options};
+use tessera_proto::directorypb::{
+    MoveRegionRequest, RegionInfo, ScanRegionsRequest, SplitRegionRequest, TransferLeaderRequest,
+};
+
+use crate::http;
+
+/// Settings of the cluster under test.
+#[derive(Clone, Debug)]
+pub struct ClusterSpec {
+    pub directories: usize,
+    pub stores: usize,
+    pub routers: usize,
+    /// Raft log entries kept before compaction (small: snapshots happen).
+    pub log_gc_count_limit: u64,
+}
+
+impl Default for ClusterSpec {
+    fn default() -> Self {
+        ClusterSpec {
+            directories: 3,
+            stores: 5,
+            routers: 2,
+            log_gc_count_limit: 200,
+        }
+    }
+}
+
+/// A process kind the nemesis can kill or pause.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcKind {
+    Store,
+    Directory,
+    Router,
+}
+
+pub struct NemesisCluster {
+    pub e2e: E2eCluster,
+    /// Store index (harness) → store id (directory).
+    store_ids: BTreeMap<usize, u64>,
+    paused: BTreeSet<(u8, usize)>,
+}
+
+impl NemesisCluster {
+    /// Starts the processes and waits until the first region is fully
+    /// replicated and every router is ready.
+    pub async fn start(spec: &ClusterSpec) -> anyhow::Result<NemesisCluster> {
+        let mut e2e = E2eCluster::start(Options {
+            directories: spec.directories,
+            stores: spec.stores,
+            // Small regions: the workload's keys span several of them, and
+            // automatic splits happen during the run too.
+            region_split_size_mib: 1,
+            store_raft_extra: vec![
+                "log_gc_tick_interval = 10".into(),
+                "log_gc_threshold = 20".into(),
+                format!("log_gc_count_limit = {}", spec.log_gc_count_limit),
+            ],
+            ..Options::default()
+        })
+        .await;
+        for _ in 0..spec.routers {
+            e2e.add_router().await;
+        }
+        e2e.wait_settled(1).await;
+        let mut store_ids = BTreeMap::new();
+        for &index in e2e.stores.keys() {
+            let id = e2e
+                .store_id(index)
+                .await
+                .ok_or_else(|| anyhow!("store {index} has no id"))?;
+            store_ids.insert(index, id);
+        }
+        let c = NemesisCluster {
+            e2e,
+            store_ids,
+            paused: BTreeSet::new(),
+        };
+        c.check_fault_endpoints()?;
+        Ok(c)
+    }
+
+    fn check_fault_endpoints(&self) -> anyhow::Result<()> {
+        let store = self.e2e.stores.values().next().context("no store")?;
+        match http::request(&store.status, "GET", "/fail", "") {
+            Ok((200, _)) => Ok(()),
+            Ok((404, _)) => bail!(
+                "the tessera-store binary has no fault endpoints: build it with \
+                 `cargo build --release --bins --features tessera-store/failpoints` \
+                 (scripts/test does)"
+            ),
+            Ok((code, body)) => bail!("GET /fail answered {code}: {body}"),
+            Err(e) => bail!("cannot reach store status {}: {e}", store.status),
+        }
+    }
+
+    pub fn router_addrs(&self) -> Vec<String> {
+        self.e2e.router_addrs()
+    }
+
+    pub fn store_indexes(&self) -> Vec<usize> {
+        self.e2e.stores.keys().copied().collect()
+    }
+
+    pub fn store_id(&self, index: usize) -> u64 {
+        self.store_ids[&index]
+    }
+
+    pub fn store_index(&self, id: u64) -> Option<usize> {
+        self.store_ids
+            .iter()
+            .find(|(_, v)| **v == id)
+            .map(|(k, _)| *k)
+    }
+
+    pub fn indexes(&self, kind: ProcKind) -> Vec<usize> {
+        match kind {
+            ProcKind::Store => self.e2e.stores.keys().copied().collect(),
+            ProcKind::Directory => self.e2e.directories.keys().map(|&i| i as usize).collect(),
+            ProcKind::Router => self.e2e.routers.keys().copied().collect(),
+        }
+    }
+
+    fn proc_mut(&mut self, kind: ProcKind, index: usize) -> anyhow::Result<&mut tessera_e2e::Proc> {
+        let p = match kind {
+            ProcKind::Store => self.e2e.stores.get_mut(&index).map(|s| &mut s.proc),
+            ProcKind::Directory => self
+                .e2e
+                .directories
+                .get_mut(&(index as u64))
+                .map(|d| &mut d.proc),
+            ProcKind::Router => self.e2e.routers.get_mut(&index).map(|r| &mut r.proc),
+        };
+        p.ok_or_else(|| anyhow!("no {kind:?} {index}"))
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill(&mut self, kind: ProcKind, index: usize) -> anyhow::Result<()> {
+        self.paused.remove(&(kind as u8, index));
+        self.proc_mut(kind, index)?.kill();
+        Ok(())
+    }
+
+    /// Starts a killed (or crashed) process again with its data.
+    pub fn restart(&mut self, kind: ProcKind, index: usize) -> anyhow::Result<()> {
+        let p = self.proc_mut(kind, index)?;
+        p.has_exited();
+        if !p.is_running() {
+            p.start();
+        }
+        Ok(())
+    }
+
+    /// SIGSTOP (`pause`) or SIGCONT.
+    pub fn signal_pause(
+        &mut self,
+        kind: ProcKind,
+        index: usize,
+        pause: bool,
+    ) -> anyhow::Result<()> {
+        let pid = self.proc_mut(kind, index)?.pid();
+        let Some(pid) = pid else { return Ok(()) };
+        let sig = if pause { libc::SIGSTOP } else { libc::SIGCONT };
+        // SAFETY: kill(2) on a child process this harness started.
+        unsafe { libc::kill(pid as i32, sig) };
+        if pause {
+            self.paused.insert((kind as u8, index));
+        } else {
+            self.paused.remove(&(kind as u8, index));
+        }
+        Ok(())
+    }
+
+    fn store_status(&self, index: usize) -> anyhow::Result<String> {
+        Ok(self
+            .e2e
+            .stores
+            .get(&index)
+            .ok_or_else(|| anyhow!("no store {index}"))?
+            .status
+            .clone())
+    }
+
+    fn fault_request(
+        &self,
+        index: usize,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> anyhow::Result<()> {
+        let status = self.store_status(index)?;
+        match http::request(&status, method, path, body) {
+            Ok((200, _)) => Ok(()),
+            Ok((code, body)) => bail!("store {index} {method} {path}: {code} {body}"),
+            // A killed or paused store: its faults are moot until it is back.
+            Err(e) => bail!("store {index} {method} {path}: {e}"),
+        }
+    }
+
+    /// Cuts the stores into `groups` (store indexes): Raft traffic flows only
+    /// within a group. A store in no group keeps every link (a bridge).
+    pub fn partition(&self, groups: &[Vec<usize>]) -> Vec<String> {
+        let mut errors = vec![];
+        for (gi, group) in groups.iter().enumerate() {
+            let others: Vec<String> = groups
+                .iter()
+                .enumerate()
+                .filter(|(gj, _)| *gj != gi)
+                .flat_map(|(_, g)| g.iter().map(|i| self.store_id(*i).to_string()))
+                .collect();
+            for &i in group {
+                if let Err(e) = self.fault_request(i, "PUT", "/fault/partition", &others.join(","))
+                {
+                    errors.push(e.to_string());
+                }
+            }
+        }
+        errors
+    }
+
+    /// Removes every partition (errors from stores that are down are
+    /// returned; a restarted store starts with none).
+    pub fn heal_partitions(&self) -> Vec<String> {
+        self.store_indexes()
+            .into_iter()
+            .filter_map(|i| {
+                self.fault_request(i, "DELETE", "/fault/partition", "")
+                    .err()
+            })
+            .map(|e| e.to_string())
+            .collect()
+    }
+
+    /// Switches unsafe (stale) reads on every store: the negative control.
+    pub fn set_unsafe_reads(&self, on: bool) -> anyhow::Result<()> {
+        for i in self.store_indexes() {
+            self.fault_request(
+                i,
+                "PUT",
+                "/fault/unsafe-read",
+                if on { "on" } else { "off" },
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Arms failpoint `name` with `actions` (`fail` syntax) on a store.
+    pub fn arm_failpoint(&self, index: usize, name: &str, actions: &str) -> anyhow::Result<()> {
+        self.fault_request(index, "PUT", &format!("/fail/{name}"), actions)
+    }
+
+    /// Every process running and unpaused, no partition.
+    pub async fn heal(&mut self) -> anyhow::Result<()> {
+        for (kind, index) in std::mem::take(&mut self.paused) {
+            let kind = match kind {
+                0 => ProcKind::Store,
+                1 => ProcKind::Directory,
+                _ => ProcKind::Router,
+            };
+            self.signal_pause(kind, index, false)?;
+        }
+        for kind in [ProcKind::Directory, ProcKind::Store, ProcKind::Router] {
+            for index in self.indexes(kind) {
+                self.restart(kind, index)?;
+            }
+        }
+        // Restarted stores need a moment before their endpoints answer.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let errors = self.heal_partitions();
+            if errors.is_empty() {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("cannot heal partitions: {}", errors.join("; "));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub async fn regions(&self) -> anyhow::Result<Vec<RegionInfo>> {
+        let conn = self.e2e.directory_conn();
+        Ok(conn
+            .call("scan regions", |mut c| async move {
+                c.scan_regions(ScanRegionsRequest::default()).await
+            })
+            .await?
+            .regions)
+    }
+
+    /// Asks the directory to move `region`'s leadership to `to_store` (id).
+    pub async fn transfer_leader(&self, region_id: u64, to_store_id: u64) -> anyhow::Result<()> {
+        let conn = self.e2e.directory_conn();
+        conn.call("transfer leader", |mut c| async move {
+            c.transfer_leader(TransferLeaderRequest {
+                region_id,
+                to_store_id,
+            })
+            .await
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Asks the directory to split `region` at its middle.
+    pub async fn split(&self, region_id: u64) -> anyhow::Result<()> {
+        let conn = self.e2e.directory_conn();
+        conn.call("split region", |mut c| async move {
+            c.split_region(SplitRegionRequest {
+                region_id,
+                split_keys: vec![],
+            })
+            .await
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Asks the directory to move `region`'s replica between stores (ids).
+    pub async fn move_region(&self, region_id: u64, from: u64, to: u64) -> anyhow::Result<()> {
+        let conn = self.e2e.directory_conn();
+        conn.call("move region", |mut c| async move {
+            c.move_region(MoveRegionRequest {
+                region_id,
+                from_store_id: from,
+                to_store_id: to,
+            })
+            .await
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// The last lines of every process's log (for failure reports).
+    pub fn tails(&self, lines: usize) -> String {
+        let mut out = String::new();
+        for d in self.e2e.directories.values() {
+            out.push_str(&format!("--- {}\n{}\n", d.proc.name, d.proc.tail(lines)));
+        }
+        for s in self.e2e.stores.values() {
+            out.push_str(&format!("--- {}\n{}\n", s.proc.name, s.proc.tail(lines)));
+        }
+        for r in self.e2e.routers.values() {
+            out.push_str(&format!("--- {}\n{}\n", r.proc.name, r.proc.tail(lines)));
+        }
+        out
+    }
+}

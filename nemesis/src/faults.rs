@@ -1,0 +1,294 @@
+//! Nemeses: the faults a run inflicts, one at a time, each undone before
+//! the next.
+//!
+//! The schedule is driven by the run's seed: the mix is dealt in shuffled
+//! rounds (every nemesis of the mix once per round, so a run long enough
+//! for one round covers them all), and the seed picks which process or
+//! store each one hits and for how long. Every fault and its
+//! undoing is logged as an [`Event`] with its time, so a violation can be
+//! read against what the cluster was going through.
+
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use tokio::sync::watch;
+
+use crate::cluster::{NemesisCluster, ProcKind};
+
+/// One kind of fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Nemesis {
+    /// SIGKILL a store, restart it after a while.
+    KillStore,
+    /// SIGKILL a directory member, restart it.
+    KillDirectory,
+    /// SIGKILL a router, restart it (the SDK fails over).
+    KillRouter,
+    /// SIGSTOP a store or a directory member, SIGCONT it.
+    Pause,
+    /// Split the stores into a majority and a minority.
+    PartitionMajority,
+    /// Two halves that cannot see each other, and one store that sees both.
+    PartitionBridge,
+    /// Cut the store leading a region off from every other store.
+    IsolateLeader,
+    /// Move region leaderships around, many times a second.
+    TransferStorm,
+    /// Split regions and move replicas between stores.
+    SplitMove,
+}
+
+impl Nemesis {
+    pub const ALL: [Nemesis; 9] = [
+        Nemesis::KillStore,
+        Nemesis::KillDirectory,
+        Nemesis::KillRouter,
+        Nemesis::Pause,
+        Nemesis::PartitionMajority,
+        Nemesis::PartitionBridge,
+        Nemesis::IsolateLeader,
+        Nemesis::TransferStorm,
+        Nemesis::SplitMove,
+    ];
+}
+
+/// A fault inflicted or undone, at `at_ms` since the run started.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Event {
+    pub at_ms: u64,
+    /// The nemesis this event belongs to (`None`: healing).
+    pub nemesis: Option<Nemesis>,
+    pub what: String,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ScheduleSpec {
+    pub mix: Vec<Nemesis>,
+    /// How long one fault lasts (drawn between these bounds).
+    pub fault_min: Duration,
+    pub fault_max: Duration,
+    /// Quiet time after a fault is undone.
+    pub quiet: Duration,
+}
+
+impl Default for ScheduleSpec {
+    fn default() -> Self {
+        ScheduleSpec {
+            mix: Nemesis::ALL.to_vec(),
+            fault_min: Duration::from_secs(2),
+            fault_max: Duration::from_secs(5),
+            quiet: Duration::from_secs(1),
+        }
+    }
+}
+
+struct Log {
+    started: Instant,
+    current: Option<Nemesis>,
+    events: Vec<Event>,
+}
+
+impl Log {
+    fn note(&mut self, what: impl Into<String>) {
+        let what = what.into();
+        tracing::info!(nemesis = %what);
+        self.events.push(Event {
+            at_ms: self.started.elapsed().as_millis() as u64,
+            nemesis: self.current,
+            what,
+        });
+    }
+}
+
+/// Inflicts faults from `spec.mix` until `stop` turns true, then leaves the
+/// cluster healed. Returns the events.
+pub async fn run(
+    cluster: &mut NemesisCluster,
+    spec: &ScheduleSpec,
+    seed: u64,
+    started: Instant,
+    mut stop: watch::Receiver<bool>,
+    current: watch::Sender<String>,
+) -> anyhow::Result<Vec<Event>> {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x6e656d65736973);
+    let mut log = Log {
+        started,
+        current: None,
+        events: vec![],
+    };
+    let mut round: Vec<Nemesis> = vec![];
+    if spec.mix.is_empty() {
+        let _ = stop.wait_for(|s| *s).await;
+        return Ok(log.events);
+    }
+    while !*stop.borrow() {
+        if round.is_empty() {
+            round = spec.mix.clone();
+            round.shuffle(&mut rng);
+        }
+        let nemesis = round.pop().expect("a non-empty round");
+        let hold = rng.random_range(spec.fault_min..=spec.fault_max);
+        log.current = Some(nemesis);
+        let _ = current.send(format!("{nemesis:?}"));
+        if let Err(e) = inflict(cluster, nemesis, hold, &mut rng, &mut log, &mut stop).await {
+            log.note(format!("{nemesis:?} could not be carried out: {e:#}"));
+        }
+        cluster.heal().await?;
+        log.current = None;
+        log.note("healed");
+        let _ = current.send("quiet".into());
+        tokio::select! {
+            _ = tokio::time::sleep(spec.quiet) => {}
+            _ = stop.wait_for(|s| *s) => {}
+        }
+    }
+    Ok(log.events)
+}
+
+/// Sleeps `d`, or less if the run is stopping.
+async fn hold_for(d: Duration, stop: &mut watch::Receiver<bool>) {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => {}
+        _ = stop.wait_for(|s| *s) => {}
+    }
+}
+
+async fn inflict(
+    c: &mut NemesisCluster,
+    nemesis: Nemesis,
+    hold: Duration,
+    rng: &mut StdRng,
+    log: &mut Log,
+    stop: &mut watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut stores = c.store_indexes();
+    stores.shuffle(rng);
+    match nemesis {
+        Nemesis::KillStore | Nemesis::KillDirectory | Nemesis::KillRouter => {
+            let kind = match nemesis {
+                Nemesis::KillStore => ProcKind::Store,
+                Nemesis::KillDirectory => ProcKind::Directory,
+                _ => ProcKind::Router,
+            };
+            let all = c.indexes(kind);
+            let index = all[rng.random_range(0..all.len())];
+            c.kill(kind, index)?;
+            log.note(format!("kill -9 {kind:?} {index}"));
+            hold_for(hold, stop).await;
+            c.restart(kind, index)?;
+            log.note(format!("restart {kind:?} {index}"));
+        }
+        Nemesis::Pause => {
+            let kind = if rng.random_bool(0.7) {
+                ProcKind::Store
+            } else {
+                ProcKind::Directory
+            };
+            let all = c.indexes(kind);
+            let index = all[rng.random_range(0..all.len())];
+            c.signal_pause(kind, index, true)?;
+            log.note(format!("SIGSTOP {kind:?} {index}"));
+            hold_for(hold, stop).await;
+            c.signal_pause(kind, index, false)?;
+            log.note(format!("SIGCONT {kind:?} {index}"));
+        }
+        Nemesis::PartitionMajority => {
+            let cut = stores.len() / 2;
+            let minority = stores[..cut].to_vec();
+            let majority = stores[cut..].to_vec();
+            note_errors(log, c.partition(&[majority.clone(), minority.clone()]));
+            log.note(format!("partition stores {majority:?} | {minority:?}"));
+            hold_for(hold, stop).await;
+        }
+        Nemesis::PartitionBridge => {
+            let bridge = stores[0];
+            let rest = &stores[1..];
+            let (a, b) = rest.split_at(rest.len() / 2);
+            note_errors(log, c.partition(&[a.to_vec(), b.to_vec()]));
+            log.note(format!(
+                "partition stores {a:?} | {b:?}, bridged by store {bridge}"
+            ));
+            hold_for(hold, stop).await;
+        }
+        Nemesis::IsolateLeader => {
+            let regions = c.regions().await?;
+            let leaders: Vec<u64> = regions
+                .iter()
+                .filter_map(|r| r.leader.as_ref().map(|l| l.store_id))
+                .collect();
+            let Some(&leader) = leaders.get(rng.random_range(0..leaders.len().max(1))) else {
+                anyhow::bail!("no region has a known leader");
+            };
+            let index = c
+                .store_index(leader)
+                .ok_or_else(|| anyhow::anyhow!("leader store {leader} unknown"))?;
+            let others: Vec<usize> = stores.iter().copied().filter(|&s| s != index).collect();
+            note_errors(log, c.partition(&[vec![index], others]));
+            log.note(format!("isolate store {index} (a region leader)"));
+            hold_for(hold, stop).await;
+        }
+        Nemesis::TransferStorm => {
+            log.note("leader-transfer storm");
+            let until = Instant::now() + hold;
+            let mut transfers = 0;
+            while Instant::now() < until && !*stop.borrow() {
+                let regions = c.regions().await?;
+                if let Some(r) = regions.get(rng.random_range(0..regions.len().max(1))) {
+                    let region = r.region.clone().unwrap_or_default();
+                    if let Some(p) = region
+                        .peers
+                        .get(rng.random_range(0..region.peers.len().max(1)))
+                    {
+                        // Refusals (an operator already running) are part of the storm.
+                        if c.transfer_leader(region.id, p.store_id).await.is_ok() {
+                            transfers += 1;
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+            log.note(format!("storm over: {transfers} transfers requested"));
+        }
+        Nemesis::SplitMove => {
+            let regions = c.regions().await?;
+            if regions.is_empty() {
+                anyhow::bail!("no regions");
+            }
+            let r = regions[rng.random_range(0..regions.len())]
+                .region
+                .clone()
+                .unwrap_or_default();
+            match c.split(r.id).await {
+                Ok(()) => log.note(format!("split region {}", r.id)),
+                Err(e) => log.note(format!("split region {} refused: {e:#}", r.id)),
+            }
+            let r = regions[rng.random_range(0..regions.len())]
+                .region
+                .clone()
+                .unwrap_or_default();
+            let on: Vec<u64> = r.peers.iter().map(|p| p.store_id).collect();
+            let free: Vec<u64> = stores
+                .iter()
+                .map(|&i| c.store_id(i))
+                .filter(|id| !on.contains(id))
+                .collect();
+            if let (Some(&from), Some(&to)) = (on.first(), free.first()) {
+                match c.move_region(r.id, from, to).await {
+                    Ok(()) => log.note(format!("move region {} from store {from} to {to}", r.id)),
+                    Err(e) => log.note(format!("move region {} refused: {e:#}", r.id)),
+                }
+            }
+            hold_for(hold, stop).await;
+        }
+    }
+    Ok(())
+}
+
+fn note_errors(log: &mut Log, errors: Vec<String>) {
+    for e in errors {
+        log.note(format!("fault endpoint: {e}"));
+    }
+}

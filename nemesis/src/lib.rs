@@ -1,0 +1,20 @@
+//! `tessera-nemesis`: runs a workload against a tessera cluster while faults
+//! are injected, records the history of every operation and checks it for
+//! linearizability and lost writes — our own Jepsen-style harness.
+//!
+//! - [`history`]: operations, outcomes and the recorder (JSON lines);
+//! - [`check`]: per-key linearizability (WGL, todc-utils) and the
+//!   nothing-lost check, with a report;
+//! - [`cluster`]: the multi-process cluster under test and every fault it
+//!   can be put through;
+//! - [`workload`]: the clients whose operations make the history;
+//! - [`faults`]: the nemeses and their seeded schedule;
+//! - [`run`]: one run from start to verdict.
+
+pub mod check;
+pub mod cluster;
+pub mod faults;
+pub mod history;
+pub mod http;
+pub mod run;
+pub mod workload;

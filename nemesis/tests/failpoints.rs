@@ -1,0 +1,145 @@
+//! Crash a store at each failpoint, restart it, and check that the history
+//! around the crashes is linearizable and that no acknowledged write was
+//! lost.
+//!
+//! One cluster (3 directories, 3 stores, 1 router; small log-GC limits)
+//! serves every failpoint in turn while a workload runs:
+//! - `raft_before_persist`, `raft_after_persist`, `apply_before_write`:
+//!   armed with `panic` on a running store, which aborts at its next write;
+//! - `split_between_write_and_start`: armed on one store, then a split of a
+//!   region it holds is requested;
+//! - `snapshot_before_ingest`, `snapshot_after_ingest`: a store is killed,
+//!   the workload runs until its regions' logs are compacted past it, and
+//!   it restarts with `FAILPOINTS` set, so it aborts while applying the
+//!   snapshot it is sent; it then restarts clean and must catch up.
+#![cfg(feature = "failpoints")]
+
+use std::time::{Duration, Instant};
+
+use tessera_nemesis::check::{self, CheckOptions};
+use tessera_nemesis::cluster::{ClusterSpec, NemesisCluster, ProcKind};
+use tessera_nemesis::history::Recorder;
+use tessera_nemesis::workload::{self, WorkloadSpec};
+use tokio::sync::watch;
+
+/// Waits until the store at `index` has exited on its own.
+async fn wait_for_crash(c: &mut NemesisCluster, index: usize, what: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let exited = c
+            .e2e
+            .stores
+            .get_mut(&index)
+            .expect("store")
+            .proc
+            .has_exited();
+        if exited {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "store {index} did not crash at {what} within {within:?}:\n{}",
+            c.tails(30)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_store_crashed_at_any_failpoint_restarts_and_loses_no_acknowledged_write() {
+    let mut c = NemesisCluster::start(&ClusterSpec {
+        stores: 3,
+        routers: 1,
+        log_gc_count_limit: 100,
+        ..ClusterSpec::default()
+    })
+    .await
+    .expect("cluster");
+    let recorder = Recorder::new();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let spec = WorkloadSpec {
+        clients: 4,
+        keys: 8,
+        ..WorkloadSpec::default()
+    };
+    let workload = tokio::spawn(workload::run(
+        c.router_addrs(),
+        c.e2e.directory_addrs(),
+        spec.clone(),
+        7,
+        recorder.clone(),
+        stop_rx,
+    ));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    for (i, fp) in [
+        "raft_before_persist",
+        "raft_after_persist",
+        "apply_before_write",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let index = 1 + i % 3;
+        c.arm_failpoint(index, fp, "panic").expect("arm");
+        wait_for_crash(&mut c, index, fp, Duration::from_secs(20)).await;
+        c.restart(ProcKind::Store, index).expect("restart");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+
+    // A split applied on store 1 crashes it before the new regions start.
+    c.arm_failpoint(1, "split_between_write_and_start", "panic")
+        .expect("arm");
+    let region = c.regions().await.expect("regions")[0]
+        .region
+        .clone()
+        .expect("region");
+    c.split(region.id).await.expect("split");
+    wait_for_crash(
+        &mut c,
+        1,
+        "split_between_write_and_start",
+        Duration::from_secs(20),
+    )
+    .await;
+    c.restart(ProcKind::Store, 1).expect("restart");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // Snapshot applies: store 2 misses enough of the log to need one.
+    for fp in ["snapshot_before_ingest", "snapshot_after_ingest"] {
+        c.kill(ProcKind::Store, 2).expect("kill");
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let store = c.e2e.stores.get_mut(&2).expect("store 2");
+        store
+            .proc
+            .set_env("FAILPOINTS", Some(&format!("{fp}=panic")));
+        c.restart(ProcKind::Store, 2).expect("restart");
+        wait_for_crash(&mut c, 2, fp, Duration::from_secs(40)).await;
+        let store = c.e2e.stores.get_mut(&2).expect("store 2");
+        store.proc.set_env("FAILPOINTS", None);
+        c.restart(ProcKind::Store, 2).expect("restart");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+
+    c.heal().await.expect("heal");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop_tx.send(true).expect("stop");
+    workload.await.expect("workload task").expect("workload");
+    workload::final_reads(
+        &c.router_addrs(),
+        spec.keys,
+        &recorder,
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", c.tails(30)));
+    let ops = recorder.finish().expect("history");
+    let report = check::check(&ops, &CheckOptions::default()).expect("check");
+    assert!(report.is_ok(), "violations:\n{report}\n{}", c.tails(20));
+    assert!(
+        report.counts.ok >= 200,
+        "too little progress to prove anything:\n{report}"
+    );
+    // Every replica of every region is back.
+    c.e2e.wait_settled(1).await;
+}
