@@ -8,16 +8,24 @@
 //! - `repair`: separate processes; time to detect a dead store and restore
 //!   3 replicas of every region it held;
 //! - `router-cost`: separate processes; get latency through a router
-//!   against straight to the leader.
+//!   against straight to the leader;
+//! - `ycsb`: YCSB core workloads A–F against tessera or etcd (`ycsb/`);
+//! - `compare`: the workloads against tessera and etcd side by side, in
+//!   alternating rounds (`compare.rs`);
+//! - `ycsb-scale`: workload A over 1, 16 and 256 regions (`scale.rs`).
 //!
 //! Results print as a table and, with `--json`, as one JSON object.
 
 mod cluster_put;
+mod compare;
 mod fsync;
+mod plot;
 mod region_ops;
 mod repair;
 mod report;
 mod router_cost;
+mod scale;
+mod ycsb;
 
 use clap::{Parser, Subcommand};
 
@@ -49,6 +57,28 @@ enum Command {
     /// Separate processes: get latency through tessera-router against
     /// straight to the leader (needs `cargo build --release --bins`).
     RouterCost(router_cost::Args),
+    /// YCSB core workloads A-F against tessera or etcd: a load phase, then a
+    /// run phase.
+    Ycsb(ycsb::Args),
+    /// YCSB workloads against tessera and etcd side by side: local
+    /// clusters, alternating runs, fresh data each run, one table.
+    Compare(compare::Args),
+    /// Workload A against tessera with the key range pre-split into 1, 16
+    /// and 256 regions.
+    YcsbScale(scale::Args),
+}
+
+/// Runs `work`, or stops at Ctrl-C or SIGTERM: dropping `work` drops the
+/// clusters it started, which stops their processes.
+async fn interruptible<F: std::future::Future<Output = anyhow::Result<()>>>(
+    work: F,
+) -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = work => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted; stopped every process started")),
+        _ = term.recv() => Err(anyhow::anyhow!("terminated; stopped every process started")),
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -62,6 +92,9 @@ fn main() -> anyhow::Result<()> {
         Command::RegionOps(a) => runtime.block_on(region_ops::run(a))?,
         Command::Repair(a) => runtime.block_on(repair::run(a))?,
         Command::RouterCost(a) => runtime.block_on(router_cost::run(a))?,
+        Command::Ycsb(a) => return runtime.block_on(interruptible(ycsb::run(a, args.json))),
+        Command::Compare(a) => return runtime.block_on(interruptible(compare::run(a, args.json))),
+        Command::YcsbScale(a) => return runtime.block_on(interruptible(scale::run(a, args.json))),
     };
     report.print(args.json);
     Ok(())

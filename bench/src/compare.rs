@@ -1,0 +1,413 @@
+//! `tessera-bench compare`: the YCSB workloads against tessera and etcd
+//! side by side on this machine.
+//!
+//! First this machine's fsync p50 (4 KiB append + fdatasync in the
+//! temporary directory the clusters use). Then, for each round and each
+//! workload: a fresh tessera cluster (3 directories, 3 stores, 1 router;
+//! separate processes, production timing) is started, loaded, run and
+//! stopped; then a fresh 3-member etcd cluster the same way — so the
+//! systems alternate (tessera, etcd, tessera, etcd, ...), every run starts
+//! from empty data, and only the system under test is running while it is
+//! measured. Both fsync every commit. Before the rounds, a single-client
+//! pass (workload A, one client) on each system compares the update p50
+//! with the fsync p50.
+//!
+//! The table gives per workload and system the median over rounds of the
+//! run phase's throughput and p99 (all operations), and tessera/etcd
+//! ratios: throughput (above 1: tessera faster) and p99 (below 1: tessera
+//! lower). Every run's full results go to `<out>/compare.json`, the plot to
+//! `<out>/compare.svg`.
+
+use std::path::PathBuf;
+
+use comfy_table::Table;
+use serde::Serialize;
+
+use crate::ycsb::{self, AnyBackend, LocalCluster, Params, System, WorkloadResult};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Rounds; each runs every workload on both systems.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Workloads, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "A,B,C,D,E,F")]
+    pub workloads: Vec<String>,
+    /// Systems, in the order they alternate.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_enum,
+        default_value = "tessera,etcd"
+    )]
+    pub systems: Vec<System>,
+    /// Members per cluster: tessera stores (3 directories and 1 router
+    /// besides) and etcd members.
+    #[arg(long, default_value_t = 3)]
+    pub members: usize,
+    /// Seconds of the single-client pass (workload A, 1 client, 10,000
+    /// records) run on each system before the rounds, for the update p50
+    /// against the fsync p50; 0 skips it.
+    #[arg(long, default_value_t = 10)]
+    pub single_client_secs: u64,
+    /// Directory for compare.json and compare.svg.
+    #[arg(long, default_value = "bench-results")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub params: Params,
+}
+
+/// The medians of one workload on one system.
+#[derive(Serialize, Clone, Debug)]
+pub struct Cell {
+    pub ops_per_sec: f64,
+    pub p99_us: u64,
+    pub errors: u64,
+    pub rounds: usize,
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct SummaryRow {
+    pub workload: String,
+    pub mix: String,
+    pub systems: Vec<(System, Cell)>,
+    /// First system's throughput over the second's.
+    pub throughput_ratio: Option<f64>,
+    /// First system's p99 over the second's.
+    pub p99_ratio: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct RunRecord {
+    round: usize,
+    #[serde(flatten)]
+    result: WorkloadResult,
+}
+
+/// One system's single-client pass.
+#[derive(Serialize, Clone, Debug)]
+pub struct SingleClient {
+    pub system: System,
+    pub read_p50_us: u64,
+    pub update_p50_us: u64,
+    /// Update p50 over this machine's fsync p50.
+    pub update_over_fsync: f64,
+    pub result: WorkloadResult,
+}
+
+#[derive(Serialize)]
+struct Output<'a> {
+    fsync_p50_us: u64,
+    fsync_p99_us: u64,
+    single_client: &'a [SingleClient],
+    rounds: usize,
+    members: usize,
+    params: &'a Params,
+    summary: &'a [SummaryRow],
+    runs: &'a [RunRecord],
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Starts `system`, loads and runs `workload`, stops it.
+pub async fn one_run(
+    system: System,
+    workload: &str,
+    members: usize,
+    p: &Params,
+    progress: bool,
+) -> anyhow::Result<WorkloadResult> {
+    let cluster = LocalCluster::start(system, members).await?;
+    let backend = AnyBackend::connect(system, &cluster.endpoints(), p).await?;
+    let r = backend.bench(system, workload, p, false, progress).await;
+    drop(backend);
+    drop(cluster);
+    r
+}
+
+pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
+    anyhow::ensure!(args.rounds > 0, "--rounds must be positive");
+    anyhow::ensure!(!args.systems.is_empty(), "no system to run");
+    let p = &args.params;
+    // etcd is needed: install it before measuring anything.
+    if args.systems.contains(&System::Etcd) {
+        ycsb::clusters::ensure_etcd()?;
+    }
+    let fsync = crate::fsync::measure(None, 2000, false)?;
+    let (fsync_p50, fsync_p99) = (fsync.value_at_quantile(0.5), fsync.value_at_quantile(0.99));
+    if !json {
+        println!("tessera-bench compare: {}", p.describe());
+        println!(
+            "{} round(s) of workloads {} on {}; {} records of {} × {} bytes",
+            args.rounds,
+            args.workloads.join(","),
+            args.systems
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            p.records,
+            p.fields,
+            p.field_length
+        );
+        println!("this machine's fsync (4 KiB append + fdatasync): p50 {fsync_p50} µs, p99 {fsync_p99} µs");
+    }
+    std::fs::create_dir_all(&args.out)?;
+    let single = single_client(&args, fsync_p50, json).await?;
+    let mut runs: Vec<RunRecord> = vec![];
+    for round in 1..=args.rounds {
+        for w in &args.workloads {
+            for &system in &args.systems {
+                let r = one_run(system, w, args.members, p, !json).await?;
+                if !json {
+                    println!(
+                        "round {round} workload {} {system:>8}: load {:>6.0}/s, run {:>7.0} ops/s, p50 {:>6} µs, p99 {:>7} µs, {} errors",
+                        r.workload,
+                        r.load.as_ref().map(|l| l.ops_per_sec).unwrap_or(0.0),
+                        r.run.ops_per_sec,
+                        r.run.latency_us.p50,
+                        r.run.latency_us.p99,
+                        r.run.errors + r.load.as_ref().map(|l| l.errors).unwrap_or(0),
+                    );
+                    for e in &r.run.first_errors {
+                        println!("  error: {e}");
+                    }
+                }
+                runs.push(RunRecord { round, result: r });
+            }
+        }
+    }
+
+    let summary = summarize(&args, &runs);
+    let out = Output {
+        fsync_p50_us: fsync_p50,
+        fsync_p99_us: fsync_p99,
+        single_client: &single,
+        rounds: args.rounds,
+        members: args.members,
+        params: p,
+        summary: &summary,
+        runs: &runs,
+    };
+    let doc = serde_json::to_string_pretty(&out)?;
+    let json_path = args.out.join("compare.json");
+    std::fs::write(&json_path, &doc)?;
+    let svg_path = args.out.join("compare.svg");
+    plot(&svg_path, &args, &summary, fsync_p50)?;
+    if json {
+        println!("{doc}");
+    } else {
+        println!();
+        println!("{}", table(&args, &summary));
+        for s in &single {
+            println!(
+                "single client, workload A, {}: update p50 {} µs = {:.2}× the fsync p50; read p50 {} µs",
+                s.system, s.update_p50_us, s.update_over_fsync, s.read_p50_us
+            );
+        }
+        println!(
+            "median of {} round(s); p99 over all operations of the run phase; fsync p50 {fsync_p50} µs",
+            args.rounds
+        );
+        println!(
+            "results: {}\nplot: {}",
+            json_path.display(),
+            svg_path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Workload A with one client on each system: the latency of one update
+/// against the fsync it has to wait for.
+async fn single_client(
+    args: &Args,
+    fsync_p50: u64,
+    json: bool,
+) -> anyhow::Result<Vec<SingleClient>> {
+    if args.single_client_secs == 0 {
+        return Ok(vec![]);
+    }
+    let p = Params {
+        records: args.params.records.min(10_000),
+        operations: None,
+        duration: Some(args.single_client_secs),
+        threads: 1,
+        load_threads: Some(args.params.load_threads.unwrap_or(args.params.threads)),
+        target: None,
+        connections: 1,
+        ..args.params.clone()
+    };
+    let mut out = vec![];
+    for &system in &args.systems {
+        let r = one_run(system, "A", args.members, &p, !json).await?;
+        let p50 = |op: &str| {
+            r.run
+                .ops
+                .iter()
+                .find(|o| o.op == op)
+                .map(|o| o.latency_us.p50)
+                .unwrap_or(0)
+        };
+        let (read, update) = (p50("READ"), p50("UPDATE"));
+        let s = SingleClient {
+            system,
+            read_p50_us: read,
+            update_p50_us: update,
+            update_over_fsync: update as f64 / fsync_p50.max(1) as f64,
+            result: r,
+        };
+        if !json {
+            println!(
+                "single client, workload A, {system:>8}: update p50 {update} µs ({:.2}× fsync p50), read p50 {read} µs, {} errors",
+                s.update_over_fsync, s.result.run.errors
+            );
+        }
+        out.push(s);
+    }
+    Ok(out)
+}
+
+fn summarize(args: &Args, runs: &[RunRecord]) -> Vec<SummaryRow> {
+    let mut rows = vec![];
+    for w in &args.workloads {
+        let w = w.to_ascii_uppercase();
+        let mut systems = vec![];
+        let mut mix = String::new();
+        for &s in &args.systems {
+            let mine: Vec<&WorkloadResult> = runs
+                .iter()
+                .map(|r| &r.result)
+                .filter(|r| r.system == s && r.workload == w)
+                .collect();
+            if let Some(r) = mine.first() {
+                mix = r.mix.clone();
+            }
+            systems.push((
+                s,
+                Cell {
+                    ops_per_sec: median(mine.iter().map(|r| r.run.ops_per_sec).collect()),
+                    p99_us: median(mine.iter().map(|r| r.run.latency_us.p99 as f64).collect())
+                        as u64,
+                    errors: mine.iter().map(|r| r.run.errors).sum(),
+                    rounds: mine.len(),
+                },
+            ));
+        }
+        let (throughput_ratio, p99_ratio) = match systems.as_slice() {
+            [(_, a), (_, b), ..] => (
+                (b.ops_per_sec > 0.0).then(|| a.ops_per_sec / b.ops_per_sec),
+                (b.p99_us > 0).then(|| a.p99_us as f64 / b.p99_us as f64),
+            ),
+            _ => (None, None),
+        };
+        rows.push(SummaryRow {
+            workload: w,
+            mix,
+            systems,
+            throughput_ratio,
+            p99_ratio,
+        });
+    }
+    rows
+}
+
+fn ms(us: u64) -> String {
+    format!("{:.2} ms", us as f64 / 1000.0)
+}
+
+fn table(args: &Args, summary: &[SummaryRow]) -> Table {
+    let mut t = Table::new();
+    let mut header = vec!["workload".to_string()];
+    for s in &args.systems {
+        header.push(format!("{s} ops/s"));
+        header.push(format!("{s} p99"));
+    }
+    if args.systems.len() >= 2 {
+        header.push(format!("{}/{} ops/s", args.systems[0], args.systems[1]));
+        header.push(format!("{}/{} p99", args.systems[0], args.systems[1]));
+    }
+    header.push("errors".into());
+    t.set_header(header);
+    for r in summary {
+        let mut row = vec![format!("{} ({})", r.workload, r.mix)];
+        for (_, c) in &r.systems {
+            row.push(format!("{:.0}", c.ops_per_sec));
+            row.push(ms(c.p99_us));
+        }
+        if args.systems.len() >= 2 {
+            row.push(
+                r.throughput_ratio
+                    .map(|x| format!("{x:.2}×"))
+                    .unwrap_or("-".into()),
+            );
+            row.push(
+                r.p99_ratio
+                    .map(|x| format!("{x:.2}×"))
+                    .unwrap_or("-".into()),
+            );
+        }
+        row.push(
+            r.systems
+                .iter()
+                .map(|(_, c)| c.errors)
+                .sum::<u64>()
+                .to_string(),
+        );
+        t.add_row(row);
+    }
+    t
+}
+
+fn plot(
+    path: &std::path::Path,
+    args: &Args,
+    summary: &[SummaryRow],
+    fsync_p50: u64,
+) -> anyhow::Result<()> {
+    let cats: Vec<String> = summary.iter().map(|r| r.workload.clone()).collect();
+    let series = |f: &dyn Fn(&Cell) -> f64| -> Vec<(String, Vec<f64>)> {
+        args.systems
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                (
+                    s.to_string(),
+                    summary.iter().map(|r| f(&r.systems[i].1)).collect(),
+                )
+            })
+            .collect()
+    };
+    crate::plot::bars(
+        path,
+        &format!(
+            "YCSB, {} threads, {} records, median of {} round(s); fsync p50 {fsync_p50} µs",
+            args.params.threads, args.params.records, args.rounds
+        ),
+        &[
+            crate::plot::Panel {
+                title: "throughput (ops/s)".into(),
+                y_label: "ops/s".into(),
+                categories: cats.clone(),
+                series: series(&|c| c.ops_per_sec),
+            },
+            crate::plot::Panel {
+                title: "p99 latency (ms)".into(),
+                y_label: "ms".into(),
+                categories: cats,
+                series: series(&|c| c.p99_us as f64 / 1000.0),
+            },
+        ],
+    )
+}

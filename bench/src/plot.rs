@@ -1,0 +1,144 @@
+//! Plots of benchmark results as SVG (plotters' SVG backend with its
+//! built-in text estimate: no system fonts or libraries needed).
+//!
+//! [`bars`] draws panels side by side, each a grouped bar chart: one group
+//! per category (a workload, a region count), one bar per series (a
+//! system), the value printed above each bar.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+
+/// One panel: `series[i].1[j]` is the value of series `i` in category `j`.
+pub struct Panel {
+    pub title: String,
+    pub y_label: String,
+    pub categories: Vec<String>,
+    pub series: Vec<(String, Vec<f64>)>,
+}
+
+const COLORS: [RGBColor; 4] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+];
+
+fn short(v: f64) -> String {
+    if v >= 10_000.0 {
+        format!("{:.0}k", v / 1000.0)
+    } else if v >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+/// Writes `panels` side by side under `title` to `path` (SVG).
+pub fn bars(path: &Path, title: &str, panels: &[Panel]) -> anyhow::Result<()> {
+    let width = 560 * panels.len().max(1) as u32;
+    let root = SVGBackend::new(path, (width, 440)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let root = root
+        .titled(title, ("sans-serif", 20))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let areas = root.split_evenly((1, panels.len().max(1)));
+    for (panel, area) in panels.iter().zip(areas.iter()) {
+        draw_panel(panel, area).map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
+}
+
+fn draw_panel<DB: DrawingBackend>(
+    panel: &Panel,
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let n = panel.categories.len().max(1);
+    let k = panel.series.len().max(1);
+    let max = panel
+        .series
+        .iter()
+        .flat_map(|(_, v)| v.iter().copied())
+        .filter(|v| v.is_finite())
+        .fold(0.0f64, f64::max);
+    let y_max = if max > 0.0 { max * 1.2 } else { 1.0 };
+    let categories = panel.categories.clone();
+    let mut chart = ChartBuilder::on(area)
+        .caption(&panel.title, ("sans-serif", 16))
+        .margin(12)
+        .x_label_area_size(30)
+        .y_label_area_size(60)
+        .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), 0f64..y_max)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(n)
+        .x_label_formatter(&|x| {
+            let i = x.round();
+            if (x - i).abs() < 1e-6 && i >= 0.0 {
+                categories.get(i as usize).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        })
+        .y_desc(&panel.y_label)
+        .y_label_formatter(&|y| short(*y))
+        .draw()?;
+    let group = 0.8;
+    let width = group / k as f64;
+    for (s, (name, values)) in panel.series.iter().enumerate() {
+        let color = COLORS[s % COLORS.len()];
+        let x0 = |j: usize| j as f64 - group / 2.0 + s as f64 * width;
+        chart
+            .draw_series(values.iter().enumerate().map(|(j, v)| {
+                Rectangle::new(
+                    [(x0(j) + 0.01, 0.0), (x0(j) + width - 0.01, v.max(0.0))],
+                    color.filled(),
+                )
+            }))?
+            .label(name.clone())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
+        chart.draw_series(values.iter().enumerate().map(|(j, v)| {
+            Text::new(
+                short(*v),
+                (x0(j) + width / 2.0 - 0.1, v.max(0.0) + y_max * 0.02),
+                ("sans-serif", 11),
+            )
+        }))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_an_svg() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.svg");
+        bars(
+            &path,
+            "test",
+            &[Panel {
+                title: "throughput".into(),
+                y_label: "ops/s".into(),
+                categories: vec!["A".into(), "B".into()],
+                series: vec![("x".into(), vec![1.0, 2.0]), ("y".into(), vec![3.0, 0.0])],
+            }],
+        )
+        .unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("throughput"));
+        // The category labels and the bars.
+        assert!(svg.contains("\nA\n") && svg.contains("\nB\n"));
+        assert!(svg.matches("<rect").count() >= 5);
+    }
+}

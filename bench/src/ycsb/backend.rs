@@ -1,0 +1,200 @@
+//! The systems under test behind one trait, [`Backend`], so the same
+//! generator drives both with the same meaning of every operation:
+//!
+//! - **read**: get one key; a missing key is an error (YCSB's NOT_FOUND);
+//! - **insert** and **update**: put the whole record (YCSB's
+//!   `writeallfields=true`: a KV store has no field-level update, so an
+//!   update writes a new 10-field value over the old one);
+//! - **scan**: up to `len` records from the key on, in key order, bounded
+//!   by the end of the `user` key prefix;
+//! - read-modify-write is read then update, composed by the runner.
+//!
+//! Connections: a backend holds a small pool of clients (`--connections`,
+//! default 4) and client task *i* uses client *i* mod N. Both systems speak
+//! gRPC over HTTP/2, which multiplexes many concurrent requests on one
+//! connection, so a client per task (64 connections) would measure
+//! connection overhead no application has, while a single connection
+//! funnels every request through one HTTP/2 connection task in this
+//! process. The same N applies to both systems.
+//!
+//! - [`Tessera`]: the Rust SDK (`tessera_client`) to the routers; reads are
+//!   linearizable (the leader's lease or ReadIndex).
+//! - [`Etcd`]: `etcd-client`, balanced over the members' client URLs;
+//!   reads are linearizable unless `serializable` (then a member answers
+//!   from its own state, possibly stale).
+
+use std::future::Future;
+use std::time::Duration;
+
+/// The exclusive end of YCSB's key range: every key starts with `user`.
+pub const KEY_RANGE_END: &[u8] = b"uses";
+
+/// Why an operation failed, as text (kept short for the report).
+pub type OpError = String;
+
+/// One system under test. Clones are cheap; `client` picks the connection.
+pub trait Backend: Send + Sync + 'static {
+    /// The record, or an error when it is missing.
+    fn read(&self, client: usize, key: &[u8]) -> impl Future<Output = Result<(), OpError>> + Send;
+    /// Put a whole record.
+    fn put(
+        &self,
+        client: usize,
+        key: &[u8],
+        value: &[u8],
+    ) -> impl Future<Output = Result<(), OpError>> + Send;
+    /// Up to `len` records from `key` on; returns how many.
+    fn scan(
+        &self,
+        client: usize,
+        key: &[u8],
+        len: u32,
+    ) -> impl Future<Output = Result<usize, OpError>> + Send;
+}
+
+/// tessera through its routers.
+pub struct Tessera {
+    clients: Vec<tessera_client::Client>,
+}
+
+impl Tessera {
+    pub async fn connect(
+        routers: &[String],
+        connections: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<Tessera> {
+        let mut clients = vec![];
+        for _ in 0..connections.max(1) {
+            clients.push(
+                tessera_client::Client::builder()
+                    .endpoints(routers.iter().cloned())
+                    .timeout(timeout)
+                    .build()
+                    .await?,
+            );
+        }
+        Ok(Tessera { clients })
+    }
+
+    fn client(&self, i: usize) -> &tessera_client::Client {
+        &self.clients[i % self.clients.len()]
+    }
+}
+
+impl Backend for Tessera {
+    async fn read(&self, client: usize, key: &[u8]) -> Result<(), OpError> {
+        match self.client(client).get(key).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err("not found".into()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    async fn put(&self, client: usize, key: &[u8], value: &[u8]) -> Result<(), OpError> {
+        self.client(client)
+            .put(key, value)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn scan(&self, client: usize, key: &[u8], len: u32) -> Result<usize, OpError> {
+        self.client(client)
+            .scan(key..KEY_RANGE_END, len)
+            .await
+            .map(|v| v.len())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// etcd through `etcd-client`.
+pub struct Etcd {
+    clients: Vec<etcd_client::KvClient>,
+    serializable: bool,
+}
+
+impl Etcd {
+    /// `endpoints` are client URLs (`http://127.0.0.1:2379`) or
+    /// `host:port`.
+    pub async fn connect(
+        endpoints: &[String],
+        connections: usize,
+        timeout: Duration,
+        serializable: bool,
+    ) -> anyhow::Result<Etcd> {
+        let endpoints: Vec<String> = endpoints
+            .iter()
+            .map(|e| {
+                if e.contains("://") {
+                    e.clone()
+                } else {
+                    format!("http://{e}")
+                }
+            })
+            .collect();
+        let mut clients = vec![];
+        for _ in 0..connections.max(1) {
+            let c = etcd_client::Client::connect(
+                &endpoints,
+                Some(
+                    etcd_client::ConnectOptions::new()
+                        .with_timeout(timeout)
+                        .with_connect_timeout(Duration::from_secs(5)),
+                ),
+            )
+            .await?;
+            clients.push(c.kv_client());
+        }
+        Ok(Etcd {
+            clients,
+            serializable,
+        })
+    }
+
+    fn client(&self, i: usize) -> etcd_client::KvClient {
+        self.clients[i % self.clients.len()].clone()
+    }
+
+    fn get_options(&self) -> etcd_client::GetOptions {
+        let o = etcd_client::GetOptions::new();
+        if self.serializable {
+            o.with_serializable()
+        } else {
+            o
+        }
+    }
+}
+
+impl Backend for Etcd {
+    async fn read(&self, client: usize, key: &[u8]) -> Result<(), OpError> {
+        let r = self
+            .client(client)
+            .get(key, Some(self.get_options()))
+            .await
+            .map_err(|e| e.to_string())?;
+        if r.kvs().is_empty() {
+            Err("not found".into())
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn put(&self, client: usize, key: &[u8], value: &[u8]) -> Result<(), OpError> {
+        self.client(client)
+            .put(key, value, None)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    async fn scan(&self, client: usize, key: &[u8], len: u32) -> Result<usize, OpError> {
+        let o = self
+            .get_options()
+            .with_range(KEY_RANGE_END)
+            .with_limit(len as i64);
+        self.client(client)
+            .get(key, Some(o))
+            .await
+            .map(|r| r.kvs().len())
+            .map_err(|e| e.to_string())
+    }
+}

@@ -1,0 +1,219 @@
+//! Local clusters to benchmark, as separate processes on 127.0.0.1 with
+//! data in temporary directories, stopped (and their files removed) when
+//! dropped — also when a run fails or is interrupted:
+//!
+//! - [`LocalTessera`]: 3 `tessera-directory`, 3 `tessera-store` and 1
+//!   `tessera-router` through the e2e harness, with the binaries' own
+//!   (production) timing; every write is fsynced on commit (the store's
+//!   group-commit write batch is synced).
+//! - [`LocalEtcd`]: an N-member etcd cluster with its defaults (fsync on
+//!   commit); [`ensure_etcd`] installs Debian's `etcd-server` when no
+//!   `etcd` is on the PATH.
+//!
+//! The tessera binaries come from the target directory of `tessera-bench`
+//! (`cargo build --release --bins`).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tessera_e2e::{free_port, E2eCluster, Options};
+
+/// A tessera cluster of separate processes.
+pub struct LocalTessera {
+    pub cluster: E2eCluster,
+}
+
+impl LocalTessera {
+    pub async fn start(stores: usize) -> anyhow::Result<LocalTessera> {
+        let mut cluster = E2eCluster::start(Options {
+            stores,
+            default_timing: true,
+            ..Options::default()
+        })
+        .await;
+        cluster.add_router().await;
+        cluster.wait_settled(1).await;
+        Ok(LocalTessera { cluster })
+    }
+
+    pub fn routers(&self) -> Vec<String> {
+        self.cluster.router_addrs()
+    }
+}
+
+impl Drop for LocalTessera {
+    /// Stops every process before the cluster's temporary directory is
+    /// removed, so no server is still writing into it.
+    fn drop(&mut self) {
+        for r in self.cluster.routers.values_mut() {
+            r.proc.kill();
+        }
+        for s in self.cluster.stores.values_mut() {
+            s.proc.kill();
+        }
+        for d in self.cluster.directories.values_mut() {
+            d.proc.kill();
+        }
+    }
+}
+
+/// Finds `name` on the PATH.
+pub fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Makes sure an `etcd` binary is on the PATH: installs Debian's
+/// `etcd-server` with apt-get (through sudo when not root) if it is not.
+pub fn ensure_etcd() -> anyhow::Result<PathBuf> {
+    if let Some(p) = which("etcd") {
+        return Ok(p);
+    }
+    eprintln!("etcd is not installed: installing Debian's etcd-server with apt-get");
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let apt = |args: &[&str]| -> anyhow::Result<()> {
+        let mut cmd = if root {
+            Command::new("apt-get")
+        } else {
+            let mut c = Command::new("sudo");
+            c.arg("apt-get");
+            c
+        };
+        let status = cmd
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()?;
+        anyhow::ensure!(status.success(), "apt-get {args:?} failed: {status}");
+        Ok(())
+    };
+    if apt(&["install", "-y", "-q", "etcd-server"]).is_err() {
+        apt(&["update", "-q"])?;
+        apt(&["install", "-y", "-q", "etcd-server"])?;
+    }
+    which("etcd").ok_or_else(|| anyhow::anyhow!("etcd-server installed but no etcd on the PATH"))
+}
+
+/// An etcd cluster of separate processes.
+pub struct LocalEtcd {
+    children: Vec<Child>,
+    pub endpoints: Vec<String>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Drop for LocalEtcd {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+        }
+        for c in &mut self.children {
+            let _ = c.wait();
+        }
+    }
+}
+
+impl LocalEtcd {
+    /// Starts `members` etcd members (their defaults: fsync on commit,
+    /// snapshot every 100,000 entries; an 8 GiB backend quota so long runs
+    /// do not hit the 2 GiB default) and waits until the cluster answers.
+    pub async fn start(members: usize) -> anyhow::Result<LocalEtcd> {
+        let etcd = ensure_etcd()?;
+        let dir = tempfile::Builder::new()
+            .prefix("tessera-bench-etcd")
+            .tempdir()?;
+        let ports: Vec<(u16, u16)> = (0..members).map(|_| (free_port(), free_port())).collect();
+        let initial: Vec<String> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, peer))| format!("m{}=http://127.0.0.1:{peer}", i + 1))
+            .collect();
+        let mut e = LocalEtcd {
+            children: vec![],
+            endpoints: ports
+                .iter()
+                .map(|(client, _)| format!("http://127.0.0.1:{client}"))
+                .collect(),
+            dir,
+        };
+        for (i, (client, peer)) in ports.iter().enumerate() {
+            let name = format!("m{}", i + 1);
+            let log = std::fs::File::create(e.dir.path().join(format!("{name}.log")))?;
+            let child = Command::new(&etcd)
+                .args([
+                    "--name",
+                    &name,
+                    "--data-dir",
+                    &e.dir.path().join(&name).display().to_string(),
+                    "--listen-client-urls",
+                    &format!("http://127.0.0.1:{client}"),
+                    "--advertise-client-urls",
+                    &format!("http://127.0.0.1:{client}"),
+                    "--listen-peer-urls",
+                    &format!("http://127.0.0.1:{peer}"),
+                    "--initial-advertise-peer-urls",
+                    &format!("http://127.0.0.1:{peer}"),
+                    "--initial-cluster",
+                    &initial.join(","),
+                    "--initial-cluster-token",
+                    "tessera-bench",
+                    "--initial-cluster-state",
+                    "new",
+                    "--quota-backend-bytes",
+                    "8589934592",
+                    "--logger",
+                    "zap",
+                    "--log-outputs",
+                    "stderr",
+                    "--log-level",
+                    "warn",
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()?;
+            e.children.push(child);
+        }
+        e.wait_ready().await?;
+        Ok(e)
+    }
+
+    async fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let started = Instant::now();
+        loop {
+            for (i, c) in self.children.iter_mut().enumerate() {
+                if let Some(status) = c.try_wait()? {
+                    let log =
+                        std::fs::read_to_string(self.dir.path().join(format!("m{}.log", i + 1)))
+                            .unwrap_or_default();
+                    anyhow::bail!("etcd member m{} exited ({status}):\n{log}", i + 1);
+                }
+            }
+            let ok = async {
+                let mut c = etcd_client::Client::connect(
+                    &self.endpoints,
+                    Some(
+                        etcd_client::ConnectOptions::new()
+                            .with_timeout(Duration::from_secs(2))
+                            .with_connect_timeout(Duration::from_secs(1)),
+                    ),
+                )
+                .await?;
+                // A linearizable read needs a leader and a quorum.
+                c.get("tessera-bench-probe", None).await?;
+                anyhow::Ok(())
+            }
+            .await;
+            if ok.is_ok() {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(60),
+                "etcd did not become ready within 60 s: {ok:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}

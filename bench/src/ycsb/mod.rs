@@ -1,0 +1,412 @@
+//! YCSB core workloads A–F against tessera or etcd (`tessera-bench ycsb`),
+//! and the one-workload step ([`bench_workload`]) that `compare` and
+//! `ycsb-scale` repeat.
+//!
+//! Modules: `gen` (the random generators), `workload` (the mixes and each
+//! client's operation stream), `backend` (the systems behind one trait),
+//! `runner` (load and run phases, closed and open loop), `stats`
+//! (histograms, time series, results and tables), `clusters` (local
+//! tessera and etcd clusters as separate processes).
+
+pub mod backend;
+pub mod clusters;
+pub mod gen;
+pub mod runner;
+pub mod stats;
+pub mod workload;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use backend::Backend;
+use stats::PhaseResult;
+use workload::{Distribution, Spec, Workload};
+
+/// The systems `tessera-bench` can drive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum System {
+    Tessera,
+    Etcd,
+}
+
+impl std::fmt::Display for System {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            System::Tessera => "tessera",
+            System::Etcd => "etcd",
+        })
+    }
+}
+
+/// The settings every YCSB command shares.
+#[derive(clap::Args, Clone, Debug, Serialize)]
+pub struct Params {
+    /// Records loaded before the run (YCSB's recordcount).
+    #[arg(long, default_value_t = 100_000)]
+    pub records: i64,
+    /// Operations in the run phase (YCSB's operationcount); with
+    /// --duration, whichever ends first. Default: run for 30 s.
+    #[arg(long)]
+    pub operations: Option<u64>,
+    /// Seconds the run phase lasts (YCSB's maxexecutiontime).
+    #[arg(long)]
+    pub duration: Option<u64>,
+    /// Concurrent clients (closed loop), in load and run.
+    #[arg(long, default_value_t = 64)]
+    pub threads: usize,
+    /// Concurrent clients of the load phase (default: --threads).
+    #[arg(long)]
+    pub load_threads: Option<usize>,
+    /// Total operations per second to aim at in the run phase (open loop:
+    /// latency counts from each operation's intended start).
+    #[arg(long)]
+    pub target: Option<f64>,
+    /// Fields per record (YCSB's fieldcount).
+    #[arg(long, default_value_t = 10)]
+    pub fields: usize,
+    /// Bytes per field (YCSB's fieldlength).
+    #[arg(long, default_value_t = 100)]
+    pub field_length: usize,
+    /// Replaces the workload's request distribution.
+    #[arg(long, value_enum)]
+    pub distribution: Option<Distribution>,
+    /// Seed of every client's generators (client i uses seed and i).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Client connections per system, shared by the clients round-robin.
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// etcd: serializable reads (a member's local state) instead of
+    /// linearizable ones.
+    #[arg(long)]
+    pub etcd_serializable: bool,
+    /// Deadline of one operation, retries included (seconds).
+    #[arg(long, default_value_t = 10)]
+    pub op_timeout: u64,
+}
+
+impl Params {
+    pub fn run_duration(&self) -> Option<Duration> {
+        match (self.operations, self.duration) {
+            (None, None) => Some(Duration::from_secs(30)),
+            (_, d) => d.map(Duration::from_secs),
+        }
+    }
+
+    pub fn op_timeout(&self) -> Duration {
+        Duration::from_secs(self.op_timeout.max(1))
+    }
+
+    pub fn describe(&self) -> String {
+        let run = match (self.operations, self.run_duration()) {
+            (Some(n), Some(d)) => format!("{n} operations or {} s", d.as_secs()),
+            (Some(n), None) => format!("{n} operations"),
+            (None, Some(d)) => format!("{} s", d.as_secs()),
+            (None, None) => unreachable!(),
+        };
+        let lp = match self.target {
+            Some(t) => format!("open loop at {t:.0} ops/s"),
+            None => "closed loop".into(),
+        };
+        format!(
+            "{} threads ({lp}), {} connection(s), run: {run}, seed {}, op timeout {} s",
+            self.threads, self.connections, self.seed, self.op_timeout
+        )
+    }
+}
+
+/// One workload against one system.
+#[derive(Serialize, Clone, Debug)]
+pub struct WorkloadResult {
+    pub system: System,
+    pub workload: String,
+    pub mix: String,
+    /// The generators as they were set up.
+    pub distribution: Vec<String>,
+    pub load: Option<PhaseResult>,
+    pub run: PhaseResult,
+}
+
+/// Loads (unless `skip_load`) and runs workload `name` on `backend`.
+pub async fn bench_workload<B: Backend>(
+    backend: Arc<B>,
+    system: System,
+    name: &str,
+    p: &Params,
+    skip_load: bool,
+    progress: bool,
+) -> anyhow::Result<WorkloadResult> {
+    let mut spec = Spec::core(name)?;
+    if let Some(d) = p.distribution {
+        spec.distribution = d;
+    }
+    anyhow::ensure!(p.records > 0, "--records must be positive");
+    let w = Arc::new(Workload::new(
+        spec.clone(),
+        p.records,
+        p.operations.unwrap_or(0),
+        p.fields,
+        p.field_length,
+        p.seed,
+    ));
+    let load = if skip_load {
+        None
+    } else {
+        Some(
+            runner::load(
+                backend.clone(),
+                w.clone(),
+                p.load_threads.unwrap_or(p.threads),
+                progress,
+                &format!("{system} {} load", spec.name),
+            )
+            .await,
+        )
+    };
+    let run = runner::run(
+        backend,
+        w.clone(),
+        runner::Limits {
+            threads: p.threads,
+            operations: p.operations,
+            duration: p.run_duration(),
+            target: p.target,
+            progress,
+        },
+        &format!("{system} {} run", spec.name),
+    )
+    .await;
+    Ok(WorkloadResult {
+        system,
+        workload: spec.name.clone(),
+        mix: spec.mix(),
+        distribution: w.describe(),
+        load,
+        run,
+    })
+}
+
+/// A connected backend of either system.
+pub enum AnyBackend {
+    Tessera(Arc<backend::Tessera>),
+    Etcd(Arc<backend::Etcd>),
+}
+
+impl AnyBackend {
+    pub async fn connect(system: System, endpoints: &[String], p: &Params) -> anyhow::Result<Self> {
+        Ok(match system {
+            System::Tessera => AnyBackend::Tessera(Arc::new(
+                backend::Tessera::connect(endpoints, p.connections, p.op_timeout()).await?,
+            )),
+            System::Etcd => AnyBackend::Etcd(Arc::new(
+                backend::Etcd::connect(
+                    endpoints,
+                    p.connections,
+                    p.op_timeout(),
+                    p.etcd_serializable,
+                )
+                .await?,
+            )),
+        })
+    }
+
+    pub async fn bench(
+        &self,
+        system: System,
+        name: &str,
+        p: &Params,
+        skip_load: bool,
+        progress: bool,
+    ) -> anyhow::Result<WorkloadResult> {
+        match self {
+            AnyBackend::Tessera(b) => {
+                bench_workload(b.clone(), system, name, p, skip_load, progress).await
+            }
+            AnyBackend::Etcd(b) => {
+                bench_workload(b.clone(), system, name, p, skip_load, progress).await
+            }
+        }
+    }
+}
+
+/// A local cluster of either system, stopped when dropped.
+pub enum LocalCluster {
+    Tessera(Box<clusters::LocalTessera>),
+    Etcd(clusters::LocalEtcd),
+}
+
+impl LocalCluster {
+    pub async fn start(system: System, members: usize) -> anyhow::Result<LocalCluster> {
+        Ok(match system {
+            System::Tessera => {
+                LocalCluster::Tessera(Box::new(clusters::LocalTessera::start(members).await?))
+            }
+            System::Etcd => LocalCluster::Etcd(clusters::LocalEtcd::start(members).await?),
+        })
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        match self {
+            LocalCluster::Tessera(t) => t.routers(),
+            LocalCluster::Etcd(e) => e.endpoints.clone(),
+        }
+    }
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The system to drive.
+    #[arg(long, value_enum, default_value_t = System::Tessera)]
+    pub system: System,
+    /// Its addresses: tessera routers (host:port) or etcd client URLs,
+    /// comma-separated. Without: a local cluster of separate processes is
+    /// started (tessera: 3 directories, 3 stores, 1 router; etcd: 3
+    /// members) and stopped at the end.
+    #[arg(long, value_delimiter = ',')]
+    pub endpoints: Vec<String>,
+    /// Workloads to run one after the other, each loaded first.
+    #[arg(long, value_delimiter = ',', default_value = "A")]
+    pub workload: Vec<String>,
+    /// Skip the load phase (the records are already there).
+    #[arg(long)]
+    pub skip_load: bool,
+    /// Members of a local cluster (tessera stores or etcd members).
+    #[arg(long, default_value_t = 3)]
+    pub members: usize,
+    /// Write the results as JSON to this file.
+    #[arg(long)]
+    pub results: Option<PathBuf>,
+    /// Write a plot (SVG) of throughput and p99 per workload to this file.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Do not print the 1-second time series.
+    #[arg(long)]
+    pub no_series: bool,
+    #[command(flatten)]
+    pub params: Params,
+}
+
+#[derive(Serialize)]
+struct YcsbOutput<'a> {
+    params: &'a Params,
+    endpoints: &'a [String],
+    results: &'a [WorkloadResult],
+}
+
+pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
+    let p = &args.params;
+    let local = if args.endpoints.is_empty() {
+        eprintln!("starting a local {} cluster ...", args.system);
+        Some(LocalCluster::start(args.system, args.members).await?)
+    } else {
+        None
+    };
+    let endpoints = match &local {
+        Some(l) => l.endpoints(),
+        None => args.endpoints.clone(),
+    };
+    let backend = AnyBackend::connect(args.system, &endpoints, p).await?;
+    if !json {
+        println!(
+            "tessera-bench ycsb: {} at {}",
+            args.system,
+            endpoints.join(",")
+        );
+        println!("{}", p.describe());
+    }
+    let mut results = vec![];
+    for name in &args.workload {
+        let r = backend
+            .bench(args.system, name, p, args.skip_load, !json)
+            .await?;
+        if !json {
+            print_result(&r, !args.no_series);
+        }
+        results.push(r);
+    }
+    drop(backend);
+    drop(local);
+    let out = YcsbOutput {
+        params: p,
+        endpoints: &endpoints,
+        results: &results,
+    };
+    let doc = serde_json::to_string_pretty(&out)?;
+    if json {
+        println!("{doc}");
+    }
+    if let Some(path) = &args.results {
+        std::fs::write(path, &doc)?;
+        if !json {
+            println!("results: {}", path.display());
+        }
+    }
+    if let Some(path) = &args.plot {
+        let cats: Vec<String> = results.iter().map(|r| r.workload.clone()).collect();
+        let name = args.system.to_string();
+        crate::plot::bars(
+            path,
+            &format!("YCSB, {}", p.describe()),
+            &[
+                crate::plot::Panel {
+                    title: "throughput".into(),
+                    y_label: "ops/s".into(),
+                    categories: cats.clone(),
+                    series: vec![(
+                        name.clone(),
+                        results.iter().map(|r| r.run.ops_per_sec).collect(),
+                    )],
+                },
+                crate::plot::Panel {
+                    title: "p99 latency".into(),
+                    y_label: "ms".into(),
+                    categories: cats,
+                    series: vec![(
+                        name,
+                        results
+                            .iter()
+                            .map(|r| r.run.latency_us.p99 as f64 / 1000.0)
+                            .collect(),
+                    )],
+                },
+            ],
+        )?;
+        if !json {
+            println!("plot: {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+/// Prints one workload's parameters, tables and series.
+pub fn print_result(r: &WorkloadResult, series: bool) {
+    println!();
+    for line in &r.distribution {
+        println!("{line}");
+    }
+    if let Some(load) = &r.load {
+        println!(
+            "load: {} records in {:.1} s ({:.0}/s, {} errors)",
+            load.operations, load.elapsed_s, load.ops_per_sec, load.errors
+        );
+        println!("{}", load.table());
+    }
+    println!(
+        "run: {} operations in {:.1} s ({:.0} ops/s, {} errors)",
+        r.run.operations, r.run.elapsed_s, r.run.ops_per_sec, r.run.errors
+    );
+    println!("{}", r.run.table());
+    for e in &r.run.first_errors {
+        println!("error: {e}");
+    }
+    if series {
+        println!("1-second series (all operations):");
+        for l in r.run.series_lines() {
+            println!("{l}");
+        }
+    }
+}
