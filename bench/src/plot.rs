@@ -3,7 +3,8 @@
 //!
 //! [`bars`] draws panels side by side, each a grouped bar chart: one group
 //! per category (a workload, a region count), one bar per series (a
-//! system), the value printed above each bar.
+//! system), the value printed above each bar; the y axis is logarithmic
+//! when the values span more than 20×.
 
 use std::path::Path;
 
@@ -50,69 +51,108 @@ pub fn bars(path: &Path, title: &str, panels: &[Panel]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Draws the bars of `$panel` on `$area` with y coordinates `$y`, bars
+/// rising from `$floor`, value labels at `$label(v)`.
+macro_rules! draw_bars {
+    ($area:expr, $panel:expr, $y:expr, $floor:expr, $label:expr, $y_desc:expr) => {{
+        let panel: &Panel = $panel;
+        let n = panel.categories.len().max(1);
+        let k = panel.series.len().max(1);
+        let categories = panel.categories.clone();
+        let mut chart = ChartBuilder::on($area)
+            .caption(&panel.title, ("sans-serif", 16))
+            .margin(12)
+            .x_label_area_size(30)
+            .y_label_area_size(60)
+            .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), $y)?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(n)
+            .x_label_formatter(&|x| {
+                let i = x.round();
+                if (x - i).abs() < 1e-6 && i >= 0.0 {
+                    categories.get(i as usize).cloned().unwrap_or_default()
+                } else {
+                    String::new()
+                }
+            })
+            .y_desc($y_desc)
+            .y_label_formatter(&|y| short(*y))
+            .draw()?;
+        let group = 0.8;
+        let width = group / k as f64;
+        for (s, (name, values)) in panel.series.iter().enumerate() {
+            let color = COLORS[s % COLORS.len()];
+            let x0 = |j: usize| j as f64 - group / 2.0 + s as f64 * width;
+            chart
+                .draw_series(values.iter().enumerate().map(|(j, v)| {
+                    Rectangle::new(
+                        [
+                            (x0(j) + 0.01, $floor),
+                            (x0(j) + width - 0.01, v.max($floor)),
+                        ],
+                        color.filled(),
+                    )
+                }))?
+                .label(name.clone())
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled())
+                });
+            chart.draw_series(values.iter().enumerate().map(|(j, v)| {
+                Text::new(
+                    short(*v),
+                    (x0(j) + width / 2.0 - 0.1, $label(v.max($floor))),
+                    ("sans-serif", 11),
+                )
+            }))?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
+    }};
+}
+
+/// One panel: a linear y axis, or a logarithmic one when the values span
+/// more than 20× (one system far behind would flatten the others).
 fn draw_panel<DB: DrawingBackend>(
     panel: &Panel,
     area: &DrawingArea<DB, plotters::coord::Shift>,
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
-    let n = panel.categories.len().max(1);
-    let k = panel.series.len().max(1);
-    let max = panel
-        .series
-        .iter()
-        .flat_map(|(_, v)| v.iter().copied())
-        .filter(|v| v.is_finite())
-        .fold(0.0f64, f64::max);
-    let y_max = if max > 0.0 { max * 1.2 } else { 1.0 };
-    let categories = panel.categories.clone();
-    let mut chart = ChartBuilder::on(area)
-        .caption(&panel.title, ("sans-serif", 16))
-        .margin(12)
-        .x_label_area_size(30)
-        .y_label_area_size(60)
-        .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), 0f64..y_max)?;
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .x_labels(n)
-        .x_label_formatter(&|x| {
-            let i = x.round();
-            if (x - i).abs() < 1e-6 && i >= 0.0 {
-                categories.get(i as usize).cloned().unwrap_or_default()
-            } else {
-                String::new()
-            }
-        })
-        .y_desc(&panel.y_label)
-        .y_label_formatter(&|y| short(*y))
-        .draw()?;
-    let group = 0.8;
-    let width = group / k as f64;
-    for (s, (name, values)) in panel.series.iter().enumerate() {
-        let color = COLORS[s % COLORS.len()];
-        let x0 = |j: usize| j as f64 - group / 2.0 + s as f64 * width;
-        chart
-            .draw_series(values.iter().enumerate().map(|(j, v)| {
-                Rectangle::new(
-                    [(x0(j) + 0.01, 0.0), (x0(j) + width - 0.01, v.max(0.0))],
-                    color.filled(),
-                )
-            }))?
-            .label(name.clone())
-            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
-        chart.draw_series(values.iter().enumerate().map(|(j, v)| {
-            Text::new(
-                short(*v),
-                (x0(j) + width / 2.0 - 0.1, v.max(0.0) + y_max * 0.02),
-                ("sans-serif", 11),
-            )
-        }))?;
+    let values = || {
+        panel
+            .series
+            .iter()
+            .flat_map(|(_, v)| v.iter().copied())
+            .filter(|v| v.is_finite() && *v > 0.0)
+    };
+    let max = values().fold(0.0f64, f64::max);
+    let min = values().fold(f64::INFINITY, f64::min);
+    if max > 0.0 && max / min > 20.0 {
+        let (lo, hi) = (min / 2.0, max * 2.0);
+        let desc = format!("{} (log scale)", panel.y_label);
+        draw_bars!(
+            area,
+            panel,
+            (lo..hi).log_scale(),
+            lo,
+            |v: f64| v * 1.08,
+            &desc
+        );
+    } else {
+        let y_max = if max > 0.0 { max * 1.2 } else { 1.0 };
+        draw_bars!(
+            area,
+            panel,
+            0f64..y_max,
+            0.0,
+            |v: f64| v + y_max * 0.02,
+            &panel.y_label
+        );
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()?;
     Ok(())
 }
 
@@ -140,5 +180,23 @@ mod tests {
         // The category labels and the bars.
         assert!(svg.contains("\nA\n") && svg.contains("\nB\n"));
         assert!(svg.matches("<rect").count() >= 5);
+        // Values 100× apart: a log scale.
+        bars(
+            &path,
+            "test",
+            &[Panel {
+                title: "p99".into(),
+                y_label: "ms".into(),
+                categories: vec!["A".into(), "E".into()],
+                series: vec![
+                    ("x".into(), vec![10.0, 20.0]),
+                    ("y".into(), vec![30.0, 2000.0]),
+                ],
+            }],
+        )
+        .unwrap();
+        assert!(std::fs::read_to_string(&path)
+            .unwrap()
+            .contains("log scale"));
     }
 }
