@@ -77,8 +77,9 @@ pub struct Params {
     /// Seed of every client's generators (client i uses seed and i).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Client connections per system, shared by the clients round-robin.
-    #[arg(long, default_value_t = 4)]
+    /// Client objects (connection pools) per system, shared by the
+    /// clients round-robin.
+    #[arg(long, default_value_t = 1)]
     pub connections: usize,
     /// etcd: serializable reads (a member's local state) instead of
     /// linearizable ones.
