@@ -5,7 +5,10 @@
 //! routers) from the binaries next to this one, runs the workload for
 //! `--duration` while the chosen nemeses strike, heals, reads every key and
 //! checks the history. Writes `history.jsonl`, `events.json`,
-//! `report.json` and `logs.txt` to `--out` and exits 1 on a violation.
+//! `report.json` and `logs.txt` to `--out`. Exits 1 on a violation, 2 when
+//! no violation was found but some key was too large to search (raise
+//! `--max-ops-per-key` or use more `--keys`). `--check FILE` checks a saved
+//! history again without running anything.
 //! The stores must be built with the `failpoints` feature:
 //! `cargo build --release --bins --features tessera-nemesis/failpoints`.
 
@@ -14,7 +17,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
+use tessera_nemesis::check::{self, CheckOptions, Report};
 use tessera_nemesis::faults::Nemesis;
+use tessera_nemesis::history::read_history;
 use tessera_nemesis::run::{self, RunSpec};
 
 #[derive(Parser, Debug)]
@@ -47,6 +52,35 @@ struct Args {
     /// ReadIndex) and read from random replicas. The check must fail.
     #[arg(long)]
     negative_control: bool,
+    /// Keys with more operations are not searched for linearizability
+    /// (the lost-write check still covers them).
+    #[arg(long, default_value_t = 1_000_000)]
+    max_ops_per_key: usize,
+    /// Time budget of the linearizability search per key, in seconds.
+    #[arg(long, default_value_t = 120)]
+    key_time_budget: u64,
+    /// Check a saved history (history.jsonl) instead of running.
+    #[arg(long, value_name = "HISTORY")]
+    check: Option<PathBuf>,
+}
+
+fn check_options(args: &Args) -> CheckOptions {
+    CheckOptions {
+        max_ops_per_key: args.max_ops_per_key,
+        key_time_budget: Duration::from_secs(args.key_time_budget),
+        ..CheckOptions::default()
+    }
+}
+
+/// Exit status for a report: 0 clean, 1 violations, 2 incomplete.
+fn verdict(report: &Report) -> i32 {
+    if !report.is_ok() {
+        1
+    } else if !report.is_complete() {
+        2
+    } else {
+        0
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -71,6 +105,13 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    if let Some(path) = &args.check {
+        let ops = read_history(path)?;
+        eprintln!("checking {} operations from {}", ops.len(), path.display());
+        let report = check::check(&ops, &check_options(&args))?;
+        println!("{report}");
+        std::process::exit(verdict(&report));
+    }
     let seed = args.seed.unwrap_or_else(rand::random);
     let mut spec = RunSpec::new(seed, args.duration);
     if !args.nemesis.is_empty() {
@@ -79,6 +120,7 @@ fn main() -> anyhow::Result<()> {
     spec.workload.clients = args.clients;
     spec.workload.keys = args.keys;
     spec.unsafe_reads = args.negative_control;
+    spec.check = check_options(&args);
     let out = args
         .out
         .clone()
@@ -119,8 +161,5 @@ fn main() -> anyhow::Result<()> {
     println!("{}", result.report);
     println!("events: {}", result.events.len());
     println!("history, events, report and logs: {}", out.display());
-    if !result.report.is_ok() {
-        std::process::exit(1);
-    }
-    Ok(())
+    std::process::exit(verdict(&result.report));
 }

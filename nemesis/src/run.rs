@@ -26,6 +26,8 @@ pub struct RunSpec {
     pub unsafe_reads: bool,
     /// Where to write `history.jsonl`, `events.json` and `report.json`.
     pub out_dir: Option<PathBuf>,
+    /// Limits of the linearizability search.
+    pub check: check::CheckOptions,
 }
 
 impl RunSpec {
@@ -38,6 +40,7 @@ impl RunSpec {
             schedule: ScheduleSpec::default(),
             unsafe_reads: false,
             out_dir: None,
+            check: check::CheckOptions::default(),
         }
     }
 }
@@ -147,12 +150,11 @@ pub async fn run(
     let ops = recorder.finish().context("recording the history")?;
     say("checking", ops.len());
     let checked = ops.clone();
-    let report = tokio::task::spawn_blocking(move || {
-        check::check(&checked, &check::CheckOptions::default())
-    })
-    .await
-    .context("the checker panicked")?
-    .context("the history is malformed")?;
+    let check_options = spec.check.clone();
+    let report = tokio::task::spawn_blocking(move || check::check(&checked, &check_options))
+        .await
+        .context("the checker panicked")?
+        .context("the history is malformed")?;
     let tails = cluster.tails(20);
     if let Some(dir) = &spec.out_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
