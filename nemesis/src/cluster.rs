@@ -19,12 +19,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
-use tessera_e2e::{E2eCluster, Options};
+use tessera_e2e::{http_request, E2eCluster, Options};
 use tessera_proto::directorypb::{
     MoveRegionRequest, RegionInfo, ScanRegionsRequest, SplitRegionRequest, TransferLeaderRequest,
 };
-
-use crate::http;
 
 /// Settings of the cluster under test.
 #[derive(Clone, Debug)]
@@ -48,7 +46,7 @@ impl Default for ClusterSpec {
 }
 
 /// A process kind the nemesis can kill or pause.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProcKind {
     Store,
@@ -60,7 +58,7 @@ pub struct NemesisCluster {
     pub e2e: E2eCluster,
     /// Store index (harness) → store id (directory).
     store_ids: BTreeMap<usize, u64>,
-    paused: BTreeSet<(u8, usize)>,
+    paused: BTreeSet<(ProcKind, usize)>,
 }
 
 impl NemesisCluster {
@@ -104,7 +102,7 @@ impl NemesisCluster {
 
     fn check_fault_endpoints(&self) -> anyhow::Result<()> {
         let store = self.e2e.stores.values().next().context("no store")?;
-        match http::request(&store.status, "GET", "/fail", "") {
+        match http_request(&store.status, "GET", "/fail", "") {
             Ok((200, _)) => Ok(()),
             Ok((404, _)) => bail!(
                 "the tessera-store binary has no fault endpoints: build it with \
@@ -158,7 +156,7 @@ impl NemesisCluster {
 
     /// SIGKILL, as a crash.
     pub fn kill(&mut self, kind: ProcKind, index: usize) -> anyhow::Result<()> {
-        self.paused.remove(&(kind as u8, index));
+        self.paused.remove(&(kind, index));
         self.proc_mut(kind, index)?.kill();
         Ok(())
     }
@@ -186,9 +184,9 @@ impl NemesisCluster {
         // SAFETY: kill(2) on a child process this harness started.
         unsafe { libc::kill(pid as i32, sig) };
         if pause {
-            self.paused.insert((kind as u8, index));
+            self.paused.insert((kind, index));
         } else {
-            self.paused.remove(&(kind as u8, index));
+            self.paused.remove(&(kind, index));
         }
         Ok(())
     }
@@ -211,7 +209,7 @@ impl NemesisCluster {
         body: &str,
     ) -> anyhow::Result<()> {
         let status = self.store_status(index)?;
-        match http::request(&status, method, path, body) {
+        match http_request(&status, method, path, body) {
             Ok((200, _)) => Ok(()),
             Ok((code, body)) => bail!("store {index} {method} {path}: {code} {body}"),
             // A killed or paused store: its faults are moot until it is back.
@@ -274,11 +272,6 @@ impl NemesisCluster {
     /// Every process running and unpaused, no partition.
     pub async fn heal(&mut self) -> anyhow::Result<()> {
         for (kind, index) in std::mem::take(&mut self.paused) {
-            let kind = match kind {
-                0 => ProcKind::Store,
-                1 => ProcKind::Directory,
-                _ => ProcKind::Router,
-            };
             self.signal_pause(kind, index, false)?;
         }
         for kind in [ProcKind::Directory, ProcKind::Store, ProcKind::Router] {

@@ -15,6 +15,5 @@ pub mod check;
 pub mod cluster;
 pub mod faults;
 pub mod history;
-pub mod http;
 pub mod run;
 pub mod workload;

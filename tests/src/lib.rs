@@ -57,18 +57,40 @@ pub async fn scan_regions(conn: &DirectoryConn) -> anyhow::Result<Vec<RegionInfo
 
 /// A minimal HTTP/1.0 GET for the status endpoints: (status code, body).
 pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    http_request(addr, "GET", path, "").ok()
+}
+
+/// A minimal HTTP/1.0 request with a text body, one per connection, 5 s
+/// timeouts: (status code, body). The status pages and, in `failpoints`
+/// builds, a store's fault endpoints.
+pub fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.set_write_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: text/plain\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
     let mut resp = String::new();
-    s.read_to_string(&mut resp).ok()?;
-    let code = resp.split_whitespace().nth(1)?.parse().ok()?;
+    s.read_to_string(&mut resp)?;
+    let code = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad HTTP response from {addr}")))?;
     let body = resp
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
-    Some((code, body))
+    Ok((code, body))
 }
 
 /// A port that is free now, chosen below Linux's ephemeral range (32768
@@ -505,6 +527,28 @@ impl E2eCluster {
             },
         )
         .await;
+    }
+
+    /// Runs the `tessera` CLI against this cluster's directory (and routers,
+    /// if any) with a 20 s timeout; stdout on success, stderr on failure.
+    pub fn try_cli(&self, args: &[&str]) -> Result<String, String> {
+        let mut cmd = Command::new(bin_dir().join("tessera"));
+        cmd.arg("--directory").arg(self.directory_addrs().join(","));
+        if !self.routers.is_empty() {
+            cmd.arg("--router").arg(self.router_addrs().join(","));
+        }
+        let out = cmd
+            .arg("--timeout")
+            .arg("20")
+            .args(args)
+            .env_remove("TESSERA_OUTPUT")
+            .output()
+            .expect("run tessera");
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
     }
 
     /// The public addresses of the running routers.

@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tessera_client::Client;
-use tessera_e2e::{bin_dir, http_get, scan_regions, E2eCluster, Options};
+use tessera_e2e::{http_get, scan_regions, E2eCluster, Options};
 
 /// `promtool`, from `PATH`; a clear failure when it is not installed.
 fn promtool() -> PathBuf {
@@ -171,23 +171,6 @@ fn scrape(c: &E2eCluster) -> Vec<(String, String)> {
         .collect()
 }
 
-fn cli(c: &E2eCluster, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(bin_dir().join("tessera"))
-        .arg("--directory")
-        .arg(c.directory_addrs().join(","))
-        .arg("--timeout")
-        .arg("20")
-        .args(args)
-        .env_remove("TESSERA_OUTPUT")
-        .output()
-        .expect("run tessera");
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).to_string())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).to_string())
-    }
-}
-
 async fn workload(client: &Client, from: usize, to: usize) {
     for i in from..to {
         let k = format!("deploy{i:05}");
@@ -241,10 +224,7 @@ async fn dashboards_and_rules_use_only_exported_metrics_and_scrapes_pass_promtoo
         .expect("a region");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        match cli(
-            &c,
-            &["region", "split", &id.to_string(), "--at", "deploy00200"],
-        ) {
+        match c.try_cli(&["region", "split", &id.to_string(), "--at", "deploy00200"]) {
             Ok(_) => break,
             Err(e) if Instant::now() < deadline => {
                 eprintln!("split refused, retrying: {e}");

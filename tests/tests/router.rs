@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tessera_client::{Backoff, Client};
-use tessera_e2e::{bin_dir, E2eCluster, Options};
+use tessera_e2e::{E2eCluster, Options};
 
 fn key(i: usize) -> String {
     format!("user{i:06}")
@@ -37,7 +37,7 @@ async fn client(endpoints: Vec<String>) -> Client {
 fn cli(c: &E2eCluster, args: &[&str]) -> String {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        match try_cli(c, args) {
+        match c.try_cli(args) {
             Ok(out) => return out,
             Err(e) if e.contains("in progress") && std::time::Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(300));
@@ -45,24 +45,6 @@ fn cli(c: &E2eCluster, args: &[&str]) -> String {
             Err(e) => panic!("tessera {args:?} failed: {e}"),
         }
     }
-}
-
-fn try_cli(c: &E2eCluster, args: &[&str]) -> Result<String, String> {
-    let out = std::process::Command::new(bin_dir().join("tessera"))
-        .arg("--directory")
-        .arg(c.directory_addrs().join(","))
-        .arg("--router")
-        .arg(c.router_addrs().join(","))
-        .arg("--timeout")
-        .arg("20")
-        .args(args)
-        .env_remove("TESSERA_OUTPUT")
-        .output()
-        .expect("run tessera");
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).to_string());
-    }
-    Ok(String::from_utf8(out.stdout).expect("utf-8 output"))
 }
 
 /// Runs the admin command `plan` builds from a fresh look at the cluster.
@@ -76,7 +58,7 @@ fn admin(c: &E2eCluster, plan: impl Fn(&E2eCluster) -> Option<Vec<String>>) -> b
             continue;
         };
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        match try_cli(c, &args) {
+        match c.try_cli(&args) {
             Ok(_) => return true,
             // Also an operator the directory gave up on (its timeout) is
             // planned again, as a person would.
