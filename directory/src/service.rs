@@ -231,7 +231,11 @@ impl Core {
         }))
     }
 
-    /// Starts an admin operator on a region, if it has none running.
+    /// Starts an admin operator on a region. An operator the balance
+    /// schedulers started is cancelled in its favour (an admin knows what it
+    /// wants; whatever a cancelled balance leaves behind, such as an extra
+    /// learner, the repair rule tidies up); any other operator (repair,
+    /// placement, a split, another admin's) makes the request fail.
     fn admin_operator(
         &self,
         term: u64,
@@ -241,10 +245,16 @@ impl Core {
     ) -> Result<String> {
         let mut ls = self.leader_view(term);
         if let Some(op) = ls.operators.get(&region_id) {
-            return Err(Error::InvalidArgument(format!(
-                "region {region_id} already has operator {} in progress",
-                op.id
-            )));
+            if !scheduler::is_balance(op.kind) {
+                return Err(Error::InvalidArgument(format!(
+                    "region {region_id} already has operator {} in progress",
+                    op.id
+                )));
+            }
+            tracing::info!(region_id, operator = %op.id, "operator cancelled for an admin operator");
+            metrics::counter!(m::OPERATORS_TOTAL, "kind" => op.kind, "outcome" => "cancelled")
+                .increment(1);
+            ls.operators.remove(&region_id);
         }
         let id = format!("{kind}-{}", ls.next_operator);
         ls.next_operator += 1;

@@ -178,11 +178,11 @@ impl NemesisCluster {
         index: usize,
         pause: bool,
     ) -> anyhow::Result<()> {
-        let pid = self.proc_mut(kind, index)?.pid();
-        let Some(pid) = pid else { return Ok(()) };
-        let sig = if pause { libc::SIGSTOP } else { libc::SIGCONT };
-        // SAFETY: kill(2) on a child process this harness started.
-        unsafe { libc::kill(pid as i32, sig) };
+        let p = self.proc_mut(kind, index)?;
+        if !p.is_running() {
+            return Ok(());
+        }
+        p.pause(pause);
         if pause {
             self.paused.insert((kind, index));
         } else {

@@ -199,6 +199,16 @@ impl Proc {
         self.child.as_ref().map(|c| c.id())
     }
 
+    /// SIGSTOP (`pause`) or SIGCONT (`!pause`): a process that stops
+    /// answering without exiting.
+    pub fn pause(&self, pause: bool) {
+        if let Some(pid) = self.pid() {
+            let sig = if pause { libc::SIGSTOP } else { libc::SIGCONT };
+            // SAFETY: kill(2) on a child process this harness started.
+            unsafe { libc::kill(pid as i32, sig) };
+        }
+    }
+
     /// SIGKILL, as a crash.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

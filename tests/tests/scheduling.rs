@@ -1,6 +1,6 @@
 //! Scheduling across separate processes: rebalancing onto a new store,
-//! rebuilding replicas of a dead store, decommissioning, admin split and
-//! move, and hash keyspaces.
+//! admin commands overriding the balancer, rebuilding replicas of a dead
+//! store, decommissioning, admin split and move, and hash keyspaces.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -105,6 +105,80 @@ async fn a_new_store_takes_its_share_of_regions_and_leaders() {
             Some(b"v".to_vec())
         );
     }
+}
+
+/// An admin command on a region the balancer is moving takes the region
+/// over (the balance operator is cancelled) instead of being refused, and
+/// the cluster tidies up what the cancelled move left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_command_takes_a_region_over_from_the_balancer() {
+    let mut c = E2eCluster::start(Options::default()).await;
+    make_regions(&c, 12).await;
+    let index = c.add_store();
+    // Balance operators start moving replicas onto the new store. Freezing
+    // it keeps them in progress: their learners never catch up.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let balance = loop {
+        let ops = c.status().await.map(|s| s.operators).unwrap_or_default();
+        if let Some(op) = ops.into_iter().find(|o| o.kind == "balance-region") {
+            c.stores[&index].proc.pause(true);
+            break op;
+        }
+        assert!(Instant::now() < deadline, "no balance operator started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let new_store = c.store_id(index).await.unwrap();
+    let conn = c.directory_conn();
+    let info = regions(&conn)
+        .await
+        .into_iter()
+        .find(|r| r.region.as_ref().unwrap().id == balance.region_id)
+        .unwrap();
+    let leader = info.leader.unwrap().store_id;
+    let to = info
+        .region
+        .unwrap()
+        .peers
+        .iter()
+        .map(|p| p.store_id)
+        .find(|s| *s != leader && *s != new_store)
+        .unwrap();
+    let region_id = balance.region_id;
+    let op = conn
+        .call("transfer leader", |mut cl| async move {
+            cl.transfer_leader(TransferLeaderRequest {
+                region_id,
+                to_store_id: to,
+            })
+            .await
+        })
+        .await
+        .unwrap_or_else(|e| panic!("the admin command was refused during {}: {e}", balance.id))
+        .operator;
+    assert!(op.starts_with("transfer-leader-"), "{op}");
+    let ops = c.status().await.unwrap().operators;
+    assert!(
+        ops.iter().all(|o| o.id != balance.id),
+        "{} still runs: {ops:?}",
+        balance.id
+    );
+    c.wait_for(
+        "the admin transfer to finish",
+        Duration::from_secs(30),
+        |c| async move {
+            regions(&c.directory_conn())
+                .await
+                .iter()
+                .find(|r| r.region.as_ref().unwrap().id == region_id)
+                .and_then(|r| r.leader.as_ref())
+                .is_some_and(|l| l.store_id == to)
+        },
+    )
+    .await;
+    c.stores[&index].proc.pause(false);
+    // Whatever the cancelled move left (a learner on the new store) is
+    // promoted or removed: every region ends with three voters again.
+    c.wait_settled(12).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

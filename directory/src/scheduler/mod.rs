@@ -23,7 +23,9 @@
 //!
 //! Every operator has a timeout, and no store takes part in more than
 //! `max_operators_per_store` operators at once (stores that are down do not
-//! count: nothing runs on them).
+//! count: nothing runs on them). An admin operator (split, move,
+//! transfer-leader from the CLI) cancels a balance operator on its region;
+//! it is refused while any other operator runs there.
 
 pub mod operator;
 mod rules;
@@ -35,6 +37,11 @@ use std::time::Duration;
 use crate::leader::LifecycleConfig;
 
 pub use rules::{plan, Decisions};
+
+/// Operators of the balance rules, which an admin operator may cancel.
+pub fn is_balance(kind: &str) -> bool {
+    matches!(kind, "balance-leader" | "balance-region")
+}
 
 #[derive(Clone, Debug)]
 pub struct ScheduleConfig {

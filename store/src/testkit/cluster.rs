@@ -845,14 +845,19 @@ impl Cluster {
         self.node(store_id).map(|n| n.admin().clone())
     }
 
-    /// Starts the size-based split checker on every running store; it runs
-    /// until the store stops.
-    pub fn start_split_checkers(&self, cfg: SplitCheckConfig) {
+    /// Starts the size-based split checker on every running store.
+    ///
+    /// The checkers run until the returned guard is dropped (or the test's
+    /// runtime ends).
+    #[must_use = "the split checkers stop when the guard is dropped"]
+    pub fn start_split_checkers(&self, cfg: SplitCheckConfig) -> SplitCheckers {
+        let mut tasks = Vec::new();
         for id in self.store_ids() {
             if let Some(admin) = self.admin(id) {
-                tokio::spawn(split_check::run(admin, cfg.clone()));
+                tasks.push(tokio::spawn(split_check::run(admin, cfg.clone())));
             }
         }
+        SplitCheckers(tasks)
     }
 
     /// Records what the client should believe about `region`.
@@ -903,6 +908,18 @@ impl Cluster {
     pub async fn shutdown(&self) {
         for id in self.store_ids() {
             self.stop_store(id).await;
+        }
+    }
+}
+
+/// The split checkers [`Cluster::start_split_checkers`] started; dropping
+/// this stops them, so a test can check a cluster that no longer splits.
+pub struct SplitCheckers(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for SplitCheckers {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
         }
     }
 }

@@ -3,7 +3,6 @@
 //! transfer, moves — and the consistency check that compares what every
 //! replica holds.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use tessera_multiraft::region as region_util;
@@ -161,8 +160,7 @@ impl Cluster {
     /// every store holding a region holds the same region (same epoch and
     /// peers) and the same data for it.
     pub async fn assert_consistent(&self, timeout: Duration) {
-        // Every region any store hosts, as its leader sees it (after waiting
-        // for one).
+        // Every region any store hosts.
         let mut ids = std::collections::BTreeSet::new();
         for id in self.store_ids() {
             if let Some(node) = self.node(id) {
@@ -171,36 +169,40 @@ impl Cluster {
                 }
             }
         }
-        let mut leaders_view: BTreeMap<u64, Region> = BTreeMap::new();
         for region_id in ids {
-            let leader = self
-                .wait_leader(region_id, timeout)
+            self.wait_leader(region_id, timeout)
                 .await
                 .unwrap_or_else(|e| panic!("region {region_id} has no leader: {e}"));
-            let infos = self.region_infos(region_id).await;
-            if let Some((_, info)) = infos.into_iter().find(|(s, i)| *s == leader && i.is_leader) {
-                leaders_view.insert(region_id, info.region);
-            }
-        }
-        for (region_id, region) in &leaders_view {
-            self.wait_replicas_caught_up(*region_id, timeout)
+            self.wait_replicas_caught_up(region_id, timeout)
                 .await
                 .unwrap_or_else(|e| panic!("{e}"));
             // Caught up is about the log; applying it (a split, say) may
-            // take a moment longer, so agreement is awaited too.
+            // take a moment longer, so agreement with the leader's current
+            // view (which a split still in flight may change) is awaited.
             let deadline = std::time::Instant::now() + timeout;
-            let infos = loop {
-                let infos = self.region_infos(*region_id).await;
-                let agree = region.peers.iter().all(|p| {
-                    infos
-                        .iter()
-                        .any(|(s, i)| *s == p.store_id && i.region == *region)
+            let (region, infos) = loop {
+                let infos = self.region_infos(region_id).await;
+                let leader_view = infos
+                    .iter()
+                    .find(|(_, i)| i.is_leader)
+                    .map(|(_, i)| i.region.clone());
+                let agree = leader_view.as_ref().is_some_and(|region| {
+                    region.peers.iter().all(|p| {
+                        infos
+                            .iter()
+                            .any(|(s, i)| *s == p.store_id && i.region == *region)
+                    })
                 });
-                if agree || std::time::Instant::now() > deadline {
-                    break infos;
+                if let Some(region) = leader_view {
+                    if agree || std::time::Instant::now() > deadline {
+                        break (region, infos);
+                    }
+                } else if std::time::Instant::now() > deadline {
+                    panic!("region {region_id} lost its leader");
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             };
+            let region = &region;
             let reference = self.region_data(region.peers[0].store_id, region);
             for p in &region.peers {
                 let Some((_, info)) = infos.iter().find(|(s, _)| *s == p.store_id) else {
