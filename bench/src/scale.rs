@@ -34,6 +34,13 @@ pub struct Args {
     /// Directory for scale.json and scale.svg.
     #[arg(long, default_value = "bench-results")]
     pub out: PathBuf,
+    /// Also save every process's Prometheus metrics just before and just
+    /// after each workload (load and run), as
+    /// `<out>/metrics/<regions>-regions/{before,after}/<process>.prom`,
+    /// to see where the time goes (for example fsyncs, Raft messages and
+    /// read paths per operation at 1 and at 256 regions).
+    #[arg(long)]
+    pub metrics: bool,
     #[command(flatten)]
     pub params: Params,
 }
@@ -109,6 +116,33 @@ pub async fn presplit(c: &LocalTessera, split: &[Vec<u8>]) -> anyhow::Result<Dur
     }
 }
 
+/// Writes the `/metrics` page of every process of the cluster into `dir`.
+fn save_metrics(c: &LocalTessera, dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let cl = &c.cluster;
+    let procs = cl
+        .directories
+        .values()
+        .map(|d| (format!("directory-{}", d.id), &d.status))
+        .chain(
+            cl.stores
+                .values()
+                .map(|s| (format!("store-{}", s.index), &s.status)),
+        )
+        .chain(
+            cl.routers
+                .values()
+                .map(|r| (format!("router-{}", r.index), &r.status)),
+        );
+    for (name, status) in procs {
+        match tessera_e2e::http_get(status, "/metrics") {
+            Some((200, body)) => std::fs::write(dir.join(format!("{name}.prom")), body)?,
+            other => anyhow::bail!("{name}: GET /metrics answered {other:?}"),
+        }
+    }
+    Ok(())
+}
+
 pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
     let p = &args.params;
     std::fs::create_dir_all(&args.out)?;
@@ -127,7 +161,14 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
         let settle = presplit(&c, &split_keys(p.records, n)).await?;
         let b =
             Arc::new(backend::Tessera::connect(&c.routers(), p.connections, p.op_timeout()).await?);
+        let metrics_dir = args.out.join("metrics").join(format!("{n}-regions"));
+        if args.metrics {
+            save_metrics(&c, &metrics_dir.join("before"))?;
+        }
         let r = bench_workload(b, System::Tessera, &args.workload, p, false, !json).await?;
+        if args.metrics {
+            save_metrics(&c, &metrics_dir.join("after"))?;
+        }
         drop(c);
         if !json {
             println!(

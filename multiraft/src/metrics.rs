@@ -21,6 +21,9 @@ pub const APPLIED_ENTRIES_TOTAL: &str = "tessera_applied_entries_total";
 pub const READS_TOTAL: &str = "tessera_reads_total";
 /// Raft messages sent to other stores.
 pub const RAFT_MESSAGES_SENT_TOTAL: &str = "tessera_raft_messages_sent_total";
+/// Leader heartbeats not sent because the follower had an append within the
+/// heartbeat interval.
+pub const RAFT_HEARTBEATS_SKIPPED_TOTAL: &str = "tessera_raft_heartbeats_skipped_total";
 /// Raft messages received from other stores.
 pub const RAFT_MESSAGES_RECEIVED_TOTAL: &str = "tessera_raft_messages_received_total";
 /// Raft messages dropped by the transport (peer store unreachable or slow).
@@ -98,6 +101,10 @@ pub fn describe() {
         "Raft messages sent to other stores"
     );
     describe_counter!(
+        RAFT_HEARTBEATS_SKIPPED_TOTAL,
+        "Leader heartbeats not sent because the follower had an append within the heartbeat interval"
+    );
+    describe_counter!(
         RAFT_MESSAGES_RECEIVED_TOTAL,
         "Raft messages received from other stores"
     );
@@ -171,6 +178,7 @@ pub fn describe() {
         PROPOSALS_REJECTED_TOTAL,
         APPLIED_ENTRIES_TOTAL,
         RAFT_MESSAGES_SENT_TOTAL,
+        RAFT_HEARTBEATS_SKIPPED_TOTAL,
         RAFT_MESSAGES_RECEIVED_TOTAL,
         RAFT_MESSAGES_DROPPED_TOTAL,
         SNAPSHOTS_GENERATED_TOTAL,

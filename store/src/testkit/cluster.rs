@@ -525,6 +525,29 @@ impl Cluster {
             .cloned()
     }
 
+    /// The newest version of the region holding `key` any running store
+    /// reports; learned for later requests.
+    async fn region_from_stores(&self, key: &[u8]) -> Option<Region> {
+        let mut best: Option<Region> = None;
+        for id in self.store_ids() {
+            let Some(node) = self.node(id) else { continue };
+            let Ok(infos) = node.regions().await else {
+                continue;
+            };
+            for info in infos {
+                let r = info.region;
+                let version = |r: &Region| r.region_epoch.unwrap_or_default().version;
+                if region_util::contains_key(&r, key)
+                    && best.as_ref().is_none_or(|b| version(&r) > version(b))
+                {
+                    best = Some(r);
+                }
+            }
+        }
+        self.learn_region(best.clone()?);
+        best
+    }
+
     fn context_for(&self, region: &Region, store_id: u64) -> Option<Context> {
         let peer = *region_util::find_peer_on_store(region, store_id)?;
         Some(Context {
@@ -558,8 +581,15 @@ impl Cluster {
             if attempt > 1 {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            let Some(region) = self.region_for_key(key) else {
-                return Err(Error::InvalidArgument("no region holds the key".into()));
+            let region = match self.region_for_key(key) {
+                Some(r) => r,
+                // An EpochNotMatch names the regions of the last split only;
+                // after several splits, ask the stores (as a router asks the
+                // directory).
+                None => match self.region_from_stores(key).await {
+                    Some(r) => r,
+                    None => return Err(Error::InvalidArgument("no region holds the key".into())),
+                },
             };
             let stores: Vec<u64> = region.peers.iter().map(|p| p.store_id).collect();
             let hint = self.leader_hint.lock().get(&region.id).copied();
