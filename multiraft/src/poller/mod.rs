@@ -12,12 +12,14 @@
 //! 4. write that batch once, synced if any Ready needs it — one fsync serves
 //!    every region that had work (group commit);
 //! 5. finish applying received snapshots, send the messages that depend on
-//!    persisted state (votes, acks), then apply committed entries of every
-//!    region into one apply batch, write it, and run the proposers'
-//!    callbacks and the reads now servable.
+//!    persisted state (votes, acks) of every region — before applying
+//!    anything, as a leader waits on them to commit — then apply committed
+//!    entries of every region into one apply batch, write it, and run the
+//!    proposers' callbacks and the reads now servable.
 //!
 //! Outgoing messages are handed to the transport per destination store and
-//! flushed twice per round (after step 3 and after step 5).
+//! flushed after step 3, before the apply in step 5 and at the end of the
+//! round.
 //!
 //! The poller never blocks on the network; it blocks only on the engine.
 //! Snapshots are generated on a separate worker thread.

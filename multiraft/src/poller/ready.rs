@@ -75,8 +75,10 @@ impl<S: StateMachine> Poller<S> {
             self.finish_snapshot(p);
         }
 
-        let mut ab = ApplyBatch::default();
-        let mut outcomes: Vec<(RegionId, ApplyOutcome)> = vec![];
+        // The answers that depend on the persisted state (a follower's
+        // append acknowledgement, votes) leave before anything is applied:
+        // the leader is waiting for them to commit.
+        let mut to_apply = Vec::with_capacity(readies.len());
         for (id, mut rd) in readies {
             let peer = self.peers.get_mut(&id).expect("peer of a ready");
             let persisted = rd.take_persisted_messages();
@@ -97,11 +99,18 @@ impl<S: StateMachine> Poller<S> {
                 &mut self.outbox,
             );
             committed.extend(light.take_committed_entries());
+            to_apply.push((id, committed));
+        }
+        self.flush_outbox();
+
+        let mut ab = ApplyBatch::default();
+        let mut outcomes: Vec<(RegionId, ApplyOutcome)> = vec![];
+        for (id, committed) in to_apply {
+            let peer = self.peers.get_mut(&id).expect("peer of a ready");
             let outcome =
                 apply_entries(peer, committed, &mut self.sm, self.engine.as_ref(), &mut ab);
             outcomes.push((id, outcome));
         }
-        self.flush_outbox();
 
         // Regions split off in this round are born in the same batch.
         let mut born: Vec<(RegionId, Region)> = vec![];
