@@ -119,23 +119,8 @@ pub async fn presplit(c: &LocalTessera, split: &[Vec<u8>]) -> anyhow::Result<Dur
 /// Writes the `/metrics` page of every process of the cluster into `dir`.
 fn save_metrics(c: &LocalTessera, dir: &std::path::Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let cl = &c.cluster;
-    let procs = cl
-        .directories
-        .values()
-        .map(|d| (format!("directory-{}", d.id), &d.status))
-        .chain(
-            cl.stores
-                .values()
-                .map(|s| (format!("store-{}", s.index), &s.status)),
-        )
-        .chain(
-            cl.routers
-                .values()
-                .map(|r| (format!("router-{}", r.index), &r.status)),
-        );
-    for (name, status) in procs {
-        match tessera_e2e::http_get(status, "/metrics") {
+    for (name, status) in c.cluster.status_addrs() {
+        match tessera_e2e::http_get(&status, "/metrics") {
             Some((200, body)) => std::fs::write(dir.join(format!("{name}.prom")), body)?,
             other => anyhow::bail!("{name}: GET /metrics answered {other:?}"),
         }

@@ -561,6 +561,24 @@ impl E2eCluster {
         }
     }
 
+    /// Every process's name (`directory-<id>`, `store-<index>`,
+    /// `router-<index>`) and status address (health, `/metrics`).
+    pub fn status_addrs(&self) -> Vec<(String, String)> {
+        let directories = self
+            .directories
+            .values()
+            .map(|d| (format!("directory-{}", d.id), d.status.clone()));
+        let stores = self
+            .stores
+            .values()
+            .map(|s| (format!("store-{}", s.index), s.status.clone()));
+        let routers = self
+            .routers
+            .values()
+            .map(|r| (format!("router-{}", r.index), r.status.clone()));
+        directories.chain(stores).chain(routers).collect()
+    }
+
     /// The public addresses of the running routers.
     pub fn router_addrs(&self) -> Vec<String> {
         self.routers.values().map(|r| r.addr.clone()).collect()

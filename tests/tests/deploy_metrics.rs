@@ -147,22 +147,8 @@ fn promtool_check(promtool: &Path, body: &str) -> Result<(), String> {
 }
 
 /// Every process's status address, named.
-fn status_addrs(c: &E2eCluster) -> Vec<(String, String)> {
-    let mut all = Vec::new();
-    for d in c.directories.values() {
-        all.push((format!("directory-{}", d.id), d.status.clone()));
-    }
-    for s in c.stores.values() {
-        all.push((format!("store-{}", s.index), s.status.clone()));
-    }
-    for r in c.routers.values() {
-        all.push((format!("router-{}", r.index), r.status.clone()));
-    }
-    all
-}
-
 fn scrape(c: &E2eCluster) -> Vec<(String, String)> {
-    status_addrs(c)
+    c.status_addrs()
         .into_iter()
         .map(|(name, addr)| match http_get(&addr, "/metrics") {
             Some((200, body)) => (name, body),

@@ -528,6 +528,7 @@ impl Cluster {
     /// The newest version of the region holding `key` any running store
     /// reports; learned for later requests.
     async fn region_from_stores(&self, key: &[u8]) -> Option<Region> {
+        let version = |r: &Region| r.region_epoch.unwrap_or_default().version;
         let mut best: Option<Region> = None;
         for id in self.store_ids() {
             let Some(node) = self.node(id) else { continue };
@@ -536,7 +537,6 @@ impl Cluster {
             };
             for info in infos {
                 let r = info.region;
-                let version = |r: &Region| r.region_epoch.unwrap_or_default().version;
                 if region_util::contains_key(&r, key)
                     && best.as_ref().is_none_or(|b| version(&r) > version(b))
                 {
