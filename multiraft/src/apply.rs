@@ -1,9 +1,7 @@
 //! Applying committed entries of one peer to its state machine.
 //!
 //! All regions of a poller round share one apply batch. For each region the
-//! batch receives, in order: its hard state if the commit index moved (so
-//! the persisted commit is never below the persisted applied index), the
-//! changes of every entry — including region changes the entries asked for
+//! batch receives, in order: the changes of every entry — including region changes the entries asked for
 //! (a split narrows the region and creates new ones, a log compaction drops
 //! entries) — and finally the region's new apply state. The poller writes
 //! the batch (without fsync: the Raft log already holds every entry
@@ -54,7 +52,6 @@ pub fn apply_entries<S: StateMachine>(
     if entries.is_empty() {
         return outcome;
     }
-    peer.storage_mut().write_raft_state_if_dirty(&mut ab.wb);
     let mut applied = peer.storage().applied_index();
     for entry in entries {
         if entry.index <= applied {
@@ -150,6 +147,13 @@ fn carry_out<O: Send + 'static>(
             peer.storage_mut().set_region(derived);
             peer.split_siblings = new_regions.clone();
             outcome.new_regions.extend(new_regions);
+            if peer.is_leader() {
+                // Followers would otherwise learn this commit only with the
+                // next append or heartbeat (commits are not broadcast), and
+                // until they apply the split the new regions cannot elect
+                // the leader that campaigns for them on this store.
+                peer.raw_node.raft.bcast_append();
+            }
         }
         ApplyEffect::CompactLog { index, term } => {
             let before = peer.storage().truncated_index();

@@ -116,6 +116,50 @@ async fn splits_under_concurrent_writes_reach_256_regions_and_lose_nothing() {
     cluster.shutdown().await;
 }
 
+/// A split's new regions serve writes at once rather than after an
+/// election timeout: the new region's leader campaigns as the split
+/// applies, and its vote requests, which reach the other stores before
+/// they apply the split, wait there for the new region's peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_regions_of_a_split_serve_writes_before_any_election_timeout() {
+    let mut opts = ClusterOptions::new(3);
+    // Elections only after 4-8 s of silence, the client gives up after 2 s:
+    // a new region waiting for an election timeout fails the write.
+    opts.node.raft.election_tick = 200;
+    opts.client_deadline = Duration::from_secs(2);
+    let cluster = Cluster::start(opts).await.unwrap();
+    let mut region = cluster.bootstrap_regions(&[]).await.unwrap()[0].clone();
+    let first = tokio::time::timeout(Duration::from_secs(30), async {
+        while cluster.put(&key("a"), b"first").await.is_err() {}
+    })
+    .await;
+    assert!(first.is_ok(), "the first region never elected a leader");
+
+    for i in 1..=4 {
+        let split_key = key(format!("k{i}"));
+        let regions = cluster.must_split(region.id, &split_key).await;
+        assert_eq!(regions.len(), 2);
+        // One key on each side of the split.
+        let left = if i == 1 {
+            key("a")
+        } else {
+            key(format!("k{}y", i - 1))
+        };
+        for k in [left, key(format!("k{i}x"))] {
+            if let Err(e) = cluster.put(&k, b"v").await {
+                panic!("split {i}: a write to one of its regions failed: {e}");
+            }
+        }
+        // Split the newest region next, so each split starts from a region
+        // that itself came from a split.
+        region = regions
+            .into_iter()
+            .find(|r| r.start_key == split_key)
+            .expect("a region starts at the split key");
+    }
+    cluster.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_partitioned_during_a_split_catches_up_on_both_regions() {
     let cluster = Cluster::start(ClusterOptions::new(3)).await.unwrap();

@@ -24,6 +24,7 @@
 //! The poller never blocks on the network; it blocks only on the engine.
 //! Snapshots are generated on a separate worker thread.
 
+mod early_votes;
 mod ready;
 mod regions;
 
@@ -146,6 +147,8 @@ pub struct Poller<S: StateMachine> {
     stopping: bool,
     roles_changed: bool,
     outbox: Vec<Outgoing>,
+    /// Vote requests for regions a split has not created here yet.
+    early_votes: early_votes::EarlyVotes,
 }
 
 impl<S: StateMachine> Poller<S> {
@@ -156,6 +159,7 @@ impl<S: StateMachine> Poller<S> {
         router: RaftRouter<S::Output>,
     ) -> Result<PollerHandle<S::Output>> {
         let stats = Arc::new(PollerStats::default());
+        let early_votes = early_votes::EarlyVotes::new(spec.config.election_timeout());
         let mut poller = Poller {
             store_id: spec.store_id,
             next_tick: Instant::now() + spec.config.tick_interval,
@@ -178,6 +182,7 @@ impl<S: StateMachine> Poller<S> {
             stopping: false,
             roles_changed: true,
             outbox: vec![],
+            early_votes,
         };
         poller.load_regions()?;
         poller.start_snapshot_worker()?;

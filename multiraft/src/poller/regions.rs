@@ -3,7 +3,8 @@
 //! the index of their key ranges, and their snapshots and log compaction.
 //!
 //! Invariants: initialized peers' ranges never overlap (a message or
-//! snapshot whose range overlaps another local region is dropped); a
+//! snapshot whose range overlaps another local region is dropped, except
+//! that vote requests wait a while for a split to create their region); a
 //! removed peer leaves a tombstone with its epoch, and messages for that
 //! region at that epoch or older are ignored.
 
@@ -168,7 +169,9 @@ impl<S: StateMachine> Poller<S> {
 
     /// Starts the local peer of a region a split just created (its state is
     /// already written). The leader of the split region campaigns for it at
-    /// once, so the new region does not wait an election timeout.
+    /// once, so the new region does not wait an election timeout; vote
+    /// requests that came before the split applied here are handed to the
+    /// new peer (see `early_votes`).
     pub(super) fn start_split_region(&mut self, parent: RegionId, region: Region) {
         let peer = match Peer::load(
             self.store_id,
@@ -191,6 +194,10 @@ impl<S: StateMachine> Poller<S> {
         }
         self.touched.insert(region.id);
         self.roles_changed = true;
+        for vote in self.early_votes.take(region.id, Instant::now()) {
+            tracing::debug!(region_id = region.id, "held vote request delivered");
+            self.on_raft_message(vote);
+        }
     }
 
     /// Removes the local peer of `region_id` and deletes its log, states and
@@ -337,11 +344,19 @@ impl<S: StateMachine> Poller<S> {
             return false;
         }
         if let Some(other) = self.overlapping(&msg.start_key, &msg.end_key, region_id) {
-            tracing::debug!(
-                region_id,
-                overlaps = other,
-                "not creating a peer whose range is held here"
-            );
+            let t = raft_msg.get_msg_type();
+            if t == MessageType::MsgRequestVote || t == MessageType::MsgRequestPreVote {
+                // Most likely a region split off `other` whose split is not
+                // applied here yet: the new peer will take it.
+                tracing::debug!(region_id, overlaps = other, "vote request held");
+                self.early_votes.hold(msg.clone(), Instant::now());
+            } else {
+                tracing::debug!(
+                    region_id,
+                    overlaps = other,
+                    "not creating a peer whose range is held here"
+                );
+            }
             return false;
         }
         match Peer::uninitialized(region_id, to, self.engine.clone(), &self.cfg) {
