@@ -1,12 +1,13 @@
 //! Applying committed entries of one peer to its state machine.
 //!
 //! All regions of a poller round share one apply batch. For each region the
-//! batch receives, in order: the changes of every entry — including region changes the entries asked for
-//! (a split narrows the region and creates new ones, a log compaction drops
-//! entries) — and finally the region's new apply state. The poller writes
-//! the batch (without fsync: the Raft log already holds every entry
-//! durably, and a lost apply is simply redone from it) and only then runs
-//! the proposers' callbacks.
+//! batch receives, in order: the changes of every entry — including region
+//! changes the entries asked for (a split narrows the region and creates new
+//! ones, a log compaction drops entries) — and finally the region's new
+//! apply state (the hard state is not needed here: see `storage`). The
+//! poller writes the batch (without fsync: the Raft log already holds every
+//! entry durably, and a lost apply is simply redone from it) and only then
+//! runs the proposers' callbacks.
 
 use raft::eraftpb::{Entry, EntryType};
 use tessera_proto::metapb::{Peer as PeerMeta, Region};

@@ -291,7 +291,10 @@ impl<S: StateMachine> Poller<S> {
     fn handle(&mut self, msg: PollerMsg<S::Output>) {
         let now = Instant::now();
         match msg {
-            PollerMsg::Raft(msg) => self.on_raft_message(*msg),
+            PollerMsg::Raft(msg) => {
+                metrics::counter!(m::RAFT_MESSAGES_RECEIVED_TOTAL).increment(1);
+                self.on_raft_message(*msg)
+            }
             PollerMsg::Propose {
                 region_id,
                 epoch,

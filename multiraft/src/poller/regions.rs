@@ -260,8 +260,9 @@ impl<S: StateMachine> Poller<S> {
         Ok(())
     }
 
+    /// Steps a received Raft message into its peer (counted as received by
+    /// the caller: held vote requests come back through here).
     pub(super) fn on_raft_message(&mut self, msg: RaftMessage) {
-        metrics::counter!(m::RAFT_MESSAGES_RECEIVED_TOTAL).increment(1);
         let region_id = msg.region_id;
         let to = msg.to_peer.unwrap_or_default();
         let epoch = msg.region_epoch.unwrap_or_default();
