@@ -119,11 +119,8 @@ pub async fn presplit(c: &LocalTessera, split: &[Vec<u8>]) -> anyhow::Result<Dur
 /// Writes the `/metrics` page of every process of the cluster into `dir`.
 fn save_metrics(c: &LocalTessera, dir: &std::path::Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
-    for (name, status) in c.cluster.status_addrs() {
-        match tessera_e2e::http_get(&status, "/metrics") {
-            Some((200, body)) => std::fs::write(dir.join(format!("{name}.prom")), body)?,
-            other => anyhow::bail!("{name}: GET /metrics answered {other:?}"),
-        }
+    for (name, body) in c.cluster.metrics_pages().map_err(anyhow::Error::msg)? {
+        std::fs::write(dir.join(format!("{name}.prom")), body)?;
     }
     Ok(())
 }

@@ -579,6 +579,19 @@ impl E2eCluster {
         directories.chain(stores).chain(routers).collect()
     }
 
+    /// Every process's name (as in [`E2eCluster::status_addrs`]) and its
+    /// `/metrics` page; the error names a process whose page could not be
+    /// read.
+    pub fn metrics_pages(&self) -> Result<Vec<(String, String)>, String> {
+        self.status_addrs()
+            .into_iter()
+            .map(|(name, addr)| match http_get(&addr, "/metrics") {
+                Some((200, body)) => Ok((name, body)),
+                other => Err(format!("{name} ({addr}): GET /metrics answered {other:?}")),
+            })
+            .collect()
+    }
+
     /// The public addresses of the running routers.
     pub fn router_addrs(&self) -> Vec<String> {
         self.routers.values().map(|r| r.addr.clone()).collect()

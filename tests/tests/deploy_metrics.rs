@@ -146,17 +146,6 @@ fn promtool_check(promtool: &Path, body: &str) -> Result<(), String> {
     }
 }
 
-/// Every process's status address, named.
-fn scrape(c: &E2eCluster) -> Vec<(String, String)> {
-    c.status_addrs()
-        .into_iter()
-        .map(|(name, addr)| match http_get(&addr, "/metrics") {
-            Some((200, body)) => (name, body),
-            other => panic!("{name} ({addr}) /metrics answered {other:?}"),
-        })
-        .collect()
-}
-
 async fn workload(client: &Client, from: usize, to: usize) {
     for i in from..to {
         let k = format!("deploy{i:05}");
@@ -246,7 +235,7 @@ async fn dashboards_and_rules_use_only_exported_metrics_and_scrapes_pass_promtoo
     // or a minute passed.
     let deadline = Instant::now() + Duration::from_secs(60);
     let (scrapes, missing) = loop {
-        let scrapes = scrape(&c);
+        let scrapes = c.metrics_pages().unwrap_or_else(|e| panic!("{e}"));
         let exported: BTreeSet<String> = scrapes
             .iter()
             .flat_map(|(_, body)| exported_names(body))
