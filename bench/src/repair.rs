@@ -50,6 +50,7 @@ fn progress(len: u64, what: &str) -> ProgressBar {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<Report> {
+    tessera_e2e::ensure_plain_binaries()?;
     let c = E2eCluster::start(Options {
         stores: 4,
         down_after_ms: args.down_after_ms,

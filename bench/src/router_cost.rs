@@ -59,6 +59,7 @@ impl Path {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<Report> {
+    tessera_e2e::ensure_plain_binaries()?;
     let mut c = E2eCluster::start(Options {
         default_timing: true,
         ..Options::default()

@@ -41,7 +41,11 @@ use crate::conn::{Ctx, GlobalArgs};
 /// `tessera put greeting hello`, `tessera get greeting`,
 /// `tessera region list` and `tessera cluster status`.
 #[derive(Parser, Debug)]
-#[command(name = "tessera", version, propagate_version = true)]
+#[command(
+    name = "tessera",
+    version = tessera_common::build_info::LONG_VERSION,
+    propagate_version = true
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,

@@ -51,40 +51,55 @@ pub fn run(args: Args) -> Result<()> {
             let cfg = tessera_directory::config::DirectoryConfig::from_file(&args.config)?;
             cfg.validate()?;
             let buckets = tessera_directory::metrics::histogram_buckets();
-            tessera_common::run_process(
-                &name,
-                &cfg.log_format.clone(),
-                filter,
+            let (log_format, status_addr) = (cfg.log_format.clone(), cfg.status_addr.clone());
+            let opts = tessera_common::ProcessOptions {
+                name: &name,
+                log_format: &log_format,
+                default_filter: filter,
                 buckets,
-                tessera_directory::metrics::describe,
-                |m| async move { Ok(tessera_directory::server::run(cfg, Some(m), shutdown()).await?) },
-            )
+                describe: tessera_directory::metrics::describe,
+                status_addr: &status_addr,
+                allow_fault_endpoints: cfg.allow_fault_endpoints,
+            };
+            tessera_common::run_process(opts, |m| async move {
+                Ok(tessera_directory::server::run(cfg, Some(m), shutdown()).await?)
+            })
         }
         Kind::Store => {
             let cfg = tessera_store::config::StoreConfig::from_file(&args.config)?;
             cfg.validate()?;
             let buckets = tessera_multiraft::metrics::histogram_buckets();
-            tessera_common::run_process(
-                &name,
-                &cfg.log_format.clone(),
-                filter,
+            let (log_format, status_addr) = (cfg.log_format.clone(), cfg.status_addr.clone());
+            let opts = tessera_common::ProcessOptions {
+                name: &name,
+                log_format: &log_format,
+                default_filter: filter,
                 buckets,
-                tessera_store::metrics::describe,
-                |m| async move { Ok(tessera_store::server::run(cfg, Some(m), shutdown()).await?) },
-            )
+                describe: tessera_store::metrics::describe,
+                status_addr: &status_addr,
+                allow_fault_endpoints: cfg.allow_fault_endpoints,
+            };
+            tessera_common::run_process(opts, |m| async move {
+                Ok(tessera_store::server::run(cfg, Some(m), shutdown()).await?)
+            })
         }
         Kind::Router => {
             let cfg = tessera_router::config::ServerConfig::from_file(&args.config)?;
             cfg.validate()?;
             let buckets = tessera_router::metrics::histogram_buckets();
-            tessera_common::run_process(
-                &name,
-                &cfg.log_format.clone(),
-                filter,
+            let (log_format, status_addr) = (cfg.log_format.clone(), cfg.status_addr.clone());
+            let opts = tessera_common::ProcessOptions {
+                name: &name,
+                log_format: &log_format,
+                default_filter: filter,
                 buckets,
-                tessera_router::metrics::describe,
-                |m| async move { Ok(tessera_router::server::run(cfg, Some(m), shutdown()).await?) },
-            )
+                describe: tessera_router::metrics::describe,
+                status_addr: &status_addr,
+                allow_fault_endpoints: cfg.allow_fault_endpoints,
+            };
+            tessera_common::run_process(opts, |m| async move {
+                Ok(tessera_router::server::run(cfg, Some(m), shutdown()).await?)
+            })
         }
     }
 }

@@ -5,6 +5,7 @@
 //! connection to the directory that stores, routers and the CLI share.
 //! Nothing here knows about Raft or keys.
 
+pub mod build_info;
 pub mod directory;
 pub mod status;
 
@@ -41,32 +42,52 @@ pub fn init_logging(format: &str, default_filter: &str) {
     }
 }
 
+/// How [`run_process`] starts one server process.
+pub struct ProcessOptions<'a> {
+    /// The binary's name (`tessera-store`); also names the runtime's threads.
+    pub name: &'a str,
+    /// `text` or `json`.
+    pub log_format: &'a str,
+    /// The log filter when `RUST_LOG` is unset.
+    pub default_filter: &'a str,
+    /// Explicit buckets for the process's histograms.
+    pub buckets: Vec<(&'static str, Vec<f64>)>,
+    /// Registers the help text of the process's metrics.
+    pub describe: fn(),
+    /// Where the status server will listen (checked in a test build).
+    pub status_addr: &'a str,
+    /// Lets a test build serve its fault endpoints on a non-loopback
+    /// address ([`build_info::check_status_addr`]).
+    pub allow_fault_endpoints: bool,
+}
+
 /// The life of one server process: logs (`log_format`; `RUST_LOG` over
-/// `default_filter`), any panic aborts, a multi-threaded runtime whose
-/// threads are named `name`, the Prometheus recorder with `buckets` and the
-/// help text `describe` registers — then `serve` with the recorder's
-/// handle, until it returns. The binaries and
-/// `tessera serve` (the playground's processes) all start this way.
+/// `default_filter`), the build it runs (refusing a test build's
+/// non-loopback status address), any panic aborts, a multi-threaded
+/// runtime whose threads are named `name`, the Prometheus recorder with
+/// `buckets`, `tessera_build_info` and the help text `describe` registers
+/// — then `serve` with the recorder's handle, until it returns. The
+/// binaries and `tessera serve` (the playground's processes) all start
+/// this way.
 pub fn run_process<E, Fut>(
-    name: &str,
-    log_format: &str,
-    default_filter: &str,
-    buckets: Vec<(&'static str, Vec<f64>)>,
-    describe: fn(),
+    opts: ProcessOptions<'_>,
     serve: impl FnOnce(metrics_exporter_prometheus::PrometheusHandle) -> Fut,
 ) -> std::result::Result<(), E>
 where
     Fut: std::future::Future<Output = std::result::Result<(), E>>,
     E: From<Error> + From<std::io::Error>,
 {
-    init_logging(log_format, default_filter);
+    init_logging(opts.log_format, opts.default_filter);
+    build_info::check_status_addr(opts.status_addr, opts.allow_fault_endpoints)?;
     abort_on_panic();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .thread_name(name)
+        .thread_name(opts.name)
         .build()?;
+    let (name, buckets, describe) = (opts.name, opts.buckets, opts.describe);
     runtime.block_on(async move {
         let metrics = status::install_metrics_recorder(buckets)?;
+        build_info::announce(name);
         describe();
         serve(metrics).await
     })

@@ -32,6 +32,10 @@ pub struct DirectoryConfig {
     /// creating one.
     pub join: bool,
     pub log_format: String,
+    /// Lets a test build (feature `failpoints`) serve its fault endpoints on
+    /// a status address other machines can reach; without it such a build
+    /// refuses any non-loopback `status_addr`. No effect on a real build.
+    pub allow_fault_endpoints: bool,
     /// How long a request may wait for the directory's Raft group, in ms.
     pub request_timeout_ms: u64,
     pub shutdown_grace_ms: u64,
@@ -75,6 +79,7 @@ impl Default for DirectoryConfig {
             initial_members: vec!["1=127.0.0.1:2379".into()],
             join: false,
             log_format: "text".into(),
+            allow_fault_endpoints: false,
             request_timeout_ms: 5_000,
             shutdown_grace_ms: 5_000,
             raft: RaftSection::default(),

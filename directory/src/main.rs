@@ -13,7 +13,7 @@ use tessera_directory::config::DirectoryConfig;
 #[derive(Parser, Debug)]
 #[command(
     name = "tessera-directory",
-    version,
+    version = tessera_common::build_info::LONG_VERSION,
     about = "A tessera directory member: cluster metadata, placement and scheduling"
 )]
 struct Args {
@@ -50,6 +50,10 @@ struct Args {
     /// On SIGTERM, how long to drain (hand leaderships away) before exiting, in ms.
     #[arg(long, env = "TESSERA_DIRECTORY_SHUTDOWN_GRACE_MS")]
     shutdown_grace_ms: Option<u64>,
+    /// Let a test build (feature failpoints) serve its fault endpoints on a
+    /// non-loopback status address. No effect on a real build.
+    #[arg(long, env = "TESSERA_DIRECTORY_ALLOW_FAULT_ENDPOINTS")]
+    allow_fault_endpoints: bool,
     /// Print the default configuration as TOML and exit.
     #[arg(long)]
     print_default_config: bool,
@@ -87,6 +91,9 @@ fn load_config(args: &Args) -> anyhow::Result<DirectoryConfig> {
     }
     if let Some(v) = &args.log_format {
         cfg.log_format = v.clone();
+    }
+    if args.allow_fault_endpoints {
+        cfg.allow_fault_endpoints = true;
     }
     if let Some(v) = args.shutdown_grace_ms {
         cfg.shutdown_grace_ms = v;
@@ -137,13 +144,17 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let cfg = load_config(&args)?;
-    let log_format = cfg.log_format.clone();
+    let (log_format, status_addr) = (cfg.log_format.clone(), cfg.status_addr.clone());
     tessera_common::run_process(
-        "tessera-directory",
-        &log_format,
-        "info,slog=warn",
-        tessera_directory::metrics::histogram_buckets(),
-        tessera_directory::metrics::describe,
+        tessera_common::ProcessOptions {
+            name: "tessera-directory",
+            log_format: &log_format,
+            default_filter: "info,slog=warn",
+            buckets: tessera_directory::metrics::histogram_buckets(),
+            describe: tessera_directory::metrics::describe,
+            status_addr: &status_addr,
+            allow_fault_endpoints: cfg.allow_fault_endpoints,
+        },
         |metrics| async move {
             tessera_directory::server::run(cfg, Some(metrics), tessera_common::shutdown_signal())
                 .await?;

@@ -27,6 +27,10 @@ pub struct ServerConfig {
     pub shutdown_grace_ms: u64,
     /// `text` or `json`.
     pub log_format: String,
+    /// Lets a test build (feature `failpoints`) serve its fault endpoints on
+    /// a status address other machines can reach; without it such a build
+    /// refuses any non-loopback `status_addr`. No effect on a real build.
+    pub allow_fault_endpoints: bool,
 }
 
 impl Default for ServerConfig {
@@ -40,6 +44,7 @@ impl Default for ServerConfig {
             max_backoff_ms: 500,
             shutdown_grace_ms: 5_000,
             log_format: "text".into(),
+            allow_fault_endpoints: false,
         }
     }
 }

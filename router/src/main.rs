@@ -14,7 +14,7 @@ use tessera_router::config::ServerConfig;
 #[derive(Parser, Debug)]
 #[command(
     name = "tessera-router",
-    version,
+    version = tessera_common::build_info::LONG_VERSION,
     about = "A tessera router: serves the Kv API and sends each request to the leader of the owning region"
 )]
 struct Args {
@@ -39,6 +39,10 @@ struct Args {
     /// On SIGTERM, how long to drain (hand leaderships away) before exiting, in ms.
     #[arg(long, env = "TESSERA_ROUTER_SHUTDOWN_GRACE_MS")]
     shutdown_grace_ms: Option<u64>,
+    /// Let a test build (feature failpoints) serve its fault endpoints on a
+    /// non-loopback status address. No effect on a real build.
+    #[arg(long, env = "TESSERA_ROUTER_ALLOW_FAULT_ENDPOINTS")]
+    allow_fault_endpoints: bool,
     /// Print the default configuration as TOML and exit.
     #[arg(long)]
     print_default_config: bool,
@@ -64,6 +68,9 @@ fn load_config(args: &Args) -> anyhow::Result<ServerConfig> {
     if let Some(v) = &args.log_format {
         cfg.log_format = v.clone();
     }
+    if args.allow_fault_endpoints {
+        cfg.allow_fault_endpoints = true;
+    }
     if let Some(v) = args.shutdown_grace_ms {
         cfg.shutdown_grace_ms = v;
     }
@@ -78,13 +85,17 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let cfg = load_config(&args)?;
-    let log_format = cfg.log_format.clone();
+    let (log_format, status_addr) = (cfg.log_format.clone(), cfg.status_addr.clone());
     tessera_common::run_process(
-        "tessera-router",
-        &log_format,
-        "info",
-        tessera_router::metrics::histogram_buckets(),
-        tessera_router::metrics::describe,
+        tessera_common::ProcessOptions {
+            name: "tessera-router",
+            log_format: &log_format,
+            default_filter: "info",
+            buckets: tessera_router::metrics::histogram_buckets(),
+            describe: tessera_router::metrics::describe,
+            status_addr: &status_addr,
+            allow_fault_endpoints: cfg.allow_fault_endpoints,
+        },
         |metrics| async move {
             tessera_router::server::run(cfg, Some(metrics), tessera_common::shutdown_signal())
                 .await?;

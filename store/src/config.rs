@@ -47,6 +47,10 @@ pub struct StoreConfig {
     pub split_check_interval_ms: u64,
     /// `text` or `json`.
     pub log_format: String,
+    /// Lets a test build (feature `failpoints`) serve its fault endpoints on
+    /// a status address other machines can reach; without it such a build
+    /// refuses any non-loopback `status_addr`. No effect on a real build.
+    pub allow_fault_endpoints: bool,
     pub raft: RaftSection,
     pub rocksdb: RocksSection,
 }
@@ -98,6 +102,7 @@ impl Default for StoreConfig {
             region_split_size_mib: 96,
             split_check_interval_ms: 10_000,
             log_format: "text".into(),
+            allow_fault_endpoints: false,
             raft: RaftSection::default(),
             rocksdb: RocksSection::default(),
         }

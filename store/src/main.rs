@@ -14,7 +14,7 @@ use tessera_store::config::StoreConfig;
 #[derive(Parser, Debug)]
 #[command(
     name = "tessera-store",
-    version,
+    version = tessera_common::build_info::LONG_VERSION,
     about = "A tessera store: hosts many Raft groups (regions) over one RocksDB"
 )]
 struct Args {
@@ -45,6 +45,10 @@ struct Args {
     /// On SIGTERM, how long to drain (hand leaderships away) before exiting, in ms.
     #[arg(long, env = "TESSERA_STORE_SHUTDOWN_GRACE_MS")]
     shutdown_grace_ms: Option<u64>,
+    /// Let a test build (feature failpoints) serve its fault endpoints on a
+    /// non-loopback status address. No effect on a real build.
+    #[arg(long, env = "TESSERA_STORE_ALLOW_FAULT_ENDPOINTS")]
+    allow_fault_endpoints: bool,
     /// Print the default configuration as TOML and exit.
     #[arg(long)]
     print_default_config: bool,
@@ -79,6 +83,9 @@ fn load_config(args: &Args) -> anyhow::Result<StoreConfig> {
     if let Some(v) = &args.log_format {
         cfg.log_format = v.clone();
     }
+    if args.allow_fault_endpoints {
+        cfg.allow_fault_endpoints = true;
+    }
     if let Some(v) = args.shutdown_grace_ms {
         cfg.shutdown_grace_ms = v;
     }
@@ -93,13 +100,17 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let cfg = load_config(&args)?;
-    let log_format = cfg.log_format.clone();
+    let (log_format, status_addr) = (cfg.log_format.clone(), cfg.status_addr.clone());
     tessera_common::run_process(
-        "tessera-store",
-        &log_format,
-        "info,slog=warn",
-        tessera_multiraft::metrics::histogram_buckets(),
-        tessera_store::metrics::describe,
+        tessera_common::ProcessOptions {
+            name: "tessera-store",
+            log_format: &log_format,
+            default_filter: "info,slog=warn",
+            buckets: tessera_multiraft::metrics::histogram_buckets(),
+            describe: tessera_store::metrics::describe,
+            status_addr: &status_addr,
+            allow_fault_endpoints: cfg.allow_fault_endpoints,
+        },
         |metrics| async move {
             tessera_store::server::run(cfg, Some(metrics), tessera_common::shutdown_signal())
                 .await?;

@@ -20,6 +20,9 @@ use tessera_proto::directorypb::{
 };
 use tessera_router::{Router, RouterConfig};
 
+pub mod builds;
+pub use builds::{ensure_plain_binaries, ensure_plain_binaries_in};
+
 /// The directory holding the binaries of this build.
 pub fn bin_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("TESSERA_BIN_DIR") {

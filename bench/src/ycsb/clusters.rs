@@ -11,7 +11,8 @@
 //!   `etcd` is on the PATH.
 //!
 //! The tessera binaries come from the target directory of `tessera-bench`
-//! (`cargo build --release --bins`).
+//! (`cargo build --release --bins`), and must not be a test build
+//! (`tessera_e2e::ensure_plain_binaries`).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -26,6 +27,7 @@ pub struct LocalTessera {
 
 impl LocalTessera {
     pub async fn start(stores: usize) -> anyhow::Result<LocalTessera> {
+        tessera_e2e::ensure_plain_binaries()?;
         let mut cluster = E2eCluster::start(Options {
             stores,
             default_timing: true,
