@@ -138,6 +138,21 @@ pub struct Router {
     keyspaces: DashMap<String, Keyspace>,
 }
 
+/// Whether `status` says the request never left: only a failure to
+/// connect, found as a typed `tonic::ConnectError` in its source chain,
+/// proves that. Every other transport failure — a reset or closed
+/// connection above all — may come after the store read the request.
+fn is_connect_error(status: &tonic::Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = source {
+        if e.is::<tonic::ConnectError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
 fn jitter(d: Duration) -> Duration {
     d.mul_f64(rand::random_range(0.5..1.5))
 }
@@ -435,8 +450,7 @@ impl Router {
                         // channel and the leader.
                         self.stores.remove(&peer.store_id);
                         self.cache.clear_leader(c.region.id);
-                        let sent = !status.message().contains("connect");
-                        if write != Write::Read && sent {
+                        if write != Write::Read && !is_connect_error(&status) {
                             Attempt::Unknown(format!(
                                 "store {}: {}",
                                 peer.store_id,
