@@ -6,7 +6,7 @@
 //! `--keys` keys (100-byte values) are written, gets of random keys run for
 //! `--seconds` per case, closed loop, at each `--concurrency`:
 //!
-//! - **direct**: the routing library (`tessera_router::Router`) in this
+//! - **direct**: the routing library (`tessera_routing::Router`) in this
 //!   process, which sends each get to the leader's store itself — one
 //!   network hop, what a smart client would do;
 //! - **router**: the SDK (`tessera_client`) to the router process, which
@@ -45,7 +45,7 @@ fn key(i: u64) -> Vec<u8> {
 /// One way to get a key.
 #[derive(Clone)]
 enum Path {
-    Direct(Arc<tessera_router::Router>),
+    Direct(Arc<tessera_routing::Router>),
     Router(tessera_client::Client),
 }
 

@@ -1,6 +1,6 @@
 //! The directory calls the admin commands make, typed and bounded.
 //!
-//! [`Directory`] wraps `tessera_common::directory::DirectoryConn` (which
+//! [`Directory`] wraps `tessera_routing::directory::DirectoryConn` (which
 //! follows the directory leader and retries unreachable members until its
 //! deadline) and turns each answer into what a command needs, and each
 //! failure into one line for the user:
@@ -15,8 +15,8 @@
 use std::time::Duration;
 
 use anyhow::{anyhow, Result};
-use tessera_common::directory::DirectoryConn;
 use tessera_proto::directorypb::*;
+use tessera_routing::directory::DirectoryConn;
 
 use crate::conn::{bound, Addrs};
 use crate::keys::Keyspaces;
@@ -56,7 +56,7 @@ impl Directory {
     async fn finish<T>(
         &self,
         what: &str,
-        fut: impl std::future::Future<Output = tessera_common::Result<T>>,
+        fut: impl std::future::Future<Output = tessera_routing::Result<T>>,
     ) -> Result<T> {
         let peer = format!("directory at {}", self.addrs);
         match bound(self.timeout, &peer, fut).await? {
@@ -65,15 +65,15 @@ impl Directory {
         }
     }
 
-    fn explain(&self, what: &str, e: tessera_common::Error) -> anyhow::Error {
-        use tessera_common::Error as E;
+    fn explain(&self, what: &str, e: tessera_routing::Error) -> anyhow::Error {
+        use tessera_routing::Error as E;
         let strip = |m: String| match m.strip_prefix(&format!("{what}: ")) {
             Some(rest) => rest.to_string(),
             None => m,
         };
         match e {
             E::Directory { message, .. } => anyhow!(strip(message)),
-            E::Unreachable(message) => anyhow!(
+            E::DirectoryUnreachable(message) => anyhow!(
                 "no answer from the directory at {} ({what}): {}",
                 self.addrs,
                 strip(message)

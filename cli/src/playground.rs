@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 use serde::{Deserialize, Serialize};
 
-use tessera_common::directory::DirectoryConn;
+use tessera_routing::directory::DirectoryConn;
 
 use crate::serve::Kind;
 

@@ -347,8 +347,7 @@ pub fn keyspace_of(region: &Region) -> u32 {
 /// Whether encoded `key` lies strictly inside `region`, so that splitting
 /// there leaves two non-empty ranges.
 pub fn splits(region: &Region, key: &[u8]) -> bool {
-    key > region.start_key.as_slice()
-        && (region.end_key.is_empty() || key < region.end_key.as_slice())
+    tessera_proto::region::check_split_keys(region, &[key.to_vec()]).is_ok()
 }
 
 fn region_of(info: &RegionInfo, id: u64) -> Result<Region> {

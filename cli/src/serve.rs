@@ -86,14 +86,14 @@ pub fn run(args: Args) -> Result<()> {
         Kind::Router => {
             let cfg = tessera_router::config::ServerConfig::from_file(&args.config)?;
             cfg.validate()?;
-            let buckets = tessera_router::metrics::histogram_buckets();
+            let buckets = tessera_routing::metrics::histogram_buckets();
             let (log_format, status_addr) = (cfg.log_format.clone(), cfg.status_addr.clone());
             let opts = tessera_common::ProcessOptions {
                 name: &name,
                 log_format: &log_format,
                 default_filter: filter,
                 buckets,
-                describe: tessera_router::metrics::describe,
+                describe: tessera_routing::metrics::describe,
                 status_addr: &status_addr,
                 allow_fault_endpoints: cfg.allow_fault_endpoints,
             };

@@ -28,35 +28,9 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
 /// connection, failing the requests in flight on it.
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The wait between two attempts of an operation: exponential with jitter.
-///
-/// The n-th wait is drawn between half of and the full `min · 2ⁿ⁻¹`,
-/// capped at `max`; no wait outlasts the operation's deadline.
-///
-/// ```
-/// use std::time::Duration;
-/// use tessera_client::Backoff;
-///
-/// let b = Backoff::default();
-/// assert_eq!(b.min, Duration::from_millis(20));
-/// assert_eq!(b.max, Duration::from_secs(1));
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Backoff {
-    /// The first wait (before jitter). Must be positive.
-    pub min: Duration,
-    /// The longest wait. Must not be below `min`.
-    pub max: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff {
-            min: Duration::from_millis(20),
-            max: Duration::from_secs(1),
-        }
-    }
-}
+/// The wait between two attempts of an operation: exponential with jitter
+/// (the routing library's one rule, re-exported unchanged).
+pub use tessera_routing::Backoff;
 
 /// Settings of a [`Client`]; made by [`Client::builder`].
 ///

@@ -42,10 +42,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use rand::Rng;
 use tessera_proto::routerpb::{self, error::Kind, router_client::RouterClient};
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
+
+use tessera_routing::sent::{sent, Sent};
 
 use crate::{Backoff, Error, Result};
 
@@ -266,7 +267,7 @@ impl Failover {
                     }
                 },
             }
-            let wait = backoff_delay(&self.settings.backoff, attempts);
+            let wait = self.settings.backoff.delay(attempts);
             if Instant::now() + wait >= deadline {
                 break;
             }
@@ -348,23 +349,11 @@ fn classify_status(address: &str, status: &tonic::Status) -> Failure {
         status.code(),
         with_sources(status.message().to_string(), StdError::source(status))
     );
-    if is_connect_error(status) {
+    if sent(status) == Sent::No {
         Failure::NotSent(message)
     } else {
         Failure::MaybeSent(message)
     }
-}
-
-/// Whether a connect error is in `status`'s source chain.
-fn is_connect_error(status: &tonic::Status) -> bool {
-    let mut source: Option<&(dyn StdError + 'static)> = StdError::source(status);
-    while let Some(e) = source {
-        if e.is::<tonic::ConnectError>() {
-            return true;
-        }
-        source = e.source();
-    }
-    false
 }
 
 /// An answer carrying an error.
@@ -399,38 +388,9 @@ fn with_sources(mut text: String, mut source: Option<&(dyn StdError + 'static)>)
     text
 }
 
-/// The wait after the `failures`-th failed attempt (1-based): between half
-/// of and the full `min · 2^(failures-1)`, capped at `max`.
-fn backoff_delay(backoff: &Backoff, failures: u32) -> Duration {
-    let exponent = failures.saturating_sub(1).min(24);
-    let ceiling = backoff
-        .min
-        .saturating_mul(1u32 << exponent)
-        .min(backoff.max);
-    let half = ceiling / 2;
-    let spread = u64::try_from((ceiling - half).as_nanos()).unwrap_or(u64::MAX);
-    half + Duration::from_nanos(rand::rng().random_range(0..=spread))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_grows_with_jitter_and_is_capped() {
-        let b = Backoff {
-            min: Duration::from_millis(20),
-            max: Duration::from_millis(200),
-        };
-        for _ in 0..100 {
-            let first = backoff_delay(&b, 1);
-            assert!(first >= Duration::from_millis(10) && first <= Duration::from_millis(20));
-            let third = backoff_delay(&b, 3);
-            assert!(third >= Duration::from_millis(40) && third <= Duration::from_millis(80));
-            let late = backoff_delay(&b, 1000);
-            assert!(late >= Duration::from_millis(100) && late <= Duration::from_millis(200));
-        }
-    }
 
     fn answer(kind: Kind) -> routerpb::Error {
         routerpb::Error {

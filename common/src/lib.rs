@@ -1,12 +1,11 @@
 //! Process plumbing shared by `tessera-store`, `tessera-directory` and
 //! `tessera-router`: the HTTP status server (`/metrics`, `/health`,
 //! `/ready`), the Prometheus recorder with explicit histogram buckets,
-//! logging set-up and the shutdown signal — and the leader-following
-//! connection to the directory that stores, routers and the CLI share.
-//! Nothing here knows about Raft or keys.
+//! logging set-up, the build a process runs and the shutdown signal.
+//! Nothing here knows about Raft or keys; the connection that follows the
+//! directory's leader is `tessera_routing::directory`.
 
 pub mod build_info;
-pub mod directory;
 pub mod status;
 
 /// The error of this crate.
@@ -16,13 +15,6 @@ pub enum Error {
     Setup(String),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
-    /// The directory answered with an error (`kind` is a
-    /// `directorypb::directory_error::Kind`).
-    #[error("{message}")]
-    Directory { kind: i32, message: String },
-    /// No directory member answered in time.
-    #[error("{0}")]
-    Unreachable(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -12,22 +12,33 @@
 //! - [`node`]: hosting the Raft group: bootstrap, restart, membership;
 //! - [`leader`]: what only the leader keeps, in memory — region leaders and
 //!   sizes, store heartbeats and lifecycle, operators;
+//! - [`records`]: where the state's records live in the engine;
 //! - [`scheduler`]: placement decisions, each an operator whose steps go to
-//!   region leaders in heartbeat replies;
-//! - [`service`]: the gRPC service;
+//!   region leaders in heartbeat replies; one module per rule;
+//! - [`core`]: what the service and the scheduler share, and the leader's
+//!   reads; by feature: [`ids`] (the id allocator), [`heartbeats`],
+//!   [`admin`] (operators an administrator asks for), [`status`] and
+//!   [`round`] (the scheduler's round);
+//! - [`service`]: the gRPC service, a thin shell over [`core::Core`];
 //! - [`server`]: the process.
 
+pub mod admin;
 pub mod config;
+pub mod core;
 pub mod error;
-pub mod keys;
+pub mod heartbeats;
+pub mod ids;
 pub mod leader;
 pub mod metrics;
 pub mod node;
+pub mod records;
+pub mod round;
 pub mod scheduler;
 pub mod server;
 pub mod service;
 pub mod state;
 pub mod state_machine;
+pub mod status;
 
 pub use error::{Error, Result};
 

@@ -47,7 +47,7 @@ pub struct MemberResolver {
 impl MemberResolver {
     pub fn address(&self, member_id: u64) -> Option<String> {
         // Recursive: callers may hold a read guard already (see
-        // `service::Core::state`).
+        // `core::Core::state`).
         self.state
             .read_recursive()
             .members

@@ -18,8 +18,9 @@ use tessera_multiraft::transport::RaftService;
 use tokio::sync::watch;
 
 use crate::config::DirectoryConfig;
+use crate::core::Core;
 use crate::node::{DirectoryNode, NodeSpec};
-use crate::service::{Core, DirectoryService};
+use crate::service::DirectoryService;
 use crate::{metrics as m, Error, Result};
 
 /// Runs a directory member until `shutdown` completes.

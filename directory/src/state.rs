@@ -25,10 +25,13 @@ use tessera_proto::directorypb::{
     directory_command::Cmd, BootstrapRequest, ClusterMeta, Keyspace, KeyspaceKind, Member,
     Placement, SetStoreState,
 };
-use tessera_proto::metapb::{Region, RegionEpoch, Store, StoreState};
-use tessera_store::keys::{DEFAULT_KEYSPACE_ID, HASH_KEYSPACE_BIT};
+use tessera_proto::keys::{DEFAULT_KEYSPACE_ID, HASH_KEYSPACE_BIT};
+use tessera_proto::metapb::{Region, Store, StoreState};
+use tessera_proto::region::{
+    contains_key, epoch, is_newer_report, ranges_overlap, supersedes, went_back,
+};
 
-use crate::{keys, Error, Result};
+use crate::{records, Error, Result};
 
 /// A change to the directory's records.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,26 +66,6 @@ pub struct DirectoryState {
     pub members: BTreeMap<u64, Member>,
 }
 
-fn epoch(r: &Region) -> RegionEpoch {
-    r.region_epoch.unwrap_or_default()
-}
-
-/// `a` is strictly newer than `b`: nothing went back and something moved.
-pub fn newer(a: &RegionEpoch, b: &RegionEpoch) -> bool {
-    a.version >= b.version
-        && a.conf_ver >= b.conf_ver
-        && (a.version > b.version || a.conf_ver > b.conf_ver)
-}
-
-/// Whether `a` is older than `b` in some way.
-fn older_in_part(a: &RegionEpoch, b: &RegionEpoch) -> bool {
-    a.version < b.version || a.conf_ver < b.conf_ver
-}
-
-fn overlaps(s1: &[u8], e1: &[u8], s2: &[u8], e2: &[u8]) -> bool {
-    (e2.is_empty() || s1 < e2) && (e1.is_empty() || s2 < e1)
-}
-
 /// Whether the union of `parts` covers `[start, end)` (empty end: +∞).
 fn covers(parts: &[(&[u8], &[u8])], start: &[u8], end: &[u8]) -> bool {
     let mut sorted: Vec<_> = parts.to_vec();
@@ -115,19 +98,19 @@ impl DirectoryState {
     /// Rebuilds the state from the engine.
     pub fn load(engine: &dyn Engine) -> Result<Self> {
         let mut s = DirectoryState::default();
-        if let Some(bytes) = engine.get(Cf::Default, keys::CLUSTER_META)? {
+        if let Some(bytes) = engine.get(Cf::Default, records::CLUSTER_META)? {
             s.meta = ClusterMeta::decode(bytes.as_slice())
                 .map_err(|e| Error::Config(format!("cluster meta: {e}")))?;
         }
         let mut records: Vec<(u8, Vec<u8>)> = vec![];
         for kind in [
-            keys::STORES,
-            keys::REGIONS,
-            keys::KEYSPACES,
-            keys::PLACEMENTS,
-            keys::MEMBERS,
+            records::STORES,
+            records::REGIONS,
+            records::KEYSPACES,
+            records::PLACEMENTS,
+            records::MEMBERS,
         ] {
-            let (start, end) = keys::kind_bounds(kind);
+            let (start, end) = records::kind_bounds(kind);
             engine.scan(Cf::Default, &start, &end, false, &mut |_, v| {
                 records.push((kind, v.to_vec()));
                 true
@@ -136,20 +119,20 @@ impl DirectoryState {
         let bad = |what: &str, e: prost::DecodeError| Error::Config(format!("{what} record: {e}"));
         for (kind, v) in records {
             match kind {
-                keys::STORES => {
+                records::STORES => {
                     let st = Store::decode(v.as_slice()).map_err(|e| bad("store", e))?;
                     s.stores.insert(st.id, st);
                 }
-                keys::REGIONS => {
+                records::REGIONS => {
                     let r = Region::decode(v.as_slice()).map_err(|e| bad("region", e))?;
                     s.ranges.insert(r.start_key.clone(), r.id);
                     s.regions.insert(r.id, r);
                 }
-                keys::KEYSPACES => {
+                records::KEYSPACES => {
                     let k = Keyspace::decode(v.as_slice()).map_err(|e| bad("keyspace", e))?;
                     s.keyspaces.insert(k.name.clone(), k);
                 }
-                keys::PLACEMENTS => {
+                records::PLACEMENTS => {
                     let p = Placement::decode(v.as_slice()).map_err(|e| bad("placement", e))?;
                     s.placements.insert(p.region_id, p.store_ids);
                 }
@@ -164,7 +147,7 @@ impl DirectoryState {
 
     fn put_meta(&self, out: &mut Vec<Change>) {
         out.push(Change::Put(
-            keys::CLUSTER_META.to_vec(),
+            records::CLUSTER_META.to_vec(),
             self.meta.encode_to_vec(),
         ));
     }
@@ -193,17 +176,20 @@ impl DirectoryState {
             Cmd::PutRegions(batch) => self.put_regions(batch.regions, out),
             Cmd::CreateKeyspace(k) => self.create_keyspace(k, out),
             Cmd::PutPlacement(p) => {
-                out.push(Change::Put(keys::placement(p.region_id), p.encode_to_vec()));
+                out.push(Change::Put(
+                    records::placement(p.region_id),
+                    p.encode_to_vec(),
+                ));
                 self.placements.insert(p.region_id, p.store_ids);
                 Ok(Applied::Done)
             }
             Cmd::PutMember(m) => {
-                out.push(Change::Put(keys::member(m.id), m.encode_to_vec()));
+                out.push(Change::Put(records::member(m.id), m.encode_to_vec()));
                 self.members.insert(m.id, m);
                 Ok(Applied::Done)
             }
             Cmd::RemoveMember(id) => {
-                out.push(Change::Delete(keys::member(id)));
+                out.push(Change::Delete(records::member(id)));
                 self.members.remove(&id);
                 Ok(Applied::Done)
             }
@@ -231,9 +217,12 @@ impl DirectoryState {
             self.meta.next_id = self.meta.next_id.max(p.id + 1);
         }
         self.put_meta(out);
-        out.push(Change::Put(keys::store(store.id), store.encode_to_vec()));
+        out.push(Change::Put(records::store(store.id), store.encode_to_vec()));
         self.stores.insert(store.id, store);
-        out.push(Change::Put(keys::region(region.id), region.encode_to_vec()));
+        out.push(Change::Put(
+            records::region(region.id),
+            region.encode_to_vec(),
+        ));
         self.ranges.insert(region.start_key.clone(), region.id);
         self.regions.insert(region.id, region);
         Ok(Applied::Done)
@@ -256,7 +245,7 @@ impl DirectoryState {
         } else {
             store.state = StoreState::Up as i32;
         }
-        out.push(Change::Put(keys::store(store.id), store.encode_to_vec()));
+        out.push(Change::Put(records::store(store.id), store.encode_to_vec()));
         self.stores.insert(store.id, store);
         Ok(Applied::Done)
     }
@@ -266,7 +255,7 @@ impl DirectoryState {
             return Err(Error::NotFound(format!("store {}", s.store_id)));
         };
         store.state = s.state;
-        out.push(Change::Put(keys::store(store.id), store.encode_to_vec()));
+        out.push(Change::Put(records::store(store.id), store.encode_to_vec()));
         Ok(Applied::Done)
     }
 
@@ -294,7 +283,7 @@ impl DirectoryState {
             n
         };
         self.put_meta(out);
-        out.push(Change::Put(keys::keyspace(&k.name), k.encode_to_vec()));
+        out.push(Change::Put(records::keyspace(&k.name), k.encode_to_vec()));
         self.keyspaces.insert(k.name.clone(), k.clone());
         Ok(Applied::Keyspace(k))
     }
@@ -320,7 +309,7 @@ impl DirectoryState {
             .into_iter()
             .filter(|r| match self.regions.get(&r.id) {
                 None => true,
-                Some(known) => newer(&epoch(r), &epoch(known)),
+                Some(known) => is_newer_report(&epoch(r), &epoch(known)),
             })
             .collect();
         if fresh.is_empty() {
@@ -329,7 +318,7 @@ impl DirectoryState {
         let mut replaced: Vec<&Region> = vec![];
         for r in &fresh {
             if let Some(known) = self.regions.get(&r.id) {
-                if older_in_part(&epoch(r), &epoch(known)) {
+                if went_back(&epoch(r), &epoch(known)) {
                     return Err(Error::Stale(format!("region {} epoch went back", r.id)));
                 }
                 replaced.push(known);
@@ -338,7 +327,7 @@ impl DirectoryState {
                 if fresh.iter().any(|f| f.id == other.id) {
                     continue;
                 }
-                if epoch(other).version >= epoch(r).version {
+                if !supersedes(r, other) {
                     return Err(Error::Stale(format!(
                         "region {} (version {}) overlaps region {} which is as new (version {})",
                         r.id,
@@ -382,10 +371,10 @@ impl DirectoryState {
             for id in doomed {
                 if let Some(o) = self.regions.remove(&id) {
                     self.ranges.remove(&o.start_key);
-                    out.push(Change::Delete(keys::region(id)));
+                    out.push(Change::Delete(records::region(id)));
                 }
             }
-            out.push(Change::Put(keys::region(r.id), r.encode_to_vec()));
+            out.push(Change::Put(records::region(r.id), r.encode_to_vec()));
             self.ranges.insert(r.start_key.clone(), r.id);
             recorded.push(r.id);
             self.regions.insert(r.id, r);
@@ -410,7 +399,7 @@ impl DirectoryState {
         self.ranges
             .range::<[u8], _>((Bound::Included(first.as_slice()), upper))
             .filter_map(|(_, id)| self.regions.get(id))
-            .filter(|r| overlaps(&r.start_key, &r.end_key, start, end))
+            .filter(|r| ranges_overlap(&r.start_key, &r.end_key, start, end))
             .collect()
     }
 
@@ -421,7 +410,7 @@ impl DirectoryState {
             .range::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
             .next_back()?;
         let r = self.regions.get(id)?;
-        (r.end_key.is_empty() || key < r.end_key.as_slice()).then_some(r)
+        contains_key(r, key).then_some(r)
     }
 
     /// Checks that the regions tile the key space exactly.

@@ -1,42 +1,19 @@
-//! Small facts about regions that every module needs: whether a key or range
-//! is inside one, the Raft configuration its peers describe, and how a fresh
-//! region is written to the engine.
+//! Small facts about regions that every module needs: the Raft
+//! configuration its peers describe and how a fresh region is written to
+//! the engine — and, re-exported from `tessera_proto::region` where they
+//! are defined once, whether a key or range is inside one, its epoch and
+//! its peers.
 
 use raft::eraftpb::ConfState;
-use tessera_proto::metapb::{Peer, PeerRole, Region, RegionEpoch};
+use tessera_proto::metapb::{PeerRole, Region};
 use tessera_proto::raft_serverpb::{PeerState, RaftApplyState, RaftLocalState, RegionLocalState};
 
 use crate::engine::{Cf, WriteBatch};
 use crate::{keys, RAFT_INIT_LOG_INDEX, RAFT_INIT_LOG_TERM};
 
-/// Whether `key` is in `[region.start_key, region.end_key)`.
-pub fn contains_key(region: &Region, key: &[u8]) -> bool {
-    key >= region.start_key.as_slice()
-        && (region.end_key.is_empty() || key < region.end_key.as_slice())
-}
-
-/// Whether the ranges of two regions intersect.
-pub fn overlaps(a: &Region, b: &Region) -> bool {
-    ranges_overlap(&a.start_key, &a.end_key, &b.start_key, &b.end_key)
-}
-
-/// Whether `[s1, e1)` and `[s2, e2)` intersect; an empty end is +∞.
-pub fn ranges_overlap(s1: &[u8], e1: &[u8], s2: &[u8], e2: &[u8]) -> bool {
-    (e2.is_empty() || s1 < e2) && (e1.is_empty() || s2 < e1)
-}
-
-pub fn epoch(region: &Region) -> RegionEpoch {
-    region.region_epoch.unwrap_or_default()
-}
-
-/// The peer of `region` on `store_id`, if any.
-pub fn find_peer_on_store(region: &Region, store_id: u64) -> Option<&Peer> {
-    region.peers.iter().find(|p| p.store_id == store_id)
-}
-
-pub fn find_peer(region: &Region, peer_id: u64) -> Option<&Peer> {
-    region.peers.iter().find(|p| p.id == peer_id)
-}
+pub use tessera_proto::region::{
+    contains_key, epoch, find_peer, find_peer_on_store, overlaps, ranges_overlap,
+};
 
 /// The Raft configuration described by the roles of `region`'s peers. A
 /// peer in an incoming or demoting role means a joint configuration.
@@ -97,6 +74,7 @@ pub fn write_initial_state(region: &Region, wb: &mut WriteBatch) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tessera_proto::metapb::Peer;
 
     fn peer(id: u64, role: PeerRole) -> Peer {
         Peer {

@@ -27,10 +27,10 @@ use anyhow::{anyhow, Context as _};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tessera_client::{Client, Error as SdkError};
-use tessera_common::directory::DirectoryConn;
 use tessera_proto::directorypb::{GetRegionRequest, ListStoresRequest};
 use tessera_proto::kvpb::kv_client::KvClient;
 use tessera_proto::kvpb::{Context, GetRequest};
+use tessera_routing::directory::DirectoryConn;
 use tokio::sync::watch;
 use tonic::transport::Channel;
 

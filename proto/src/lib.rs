@@ -1,8 +1,11 @@
 //! tessera's protocol: the protobuf messages and gRPC services every process
 //! speaks, generated at build time by `protox` + `tonic-prost-build`.
 //!
-//! This crate holds generated code and small conversions only; behaviour
-//! lives in the crates that use it.
+//! Beside the generated code it holds the wire-level rules every crate
+//! shares, so that each is written once: the encoded key space ([`keys`]),
+//! region ranges, epochs and split keys ([`region`]), the routing errors'
+//! constructors and the responses that carry them ([`KvResponse`]).
+//! Behaviour lives in the crates that use it.
 
 #![allow(clippy::large_enum_variant, clippy::doc_overindented_list_items)]
 
@@ -43,4 +46,7 @@ pub mod routerpb {
 
 mod convert;
 pub mod keys;
+pub mod region;
+mod responses;
 pub use convert::*;
+pub use responses::KvResponse;

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Result, RouterConfig};
+use tessera_routing::{Backoff, RouterConfig};
+
+use crate::{Error, Result};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -86,8 +88,10 @@ impl ServerConfig {
         RouterConfig {
             directory: self.directory.clone(),
             timeout: Duration::from_millis(self.request_timeout_ms),
-            min_backoff: Duration::from_millis(self.min_backoff_ms),
-            max_backoff: Duration::from_millis(self.max_backoff_ms),
+            backoff: Backoff::new(
+                Duration::from_millis(self.min_backoff_ms),
+                Duration::from_millis(self.max_backoff_ms),
+            ),
         }
     }
 }

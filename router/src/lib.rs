@@ -1,25 +1,17 @@
-//! `tessera-router`: finding the region that owns a key and getting a
-//! request to its leader.
+//! `tessera-router`: the router process. It serves the public Kv API
+//! (`routerpb`) and sends every request to the leader of the region that
+//! owns its key through the routing library, `tessera-routing`, which the
+//! SDK embeds too; this crate adds only what a server needs.
 //!
-//! - [`cache`]: the region cache — regions by start key, with their
-//!   leaders, filled from the directory and corrected by routing errors;
-//! - [`client`]: [`Router`], the routing client: every Kv operation with a
-//!   keyspace, retries under a deadline, reactions to every routing error,
-//!   batches split per region, scans stitched across regions.
-//!
-//! - [`service`]: the public `Router` gRPC service over [`Router`];
-//! - [`server`] and [`config`]: the `tessera-router` process.
-//!
-//! The router service is what clients (the SDK, the CLI) talk to; the
-//! end-to-end tests and the benchmark also use [`Router`] directly.
+//! - [`service`]: the public `Router` gRPC service over
+//!   [`tessera_routing::Router`], turning its errors into answers;
+//! - [`server`] and [`config`]: the `tessera-router` process — status
+//!   endpoints, readiness, shutdown, settings.
 
-pub mod cache;
-pub mod client;
 pub mod config;
 pub mod error;
-pub mod metrics;
 pub mod server;
 pub mod service;
 
-pub use client::{Router, RouterConfig};
 pub use error::{Error, Result};
+pub use tessera_routing::{Router, RouterConfig};

@@ -11,7 +11,7 @@ use tessera_proto::routerpb::router_server::{Router as RouterRpc, RouterServer};
 use tessera_proto::routerpb::{self, error::Kind, *};
 use tonic::{Request, Response, Status};
 
-use crate::{Error, Router};
+use tessera_routing::{Error, Router};
 
 /// Largest request the service decodes: a BatchPut of up to 32 MiB of data
 /// plus framing.
@@ -44,7 +44,10 @@ fn error(e: Error) -> Option<routerpb::Error> {
         Error::InvalidArgument(_) => Kind::InvalidArgument,
         Error::KeyspaceNotFound(_) => Kind::KeyspaceNotFound,
         Error::Indeterminate(_) => Kind::Indeterminate,
-        Error::Unavailable(_) | Error::Directory(_) | Error::Config(_) => Kind::Unavailable,
+        Error::Unavailable(_)
+        | Error::Directory { .. }
+        | Error::DirectoryUnreachable(_)
+        | Error::Setup(_) => Kind::Unavailable,
     };
     Some(routerpb::Error {
         kind: kind as i32,

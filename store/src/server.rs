@@ -217,7 +217,7 @@ pub async fn run(
         node.admin().clone(),
         node_cfg.split_check.clone(),
     ));
-    let stale_checker = match tessera_common::directory::DirectoryConn::new(
+    let stale_checker = match tessera_routing::directory::DirectoryConn::new(
         cfg.directory.clone(),
         Duration::from_secs(5),
     ) {

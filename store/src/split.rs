@@ -27,32 +27,7 @@ use crate::admin::AdminApi;
 use crate::kv::command::{self, CmdResult};
 use crate::{Error, Result};
 
-/// Checks that `keys` can split `region`: ascending, distinct, strictly
-/// inside its range.
-pub fn check_split_keys(region: &Region, keys: &[Vec<u8>]) -> std::result::Result<(), String> {
-    if keys.is_empty() {
-        return Err("no split key".into());
-    }
-    let mut prev: &[u8] = &region.start_key;
-    for k in keys {
-        if k.is_empty() || k.as_slice() <= prev {
-            return Err(format!(
-                "split key {} is not above {} (keys must ascend inside the region)",
-                tessera_proto::escape(k),
-                tessera_proto::escape(prev)
-            ));
-        }
-        if !region.end_key.is_empty() && k.as_slice() >= region.end_key.as_slice() {
-            return Err(format!(
-                "split key {} is not below the region's end {}",
-                tessera_proto::escape(k),
-                tessera_proto::escape(&region.end_key)
-            ));
-        }
-        prev = k;
-    }
-    Ok(())
-}
+pub use tessera_proto::region::check_split_keys;
 
 /// The regions a split of `region` at `keys` produces, the region itself
 /// first.

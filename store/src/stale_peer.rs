@@ -11,9 +11,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tessera_common::directory::DirectoryConn;
 use tessera_multiraft::region;
 use tessera_proto::directorypb::GetRegionByIdRequest;
+use tessera_routing::directory::DirectoryConn;
 
 use crate::node::StoreNode;
 

@@ -13,12 +13,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tessera_common::directory::DirectoryConn;
 use tessera_proto::directorypb::{
     AddMemberRequest, ClusterStatusRequest, ClusterStatusResponse, ListStoresRequest, RegionInfo,
     RemoveMemberRequest, ScanRegionsRequest, StoreInfo,
 };
-use tessera_router::{Router, RouterConfig};
+use tessera_routing::directory::DirectoryConn;
+use tessera_routing::{Router, RouterConfig};
 
 pub mod builds;
 pub use builds::{ensure_plain_binaries, ensure_plain_binaries_in};

@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use tessera_common::directory::DirectoryConn;
 use tessera_e2e::{E2eCluster, Options};
 use tessera_proto::directorypb::*;
 use tessera_proto::keys;
+use tessera_routing::directory::DirectoryConn;
 
 async fn split(conn: &DirectoryConn, region_id: u64, split_keys: Vec<Vec<u8>>) -> String {
     conn.call("split", |mut cl| {

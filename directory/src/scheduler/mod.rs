@@ -21,6 +21,10 @@
 //! 7. **balance-leader**, 8. **balance-region**: leader and replica counts
 //!    are evened out across `Up` stores.
 //!
+//! Each rule is a module of [`rules`] with its invariants in prose;
+//! [`round::Round`] is what they share (the view of stores and replicas,
+//! the operators, the ids at hand) and [`plan`] runs them in order.
+//!
 //! Every operator has a timeout, and no store takes part in more than
 //! `max_operators_per_store` operators at once (stores that are down do not
 //! count: nothing runs on them). An admin operator (split, move,
@@ -28,19 +32,107 @@
 //! it is refused while any other operator runs there.
 
 pub mod operator;
+mod round;
 mod rules;
 #[cfg(test)]
 mod tests;
 
 use std::time::Duration;
 
-use crate::leader::LifecycleConfig;
+use tessera_proto::directorypb::directory_command::Cmd;
+use tessera_proto::metapb::{Region, StoreState};
 
-pub use rules::{plan, Decisions};
+use crate::leader::{LeaderState, LifecycleConfig};
+use crate::state::DirectoryState;
+use operator::OperatorKind;
+use round::Round;
 
-/// Operators of the balance rules, which an admin operator may cancel.
-pub fn is_balance(kind: &str) -> bool {
-    matches!(kind, "balance-leader" | "balance-region")
+/// What one round decided.
+#[derive(Default, Debug)]
+pub struct Decisions {
+    /// Kinds of the operators created this round.
+    pub created: Vec<OperatorKind>,
+    /// Kinds of the operators dropped this round.
+    pub cancelled: Vec<OperatorKind>,
+    /// What to propose through Raft (store states, placements).
+    pub commands: Vec<Cmd>,
+}
+
+/// Decides one round. Pure: it reads the replicated state and the leader's
+/// view, adds operators to the leader's view, takes ids from `alloc_id`
+/// and returns the commands to propose.
+pub fn plan(
+    state: &DirectoryState,
+    leader: &mut LeaderState,
+    cfg: &ScheduleConfig,
+    alloc_id: &mut dyn FnMut() -> Option<u64>,
+) -> Decisions {
+    let mut round = Round::new(state, leader, cfg, alloc_id);
+    drop_stale_operators(&mut round);
+    rules::tombstone::plan(&mut round);
+
+    // Regions whose leader reported: only those can carry out steps.
+    let ready: Vec<&Region> = state
+        .regions
+        .values()
+        .filter(|r| round.leader_store(r.id).is_some())
+        .collect();
+    for region in &ready {
+        if round.has_operator(region.id) {
+            continue;
+        }
+        if !rules::repair::plan_region(&mut round, region) {
+            rules::zone::plan_region(&mut round, region);
+        }
+    }
+    let complete = rules::keyspace::plan(&mut round);
+    let placed = rules::placement::place(&mut round, &complete);
+    for region in &ready {
+        rules::placement::plan_region(&mut round, region);
+    }
+    for region in &ready {
+        rules::split::plan_region(&mut round, region);
+    }
+    // Balancing waits while anything needs repair, and counts what the
+    // operators in flight will change.
+    let repairing = round
+        .leader
+        .operators
+        .values()
+        .any(|o| o.kind == OperatorKind::Repair)
+        || ready
+            .iter()
+            .any(|r| r.peers.iter().any(|p| round.is_bad(p.store_id)));
+    if !repairing {
+        rules::balance_leader::plan(&mut round, &ready);
+        rules::balance_region::plan(&mut round, &ready, &placed);
+    }
+    round.out
+}
+
+/// Drops the operators whose remaining steps need a store that is no
+/// longer `Up`; the rules decide about their regions again.
+fn drop_stale_operators(round: &mut Round) {
+    let stale: Vec<u64> = round
+        .leader
+        .operators
+        .values()
+        .filter(|op| {
+            op.steps[op.current.min(op.steps.len() - 1)..]
+                .iter()
+                .any(|s| {
+                    s.target_store()
+                        .is_some_and(|t| round.state_of(t) != StoreState::Up)
+                })
+        })
+        .map(|op| op.region_id)
+        .collect();
+    for region_id in stale {
+        if let Some(op) = round.leader.operators.remove(&region_id) {
+            tracing::info!(region_id, operator = %op.id, "operator cancelled: its target store is not up");
+            round.out.cancelled.push(op.kind);
+        }
+    }
 }
 
 #[derive(Clone, Debug)]

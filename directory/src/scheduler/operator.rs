@@ -128,6 +128,65 @@ impl Step {
     }
 }
 
+/// What decided an operator: a scheduler rule or an administrator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum OperatorKind {
+    /// Rule 2: a replica on a bad store, too few or too many voters, a
+    /// stray learner.
+    Repair,
+    /// Rule 3: two replicas in one zone.
+    Zone,
+    /// Rule 4: a keyspace's boundaries become region boundaries.
+    Keyspace,
+    /// Rule 5: a hash keyspace's region moves to its ring placement.
+    Placement,
+    /// Rule 6: a region above 1.5 × the split size.
+    SizeSplit,
+    /// Rule 7.
+    BalanceLeader,
+    /// Rule 8.
+    BalanceRegion,
+    /// `tessera region split`.
+    AdminSplit,
+    /// `tessera region move`.
+    AdminMove,
+    /// `tessera region transfer-leader`.
+    AdminTransferLeader,
+}
+
+impl OperatorKind {
+    /// The name in operator ids (`move-12`), `cluster status` and the
+    /// `kind` label of `tessera_directory_operators_total`. A split reads
+    /// `split` whoever asked for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperatorKind::Repair => "repair",
+            OperatorKind::Zone => "zone",
+            OperatorKind::Keyspace => "keyspace",
+            OperatorKind::Placement => "placement",
+            OperatorKind::SizeSplit | OperatorKind::AdminSplit => "split",
+            OperatorKind::BalanceLeader => "balance-leader",
+            OperatorKind::BalanceRegion => "balance-region",
+            OperatorKind::AdminMove => "move",
+            OperatorKind::AdminTransferLeader => "transfer-leader",
+        }
+    }
+
+    /// Operators of the balance rules, which an admin operator may cancel.
+    pub fn is_balance(self) -> bool {
+        matches!(
+            self,
+            OperatorKind::BalanceLeader | OperatorKind::BalanceRegion
+        )
+    }
+}
+
+impl std::fmt::Display for OperatorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What became of an operator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -140,9 +199,7 @@ pub enum Outcome {
 pub struct Operator {
     pub id: String,
     pub region_id: u64,
-    /// What kind of decision: `repair`, `balance-region`, `balance-leader`,
-    /// `split`, `move`, `transfer-leader`, `placement`, `zone`, `keyspace`.
-    pub kind: &'static str,
+    pub kind: OperatorKind,
     pub steps: Vec<Step>,
     pub current: usize,
     pub created: Instant,
@@ -152,16 +209,17 @@ pub struct Operator {
 }
 
 impl Operator {
+    /// Operator number `seq` of the leader's term, named `<kind>-<seq>`.
     pub fn new(
-        id: String,
+        seq: u64,
         region_id: u64,
-        kind: &'static str,
+        kind: OperatorKind,
         steps: Vec<Step>,
         timeout: Duration,
     ) -> Self {
         let stores = steps.iter().filter_map(Step::stores).collect();
         Operator {
-            id,
+            id: format!("{kind}-{seq}"),
             region_id,
             kind,
             steps,
@@ -204,7 +262,7 @@ impl Operator {
         OperatorInfo {
             id: self.id.clone(),
             region_id: self.region_id,
-            kind: self.kind.to_string(),
+            kind: self.kind.as_str().to_string(),
             step: self.current as u32,
             steps: self.steps.len() as u32,
             state: if self.current == self.steps.len() {
@@ -233,9 +291,9 @@ mod tests {
     #[test]
     fn a_move_advances_as_the_region_changes() {
         let mut op = Operator::new(
-            "op-1".into(),
+            1,
             9,
-            "move",
+            OperatorKind::AdminMove,
             vec![
                 Step::AddLearner {
                     store_id: 4,
@@ -308,5 +366,6 @@ mod tests {
         let (o, _) = op.advance(&region, leader.as_ref(), &caught_up);
         assert_eq!(o, Outcome::Finished);
         assert!(op.involves(4) && op.involves(1) && !op.involves(2));
+        assert_eq!(op.id, "move-1");
     }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use tessera_proto::directorypb::StoreStats;
 use tessera_proto::metapb::{Peer, PeerRole, Region, RegionEpoch, Store};
 
-use super::operator::Step;
+use super::operator::{OperatorKind, Step};
 use super::{plan, ScheduleConfig};
 use crate::leader::{LeaderState, RegionStats, StoreRuntime};
 use crate::state::DirectoryState;
@@ -94,7 +94,7 @@ fn a_dead_store_gets_its_replicas_rebuilt_on_the_spare_store() {
     let cfg = ScheduleConfig::default();
     let mut next = 100;
     let d = plan(&state, &mut leader, &cfg, &mut ids(&mut next));
-    assert_eq!(d.created, vec!["repair"; 3]);
+    assert_eq!(d.created, vec![OperatorKind::Repair; 3]);
     for op in leader.operators.values() {
         assert!(matches!(op.steps[0], Step::AddLearner { store_id: 4, .. }));
         assert_eq!(op.steps[1], Step::PromoteLearner { store_id: 4 });
@@ -136,7 +136,7 @@ fn a_placement_naming_a_dead_store_yields_to_repair() {
     let cfg = ScheduleConfig::default();
     let mut next = 100;
     let d = plan(&state, &mut leader, &cfg, &mut ids(&mut next));
-    assert_eq!(d.created, vec!["repair"]);
+    assert_eq!(d.created, vec![OperatorKind::Repair]);
     let op = &leader.operators[&10];
     assert_eq!(op.steps[2], Step::RemovePeer { store_id: 3 });
     // Once repaired (stores 1, 2, 4), the obsolete placement moves nothing.
@@ -150,7 +150,7 @@ fn a_placement_naming_a_dead_store_yields_to_repair() {
     });
     let d = plan(&state, &mut leader, &cfg, &mut ids(&mut next));
     assert!(
-        !d.created.contains(&"placement") && !d.created.contains(&"repair"),
+        !d.created.contains(&OperatorKind::Placement) && !d.created.contains(&OperatorKind::Repair),
         "{:?}",
         d.created
     );
@@ -163,7 +163,11 @@ fn a_placement_over_live_stores_is_followed() {
     let cfg = ScheduleConfig::default();
     let mut next = 100;
     let d = plan(&state, &mut leader, &cfg, &mut ids(&mut next));
-    assert!(d.created.contains(&"placement"), "{:?}", d.created);
+    assert!(
+        d.created.contains(&OperatorKind::Placement),
+        "{:?}",
+        d.created
+    );
     let op = &leader.operators[&10];
     assert!(matches!(op.steps[0], Step::AddLearner { store_id: 4, .. }));
     assert_eq!(op.steps[2], Step::RemovePeer { store_id: 1 });

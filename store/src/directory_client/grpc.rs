@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use tessera_common::directory::DirectoryConn;
 use tessera_proto::directorypb::*;
 use tessera_proto::metapb::{Region, Store};
+use tessera_routing::directory::DirectoryConn;
 
 use super::{DirectoryClient, RegionHeartbeatStream};
 use crate::{Error, Result};
@@ -15,8 +15,12 @@ pub struct GrpcDirectoryClient {
     conn: DirectoryConn,
 }
 
-fn map(e: tessera_common::Error) -> Error {
-    Error::Directory(e.to_string())
+fn map(e: tessera_routing::Error) -> Error {
+    use tessera_routing::Error as E;
+    Error::Directory(match e {
+        E::Directory { message, .. } | E::DirectoryUnreachable(message) => message,
+        other => other.to_string(),
+    })
 }
 
 impl GrpcDirectoryClient {

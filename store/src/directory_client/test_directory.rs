@@ -11,6 +11,7 @@ use futures::StreamExt;
 use parking_lot::Mutex;
 use tessera_proto::directorypb::{RegionReport, StoreStats};
 use tessera_proto::metapb::{Region, Store};
+use tessera_proto::region::{epoch, is_newer_report};
 
 use super::{DirectoryClient, RegionHeartbeatStream};
 use crate::{Error, Result};
@@ -51,11 +52,6 @@ impl TestDirectory {
     pub fn stores(&self) -> Vec<Store> {
         self.state.lock().stores.values().cloned().collect()
     }
-}
-
-fn epoch_of(r: &Region) -> (u64, u64) {
-    let e = r.region_epoch.unwrap_or_default();
-    (e.version, e.conf_ver)
 }
 
 #[tonic::async_trait]
@@ -134,7 +130,7 @@ fn record(s: &mut State, report: RegionReport) {
         .regions
         .get(&region.id)
         .and_then(|known| known.region.as_ref())
-        .is_some_and(|known| epoch_of(known) > epoch_of(region));
+        .is_some_and(|known| !is_newer_report(&epoch(region), &epoch(known)) && known != region);
     if !stale {
         s.regions.insert(region.id, report);
     }

@@ -28,6 +28,7 @@ use tessera_proto::metapb::Region;
 use tessera_proto::raft_serverpb::{
     command::Cmd, CompareAndSwapCommand, DeleteCommand, DeleteRangeCommand, PutCommand,
 };
+use tessera_proto::KvResponse;
 use tokio::sync::oneshot;
 
 use super::apply::clip_to_region;
@@ -64,41 +65,11 @@ pub struct KvApi {
     cfg: KvConfig,
 }
 
-/// Responses that carry a routing error.
-trait RegionErrorResponse: Default {
-    fn set_region_error(&mut self, e: RegionError);
-}
-
-macro_rules! region_error_response {
-    ($($t:ty),*) => {$(
-        impl RegionErrorResponse for $t {
-            fn set_region_error(&mut self, e: RegionError) {
-                self.region_error = Some(e);
-            }
-        }
-    )*};
-}
-
-region_error_response!(
-    GetResponse,
-    PutResponse,
-    DeleteResponse,
-    BatchGetResponse,
-    BatchPutResponse,
-    ScanResponse,
-    CompareAndSwapResponse,
-    DeleteRangeResponse
-);
-
 /// Turns a routing error into a response carrying it; other errors stay
 /// errors.
-fn respond<R: RegionErrorResponse>(result: Result<R>) -> Result<R> {
+fn respond<R: KvResponse>(result: Result<R>) -> Result<R> {
     match result {
-        Err(Error::Region(e)) => {
-            let mut resp = R::default();
-            resp.set_region_error(*e);
-            Ok(resp)
-        }
+        Err(Error::Region(e)) => Ok(R::refused(*e)),
         other => other,
     }
 }

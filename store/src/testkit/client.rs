@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use tessera_proto::errorpb::RegionError;
 use tessera_proto::kvpb::kv_client::KvClient;
 use tessera_proto::kvpb::*;
 use tonic::transport::Channel;
@@ -42,19 +41,7 @@ macro_rules! endpoint_calls {
                 }
             )*
         }
-        $(
-            impl HasRegionError for $resp {
-                fn region_error(&self) -> Option<&RegionError> {
-                    self.region_error.as_ref()
-                }
-            }
-        )*
     };
-}
-
-/// Responses that may carry a routing error.
-pub trait HasRegionError {
-    fn region_error(&self) -> Option<&RegionError>;
 }
 
 endpoint_calls! {

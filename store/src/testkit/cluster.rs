@@ -24,13 +24,14 @@ use tessera_proto::kvpb::kv_client::KvClient;
 use tessera_proto::kvpb::*;
 use tessera_proto::metapb::{Peer, PeerRole, Region, RegionEpoch, Store};
 
-use super::client::{HasRegionError, KvEndpoint};
+use super::client::KvEndpoint;
 use crate::admin::AdminApi;
 use crate::directory_client::{DirectoryClient, TestDirectory};
 use crate::kv::KvConfig;
 use crate::service::{AdminService, KvService};
 use crate::split_check::SplitCheckConfig;
 use crate::{split_check, Error, NodeConfig, Result, StoreNode};
+use tessera_proto::KvResponse;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EngineKind {
@@ -569,7 +570,7 @@ impl Cluster {
         mut call: F,
     ) -> Result<R>
     where
-        R: HasRegionError,
+        R: KvResponse,
         F: FnMut(KvEndpoint, Context) -> Fut,
         Fut: Future<Output = Result<R>>,
     {

@@ -1,4 +1,6 @@
-//! The router's metrics.
+//! The routing library's metrics: requests, retries and region-cache
+//! lookups. Their names keep the `tessera_router_` prefix they have had
+//! since the router was the only user; the dashboards and alerts use them.
 
 /// Requests by operation (label `op`) and outcome (label `outcome`).
 pub const REQUESTS_TOTAL: &str = "tessera_router_requests_total";
@@ -9,7 +11,7 @@ pub const RETRIES_TOTAL: &str = "tessera_router_retries_total";
 pub const CACHE_HITS_TOTAL: &str = "tessera_router_region_cache_hits_total";
 pub const CACHE_MISSES_TOTAL: &str = "tessera_router_region_cache_misses_total";
 
-/// Registers help text for the router's metrics.
+/// Registers help text for the routing metrics.
 pub fn describe() {
     use metrics::{describe_counter, describe_histogram, Unit};
     describe_counter!(

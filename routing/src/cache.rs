@@ -11,6 +11,7 @@ use std::ops::Bound;
 
 use parking_lot::RwLock;
 use tessera_proto::metapb::{Peer, Region};
+use tessera_proto::region::{contains_key, epoch, is_newer_report, overlaps, supersedes};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct CachedRegion {
@@ -21,20 +22,6 @@ pub struct CachedRegion {
 #[derive(Default)]
 pub struct RegionCache {
     by_start: RwLock<BTreeMap<Vec<u8>, CachedRegion>>,
-}
-
-fn version(r: &Region) -> (u64, u64) {
-    let e = r.region_epoch.unwrap_or_default();
-    (e.version, e.conf_ver)
-}
-
-fn contains(r: &Region, key: &[u8]) -> bool {
-    key >= r.start_key.as_slice() && (r.end_key.is_empty() || key < r.end_key.as_slice())
-}
-
-fn overlaps(a: &Region, b: &Region) -> bool {
-    (b.end_key.is_empty() || a.start_key < b.end_key)
-        && (a.end_key.is_empty() || b.start_key < a.end_key)
 }
 
 impl RegionCache {
@@ -48,12 +35,14 @@ impl RegionCache {
         let (_, c) = map
             .range::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
             .next_back()?;
-        contains(&c.region, key).then(|| c.clone())
+        contains_key(&c.region, key).then(|| c.clone())
     }
 
     /// Records `region` (and its leader, if known), dropping what it
-    /// overlaps — unless a cached region is newer, in which case `region`
-    /// is stale and ignored.
+    /// overlaps — unless a cached region wins (`tessera_proto::region`'s
+    /// rules): the same region with a newer or incomparable epoch, or
+    /// another region `region` does not supersede. Then `region` is stale
+    /// and ignored.
     pub fn insert(&self, region: Region, leader: Option<Peer>) {
         let mut map = self.by_start.write();
         let overlapping: Vec<Vec<u8>> = map
@@ -63,10 +52,13 @@ impl RegionCache {
             .collect();
         for k in &overlapping {
             let c = &map[k];
-            let same = c.region.id == region.id;
-            if (same && version(&c.region) > version(&region))
-                || (!same && version(&c.region).0 > version(&region).0)
-            {
+            let stale = if c.region.id == region.id {
+                let (new, held) = (epoch(&region), epoch(&c.region));
+                new != held && !is_newer_report(&new, &held)
+            } else {
+                !supersedes(&region, &c.region)
+            };
+            if stale {
                 return;
             }
         }

@@ -21,7 +21,7 @@ use std::time::Duration;
 use tessera_proto::directorypb::directory_server::{Directory, DirectoryServer};
 use tessera_proto::directorypb::*;
 use tessera_proto::metapb::{Peer, PeerRole, Region, RegionEpoch, Store};
-use tessera_router::{Error, Router, RouterConfig};
+use tessera_routing::{Error, Router, RouterConfig};
 use tonic::{Request, Response, Status};
 
 /// A store that reads every request, starts to answer and hangs up.
@@ -115,7 +115,6 @@ directory_impl! {
         is_bootstrapped(IsBootstrappedRequest) -> IsBootstrappedResponse;
         bootstrap(BootstrapRequest) -> BootstrapResponse;
         alloc_ids(AllocIdsRequest) -> AllocIdsResponse;
-        ask_split(AskSplitRequest) -> AskSplitResponse;
         put_store(PutStoreRequest) -> PutStoreResponse;
         list_stores(ListStoresRequest) -> ListStoresResponse;
         store_heartbeat(StoreHeartbeatRequest) -> StoreHeartbeatResponse;

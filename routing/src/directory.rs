@@ -3,8 +3,9 @@
 //! The directory is a Raft group of 3 or 5 members; only its leader
 //! answers. A follower replies `NOT_LEADER` with the leader's address, which
 //! [`DirectoryConn::call`] follows right away. When a member cannot be
-//! reached it tries the next configured address, backing off exponentially
-//! (50 ms up to 1 s) until the call's deadline. Stores, routers, the CLI and
+//! reached it tries the next configured address, backing off ([`Backoff`]:
+//! 50 ms up to 1 s) until the call's deadline. Following the directory's
+//! leader is routing too: stores, routers, the SDK's tools, the CLI and
 //! tests all talk to the directory through it.
 
 use std::future::Future;
@@ -16,10 +17,10 @@ use tessera_proto::directorypb::directory_client::DirectoryClient as Rpc;
 use tessera_proto::directorypb::*;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::{Error, Result};
+use crate::{Backoff, Error, Result};
 
-const MIN_BACKOFF: Duration = Duration::from_millis(50);
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// Waits between rounds of unanswered calls.
+const BACKOFF: Backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
 
 /// Responses that carry a header.
 pub trait Headed {
@@ -45,7 +46,6 @@ headed!(
     ListStoresResponse,
     StoreHeartbeatResponse,
     RegionHeartbeatResponse,
-    AskSplitResponse,
     GetRegionResponse,
     ScanRegionsResponse,
     CreateKeyspaceResponse,
@@ -147,7 +147,7 @@ impl DirectoryConn {
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
         let deadline = Instant::now() + self.call_deadline;
-        let mut backoff = MIN_BACKOFF;
+        let mut failures = 0;
         let mut last;
         loop {
             let (addr, client) = self.pick()?;
@@ -186,14 +186,15 @@ impl DirectoryConn {
                     self.forget_leader();
                 }
             }
-            if Instant::now() + backoff > deadline {
-                return Err(Error::Unreachable(format!(
+            failures += 1;
+            let wait = BACKOFF.delay(failures);
+            if Instant::now() + wait > deadline {
+                return Err(Error::DirectoryUnreachable(format!(
                     "{what}: no directory leader answered within {:?} (last: {last})",
                     self.call_deadline
                 )));
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
+            tokio::time::sleep(wait).await;
         }
     }
 }

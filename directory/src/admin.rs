@@ -1,0 +1,195 @@
+//! Operators an administrator asks for (`tessera region split | move |
+//! transfer-leader`, `tessera store remove`), checked before they start.
+//!
+//! A request is refused, and nothing changes, when it cannot make sense: a
+//! region or store that does not exist, a split key outside the region, a
+//! move onto a store that already holds a replica or is not `Up`, a
+//! transfer to a learner, removing a store twice. An admin operator cancels
+//! a balance operator on its region (an admin knows what it wants; whatever
+//! a cancelled balance leaves behind, such as an extra learner, the repair
+//! rule tidies up) and is refused while any other operator runs there.
+
+use tessera_proto::directorypb::directory_command::Cmd;
+use tessera_proto::directorypb::*;
+use tessera_proto::metapb::{PeerRole, StoreState};
+
+use crate::core::Core;
+use crate::leader::state_name;
+use crate::scheduler::operator::{Operator, OperatorKind, Step};
+use crate::{metrics as m, Error, Result};
+
+impl Core {
+    /// Starts an admin operator on a region, cancelling a balance operator
+    /// there; any other operator makes the request fail.
+    fn admin_operator(
+        &self,
+        term: u64,
+        region_id: u64,
+        kind: OperatorKind,
+        steps: Vec<Step>,
+    ) -> Result<String> {
+        let mut ls = self.leader_view(term);
+        if let Some(op) = ls.operators.get(&region_id) {
+            if !op.kind.is_balance() {
+                return Err(Error::InvalidArgument(format!(
+                    "region {region_id} already has operator {} in progress",
+                    op.id
+                )));
+            }
+            tracing::info!(region_id, operator = %op.id, "operator cancelled for an admin operator");
+            metrics::counter!(m::OPERATORS_TOTAL, "kind" => op.kind.as_str(), "outcome" => "cancelled")
+                .increment(1);
+            ls.operators.remove(&region_id);
+        }
+        let op = Operator::new(
+            ls.next_operator,
+            region_id,
+            kind,
+            steps,
+            self.schedule.operator_timeout,
+        );
+        ls.next_operator += 1;
+        let id = op.id.clone();
+        ls.operators.insert(region_id, op);
+        metrics::counter!(m::OPERATORS_TOTAL, "kind" => kind.as_str(), "outcome" => "created")
+            .increment(1);
+        Ok(id)
+    }
+
+    /// Splits a region at `split_keys` (none: at its middle).
+    pub async fn split_region(&self, req: SplitRegionRequest) -> Result<String> {
+        let term = self.leading_term().await?;
+        let region = self
+            .state()
+            .regions
+            .get(&req.region_id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("region {}", req.region_id)))?;
+        let keys = tessera_proto::region::normalize_split_keys(&region, &req.split_keys)
+            .map_err(Error::InvalidArgument)?;
+        let from_version = region.region_epoch.unwrap_or_default().version;
+        self.admin_operator(
+            term,
+            region.id,
+            OperatorKind::AdminSplit,
+            vec![Step::Split { keys, from_version }],
+        )
+    }
+
+    /// Moves the replica of a region on one store to another.
+    pub async fn move_region(&self, req: MoveRegionRequest) -> Result<String> {
+        let term = self.leading_term().await?;
+        let (region, target) = {
+            let state = self.state();
+            let region = state
+                .regions
+                .get(&req.region_id)
+                .cloned()
+                .ok_or_else(|| Error::NotFound(format!("region {}", req.region_id)))?;
+            (region, state.stores.get(&req.to_store_id).cloned())
+        };
+        if !region.peers.iter().any(|p| p.store_id == req.from_store_id) {
+            return Err(Error::InvalidArgument(format!(
+                "region {} has no replica on store {}",
+                region.id, req.from_store_id
+            )));
+        }
+        if region.peers.iter().any(|p| p.store_id == req.to_store_id) {
+            return Err(Error::InvalidArgument(format!(
+                "region {} already has a replica on store {}",
+                region.id, req.to_store_id
+            )));
+        }
+        let target = target.ok_or_else(|| Error::NotFound(format!("store {}", req.to_store_id)))?;
+        let state = self
+            .leader_view(term)
+            .store_state(&target, &self.schedule.lifecycle);
+        if state != StoreState::Up {
+            return Err(Error::InvalidArgument(format!(
+                "store {} is {} and cannot take a replica",
+                target.id,
+                state_name(state)
+            )));
+        }
+        let peer_id = self.alloc_ids(1).await?;
+        self.admin_operator(
+            term,
+            region.id,
+            OperatorKind::AdminMove,
+            vec![
+                Step::AddLearner {
+                    store_id: req.to_store_id,
+                    peer_id,
+                },
+                Step::PromoteLearner {
+                    store_id: req.to_store_id,
+                },
+                Step::RemovePeer {
+                    store_id: req.from_store_id,
+                },
+            ],
+        )
+    }
+
+    /// Hands a region's leadership to its voter on a store.
+    pub async fn transfer_leader(&self, req: TransferLeaderRequest) -> Result<String> {
+        let term = self.leading_term().await?;
+        let region = self
+            .state()
+            .regions
+            .get(&req.region_id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("region {}", req.region_id)))?;
+        let peer = region
+            .peers
+            .iter()
+            .find(|p| p.store_id == req.to_store_id)
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "region {} has no replica on store {}",
+                    region.id, req.to_store_id
+                ))
+            })?;
+        if peer.role != PeerRole::Voter as i32 {
+            return Err(Error::InvalidArgument(format!(
+                "the replica of region {} on store {} is a learner and cannot lead",
+                region.id, req.to_store_id
+            )));
+        }
+        self.admin_operator(
+            term,
+            region.id,
+            OperatorKind::AdminTransferLeader,
+            vec![Step::TransferLeader {
+                to_store_id: req.to_store_id,
+            }],
+        )
+    }
+
+    /// Decommissions a store: `Offline`, then `Tombstone` once its replicas
+    /// have moved away.
+    pub async fn remove_store(&self, id: u64) -> Result<()> {
+        let store = self
+            .state()
+            .stores
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("store {id}")))?;
+        match StoreState::try_from(store.state).unwrap_or(StoreState::Up) {
+            StoreState::Tombstone => {
+                return Err(Error::InvalidArgument(format!(
+                    "store {id} is already removed"
+                )))
+            }
+            StoreState::Offline => return Ok(()),
+            _ => {}
+        }
+        self.node
+            .propose(Cmd::SetStoreState(SetStoreState {
+                store_id: id,
+                state: StoreState::Offline as i32,
+            }))
+            .await
+            .map(|_| ())
+    }
+}

@@ -1,0 +1,129 @@
+//! Heartbeats: what stores tell the leader about themselves and about the
+//! regions they lead.
+//!
+//! A store heartbeat refreshes the store's statistics and its last-seen
+//! time (from which the store lifecycle Up → Disconnected → Down follows).
+//! A region report puts a region through Raft only when its epoch is newer
+//! than the recorded one (a split's siblings with it); sizes, leaders and
+//! replication progress stay in the leader's memory. The reply carries the
+//! next step of the region's operator, if it has one that can run.
+
+use std::time::Instant;
+
+use tessera_proto::directorypb::directory_command::Cmd;
+use tessera_proto::directorypb::*;
+
+use crate::core::Core;
+use crate::leader::{RegionStats, StoreRuntime};
+use crate::scheduler::operator::Outcome;
+use crate::{metrics as m, Error, Result};
+
+impl Core {
+    /// Records a region report; returns the operator step for its leader,
+    /// if there is one.
+    pub async fn handle_region_report(
+        &self,
+        report: RegionReport,
+    ) -> Result<Option<RegionHeartbeatResponse>> {
+        let started = Instant::now();
+        let term = self.leading_term().await?;
+        let Some(region) = report.region.clone() else {
+            return Err(Error::InvalidArgument(
+                "region report without a region".into(),
+            ));
+        };
+        let mut batch = vec![region.clone()];
+        batch.extend(report.split_siblings.iter().cloned());
+        let plan = self.state().plan_regions(batch);
+        if let Ok(fresh) = plan {
+            match self
+                .node
+                .propose(Cmd::PutRegions(RegionBatch { regions: fresh }))
+                .await
+            {
+                Ok(_) | Err(Error::Stale(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        // A report older than what is recorded says nothing useful.
+        let recorded = self.state().regions.get(&region.id).cloned();
+        match &recorded {
+            Some(known) if known.region_epoch != region.region_epoch => return Ok(None),
+            None => return Ok(None),
+            _ => {}
+        }
+        let mut ls = self.leader_view(term);
+        ls.regions.insert(
+            region.id,
+            RegionStats {
+                leader: report.leader,
+                term: report.term,
+                approximate_size_bytes: report.approximate_size_bytes,
+                down_peers: report.down_peers.clone(),
+                progress: report.progress.clone(),
+                seen: Instant::now(),
+            },
+        );
+        let mut reply = None;
+        if let Some(op) = ls.operators.get_mut(&region.id) {
+            let op_id = op.id.clone();
+            let (outcome, step) = op.advance(&region, report.leader.as_ref(), &report.progress);
+            match outcome {
+                Outcome::Running => {
+                    reply = step.map(|s| RegionHeartbeatResponse {
+                        header: None,
+                        region_id: region.id,
+                        region_epoch: region.region_epoch,
+                        step: Some(s.to_proto()),
+                        operator: op_id,
+                    });
+                }
+                done => {
+                    let kind = op.kind;
+                    let op = op.clone();
+                    let outcome = if done == Outcome::Finished {
+                        "finished"
+                    } else {
+                        "timed_out"
+                    };
+                    tracing::info!(region_id = region.id, operator = %op.id, outcome, "operator ended");
+                    ls.operators.remove(&region.id);
+                    metrics::counter!(m::OPERATORS_TOTAL, "kind" => kind.as_str(), "outcome" => outcome)
+                        .increment(1);
+                }
+            }
+        }
+        metrics::histogram!(m::HEARTBEAT_SECONDS).record(started.elapsed().as_secs_f64());
+        Ok(reply.map(|mut r| {
+            r.header = self.header(None);
+            r
+        }))
+    }
+
+    /// Records a store's heartbeat (leader only; the store must be
+    /// registered).
+    pub async fn store_heartbeat(&self, stats: StoreStats) -> Result<()> {
+        let started = Instant::now();
+        let r = self.record_store_heartbeat(stats).await;
+        metrics::histogram!(m::HEARTBEAT_SECONDS).record(started.elapsed().as_secs_f64());
+        r
+    }
+
+    async fn record_store_heartbeat(&self, stats: StoreStats) -> Result<()> {
+        let term = self.leading_term().await?;
+        if !self.state().stores.contains_key(&stats.store_id) {
+            return Err(Error::NotFound(format!(
+                "store {}; register it first",
+                stats.store_id
+            )));
+        }
+        self.leader_view(term).stores.insert(
+            stats.store_id,
+            StoreRuntime {
+                stats,
+                last_heartbeat: Instant::now(),
+            },
+        );
+        Ok(())
+    }
+}

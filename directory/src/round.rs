@@ -1,0 +1,72 @@
+//! The scheduler's round, on the leader every `schedule.interval`: make
+//! sure the cluster has an id, keep ids at hand, let the rules plan
+//! ([`crate::scheduler::plan`], which is pure), export the gauges of
+//! regions and store states, and propose the commands the rules decided
+//! (store state changes, placements). Operators the rules create wait in
+//! the leader's view for their regions' next heartbeats.
+
+use std::collections::BTreeMap;
+
+use tessera_proto::directorypb::directory_command::Cmd;
+
+use crate::core::Core;
+use crate::ids::SCHEDULER_SPARE_IDS;
+use crate::leader::state_name;
+use crate::scheduler;
+use crate::{metrics as m, Result};
+
+impl Core {
+    /// One round of the scheduler (leader only).
+    pub async fn schedule_once(&self) -> Result<()> {
+        let term = self.leading_term().await?;
+        if self.state().meta.cluster_id == 0 {
+            self.node
+                .propose(Cmd::InitCluster(rand::random::<u64>() | 1))
+                .await?;
+        }
+        if !self.state().meta.bootstrapped {
+            return Ok(());
+        }
+        // Keep ids at hand so planning never waits on Raft.
+        self.keep_ids_at_hand(term, SCHEDULER_SPARE_IDS).await?;
+        let decisions = {
+            let state = self.state();
+            let mut ls = self.leader_view(term);
+            let mut ids = ls.ids;
+            let d = scheduler::plan(&state, &mut ls, &self.schedule, &mut || {
+                (ids.0 < ids.1).then(|| {
+                    ids.0 += 1;
+                    ids.0 - 1
+                })
+            });
+            ls.ids = ids;
+            // Gauges: regions, and stores by state.
+            metrics::gauge!(m::REGIONS).set(state.regions.len() as f64);
+            let mut by_state: BTreeMap<&'static str, usize> = BTreeMap::new();
+            for s in state.stores.values() {
+                *by_state
+                    .entry(state_name(ls.store_state(s, &self.schedule.lifecycle)))
+                    .or_default() += 1;
+            }
+            for name in ["up", "disconnected", "down", "offline", "tombstone"] {
+                metrics::gauge!(m::STORES, "state" => name)
+                    .set(by_state.get(name).copied().unwrap_or(0) as f64);
+            }
+            d
+        };
+        for kind in &decisions.created {
+            metrics::counter!(m::OPERATORS_TOTAL, "kind" => kind.as_str(), "outcome" => "created")
+                .increment(1);
+        }
+        for kind in &decisions.cancelled {
+            metrics::counter!(m::OPERATORS_TOTAL, "kind" => kind.as_str(), "outcome" => "cancelled")
+                .increment(1);
+        }
+        for cmd in decisions.commands {
+            if let Err(e) = self.node.propose(cmd).await {
+                tracing::debug!(error = %e, "scheduler command not applied");
+            }
+        }
+        Ok(())
+    }
+}

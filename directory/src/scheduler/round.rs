@@ -1,0 +1,183 @@
+//! [`Round`]: what every rule of one scheduling round sees and shares —
+//! the replicated state, the leader's view, the decisions so far and the
+//! ids at hand — with the helpers the rules have in common.
+//!
+//! Invariants every rule keeps through [`Round::add_operator`]: a region
+//! has at most one operator; an operator has at least one step; a store
+//! that is not down takes part in at most `max_operators_per_store`
+//! operators ([`Round::busy`]).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use tessera_proto::metapb::{Peer, PeerRole, Region, StoreState};
+
+use super::operator::{Operator, OperatorKind, Step};
+use super::{Decisions, ScheduleConfig};
+use crate::leader::LeaderState;
+use crate::state::DirectoryState;
+
+/// One round's view and decisions.
+pub(super) struct Round<'a> {
+    pub state: &'a DirectoryState,
+    pub cfg: &'a ScheduleConfig,
+    pub leader: &'a mut LeaderState,
+    pub alloc_id: &'a mut dyn FnMut() -> Option<u64>,
+    pub out: Decisions,
+    /// Every store's lifecycle state, as the leader sees it now.
+    pub store_states: BTreeMap<u64, StoreState>,
+    /// Replicas per store.
+    pub region_counts: HashMap<u64, usize>,
+}
+
+impl<'a> Round<'a> {
+    pub fn new(
+        state: &'a DirectoryState,
+        leader: &'a mut LeaderState,
+        cfg: &'a ScheduleConfig,
+        alloc_id: &'a mut dyn FnMut() -> Option<u64>,
+    ) -> Self {
+        let store_states = state
+            .stores
+            .values()
+            .map(|s| (s.id, leader.store_state(s, &cfg.lifecycle)))
+            .collect();
+        let mut region_counts: HashMap<u64, usize> = HashMap::new();
+        for r in state.regions.values() {
+            for p in &r.peers {
+                *region_counts.entry(p.store_id).or_default() += 1;
+            }
+        }
+        Round {
+            state,
+            cfg,
+            leader,
+            alloc_id,
+            out: Decisions::default(),
+            store_states,
+            region_counts,
+        }
+    }
+
+    pub fn state_of(&self, store_id: u64) -> StoreState {
+        self.store_states
+            .get(&store_id)
+            .copied()
+            .unwrap_or(StoreState::Tombstone)
+    }
+
+    /// A store whose replicas must move off: down, decommissioned or gone.
+    pub fn is_bad(&self, store_id: u64) -> bool {
+        matches!(
+            self.state_of(store_id),
+            StoreState::Down | StoreState::Offline | StoreState::Tombstone
+        )
+    }
+
+    pub fn zone(&self, store_id: u64) -> Option<&'a str> {
+        let zone_label = &self.cfg.zone_label;
+        self.state.stores.get(&store_id).and_then(|s| {
+            s.labels
+                .iter()
+                .find(|l| &l.key == zone_label)
+                .map(|l| l.value.as_str())
+        })
+    }
+
+    pub fn up_stores(&self) -> Vec<u64> {
+        self.store_states
+            .iter()
+            .filter(|(_, s)| **s == StoreState::Up)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    pub fn replicas_on(&self, store_id: u64) -> usize {
+        self.region_counts.get(&store_id).copied().unwrap_or(0)
+    }
+
+    /// Whether `store_id` takes part in as many operators as it may.
+    /// Nothing runs on a store that is down; it does not limit anything.
+    pub fn busy(&self, store_id: u64) -> bool {
+        !self.is_bad(store_id)
+            && self.leader.operators_on(store_id) >= self.cfg.max_operators_per_store
+    }
+
+    pub fn has_operator(&self, region_id: u64) -> bool {
+        self.leader.operators.contains_key(&region_id)
+    }
+
+    /// The store leading `region_id`, as last reported.
+    pub fn leader_store(&self, region_id: u64) -> Option<u64> {
+        self.leader
+            .regions
+            .get(&region_id)
+            .and_then(|s| s.leader)
+            .map(|l| l.store_id)
+    }
+
+    pub fn next_id(&mut self) -> Option<u64> {
+        (self.alloc_id)()
+    }
+
+    /// Starts an operator on `region_id` unless it has one already (or
+    /// there is nothing to do).
+    pub fn add_operator(&mut self, region_id: u64, kind: OperatorKind, steps: Vec<Step>) {
+        if self.has_operator(region_id) || steps.is_empty() {
+            return;
+        }
+        let op = Operator::new(
+            self.leader.next_operator,
+            region_id,
+            kind,
+            steps,
+            self.cfg.operator_timeout,
+        );
+        self.leader.next_operator += 1;
+        self.leader.operators.insert(region_id, op);
+        self.out.created.push(kind);
+    }
+
+    /// The best `Up` store to receive a replica of `region`: not holding
+    /// it, not busy, in a zone the region does not use yet if possible,
+    /// with the fewest replicas.
+    pub fn pick_target(&self, region: &Region, leaving: Option<u64>) -> Option<u64> {
+        let used_zones: BTreeSet<&str> = region
+            .peers
+            .iter()
+            .filter(|p| Some(p.store_id) != leaving && !self.is_bad(p.store_id))
+            .filter_map(|p| self.zone(p.store_id))
+            .collect();
+        self.up_stores()
+            .into_iter()
+            .filter(|s| region.peers.iter().all(|p| p.store_id != *s))
+            .filter(|s| !self.busy(*s))
+            .min_by_key(|s| {
+                let zone_clash = self.zone(*s).is_some_and(|z| used_zones.contains(z));
+                (zone_clash, self.replicas_on(*s), *s)
+            })
+    }
+}
+
+pub(super) fn is_voter(p: &Peer) -> bool {
+    matches!(
+        PeerRole::try_from(p.role).unwrap_or(PeerRole::Voter),
+        PeerRole::Voter | PeerRole::IncomingVoter
+    )
+}
+
+/// The steps that move a replica onto `target` (as peer `peer_id`) and off
+/// `source`, if any: a learner first, promoted once caught up, then the
+/// old replica removed — never fewer voters than before.
+pub(super) fn move_steps(target: u64, peer_id: u64, source: Option<u64>) -> Vec<Step> {
+    let mut steps = vec![
+        Step::AddLearner {
+            store_id: target,
+            peer_id,
+        },
+        Step::PromoteLearner { store_id: target },
+    ];
+    if let Some(s) = source {
+        steps.push(Step::RemovePeer { store_id: s });
+    }
+    steps
+}

@@ -1,0 +1,63 @@
+//! Rule 7, **balance-leader**: leaders spread evenly over the `Up` stores.
+//!
+//! Leaders are counted per store, a leader transfer in flight counting at
+//! its destination. While the most and the fewest differ by more than
+//! `balance_threshold`, a region led from the busiest store that has a
+//! voter on the least busy one hands its leadership over — at most
+//! `max_balance_per_round` a round, so that decisions made from slightly
+//! old reports do not overshoot and flap.
+
+use std::collections::HashMap;
+
+use tessera_proto::metapb::Region;
+
+use crate::scheduler::operator::{OperatorKind, Step};
+use crate::scheduler::round::{is_voter, Round};
+
+pub(in crate::scheduler) fn plan(round: &mut Round, ready: &[&Region]) {
+    let up = round.up_stores();
+    if up.len() < 2 {
+        return;
+    }
+    let mut leaders: HashMap<u64, usize> = up.iter().map(|s| (*s, 0)).collect();
+    for r in ready {
+        let pending = round.leader.operators.get(&r.id).and_then(|o| {
+            o.steps[o.current.min(o.steps.len() - 1)..]
+                .iter()
+                .find_map(|s| match s {
+                    Step::TransferLeader { to_store_id } => Some(*to_store_id),
+                    _ => None,
+                })
+        });
+        let store = pending.or(round.leader_store(r.id));
+        if let Some(c) = store.and_then(|s| leaders.get_mut(&s)) {
+            *c += 1;
+        }
+    }
+    for _ in 0..round.cfg.max_balance_per_round {
+        let (&max_s, &max_c) = leaders
+            .iter()
+            .max_by_key(|(s, c)| (**c, **s))
+            .expect("stores");
+        let (&min_s, &min_c) = leaders
+            .iter()
+            .min_by_key(|(s, c)| (**c, **s))
+            .expect("stores");
+        if max_c <= min_c + round.cfg.balance_threshold {
+            break;
+        }
+        let candidate = ready.iter().find(|r| {
+            !round.has_operator(r.id)
+                && round.leader_store(r.id) == Some(max_s)
+                && r.peers.iter().any(|p| p.store_id == min_s && is_voter(p))
+        });
+        let Some(r) = candidate else { break };
+        round.add_operator(
+            r.id,
+            OperatorKind::BalanceLeader,
+            vec![Step::TransferLeader { to_store_id: min_s }],
+        );
+        *leaders.get_mut(&max_s).expect("store") -= 1;
+        *leaders.get_mut(&min_s).expect("store") += 1;
+    }
+}

@@ -1,0 +1,75 @@
+//! Rule 8, **balance-region**: replicas spread evenly over the `Up`
+//! stores.
+//!
+//! Replicas are counted per store, with what operators in flight will add
+//! and remove. While the busiest store holds more than `balance_threshold`
+//! replicas above the least busy one that is not busy with operators, one
+//! replica of a healthy region moves from the first to the second — at
+//! most `max_balance_per_round` a round. Regions with a recorded placement
+//! (rule 5) are not moved.
+
+use std::collections::{BTreeSet, HashMap};
+
+use tessera_proto::metapb::Region;
+
+use crate::scheduler::operator::{OperatorKind, Step};
+use crate::scheduler::round::{move_steps, Round};
+
+pub(in crate::scheduler) fn plan(round: &mut Round, ready: &[&Region], placed: &BTreeSet<u64>) {
+    let up = round.up_stores();
+    if up.len() < 2 {
+        return;
+    }
+    let mut counts: HashMap<u64, usize> = up.iter().map(|s| (*s, round.replicas_on(*s))).collect();
+    // Replicas that operators in flight will add or remove.
+    for op in round.leader.operators.values() {
+        for s in &op.steps[op.current.min(op.steps.len())..] {
+            match s {
+                Step::AddLearner { store_id, .. } => {
+                    if let Some(c) = counts.get_mut(store_id) {
+                        *c += 1;
+                    }
+                }
+                Step::RemovePeer { store_id } => {
+                    if let Some(c) = counts.get_mut(store_id) {
+                        *c = c.saturating_sub(1);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    for _ in 0..round.cfg.max_balance_per_round {
+        let (&max_s, &max_c) = counts
+            .iter()
+            .max_by_key(|(s, c)| (**c, **s))
+            .expect("stores");
+        let candidates: Vec<u64> = counts
+            .keys()
+            .filter(|s| !round.busy(**s))
+            .copied()
+            .collect();
+        let Some(&min_s) = candidates.iter().min_by_key(|s| (counts[s], **s)) else {
+            break;
+        };
+        if max_c <= counts[&min_s] + round.cfg.balance_threshold || round.busy(max_s) {
+            break;
+        }
+        let candidate = ready.iter().find(|r| {
+            !round.has_operator(r.id)
+                && !placed.contains(&r.id)
+                && r.peers.iter().any(|p| p.store_id == max_s)
+                && r.peers.iter().all(|p| p.store_id != min_s)
+                && r.peers.iter().all(|p| !round.is_bad(p.store_id))
+        });
+        let Some(r) = candidate else { break };
+        let Some(id) = round.next_id() else { break };
+        round.add_operator(
+            r.id,
+            OperatorKind::BalanceRegion,
+            move_steps(min_s, id, Some(max_s)),
+        );
+        *counts.get_mut(&max_s).expect("store") -= 1;
+        *counts.get_mut(&min_s).expect("store") += 1;
+    }
+}

@@ -1,0 +1,220 @@
+//! The retry loop: one request about one key, sent to the leader of the
+//! region that holds it until it succeeds, fails for good, may have applied
+//! or runs out of time.
+//!
+//! Each attempt locates the region ([`crate::locate`]), sends the request to
+//! the cached leader (or a voter in turn) and hands any failure to
+//! [`crate::reaction::react`], then does what it says: correct the cache,
+//! retry at once or after the backoff, or stop. An operation that is
+//! [`SendPolicy::AtMostOnce`] stops with [`Error::Indeterminate`] the
+//! moment it may have applied; it is never sent twice.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use tessera_proto::kvpb::kv_client::KvClient;
+use tessera_proto::kvpb::Context;
+use tessera_proto::metapb::Region;
+use tessera_proto::KvResponse;
+use tonic::transport::Channel;
+
+use crate::cache::CachedRegion;
+use crate::locate::target;
+use crate::metrics as m;
+use crate::reaction::{react, CacheUpdate, Failure, Next, Reaction, SendPolicy};
+use crate::sent::sent;
+use crate::{Error, Result, Router};
+
+/// Retries in a row without waiting (following leader hints, fresh
+/// epochs) before the router reloads the region from the directory.
+const MAX_QUICK_RETRIES: usize = 3;
+
+/// Every this many failed attempts the region is reloaded from the
+/// directory, whatever the errors were.
+const RELOAD_EVERY_ATTEMPTS: usize = 4;
+
+/// How much longer than the base backoff to wait for an election.
+const ELECTION_WAIT_FACTOR: u32 = 5;
+
+/// What one attempt at one region gave.
+pub(crate) enum Attempt<T> {
+    Done(T),
+    /// Try again: `wait` says when (None: at once).
+    Retry {
+        wait: Option<Duration>,
+        reason: &'static str,
+    },
+    /// The request may have been applied.
+    Unknown(String),
+    Fatal(Error),
+}
+
+impl Router {
+    /// Applies `r` to the cache and turns it into what the loop does.
+    fn apply<T>(&self, r: Reaction, c: &CachedRegion, store_id: u64) -> Attempt<T> {
+        let region_id = c.region.id;
+        match r.cache {
+            CacheUpdate::Keep => {}
+            CacheUpdate::SetLeader(l) => self.cache.set_leader(region_id, l),
+            CacheUpdate::ClearLeader => self.cache.clear_leader(region_id),
+            CacheUpdate::Invalidate => self.cache.invalidate(region_id),
+            CacheUpdate::Replace(regions) => {
+                for region in regions {
+                    self.cache.insert(region, None);
+                }
+            }
+            CacheUpdate::ForgetStore => {
+                self.stores.forget(store_id);
+                self.cache.clear_leader(region_id);
+            }
+        }
+        let min = self.cfg.backoff.min;
+        let wait = |w| Attempt::Retry {
+            wait: Some(w),
+            reason: r.reason,
+        };
+        match r.next {
+            Next::Now => Attempt::Retry {
+                wait: None,
+                reason: r.reason,
+            },
+            Next::Backoff => wait(min),
+            Next::BackoffAtLeast(d) => wait(d),
+            Next::Election => wait(min * ELECTION_WAIT_FACTOR),
+            Next::Indeterminate(m) => Attempt::Unknown(format!("store {store_id}: {m}")),
+            Next::InvalidArgument(m) => Attempt::Fatal(Error::InvalidArgument(m)),
+        }
+    }
+
+    /// One attempt at region `c`.
+    pub(crate) async fn attempt<R, F, Fut>(
+        &self,
+        c: &CachedRegion,
+        attempt: usize,
+        policy: SendPolicy,
+        call: &mut F,
+    ) -> Attempt<R>
+    where
+        R: KvResponse,
+        F: FnMut(KvClient<Channel>, Context) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<R>, tonic::Status>>,
+    {
+        let Some(peer) = target(c, attempt) else {
+            self.cache.invalidate(c.region.id);
+            return Attempt::Retry {
+                wait: Some(self.cfg.backoff.min),
+                reason: "no_peer",
+            };
+        };
+        let client = match self.stores.client(&self.dir, peer.store_id).await {
+            Ok(cl) => cl,
+            Err(e) => {
+                tracing::debug!(error = %e, "no client for store");
+                return Attempt::Retry {
+                    wait: Some(self.cfg.backoff.min),
+                    reason: "store_lookup",
+                };
+            }
+        };
+        let ctx = Context {
+            region_id: c.region.id,
+            region_epoch: c.region.region_epoch,
+            peer: Some(peer),
+            follower_read: false,
+        };
+        let reaction = match call(client, ctx).await {
+            Ok(resp) => {
+                let resp = resp.into_inner();
+                match resp.region_error() {
+                    None => return Attempt::Done(resp),
+                    Some(e) => react(Failure::Region(e), policy, &c.region, &peer),
+                }
+            }
+            Err(status) => react(
+                Failure::Status(&status, sent(&status)),
+                policy,
+                &c.region,
+                &peer,
+            ),
+        };
+        self.apply(reaction, c, peer.store_id)
+    }
+
+    /// Sends a request about `key` (encoded) until it succeeds, fails for
+    /// good or the deadline passes. Returns the response and the region
+    /// that served it.
+    pub(crate) async fn route<R, F, Fut>(
+        &self,
+        op: &'static str,
+        key: &[u8],
+        policy: SendPolicy,
+        mut call: F,
+    ) -> Result<(R, Region)>
+    where
+        R: KvResponse,
+        F: FnMut(KvClient<Channel>, Context) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<R>, tonic::Status>>,
+    {
+        let started = Instant::now();
+        let deadline = started + self.cfg.timeout;
+        let mut failures = 0u32;
+        let mut attempts = 0usize;
+        let mut quick = 0usize;
+        let result = loop {
+            if Instant::now() >= deadline {
+                // Every attempt so far certainly failed (an unknown outcome
+                // ends the loop at once): nothing was applied.
+                break Err(Error::Unavailable(format!(
+                    "{op} did not complete within {:?}",
+                    self.cfg.timeout
+                )));
+            }
+            let c = match self.locate(key).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(error = %e, "locating a region failed");
+                    failures += 1;
+                    self.cfg.backoff.wait(failures).await;
+                    continue;
+                }
+            };
+            match self.attempt(&c, attempts, policy, &mut call).await {
+                Attempt::Done(r) => break Ok((r, c.region)),
+                Attempt::Fatal(e) => break Err(e),
+                Attempt::Unknown(u) => {
+                    break Err(Error::Indeterminate(format!("{op}: {u}")));
+                }
+                Attempt::Retry { wait, reason } => {
+                    metrics::counter!(m::RETRIES_TOTAL, "reason" => reason).increment(1);
+                    if attempts % RELOAD_EVERY_ATTEMPTS == RELOAD_EVERY_ATTEMPTS - 1 {
+                        // However the failures look, the cached view may be
+                        // what is wrong.
+                        self.cache.invalidate(c.region.id);
+                    }
+                    tracing::debug!(op, region_id = c.region.id, reason, attempts, "retrying");
+                    match wait {
+                        Some(w) => {
+                            quick = 0;
+                            failures += 1;
+                            tokio::time::sleep(w.max(self.cfg.backoff.delay(failures))).await;
+                        }
+                        // Hints can go round in circles (stale peers naming
+                        // each other): after a few, ask the directory again.
+                        None if quick >= MAX_QUICK_RETRIES => {
+                            quick = 0;
+                            self.cache.invalidate(c.region.id);
+                            failures += 1;
+                            self.cfg.backoff.wait(failures).await;
+                        }
+                        None => quick += 1,
+                    }
+                }
+            }
+            attempts += 1;
+        };
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        metrics::counter!(m::REQUESTS_TOTAL, "op" => op, "outcome" => outcome).increment(1);
+        metrics::histogram!(m::REQUEST_SECONDS, "op" => op).record(started.elapsed().as_secs_f64());
+        result
+    }
+}
