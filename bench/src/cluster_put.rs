@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
-use tessera_store::testkit::{key, Cluster, ClusterOptions, EngineKind, TransportKind};
 use tessera_store::NodeConfig;
+use tessera_testkit::{key, Cluster, ClusterOptions, EngineKind, TransportKind};
 
 use crate::report::{Latency, Report, Row};
 

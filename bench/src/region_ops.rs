@@ -14,8 +14,8 @@ use indicatif::ProgressBar;
 use tessera_multiraft::region::find_peer_on_store;
 use tessera_proto::adminpb::ChangePeerKind;
 use tessera_proto::kvpb::{BatchPutRequest, KvPair};
-use tessera_store::testkit::{key, Cluster, ClusterOptions, EngineKind, TransportKind};
 use tessera_store::NodeConfig;
+use tessera_testkit::{key, Cluster, ClusterOptions, EngineKind, TransportKind};
 
 use crate::report::{Report, Row};
 
@@ -96,13 +96,17 @@ async fn fill(cluster: &Cluster, mib: u64) -> anyhow::Result<()> {
             .collect();
         let first = pairs[0].key.clone();
         cluster
-            .request(&first, true, |kv, ctx| {
-                let req = BatchPutRequest {
-                    context: Some(ctx),
-                    pairs: pairs.clone(),
-                };
-                async move { kv.batch_put(req).await }
-            })
+            .request(
+                &first,
+                tessera_testkit::SendPolicy::Resendable,
+                |kv, ctx| {
+                    let req = BatchPutRequest {
+                        context: Some(ctx),
+                        pairs: pairs.clone(),
+                    };
+                    async move { kv.batch_put(req).await }
+                },
+            )
             .await?;
         bar.inc(1);
     }

@@ -18,8 +18,8 @@ use anyhow::{anyhow, Result};
 use tessera_proto::directorypb::*;
 use tessera_routing::directory::DirectoryConn;
 
+use crate::boundaries::Keyspaces;
 use crate::conn::{bound, Addrs};
-use crate::keys::Keyspaces;
 
 /// The directory, as the admin commands use it.
 pub struct Directory {

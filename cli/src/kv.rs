@@ -20,8 +20,8 @@ use anyhow::{bail, Result};
 use clap::Args;
 use serde::Serialize;
 
+use crate::boundaries::text;
 use crate::conn::Ctx;
-use crate::keys::text;
 use crate::output;
 
 /// The keyspace a kv command works in.

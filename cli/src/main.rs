@@ -15,10 +15,10 @@
 //! Results go to stdout only, as a table or as one JSON document
 //! (`--output`).
 
+mod boundaries;
 mod cluster;
 mod conn;
 mod directory;
-mod keys;
 mod keyspace;
 mod kv;
 mod output;

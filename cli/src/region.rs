@@ -29,9 +29,9 @@ use tessera_proto::directorypb::RegionInfo;
 use tessera_proto::keys::{self, DEFAULT_KEYSPACE_ID};
 use tessera_proto::metapb::{PeerRole, Region};
 
+use crate::boundaries::{hex, render_bound, Bound, Keyspaces};
 use crate::conn::{parse_seconds, seconds, Ctx};
 use crate::directory::Directory;
-use crate::keys::{hex, render_bound, Bound, Keyspaces};
 use crate::output::{self, human_bytes};
 use crate::wait::{self, Poll};
 

@@ -11,7 +11,7 @@
 
 use tessera_proto::directorypb::directory_command::Cmd;
 use tessera_proto::directorypb::*;
-use tessera_proto::metapb::{PeerRole, StoreState};
+use tessera_proto::metapb::{PeerRole, Region, StoreState};
 
 use crate::core::Core;
 use crate::leader::state_name;
@@ -19,6 +19,15 @@ use crate::scheduler::operator::{Operator, OperatorKind, Step};
 use crate::{metrics as m, Error, Result};
 
 impl Core {
+    /// The region as the directory knows it, or `NotFound`.
+    fn known_region(&self, region_id: u64) -> Result<Region> {
+        self.state()
+            .regions
+            .get(&region_id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("region {region_id}")))
+    }
+
     /// Starts an admin operator on a region, cancelling a balance operator
     /// there; any other operator makes the request fail.
     fn admin_operator(
@@ -59,12 +68,7 @@ impl Core {
     /// Splits a region at `split_keys` (none: at its middle).
     pub async fn split_region(&self, req: SplitRegionRequest) -> Result<String> {
         let term = self.leading_term().await?;
-        let region = self
-            .state()
-            .regions
-            .get(&req.region_id)
-            .cloned()
-            .ok_or_else(|| Error::NotFound(format!("region {}", req.region_id)))?;
+        let region = self.known_region(req.region_id)?;
         let keys = tessera_proto::region::normalize_split_keys(&region, &req.split_keys)
             .map_err(Error::InvalidArgument)?;
         let from_version = region.region_epoch.unwrap_or_default().version;
@@ -79,15 +83,8 @@ impl Core {
     /// Moves the replica of a region on one store to another.
     pub async fn move_region(&self, req: MoveRegionRequest) -> Result<String> {
         let term = self.leading_term().await?;
-        let (region, target) = {
-            let state = self.state();
-            let region = state
-                .regions
-                .get(&req.region_id)
-                .cloned()
-                .ok_or_else(|| Error::NotFound(format!("region {}", req.region_id)))?;
-            (region, state.stores.get(&req.to_store_id).cloned())
-        };
+        let region = self.known_region(req.region_id)?;
+        let target = self.state().stores.get(&req.to_store_id).cloned();
         if !region.peers.iter().any(|p| p.store_id == req.from_store_id) {
             return Err(Error::InvalidArgument(format!(
                 "region {} has no replica on store {}",
@@ -134,12 +131,7 @@ impl Core {
     /// Hands a region's leadership to its voter on a store.
     pub async fn transfer_leader(&self, req: TransferLeaderRequest) -> Result<String> {
         let term = self.leading_term().await?;
-        let region = self
-            .state()
-            .regions
-            .get(&req.region_id)
-            .cloned()
-            .ok_or_else(|| Error::NotFound(format!("region {}", req.region_id)))?;
+        let region = self.known_region(req.region_id)?;
         let peer = region
             .peers
             .iter()

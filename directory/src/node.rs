@@ -19,13 +19,13 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use parking_lot::RwLock;
 use tessera_multiraft::engine::{Engine, RocksEngine, RocksOptions};
-use tessera_multiraft::poller::{self, PollerSpec};
-use tessera_multiraft::router::{
+use tessera_multiraft::mailbox::{
     ConfChangeItem, ConfChangeKind, EpochCheck, PollerMsg, ReadPolicy, RegionInfo,
 };
+use tessera_multiraft::poller::{self, PollerSpec};
 use tessera_multiraft::snapshot::SnapManager;
 use tessera_multiraft::transport::{AddressResolver, GrpcTransport};
-use tessera_multiraft::{region, Poller, PollerHandle, RaftConfig, RaftRouter};
+use tessera_multiraft::{region, Mailbox, Poller, PollerHandle, RaftConfig};
 use tessera_proto::directorypb::directory_command::Cmd;
 use tessera_proto::directorypb::Member;
 use tessera_proto::errorpb::region_error::Error as RegionErrorKind;
@@ -113,12 +113,12 @@ impl DirectoryNode {
             initial: Arc::new(spec.members.clone()),
             state: state.clone(),
         };
-        let (router, mailbox) = poller::mailbox(16 * 1024);
+        let (mailbox, inbox) = poller::mailbox(16 * 1024);
         let transport = GrpcTransport::new(
             spec.member_id,
             tokio::runtime::Handle::current(),
             Arc::new(resolver.clone()),
-            router.clone(),
+            mailbox.clone(),
         );
         let poller = Poller::spawn(
             PollerSpec {
@@ -128,9 +128,9 @@ impl DirectoryNode {
                 snap_mgr: snap_mgr.clone(),
                 state_machine: DirectoryStateMachine::new(state.clone()),
                 transport: Box::new(transport),
-                mailbox,
+                inbox,
             },
-            router.clone(),
+            mailbox.clone(),
         )?;
         let node = DirectoryNode {
             member_id: spec.member_id,
@@ -165,7 +165,7 @@ impl DirectoryNode {
                     })
                     .collect(),
             };
-            node.router().create_region(region).await?;
+            node.mailbox().create_region(region).await?;
             tracing::info!(member_id = spec.member_id, members = ?spec.members, "created a new directory group");
         }
         Ok(node)
@@ -175,8 +175,8 @@ impl DirectoryNode {
         self.member_id
     }
 
-    pub fn router(&self) -> &RaftRouter<DirOutput> {
-        self.poller.router()
+    pub fn mailbox(&self) -> &Mailbox<DirOutput> {
+        self.poller.mailbox()
     }
 
     pub fn engine(&self) -> &Arc<dyn Engine> {
@@ -198,7 +198,7 @@ impl DirectoryNode {
     /// This member's view of the directory group, once it has one.
     pub async fn raft_info(&self) -> Result<Option<RegionInfo>> {
         Ok(self
-            .router()
+            .mailbox()
             .inspect()
             .await?
             .into_iter()
@@ -237,7 +237,7 @@ impl DirectoryNode {
     pub async fn propose(&self, cmd: Cmd) -> Result<Applied> {
         let started = Instant::now();
         let (tx, rx) = oneshot::channel();
-        self.router()
+        self.mailbox()
             .send(PollerMsg::Propose {
                 region_id: DIRECTORY_REGION_ID,
                 epoch: EpochCheck::default(),
@@ -257,7 +257,7 @@ impl DirectoryNode {
     /// committed before the call (a linearizable read may follow).
     pub async fn read_barrier(&self) -> Result<()> {
         let (tx, rx) = oneshot::channel();
-        self.router()
+        self.mailbox()
             .send(PollerMsg::Read {
                 region_id: DIRECTORY_REGION_ID,
                 epoch: EpochCheck::default(),
@@ -342,7 +342,7 @@ impl DirectoryNode {
         let epoch = EpochCheck::all(region::epoch(&info.region));
         match tokio::time::timeout(
             self.timeout,
-            self.router().change_peers(
+            self.mailbox().change_peers(
                 DIRECTORY_REGION_ID,
                 epoch,
                 vec![ConfChangeItem { kind, peer }],
@@ -363,7 +363,7 @@ impl DirectoryNode {
                 Ok(Some(info)) if info.is_leader => {
                     let (tx, rx) = oneshot::channel();
                     if self
-                        .router()
+                        .mailbox()
                         .send(PollerMsg::TransferAllLeaders {
                             cb: Box::new(move |n| {
                                 let _ = tx.send(n);

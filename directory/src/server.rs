@@ -85,7 +85,7 @@ pub async fn run(
         })?;
     let listen_addr = listener.local_addr()?;
     let (health, health_service) = tonic_health::server::health_reporter();
-    let raft = RaftService::new(cfg.id, node.router().clone(), node.snap_mgr().clone())
+    let raft = RaftService::new(cfg.id, node.mailbox().clone(), node.snap_mgr().clone())
         .with_stop(stop.clone())
         .into_server();
     let directory = DirectoryService::new(core.clone()).into_server();
@@ -149,8 +149,8 @@ pub async fn run(
         Ok(node) => node.shutdown(),
         Err(node) => {
             let _ = node
-                .router()
-                .send(tessera_multiraft::router::PollerMsg::Shutdown);
+                .mailbox()
+                .send(tessera_multiraft::mailbox::PollerMsg::Shutdown);
         }
     }
     tracing::info!(member = cfg.id, "directory member stopped");

@@ -17,7 +17,7 @@ use crate::conf_change::{self, ConfChangeOutcome};
 use crate::engine::{Cf, Engine, WriteBatch};
 use crate::peer::{Applied, Peer};
 use crate::state_machine::{ApplyContext, ApplyEffect, StateMachine};
-use crate::{keys, metrics as m};
+use crate::{metrics as m, state_keys};
 
 /// What one round of apply produces.
 #[derive(Default)]
@@ -132,7 +132,7 @@ fn carry_out<O: Send + 'static>(
             let region_id = derived.id;
             wb.put_msg(
                 Cf::Meta,
-                keys::region_state_key(region_id),
+                state_keys::region_state_key(region_id),
                 &RegionLocalState {
                     region: Some(derived.clone()),
                     state: PeerState::Normal as i32,

@@ -19,8 +19,8 @@ use tessera_proto::metapb::{Peer as PeerMeta, PeerRole, Region};
 use tessera_proto::raft_serverpb::{ConfChangeContext, PeerState, RegionLocalState};
 
 use crate::engine::{Cf, WriteBatch};
-use crate::keys;
 use crate::peer::Peer;
+use crate::state_keys;
 
 /// What a membership change did.
 #[derive(Debug, PartialEq)]
@@ -89,7 +89,7 @@ pub fn apply<O: Send + 'static>(
             PeerState::Normal as i32
         },
     };
-    wb.put_msg(Cf::Meta, keys::region_state_key(region_id), &state);
+    wb.put_msg(Cf::Meta, state_keys::region_state_key(region_id), &state);
     tracing::info!(region_id, conf_ver = region.region_epoch.unwrap_or_default().conf_ver, peers = ?region.peers, "membership changed");
     peer.storage_mut().set_region(region.clone());
     metrics::counter!(crate::metrics::CONF_CHANGES_TOTAL).increment(1);

@@ -26,11 +26,11 @@ use tessera_proto::raft_serverpb::{ConfChangeContext, RaftMessage, SnapshotData}
 
 use crate::config::RaftConfig;
 use crate::engine::Engine;
-use crate::read::{Lease, PendingRead, ReadPath, ReadQueue};
-use crate::router::{
+use crate::mailbox::{
     ConfChangeCallback, ConfChangeItem, ConfChangeKind, EpochCheck, PeerProgress, ProposeCallback,
     ReadCallback, ReadPolicy, RegionInfo,
 };
+use crate::read::{Lease, PendingRead, ReadPath, ReadQueue};
 use crate::storage::PeerStorage;
 use crate::transport::OutgoingSnapshot;
 use crate::{logger, metrics as m, region, Error, RegionId, Result, StoreId};

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use tessera_proto::metapb::Region;
 
-use crate::router::{EpochCheck, ReadCallback};
+use crate::mailbox::{EpochCheck, ReadCallback};
 use crate::{region, Error};
 use tessera_proto::errorpb::RegionError;
 

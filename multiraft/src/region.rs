@@ -9,7 +9,7 @@ use tessera_proto::metapb::{PeerRole, Region};
 use tessera_proto::raft_serverpb::{PeerState, RaftApplyState, RaftLocalState, RegionLocalState};
 
 use crate::engine::{Cf, WriteBatch};
-use crate::{keys, RAFT_INIT_LOG_INDEX, RAFT_INIT_LOG_TERM};
+use crate::{state_keys, RAFT_INIT_LOG_INDEX, RAFT_INIT_LOG_TERM};
 
 pub use tessera_proto::region::{
     contains_key, epoch, find_peer, find_peer_on_store, overlaps, ranges_overlap,
@@ -66,9 +66,17 @@ pub fn write_initial_state(region: &Region, wb: &mut WriteBatch) {
         region: Some(region.clone()),
         state: PeerState::Normal as i32,
     };
-    wb.put_msg(Cf::Meta, keys::raft_state_key(region.id), &raft_state);
-    wb.put_msg(Cf::Meta, keys::apply_state_key(region.id), &apply_state);
-    wb.put_msg(Cf::Meta, keys::region_state_key(region.id), &region_state);
+    wb.put_msg(Cf::Meta, state_keys::raft_state_key(region.id), &raft_state);
+    wb.put_msg(
+        Cf::Meta,
+        state_keys::apply_state_key(region.id),
+        &apply_state,
+    );
+    wb.put_msg(
+        Cf::Meta,
+        state_keys::region_state_key(region.id),
+        &region_state,
+    );
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use tessera_proto::raft_serverpb::RaftApplyState;
 
 use crate::engine::Cf;
 use crate::engine::{Engine, WriteBatch};
-use crate::keys;
+use crate::state_keys;
 use crate::Result;
 
 pub trait StateMachine: Send + 'static {
@@ -105,8 +105,11 @@ impl ApplyContext<'_> {
         }
         let mut state = *self.apply_state;
         state.applied_index = self.index - 1;
-        self.batch
-            .put_msg(Cf::Meta, keys::apply_state_key(self.region.id), &state);
+        self.batch.put_msg(
+            Cf::Meta,
+            state_keys::apply_state_key(self.region.id),
+            &state,
+        );
         self.engine.write(self.batch, false)?;
         self.batch.clear();
         Ok(())

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tessera_multiraft::engine::{Cf, Engine, EngineExt, MemoryEngine, WriteBatch};
+use tessera_multiraft::mailbox::PollerMsg;
 use tessera_multiraft::poller::{self, PollerSpec};
-use tessera_multiraft::router::PollerMsg;
 use tessera_multiraft::snapshot::{self, apply as snap_apply, SnapManager};
 use tessera_multiraft::storage::PeerStorage;
 use tessera_multiraft::transport::{MemoryNetwork, OutgoingSnapshot};
-use tessera_multiraft::{keys, region, ApplyContext, Poller, RaftConfig, StateMachine};
+use tessera_multiraft::{region, state_keys, ApplyContext, Poller, RaftConfig, StateMachine};
 use tessera_proto::metapb::{Peer, Region, RegionEpoch};
 use tessera_proto::raft_serverpb::{PeerState, RegionLocalState};
 
@@ -109,7 +109,7 @@ fn a_snapshot_apply_interrupted_by_a_crash_finishes_on_restart() {
     target.write(&wb, true).unwrap();
     drop(storage);
     let state: RegionLocalState = target
-        .get_msg(Cf::Meta, &keys::region_state_key(region().id))
+        .get_msg(Cf::Meta, &state_keys::region_state_key(region().id))
         .unwrap()
         .unwrap();
     assert_eq!(state.state, PeerState::Applying as i32);
@@ -120,7 +120,7 @@ fn a_snapshot_apply_interrupted_by_a_crash_finishes_on_restart() {
     );
 
     // Restart: the poller finishes the apply before serving.
-    let (router, mailbox) = poller::mailbox::<()>(1024);
+    let (mailbox, inbox) = poller::mailbox::<()>(1024);
     let net = MemoryNetwork::new();
     let handle = Poller::spawn(
         PollerSpec {
@@ -133,9 +133,9 @@ fn a_snapshot_apply_interrupted_by_a_crash_finishes_on_restart() {
             snap_mgr: target_mgr.clone(),
             state_machine: Nothing,
             transport: Box::new(net.transport(2)),
-            mailbox,
+            inbox,
         },
-        router.clone(),
+        mailbox.clone(),
     )
     .unwrap();
     assert_eq!(target.count(Cf::Default, b"", b"").unwrap(), 100);
@@ -145,7 +145,7 @@ fn a_snapshot_apply_interrupted_by_a_crash_finishes_on_restart() {
     );
     assert_eq!(target.get(Cf::Default, b"z-outside").unwrap(), None);
     let state: RegionLocalState = target
-        .get_msg(Cf::Meta, &keys::region_state_key(region().id))
+        .get_msg(Cf::Meta, &state_keys::region_state_key(region().id))
         .unwrap()
         .unwrap();
     assert_eq!(state.state, PeerState::Normal as i32);
@@ -156,7 +156,7 @@ fn a_snapshot_apply_interrupted_by_a_crash_finishes_on_restart() {
     );
 
     let (tx, rx) = std::sync::mpsc::channel();
-    router
+    mailbox
         .send(PollerMsg::Inspect {
             cb: Box::new(move |infos| tx.send(infos).unwrap()),
         })

@@ -58,23 +58,9 @@ impl Router {
             let mut cursor = start;
             loop {
                 let left = limit - out.len();
-                let (resp, region) = self
-                    .route("scan", &cursor, SendPolicy::Resendable, |mut c, ctx| {
-                        let req = ScanRequest {
-                            context: Some(ctx),
-                            start_key: cursor.clone(),
-                            end_key: end.clone(),
-                            limit: left.min(u32::MAX as usize) as u32,
-                            reverse: false,
-                        };
-                        async move { c.scan(req).await }
-                    })
+                let region = self
+                    .scan_region(&cursor, (&cursor, &end), left, false, &mut out)
                     .await?;
-                out.extend(
-                    resp.pairs
-                        .into_iter()
-                        .map(|p| (Self::user_key(p.key), p.value)),
-                );
                 if out.len() >= limit
                     || region.end_key.is_empty()
                     || (!end.is_empty() && region.end_key >= end)
@@ -92,23 +78,9 @@ impl Router {
                 };
                 let left = limit - out.len();
                 let key = last.start_key.max(start.clone());
-                let (resp, region) = self
-                    .route("scan", &key, SendPolicy::Resendable, |mut c, ctx| {
-                        let req = ScanRequest {
-                            context: Some(ctx),
-                            start_key: start.clone(),
-                            end_key: upper.clone(),
-                            limit: left.min(u32::MAX as usize) as u32,
-                            reverse: true,
-                        };
-                        async move { c.scan(req).await }
-                    })
+                let region = self
+                    .scan_region(&key, (&start, &upper), left, true, &mut out)
                     .await?;
-                out.extend(
-                    resp.pairs
-                        .into_iter()
-                        .map(|p| (Self::user_key(p.key), p.value)),
-                );
                 if out.len() >= limit || region.start_key <= start {
                     break;
                 }
@@ -117,6 +89,37 @@ impl Router {
         }
         out.truncate(limit);
         Ok(out)
+    }
+
+    /// Scans `[range.0, range.1)` in the region holding `at`, up to `left`
+    /// pairs, appending them (as user keys) to `out`; returns the region
+    /// that answered, whose bounds say where the next one starts.
+    async fn scan_region(
+        &self,
+        at: &[u8],
+        range: (&[u8], &[u8]),
+        left: usize,
+        reverse: bool,
+        out: &mut Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<tessera_proto::metapb::Region> {
+        let (resp, region) = self
+            .route("scan", at, SendPolicy::Resendable, |mut c, ctx| {
+                let req = ScanRequest {
+                    context: Some(ctx),
+                    start_key: range.0.to_vec(),
+                    end_key: range.1.to_vec(),
+                    limit: left.min(u32::MAX as usize) as u32,
+                    reverse,
+                };
+                async move { c.scan(req).await }
+            })
+            .await?;
+        out.extend(
+            resp.pairs
+                .into_iter()
+                .map(|p| (Self::user_key(p.key), p.value)),
+        );
+        Ok(region)
     }
 
     /// Deletes every key in `[start, end)` (None: the keyspace's bound).

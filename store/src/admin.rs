@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tessera_multiraft::engine::{Cf, Engine};
-use tessera_multiraft::router::RegionInfo;
-use tessera_multiraft::{keys as raft_keys, RaftRouter};
+use tessera_multiraft::mailbox::RegionInfo;
+use tessera_multiraft::{state_keys as raft_keys, Mailbox};
 use tessera_proto::adminpb::{PeerProgress, RegionStatus};
 use tessera_proto::errorpb::RegionError;
 use tokio::sync::oneshot;
@@ -22,7 +22,7 @@ use crate::{Error, Result};
 
 pub struct AdminApi {
     store_id: u64,
-    router: RaftRouter<KvOutput>,
+    mailbox: Mailbox<KvOutput>,
     engine: Arc<dyn Engine>,
     directory: Arc<dyn DirectoryClient>,
     timeout: Duration,
@@ -31,14 +31,14 @@ pub struct AdminApi {
 impl AdminApi {
     pub fn new(
         store_id: u64,
-        router: RaftRouter<KvOutput>,
+        mailbox: Mailbox<KvOutput>,
         engine: Arc<dyn Engine>,
         directory: Arc<dyn DirectoryClient>,
         timeout: Duration,
     ) -> Self {
         AdminApi {
             store_id,
-            router,
+            mailbox,
             engine,
             directory,
             timeout,
@@ -49,8 +49,8 @@ impl AdminApi {
         self.store_id
     }
 
-    pub fn router(&self) -> &RaftRouter<KvOutput> {
-        &self.router
+    pub fn mailbox(&self) -> &Mailbox<KvOutput> {
+        &self.mailbox
     }
 
     pub fn engine(&self) -> &Arc<dyn Engine> {
@@ -76,7 +76,7 @@ impl AdminApi {
 
     /// This store's view of `region_id`.
     pub async fn region_info(&self, region_id: u64) -> Result<RegionInfo> {
-        self.router
+        self.mailbox
             .inspect()
             .await?
             .into_iter()
@@ -100,7 +100,7 @@ impl AdminApi {
     /// Status of one region (or all, with `region_id` 0) for the CLI.
     pub async fn status(&self, region_id: u64) -> Result<Vec<RegionStatus>> {
         let infos = if region_id == 0 {
-            self.router.inspect().await?
+            self.mailbox.inspect().await?
         } else {
             vec![self.region_info(region_id).await?]
         };

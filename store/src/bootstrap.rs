@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use tessera_multiraft::engine::{Cf, Engine, EngineExt, WriteBatch};
-use tessera_multiraft::keys;
+use tessera_multiraft::state_keys;
 use tessera_proto::metapb::{Peer, PeerRole, Region, RegionEpoch, Store, StoreLabel, StoreState};
 use tessera_proto::raft_serverpb::StoreIdent;
 
@@ -51,7 +51,7 @@ impl StoreDescriptor {
 /// The id this engine belongs to, if it ever joined a cluster.
 pub fn load_store_ident(engine: &dyn Engine) -> Result<Option<StoreIdent>> {
     engine
-        .get_msg::<StoreIdent>(Cf::Meta, keys::STORE_IDENT_KEY)
+        .get_msg::<StoreIdent>(Cf::Meta, state_keys::STORE_IDENT_KEY)
         .map_err(Error::from)
 }
 
@@ -69,7 +69,7 @@ pub async fn join(
             let mut wb = WriteBatch::default();
             wb.put_msg(
                 Cf::Meta,
-                keys::STORE_IDENT_KEY.to_vec(),
+                state_keys::STORE_IDENT_KEY.to_vec(),
                 &StoreIdent {
                     cluster_id: 0,
                     store_id: id,
@@ -125,15 +125,15 @@ pub async fn bootstrap_if_needed(
                 region_id = region.id,
                 "bootstrapped the cluster with its first region"
             );
-            node.router()
-                .send(tessera_multiraft::router::PollerMsg::Campaign {
+            node.mailbox()
+                .send(tessera_multiraft::mailbox::PollerMsg::Campaign {
                     region_id: region.id,
                 })?;
             Ok(())
         }
         Err(e) if directory.is_bootstrapped().await.unwrap_or(false) => {
             tracing::info!(error = %e, "another store bootstrapped the cluster first");
-            node.router().destroy_region(region.id).await?;
+            node.mailbox().destroy_region(region.id).await?;
             Ok(())
         }
         Err(e) => Err(e),

@@ -9,8 +9,8 @@
 //! or the last voter. The mechanics of applying a change (roles, the peer
 //! list, a removed peer destroying its data) live in `tessera-multiraft`.
 
+use tessera_multiraft::mailbox::{ConfChangeItem, ConfChangeKind, EpochCheck};
 use tessera_multiraft::region;
-use tessera_multiraft::router::{ConfChangeItem, ConfChangeKind, EpochCheck};
 use tessera_proto::adminpb::ChangePeerKind;
 use tessera_proto::metapb::{Peer, PeerRole, Region};
 
@@ -106,7 +106,7 @@ pub async fn change_peer(
         }
     };
     let epoch = EpochCheck::all(region::epoch(region));
-    let change = api.router().change_peers(region_id, epoch, vec![item]);
+    let change = api.mailbox().change_peers(region_id, epoch, vec![item]);
     match tokio::time::timeout(api.timeout(), change).await {
         Err(_) => Err(Error::Timeout(api.timeout())),
         Ok(r) => Ok(r?),

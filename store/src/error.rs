@@ -64,10 +64,10 @@ impl From<tessera_multiraft::Error> for Error {
     }
 }
 
-impl From<Error> for tonic::Status {
-    fn from(e: Error) -> Self {
+impl From<&Error> for tonic::Status {
+    fn from(e: &Error) -> Self {
         match e {
-            Error::InvalidArgument(m) => tonic::Status::invalid_argument(m),
+            Error::InvalidArgument(m) => tonic::Status::invalid_argument(m.clone()),
             Error::Timeout(_) | Error::Indeterminate(_) => {
                 tonic::Status::deadline_exceeded(e.to_string())
             }
@@ -75,5 +75,11 @@ impl From<Error> for tonic::Status {
             Error::Region(r) => tonic::Status::failed_precondition(r.to_string()),
             other => tonic::Status::internal(other.to_string()),
         }
+    }
+}
+
+impl From<Error> for tonic::Status {
+    fn from(e: Error) -> Self {
+        (&e).into()
     }
 }

@@ -10,8 +10,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use parking_lot::Mutex;
 use tessera_multiraft::engine::Cf;
-use tessera_multiraft::keys as raft_keys;
-use tessera_multiraft::router::RegionInfo;
+use tessera_multiraft::mailbox::RegionInfo;
+use tessera_multiraft::state_keys as raft_keys;
 use tessera_proto::directorypb::{PeerProgress, RegionReport, StoreStats};
 
 use crate::directory_client::DirectoryClient;

@@ -2,7 +2,6 @@
 //!
 //! A store is one process with one RocksDB hosting many regions, each one
 //! Raft group replicated on three stores. This crate owns:
-//! - [`keys`]: the encoded key space (keyspaces, hash prefixes, limits);
 //! - [`kv`]: the KV state machine and the Kv API (linearizable reads,
 //!   writes through Raft, routing errors as data);
 //! - region operations, one module each: [`split`] (and the size-based
@@ -11,8 +10,7 @@
 //! - [`node`]: a running store (engine + poller + Kv and admin APIs);
 //! - [`service`]: the gRPC services;
 //! - [`directory_client`]: what the store asks of the directory, and
-//!   [`heartbeat`]: its periodic reports;
-//! - [`testkit`]: the in-process cluster harness used by tests.
+//!   [`heartbeat`]: its periodic reports.
 //!
 //! Raft hosting itself (storage, peers, group commit, transport) lives in
 //! `tessera-multiraft`.
@@ -25,7 +23,6 @@ pub mod directory_client;
 pub mod error;
 pub mod fault;
 pub mod heartbeat;
-pub mod keys;
 pub mod kv;
 pub mod log_gc;
 pub mod metrics;
@@ -36,7 +33,6 @@ pub mod service;
 pub mod split;
 pub mod split_check;
 pub mod stale_peer;
-pub mod testkit;
 pub mod transfer_leader;
 
 pub use error::{Error, Result};

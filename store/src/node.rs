@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tessera_multiraft::engine::Engine;
+use tessera_multiraft::mailbox::{PollerMsg, RegionInfo};
 use tessera_multiraft::poller::{self, PollerSpec};
-use tessera_multiraft::router::{PollerMsg, RegionInfo};
 use tessera_multiraft::snapshot::SnapManager;
-use tessera_multiraft::{Poller, PollerHandle, PollerStats, RaftConfig, RaftRouter, Transport};
+use tessera_multiraft::{Mailbox, Poller, PollerHandle, PollerStats, RaftConfig, Transport};
 use tessera_proto::metapb::Region;
 
 use crate::admin::AdminApi;
@@ -60,7 +60,7 @@ pub struct StoreNode {
 
 impl StoreNode {
     /// Starts a store over `engine`, resuming every region it holds. The
-    /// transport is built from the poller's router (it needs it to report
+    /// transport is built from the poller's mailbox (it needs it to report
     /// unreachable stores).
     pub fn start(
         store_id: u64,
@@ -68,28 +68,28 @@ impl StoreNode {
         snap_mgr: SnapManager,
         directory: Arc<dyn DirectoryClient>,
         cfg: &NodeConfig,
-        transport: impl FnOnce(&RaftRouter<KvOutput>) -> Box<dyn Transport>,
+        transport: impl FnOnce(&Mailbox<KvOutput>) -> Box<dyn Transport>,
     ) -> Result<Self> {
-        let (router, mailbox) = poller::mailbox(cfg.mailbox_capacity);
+        let (mailbox, inbox) = poller::mailbox(cfg.mailbox_capacity);
         let spec = PollerSpec {
             store_id,
             config: cfg.raft.clone(),
             engine: engine.clone(),
             snap_mgr: snap_mgr.clone(),
             state_machine: KvStateMachine::new(),
-            transport: transport(&router),
-            mailbox,
+            transport: transport(&mailbox),
+            inbox,
         };
-        let poller = Poller::spawn(spec, router.clone())?;
+        let poller = Poller::spawn(spec, mailbox.clone())?;
         let kv = Arc::new(KvApi::new(
             store_id,
-            router.clone(),
+            mailbox.clone(),
             engine.clone(),
             cfg.kv.clone(),
         ));
         let admin = Arc::new(AdminApi::new(
             store_id,
-            router,
+            mailbox,
             engine.clone(),
             directory,
             cfg.admin_timeout,
@@ -121,8 +121,8 @@ impl StoreNode {
         &self.engine
     }
 
-    pub fn router(&self) -> &RaftRouter<KvOutput> {
-        self.poller.router()
+    pub fn mailbox(&self) -> &Mailbox<KvOutput> {
+        self.poller.mailbox()
     }
 
     pub fn kv(&self) -> &Arc<KvApi> {
@@ -139,13 +139,13 @@ impl StoreNode {
 
     /// Every region on this store, as its peer sees it now.
     pub async fn regions(&self) -> Result<Vec<RegionInfo>> {
-        Ok(self.router().inspect().await?)
+        Ok(self.mailbox().inspect().await?)
     }
 
     /// Creates this store's peer of a new region (bootstrap, or a test that
     /// lays out regions by hand).
     pub async fn create_region(&self, region: Region) -> Result<()> {
-        Ok(self.router().create_region(region).await?)
+        Ok(self.mailbox().create_region(region).await?)
     }
 
     /// Hands every leadership on this store to another voter and waits up to
@@ -154,7 +154,7 @@ impl StoreNode {
         let deadline = Instant::now() + timeout;
         loop {
             let (tx, rx) = tokio::sync::oneshot::channel();
-            self.router().send(PollerMsg::TransferAllLeaders {
+            self.mailbox().send(PollerMsg::TransferAllLeaders {
                 cb: Box::new(move |n| {
                     let _ = tx.send(n);
                 }),

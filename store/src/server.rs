@@ -16,7 +16,7 @@ use std::time::Duration;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tessera_multiraft::engine::{Engine, RocksEngine};
 use tessera_multiraft::snapshot::SnapManager;
-use tessera_multiraft::transport::{GrpcTransport, RaftService};
+use tessera_multiraft::transport::GrpcTransport;
 use tokio::sync::watch;
 
 use crate::bootstrap::{self, StoreDescriptor};
@@ -24,7 +24,7 @@ use crate::config::StoreConfig;
 use crate::directory_client::{DirectoryClient, DirectoryResolver, GrpcDirectoryClient};
 use crate::fault::{self, FaultHandles};
 use crate::heartbeat;
-use crate::service::{AdminService, KvService};
+use crate::service::KvService;
 use crate::{split_check, stale_peer};
 
 /// How often peers that do not lead ask whether they are still members.
@@ -164,9 +164,9 @@ pub async fn run(
         snap_mgr.clone(),
         directory.clone(),
         &node_cfg,
-        |router| {
+        |mailbox| {
             Box::new(
-                GrpcTransport::new(store_id, runtime, resolver, router.clone())
+                GrpcTransport::new(store_id, runtime, resolver, mailbox.clone())
                     .with_faults(net_faults),
             )
         },
@@ -181,27 +181,10 @@ pub async fn run(
             ))
         })?;
     let listen_addr = listener.local_addr()?;
-    let (health, health_service) = tonic_health::server::health_reporter();
-    let raft = RaftService::new(store_id, node.router().clone(), snap_mgr)
-        .with_faults(faults.net.clone())
-        .with_stop(stop.clone())
-        .into_server();
-    let kv = KvService::new(node.kv().clone()).into_server();
-    let admin = AdminService::new(node.admin().clone()).into_server();
-    let mut server_stop = stop.clone();
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(health_service)
-            .add_service(raft)
-            .add_service(kv)
-            .add_service(admin)
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-                async move {
-                    let _ = server_stop.wait_for(|s| *s).await;
-                },
-            ),
-    );
+    let crate::service::serve::GrpcServer {
+        health,
+        task: server,
+    } = crate::service::serve::spawn(listener, &node, snap_mgr, faults.net.clone(), stop.clone());
     tracing::info!(store_id, %listen_addr, advertise = cfg.advertise_addr(), "serving Kv and Raft");
 
     match until_ok("bootstrapping the cluster", &readiness, &mut stop, || {
@@ -273,8 +256,8 @@ pub async fn run(
         Err(node) => {
             // A request still holds the node; stop the poller through it.
             let _ = node
-                .router()
-                .send(tessera_multiraft::router::PollerMsg::Shutdown);
+                .mailbox()
+                .send(tessera_multiraft::mailbox::PollerMsg::Shutdown);
         }
     }
     tracing::info!(store_id, "store stopped");

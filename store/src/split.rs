@@ -16,8 +16,8 @@
 use std::sync::Arc;
 
 use tessera_multiraft::engine::{Cf, Engine};
-use tessera_multiraft::router::{EpochCheck, PollerMsg};
-use tessera_multiraft::{keys as raft_keys, region, ApplyContext};
+use tessera_multiraft::mailbox::{EpochCheck, PollerMsg};
+use tessera_multiraft::{region, state_keys as raft_keys, ApplyContext};
 use tessera_proto::errorpb::RegionError;
 use tessera_proto::metapb::{Peer, Region, RegionEpoch};
 use tessera_proto::raft_serverpb::{admin_command, NewRegionIds, SplitCommand};
@@ -192,7 +192,7 @@ pub async fn split_region(
         }),
     );
     let (tx, rx) = oneshot::channel();
-    api.router().send(PollerMsg::Propose {
+    api.mailbox().send(PollerMsg::Propose {
         region_id,
         epoch: EpochCheck::all(epoch),
         data,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tessera_multiraft::engine::Cf;
-use tessera_multiraft::keys as raft_keys;
+use tessera_multiraft::state_keys as raft_keys;
 
 use crate::admin::AdminApi;
 use crate::split;
@@ -42,7 +42,7 @@ pub async fn run(api: Arc<AdminApi>, cfg: SplitCheckConfig) {
     let step = (cfg.region_split_size_bytes / 8).max(1);
     loop {
         ticker.tick().await;
-        let infos = match api.router().inspect().await {
+        let infos = match api.mailbox().inspect().await {
             Ok(i) => i,
             Err(_) => return,
         };

@@ -46,7 +46,7 @@ pub async fn run(node: Arc<StoreNode>, directory: Arc<DirectoryConn>, interval: 
                     peer_id = info.peer_id,
                     "this peer was removed from its region; destroying it"
                 );
-                if let Err(e) = node.router().destroy_removed_peer(region_id, newer).await {
+                if let Err(e) = node.mailbox().destroy_removed_peer(region_id, newer).await {
                     tracing::warn!(region_id, error = %e, "cannot destroy a stale peer");
                 }
             }

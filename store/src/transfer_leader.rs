@@ -7,8 +7,8 @@
 
 use std::time::{Duration, Instant};
 
+use tessera_multiraft::mailbox::PollerMsg;
 use tessera_multiraft::region;
-use tessera_multiraft::router::PollerMsg;
 use tessera_proto::metapb::{Peer, PeerRole};
 
 use crate::admin::AdminApi;
@@ -44,7 +44,7 @@ pub async fn transfer_leader(api: &AdminApi, region_id: u64, to_store: u64) -> R
             target.id
         )));
     }
-    api.router().send(PollerMsg::TransferLeader {
+    api.mailbox().send(PollerMsg::TransferLeader {
         region_id,
         to_peer: target.id,
     })?;
@@ -60,7 +60,7 @@ pub async fn transfer_leader(api: &AdminApi, region_id: u64, to_store: u64) -> R
         }
         // raft-rs abandons a transfer after an election timeout; ask again.
         if Instant::now() >= next_nudge && now_info.is_leader && now_info.term == info.term {
-            api.router().send(PollerMsg::TransferLeader {
+            api.mailbox().send(PollerMsg::TransferLeader {
                 region_id,
                 to_peer: target.id,
             })?;

@@ -1,11 +1,11 @@
 //! Bad input gets a clear error and changes nothing.
 
 use tessera_proto::errorpb::region_error::Error as Kind;
+use tessera_proto::keys::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
 use tessera_proto::kvpb::{Context, GetRequest, PutRequest};
 use tessera_proto::metapb::RegionEpoch;
-use tessera_store::keys::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
-use tessera_store::testkit::{key, Cluster, ClusterOptions, KvEndpoint, TransportKind};
 use tessera_store::Error;
+use tessera_testkit::{key, Cluster, ClusterOptions, KvEndpoint, TransportKind};
 
 async fn check(cluster: &Cluster, endpoint: &KvEndpoint, leader: u64, grpc: bool) {
     let region = cluster.regions()[0].clone();

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tessera_store::testkit::{key, Cluster, ClusterOptions};
+use tessera_testkit::{key, Cluster, ClusterOptions};
 
 /// Writes keys in a loop until told to stop; returns what was acknowledged.
 async fn writer(

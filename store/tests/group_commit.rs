@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use tessera_store::testkit::{key, Cluster, ClusterOptions, EngineKind};
+use tessera_testkit::{key, Cluster, ClusterOptions, EngineKind};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_fsync_serves_many_regions_under_concurrent_writes() {

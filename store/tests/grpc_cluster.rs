@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use tessera_store::testkit::{key, Cluster, ClusterOptions, EngineKind, TransportKind};
+use tessera_testkit::{key, Cluster, ClusterOptions, EngineKind, TransportKind};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stores_replicate_over_grpc_with_rocksdb_and_survive_a_leader_restart() {

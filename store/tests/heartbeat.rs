@@ -17,8 +17,8 @@ use parking_lot::Mutex;
 use tessera_proto::directorypb::{RegionReport, StoreStats};
 use tessera_proto::metapb::{Region, Store};
 use tessera_store::directory_client::{DirectoryClient, RegionHeartbeatStream};
-use tessera_store::testkit::{Cluster, ClusterOptions};
 use tessera_store::{Error, Result};
+use tessera_testkit::{Cluster, ClusterOptions};
 
 /// A directory whose region heartbeat streams are never read: each takes
 /// one report into its buffer and then nothing.

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use tessera_store::testkit::{key, Cluster, ClusterOptions, EngineKind};
+use tessera_testkit::{key, Cluster, ClusterOptions, EngineKind};
 
 fn splits(points: &[&str]) -> Vec<Vec<u8>> {
     points.iter().map(key).collect()

@@ -11,8 +11,8 @@ use tessera_multiraft::RaftConfig;
 use tessera_proto::adminpb::ChangePeerKind;
 use tessera_proto::kvpb::{Context, GetRequest};
 use tessera_proto::metapb::PeerRole;
-use tessera_store::testkit::{key, Cluster, ClusterOptions, EngineKind};
 use tessera_store::Error;
+use tessera_testkit::{key, Cluster, ClusterOptions, EngineKind};
 
 /// Small log limits so that compaction (and snapshots) happen in seconds.
 fn gc_options(stores: usize) -> ClusterOptions {
@@ -269,7 +269,7 @@ async fn log_compaction_keeps_the_raft_log_bounded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_joint_change_promotes_and_demotes_at_once_and_leaves_the_joint_state() {
-    use tessera_multiraft::router::{ConfChangeItem, ConfChangeKind, EpochCheck};
+    use tessera_multiraft::mailbox::{ConfChangeItem, ConfChangeKind, EpochCheck};
     let cluster = Cluster::start(ClusterOptions::new(4).replicas(3))
         .await
         .unwrap();
@@ -292,7 +292,7 @@ async fn a_joint_change_promotes_and_demotes_at_once_and_leaves_the_joint_state(
     let learner = *find_peer_on_store(&r, 4).unwrap();
     let node = cluster.node(leader).unwrap();
     let joint = node
-        .router()
+        .mailbox()
         .change_peers(
             region.id,
             EpochCheck::all(r.region_epoch.unwrap()),

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use tessera_multiraft::RaftConfig;
-use tessera_store::testkit::{key, Cluster, ClusterOptions, EngineKind};
+use tessera_testkit::{key, Cluster, ClusterOptions, EngineKind};
 
 async fn restart_all(cluster: &Cluster) {
     for s in cluster.store_ids() {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tessera_proto::errorpb::region_error::Error as Kind;
 use tessera_proto::kvpb::{Context, PutRequest};
 use tessera_store::split_check::SplitCheckConfig;
-use tessera_store::testkit::{key, Cluster, ClusterOptions};
+use tessera_testkit::{key, Cluster, ClusterOptions};
 
 /// Writes `k{n:06}` keys round-robin over `0..keys` until stopped; returns
 /// the last acknowledged value of each key.

@@ -248,7 +248,7 @@ impl Engine for RocksEngine {
 
     fn approximate_size(&self, cf: Cf, start: &[u8], end: &[u8]) -> Result<u64> {
         let end = if end.is_empty() {
-            crate::keys::data_end_key()
+            crate::state_keys::data_end_key()
         } else {
             end.to_vec()
         };

@@ -40,9 +40,9 @@ use tessera_proto::metapb::RegionEpoch;
 
 use crate::config::RaftConfig;
 use crate::engine::Engine;
+use crate::mailbox::{Mailbox, PollerMsg};
 use crate::peer::{Outgoing, Peer};
 use crate::read::ReadPath;
-use crate::router::{PollerMsg, RaftRouter};
 use crate::snapshot::SnapManager;
 use crate::state_machine::StateMachine;
 use crate::transport::Transport;
@@ -74,25 +74,25 @@ pub struct PollerSpec<S: StateMachine> {
     pub snap_mgr: SnapManager,
     pub state_machine: S,
     pub transport: Box<dyn Transport>,
-    pub mailbox: Receiver<PollerMsg<S::Output>>,
+    pub inbox: Receiver<PollerMsg<S::Output>>,
 }
 
-/// Creates the mailbox of a poller: the router (to send) and the receiver
-/// the poller will own.
-pub fn mailbox<O: Send + 'static>(capacity: usize) -> (RaftRouter<O>, Receiver<PollerMsg<O>>) {
-    RaftRouter::new(capacity)
+/// Creates the mailbox of a poller: the [`Mailbox`] (to send) and the
+/// inbox the poller will own.
+pub fn mailbox<O: Send + 'static>(capacity: usize) -> (Mailbox<O>, Receiver<PollerMsg<O>>) {
+    Mailbox::new(capacity)
 }
 
 /// A running poller thread.
 pub struct PollerHandle<O: Send + 'static> {
-    router: RaftRouter<O>,
+    mailbox: Mailbox<O>,
     thread: Option<JoinHandle<()>>,
     stats: Arc<PollerStats>,
 }
 
 impl<O: Send + 'static> PollerHandle<O> {
-    pub fn router(&self) -> &RaftRouter<O> {
-        &self.router
+    pub fn mailbox(&self) -> &Mailbox<O> {
+        &self.mailbox
     }
 
     pub fn stats(&self) -> &Arc<PollerStats> {
@@ -107,7 +107,7 @@ impl<O: Send + 'static> PollerHandle<O> {
     fn stop(&mut self) {
         if let Some(t) = self.thread.take() {
             // A full mailbox still takes the shutdown eventually.
-            while let Err(Error::Region(_)) = self.router.send(PollerMsg::Shutdown) {
+            while let Err(Error::Region(_)) = self.mailbox.send(PollerMsg::Shutdown) {
                 std::thread::sleep(Duration::from_millis(1));
             }
             let _ = t.join();
@@ -128,8 +128,8 @@ pub struct Poller<S: StateMachine> {
     snap_mgr: SnapManager,
     sm: S,
     transport: Box<dyn Transport>,
-    mailbox: Receiver<PollerMsg<S::Output>>,
-    router: RaftRouter<S::Output>,
+    inbox: Receiver<PollerMsg<S::Output>>,
+    mailbox: Mailbox<S::Output>,
     peers: HashMap<RegionId, Peer<S::Output>>,
     /// Initialized regions by start key (ranges never overlap).
     ranges: BTreeMap<Vec<u8>, RegionId>,
@@ -156,7 +156,7 @@ impl<S: StateMachine> Poller<S> {
     /// thread.
     pub fn spawn(
         spec: PollerSpec<S>,
-        router: RaftRouter<S::Output>,
+        mailbox: Mailbox<S::Output>,
     ) -> Result<PollerHandle<S::Output>> {
         let stats = Arc::new(PollerStats::default());
         let early_votes = early_votes::EarlyVotes::new(spec.config.election_timeout());
@@ -168,8 +168,8 @@ impl<S: StateMachine> Poller<S> {
             snap_mgr: spec.snap_mgr,
             sm: spec.state_machine,
             transport: spec.transport,
-            mailbox: spec.mailbox,
-            router: router.clone(),
+            inbox: spec.inbox,
+            mailbox: mailbox.clone(),
             peers: HashMap::new(),
             ranges: BTreeMap::new(),
             tombstones: HashMap::new(),
@@ -191,7 +191,7 @@ impl<S: StateMachine> Poller<S> {
             .spawn(move || poller.run())
             .map_err(|e| Error::Engine(format!("cannot start the poller thread: {e}")))?;
         Ok(PollerHandle {
-            router,
+            mailbox,
             thread: Some(thread),
             stats,
         })
@@ -217,7 +217,7 @@ impl<S: StateMachine> Poller<S> {
         } else {
             Duration::ZERO
         };
-        match self.mailbox.recv_timeout(wait) {
+        match self.inbox.recv_timeout(wait) {
             Ok(msg) => self.handle(msg),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {
@@ -226,7 +226,7 @@ impl<S: StateMachine> Poller<S> {
         }
         let started = Instant::now();
         for _ in 0..self.cfg.max_msgs_per_round {
-            match self.mailbox.try_recv() {
+            match self.inbox.try_recv() {
                 Ok(msg) => self.handle(msg),
                 Err(_) => break,
             }

@@ -18,19 +18,19 @@ use tessera_proto::raft_serverpb::{PeerState, RaftMessage, RegionLocalState};
 
 use super::Poller;
 use crate::engine::{Cf, EngineExt, WriteBatch};
+use crate::mailbox::{EpochCheck, PollerMsg};
 use crate::peer::{is_initial_msg, Peer};
-use crate::router::{EpochCheck, PollerMsg};
 use crate::snapshot::{self, apply as snap_apply};
 use crate::state_machine::StateMachine;
-use crate::{keys, metrics as m, region, Error, RegionId, Result};
+use crate::{metrics as m, region, state_keys, Error, RegionId, Result};
 
 impl<S: StateMachine> Poller<S> {
     pub(super) fn load_regions(&mut self) -> Result<()> {
-        let (start, end) = keys::region_meta_bounds();
+        let (start, end) = state_keys::region_meta_bounds();
         let mut states = vec![];
         self.engine
             .scan(Cf::Meta, &start, &end, false, &mut |k, v| {
-                if keys::decode_region_state_key(k).is_some() {
+                if state_keys::decode_region_state_key(k).is_some() {
                     states.push(v.to_vec());
                 }
                 true
@@ -143,7 +143,7 @@ impl<S: StateMachine> Poller<S> {
         if self.tombstones.contains_key(&region.id)
             || self
                 .engine
-                .get_msg::<RegionLocalState>(Cf::Meta, &keys::region_state_key(region.id))?
+                .get_msg::<RegionLocalState>(Cf::Meta, &state_keys::region_state_key(region.id))?
                 .is_some()
         {
             return Err(Error::InvalidArgument(format!(
@@ -219,19 +219,22 @@ impl<S: StateMachine> Poller<S> {
         let mut wb = WriteBatch::default();
         wb.delete_range(
             Cf::Raft,
-            keys::raft_log_key(region_id, 0).to_vec(),
-            keys::raft_log_key(region_id, u64::MAX).to_vec(),
+            state_keys::raft_log_key(region_id, 0).to_vec(),
+            state_keys::raft_log_key(region_id, u64::MAX).to_vec(),
         );
-        wb.delete(Cf::Raft, keys::raft_log_key(region_id, u64::MAX).to_vec());
-        wb.delete(Cf::Meta, keys::raft_state_key(region_id).to_vec());
-        wb.delete(Cf::Meta, keys::apply_state_key(region_id).to_vec());
+        wb.delete(
+            Cf::Raft,
+            state_keys::raft_log_key(region_id, u64::MAX).to_vec(),
+        );
+        wb.delete(Cf::Meta, state_keys::raft_state_key(region_id).to_vec());
+        wb.delete(Cf::Meta, state_keys::apply_state_key(region_id).to_vec());
         match tombstone {
             Some(epoch) => {
                 let mut r = region.clone();
                 r.region_epoch = Some(epoch);
                 wb.put_msg(
                     Cf::Meta,
-                    keys::region_state_key(region_id),
+                    state_keys::region_state_key(region_id),
                     &RegionLocalState {
                         region: Some(r),
                         state: PeerState::Tombstone as i32,
@@ -239,13 +242,13 @@ impl<S: StateMachine> Poller<S> {
                 );
                 self.tombstones.insert(region_id, epoch);
             }
-            None => wb.delete(Cf::Meta, keys::region_state_key(region_id).to_vec()),
+            None => wb.delete(Cf::Meta, state_keys::region_state_key(region_id).to_vec()),
         }
         if peer.is_initialized() {
             wb.delete_range(
                 Cf::Default,
                 region.start_key.clone(),
-                keys::data_range_end(&region.end_key),
+                state_keys::data_range_end(&region.end_key),
             );
         }
         self.engine.write(&wb, true)?;
@@ -402,7 +405,7 @@ impl<S: StateMachine> Poller<S> {
         let (tx, rx) = crossbeam_channel::unbounded::<RegionId>();
         let engine = self.engine.clone();
         let mgr = self.snap_mgr.clone();
-        let router = self.router.clone();
+        let mailbox = self.mailbox.clone();
         let stats = self.stats.clone();
         let thread = std::thread::Builder::new()
             .name(format!("snap-gen-{}", self.store_id))
@@ -429,7 +432,7 @@ impl<S: StateMachine> Poller<S> {
                         }
                     }
                     // The poller may be gone; nothing to do then.
-                    let _ = router.send(PollerMsg::SnapshotGenerated { region_id, result });
+                    let _ = mailbox.send(PollerMsg::SnapshotGenerated { region_id, result });
                 }
             })
             .map_err(|e| Error::Engine(format!("cannot start the snapshot worker: {e}")))?;

@@ -11,7 +11,7 @@ use tessera_proto::raft_serverpb::{PeerState, RegionLocalState, SnapshotData};
 use super::{decode_data, SnapManager};
 use crate::engine::{Cf, Engine, ExportedFile, WriteBatch};
 use crate::storage::PeerStorage;
-use crate::{keys, Error, Result};
+use crate::{state_keys, Error, Result};
 
 /// The name of the file, in a received snapshot's directory, that describes
 /// it (an encoded `SnapshotData`), written once every file has arrived.
@@ -74,7 +74,7 @@ pub fn finish(engine: &dyn Engine, mgr: &SnapManager, p: &PendingApply) -> Resul
             wb.delete_range(
                 Cf::Default,
                 r.start_key.clone(),
-                keys::data_range_end(&r.end_key),
+                state_keys::data_range_end(&r.end_key),
             );
         }
     }
@@ -85,7 +85,7 @@ pub fn finish(engine: &dyn Engine, mgr: &SnapManager, p: &PendingApply) -> Resul
     let mut wb = WriteBatch::default();
     wb.put_msg(
         Cf::Meta,
-        keys::region_state_key(p.region_id),
+        state_keys::region_state_key(p.region_id),
         &RegionLocalState {
             region: Some(p.region.clone()),
             state: PeerState::Normal as i32,

@@ -6,7 +6,7 @@ use tessera_proto::raft_serverpb::{RaftApplyState, RegionLocalState, SnapshotDat
 
 use super::SnapManager;
 use crate::engine::{Cf, Engine, ExportRange};
-use crate::{keys, region, Error, RegionId, Result};
+use crate::{region, state_keys, Error, RegionId, Result};
 
 /// Writes the snapshot of `region_id` and returns it as raft-rs expects it.
 pub fn generate(engine: &dyn Engine, mgr: &SnapManager, region_id: RegionId) -> Result<Snapshot> {
@@ -14,11 +14,11 @@ pub fn generate(engine: &dyn Engine, mgr: &SnapManager, region_id: RegionId) -> 
     let mut seen = None;
     let exported = engine.export(&tmp, &mut |view| {
         let state: RegionLocalState = decode(
-            view.get(Cf::Meta, &keys::region_state_key(region_id))?,
+            view.get(Cf::Meta, &state_keys::region_state_key(region_id))?,
             "region state",
         )?;
         let apply: RaftApplyState = decode(
-            view.get(Cf::Meta, &keys::apply_state_key(region_id))?,
+            view.get(Cf::Meta, &state_keys::apply_state_key(region_id))?,
             "apply state",
         )?;
         let index = apply.applied_index;
@@ -26,7 +26,7 @@ pub fn generate(engine: &dyn Engine, mgr: &SnapManager, region_id: RegionId) -> 
             apply.truncated_term
         } else {
             let bytes = view
-                .get(Cf::Raft, &keys::raft_log_key(region_id, index))?
+                .get(Cf::Raft, &state_keys::raft_log_key(region_id, index))?
                 .ok_or_else(|| {
                     Error::corruption(
                         format!("raft log of region {region_id}"),
@@ -41,7 +41,7 @@ pub fn generate(engine: &dyn Engine, mgr: &SnapManager, region_id: RegionId) -> 
         let range = ExportRange {
             cf: Cf::Default,
             start: region.start_key.clone(),
-            end: keys::data_range_end(&region.end_key),
+            end: state_keys::data_range_end(&region.end_key),
         };
         seen = Some((region, index, term));
         Ok(vec![range])

@@ -24,7 +24,7 @@ use tonic::transport::Endpoint;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{feedback_to, Feedback, FeedbackFn, NetFaults, OutgoingSnapshot, Transport};
-use crate::router::RaftRouter;
+use crate::mailbox::Mailbox;
 use crate::snapshot::{receive, SnapManager};
 use crate::{metrics as m, Error, Result, StoreId};
 
@@ -91,14 +91,14 @@ pub struct GrpcTransport {
 
 impl GrpcTransport {
     /// A transport for `store_id` whose connection tasks run on `runtime`
-    /// and whose unreachable reports go to `router`.
+    /// and whose unreachable reports go to `mailbox`.
     pub fn new<O: Send + 'static>(
         store_id: StoreId,
         runtime: tokio::runtime::Handle,
         resolver: Arc<dyn AddressResolver>,
-        router: RaftRouter<O>,
+        mailbox: Mailbox<O>,
     ) -> Self {
-        let feedback = feedback_to(router);
+        let feedback = feedback_to(mailbox);
         let f = feedback.clone();
         let unreachable: Unreachable = Arc::new(move |store_id| f(Feedback::Unreachable(store_id)));
         GrpcTransport {
@@ -370,12 +370,12 @@ pub struct RaftService {
 impl RaftService {
     pub fn new<O: Send + 'static>(
         store_id: StoreId,
-        router: RaftRouter<O>,
+        mailbox: Mailbox<O>,
         snap_mgr: SnapManager,
     ) -> Self {
         RaftService {
             store_id,
-            deliver: Arc::new(move |msg| router.send_raft_message(msg)),
+            deliver: Arc::new(move |msg| mailbox.send_raft_message(msg)),
             stop: None,
             snap_mgr,
             receive_slots: Arc::new(Semaphore::new(MAX_CONCURRENT_SNAPSHOT_RECEIVES)),

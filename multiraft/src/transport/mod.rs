@@ -29,7 +29,7 @@ use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
 use tessera_proto::raft_serverpb::{RaftMessage, SnapshotFile};
 
-use crate::router::{PollerMsg, RaftRouter};
+use crate::mailbox::{Mailbox, PollerMsg};
 use crate::{RegionId, StoreId};
 
 pub use faults::NetFaults;
@@ -67,7 +67,7 @@ pub enum Feedback {
 pub type FeedbackFn = Arc<dyn Fn(Feedback) + Send + Sync>;
 
 /// Feedback delivered into a poller's mailbox.
-pub fn feedback_to<O: Send + 'static>(router: RaftRouter<O>) -> FeedbackFn {
+pub fn feedback_to<O: Send + 'static>(mailbox: Mailbox<O>) -> FeedbackFn {
     Arc::new(move |f| {
         let msg = match f {
             Feedback::Unreachable(store_id) => PollerMsg::StoreUnreachable { store_id },
@@ -81,7 +81,7 @@ pub fn feedback_to<O: Send + 'static>(router: RaftRouter<O>) -> FeedbackFn {
                 delivered,
             },
         };
-        let _ = router.send(msg);
+        let _ = mailbox.send(msg);
     })
 }
 

@@ -4,13 +4,11 @@
 //! bootstraps the cluster's first region, looks up other stores' addresses
 //! and reports its own and its regions' state in heartbeats.
 //!
-//! Implementations:
-//! - [`TestDirectory`]: an in-process directory for tests (never used by a
-//!   binary);
-//! - the gRPC client of the real `tessera-directory` service.
+//! The store process uses [`GrpcDirectoryClient`], the gRPC client of the
+//! real `tessera-directory` service; the in-process cluster harness
+//! (`tessera-testkit`) brings an in-memory one for tests.
 
 mod grpc;
-mod test_directory;
 
 use std::sync::Arc;
 
@@ -22,7 +20,6 @@ use tessera_proto::metapb::{Region, Store};
 
 use crate::Result;
 pub use grpc::GrpcDirectoryClient;
-pub use test_directory::TestDirectory;
 
 #[tonic::async_trait]
 pub trait DirectoryClient: Send + Sync + 'static {

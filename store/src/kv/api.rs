@@ -19,21 +19,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tessera_multiraft::engine::{Cf, Engine};
+use tessera_multiraft::mailbox::{EpochCheck, PollerMsg, ReadPolicy};
 use tessera_multiraft::region;
-use tessera_multiraft::router::{EpochCheck, PollerMsg, ReadPolicy};
-use tessera_multiraft::RaftRouter;
+use tessera_multiraft::Mailbox;
 use tessera_proto::errorpb::RegionError;
 use tessera_proto::kvpb::*;
 use tessera_proto::metapb::Region;
 use tessera_proto::raft_serverpb::{
     command::Cmd, CompareAndSwapCommand, DeleteCommand, DeleteRangeCommand, PutCommand,
 };
-use tessera_proto::KvResponse;
+use tessera_proto::{keys, KvResponse};
 use tokio::sync::oneshot;
 
 use super::apply::clip_to_region;
 use super::command::{self, CmdResult, KvOutput};
-use crate::{keys, Error, Result};
+use crate::{Error, Result};
+
+/// A key, value or bound that breaks the rules of `tessera_proto::keys` is
+/// bad input.
+fn valid(check: std::result::Result<(), String>) -> Result<()> {
+    check.map_err(Error::InvalidArgument)
+}
 
 /// The most bytes of keys and values one BatchPut may carry.
 pub const MAX_BATCH_BYTES: usize = 32 * 1024 * 1024;
@@ -60,7 +66,7 @@ impl Default for KvConfig {
 
 pub struct KvApi {
     store_id: u64,
-    router: RaftRouter<KvOutput>,
+    mailbox: Mailbox<KvOutput>,
     engine: Arc<dyn Engine>,
     cfg: KvConfig,
 }
@@ -77,13 +83,13 @@ fn respond<R: KvResponse>(result: Result<R>) -> Result<R> {
 impl KvApi {
     pub fn new(
         store_id: u64,
-        router: RaftRouter<KvOutput>,
+        mailbox: Mailbox<KvOutput>,
         engine: Arc<dyn Engine>,
         cfg: KvConfig,
     ) -> Self {
         KvApi {
             store_id,
-            router,
+            mailbox,
             engine,
             cfg,
         }
@@ -128,7 +134,7 @@ impl KvApi {
         } else {
             ReadPolicy::Leader
         };
-        self.router.send(PollerMsg::Read {
+        self.mailbox.send(PollerMsg::Read {
             region_id: ctx.region_id,
             epoch: EpochCheck::version(ctx.region_epoch.unwrap_or_default()),
             policy,
@@ -142,7 +148,7 @@ impl KvApi {
     /// Proposes `cmds` to the region's log and waits until they apply.
     async fn propose(&self, ctx: &Context, cmds: Vec<Cmd>) -> Result<Vec<CmdResult>> {
         let (tx, rx) = oneshot::channel();
-        self.router.send(PollerMsg::Propose {
+        self.mailbox.send(PollerMsg::Propose {
             region_id: ctx.region_id,
             epoch: EpochCheck::version(ctx.region_epoch.unwrap_or_default()),
             data: command::encode(ctx, cmds),
@@ -168,7 +174,7 @@ impl KvApi {
     }
 
     pub async fn get(&self, req: GetRequest) -> Result<GetResponse> {
-        keys::validate_key(&req.key)?;
+        valid(keys::validate_key(&req.key))?;
         respond(
             async {
                 let ctx = self.context(req.context)?;
@@ -187,7 +193,7 @@ impl KvApi {
 
     pub async fn batch_get(&self, req: BatchGetRequest) -> Result<BatchGetResponse> {
         for k in &req.keys {
-            keys::validate_key(k)?;
+            valid(keys::validate_key(k))?;
         }
         respond(
             async {
@@ -212,8 +218,8 @@ impl KvApi {
     }
 
     pub async fn scan(&self, req: ScanRequest) -> Result<ScanResponse> {
-        keys::validate_bound(&req.start_key)?;
-        keys::validate_bound(&req.end_key)?;
+        valid(keys::validate_bound(&req.start_key))?;
+        valid(keys::validate_bound(&req.end_key))?;
         respond(
             async {
                 let ctx = self.context(req.context)?;
@@ -244,8 +250,8 @@ impl KvApi {
     }
 
     pub async fn put(&self, req: PutRequest) -> Result<PutResponse> {
-        keys::validate_key(&req.key)?;
-        keys::validate_value(&req.value)?;
+        valid(keys::validate_key(&req.key))?;
+        valid(keys::validate_value(&req.value))?;
         respond(
             async {
                 let ctx = self.context(req.context)?;
@@ -261,7 +267,7 @@ impl KvApi {
     }
 
     pub async fn delete(&self, req: DeleteRequest) -> Result<DeleteResponse> {
-        keys::validate_key(&req.key)?;
+        valid(keys::validate_key(&req.key))?;
         respond(
             async {
                 let ctx = self.context(req.context)?;
@@ -276,8 +282,8 @@ impl KvApi {
     pub async fn batch_put(&self, req: BatchPutRequest) -> Result<BatchPutResponse> {
         let mut bytes = 0;
         for p in &req.pairs {
-            keys::validate_key(&p.key)?;
-            keys::validate_value(&p.value)?;
+            valid(keys::validate_key(&p.key))?;
+            valid(keys::validate_value(&p.value))?;
             bytes += p.key.len() + p.value.len();
         }
         if bytes > MAX_BATCH_BYTES {
@@ -312,9 +318,9 @@ impl KvApi {
         &self,
         req: CompareAndSwapRequest,
     ) -> Result<CompareAndSwapResponse> {
-        keys::validate_key(&req.key)?;
-        keys::validate_value(&req.new_value)?;
-        keys::validate_value(&req.expected_value)?;
+        valid(keys::validate_key(&req.key))?;
+        valid(keys::validate_value(&req.new_value))?;
+        valid(keys::validate_value(&req.expected_value))?;
         respond(
             async {
                 let ctx = self.context(req.context)?;
@@ -346,8 +352,8 @@ impl KvApi {
     }
 
     pub async fn delete_range(&self, req: DeleteRangeRequest) -> Result<DeleteRangeResponse> {
-        keys::validate_bound(&req.start_key)?;
-        keys::validate_bound(&req.end_key)?;
+        valid(keys::validate_bound(&req.start_key))?;
+        valid(keys::validate_bound(&req.end_key))?;
         if !req.end_key.is_empty() && req.start_key >= req.end_key {
             return Err(Error::InvalidArgument(
                 "delete range: start key must be below end key".into(),

@@ -23,7 +23,9 @@ use tessera_proto::metapb::Region;
 use tessera_proto::raft_serverpb::{admin_command, command::Cmd, RaftCommand};
 
 use super::command::{CmdResult, KvOutput};
-use crate::{keys, log_gc, split};
+use tessera_proto::keys;
+
+use crate::{log_gc, split};
 
 #[derive(Default)]
 pub struct KvStateMachine;

@@ -13,8 +13,8 @@ use tessera_proto::directorypb::{RegionReport, StoreStats};
 use tessera_proto::metapb::{Region, Store};
 use tessera_proto::region::{epoch, is_newer_report};
 
-use super::{DirectoryClient, RegionHeartbeatStream};
-use crate::{Error, Result};
+use tessera_store::directory_client::{DirectoryClient, RegionHeartbeatStream};
+use tessera_store::{Error, Result};
 
 #[derive(Default)]
 struct State {

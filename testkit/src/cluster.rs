@@ -1,7 +1,8 @@
-//! The cluster: stores, their engines and network, the region layout, and a
-//! client that retries the way a router does.
+//! The cluster: stores, their engines and network, the region layout;
+//! its client is in `requests.rs`, region operations in `operations.rs`.
 
 mod operations;
+mod requests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -11,27 +12,23 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tessera_multiraft::engine::{Engine, MemoryEngine, RocksEngine, RocksOptions};
+use tessera_multiraft::mailbox::{PollerMsg, RegionInfo};
 use tessera_multiraft::region as region_util;
-use tessera_multiraft::router::{PollerMsg, RegionInfo};
 use tessera_multiraft::snapshot::SnapManager;
 use tessera_multiraft::transport::{
-    feedback_to, FilterAction, GrpcTransport, MemoryNetwork, MessageFilter, RaftService,
-    StaticResolver,
+    feedback_to, FilterAction, GrpcTransport, MemoryNetwork, MessageFilter, StaticResolver,
 };
 use tessera_multiraft::{PollerStats, RaftConfig};
-use tessera_proto::errorpb::region_error::Error as Kind;
 use tessera_proto::kvpb::kv_client::KvClient;
-use tessera_proto::kvpb::*;
 use tessera_proto::metapb::{Peer, PeerRole, Region, RegionEpoch, Store};
+use tessera_store::admin::AdminApi;
+use tessera_store::directory_client::DirectoryClient;
+use tessera_store::kv::KvConfig;
+use tessera_store::service::serve;
+use tessera_store::split_check::SplitCheckConfig;
+use tessera_store::{split_check, Error, NodeConfig, Result, StoreNode};
 
-use super::client::KvEndpoint;
-use crate::admin::AdminApi;
-use crate::directory_client::{DirectoryClient, TestDirectory};
-use crate::kv::KvConfig;
-use crate::service::{AdminService, KvService};
-use crate::split_check::SplitCheckConfig;
-use crate::{split_check, Error, NodeConfig, Result, StoreNode};
-use tessera_proto::KvResponse;
+use crate::{KvEndpoint, TestDirectory};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EngineKind {
@@ -213,14 +210,14 @@ impl Cluster {
                     snap_mgr,
                     directory,
                     &cfg,
-                    |router| {
-                        let inbox = router.clone();
+                    |mailbox| {
+                        let inbox = mailbox.clone();
                         net.register(
                             store_id,
                             move |m| {
                                 inbox.send_raft_message(m);
                             },
-                            feedback_to(router.clone()),
+                            feedback_to(mailbox.clone()),
                             mgr,
                         );
                         Box::new(net.transport(store_id))
@@ -242,32 +239,19 @@ impl Cluster {
                     snap_mgr.clone(),
                     directory,
                     &cfg,
-                    |router| {
+                    |mailbox| {
                         Box::new(GrpcTransport::new(
                             store_id,
                             runtime,
                             resolver,
-                            router.clone(),
+                            mailbox.clone(),
                         ))
                     },
                 )?);
-                let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
-                let raft = RaftService::new(store_id, node.router().clone(), snap_mgr)
-                    .with_stop(stop_rx.clone())
-                    .into_server();
-                let kv = KvService::new(node.kv().clone()).into_server();
-                let admin = AdminService::new(node.admin().clone()).into_server();
-                let incoming =
-                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+                let (stop, stop_rx) = tokio::sync::watch::channel(false);
+                let served = serve::spawn(listener, &node, snap_mgr, Default::default(), stop_rx);
                 let done = tokio::spawn(async move {
-                    let _ = tonic::transport::Server::builder()
-                        .add_service(raft)
-                        .add_service(kv)
-                        .add_service(admin)
-                        .serve_with_incoming_shutdown(incoming, async move {
-                            let _ = stop_rx.wait_for(|s| *s).await;
-                        })
-                        .await;
+                    let _ = served.task.await;
                 });
                 let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
                     .expect("valid address")
@@ -436,7 +420,7 @@ impl Cluster {
             // an election timeout.
             let first = region.peers[0].store_id;
             if let Some(node) = self.node(first) {
-                node.router().send(PollerMsg::Campaign {
+                node.mailbox().send(PollerMsg::Campaign {
                     region_id: region.id,
                 })?;
             }
@@ -518,313 +502,6 @@ impl Cluster {
         self.net.clear_filters();
     }
 
-    fn region_for_key(&self, key: &[u8]) -> Option<Region> {
-        self.regions
-            .lock()
-            .values()
-            .find(|r| region_util::contains_key(r, key))
-            .cloned()
-    }
-
-    /// The newest version of the region holding `key` any running store
-    /// reports; learned for later requests.
-    async fn region_from_stores(&self, key: &[u8]) -> Option<Region> {
-        let version = |r: &Region| r.region_epoch.unwrap_or_default().version;
-        let mut best: Option<Region> = None;
-        for id in self.store_ids() {
-            let Some(node) = self.node(id) else { continue };
-            let Ok(infos) = node.regions().await else {
-                continue;
-            };
-            for info in infos {
-                let r = info.region;
-                if region_util::contains_key(&r, key)
-                    && best.as_ref().is_none_or(|b| version(&r) > version(b))
-                {
-                    best = Some(r);
-                }
-            }
-        }
-        self.learn_region(best.clone()?);
-        best
-    }
-
-    fn context_for(&self, region: &Region, store_id: u64) -> Option<Context> {
-        let peer = *region_util::find_peer_on_store(region, store_id)?;
-        Some(Context {
-            region_id: region.id,
-            region_epoch: region.region_epoch,
-            peer: Some(peer),
-            follower_read: false,
-        })
-    }
-
-    /// Sends a request for the region holding `key`, following NotLeader
-    /// hints and epoch changes, until it succeeds or the client deadline
-    /// passes. With `retry_unknown`, a request whose outcome is unknown is
-    /// sent again (only for idempotent requests).
-    pub async fn request<R, F, Fut>(
-        &self,
-        key: &[u8],
-        retry_unknown: bool,
-        mut call: F,
-    ) -> Result<R>
-    where
-        R: KvResponse,
-        F: FnMut(KvEndpoint, Context) -> Fut,
-        Fut: Future<Output = Result<R>>,
-    {
-        let deadline = Instant::now() + self.opts.client_deadline;
-        let mut attempt = 0usize;
-        let mut last_err = Error::Timeout(self.opts.client_deadline);
-        while Instant::now() < deadline {
-            attempt += 1;
-            if attempt > 1 {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            let region = match self.region_for_key(key) {
-                Some(r) => r,
-                // An EpochNotMatch names the regions of the last split only;
-                // after several splits, ask the stores (as a router asks the
-                // directory).
-                None => match self.region_from_stores(key).await {
-                    Some(r) => r,
-                    None => return Err(Error::InvalidArgument("no region holds the key".into())),
-                },
-            };
-            let stores: Vec<u64> = region.peers.iter().map(|p| p.store_id).collect();
-            let hint = self.leader_hint.lock().get(&region.id).copied();
-            let store = match hint {
-                Some(s) if stores.contains(&s) => s,
-                _ => stores[attempt % stores.len()],
-            };
-            let Some(endpoint) = self.endpoint(store) else {
-                self.leader_hint
-                    .lock()
-                    .insert(region.id, stores[(attempt + 1) % stores.len()]);
-                continue;
-            };
-            let ctx = self.context_for(&region, store).expect("peer on its store");
-            match call(endpoint, ctx).await {
-                Ok(resp) => {
-                    let Some(err) = resp.region_error() else {
-                        self.leader_hint.lock().insert(region.id, store);
-                        return Ok(resp);
-                    };
-                    match &err.error {
-                        Some(Kind::NotLeader(nl)) => {
-                            let next = nl
-                                .leader
-                                .as_ref()
-                                .map(|l| l.store_id)
-                                .unwrap_or(stores[(attempt + 1) % stores.len()]);
-                            self.leader_hint.lock().insert(region.id, next);
-                        }
-                        Some(Kind::EpochNotMatch(e)) => {
-                            let mut regions = self.regions.lock();
-                            for r in &e.current_regions {
-                                regions.retain(|_, known| {
-                                    known.id == r.id || !region_util::overlaps(known, r)
-                                });
-                                regions.insert(r.id, r.clone());
-                            }
-                        }
-                        _ => {
-                            self.leader_hint.lock().remove(&region.id);
-                        }
-                    }
-                    last_err = Error::region(err.clone());
-                }
-                Err(Error::InvalidArgument(m)) => return Err(Error::InvalidArgument(m)),
-                Err(e @ (Error::Timeout(_) | Error::Indeterminate(_))) if !retry_unknown => {
-                    return Err(e)
-                }
-                Err(e) => {
-                    self.leader_hint.lock().remove(&region.id);
-                    last_err = e;
-                }
-            }
-        }
-        Err(last_err)
-    }
-
-    pub async fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
-        self.request(key, true, |kv, ctx| {
-            let req = PutRequest {
-                context: Some(ctx),
-                key: key.to_vec(),
-                value: value.to_vec(),
-            };
-            async move { kv.put(req).await }
-        })
-        .await
-        .map(|_| ())
-    }
-
-    pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let resp = self
-            .request(key, true, |kv, ctx| {
-                let req = GetRequest {
-                    context: Some(ctx),
-                    key: key.to_vec(),
-                };
-                async move { kv.get(req).await }
-            })
-            .await?;
-        Ok(resp.found.then_some(resp.value))
-    }
-
-    pub async fn delete(&self, key: &[u8]) -> Result<()> {
-        self.request(key, true, |kv, ctx| {
-            let req = DeleteRequest {
-                context: Some(ctx),
-                key: key.to_vec(),
-            };
-            async move { kv.delete(req).await }
-        })
-        .await
-        .map(|_| ())
-    }
-
-    /// Compare-and-swap; an unknown outcome is returned as an error, never
-    /// retried.
-    pub async fn compare_and_swap(
-        &self,
-        key: &[u8],
-        expected: Option<&[u8]>,
-        new: &[u8],
-    ) -> Result<CompareAndSwapResponse> {
-        self.request(key, false, |kv, ctx| {
-            let req = CompareAndSwapRequest {
-                context: Some(ctx),
-                key: key.to_vec(),
-                expect_absent: expected.is_none(),
-                expected_value: expected.unwrap_or_default().to_vec(),
-                new_value: new.to_vec(),
-                delete: false,
-            };
-            async move { kv.compare_and_swap(req).await }
-        })
-        .await
-    }
-
-    /// Deletes `[start, end)` in every region it touches, region by region.
-    pub async fn delete_range(&self, start: &[u8], end: &[u8]) -> Result<()> {
-        let mut cursor = start.to_vec();
-        loop {
-            let key = cursor.clone();
-            let mut served = None;
-            self.request(&key, true, |kv, ctx| {
-                served = self
-                    .regions
-                    .lock()
-                    .get(&ctx.region_id)
-                    .map(|r| r.end_key.clone());
-                let req = DeleteRangeRequest {
-                    context: Some(ctx),
-                    start_key: key.clone(),
-                    end_key: end.to_vec(),
-                };
-                async move { kv.delete_range(req).await }
-            })
-            .await?;
-            let region_end = served.unwrap_or_default();
-            if region_end.is_empty() || (!end.is_empty() && region_end.as_slice() >= end) {
-                return Ok(());
-            }
-            cursor = region_end;
-        }
-    }
-
-    /// Every pair in `[start, end)`, across regions, in key order: region by
-    /// region, following epoch changes the way a router does.
-    pub async fn scan(&self, start: &[u8], end: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let mut out = vec![];
-        let mut cursor = start.to_vec();
-        loop {
-            let key = cursor.clone();
-            let mut served = None;
-            let resp = self
-                .request(&key, true, |kv, ctx| {
-                    // The range that goes with the epoch being sent.
-                    served = self
-                        .regions
-                        .lock()
-                        .get(&ctx.region_id)
-                        .map(|r| r.end_key.clone());
-                    let req = ScanRequest {
-                        context: Some(ctx),
-                        start_key: key.clone(),
-                        end_key: end.to_vec(),
-                        limit: 0,
-                        reverse: false,
-                    };
-                    async move { kv.scan(req).await }
-                })
-                .await?;
-            out.extend(resp.pairs.into_iter().map(|p| (p.key, p.value)));
-            let region_end = served.unwrap_or_default();
-            if region_end.is_empty() || (!end.is_empty() && region_end.as_slice() >= end) {
-                return Ok(out);
-            }
-            cursor = region_end;
-        }
-    }
-
-    pub async fn must_put(&self, key: &[u8], value: &[u8]) {
-        if let Err(e) = self.put(key, value).await {
-            panic!("put {:?} failed: {e}", tessera_proto::escape(key));
-        }
-    }
-
-    pub async fn must_get(&self, key: &[u8]) -> Option<Vec<u8>> {
-        match self.get(key).await {
-            Ok(v) => v,
-            Err(e) => panic!("get {:?} failed: {e}", tessera_proto::escape(key)),
-        }
-    }
-
-    pub async fn must_delete(&self, key: &[u8]) {
-        if let Err(e) = self.delete(key).await {
-            panic!("delete {:?} failed: {e}", tessera_proto::escape(key));
-        }
-    }
-
-    /// Reads `key` from exactly `store_id`, once, without retries.
-    pub async fn get_from(&self, store_id: u64, key: &[u8]) -> Result<GetResponse> {
-        let region = self
-            .region_for_key(key)
-            .ok_or_else(|| Error::InvalidArgument("no region".into()))?;
-        let ctx = self
-            .context_for(&region, store_id)
-            .ok_or_else(|| Error::InvalidArgument(format!("no peer on store {store_id}")))?;
-        let endpoint = self.endpoint(store_id).ok_or(Error::Shutdown)?;
-        endpoint
-            .get(GetRequest {
-                context: Some(ctx),
-                key: key.to_vec(),
-            })
-            .await
-    }
-
-    /// Writes `key` through exactly `store_id`, once, without retries.
-    pub async fn put_to(&self, store_id: u64, key: &[u8], value: &[u8]) -> Result<PutResponse> {
-        let region = self
-            .region_for_key(key)
-            .ok_or_else(|| Error::InvalidArgument("no region".into()))?;
-        let ctx = self
-            .context_for(&region, store_id)
-            .ok_or_else(|| Error::InvalidArgument(format!("no peer on store {store_id}")))?;
-        let endpoint = self.endpoint(store_id).ok_or(Error::Shutdown)?;
-        endpoint
-            .put(PutRequest {
-                context: Some(ctx),
-                key: key.to_vec(),
-                value: value.to_vec(),
-            })
-            .await
-    }
-
     /// Waits until every running replica of `region_id` has applied as far as
     /// its leader has committed.
     pub async fn wait_replicas_caught_up(&self, region_id: u64, timeout: Duration) -> Result<()> {
@@ -891,13 +568,6 @@ impl Cluster {
         SplitCheckers(tasks)
     }
 
-    /// Records what the client should believe about `region`.
-    pub fn learn_region(&self, region: Region) {
-        let mut regions = self.regions.lock();
-        regions.retain(|_, known| known.id == region.id || !region_util::overlaps(known, &region));
-        regions.insert(region.id, region);
-    }
-
     /// Runs `op` on the store that leads `region_id`, following leadership
     /// changes, until it succeeds or the client deadline passes.
     async fn on_leader<T, F, Fut>(&self, region_id: u64, mut op: F) -> Result<T>
@@ -928,11 +598,6 @@ impl Cluster {
                 Err(e) => return Err(e),
             }
         }
-    }
-
-    /// The region that holds `key`, as the client believes.
-    pub fn region_of(&self, key: &[u8]) -> Option<Region> {
-        self.region_for_key(key)
     }
 
     /// Stops every store.

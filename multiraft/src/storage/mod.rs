@@ -22,7 +22,6 @@
 //! leader's retries and `term` lookups rarely touch the engine.
 
 use std::cell::Cell;
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use protobuf::Message as _;
@@ -32,7 +31,10 @@ use tessera_proto::metapb::Region;
 use tessera_proto::raft_serverpb::{RaftApplyState, RaftLocalState};
 
 use crate::engine::{Cf, Engine, EngineExt, WriteBatch};
-use crate::{keys, region, Error, RegionId, Result};
+use crate::{region, state_keys, Error, RegionId, Result};
+
+mod entry_cache;
+use entry_cache::EntryCache;
 
 pub struct PeerStorage {
     engine: Arc<dyn Engine>,
@@ -78,10 +80,10 @@ impl PeerStorage {
     pub fn load(engine: Arc<dyn Engine>, region: Region, cache_limit: usize) -> Result<Self> {
         let id = region.id;
         let mut raft_state: RaftLocalState = engine
-            .get_msg(Cf::Meta, &keys::raft_state_key(id))?
+            .get_msg(Cf::Meta, &state_keys::raft_state_key(id))?
             .unwrap_or_default();
         let apply_state: RaftApplyState = engine
-            .get_msg(Cf::Meta, &keys::apply_state_key(id))?
+            .get_msg(Cf::Meta, &state_keys::apply_state_key(id))?
             .unwrap_or_default();
         let (last_index, last_term) = match last_log_entry(engine.as_ref(), id)? {
             Some(e) if e.index > apply_state.truncated_index => (e.index, e.term),
@@ -174,14 +176,18 @@ impl PeerStorage {
         let id = self.region.id;
         for e in entries {
             let bytes = e.write_to_bytes().expect("encoding an entry cannot fail");
-            wb.put(Cf::Raft, keys::raft_log_key(id, e.index).to_vec(), bytes);
+            wb.put(
+                Cf::Raft,
+                state_keys::raft_log_key(id, e.index).to_vec(),
+                bytes,
+            );
         }
         // A conflicting tail beyond the new last entry is gone for good.
         if last.index < self.raft_state.last_index {
             wb.delete_range(
                 Cf::Raft,
-                keys::raft_log_key(id, last.index + 1).to_vec(),
-                keys::raft_log_key(id, self.raft_state.last_index + 1).to_vec(),
+                state_keys::raft_log_key(id, last.index + 1).to_vec(),
+                state_keys::raft_log_key(id, self.raft_state.last_index + 1).to_vec(),
             );
         }
         debug_assert!(first.index > self.apply_state.truncated_index);
@@ -227,8 +233,8 @@ impl PeerStorage {
         let id = self.region.id;
         wb.delete_range(
             Cf::Raft,
-            keys::raft_log_key(id, truncated + 1).to_vec(),
-            keys::raft_log_key(id, index + 1).to_vec(),
+            state_keys::raft_log_key(id, truncated + 1).to_vec(),
+            state_keys::raft_log_key(id, index + 1).to_vec(),
         );
         self.apply_state.truncated_index = index;
         self.apply_state.truncated_term = term;
@@ -243,10 +249,10 @@ impl PeerStorage {
         let id = self.region.id;
         wb.delete_range(
             Cf::Raft,
-            keys::raft_log_key(id, 0).to_vec(),
-            keys::raft_log_key(id, u64::MAX).to_vec(),
+            state_keys::raft_log_key(id, 0).to_vec(),
+            state_keys::raft_log_key(id, u64::MAX).to_vec(),
         );
-        wb.delete(Cf::Raft, keys::raft_log_key(id, u64::MAX).to_vec());
+        wb.delete(Cf::Raft, state_keys::raft_log_key(id, u64::MAX).to_vec());
         self.raft_state.last_index = index;
         self.raft_state.commit = self.raft_state.commit.max(index);
         self.raft_state.term = self.raft_state.term.max(term);
@@ -264,7 +270,7 @@ impl PeerStorage {
         self.write_apply_state(wb);
         wb.put_msg(
             Cf::Meta,
-            keys::region_state_key(id),
+            state_keys::region_state_key(id),
             &tessera_proto::raft_serverpb::RegionLocalState {
                 region: Some(self.region.clone()),
                 state: tessera_proto::raft_serverpb::PeerState::Applying as i32,
@@ -275,6 +281,16 @@ impl PeerStorage {
     /// Whether raft-rs asked for a snapshot since the last call.
     pub fn take_snapshot_request(&self) -> bool {
         self.snapshot_requested.replace(false)
+    }
+
+    /// Whether `snap` covers exactly the region's range as it is now.
+    fn has_current_range(&self, snap: &Snapshot) -> bool {
+        crate::snapshot::decode_data(snap)
+            .ok()
+            .and_then(|d| d.region)
+            .is_some_and(|r| {
+                r.start_key == self.region.start_key && r.end_key == self.region.end_key
+            })
     }
 
     /// Hands a freshly generated snapshot to raft-rs (next time it asks).
@@ -294,7 +310,7 @@ impl PeerStorage {
         if self.raft_state_dirty {
             wb.put_msg(
                 Cf::Meta,
-                keys::raft_state_key(self.region.id),
+                state_keys::raft_state_key(self.region.id),
                 &self.raft_state,
             );
             self.raft_state_dirty = false;
@@ -305,13 +321,13 @@ impl PeerStorage {
     pub fn write_apply_state(&self, wb: &mut WriteBatch) {
         wb.put_msg(
             Cf::Meta,
-            keys::apply_state_key(self.region.id),
+            state_keys::apply_state_key(self.region.id),
             &self.apply_state,
         );
     }
 
     fn read_entry(&self, index: u64) -> Result<Entry> {
-        let key = keys::raft_log_key(self.region.id, index);
+        let key = state_keys::raft_log_key(self.region.id, index);
         let bytes = self.engine.get(Cf::Raft, &key)?.ok_or_else(|| {
             Error::corruption(
                 format!("raft log of region {}", self.region.id),
@@ -333,8 +349,8 @@ fn last_log_entry(engine: &dyn Engine, region_id: RegionId) -> Result<Option<Ent
     let mut last = None;
     engine.scan(
         Cf::Raft,
-        &keys::raft_log_key(region_id, 0),
-        &keys::raft_log_key(region_id, u64::MAX),
+        &state_keys::raft_log_key(region_id, 0),
+        &state_keys::raft_log_key(region_id, u64::MAX),
         true,
         &mut |_, v| {
             last = Some(v.to_vec());
@@ -383,8 +399,8 @@ impl raft::Storage for PeerStorage {
             self.engine
                 .scan(
                     Cf::Raft,
-                    &keys::raft_log_key(id, low),
-                    &keys::raft_log_key(id, engine_high),
+                    &state_keys::raft_log_key(id, low),
+                    &state_keys::raft_log_key(id, engine_high),
                     false,
                     &mut |_, v| match Entry::parse_from_bytes(v) {
                         Ok(e) => {
@@ -467,12 +483,16 @@ impl raft::Storage for PeerStorage {
             let current = region::conf_state(&self.region);
             // Reuse it only if it is recent enough and describes the region's
             // current membership (a peer added since is not in an older one,
-            // and raft-rs would refuse it).
+            // and raft-rs would refuse it) and current range: one taken
+            // before a split carries the parent's wider range, which a store
+            // holding the regions split off refuses — reused, it would be
+            // refused forever and the follower would never catch up.
             if meta.index >= request_index
                 && meta.index >= self.apply_state.truncated_index
                 && cs.voters == current.voters
                 && cs.learners == current.learners
                 && cs.voters_outgoing == current.voters_outgoing
+                && self.has_current_range(snap)
             {
                 return Ok(snap.clone());
             }
@@ -484,259 +504,5 @@ impl raft::Storage for PeerStorage {
     }
 }
 
-/// The most recent entries of a log, contiguous by index.
-struct EntryCache {
-    entries: VecDeque<Entry>,
-    limit: usize,
-}
-
-impl EntryCache {
-    fn new(limit: usize) -> Self {
-        EntryCache {
-            entries: VecDeque::new(),
-            limit,
-        }
-    }
-
-    fn first_index(&self) -> Option<u64> {
-        self.entries.front().map(|e| e.index)
-    }
-
-    fn append(&mut self, new: &[Entry]) {
-        let Some(first) = new.first() else { return };
-        if let Some(front) = self.entries.front().map(|e| e.index) {
-            if first.index <= front {
-                self.entries.clear();
-            } else {
-                // Drop a conflicting tail, then require contiguity.
-                self.entries.truncate((first.index - front) as usize);
-                if self.entries.back().map(|e| e.index + 1) != Some(first.index) {
-                    self.entries.clear();
-                }
-            }
-        }
-        self.entries.extend(new.iter().cloned());
-        while self.entries.len() > self.limit {
-            self.entries.pop_front();
-        }
-    }
-
-    fn get(&self, index: u64) -> Option<&Entry> {
-        let front = self.first_index()?;
-        if index < front {
-            return None;
-        }
-        self.entries.get((index - front) as usize)
-    }
-
-    /// Entries in `[low, high)`, which must be inside the cache.
-    fn range(&self, low: u64, high: u64) -> impl Iterator<Item = &Entry> {
-        let front = self.first_index().unwrap_or(low);
-        let start = low.saturating_sub(front) as usize;
-        let end = (high.saturating_sub(front) as usize).min(self.entries.len());
-        self.entries.range(start.min(end)..end)
-    }
-
-    fn compact_to(&mut self, index: u64) {
-        while self.entries.front().is_some_and(|e| e.index <= index) {
-            self.entries.pop_front();
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::engine::MemoryEngine;
-    use crate::{RAFT_INIT_LOG_INDEX, RAFT_INIT_LOG_TERM};
-    use raft::Storage;
-    use tessera_proto::metapb::{Peer, RegionEpoch};
-
-    fn region() -> Region {
-        Region {
-            id: 9,
-            region_epoch: Some(RegionEpoch::new(1, 1)),
-            peers: vec![Peer {
-                id: 1,
-                store_id: 1,
-                role: 0,
-            }],
-            ..Default::default()
-        }
-    }
-
-    fn entry(index: u64, term: u64) -> Entry {
-        Entry {
-            index,
-            term,
-            data: vec![index as u8; 10].into(),
-            ..Default::default()
-        }
-    }
-
-    fn bootstrapped(cache_limit: usize) -> (Arc<dyn Engine>, PeerStorage) {
-        let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
-        let mut wb = WriteBatch::default();
-        region::write_initial_state(&region(), &mut wb);
-        engine.write(&wb, true).unwrap();
-        let s = PeerStorage::load(engine.clone(), region(), cache_limit).unwrap();
-        (engine, s)
-    }
-
-    #[test]
-    fn bootstrapped_log_starts_at_init_index() {
-        let (_, s) = bootstrapped(16);
-        assert_eq!(s.first_index().unwrap(), RAFT_INIT_LOG_INDEX + 1);
-        assert_eq!(s.last_index().unwrap(), RAFT_INIT_LOG_INDEX);
-        assert_eq!(s.term(RAFT_INIT_LOG_INDEX).unwrap(), RAFT_INIT_LOG_TERM);
-        let st = s.initial_state().unwrap();
-        assert_eq!(st.hard_state.commit, RAFT_INIT_LOG_INDEX);
-        assert_eq!(st.conf_state.voters, vec![1]);
-    }
-
-    #[test]
-    fn append_overwrites_a_conflicting_tail_and_survives_reload() {
-        for cache_limit in [0, 2, 100] {
-            let (engine, mut s) = bootstrapped(cache_limit);
-            let mut wb = WriteBatch::default();
-            s.append(&(6..=10).map(|i| entry(i, 6)).collect::<Vec<_>>(), &mut wb);
-            s.write_raft_state_if_dirty(&mut wb);
-            engine.write(&wb, true).unwrap();
-            let mut wb = WriteBatch::default();
-            s.append(&[entry(8, 7)], &mut wb);
-            s.write_raft_state_if_dirty(&mut wb);
-            engine.write(&wb, true).unwrap();
-
-            assert_eq!(s.last_index().unwrap(), 8);
-            assert_eq!(s.term(8).unwrap(), 7);
-            assert_eq!(s.term(7).unwrap(), 6);
-            let all = s
-                .entries(6, 9, None, GetEntriesContext::empty(false))
-                .unwrap();
-            assert_eq!(
-                all.iter().map(|e| (e.index, e.term)).collect::<Vec<_>>(),
-                vec![(6, 6), (7, 6), (8, 7)]
-            );
-
-            let reloaded = PeerStorage::load(engine.clone(), region(), cache_limit).unwrap();
-            assert_eq!(reloaded.last_index().unwrap(), 8);
-            assert_eq!(reloaded.term(8).unwrap(), 7);
-            assert!(
-                engine
-                    .get(Cf::Raft, &keys::raft_log_key(9, 9))
-                    .unwrap()
-                    .is_none(),
-                "tail deleted"
-            );
-        }
-    }
-
-    fn hard_state(term: u64, vote: u64, commit: u64) -> HardState {
-        HardState {
-            term,
-            vote,
-            commit,
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn a_restart_finds_the_last_index_in_the_log_and_commit_at_least_at_applied() {
-        let (engine, mut s) = bootstrapped(4);
-        let mut wb = WriteBatch::default();
-        s.append(&(6..=9).map(|i| entry(i, 6)).collect::<Vec<_>>(), &mut wb);
-        s.set_hard_state(&hard_state(6, 1, 5));
-        s.write_raft_state_if_dirty(&mut wb);
-        assert_eq!(wb.len(), 5, "four entries and the new term and vote");
-        engine.write(&wb, true).unwrap();
-
-        // Appends and commits within the term write entries only.
-        let mut wb = WriteBatch::default();
-        s.append(&(10..=12).map(|i| entry(i, 6)).collect::<Vec<_>>(), &mut wb);
-        s.set_hard_state(&hard_state(6, 1, 11));
-        s.set_commit(11);
-        s.write_raft_state_if_dirty(&mut wb);
-        assert_eq!(wb.len(), 3, "only the three entries");
-        engine.write(&wb, true).unwrap();
-        s.set_applied_index(10);
-        let mut wb = WriteBatch::default();
-        s.write_apply_state(&mut wb);
-        engine.write(&wb, false).unwrap();
-
-        let r = PeerStorage::load(engine.clone(), region(), 4).unwrap();
-        assert_eq!(r.last_index().unwrap(), 12);
-        assert_eq!(r.term(12).unwrap(), 6);
-        assert_eq!(r.applied_index(), 10);
-        let hs = r.initial_state().unwrap().hard_state;
-        assert_eq!((hs.term, hs.vote), (6, 1));
-        assert_eq!(
-            hs.commit, 10,
-            "raised from the persisted 5 to the applied index"
-        );
-
-        // A log compacted up to its last entry: the last index is the
-        // truncated one.
-        let mut s = r;
-        s.set_applied_index(12);
-        let mut wb = WriteBatch::default();
-        s.compact_to(12, 6, &mut wb);
-        s.write_apply_state(&mut wb);
-        engine.write(&wb, false).unwrap();
-        let r = PeerStorage::load(engine.clone(), region(), 4).unwrap();
-        assert_eq!(r.last_index().unwrap(), 12);
-        assert_eq!(r.term(12).unwrap(), 6);
-        assert_eq!(r.first_index().unwrap(), 13);
-    }
-
-    #[test]
-    fn a_log_that_ends_before_the_applied_index_is_reported_as_corrupt() {
-        let (engine, mut s) = bootstrapped(4);
-        let mut wb = WriteBatch::default();
-        s.append(&(6..=9).map(|i| entry(i, 6)).collect::<Vec<_>>(), &mut wb);
-        s.set_applied_index(9);
-        s.write_apply_state(&mut wb);
-        engine.write(&wb, true).unwrap();
-        let mut wb = WriteBatch::default();
-        wb.delete(Cf::Raft, keys::raft_log_key(9, 9).to_vec());
-        engine.write(&wb, true).unwrap();
-        let err = PeerStorage::load(engine, region(), 4)
-            .err()
-            .expect("corrupt");
-        assert!(
-            err.to_string().contains("below the applied index 9"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn entries_respect_max_size_and_bounds() {
-        let (engine, mut s) = bootstrapped(3);
-        let mut wb = WriteBatch::default();
-        s.append(&(6..=15).map(|i| entry(i, 6)).collect::<Vec<_>>(), &mut wb);
-        engine.write(&wb, true).unwrap();
-        let one = entry(6, 6).compute_size() as u64;
-        let got = s
-            .entries(6, 16, one * 4, GetEntriesContext::empty(false))
-            .unwrap();
-        assert_eq!(got.len(), 4);
-        let got = s
-            .entries(6, 16, 0, GetEntriesContext::empty(false))
-            .unwrap();
-        assert_eq!(got.len(), 1, "at least one entry is always returned");
-        let got = s
-            .entries(6, 16, None, GetEntriesContext::empty(false))
-            .unwrap();
-        assert_eq!(
-            got.iter().map(|e| e.index).collect::<Vec<_>>(),
-            (6..16).collect::<Vec<_>>()
-        );
-        assert!(matches!(
-            s.entries(5, 7, None, GetEntriesContext::empty(false)),
-            Err(raft::Error::Store(StorageError::Compacted))
-        ));
-        assert!(matches!(
-            s.term(16),
-            Err(raft::Error::Store(StorageError::Unavailable))
-        ));
-    }
-}
+mod tests;

@@ -7,8 +7,8 @@ use tessera_proto::kvpb::kv_client::KvClient;
 use tessera_proto::kvpb::*;
 use tonic::transport::Channel;
 
-use crate::kv::KvApi;
-use crate::{Error, Result};
+use tessera_store::kv::KvApi;
+use tessera_store::{Error, Result};
 
 #[derive(Clone)]
 pub enum KvEndpoint {

@@ -195,25 +195,25 @@ pub enum PollerMsg<O> {
 }
 
 /// The sending side of a poller's mailbox; cheap to clone.
-pub struct RaftRouter<O> {
+pub struct Mailbox<O> {
     tx: Sender<PollerMsg<O>>,
     created: Instant,
 }
 
-impl<O> Clone for RaftRouter<O> {
+impl<O> Clone for Mailbox<O> {
     fn clone(&self) -> Self {
-        RaftRouter {
+        Mailbox {
             tx: self.tx.clone(),
             created: self.created,
         }
     }
 }
 
-impl<O: Send + 'static> RaftRouter<O> {
+impl<O: Send + 'static> Mailbox<O> {
     pub(crate) fn new(capacity: usize) -> (Self, Receiver<PollerMsg<O>>) {
         let (tx, rx) = crossbeam_channel::bounded(capacity);
         (
-            RaftRouter {
+            Mailbox {
                 tx,
                 created: Instant::now(),
             },

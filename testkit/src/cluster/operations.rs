@@ -10,7 +10,7 @@ use tessera_proto::adminpb::ChangePeerKind;
 use tessera_proto::metapb::Region;
 
 use super::Cluster;
-use crate::{conf_change, split, transfer_leader, Error, Result};
+use tessera_store::{conf_change, split, transfer_leader, Error, Result};
 
 impl Cluster {
     /// Splits `region_id` at `keys` (empty: at its middle) on its leader.
@@ -145,7 +145,7 @@ impl Cluster {
             .scan(
                 tessera_multiraft::engine::Cf::Default,
                 &region.start_key,
-                &tessera_multiraft::keys::data_range_end(&region.end_key),
+                &tessera_multiraft::state_keys::data_range_end(&region.end_key),
                 false,
                 &mut |k, v| {
                     out.push((k.to_vec(), v.to_vec()));
