@@ -11,13 +11,11 @@
 
 use raft::eraftpb::{Entry, EntryType};
 use tessera_proto::metapb::{Peer as PeerMeta, Region};
-use tessera_proto::raft_serverpb::{PeerState, RegionLocalState};
 
 use crate::conf_change::{self, ConfChangeOutcome};
-use crate::engine::{Cf, Engine, WriteBatch};
+use crate::engine::{Engine, WriteBatch};
 use crate::peer::{Applied, Peer};
 use crate::state_machine::{ApplyContext, ApplyEffect, StateMachine};
-use crate::{metrics as m, state_keys};
 
 /// What one round of apply produces.
 #[derive(Default)]
@@ -128,42 +126,9 @@ fn carry_out<O: Send + 'static>(
         ApplyEffect::Split {
             derived,
             new_regions,
-        } => {
-            let region_id = derived.id;
-            wb.put_msg(
-                Cf::Meta,
-                state_keys::region_state_key(region_id),
-                &RegionLocalState {
-                    region: Some(derived.clone()),
-                    state: PeerState::Normal as i32,
-                },
-            );
-            tracing::info!(
-                region_id,
-                new_regions = ?new_regions.iter().map(|r| r.id).collect::<Vec<_>>(),
-                version = derived.region_epoch.unwrap_or_default().version,
-                "region split"
-            );
-            metrics::counter!(m::SPLITS_TOTAL).increment(1);
-            peer.storage_mut().set_region(derived);
-            peer.split_siblings = new_regions.clone();
-            outcome.new_regions.extend(new_regions);
-            if peer.is_leader() {
-                // Followers would otherwise learn this commit only with the
-                // next append or heartbeat (commits are not broadcast), and
-                // until they apply the split the new regions cannot elect
-                // the leader that campaigns for them on this store.
-                peer.raw_node.raft.bcast_append();
-            }
-        }
+        } => crate::poller::split::apply(peer, derived, new_regions, wb, outcome),
         ApplyEffect::CompactLog { index, term } => {
-            let before = peer.storage().truncated_index();
-            peer.storage_mut().compact_to(index, term, wb);
-            let dropped = peer.storage().truncated_index() - before;
-            if dropped > 0 {
-                metrics::counter!(m::LOG_GC_TOTAL).increment(1);
-                metrics::counter!(m::LOG_GC_ENTRIES_TOTAL).increment(dropped);
-            }
+            crate::poller::log_gc::apply(peer, index, term, wb)
         }
     }
 }

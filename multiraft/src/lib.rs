@@ -11,7 +11,10 @@
 //!   waiting to be applied and the ReadIndex queue. A `Peer` does no IO;
 //! - [`poller`]: the single thread that drives every peer of a store in rounds
 //!   and writes the Ready state of all of them in ONE synced write batch
-//!   (group commit), then sends messages and applies committed entries;
+//!   (group commit), then sends messages and applies committed entries; the
+//!   Raft side of a split (`poller/split/`) and of log GC
+//!   (`poller/log_gc.rs`) each live in one module with its process overview;
+//! - [`mailbox`]: the poller's mailbox and the messages it takes;
 //! - [`transport`]: how Raft messages reach other stores (gRPC, or an
 //!   in-memory network with fault filters for tests).
 //!

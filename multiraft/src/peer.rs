@@ -447,6 +447,14 @@ impl<O: Send + 'static> Peer<O> {
         Ok(())
     }
 
+    /// As leader, tells every follower the commit index now rather than
+    /// with the next append or heartbeat.
+    pub fn broadcast_commit(&mut self) {
+        if self.is_leader() {
+            self.raw_node.raft.bcast_append();
+        }
+    }
+
     pub fn campaign(&mut self) -> Result<()> {
         self.raw_node.campaign()?;
         Ok(())

@@ -24,9 +24,10 @@
 //! The poller never blocks on the network; it blocks only on the engine.
 //! Snapshots are generated on a separate worker thread.
 
-mod early_votes;
+pub(crate) mod log_gc;
 mod ready;
 mod regions;
+pub(crate) mod split;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -148,7 +149,7 @@ pub struct Poller<S: StateMachine> {
     roles_changed: bool,
     outbox: Vec<Outgoing>,
     /// Vote requests for regions a split has not created here yet.
-    early_votes: early_votes::EarlyVotes,
+    early_votes: split::early_votes::EarlyVotes,
 }
 
 impl<S: StateMachine> Poller<S> {
@@ -159,7 +160,7 @@ impl<S: StateMachine> Poller<S> {
         mailbox: Mailbox<S::Output>,
     ) -> Result<PollerHandle<S::Output>> {
         let stats = Arc::new(PollerStats::default());
-        let early_votes = early_votes::EarlyVotes::new(spec.config.election_timeout());
+        let early_votes = split::early_votes::EarlyVotes::new(spec.config.election_timeout());
         let mut poller = Poller {
             store_id: spec.store_id,
             next_tick: Instant::now() + spec.config.tick_interval,
@@ -265,26 +266,13 @@ impl<S: StateMachine> Poller<S> {
             && self
                 .ticks
                 .is_multiple_of(self.cfg.log_gc_tick_interval as u64);
-        let mut gc = vec![];
         for (id, peer) in self.peers.iter_mut() {
             peer.tick();
             peer.maybe_leave_joint();
-            if gc_due {
-                if let Some((index, term)) = peer.log_gc_candidate(&self.cfg) {
-                    gc.push((*id, index, term));
-                }
-            }
             self.touched.insert(*id);
         }
-        for (region_id, index, term) in gc {
-            self.propose_compact_log(region_id, index, term);
-        }
         if gc_due {
-            let (entries, bytes) = self.peers.values().fold((0u64, 0u64), |(e, b), p| {
-                (e + p.storage().log_entries(), b + p.storage().log_bytes())
-            });
-            metrics::gauge!(m::RAFT_LOG_ENTRIES).set(entries as f64);
-            metrics::gauge!(m::RAFT_LOG_BYTES).set(bytes as f64);
+            self.collect_logs();
         }
     }
 

@@ -5,7 +5,6 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use raft::Ready;
-use tessera_proto::metapb::Region;
 use tessera_proto::raft_serverpb::RaftMessage;
 
 use super::Poller;
@@ -113,23 +112,7 @@ impl<S: StateMachine> Poller<S> {
         }
 
         // Regions split off in this round are born in the same batch.
-        let mut born: Vec<(RegionId, Region)> = vec![];
-        for (parent, outcome) in &outcomes {
-            for r in &outcome.new_regions {
-                if self.peers.contains_key(&r.id) || self.tombstones.contains_key(&r.id) {
-                    tracing::warn!(
-                        region_id = r.id,
-                        "split target already known on this store; not recreated"
-                    );
-                    continue;
-                }
-                if region::find_peer_on_store(r, self.store_id).is_none() {
-                    continue;
-                }
-                region::write_initial_state(r, &mut ab.wb);
-                born.push((*parent, r.clone()));
-            }
-        }
+        let born = self.born_regions(&outcomes, &mut ab.wb);
         if !ab.wb.is_empty() {
             fail::fail_point!("apply_before_write");
             if let Err(e) = self.engine.write(&ab.wb, false) {

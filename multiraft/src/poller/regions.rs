@@ -1,6 +1,7 @@
-//! The peers a store hosts: loading them, creating them (by hand, by a
-//! split, or for a message from a new region's leader), destroying them,
-//! the index of their key ranges, and their snapshots and log compaction.
+//! The peers a store hosts: loading them, creating them (by hand, or for a
+//! message from a new region's leader; a split's new peers start in
+//! `split`), destroying them, the index of their key ranges, and their
+//! snapshots.
 //!
 //! Invariants: initialized peers' ranges never overlap (a message or
 //! snapshot whose range overlaps another local region is dropped, except
@@ -18,7 +19,7 @@ use tessera_proto::raft_serverpb::{PeerState, RaftMessage, RegionLocalState};
 
 use super::Poller;
 use crate::engine::{Cf, EngineExt, WriteBatch};
-use crate::mailbox::{EpochCheck, PollerMsg};
+use crate::mailbox::PollerMsg;
 use crate::peer::{is_initial_msg, Peer};
 use crate::snapshot::{self, apply as snap_apply};
 use crate::state_machine::StateMachine;
@@ -165,39 +166,6 @@ impl<S: StateMachine> Poller<S> {
         self.touched.insert(region.id);
         self.roles_changed = true;
         Ok(())
-    }
-
-    /// Starts the local peer of a region a split just created (its state is
-    /// already written). The leader of the split region campaigns for it at
-    /// once, so the new region does not wait an election timeout; vote
-    /// requests that came before the split applied here are handed to the
-    /// new peer (see `early_votes`).
-    pub(super) fn start_split_region(&mut self, parent: RegionId, region: Region) {
-        let peer = match Peer::load(
-            self.store_id,
-            region.clone(),
-            self.engine.clone(),
-            &self.cfg,
-        ) {
-            Ok(p) => p,
-            Err(e) => panic!("region {}: cannot start after a split: {e}", region.id),
-        };
-        self.index_region(&region);
-        self.peers.insert(region.id, peer);
-        let parent_leads = self.peers.get(&parent).is_some_and(|p| p.is_leader());
-        if parent_leads {
-            if let Some(p) = self.peers.get_mut(&region.id) {
-                if let Err(e) = p.campaign() {
-                    tracing::warn!(region_id = region.id, error = %e, "campaign after split failed");
-                }
-            }
-        }
-        self.touched.insert(region.id);
-        self.roles_changed = true;
-        for vote in self.early_votes.take(region.id, Instant::now()) {
-            tracing::debug!(region_id = region.id, "held vote request delivered");
-            self.on_raft_message(vote);
-        }
     }
 
     /// Removes the local peer of `region_id` and deletes its log, states and
@@ -470,27 +438,5 @@ impl<S: StateMachine> Poller<S> {
             }
             self.touched.insert(region_id);
         }
-    }
-
-    /// Proposes dropping the log of `region_id` up to `index`.
-    pub(super) fn propose_compact_log(&mut self, region_id: RegionId, index: u64, term: u64) {
-        let Some(peer) = self.peers.get_mut(&region_id) else {
-            return;
-        };
-        let data = self.sm.compact_log_command(peer.region(), index, term);
-        let accepted = peer.propose(
-            &EpochCheck::default(),
-            data,
-            Box::new(move |r| {
-                if let Err(e) = r {
-                    tracing::debug!(region_id, error = %e, "log compaction not applied");
-                }
-            }),
-            Instant::now(),
-        );
-        if accepted {
-            tracing::debug!(region_id, index, "log compaction proposed");
-        }
-        self.touched.insert(region_id);
     }
 }

@@ -1,0 +1,144 @@
+//! The Raft side of a split, in the order it happens.
+//!
+//! 1. **Propose** (`tessera-store`'s `split.rs`): the leader lays out the
+//!    new regions (`split_layout`, keys checked by
+//!    `tessera_proto::region::check_split_keys`, ids from the directory) and
+//!    proposes one admin command through the poller's mailbox.
+//! 2. **Apply** ([`apply`]): on every replica, in the round's apply batch,
+//!    the store's state machine re-checks the command against the region as
+//!    it is then and reports `ApplyEffect::Split`; the region narrows to the
+//!    range below the first key, its new epoch and state are written with
+//!    the batch, and it remembers its siblings (an EpochNotMatch names
+//!    them). A leader broadcasts the commit at once: followers would
+//!    otherwise learn it with the next heartbeat, and the new regions could
+//!    not elect anyone until they apply it.
+//! 3. **Effects** ([`Poller::born_regions`]): in the same batch, the initial
+//!    state (a fresh log at index 5) of every new region with a peer on this
+//!    store — unless the region is already known here (a peer, or a
+//!    tombstone): then it is not recreated.
+//! 4. **New peers** ([`Poller::start_split_region`]): once the batch is
+//!    written, each new peer starts; where the parent led, it campaigns at
+//!    once, and vote requests held for it ([`early_votes`]: they arrived
+//!    before this store applied the split, while the parent still held the
+//!    range) are delivered through the normal message path.
+//!
+//! A replica that missed the split catches up by log or, once the log is
+//! gone, by a snapshot of the region *as it is now*: one taken before a
+//! later split carries a wider range that a store holding the split-off
+//! regions refuses, so `storage` never hands it out again.
+//!
+//! Failpoints: `apply_before_write` (before the batch holding the split),
+//! `split_between_write_and_start` (after it, before the new peers start).
+
+pub(super) mod early_votes;
+
+use std::time::Instant;
+
+use tessera_proto::metapb::Region;
+use tessera_proto::raft_serverpb::{PeerState, RegionLocalState};
+
+use super::Poller;
+use crate::apply::ApplyOutcome;
+use crate::engine::{Cf, WriteBatch};
+use crate::peer::Peer;
+use crate::state_machine::StateMachine;
+use crate::{metrics as m, region, state_keys, RegionId};
+
+/// Step 2: `peer`'s region became `derived`; `new_regions` were split off.
+pub(crate) fn apply<O: Send + 'static>(
+    peer: &mut Peer<O>,
+    derived: Region,
+    new_regions: Vec<Region>,
+    wb: &mut WriteBatch,
+    outcome: &mut ApplyOutcome,
+) {
+    let region_id = derived.id;
+    wb.put_msg(
+        Cf::Meta,
+        state_keys::region_state_key(region_id),
+        &RegionLocalState {
+            region: Some(derived.clone()),
+            state: PeerState::Normal as i32,
+        },
+    );
+    tracing::info!(
+        region_id,
+        new_regions = ?new_regions.iter().map(|r| r.id).collect::<Vec<_>>(),
+        version = derived.region_epoch.unwrap_or_default().version,
+        "region split"
+    );
+    metrics::counter!(m::SPLITS_TOTAL).increment(1);
+    peer.storage_mut().set_region(derived);
+    peer.split_siblings = new_regions.clone();
+    outcome.new_regions.extend(new_regions);
+    if peer.is_leader() {
+        // Followers would otherwise learn this commit only with the
+        // next append or heartbeat (commits are not broadcast), and
+        // until they apply the split the new regions cannot elect
+        // the leader that campaigns for them on this store.
+        peer.broadcast_commit();
+    }
+}
+
+impl<S: StateMachine> Poller<S> {
+    /// Step 3: writes into `wb` the initial state of every region this
+    /// round's splits created with a peer here; returns them with their
+    /// parents, to start once `wb` is written.
+    pub(super) fn born_regions(
+        &self,
+        outcomes: &[(RegionId, ApplyOutcome)],
+        wb: &mut WriteBatch,
+    ) -> Vec<(RegionId, Region)> {
+        let mut born: Vec<(RegionId, Region)> = vec![];
+        for (parent, outcome) in outcomes.iter() {
+            for r in &outcome.new_regions {
+                if self.peers.contains_key(&r.id) || self.tombstones.contains_key(&r.id) {
+                    tracing::warn!(
+                        region_id = r.id,
+                        "split target already known on this store; not recreated"
+                    );
+                    continue;
+                }
+                if region::find_peer_on_store(r, self.store_id).is_none() {
+                    continue;
+                }
+                region::write_initial_state(r, wb);
+                born.push((*parent, r.clone()));
+            }
+        }
+        born
+    }
+
+    /// Starts the local peer of a region a split just created (its state is
+    /// already written). The leader of the split region campaigns for it at
+    /// once, so the new region does not wait an election timeout; vote
+    /// requests that came before the split applied here are handed to the
+    /// new peer (see `early_votes`).
+    pub(super) fn start_split_region(&mut self, parent: RegionId, region: Region) {
+        let peer = match Peer::load(
+            self.store_id,
+            region.clone(),
+            self.engine.clone(),
+            &self.cfg,
+        ) {
+            Ok(p) => p,
+            Err(e) => panic!("region {}: cannot start after a split: {e}", region.id),
+        };
+        self.index_region(&region);
+        self.peers.insert(region.id, peer);
+        let parent_leads = self.peers.get(&parent).is_some_and(|p| p.is_leader());
+        if parent_leads {
+            if let Some(p) = self.peers.get_mut(&region.id) {
+                if let Err(e) = p.campaign() {
+                    tracing::warn!(region_id = region.id, error = %e, "campaign after split failed");
+                }
+            }
+        }
+        self.touched.insert(region.id);
+        self.roles_changed = true;
+        for vote in self.early_votes.take(region.id, Instant::now()) {
+            tracing::debug!(region_id = region.id, "held vote request delivered");
+            self.on_raft_message(vote);
+        }
+    }
+}
