@@ -22,7 +22,7 @@ use crate::state_machine::{ApplyContext, ApplyEffect, StateMachine};
 pub struct ApplyBatch {
     pub wb: WriteBatch,
     /// Callbacks to run after `wb` is written.
-    pub deferred: Vec<Box<dyn FnOnce() + Send>>,
+    pub deferred: Vec<crate::peer::Deferred>,
     pub entries: u64,
 }
 

@@ -219,15 +219,15 @@ impl ReadQueue {
         self.batches = kept;
     }
 
-    /// Fails every read (the peer is going away).
-    pub fn fail_all(&mut self, err: impl Fn() -> Error) {
-        let reads = std::mem::take(&mut self.incoming)
+    /// Takes every waiting read out (the peer is going away): the caller
+    /// answers them.
+    pub fn take_all(&mut self) -> Vec<ReadCallback> {
+        std::mem::take(&mut self.incoming)
             .into_iter()
             .chain(std::mem::take(&mut self.incoming_follower))
-            .chain(self.batches.drain(..).flat_map(|b| b.reads));
-        for r in reads {
-            (r.cb)(Err(err()));
-        }
+            .chain(self.batches.drain(..).flat_map(|b| b.reads))
+            .map(|r| r.cb)
+            .collect()
     }
 }
 

@@ -69,7 +69,7 @@ impl<S: StateMachine> Poller<S> {
             return;
         };
         let data = self.sm.compact_log_command(peer.region(), index, term);
-        let accepted = peer.propose(
+        let proposed = peer.propose(
             &EpochCheck::default(),
             data,
             Box::new(move |r| {
@@ -79,8 +79,9 @@ impl<S: StateMachine> Poller<S> {
             }),
             Instant::now(),
         );
-        if accepted {
-            tracing::debug!(region_id, index, "log compaction proposed");
+        match proposed {
+            Ok(()) => tracing::debug!(region_id, index, "log compaction proposed"),
+            Err(refusal) => refusal.answer(),
         }
         self.touched.insert(region_id);
     }

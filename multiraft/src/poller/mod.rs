@@ -42,7 +42,7 @@ use tessera_proto::metapb::RegionEpoch;
 use crate::config::RaftConfig;
 use crate::engine::Engine;
 use crate::mailbox::{Mailbox, PollerMsg};
-use crate::peer::{Outgoing, Peer};
+use crate::peer::{Outgoing, Peer, ReadStep};
 use crate::read::ReadPath;
 use crate::snapshot::SnapManager;
 use crate::state_machine::StateMachine;
@@ -203,7 +203,9 @@ impl<S: StateMachine> Poller<S> {
             self.round();
         }
         for peer in self.peers.values_mut() {
-            peer.fail_pending("the store is shutting down");
+            for answer in peer.fail_pending("the store is shutting down") {
+                answer();
+            }
         }
         self.snap_worker = None;
         if let Some(t) = self.snap_worker_thread.take() {
@@ -290,10 +292,12 @@ impl<S: StateMachine> Poller<S> {
                 cb,
             } => match self.peers.get_mut(&region_id) {
                 Some(peer) => {
-                    if peer.propose(&epoch, data, cb, now) {
-                        metrics::counter!(m::PROPOSALS_TOTAL).increment(1);
-                    } else {
-                        metrics::counter!(m::PROPOSALS_REJECTED_TOTAL).increment(1);
+                    match peer.propose(&epoch, data, cb, now) {
+                        Ok(()) => metrics::counter!(m::PROPOSALS_TOTAL).increment(1),
+                        Err(refusal) => {
+                            metrics::counter!(m::PROPOSALS_REJECTED_TOTAL).increment(1);
+                            refusal.answer();
+                        }
                     }
                     self.touched.insert(region_id);
                 }
@@ -306,7 +310,9 @@ impl<S: StateMachine> Poller<S> {
                 cb,
             } => match self.peers.get_mut(&region_id) {
                 Some(peer) => {
-                    peer.propose_conf_change(&epoch, changes, cb, now);
+                    if let Err(refusal) = peer.propose_conf_change(&epoch, changes, cb, now) {
+                        refusal.answer();
+                    }
                     self.touched.insert(region_id);
                 }
                 None => cb(Err(Error::region(RegionError::region_not_found(region_id)))),
@@ -318,7 +324,11 @@ impl<S: StateMachine> Poller<S> {
                 cb,
             } => match self.peers.get_mut(&region_id) {
                 Some(peer) if peer.is_initialized() => {
-                    peer.read(epoch, policy, cb);
+                    match peer.read(epoch, policy, cb) {
+                        ReadStep::Queued => {}
+                        ReadStep::ServeNow(cb) => cb(Ok(peer.region())),
+                        ReadStep::Refused(r) => (r.cb)(Err(r.error)),
+                    }
                     self.touched.insert(region_id);
                 }
                 _ => cb(Err(Error::region(RegionError::region_not_found(region_id)))),

@@ -17,6 +17,7 @@ use crate::{metrics as m, region, RegionId};
 
 impl<S: StateMachine> Poller<S> {
     pub(super) fn handle_readies(&mut self) {
+        let now = Instant::now();
         let touched = std::mem::take(&mut self.touched);
         let mut readies: Vec<(RegionId, Ready)> = Vec::with_capacity(touched.len());
         let mut wb = WriteBatch::default();
@@ -43,6 +44,7 @@ impl<S: StateMachine> Poller<S> {
                 msgs,
                 &|term, index| snap_mgr.gen_dir(id, term, index),
                 &mut self.outbox,
+                now,
             );
             let before = wb.len();
             if !rd.snapshot().is_empty() {
@@ -85,6 +87,7 @@ impl<S: StateMachine> Poller<S> {
                 persisted,
                 &|term, index| snap_mgr.gen_dir(id, term, index),
                 &mut self.outbox,
+                now,
             );
             let mut committed = rd.take_committed_entries();
             let mut light = peer.raw_node.advance_append(rd);
@@ -96,6 +99,7 @@ impl<S: StateMachine> Poller<S> {
                 msgs,
                 &|term, index| snap_mgr.gen_dir(id, term, index),
                 &mut self.outbox,
+                now,
             );
             committed.extend(light.take_committed_entries());
             to_apply.push((id, committed));
@@ -196,7 +200,9 @@ impl<S: StateMachine> Poller<S> {
         self.index_region(&p.region);
         self.sm.on_snapshot_applied(self.engine.as_ref(), &p.region);
         if let Some(peer) = self.peers.get_mut(&p.region_id) {
-            peer.on_snapshot_applied(p.index);
+            for answer in peer.on_snapshot_applied(p.index) {
+                answer();
+            }
         }
         self.roles_changed = true;
         self.stats.snapshots_applied.fetch_add(1, Ordering::Relaxed);

@@ -179,7 +179,9 @@ impl<S: StateMachine> Poller<S> {
         let Some(mut peer) = self.peers.remove(&region_id) else {
             return Err(Error::region(RegionError::region_not_found(region_id)));
         };
-        peer.fail_pending("the peer was removed from this store");
+        for answer in peer.fail_pending("the peer was removed from this store") {
+            answer();
+        }
         let region = peer.region().clone();
         if peer.is_initialized() {
             self.unindex_region(&region);

@@ -6,6 +6,13 @@
 //! threads, and writes only into the write batches the poller hands it. The
 //! poller decides when its Ready state is persisted, sent and applied.
 //!
+//! Nor does it run its callers' callbacks or read the clock: a request it
+//! refuses comes back as a [`Refusal`] (a read as a [`ReadStep`]), the
+//! answers to failed proposals come back as [`Deferred`] calls and those to
+//! applied entries wait in the apply batch — the poller runs them all; the
+//! time (`now`) is passed in by the poller. (Reads whose read index has
+//! applied are still served from its read queue, against its region.)
+//!
 //! Proposals are kept in (term, index) order. When an entry (i, t) applies,
 //! the proposal at exactly (i, t) succeeds; any proposal of an older term, or
 //! of the same term at a smaller index, was overwritten by another leader and
@@ -15,14 +22,13 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use protobuf::Message as _;
 use raft::eraftpb::{
-    ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, Message, MessageType,
+    ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, Message,
 };
 use raft::{RawNode, SoftState, StateRole};
 use tessera_proto::errorpb::RegionError;
 use tessera_proto::metapb::{self, Region};
-use tessera_proto::raft_serverpb::{ConfChangeContext, RaftMessage, SnapshotData};
+use tessera_proto::raft_serverpb::ConfChangeContext;
 
 use crate::config::RaftConfig;
 use crate::engine::Engine;
@@ -32,13 +38,28 @@ use crate::mailbox::{
 };
 use crate::read::{Lease, PendingRead, ReadPath, ReadQueue};
 use crate::storage::PeerStorage;
-use crate::transport::OutgoingSnapshot;
-use crate::{logger, metrics as m, region, Error, RegionId, Result, StoreId};
+use crate::{logger, region, Error, RegionId, Result, StoreId};
+
+mod messages;
+#[cfg(test)]
+mod tests;
+
+pub use messages::{is_initial_msg, Outgoing};
 
 /// Who waits for a proposal.
 enum Waiter<O> {
     Command(ProposeCallback<O>),
     ConfChange(ConfChangeCallback),
+}
+
+impl<O: Send + 'static> Waiter<O> {
+    /// The answer that tells the waiter its proposal failed with `error`.
+    fn fail(self, error: Error) -> Deferred {
+        match self {
+            Waiter::Command(cb) => Box::new(move || cb(Err(error))),
+            Waiter::ConfChange(cb) => Box::new(move || cb(Err(error))),
+        }
+    }
 }
 
 /// What an applied entry produced, for its proposer.
@@ -56,10 +77,33 @@ struct Proposal<O> {
     waiter: Waiter<O>,
 }
 
-/// A message on its way out of a peer.
-pub enum Outgoing {
-    Message(StoreId, RaftMessage),
-    Snapshot(StoreId, OutgoingSnapshot),
+/// A callback for the poller to run (after the round's write when it
+/// answers an applied entry).
+pub type Deferred = Box<dyn FnOnce() + Send>;
+
+/// A request a peer did not take, and why. A `Peer` runs no callback of
+/// its own: the poller answers the caller ([`Refusal::answer`]).
+#[must_use = "the caller waits for this answer"]
+pub struct Refusal<C> {
+    pub cb: C,
+    pub error: Error,
+}
+
+impl<T> Refusal<Box<dyn FnOnce(Result<T>) + Send>> {
+    /// Answers the caller with the refusal.
+    pub fn answer(self) {
+        (self.cb)(Err(self.error))
+    }
+}
+
+/// What became of a read handed to a peer.
+#[must_use = "a refused or immediate read must be answered"]
+pub enum ReadStep {
+    /// Queued for a read index or the lease ([`Peer::flush_reads`]).
+    Queued,
+    /// To serve at once against the region as it is (an unsafe local read).
+    ServeNow(ReadCallback),
+    Refused(Refusal<ReadCallback>),
 }
 
 pub struct Peer<O> {
@@ -198,35 +242,43 @@ impl<O: Send + 'static> Peer<O> {
         ))
     }
 
-    /// Proposes `data`; `cb` learns the outcome once the entry applies, or
-    /// right away if the proposal is refused.
+    /// Proposes `data`; `cb` learns the outcome once the entry applies. A
+    /// refused proposal comes back with its callback and the reason.
     pub fn propose(
         &mut self,
         epoch: &EpochCheck,
         data: Vec<u8>,
         cb: ProposeCallback<O>,
         now: Instant,
-    ) -> bool {
+    ) -> Result<(), Refusal<ProposeCallback<O>>> {
         if !self.is_leader() {
-            cb(Err(self.not_leader()));
-            return false;
+            return Err(Refusal {
+                cb,
+                error: self.not_leader(),
+            });
         }
         if !epoch.matches(&region::epoch(self.region())) {
-            cb(Err(self.epoch_not_match(epoch)));
-            return false;
+            return Err(Refusal {
+                cb,
+                error: self.epoch_not_match(epoch),
+            });
         }
         let last_before = self.raw_node.raft.raft_log.last_index();
         if let Err(e) = self.raw_node.propose(vec![], data) {
             // ProposalDropped: a leader transfer is in progress.
             tracing::debug!(region_id = self.region_id(), error = %e, "proposal dropped");
-            cb(Err(self.not_leader()));
-            return false;
+            return Err(Refusal {
+                cb,
+                error: self.not_leader(),
+            });
         }
         let index = self.raw_node.raft.raft_log.last_index();
         if index != last_before + 1 {
             // raft-rs accepted nothing (should not happen for a leader).
-            cb(Err(self.not_leader()));
-            return false;
+            return Err(Refusal {
+                cb,
+                error: self.not_leader(),
+            });
         }
         self.proposals.push_back(Proposal {
             index,
@@ -234,7 +286,7 @@ impl<O: Send + 'static> Peer<O> {
             proposed_at: now,
             waiter: Waiter::Command(cb),
         });
-        true
+        Ok(())
     }
 
     /// Proposes a membership change; `cb` gets the region after it applies.
@@ -246,21 +298,27 @@ impl<O: Send + 'static> Peer<O> {
         changes: Vec<ConfChangeItem>,
         cb: ConfChangeCallback,
         now: Instant,
-    ) -> bool {
+    ) -> Result<(), Refusal<ConfChangeCallback>> {
         if !self.is_leader() {
-            cb(Err(self.not_leader()));
-            return false;
+            return Err(Refusal {
+                cb,
+                error: self.not_leader(),
+            });
         }
         if !epoch.matches(&region::epoch(self.region())) {
-            cb(Err(self.epoch_not_match(epoch)));
-            return false;
+            return Err(Refusal {
+                cb,
+                error: self.epoch_not_match(epoch),
+            });
         }
         if self.raw_node.raft.has_pending_conf() {
-            cb(Err(Error::InvalidArgument(format!(
-                "region {} has a membership change in progress; try again when it applies",
-                self.region_id()
-            ))));
-            return false;
+            return Err(Refusal {
+                cb,
+                error: Error::InvalidArgument(format!(
+                    "region {} has a membership change in progress; try again when it applies",
+                    self.region_id()
+                )),
+            });
         }
         let mut cc = ConfChangeV2::default();
         let mut context = ConfChangeContext::default();
@@ -281,15 +339,17 @@ impl<O: Send + 'static> Peer<O> {
         cc.context = prost::Message::encode_to_vec(&context).into();
         let last_before = self.raw_node.raft.raft_log.last_index();
         if let Err(e) = self.raw_node.propose_conf_change(vec![], cc) {
-            cb(Err(Error::InvalidArgument(format!(
-                "membership change refused: {e}"
-            ))));
-            return false;
+            return Err(Refusal {
+                cb,
+                error: Error::InvalidArgument(format!("membership change refused: {e}")),
+            });
         }
         let index = self.raw_node.raft.raft_log.last_index();
         if index != last_before + 1 {
-            cb(Err(self.not_leader()));
-            return false;
+            return Err(Refusal {
+                cb,
+                error: self.not_leader(),
+            });
         }
         self.proposals.push_back(Proposal {
             index,
@@ -297,7 +357,7 @@ impl<O: Send + 'static> Peer<O> {
             proposed_at: now,
             waiter: Waiter::ConfChange(cb),
         });
-        true
+        Ok(())
     }
 
     /// On a leader stuck in a joint configuration (the leader that entered it
@@ -359,22 +419,26 @@ impl<O: Send + 'static> Peer<O> {
     }
 
     /// Queues a read; it is confirmed by [`Peer::flush_reads`] later in the
-    /// round.
-    pub fn read(&mut self, epoch: EpochCheck, policy: ReadPolicy, cb: ReadCallback) {
+    /// round. Refused, or served at once, it comes back to the poller.
+    pub fn read(&mut self, epoch: EpochCheck, policy: ReadPolicy, cb: ReadCallback) -> ReadStep {
         if policy == ReadPolicy::Leader && !self.is_leader() {
-            cb(Err(self.not_leader()));
-            return;
+            return ReadStep::Refused(Refusal {
+                cb,
+                error: self.not_leader(),
+            });
         }
         if !epoch.matches(&region::epoch(self.region())) {
-            cb(Err(self.epoch_not_match(&epoch)));
-            return;
+            return ReadStep::Refused(Refusal {
+                cb,
+                error: self.epoch_not_match(&epoch),
+            });
         }
         if policy == ReadPolicy::UnsafeLocal {
-            cb(Ok(self.region()));
-            return;
+            return ReadStep::ServeNow(cb);
         }
         self.reads
             .push(PendingRead { cb, epoch }, policy == ReadPolicy::Follower);
+        ReadStep::Queued
     }
 
     /// The read index the lease vouches for right now, if any.
@@ -499,7 +563,7 @@ impl<O: Send + 'static> Peer<O> {
         index: u64,
         term: u64,
         applied: Applied<O>,
-        deferred: &mut Vec<Box<dyn FnOnce() + Send>>,
+        deferred: &mut Vec<Deferred>,
     ) {
         let mut applied = Some(applied);
         let region_id = self.region_id();
@@ -533,121 +597,34 @@ impl<O: Send + 'static> Peer<O> {
     }
 
     /// A snapshot up to `index` replaced the log: proposals at or below it
-    /// may or may not have applied.
-    pub fn on_snapshot_applied(&mut self, index: u64) {
+    /// may or may not have applied. Returns their answers, for the poller.
+    pub fn on_snapshot_applied(&mut self, index: u64) -> Vec<Deferred> {
+        let mut answers = vec![];
         while self.proposals.front().is_some_and(|p| p.index <= index) {
             let p = self.proposals.pop_front().expect("front exists");
-            let err = || {
-                Error::Indeterminate(
-                    "a snapshot replaced the log before the outcome was known".into(),
-                )
-            };
-            match p.waiter {
-                Waiter::Command(cb) => cb(Err(err())),
-                Waiter::ConfChange(cb) => cb(Err(err())),
-            }
+            answers.push(p.waiter.fail(Error::Indeterminate(
+                "a snapshot replaced the log before the outcome was known".into(),
+            )));
         }
+        answers
     }
 
     /// Fails everything waiting on this peer (it is being destroyed or the
     /// store is stopping). Proposals may still commit elsewhere, so their
-    /// outcome is unknown.
-    pub fn fail_pending(&mut self, reason: &str) {
-        for p in self.proposals.drain(..) {
-            let err = Error::Indeterminate(reason.to_string());
-            match p.waiter {
-                Waiter::Command(cb) => cb(Err(err)),
-                Waiter::ConfChange(cb) => cb(Err(err)),
-            }
-        }
+    /// outcome is unknown. Returns the answers, for the poller.
+    pub fn fail_pending(&mut self, reason: &str) -> Vec<Deferred> {
+        let mut answers: Vec<Deferred> = self
+            .proposals
+            .drain(..)
+            .map(|p| p.waiter.fail(Error::Indeterminate(reason.to_string())))
+            .collect();
         let region_id = self.region_id();
-        self.reads
-            .fail_all(|| Error::region(RegionError::region_not_found(region_id)));
-    }
-
-    /// Wraps raft-rs messages for the transport; messages to peers the
-    /// region does not list are dropped — a dropped snapshot is reported to
-    /// raft-rs as failed, or the follower's progress would wait for it
-    /// forever. Snapshots carry where their files are.
-    ///
-    /// A plain leader heartbeat to a follower that was sent an append within
-    /// the heartbeat interval is skipped: the append already reset the
-    /// follower's election timer, its answer marks the follower active for
-    /// check_quorum, and the follower learns the commit index from the next
-    /// append or the next heartbeat (at most one interval later). Under
-    /// load this removes nearly all heartbeat traffic of busy regions.
-    /// Heartbeats with a context (ReadIndex confirmations) always go.
-    pub fn wrap_messages(
-        &mut self,
-        msgs: Vec<Message>,
-        snap_dir: &dyn Fn(u64, u64) -> std::path::PathBuf,
-        out: &mut Vec<Outgoing>,
-    ) {
-        let mut dropped_snapshots = Vec::new();
-        let now = Instant::now();
-        let mut skipped = 0u64;
-        let region = self.raw_node.store().region();
-        for m in msgs {
-            match m.get_msg_type() {
-                MessageType::MsgAppend => {
-                    self.last_append_to.insert(m.to, now);
-                }
-                MessageType::MsgHeartbeat if m.context.is_empty() => {
-                    let recent = self
-                        .last_append_to
-                        .get(&m.to)
-                        .is_some_and(|at| now.duration_since(*at) < self.heartbeat_interval);
-                    if recent {
-                        skipped += 1;
-                        continue;
-                    }
-                }
-                _ => {}
-            }
-            let Some(to_peer) =
-                region::find_peer(region, m.to).or_else(|| self.peer_cache.get(&m.to))
-            else {
-                tracing::debug!(region_id = region.id, to = m.to, msg_type = ?m.get_msg_type(), "message to unknown peer dropped");
-                if m.get_msg_type() == MessageType::MsgSnapshot {
-                    dropped_snapshots.push(m.to);
-                }
-                continue;
-            };
-            let store_id = to_peer.store_id;
-            let snapshot = (m.get_msg_type() == MessageType::MsgSnapshot).then(|| {
-                let snap = m.get_snapshot();
-                let meta = snap.get_metadata();
-                let files = prost::Message::decode(snap.data.as_ref())
-                    .map(|d: SnapshotData| d.files)
-                    .unwrap_or_default();
-                (snap_dir(meta.term, meta.index), files)
-            });
-            let msg = RaftMessage {
-                region_id: region.id,
-                from_peer: Some(self.meta),
-                to_peer: Some(*to_peer),
-                region_epoch: region.region_epoch,
-                start_key: region.start_key.clone(),
-                end_key: region.end_key.clone(),
-                message: m
-                    .write_to_bytes()
-                    .expect("encoding a raft message cannot fail"),
-                is_tombstone: false,
-            };
-            out.push(match snapshot {
-                Some((dir, files)) => {
-                    Outgoing::Snapshot(store_id, OutgoingSnapshot { msg, dir, files })
-                }
-                None => Outgoing::Message(store_id, msg),
-            });
+        for cb in self.reads.take_all() {
+            answers.push(Box::new(move || {
+                cb(Err(Error::region(RegionError::region_not_found(region_id))))
+            }));
         }
-        for to in dropped_snapshots {
-            self.raw_node
-                .report_snapshot(to, raft::SnapshotStatus::Failure);
-        }
-        if skipped > 0 {
-            metrics::counter!(m::RAFT_HEARTBEATS_SKIPPED_TOTAL).increment(skipped);
-        }
+        answers
     }
 
     /// Replication progress of the other peers (leader only).
@@ -689,14 +666,4 @@ impl<O: Send + 'static> Peer<O> {
             split_siblings: self.split_siblings.clone(),
         }
     }
-}
-
-/// Whether a message to a region this store does not have may create a
-/// peer for it: a vote request, or a leader's first heartbeat to a new
-/// peer (whose commit is 0 because nothing is known to be replicated).
-pub fn is_initial_msg(msg: &Message) -> bool {
-    let t = msg.get_msg_type();
-    t == MessageType::MsgRequestVote
-        || t == MessageType::MsgRequestPreVote
-        || (t == MessageType::MsgHeartbeat && msg.commit == 0)
 }

@@ -1,0 +1,126 @@
+//! A `Peer` at the step level: it runs no callback of its own. Refused
+//! requests and failed proposals come back to the caller (the poller) with
+//! their answers; what it queues is answered later by the poller.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tessera_proto::errorpb::region_error::Error as Kind;
+use tessera_proto::metapb::{Peer as PeerMeta, Region, RegionEpoch};
+
+use super::{Peer, ReadStep};
+use crate::config::RaftConfig;
+use crate::engine::{Engine, MemoryEngine, WriteBatch};
+use crate::mailbox::{EpochCheck, ReadPolicy};
+use crate::{region, Error};
+
+fn one_voter_region() -> Region {
+    Region {
+        id: 7,
+        region_epoch: Some(RegionEpoch::new(1, 1)),
+        peers: vec![PeerMeta {
+            id: 71,
+            store_id: 1,
+            role: 0,
+        }],
+        ..Default::default()
+    }
+}
+
+fn peer() -> Peer<u32> {
+    let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
+    let mut wb = WriteBatch::default();
+    region::write_initial_state(&one_voter_region(), &mut wb);
+    engine.write(&wb, true).unwrap();
+    Peer::load(1, one_voter_region(), engine, &RaftConfig::default()).unwrap()
+}
+
+/// What a callback was answered (None: not yet).
+type Seen<T> = Arc<Mutex<Option<crate::Result<T>>>>;
+
+/// A callback that records what it was answered.
+fn recorder<T: Send + 'static>() -> (Seen<T>, crate::mailbox::ProposeCallback<T>) {
+    let seen = Arc::new(Mutex::new(None));
+    let s = seen.clone();
+    (seen, Box::new(move |r| *s.lock().unwrap() = Some(r)))
+}
+
+fn is_not_leader(e: &Error) -> bool {
+    matches!(e, Error::Region(r) if matches!(r.error, Some(Kind::NotLeader(_))))
+}
+
+fn current() -> EpochCheck {
+    EpochCheck::version(RegionEpoch::new(1, 1))
+}
+
+#[test]
+fn a_follower_hands_a_refused_proposal_back_unanswered() {
+    let mut p = peer();
+    let (seen, cb) = recorder::<u32>();
+    let refusal = p
+        .propose(&current(), b"x".to_vec(), cb, Instant::now())
+        .expect_err("not the leader");
+    assert!(is_not_leader(&refusal.error), "{}", refusal.error);
+    assert!(seen.lock().unwrap().is_none(), "the peer ran no callback");
+    refusal.answer();
+    let answered = seen.lock().unwrap().take().expect("answered by the caller");
+    assert!(answered.is_err_and(|e| is_not_leader(&e)));
+}
+
+#[test]
+fn reads_come_back_refused_or_to_serve_and_are_never_run_by_the_peer() {
+    let mut p = peer();
+    let ran = Arc::new(Mutex::new(0));
+    let read_cb = || {
+        let ran = ran.clone();
+        Box::new(move |_: crate::Result<&Region>| *ran.lock().unwrap() += 1)
+            as crate::mailbox::ReadCallback
+    };
+    match p.read(current(), ReadPolicy::Leader, read_cb()) {
+        ReadStep::Refused(r) => assert!(is_not_leader(&r.error), "{}", r.error),
+        _ => panic!("a follower refuses a leader read"),
+    }
+    let stale = EpochCheck::version(RegionEpoch::new(1, 0));
+    match p.read(stale, ReadPolicy::Follower, read_cb()) {
+        ReadStep::Refused(r) => assert!(
+            matches!(&r.error, Error::Region(e) if matches!(e.error, Some(Kind::EpochNotMatch(_)))),
+            "{}",
+            r.error
+        ),
+        _ => panic!("a stale epoch is refused"),
+    }
+    assert!(matches!(
+        p.read(current(), ReadPolicy::UnsafeLocal, read_cb()),
+        ReadStep::ServeNow(_)
+    ));
+    assert!(matches!(
+        p.read(current(), ReadPolicy::Follower, read_cb()),
+        ReadStep::Queued
+    ));
+    assert_eq!(*ran.lock().unwrap(), 0, "the peer ran no read callback");
+    let answers = p.fail_pending("going away");
+    assert_eq!(answers.len(), 1, "the queued read is handed back");
+    for a in answers {
+        a();
+    }
+    assert_eq!(*ran.lock().unwrap(), 1);
+}
+
+#[test]
+fn a_leaders_pending_proposal_fails_through_the_answers_it_returns() {
+    let mut p = peer();
+    p.campaign().unwrap();
+    assert!(p.is_leader(), "a single voter elects itself");
+    let (seen, cb) = recorder::<u32>();
+    assert!(p
+        .propose(&current(), b"x".to_vec(), cb, Instant::now())
+        .is_ok());
+    let answers = p.fail_pending("the store is shutting down");
+    assert_eq!(answers.len(), 1);
+    assert!(seen.lock().unwrap().is_none(), "not answered yet");
+    for a in answers {
+        a();
+    }
+    let answered = seen.lock().unwrap().take().expect("answered");
+    assert!(matches!(answered, Err(Error::Indeterminate(_))));
+}
