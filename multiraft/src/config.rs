@@ -41,6 +41,12 @@ pub struct RaftConfig {
     pub log_gc_count_limit: u64,
     /// Past this many bytes of log, the same.
     pub log_gc_size_limit_bytes: u64,
+    /// Tests only: the poller never ticks on its own — every tick is a
+    /// `PollerMsg::Tick` — and election timeouts are pinned to exactly
+    /// `election_tick` ticks (not randomized), so a test decides when each
+    /// group may campaign and runs are deterministic. No configuration file
+    /// reaches it.
+    pub manual_ticks: bool,
 }
 
 impl Default for RaftConfig {
@@ -60,6 +66,7 @@ impl Default for RaftConfig {
             log_gc_threshold: 50,
             log_gc_count_limit: 50_000,
             log_gc_size_limit_bytes: 64 * 1024 * 1024,
+            manual_ticks: false,
         }
     }
 }
@@ -98,6 +105,17 @@ impl RaftConfig {
             // wait). Halves the messages per write when writes spread over
             // many regions. raft-rs still announces conf-change commits.
             skip_bcast_commit: true,
+            // Pinned election timeouts under manual ticks (max is exclusive).
+            min_election_tick: if self.manual_ticks {
+                self.election_tick
+            } else {
+                0
+            },
+            max_election_tick: if self.manual_ticks {
+                self.election_tick + 1
+            } else {
+                0
+            },
             ..Default::default()
         }
     }

@@ -186,6 +186,9 @@ pub enum PollerMsg<O> {
         region_id: RegionId,
         result: Result<raft::eraftpb::Snapshot>,
     },
+    /// Tick every region `count` times now (the only ticks a poller with
+    /// `RaftConfig::manual_ticks` gets).
+    Tick { count: usize },
     /// Report every region's state.
     Inspect {
         cb: Box<dyn FnOnce(Vec<RegionInfo>) + Send>,

@@ -2,7 +2,9 @@
 //!
 //! A round:
 //! 1. drain the mailbox (Raft messages, proposals, reads, admin) and tick
-//!    every peer when the tick interval has passed;
+//!    every peer when the tick interval has passed (with
+//!    `RaftConfig::manual_ticks`, only when a `PollerMsg::Tick` says so:
+//!    tests drive the logical clock themselves);
 //! 2. turn the round's reads into one ReadIndex request (or a lease read)
 //!    per region;
 //! 3. take the Ready of every peer that has one; send the leader's append
@@ -48,6 +50,10 @@ use crate::snapshot::SnapManager;
 use crate::state_machine::StateMachine;
 use crate::transport::Transport;
 use crate::{metrics as m, Error, RegionId, Result, StoreId};
+
+/// How long an idle poller with manual ticks waits for a message before it
+/// looks again (nothing falls due in between: time does not tick it).
+const MANUAL_TICKS_IDLE_WAIT: Duration = Duration::from_millis(100);
 
 /// Counters that show what the poller did; tests read them to check that
 /// group commit really batches regions.
@@ -215,10 +221,13 @@ impl<S: StateMachine> Poller<S> {
     }
 
     fn round(&mut self) {
-        let wait = if self.touched.is_empty() {
-            self.next_tick.saturating_duration_since(Instant::now())
-        } else {
+        let wait = if !self.touched.is_empty() {
             Duration::ZERO
+        } else if self.cfg.manual_ticks {
+            // Nothing happens until a message arrives.
+            MANUAL_TICKS_IDLE_WAIT
+        } else {
+            self.next_tick.saturating_duration_since(Instant::now())
         };
         match self.inbox.recv_timeout(wait) {
             Ok(msg) => self.handle(msg),
@@ -235,7 +244,7 @@ impl<S: StateMachine> Poller<S> {
             }
         }
         let now = Instant::now();
-        if now >= self.next_tick {
+        if now >= self.next_tick && !self.cfg.manual_ticks {
             self.next_tick = now + self.cfg.tick_interval;
             self.tick_all();
         }
@@ -398,6 +407,11 @@ impl<S: StateMachine> Poller<S> {
             }
             PollerMsg::SnapshotGenerated { region_id, result } => {
                 self.on_snapshot_generated(region_id, result)
+            }
+            PollerMsg::Tick { count } => {
+                for _ in 0..count {
+                    self.tick_all();
+                }
             }
             PollerMsg::Inspect { cb } => {
                 let mut infos: Vec<_> = self.peers.values().map(|p| p.info()).collect();
