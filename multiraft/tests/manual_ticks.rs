@@ -7,22 +7,11 @@ use std::time::Duration;
 
 use tessera_multiraft::engine::{Engine, MemoryEngine, WriteBatch};
 use tessera_multiraft::mailbox::{Mailbox, PollerMsg, RegionInfo};
-use tessera_multiraft::poller::{self, PollerSpec};
 use tessera_multiraft::snapshot::SnapManager;
-use tessera_multiraft::transport::MemoryNetwork;
-use tessera_multiraft::{region, ApplyContext, Poller, RaftConfig, StateMachine};
+use tessera_multiraft::{region, RaftConfig};
 use tessera_proto::metapb::{Peer, Region, RegionEpoch};
 
-/// A state machine that applies nothing (the test never proposes).
-struct Nothing;
-
-impl StateMachine for Nothing {
-    type Output = ();
-    fn apply(&mut self, _cx: &mut ApplyContext<'_>, _data: &[u8]) {}
-    fn compact_log_command(&self, _region: &Region, _index: u64, _term: u64) -> Vec<u8> {
-        vec![]
-    }
-}
+mod common;
 
 const ELECTION_TICK: usize = 10;
 
@@ -56,29 +45,20 @@ fn a_region_campaigns_exactly_when_its_election_timeout_is_ticked() {
     let mut wb = WriteBatch::default();
     region::write_initial_state(&region(), &mut wb);
     engine.write(&wb, true).unwrap();
-    let (mailbox, inbox) = poller::mailbox::<()>(1024);
-    let net = MemoryNetwork::new();
-    let handle = Poller::spawn(
-        PollerSpec {
-            store_id: 1,
-            config: RaftConfig {
-                // Were time ticking it, the region would elect itself in
-                // 10-20 ms.
-                tick_interval: Duration::from_millis(1),
-                election_tick: ELECTION_TICK,
-                heartbeat_tick: 2,
-                manual_ticks: true,
-                ..RaftConfig::default()
-            },
-            engine,
-            snap_mgr: SnapManager::new(dir.path().join("snap")).unwrap(),
-            state_machine: Nothing,
-            transport: Box::new(net.transport(1)),
-            inbox,
+    let (handle, mailbox) = common::spawn_poller(
+        1,
+        RaftConfig {
+            // Were time ticking it, the region would elect itself in
+            // 10-20 ms.
+            tick_interval: Duration::from_millis(1),
+            election_tick: ELECTION_TICK,
+            heartbeat_tick: 2,
+            manual_ticks: true,
+            ..RaftConfig::default()
         },
-        mailbox.clone(),
-    )
-    .unwrap();
+        engine,
+        SnapManager::new(dir.path().join("snap")).unwrap(),
+    );
 
     std::thread::sleep(Duration::from_millis(200));
     let info = inspect(&mailbox);

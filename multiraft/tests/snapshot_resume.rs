@@ -7,24 +7,14 @@ use std::time::Duration;
 
 use tessera_multiraft::engine::{Cf, Engine, EngineExt, MemoryEngine, WriteBatch};
 use tessera_multiraft::mailbox::PollerMsg;
-use tessera_multiraft::poller::{self, PollerSpec};
 use tessera_multiraft::snapshot::{self, apply as snap_apply, SnapManager};
 use tessera_multiraft::storage::PeerStorage;
-use tessera_multiraft::transport::{MemoryNetwork, OutgoingSnapshot};
-use tessera_multiraft::{region, state_keys, ApplyContext, Poller, RaftConfig, StateMachine};
+use tessera_multiraft::transport::OutgoingSnapshot;
+use tessera_multiraft::{region, state_keys, RaftConfig};
 use tessera_proto::metapb::{Peer, Region, RegionEpoch};
 use tessera_proto::raft_serverpb::{PeerState, RegionLocalState};
 
-/// A state machine that applies nothing (the test never proposes).
-struct Nothing;
-
-impl StateMachine for Nothing {
-    type Output = ();
-    fn apply(&mut self, _cx: &mut ApplyContext<'_>, _data: &[u8]) {}
-    fn compact_log_command(&self, _region: &Region, _index: u64, _term: u64) -> Vec<u8> {
-        vec![]
-    }
-}
+mod common;
 
 fn region() -> Region {
     Region {
@@ -120,24 +110,15 @@ fn a_snapshot_apply_interrupted_by_a_crash_finishes_on_restart() {
     );
 
     // Restart: the poller finishes the apply before serving.
-    let (mailbox, inbox) = poller::mailbox::<()>(1024);
-    let net = MemoryNetwork::new();
-    let handle = Poller::spawn(
-        PollerSpec {
-            store_id: 2,
-            config: RaftConfig {
-                tick_interval: Duration::from_millis(10),
-                ..RaftConfig::default()
-            },
-            engine: target.clone(),
-            snap_mgr: target_mgr.clone(),
-            state_machine: Nothing,
-            transport: Box::new(net.transport(2)),
-            inbox,
+    let (handle, mailbox) = common::spawn_poller(
+        2,
+        RaftConfig {
+            tick_interval: Duration::from_millis(10),
+            ..RaftConfig::default()
         },
-        mailbox.clone(),
-    )
-    .unwrap();
+        target.clone(),
+        target_mgr.clone(),
+    );
     assert_eq!(target.count(Cf::Default, b"", b"").unwrap(), 100);
     assert_eq!(
         target.get(Cf::Default, b"k042").unwrap(),

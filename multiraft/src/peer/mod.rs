@@ -242,6 +242,36 @@ impl<O: Send + 'static> Peer<O> {
         ))
     }
 
+    /// Why a proposal under `epoch` cannot be taken now: this peer does not
+    /// lead, or the region's epoch moved.
+    fn refusal_reason(&self, epoch: &EpochCheck) -> Option<Error> {
+        if !self.is_leader() {
+            Some(self.not_leader())
+        } else if !epoch.matches(&region::epoch(self.region())) {
+            Some(self.epoch_not_match(epoch))
+        } else {
+            None
+        }
+    }
+
+    /// The index of the one entry raft-rs appended for a proposal, if it
+    /// appended exactly one after `last_before` (it appends none when it
+    /// drops the proposal, which should not happen for a leader).
+    fn appended_after(&self, last_before: u64) -> Option<u64> {
+        let index = self.raw_node.raft.raft_log.last_index();
+        (index == last_before + 1).then_some(index)
+    }
+
+    /// Waits for entry `index` of this term to apply, for `waiter`.
+    fn track(&mut self, index: u64, waiter: Waiter<O>, now: Instant) {
+        self.proposals.push_back(Proposal {
+            index,
+            term: self.term(),
+            proposed_at: now,
+            waiter,
+        });
+    }
+
     /// Proposes `data`; `cb` learns the outcome once the entry applies. A
     /// refused proposal comes back with its callback and the reason.
     pub fn propose(
@@ -251,17 +281,8 @@ impl<O: Send + 'static> Peer<O> {
         cb: ProposeCallback<O>,
         now: Instant,
     ) -> Result<(), Refusal<ProposeCallback<O>>> {
-        if !self.is_leader() {
-            return Err(Refusal {
-                cb,
-                error: self.not_leader(),
-            });
-        }
-        if !epoch.matches(&region::epoch(self.region())) {
-            return Err(Refusal {
-                cb,
-                error: self.epoch_not_match(epoch),
-            });
+        if let Some(error) = self.refusal_reason(epoch) {
+            return Err(Refusal { cb, error });
         }
         let last_before = self.raw_node.raft.raft_log.last_index();
         if let Err(e) = self.raw_node.propose(vec![], data) {
@@ -272,20 +293,13 @@ impl<O: Send + 'static> Peer<O> {
                 error: self.not_leader(),
             });
         }
-        let index = self.raw_node.raft.raft_log.last_index();
-        if index != last_before + 1 {
-            // raft-rs accepted nothing (should not happen for a leader).
+        let Some(index) = self.appended_after(last_before) else {
             return Err(Refusal {
                 cb,
                 error: self.not_leader(),
             });
-        }
-        self.proposals.push_back(Proposal {
-            index,
-            term: self.term(),
-            proposed_at: now,
-            waiter: Waiter::Command(cb),
-        });
+        };
+        self.track(index, Waiter::Command(cb), now);
         Ok(())
     }
 
@@ -299,17 +313,8 @@ impl<O: Send + 'static> Peer<O> {
         cb: ConfChangeCallback,
         now: Instant,
     ) -> Result<(), Refusal<ConfChangeCallback>> {
-        if !self.is_leader() {
-            return Err(Refusal {
-                cb,
-                error: self.not_leader(),
-            });
-        }
-        if !epoch.matches(&region::epoch(self.region())) {
-            return Err(Refusal {
-                cb,
-                error: self.epoch_not_match(epoch),
-            });
+        if let Some(error) = self.refusal_reason(epoch) {
+            return Err(Refusal { cb, error });
         }
         if self.raw_node.raft.has_pending_conf() {
             return Err(Refusal {
@@ -344,19 +349,13 @@ impl<O: Send + 'static> Peer<O> {
                 error: Error::InvalidArgument(format!("membership change refused: {e}")),
             });
         }
-        let index = self.raw_node.raft.raft_log.last_index();
-        if index != last_before + 1 {
+        let Some(index) = self.appended_after(last_before) else {
             return Err(Refusal {
                 cb,
                 error: self.not_leader(),
             });
-        }
-        self.proposals.push_back(Proposal {
-            index,
-            term: self.term(),
-            proposed_at: now,
-            waiter: Waiter::ConfChange(cb),
-        });
+        };
+        self.track(index, Waiter::ConfChange(cb), now);
         Ok(())
     }
 
