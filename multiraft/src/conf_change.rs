@@ -62,7 +62,7 @@ pub fn apply<O: Send + 'static>(
         },
     };
     let context = ConfChangeContext::decode(cc.context.as_ref()).unwrap_or_default();
-    let cs = match peer.raw_node.apply_conf_change(&cc) {
+    let cs = match peer.apply_conf_change(&cc) {
         Ok(cs) => cs,
         Err(e) => {
             tracing::warn!(region_id, index = entry.index, error = %e, "conf change refused by raft");

@@ -49,13 +49,74 @@ struct ReadBatch {
 }
 
 /// A peer's reads waiting for a read index or for apply to catch up.
-#[derive(Default)]
+///
+/// A batch's ReadIndex request carries a context unique in the region:
+/// the peer's id and the batch's number. raft-rs keys the leader's pending
+/// requests by context and drops a request whose context is already
+/// pending, so two followers (or a follower and the leader) numbering
+/// their batches alike would lose one of the two until its retry.
 pub(crate) struct ReadQueue {
+    /// The id of the peer whose reads these are.
+    owner: u64,
     /// Arrived this round, not yet sent.
     incoming: Vec<PendingRead>,
     incoming_follower: Vec<PendingRead>,
     batches: VecDeque<ReadBatch>,
     next_id: u64,
+}
+
+/// A read for the poller to answer: served against the region as it is
+/// when answered (if the read's epoch still matches it), or failed. The
+/// queue runs no callback itself.
+#[must_use = "the caller waits for this answer"]
+pub struct ReadAnswer {
+    cb: ReadCallback,
+    outcome: Outcome,
+}
+
+enum Outcome {
+    Serve(EpochCheck),
+    Fail(Error),
+}
+
+impl ReadAnswer {
+    fn fail(read: PendingRead, error: Error) -> Self {
+        ReadAnswer {
+            cb: read.cb,
+            outcome: Outcome::Fail(error),
+        }
+    }
+
+    /// Runs the reader's callback against `region`, this replica's region
+    /// right now.
+    pub fn answer(self, region: &Region) {
+        match self.outcome {
+            Outcome::Fail(error) => (self.cb)(Err(error)),
+            Outcome::Serve(epoch) => {
+                let current = region::epoch(region);
+                if epoch.matches(&current) {
+                    (self.cb)(Ok(region));
+                } else {
+                    (self.cb)(Err(Error::region(RegionError::epoch_not_match(
+                        format!(
+                            "region {} epoch changed to {current} while reading",
+                            region.id
+                        ),
+                        vec![region.clone()],
+                    ))));
+                }
+            }
+        }
+    }
+}
+
+/// What a flush did with the round's reads.
+#[derive(Default)]
+pub struct Flushed {
+    /// How each batch will be served, for metrics.
+    pub paths: Vec<ReadPath>,
+    /// Reads refused (leader reads on a peer that no longer leads).
+    pub refused: Vec<ReadAnswer>,
 }
 
 /// Which path served a read batch, for metrics.
@@ -65,6 +126,29 @@ pub enum ReadPath {
 }
 
 impl ReadQueue {
+    pub fn new(owner: u64) -> Self {
+        ReadQueue {
+            owner,
+            incoming: vec![],
+            incoming_follower: vec![],
+            batches: VecDeque::new(),
+            next_id: 0,
+        }
+    }
+
+    /// The ReadIndex context of batch `id`.
+    fn context(&self, id: u64) -> Vec<u8> {
+        read_context(self.owner, id)
+    }
+
+    /// The batch a context names, if it is one of this queue's.
+    fn batch_of(&self, ctx: &[u8]) -> Option<u64> {
+        let (owner, id) = ctx.split_at_checked(8)?;
+        let owner = u64::from_be_bytes(owner.try_into().ok()?);
+        let id = u64::from_be_bytes(id.try_into().ok()?);
+        (owner == self.owner).then_some(id)
+    }
+
     pub fn push(&mut self, read: PendingRead, follower: bool) {
         if follower {
             self.incoming_follower.push(read);
@@ -84,7 +168,7 @@ impl ReadQueue {
 
     /// Turns this round's reads into batches. `lease_index` is the read index
     /// the lease vouches for, if it is valid; `send` issues a ReadIndex
-    /// request with the given context. Returns how each batch was served.
+    /// request with the given context.
     pub fn flush(
         &mut self,
         now: Instant,
@@ -92,17 +176,21 @@ impl ReadQueue {
         lease_index: Option<u64>,
         not_leader: &dyn Fn() -> Error,
         send: &mut dyn FnMut(Vec<u8>),
-    ) -> Vec<ReadPath> {
-        let mut paths = vec![];
+    ) -> Flushed {
+        let mut flushed = Flushed::default();
+        let paths = &mut flushed.paths;
         let leader_reads = std::mem::take(&mut self.incoming);
         if !leader_reads.is_empty() {
             if !is_leader {
-                fail_all(leader_reads, |_| not_leader());
+                flushed.refused = leader_reads
+                    .into_iter()
+                    .map(|r| ReadAnswer::fail(r, not_leader()))
+                    .collect();
             } else {
                 let id = self.next_id();
                 let index = lease_index;
                 if index.is_none() {
-                    send(id.to_be_bytes().to_vec());
+                    send(self.context(id));
                     paths.push(ReadPath::ReadIndex);
                 } else {
                     paths.push(ReadPath::Lease);
@@ -120,7 +208,7 @@ impl ReadQueue {
         let follower_reads = std::mem::take(&mut self.incoming_follower);
         if !follower_reads.is_empty() {
             let id = self.next_id();
-            send(id.to_be_bytes().to_vec());
+            send(self.context(id));
             paths.push(ReadPath::ReadIndex);
             self.batches.push_back(ReadBatch {
                 id,
@@ -131,7 +219,7 @@ impl ReadQueue {
                 by_leader: is_leader,
             });
         }
-        paths
+        flushed
     }
 
     fn next_id(&mut self) -> u64 {
@@ -145,10 +233,9 @@ impl ReadQueue {
     pub fn on_read_states(&mut self, states: &[raft::ReadState]) -> Option<Instant> {
         let mut confirmed = None;
         for rs in states {
-            let Ok(bytes) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) else {
+            let Some(id) = self.batch_of(&rs.request_ctx) else {
                 continue;
             };
-            let id = u64::from_be_bytes(bytes);
             if let Some(b) = self.batches.iter_mut().find(|b| b.id == id) {
                 if b.index.is_none() {
                     b.index = Some(rs.index);
@@ -161,43 +248,33 @@ impl ReadQueue {
         confirmed
     }
 
-    /// Serves every batch whose read index has been applied, re-checking each
-    /// read's epoch against the region as it is now.
-    pub fn fire_ready(&mut self, applied: u64, region: &Region) -> usize {
-        let mut served = 0;
+    /// Takes out every read whose batch's read index has been applied; each
+    /// read's epoch is checked against the region when it is answered.
+    pub fn take_ready(&mut self, applied: u64) -> Vec<ReadAnswer> {
+        let mut ready = vec![];
         let mut i = 0;
         while i < self.batches.len() {
             if self.batches[i].index.is_some_and(|idx| idx <= applied) {
                 let batch = self.batches.remove(i).expect("index checked");
-                served += batch.reads.len();
-                let current = region::epoch(region);
-                for read in batch.reads {
-                    if read.epoch.matches(&current) {
-                        (read.cb)(Ok(region));
-                    } else {
-                        (read.cb)(Err(Error::region(RegionError::epoch_not_match(
-                            format!(
-                                "region {} epoch changed to {current} while reading",
-                                region.id
-                            ),
-                            vec![region.clone()],
-                        ))));
-                    }
-                }
+                ready.extend(batch.reads.into_iter().map(|read| ReadAnswer {
+                    cb: read.cb,
+                    outcome: Outcome::Serve(read.epoch),
+                }));
             } else {
                 i += 1;
             }
         }
-        served
+        ready
     }
 
     /// Counts a tick; batches unanswered for `retry_ticks` are sent again.
     pub fn on_tick(&mut self, retry_ticks: usize, send: &mut dyn FnMut(Vec<u8>)) {
+        let owner = self.owner;
         for b in self.batches.iter_mut().filter(|b| b.index.is_none()) {
             b.ticks_waiting += 1;
             if b.ticks_waiting >= retry_ticks {
                 b.ticks_waiting = 0;
-                send(b.id.to_be_bytes().to_vec());
+                send(read_context(owner, b.id));
             }
         }
     }
@@ -205,18 +282,24 @@ impl ReadQueue {
     /// This peer stopped leading: requests it sent as leader will never be
     /// answered, so their reads fail (the caller retries at the new leader).
     /// Batches already confirmed stay: their index was valid when confirmed.
-    pub fn on_step_down(&mut self, region_id: u64, leader: Option<tessera_proto::metapb::Peer>) {
+    pub fn on_step_down(
+        &mut self,
+        region_id: u64,
+        leader: Option<tessera_proto::metapb::Peer>,
+    ) -> Vec<ReadAnswer> {
         let mut kept = VecDeque::new();
+        let mut failed = vec![];
         for b in self.batches.drain(..) {
             if b.by_leader && b.index.is_none() {
-                fail_all(b.reads, move |_| {
-                    Error::region(RegionError::not_leader(region_id, leader))
-                });
+                failed.extend(b.reads.into_iter().map(|r| {
+                    ReadAnswer::fail(r, Error::region(RegionError::not_leader(region_id, leader)))
+                }));
             } else {
                 kept.push_back(b);
             }
         }
         self.batches = kept;
+        failed
     }
 
     /// Takes every waiting read out (the peer is going away): the caller
@@ -231,11 +314,9 @@ impl ReadQueue {
     }
 }
 
-fn fail_all(reads: Vec<PendingRead>, err: impl Fn(&PendingRead) -> Error) {
-    for r in reads {
-        let e = err(&r);
-        (r.cb)(Err(e));
-    }
+/// The ReadIndex context of `owner`'s batch `id`.
+fn read_context(owner: u64, id: u64) -> Vec<u8> {
+    [owner.to_be_bytes(), id.to_be_bytes()].concat()
 }
 
 /// The leader lease: until when this peer may serve reads without asking a
@@ -294,15 +375,25 @@ mod tests {
         }
     }
 
+    /// Answers every read in `answers` against `region`; returns how many.
+    fn answer_all(answers: Vec<ReadAnswer>, region: &Region) -> usize {
+        let n = answers.len();
+        for a in answers {
+            a.answer(region);
+        }
+        n
+    }
+
     #[test]
     fn one_read_index_request_per_round_and_served_after_apply() {
         let log = Log::default();
-        let mut q = ReadQueue::default();
+        let mut q = ReadQueue::new(1);
         q.push(read(&log, 1), false);
         q.push(read(&log, 2), false);
         let mut sent = vec![];
         let now = Instant::now();
-        q.flush(now, true, None, &nl, &mut |ctx| sent.push(ctx));
+        let flushed = q.flush(now, true, None, &nl, &mut |ctx| sent.push(ctx));
+        assert!(flushed.refused.is_empty());
         assert_eq!(sent.len(), 1, "two reads, one ReadIndex request");
 
         let rs = raft::ReadState {
@@ -312,12 +403,17 @@ mod tests {
         assert_eq!(q.on_read_states(&[rs]), Some(now));
         let region = Region::default();
         assert_eq!(
-            q.fire_ready(9, &region),
+            answer_all(q.take_ready(9), &region),
             0,
             "apply has not reached the read index"
         );
         assert!(log.lock().unwrap().is_empty());
-        assert_eq!(q.fire_ready(10, &region), 2);
+        let ready = q.take_ready(10);
+        assert!(
+            log.lock().unwrap().is_empty(),
+            "the queue runs no callback: the poller answers"
+        );
+        assert_eq!(answer_all(ready, &region), 2);
         assert_eq!(*log.lock().unwrap(), vec![Ok(1), Ok(2)]);
         assert!(q.is_empty());
     }
@@ -325,29 +421,30 @@ mod tests {
     #[test]
     fn lease_reads_skip_the_round_trip() {
         let log = Log::default();
-        let mut q = ReadQueue::default();
+        let mut q = ReadQueue::new(1);
         q.push(read(&log, 1), false);
         let mut sent = vec![];
-        q.flush(Instant::now(), true, Some(7), &nl, &mut |ctx| {
+        let _ = q.flush(Instant::now(), true, Some(7), &nl, &mut |ctx| {
             sent.push(ctx)
         });
         assert!(sent.is_empty());
-        assert_eq!(q.fire_ready(7, &Region::default()), 1);
+        assert_eq!(answer_all(q.take_ready(7), &Region::default()), 1);
     }
 
     #[test]
     fn unanswered_requests_are_resent_and_fail_on_step_down() {
         let log = Log::default();
-        let mut q = ReadQueue::default();
+        let mut q = ReadQueue::new(1);
         q.push(read(&log, 1), false);
         let mut sent = vec![];
-        q.flush(Instant::now(), true, None, &nl, &mut |ctx| sent.push(ctx));
+        let _ = q.flush(Instant::now(), true, None, &nl, &mut |ctx| sent.push(ctx));
         q.on_tick(2, &mut |ctx| sent.push(ctx));
         assert_eq!(sent.len(), 1);
         q.on_tick(2, &mut |ctx| sent.push(ctx));
         assert_eq!(sent.len(), 2);
         assert_eq!(sent[0], sent[1], "the same batch is asked again");
-        q.on_step_down(3, None);
+        let failed = q.on_step_down(3, None);
+        assert_eq!(answer_all(failed, &Region::default()), 1);
         let log = log.lock().unwrap();
         assert_eq!(log.len(), 1);
         assert!(log[0].as_ref().unwrap_err().contains("not the leader"));
@@ -356,31 +453,55 @@ mod tests {
     #[test]
     fn reads_on_a_follower_without_follower_read_fail() {
         let log = Log::default();
-        let mut q = ReadQueue::default();
+        let mut q = ReadQueue::new(1);
         q.push(read(&log, 1), false);
-        q.flush(Instant::now(), false, None, &nl, &mut |_| {
+        let flushed = q.flush(Instant::now(), false, None, &nl, &mut |_| {
             panic!("nothing to send")
         });
+        assert_eq!(answer_all(flushed.refused, &Region::default()), 1);
         assert!(log.lock().unwrap()[0].is_err());
     }
 
     #[test]
     fn a_changed_epoch_fails_the_read() {
         let log = Log::default();
-        let mut q = ReadQueue::default();
+        let mut q = ReadQueue::new(1);
         let mut r = read(&log, 1);
         r.epoch = EpochCheck::version(tessera_proto::metapb::RegionEpoch::new(1, 1));
         q.push(r, false);
-        q.flush(Instant::now(), true, Some(1), &nl, &mut |_| {});
+        let _ = q.flush(Instant::now(), true, Some(1), &nl, &mut |_| {});
         let region = Region {
             region_epoch: Some(tessera_proto::metapb::RegionEpoch::new(1, 2)),
             ..Default::default()
         };
-        q.fire_ready(1, &region);
+        answer_all(q.take_ready(1), &region);
         assert!(log.lock().unwrap()[0]
             .as_ref()
             .unwrap_err()
             .contains("epoch"));
+    }
+
+    #[test]
+    fn read_index_contexts_are_unique_per_peer_and_answers_go_to_their_owner() {
+        let log = Log::default();
+        let (mut a, mut b) = (ReadQueue::new(12), ReadQueue::new(13));
+        a.push(read(&log, 1), true);
+        b.push(read(&log, 2), true);
+        let (mut sent_a, mut sent_b) = (vec![], vec![]);
+        let _ = a.flush(Instant::now(), false, None, &nl, &mut |c| sent_a.push(c));
+        let _ = b.flush(Instant::now(), false, None, &nl, &mut |c| sent_b.push(c));
+        assert_ne!(
+            sent_a, sent_b,
+            "the leader drops a request whose context is already pending"
+        );
+        let for_b = raft::ReadState {
+            index: 4,
+            request_ctx: sent_b[0].clone(),
+        };
+        a.on_read_states(std::slice::from_ref(&for_b));
+        assert!(a.take_ready(10).is_empty(), "not a's request");
+        b.on_read_states(&[for_b]);
+        assert_eq!(answer_all(b.take_ready(10), &Region::default()), 1);
     }
 
     #[test]

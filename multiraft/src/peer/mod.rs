@@ -9,9 +9,12 @@
 //! Nor does it run its callers' callbacks or read the clock: a request it
 //! refuses comes back as a [`Refusal`] (a read as a [`ReadStep`]), the
 //! answers to failed proposals come back as [`Deferred`] calls and those to
-//! applied entries wait in the apply batch — the poller runs them all; the
-//! time (`now`) is passed in by the poller. (Reads whose read index has
-//! applied are still served from its read queue, against its region.)
+//! applied entries wait in the apply batch, and reads come back as
+//! [`ReadAnswer`]s once servable (or failed) — the poller runs them all; the
+//! time (`now`) is passed in by the poller. Only this module touches the
+//! raft-rs node: the poller takes Readies, advances and reports through
+//! `Peer`'s methods. Reads are in `reads.rs`, outgoing messages in
+//! `messages.rs`.
 //!
 //! Proposals are kept in (term, index) order. When an entry (i, t) applies,
 //! the proposal at exactly (i, t) succeeds; any proposal of an older term, or
@@ -34,13 +37,14 @@ use crate::config::RaftConfig;
 use crate::engine::Engine;
 use crate::mailbox::{
     ConfChangeCallback, ConfChangeItem, ConfChangeKind, EpochCheck, PeerProgress, ProposeCallback,
-    ReadCallback, ReadPolicy, RegionInfo,
+    ReadCallback, RegionInfo,
 };
-use crate::read::{Lease, PendingRead, ReadPath, ReadQueue};
+use crate::read::{Lease, ReadAnswer, ReadQueue};
 use crate::storage::PeerStorage;
 use crate::{logger, region, Error, RegionId, Result, StoreId};
 
 mod messages;
+mod reads;
 #[cfg(test)]
 mod tests;
 
@@ -107,7 +111,9 @@ pub enum ReadStep {
 }
 
 pub struct Peer<O> {
-    pub(crate) raw_node: RawNode<PeerStorage>,
+    /// raft-rs' node: only this module (and its children) touch it; the
+    /// poller goes through the methods below.
+    raw_node: RawNode<PeerStorage>,
     meta: metapb::Peer,
     proposals: VecDeque<Proposal<O>>,
     pub(crate) reads: ReadQueue,
@@ -124,6 +130,10 @@ pub struct Peer<O> {
     /// When this peer (as leader) last sent each follower an append.
     last_append_to: std::collections::HashMap<u64, Instant>,
     heartbeat_interval: Duration,
+    /// The role the last Ready reported: raft-rs has already changed role
+    /// when the poller takes the Ready that says so, so "was leader" is
+    /// this, never `is_leader()`.
+    reported_role: StateRole,
 }
 
 impl<O: Send + 'static> Peer<O> {
@@ -169,7 +179,8 @@ impl<O: Send + 'static> Peer<O> {
             raw_node,
             meta,
             proposals: VecDeque::new(),
-            reads: ReadQueue::default(),
+            reads: ReadQueue::new(meta.id),
+            reported_role: StateRole::Follower,
             lease: Lease::new(cfg.lease_duration()),
             read_index_retry_ticks: cfg.read_index_retry_ticks,
             applied_bytes: 0,
@@ -417,85 +428,71 @@ impl<O: Send + 'static> Peer<O> {
         Some((index, term))
     }
 
-    /// Queues a read; it is confirmed by [`Peer::flush_reads`] later in the
-    /// round. Refused, or served at once, it comes back to the poller.
-    pub fn read(&mut self, epoch: EpochCheck, policy: ReadPolicy, cb: ReadCallback) -> ReadStep {
-        if policy == ReadPolicy::Leader && !self.is_leader() {
-            return ReadStep::Refused(Refusal {
-                cb,
-                error: self.not_leader(),
-            });
-        }
-        if !epoch.matches(&region::epoch(self.region())) {
-            return ReadStep::Refused(Refusal {
-                cb,
-                error: self.epoch_not_match(&epoch),
-            });
-        }
-        if policy == ReadPolicy::UnsafeLocal {
-            return ReadStep::ServeNow(cb);
-        }
-        self.reads
-            .push(PendingRead { cb, epoch }, policy == ReadPolicy::Follower);
-        ReadStep::Queued
-    }
-
-    /// The read index the lease vouches for right now, if any.
-    fn lease_read_index(&self, now: Instant) -> Option<u64> {
-        let raft = &self.raw_node.raft;
-        if raft.state != StateRole::Leader
-            || raft.lead_transferee.is_some()
-            || !self.lease.is_valid(now)
-        {
-            return None;
-        }
-        let committed = raft.raft_log.committed;
-        // Until the leader commits in its own term its commit index may be
-        // behind what an earlier leader acknowledged.
-        (raft.raft_log.term(committed).ok() == Some(raft.term)).then_some(committed)
-    }
-
-    /// Turns this round's reads into one lease-served batch or one ReadIndex
-    /// request (per policy).
-    pub fn flush_reads(&mut self, now: Instant) -> Vec<ReadPath> {
-        if !self.reads.has_incoming() {
-            return vec![];
-        }
-        let lease_index = self.lease_read_index(now);
-        let is_leader = self.is_leader();
-        let (region_id, leader) = (self.region_id(), self.leader());
-        let raw_node = &mut self.raw_node;
-        self.reads.flush(
-            now,
-            is_leader,
-            lease_index,
-            &|| Error::region(RegionError::not_leader(region_id, leader)),
-            &mut |ctx| raw_node.read_index(ctx),
-        )
-    }
-
-    /// Records read indexes from a Ready.
-    pub fn on_read_states(&mut self, states: &[raft::ReadState]) {
-        if let Some(since) = self.reads.on_read_states(states) {
-            if self.is_leader() && self.raw_node.raft.lead_transferee.is_none() {
-                self.lease.renew(since);
-            }
-        }
-    }
-
-    /// Serves the reads whose read index has been applied.
-    pub fn fire_ready_reads(&mut self) -> usize {
-        let applied = self.storage().applied_index();
-        let region = self.raw_node.store().region();
-        self.reads.fire_ready(applied, region)
-    }
-
     pub fn tick(&mut self) -> bool {
         let raw_node = &mut self.raw_node;
         self.reads.on_tick(self.read_index_retry_ticks, &mut |ctx| {
             raw_node.read_index(ctx)
         });
         self.raw_node.tick()
+    }
+
+    /// Whether raft-rs has anything for this round (entries, messages, a
+    /// state change, committed entries).
+    pub fn has_ready(&self) -> bool {
+        self.raw_node.has_ready()
+    }
+
+    /// Takes this round's Ready; the poller persists, sends and applies it.
+    pub fn ready(&mut self) -> raft::Ready {
+        self.raw_node.ready()
+    }
+
+    /// The Ready's entries and state are persisted.
+    pub fn advance_append(&mut self, rd: raft::Ready) -> raft::LightReady {
+        self.raw_node.advance_append(rd)
+    }
+
+    /// Everything up to `applied` is applied.
+    pub fn advance_apply_to(&mut self, applied: u64) {
+        self.raw_node.advance_apply_to(applied)
+    }
+
+    /// Applies a committed membership change to raft-rs' configuration.
+    pub fn apply_conf_change(&mut self, cc: &ConfChangeV2) -> Result<raft::eraftpb::ConfState> {
+        Ok(self.raw_node.apply_conf_change(cc)?)
+    }
+
+    /// The transport could not reach the peers this region has on
+    /// `store_id`: raft-rs probes them instead of streaming appends.
+    pub fn report_store_unreachable(&mut self, store_id: StoreId) {
+        let targets: Vec<u64> = self
+            .region()
+            .peers
+            .iter()
+            .filter(|p| p.store_id == store_id)
+            .map(|p| p.id)
+            .collect();
+        for id in targets {
+            self.raw_node.report_unreachable(id);
+        }
+    }
+
+    /// Whether the snapshot sent to `to_peer` arrived.
+    pub fn report_snapshot(&mut self, to_peer: u64, delivered: bool) {
+        let status = if delivered {
+            raft::SnapshotStatus::Finish
+        } else {
+            raft::SnapshotStatus::Failure
+        };
+        self.raw_node.report_snapshot(to_peer, status);
+    }
+
+    /// A snapshot is ready to send: as leader, let raft-rs try its
+    /// followers now rather than at the next heartbeat.
+    pub fn on_snapshot_ready(&mut self) {
+        if self.is_leader() {
+            self.raw_node.ping();
+        }
     }
 
     /// Remembers where a peer that sent us a message lives.
@@ -546,13 +543,17 @@ impl<O: Send + 'static> Peer<O> {
             .map(|(id, _)| *id)
     }
 
-    /// Reacts to a role change reported in a Ready.
-    pub fn on_soft_state(&mut self, ss: &SoftState, was_leader: bool) {
+    /// Reacts to a role change reported in a Ready. A leader that stepped
+    /// down returns the reads it can no longer confirm, failed.
+    pub fn on_soft_state(&mut self, ss: &SoftState) -> Vec<ReadAnswer> {
+        let was_leader = self.reported_role == StateRole::Leader;
+        self.reported_role = ss.raft_state;
         if was_leader && ss.raft_state != StateRole::Leader {
             self.lease.expire();
             let leader = self.leader();
-            self.reads.on_step_down(self.region_id(), leader);
+            return self.reads.on_step_down(self.region_id(), leader);
         }
+        vec![]
     }
 
     /// Resolves proposals against the entry (index, term) that just applied.

@@ -16,8 +16,6 @@
 //!    in the round's apply batch (`PeerStorage::compact_to`); an entry at or
 //!    past the command's own index is never dropped.
 
-use std::time::Instant;
-
 use super::Poller;
 use crate::engine::WriteBatch;
 use crate::mailbox::EpochCheck;
@@ -65,6 +63,7 @@ impl<S: StateMachine> Poller<S> {
 
     /// Step 2: proposes dropping the log of `region_id` up to `index`.
     pub(super) fn propose_compact_log(&mut self, region_id: RegionId, index: u64, term: u64) {
+        let now = self.now();
         let Some(peer) = self.peers.get_mut(&region_id) else {
             return;
         };
@@ -77,7 +76,7 @@ impl<S: StateMachine> Poller<S> {
                     tracing::debug!(region_id, error = %e, "log compaction not applied");
                 }
             }),
-            Instant::now(),
+            now,
         );
         match proposed {
             Ok(()) => tracing::debug!(region_id, index, "log compaction proposed"),

@@ -25,6 +25,12 @@
 //!
 //! The poller never blocks on the network; it blocks only on the engine.
 //! Snapshots are generated on a separate worker thread.
+//!
+//! A store spawns its poller on its own thread ([`Poller::spawn`]). Tests
+//! may instead open one ([`Poller::open`]) and run its rounds themselves
+//! ([`Poller::run_round`]); with manual ticks its clock is logical (one tick
+//! interval per tick), so a script of ticks, rounds and deliveries replays
+//! the same way every time (`multiraft/tests/scripts/`).
 
 pub(crate) mod log_gc;
 mod ready;
@@ -156,6 +162,8 @@ pub struct Poller<S: StateMachine> {
     outbox: Vec<Outgoing>,
     /// Vote requests for regions a split has not created here yet.
     early_votes: split::early_votes::EarlyVotes,
+    /// Time zero of the logical clock (manual ticks).
+    clock_origin: Instant,
 }
 
 impl<S: StateMachine> Poller<S> {
@@ -165,6 +173,25 @@ impl<S: StateMachine> Poller<S> {
         spec: PollerSpec<S>,
         mailbox: Mailbox<S::Output>,
     ) -> Result<PollerHandle<S::Output>> {
+        let poller = Self::open(spec, mailbox.clone())?;
+        let stats = poller.stats.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("poller-{}", poller.store_id))
+            .spawn(move || poller.run())
+            .map_err(|e| Error::Engine(format!("cannot start the poller thread: {e}")))?;
+        Ok(PollerHandle {
+            mailbox,
+            thread: Some(thread),
+            stats,
+        })
+    }
+
+    /// Loads every region of the store from the engine, without a thread:
+    /// the caller drives the rounds ([`Poller::run_round`]). With
+    /// `RaftConfig::manual_ticks` nothing then happens that the caller did
+    /// not ask for, which is how the step-level scripts
+    /// (`multiraft/tests/scripts/`) run a cluster deterministically.
+    pub fn open(spec: PollerSpec<S>, mailbox: Mailbox<S::Output>) -> Result<Self> {
         let stats = Arc::new(PollerStats::default());
         let early_votes = split::early_votes::EarlyVotes::new(spec.config.election_timeout());
         let mut poller = Poller {
@@ -190,23 +217,55 @@ impl<S: StateMachine> Poller<S> {
             roles_changed: true,
             outbox: vec![],
             early_votes,
+            clock_origin: Instant::now(),
         };
         poller.load_regions()?;
         poller.start_snapshot_worker()?;
-        let thread = std::thread::Builder::new()
-            .name(format!("poller-{}", poller.store_id))
-            .spawn(move || poller.run())
-            .map_err(|e| Error::Engine(format!("cannot start the poller thread: {e}")))?;
-        Ok(PollerHandle {
-            mailbox,
-            thread: Some(thread),
-            stats,
-        })
+        Ok(poller)
+    }
+
+    pub fn stats(&self) -> &Arc<PollerStats> {
+        &self.stats
+    }
+
+    /// What every region of this store looks like now, by region id.
+    pub fn regions(&self) -> Vec<crate::mailbox::RegionInfo> {
+        let mut infos: Vec<_> = self.peers.values().map(|p| p.info()).collect();
+        infos.sort_by_key(|i| i.region.id);
+        infos
+    }
+
+    /// Runs one round on the caller's thread over what is in the mailbox
+    /// now; never waits. Returns whether the round did anything (a message,
+    /// a Ready) — a cluster of opened pollers is quiet once no round does.
+    pub fn run_round(&mut self) -> bool {
+        let had_work = !self.touched.is_empty() || !self.inbox.is_empty();
+        self.round(Duration::ZERO);
+        had_work
+    }
+
+    /// The poller's clock: real time, or with manual ticks a logical clock
+    /// that moves one tick interval per tick — leases and held votes then
+    /// expire after a number of ticks, whatever the machine's speed.
+    fn now(&self) -> Instant {
+        if self.cfg.manual_ticks {
+            self.clock_origin + self.cfg.tick_interval * self.ticks.min(u32::MAX.into()) as u32
+        } else {
+            Instant::now()
+        }
     }
 
     fn run(mut self) {
         while !self.stopping {
-            self.round();
+            let wait = if !self.touched.is_empty() {
+                Duration::ZERO
+            } else if self.cfg.manual_ticks {
+                // Nothing happens until a message arrives.
+                MANUAL_TICKS_IDLE_WAIT
+            } else {
+                self.next_tick.saturating_duration_since(Instant::now())
+            };
+            self.round(wait);
         }
         for peer in self.peers.values_mut() {
             for answer in peer.fail_pending("the store is shutting down") {
@@ -220,15 +279,8 @@ impl<S: StateMachine> Poller<S> {
         tracing::info!(store_id = self.store_id, "poller stopped");
     }
 
-    fn round(&mut self) {
-        let wait = if !self.touched.is_empty() {
-            Duration::ZERO
-        } else if self.cfg.manual_ticks {
-            // Nothing happens until a message arrives.
-            MANUAL_TICKS_IDLE_WAIT
-        } else {
-            self.next_tick.saturating_duration_since(Instant::now())
-        };
+    /// One round, waiting up to `wait` for the first message.
+    fn round(&mut self, wait: Duration) {
         match self.inbox.recv_timeout(wait) {
             Ok(msg) => self.handle(msg),
             Err(RecvTimeoutError::Timeout) => {}
@@ -243,14 +295,21 @@ impl<S: StateMachine> Poller<S> {
                 Err(_) => break,
             }
         }
-        let now = Instant::now();
-        if now >= self.next_tick && !self.cfg.manual_ticks {
-            self.next_tick = now + self.cfg.tick_interval;
-            self.tick_all();
+        if !self.cfg.manual_ticks {
+            let now = Instant::now();
+            if now >= self.next_tick {
+                self.next_tick = now + self.cfg.tick_interval;
+                self.tick_all();
+            }
         }
+        let now = self.now();
         for id in &self.touched {
             if let Some(peer) = self.peers.get_mut(id) {
-                for path in peer.flush_reads(now) {
+                let flushed = peer.flush_reads(now);
+                for read in flushed.refused {
+                    read.answer(peer.region());
+                }
+                for path in flushed.paths {
                     let path = match path {
                         ReadPath::Lease => "lease",
                         ReadPath::ReadIndex => "read_index",
@@ -288,7 +347,7 @@ impl<S: StateMachine> Poller<S> {
     }
 
     fn handle(&mut self, msg: PollerMsg<S::Output>) {
-        let now = Instant::now();
+        let now = self.now();
         match msg {
             PollerMsg::Raft(msg) => {
                 metrics::counter!(m::RAFT_MESSAGES_RECEIVED_TOTAL).increment(1);
@@ -378,16 +437,7 @@ impl<S: StateMachine> Poller<S> {
             }
             PollerMsg::StoreUnreachable { store_id } => {
                 for peer in self.peers.values_mut() {
-                    let targets: Vec<u64> = peer
-                        .region()
-                        .peers
-                        .iter()
-                        .filter(|p| p.store_id == store_id)
-                        .map(|p| p.id)
-                        .collect();
-                    for id in targets {
-                        peer.raw_node.report_unreachable(id);
-                    }
+                    peer.report_store_unreachable(store_id);
                 }
             }
             PollerMsg::SnapshotStatus {
@@ -396,12 +446,7 @@ impl<S: StateMachine> Poller<S> {
                 delivered,
             } => {
                 if let Some(peer) = self.peers.get_mut(&region_id) {
-                    let status = if delivered {
-                        raft::SnapshotStatus::Finish
-                    } else {
-                        raft::SnapshotStatus::Failure
-                    };
-                    peer.raw_node.report_snapshot(to_peer, status);
+                    peer.report_snapshot(to_peer, delivered);
                     self.touched.insert(region_id);
                 }
             }
@@ -413,11 +458,7 @@ impl<S: StateMachine> Poller<S> {
                     self.tick_all();
                 }
             }
-            PollerMsg::Inspect { cb } => {
-                let mut infos: Vec<_> = self.peers.values().map(|p| p.info()).collect();
-                infos.sort_by_key(|i| i.region.id);
-                cb(infos);
-            }
+            PollerMsg::Inspect { cb } => cb(self.regions()),
             PollerMsg::Shutdown => self.stopping = true,
         }
     }

@@ -17,7 +17,7 @@ use crate::{metrics as m, region, RegionId};
 
 impl<S: StateMachine> Poller<S> {
     pub(super) fn handle_readies(&mut self) {
-        let now = Instant::now();
+        let now = self.now();
         let touched = std::mem::take(&mut self.touched);
         let mut readies: Vec<(RegionId, Ready)> = Vec::with_capacity(touched.len());
         let mut wb = WriteBatch::default();
@@ -30,13 +30,14 @@ impl<S: StateMachine> Poller<S> {
             let Some(peer) = self.peers.get_mut(&id) else {
                 continue;
             };
-            if !peer.raw_node.has_ready() {
+            if !peer.has_ready() {
                 continue;
             }
-            let was_leader = peer.is_leader();
-            let mut rd = peer.raw_node.ready();
+            let mut rd = peer.ready();
             if let Some(ss) = rd.ss() {
-                peer.on_soft_state(ss, was_leader);
+                for read in peer.on_soft_state(ss) {
+                    read.answer(peer.region());
+                }
                 self.roles_changed = true;
             }
             let msgs = rd.take_messages();
@@ -90,7 +91,7 @@ impl<S: StateMachine> Poller<S> {
                 now,
             );
             let mut committed = rd.take_committed_entries();
-            let mut light = peer.raw_node.advance_append(rd);
+            let mut light = peer.advance_append(rd);
             if let Some(commit) = light.commit_index() {
                 peer.storage_mut().set_commit(commit);
             }
@@ -148,9 +149,11 @@ impl<S: StateMachine> Poller<S> {
                 continue;
             };
             let applied = peer.storage().applied_index();
-            peer.raw_node.advance_apply_to(applied);
-            peer.fire_ready_reads();
-            if peer.raw_node.has_ready() {
+            peer.advance_apply_to(applied);
+            for read in peer.take_ready_reads() {
+                read.answer(peer.region());
+            }
+            if peer.has_ready() {
                 self.touched.insert(id);
             }
         }

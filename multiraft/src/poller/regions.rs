@@ -323,7 +323,7 @@ impl<S: StateMachine> Poller<S> {
                 // Most likely a region split off `other` whose split is not
                 // applied here yet: the new peer will take it.
                 tracing::debug!(region_id, overlaps = other, "vote request held");
-                self.early_votes.hold(msg.clone(), Instant::now());
+                self.early_votes.hold(msg.clone(), self.now());
             } else {
                 tracing::debug!(
                     region_id,
@@ -434,10 +434,7 @@ impl<S: StateMachine> Poller<S> {
         };
         if let Ok(snap) = result {
             peer.storage_mut().set_generated_snapshot(snap);
-            // Let raft-rs try again now rather than at the next heartbeat.
-            if peer.is_leader() {
-                peer.raw_node.ping();
-            }
+            peer.on_snapshot_ready();
             self.touched.insert(region_id);
         }
     }

@@ -32,8 +32,6 @@
 
 pub(super) mod early_votes;
 
-use std::time::Instant;
-
 use tessera_proto::metapb::Region;
 use tessera_proto::raft_serverpb::{PeerState, RegionLocalState};
 
@@ -136,7 +134,7 @@ impl<S: StateMachine> Poller<S> {
         }
         self.touched.insert(region.id);
         self.roles_changed = true;
-        for vote in self.early_votes.take(region.id, Instant::now()) {
+        for vote in self.early_votes.take(region.id, self.now()) {
             tracing::debug!(region_id = region.id, "held vote request delivered");
             self.on_raft_message(vote);
         }
