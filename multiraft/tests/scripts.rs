@@ -169,7 +169,11 @@ impl goldenscript::Runner for Runner {
                 }
             }
             "stabilize" => {
-                let quiet = args.next_pos() == Some("quiet");
+                let quiet = match args.next_pos() {
+                    None => false,
+                    Some("quiet") => true,
+                    Some(other) => return Err(format!("stabilize [quiet], not {other:?}").into()),
+                };
                 args.reject_next()?;
                 stabilize(self.cluster()?, quiet, &mut out)?;
             }
