@@ -4,7 +4,9 @@
 //! - `get`, `put`, `delete`, `scan` read and write keys through a router
 //!   (`kv.rs`);
 //! - `store`, `region`, `keyspace`, `cluster` administer the cluster through
-//!   the directory (one module each).
+//!   the directory (one module each);
+//! - `cert` creates and lists certificates (`cert.rs`, over
+//!   `tessera-security`).
 //!
 //! The defaults of `--router` and `--directory` point at the playground, so
 //! `tessera playground` in one terminal and `tessera put k v` in another
@@ -16,6 +18,7 @@
 //! (`--output`).
 
 mod boundaries;
+mod cert;
 mod cluster;
 mod conn;
 mod directory;
@@ -81,6 +84,10 @@ pub enum Command {
     /// Cluster status and directory membership.
     #[command(subcommand)]
     Cluster(cluster::Command),
+    /// Create and list certificates: the cluster's CA, node, router and
+    /// client certificates (PEM files in --certs-dir).
+    #[command(subcommand)]
+    Cert(cert::Command),
     /// Run one server process (used by the playground).
     #[command(hide = true)]
     Serve(serve::Args),
@@ -124,6 +131,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Region(command) => region::run(&ctx, command).await,
         Command::Keyspace(command) => keyspace::run(&ctx, command).await,
         Command::Cluster(command) => cluster::run(&ctx, command).await,
+        Command::Cert(command) => cert::run(&ctx, command),
         Command::Serve(_) => unreachable!("served before the runtime starts"),
     }
 }

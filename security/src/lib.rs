@@ -1,0 +1,29 @@
+//! Security: who is who in a tessera cluster.
+//!
+//! Every process proves who it is with an X.509 certificate signed by the
+//! cluster's CA. What a certificate is allowed to do follows from one
+//! subject alternative name, a URI of the form `tessera://KIND/NAME`
+//! ([`identity`]):
+//! - `tessera://node/NAME`: a store or a directory member. Node identities
+//!   may call everything nodes call each other (Raft, snapshots, store
+//!   administration, the store-facing directory RPCs);
+//! - `tessera://router/NAME`: a router. Allowed the store's Kv API and the
+//!   directory's reads, never Raft or store administration;
+//! - `tessera://client/NAME`: a user, whose role the directory records.
+//!
+//! A certificate without such a URI, or with more than one, identifies
+//! nobody. Certificates live as PEM files in one directory per process
+//! ([`certs`]): `ca.crt` (and `ca.key` where certificates are issued),
+//! `node.crt`/`node.key`, `router.crt`/`router.key`,
+//! `client.NAME.crt`/`client.NAME.key`. Keys are written mode 0600 and never
+//! overwritten unless asked.
+//!
+//! This crate creates and reads certificates; serving and checking them on
+//! connections builds on it.
+
+pub mod certs;
+pub mod error;
+pub mod identity;
+
+pub use error::{Error, Result};
+pub use identity::{Identity, Kind};
