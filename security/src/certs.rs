@@ -109,14 +109,7 @@ pub fn create_ca(dir: &CertsDir, days: u32, overwrite: bool) -> Result<CertInfo>
     ];
     set_validity(&mut params, days)?;
     let cert = params.self_signed(&key)?;
-    write_pair(
-        dir,
-        &cert_path,
-        &cert.pem(),
-        &key_path,
-        &key.serialize_pem(),
-    )?;
-    inspect(dir, &cert_path)
+    save(dir, &cert_path, &cert, &key_path, &key)
 }
 
 /// Creates the certificate of `id`, signed by the CA in `dir`, valid for
@@ -167,14 +160,7 @@ pub fn create(
     params.use_authority_key_identifier_extension = true;
     set_validity(&mut params, days)?;
     let cert = params.signed_by(&key, &issuer)?;
-    write_pair(
-        dir,
-        &cert_path,
-        &cert.pem(),
-        &key_path,
-        &key.serialize_pem(),
-    )?;
-    inspect(dir, &cert_path)
+    save(dir, &cert_path, &cert, &key_path, &key)
 }
 
 /// Every certificate (`*.crt`) in `dir`, by file name.
@@ -322,6 +308,18 @@ fn refuse_existing(paths: &[&Path], overwrite: bool) -> Result<()> {
         Some(p) => Err(Error::Exists(p.to_path_buf())),
         None => Ok(()),
     }
+}
+
+/// Writes `key` and `cert` and reads the certificate back.
+fn save(
+    dir: &CertsDir,
+    cert_path: &Path,
+    cert: &rcgen::Certificate,
+    key_path: &Path,
+    key: &KeyPair,
+) -> Result<CertInfo> {
+    write_pair(dir, cert_path, &cert.pem(), key_path, &key.serialize_pem())?;
+    inspect(dir, cert_path)
 }
 
 /// Writes the key (0600) and then the certificate (0644), creating `dir`
