@@ -52,6 +52,8 @@ fn progress(len: u64, what: &str) -> ProgressBar {
 pub async fn run(args: Args) -> anyhow::Result<Report> {
     tessera_e2e::ensure_plain_binaries()?;
     let c = E2eCluster::start(Options {
+        // Plaintext, as the etcd it is compared with (TLS rows: later).
+        insecure: true,
         stores: 4,
         down_after_ms: args.down_after_ms,
         default_timing: true,

@@ -61,6 +61,8 @@ impl Path {
 pub async fn run(args: Args) -> anyhow::Result<Report> {
     tessera_e2e::ensure_plain_binaries()?;
     let mut c = E2eCluster::start(Options {
+        // Plaintext, as the etcd it is compared with (TLS rows: later).
+        insecure: true,
         default_timing: true,
         ..Options::default()
     })

@@ -90,7 +90,12 @@ fn check(doc: &Value, system: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ycsb_against_tessera() {
-    let mut c = E2eCluster::start(Options::default()).await;
+    // Plaintext: tessera-bench dials plaintext, as etcd does here.
+    let mut c = E2eCluster::start(Options {
+        insecure: true,
+        ..Options::default()
+    })
+    .await;
     c.add_router().await;
     c.wait_settled(1).await;
     let dir = tempfile::tempdir().unwrap();

@@ -27,20 +27,11 @@ pub enum Command {
     CreateClient(ClientArgs),
     /// List the certificates in the directory, with their identity, hosts
     /// and expiry.
-    List(DirArgs),
-}
-
-#[derive(Args, Debug)]
-pub struct DirArgs {
-    /// The certificates directory.
-    #[arg(long, env = "TESSERA_CERTS_DIR", default_value_os_t = default_certs_dir())]
-    pub certs_dir: PathBuf,
+    List,
 }
 
 #[derive(Args, Debug)]
 pub struct CaArgs {
-    #[command(flatten)]
-    pub dir: DirArgs,
     /// Days the CA is valid.
     #[arg(long, default_value_t = CA_DAYS)]
     pub days: u32,
@@ -52,8 +43,6 @@ pub struct CaArgs {
 
 #[derive(Args, Debug)]
 pub struct NodeArgs {
-    #[command(flatten)]
-    pub dir: DirArgs,
     /// A DNS name or IP address the process is reached at; repeat for
     /// each (e.g. --host 127.0.0.1 --host store-0.tessera.default.svc).
     #[arg(long = "host", required = true)]
@@ -84,8 +73,6 @@ pub enum NodeKind {
 pub struct ClientArgs {
     /// The user's name.
     pub name: String,
-    #[command(flatten)]
-    pub dir: DirArgs,
     /// Days the certificate is valid.
     #[arg(long, default_value_t = LEAF_DAYS)]
     pub days: u32,
@@ -115,6 +102,11 @@ fn name_from_host(host: &str, kind: Kind) -> String {
     }
 }
 
+/// `--certs-dir`, or by default `~/.tessera/certs`.
+fn certs_dir(ctx: &Ctx) -> CertsDir {
+    CertsDir::new(ctx.certs_dir.clone().unwrap_or_else(default_certs_dir))
+}
+
 /// `~/.tessera/certs`, or `./certs` without a home directory.
 fn default_certs_dir() -> PathBuf {
     match std::env::var_os("HOME") {
@@ -125,9 +117,7 @@ fn default_certs_dir() -> PathBuf {
 
 pub fn run(ctx: &Ctx, command: Command) -> Result<()> {
     let created = match command {
-        Command::CreateCa(a) => {
-            certs::create_ca(&CertsDir::new(a.dir.certs_dir), a.days, a.overwrite)?
-        }
+        Command::CreateCa(a) => certs::create_ca(&certs_dir(ctx), a.days, a.overwrite)?,
         Command::CreateNode(a) => {
             let kind = match a.kind {
                 NodeKind::Node => Kind::Node,
@@ -138,26 +128,14 @@ pub fn run(ctx: &Ctx, command: Command) -> Result<()> {
                 None => name_from_host(&a.hosts[0], kind),
             };
             let id = Identity::new(kind, &name)?;
-            certs::create(
-                &CertsDir::new(a.dir.certs_dir),
-                &id,
-                &a.hosts,
-                a.days,
-                a.overwrite,
-            )?
+            certs::create(&certs_dir(ctx), &id, &a.hosts, a.days, a.overwrite)?
         }
         Command::CreateClient(a) => {
             let id = Identity::new(Kind::Client, &a.name)?;
-            certs::create(
-                &CertsDir::new(a.dir.certs_dir),
-                &id,
-                &[],
-                a.days,
-                a.overwrite,
-            )?
+            certs::create(&certs_dir(ctx), &id, &[], a.days, a.overwrite)?
         }
-        Command::List(a) => {
-            let listed = certs::list(&CertsDir::new(a.certs_dir))?;
+        Command::List => {
+            let listed = certs::list(&certs_dir(ctx))?;
             if ctx.output.is_json() {
                 return output::print_json(&listed);
             }

@@ -79,6 +79,30 @@ pub struct GlobalArgs {
     )]
     pub timeout: Duration,
 
+    /// Certificates directory: with it, every connection is TLS, checked
+    /// against its ca.crt, presenting client.USER.crt (see `tessera cert`);
+    /// without it, connections are plaintext (an --insecure cluster). The
+    /// `cert` commands create certificates here (default ~/.tessera/certs).
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "TESSERA_CERTS_DIR",
+        value_name = "DIR"
+    )]
+    pub certs_dir: Option<std::path::PathBuf>,
+
+    /// The client certificate to present: client.USER.crt in --certs-dir.
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "TESSERA_USER",
+        value_name = "USER",
+        default_value = "admin"
+    )]
+    pub user: String,
+
     /// Log what the CLI does to stderr (-v info, -vv debug, -vvv trace);
     /// RUST_LOG overrides it.
     #[arg(short, long, global = true, help_heading = "Global options", action = clap::ArgAction::Count)]
@@ -137,6 +161,8 @@ pub struct Ctx {
     pub timeout: Duration,
     pub router: Addrs,
     pub directory: Addrs,
+    pub certs_dir: Option<std::path::PathBuf>,
+    pub user: String,
 }
 
 impl Ctx {
@@ -146,12 +172,23 @@ impl Ctx {
             timeout: args.timeout,
             router: args.router.clone(),
             directory: args.directory.clone(),
+            certs_dir: args.certs_dir.clone(),
+            user: args.user.clone(),
+        }
+    }
+
+    /// How connections are secured: TLS with `--certs-dir`, else plaintext.
+    pub fn security(&self) -> Result<tessera_security::Security> {
+        match &self.certs_dir {
+            None => Ok(tessera_security::Security::insecure()),
+            Some(dir) => tessera_security::Security::client(dir, Some(&self.user))
+                .map_err(|e| anyhow!("--certs-dir {}: {e}", dir.display())),
         }
     }
 
     /// The directory, reached through its members from `--directory`.
     pub fn directory(&self) -> Result<Directory> {
-        Directory::new(&self.directory, self.timeout)
+        Directory::new(&self.directory, self.timeout, self.security()?)
     }
 
     /// The SDK client, connected through the routers from `--router`.
@@ -160,6 +197,7 @@ impl Ctx {
         let build = tessera_client::Client::builder()
             .endpoints(self.router.0.clone())
             .timeout(self.timeout)
+            .security(self.security()?)
             .build();
         self.bound(&format!("router at {}", self.router), build)
             .await?

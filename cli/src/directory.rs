@@ -13,6 +13,7 @@
 //!   CLI.
 
 use std::time::Duration;
+use tessera_security::Security;
 
 use anyhow::{anyhow, Result};
 use tessera_proto::directorypb::*;
@@ -43,8 +44,9 @@ macro_rules! call {
 }
 
 impl Directory {
-    pub fn new(addrs: &Addrs, timeout: Duration) -> Result<Self> {
-        let conn = DirectoryConn::new(addrs.0.clone(), timeout).map_err(|e| anyhow!("{e}"))?;
+    pub fn new(addrs: &Addrs, timeout: Duration, security: Security) -> Result<Self> {
+        let conn =
+            DirectoryConn::new(addrs.0.clone(), timeout, security).map_err(|e| anyhow!("{e}"))?;
         Ok(Directory {
             conn,
             addrs: addrs.clone(),

@@ -238,6 +238,7 @@ async fn start_all(
             listen_addr: addr.clone(),
             status_addr: status.clone(),
             initial_members: members.clone(),
+            security: insecure(),
             ..Default::default()
         };
         let config = write_config(root, &name, &cfg)?;
@@ -260,6 +261,7 @@ async fn start_all(
             directory: layout.directory_addrs(),
             // Everything stops together; a short grace keeps Ctrl-C quick.
             shutdown_grace_ms: 3000,
+            security: insecure(),
             ..Default::default()
         };
         cfg.labels.insert("host".into(), name.clone());
@@ -270,6 +272,7 @@ async fn start_all(
         listen_addr: layout.router.clone(),
         status_addr: layout.router_status.clone(),
         directory: layout.directory_addrs(),
+        security: insecure(),
         ..Default::default()
     };
     let config = write_config(root, "router", &cfg)?;
@@ -331,12 +334,24 @@ async fn start_all(
     }
 }
 
+/// The playground runs plaintext (said explicitly; every process warns).
+fn insecure() -> tessera_security::TlsSettings {
+    tessera_security::TlsSettings {
+        insecure: true,
+        ..Default::default()
+    }
+}
+
 /// Whether the directory has placed every replica it wants: no operator in
 /// flight and (with 3 stores or more) no region short of replicas. Until
 /// then admin commands would be refused ("operator in progress").
 async fn settled(layout: &Layout) -> bool {
     use tessera_proto::directorypb::ClusterStatusRequest;
-    let Ok(conn) = DirectoryConn::new(layout.directory_addrs(), Duration::from_secs(2)) else {
+    let Ok(conn) = DirectoryConn::new(
+        layout.directory_addrs(),
+        Duration::from_secs(2),
+        tessera_security::Security::insecure(),
+    ) else {
         return false;
     };
     let status = conn

@@ -60,6 +60,7 @@ pub fn run(args: Args) -> Result<()> {
                 describe: tessera_directory::metrics::describe,
                 status_addr: &status_addr,
                 allow_fault_endpoints: cfg.allow_fault_endpoints,
+                tls: !cfg.security.insecure,
             };
             tessera_common::run_process(opts, |m| async move {
                 Ok(tessera_directory::server::run(cfg, Some(m), shutdown()).await?)
@@ -78,6 +79,7 @@ pub fn run(args: Args) -> Result<()> {
                 describe: tessera_store::metrics::describe,
                 status_addr: &status_addr,
                 allow_fault_endpoints: cfg.allow_fault_endpoints,
+                tls: !cfg.security.insecure,
             };
             tessera_common::run_process(opts, |m| async move {
                 Ok(tessera_store::server::run(cfg, Some(m), shutdown()).await?)
@@ -96,6 +98,7 @@ pub fn run(args: Args) -> Result<()> {
                 describe: tessera_routing::metrics::describe,
                 status_addr: &status_addr,
                 allow_fault_endpoints: cfg.allow_fault_endpoints,
+                tls: !cfg.security.insecure,
             };
             tessera_common::run_process(opts, |m| async move {
                 Ok(tessera_router::server::run(cfg, Some(m), shutdown()).await?)

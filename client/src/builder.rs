@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use tessera_security::Security;
 use tonic::transport::Endpoint;
 
 use crate::failover::{Failover, Settings};
@@ -58,6 +59,7 @@ pub struct ClientBuilder {
     timeout: Duration,
     connect_timeout: Duration,
     backoff: Backoff,
+    security: Security,
 }
 
 impl Default for ClientBuilder {
@@ -67,11 +69,21 @@ impl Default for ClientBuilder {
             timeout: DEFAULT_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             backoff: Backoff::default(),
+            security: Security::insecure(),
         }
     }
 }
 
 impl ClientBuilder {
+    /// How connections to the routers are secured: TLS with the cluster's
+    /// CA and, if it names one, a client certificate
+    /// (`Security::client(certs_dir, Some("alice"))`). Without it the client
+    /// dials plaintext, which only an `--insecure` cluster answers.
+    pub fn security(mut self, security: Security) -> Self {
+        self.security = security;
+        self
+    }
+
     /// The routers to talk to, `host:port` or `http://host:port`, in order
     /// of preference. Replaces any endpoints set before.
     pub fn endpoints<I, S>(mut self, endpoints: I) -> Self
@@ -145,6 +157,7 @@ impl ClientBuilder {
             timeout: self.timeout,
             connect_timeout: self.connect_timeout,
             backoff: self.backoff,
+            security: self.security,
         };
         Ok(Client::from_failover(Failover::new(endpoints, settings)))
     }

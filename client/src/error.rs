@@ -39,6 +39,16 @@ pub enum Error {
     /// later may succeed.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The cluster does not know who is calling: no client certificate (or
+    /// one it does not accept). Nothing was applied; retrying will not
+    /// help until the client presents an identity
+    /// ([`ClientBuilder::security`](crate::ClientBuilder::security)).
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// The caller's identity may not do this. Nothing was applied;
+    /// retrying will not help.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
     /// Bad [`ClientBuilder`](crate::ClientBuilder) settings.
     #[error("bad client configuration: {0}")]
     Config(String),

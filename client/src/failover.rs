@@ -28,7 +28,11 @@
 //!   caught exactly this when puts were still retried as idempotent.
 //!
 //! Router answers of kind `INVALID_ARGUMENT`, `KEYSPACE_NOT_FOUND` and
-//! `INDETERMINATE` end the operation at once with the matching error. A
+//! `INDETERMINATE` end the operation at once with the matching error. So
+//! do the gRPC statuses `UNAUTHENTICATED` and `PERMISSION_DENIED` (the
+//! router's access check refused the call before anything ran):
+//! [`Error::Unauthenticated`] and [`Error::PermissionDenied`], nothing
+//! applied, not retried. A
 //! router answer of kind `UNKNOWN` (a newer router, say) counts as *maybe
 //! sent*.
 //!
@@ -66,6 +70,8 @@ pub(crate) struct Settings {
     /// How long dialing one router may take.
     pub connect_timeout: Duration,
     pub backoff: Backoff,
+    /// How the routers are dialed.
+    pub security: tessera_security::Security,
 }
 
 /// What an operation does, for the retry and indeterminate rules.
@@ -134,14 +140,19 @@ struct Slot {
 impl Slot {
     /// The endpoint's channel, dialing it first if need be. An error means
     /// nothing was sent.
-    async fn channel(&self, left: Duration, connect_timeout: Duration) -> Result<Channel, String> {
+    async fn channel(
+        &self,
+        left: Duration,
+        connect_timeout: Duration,
+        security: &tessera_security::Security,
+    ) -> Result<Channel, String> {
         if let Some(channel) = self.channel.lock().clone() {
             return Ok(channel);
         }
         // Two operations may dial at once; the last channel stored wins and
         // the other is dropped after its request.
         let wait = left.min(connect_timeout);
-        match tokio::time::timeout(wait, self.endpoint.connect()).await {
+        match tokio::time::timeout(wait, security.connect(self.endpoint.clone())).await {
             Ok(Ok(channel)) => {
                 *self.channel.lock() = Some(channel.clone());
                 Ok(channel)
@@ -307,7 +318,7 @@ impl Failover {
     {
         let slot = &self.slots[at];
         let channel = slot
-            .channel(left, self.settings.connect_timeout)
+            .channel(left, self.settings.connect_timeout, &self.settings.security)
             .await
             .map_err(Failure::NotSent)?;
         let client = RouterClient::new(channel)
@@ -342,13 +353,30 @@ fn keyspace_name(op: Op<'_>) -> String {
 }
 
 /// A gRPC status instead of an answer: not sent only when tonic says it
-/// could not connect.
+/// could not connect. `UNAUTHENTICATED` and `PERMISSION_DENIED` come only
+/// from a router's access check, which answers before anything runs: not
+/// applied, and final.
 fn classify_status(address: &str, status: &tonic::Status) -> Failure {
     let message = format!(
         "{address}: {:?}: {}",
         status.code(),
         with_sources(status.message().to_string(), StdError::source(status))
     );
+    match status.code() {
+        tonic::Code::Unauthenticated => {
+            return Failure::Final(Error::Unauthenticated(format!(
+                "{address}: {}",
+                status.message()
+            )))
+        }
+        tonic::Code::PermissionDenied => {
+            return Failure::Final(Error::PermissionDenied(format!(
+                "{address}: {}",
+                status.message()
+            )))
+        }
+        _ => {}
+    }
     if sent(status) == Sent::No {
         Failure::NotSent(message)
     } else {

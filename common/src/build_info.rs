@@ -52,9 +52,10 @@ pub const LONG_VERSION: &str = if FAILPOINTS {
 /// The gauge carrying the build as labels.
 pub const BUILD_INFO: &str = "tessera_build_info";
 
-/// Logs the build of process `name` (a warning for a test build) and sets
-/// `tessera_build_info`. Call once the metrics recorder is installed.
-pub fn announce(name: &str) {
+/// Logs the build of process `name` (a warning for a test build, and for a
+/// process running without TLS) and sets `tessera_build_info`. Call once
+/// the metrics recorder is installed.
+pub fn announce(name: &str, tls: bool) {
     tracing::info!(
         version = VERSION,
         git_sha = GIT_SHA,
@@ -68,15 +69,22 @@ pub fn announce(name: &str) {
              with data you keep (build without --features .../failpoints)"
         );
     }
+    if !tls {
+        tracing::warn!(
+            "running INSECURE (--insecure): no TLS, no identities, no access checks; anyone \
+             who reaches this process's ports can read and change every key"
+        );
+    }
     metrics::describe_gauge!(
         BUILD_INFO,
-        "Always 1; the labels say what this binary was built from (features=failpoints: a test build with fault endpoints)"
+        "Always 1; the labels say what this binary was built from (features=failpoints: a test build with fault endpoints) and whether it runs with TLS"
     );
     metrics::gauge!(
         BUILD_INFO,
         "version" => VERSION,
         "git_sha" => GIT_SHA,
         "features" => FEATURES,
+        "tls" => if tls { "true" } else { "false" },
     )
     .set(1.0);
 }

@@ -51,6 +51,9 @@ pub struct ProcessOptions<'a> {
     /// Lets a test build serve its fault endpoints on a non-loopback
     /// address ([`build_info::check_status_addr`]).
     pub allow_fault_endpoints: bool,
+    /// Whether the process serves TLS (`tessera_build_info{tls}`; a
+    /// warning at start when not).
+    pub tls: bool,
 }
 
 /// The life of one server process: logs (`log_format`; `RUST_LOG` over
@@ -76,10 +79,10 @@ where
         .enable_all()
         .thread_name(opts.name)
         .build()?;
-    let (name, buckets, describe) = (opts.name, opts.buckets, opts.describe);
+    let (name, buckets, describe, tls) = (opts.name, opts.buckets, opts.describe, opts.tls);
     runtime.block_on(async move {
         let metrics = status::install_metrics_recorder(buckets)?;
-        build_info::announce(name);
+        build_info::announce(name, tls);
         describe();
         serve(metrics).await
     })

@@ -41,6 +41,8 @@ pub struct DirectoryConfig {
     pub shutdown_grace_ms: u64,
     pub raft: RaftSection,
     pub schedule: ScheduleSection,
+    /// TLS and who may connect (`[security]`).
+    pub security: tessera_security::TlsSettings,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -84,6 +86,7 @@ impl Default for DirectoryConfig {
             shutdown_grace_ms: 5_000,
             raft: RaftSection::default(),
             schedule: ScheduleSection::default(),
+            security: Default::default(),
         }
     }
 }

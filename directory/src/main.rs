@@ -54,6 +54,8 @@ struct Args {
     /// non-loopback status address. No effect on a real build.
     #[arg(long, env = "TESSERA_DIRECTORY_ALLOW_FAULT_ENDPOINTS")]
     allow_fault_endpoints: bool,
+    #[command(flatten)]
+    security: tessera_security::SecurityArgs,
     /// Print the default configuration as TOML and exit.
     #[arg(long)]
     print_default_config: bool,
@@ -95,6 +97,7 @@ fn load_config(args: &Args) -> anyhow::Result<DirectoryConfig> {
     if args.allow_fault_endpoints {
         cfg.allow_fault_endpoints = true;
     }
+    args.security.apply(&mut cfg.security);
     if let Some(v) = args.shutdown_grace_ms {
         cfg.shutdown_grace_ms = v;
     }
@@ -154,6 +157,7 @@ fn main() -> anyhow::Result<()> {
             describe: tessera_directory::metrics::describe,
             status_addr: &status_addr,
             allow_fault_endpoints: cfg.allow_fault_endpoints,
+            tls: !cfg.security.insecure,
         },
         |metrics| async move {
             tessera_directory::server::run(cfg, Some(metrics), tessera_common::shutdown_signal())

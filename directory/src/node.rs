@@ -84,6 +84,8 @@ pub struct NodeSpec {
     pub rocksdb: RocksOptions,
     /// How long a proposal or read may wait.
     pub timeout: Duration,
+    /// How the members' Raft connections are secured.
+    pub security: tessera_security::Security,
 }
 
 pub struct DirectoryNode {
@@ -118,6 +120,7 @@ impl DirectoryNode {
             spec.member_id,
             tokio::runtime::Handle::current(),
             Arc::new(resolver.clone()),
+            spec.security.clone(),
             mailbox.clone(),
         );
         let poller = Poller::spawn(

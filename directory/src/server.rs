@@ -30,6 +30,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     cfg.validate()?;
+    let security =
+        tessera_security::Security::from_settings(&cfg.security, tessera_security::Kind::Node)
+            .map_err(|e| Error::Config(e.to_string()))?;
+    security.spawn_reload();
     let (stop_tx, mut stop) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -70,6 +74,7 @@ pub async fn run(
             raft: cfg.raft_config(),
             rocksdb: cfg.rocks_options(),
             timeout: Duration::from_millis(cfg.request_timeout_ms),
+            security: security.clone(),
         })
         .await?,
     );
@@ -92,15 +97,13 @@ pub async fn run(
     let mut server_stop = stop.clone();
     let server = tokio::spawn(
         tonic::transport::Server::builder()
+            .layer(security.guard())
             .add_service(health_service)
             .add_service(raft)
             .add_service(directory)
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-                async move {
-                    let _ = server_stop.wait_for(|s| *s).await;
-                },
-            ),
+            .serve_with_incoming_shutdown(security.incoming(listener), async move {
+                let _ = server_stop.wait_for(|s| *s).await;
+            }),
     );
     tracing::info!(member = cfg.id, %listen_addr, advertise = cfg.advertise_addr(), "serving the directory");
 

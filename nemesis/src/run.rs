@@ -79,6 +79,7 @@ pub async fn run(
     let workload = tokio::spawn(workload::run(
         routers.clone(),
         directory,
+        cluster.e2e.security(),
         workload_spec.clone(),
         spec.seed,
         recorder.clone(),
@@ -139,6 +140,7 @@ pub async fn run(
     say("final reads", recorder.history().len());
     if let Err(e) = workload::final_reads(
         &routers,
+        &cluster.e2e.security(),
         workload_spec.keys,
         &recorder,
         Duration::from_secs(60),

@@ -22,6 +22,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tessera_security::Security;
 
 use anyhow::{anyhow, Context as _};
 use rand::rngs::StdRng;
@@ -85,9 +86,14 @@ struct Ids {
 }
 
 /// Connects an SDK client to the routers.
-pub async fn connect(routers: &[String], timeout: Duration) -> anyhow::Result<Client> {
+pub async fn connect(
+    routers: &[String],
+    timeout: Duration,
+    security: &Security,
+) -> anyhow::Result<Client> {
     Ok(Client::builder()
         .endpoints(routers.iter().cloned())
+        .security(security.clone())
         .timeout(timeout)
         .connect_timeout(Duration::from_millis(500))
         .build()
@@ -100,6 +106,7 @@ pub async fn connect(routers: &[String], timeout: Duration) -> anyhow::Result<Cl
 pub async fn run(
     routers: Vec<String>,
     directory: Vec<String>,
+    security: Security,
     spec: WorkloadSpec,
     seed: u64,
     recorder: Recorder,
@@ -111,11 +118,11 @@ pub async fn run(
     });
     let replicas = match spec.read_path {
         ReadPath::Router => None,
-        ReadPath::AnyReplica => Some(Arc::new(ReplicaReader::new(directory)?)),
+        ReadPath::AnyReplica => Some(Arc::new(ReplicaReader::new(directory, security.clone())?)),
     };
     let mut tasks = vec![];
     for c in 0..spec.clients {
-        let client = connect(&routers, spec.op_timeout).await?;
+        let client = connect(&routers, spec.op_timeout, &security).await?;
         let worker = Worker {
             client,
             replicas: replicas.clone(),
@@ -258,12 +265,14 @@ fn parse_value(bytes: &[u8]) -> u64 {
 struct ReplicaReader {
     directory: DirectoryConn,
     channels: parking_lot::Mutex<HashMap<u64, Channel>>,
+    security: Security,
 }
 
 impl ReplicaReader {
-    fn new(directory: Vec<String>) -> anyhow::Result<Self> {
+    fn new(directory: Vec<String>, security: Security) -> anyhow::Result<Self> {
         Ok(ReplicaReader {
-            directory: DirectoryConn::new(directory, Duration::from_secs(5))?,
+            directory: DirectoryConn::new(directory, Duration::from_secs(5), security.clone())?,
+            security,
             channels: parking_lot::Mutex::new(HashMap::new()),
         })
     }
@@ -289,8 +298,8 @@ impl ReplicaReader {
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| e.to_string())?
             .connect_timeout(Duration::from_millis(500))
-            .timeout(Duration::from_secs(3))
-            .connect_lazy();
+            .timeout(Duration::from_secs(3));
+        let channel = self.security.channel(channel);
         self.channels.lock().insert(store_id, channel.clone());
         Ok(channel)
     }
@@ -340,11 +349,12 @@ impl ReplicaReader {
 /// on.
 pub async fn final_reads(
     routers: &[String],
+    security: &Security,
     keys: usize,
     recorder: &Recorder,
     deadline: Duration,
 ) -> anyhow::Result<()> {
-    let client = connect(routers, Duration::from_secs(5)).await?;
+    let client = connect(routers, Duration::from_secs(5), security).await?;
     let until = tokio::time::Instant::now() + deadline;
     // Client ids far above the workload's, so they never collide.
     let mut me = 1u64 << 40;

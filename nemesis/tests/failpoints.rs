@@ -65,6 +65,7 @@ async fn a_store_crashed_at_any_failpoint_restarts_and_loses_no_acknowledged_wri
     let workload = tokio::spawn(workload::run(
         c.router_addrs(),
         c.e2e.directory_addrs(),
+        c.e2e.security(),
         spec.clone(),
         7,
         recorder.clone(),
@@ -127,6 +128,7 @@ async fn a_store_crashed_at_any_failpoint_restarts_and_loses_no_acknowledged_wri
     workload.await.expect("workload task").expect("workload");
     workload::final_reads(
         &c.router_addrs(),
+        &c.e2e.security(),
         spec.keys,
         &recorder,
         Duration::from_secs(60),

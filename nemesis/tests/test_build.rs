@@ -122,6 +122,7 @@ fn allowed_fault_endpoints_serve_and_the_build_is_announced() {
         "--directory".into(),
         "127.0.0.1:1".into(),
         "--allow-fault-endpoints".into(),
+        "--insecure".into(),
     ];
     let log = data.path().join("stderr");
     let mut child = Command::new(bin_dir().join("tessera-store"))

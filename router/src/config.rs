@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use tessera_routing::{Backoff, RouterConfig};
+use tessera_security::{Security, TlsSettings};
 
 use crate::{Error, Result};
 
@@ -33,6 +34,8 @@ pub struct ServerConfig {
     /// a status address other machines can reach; without it such a build
     /// refuses any non-loopback `status_addr`. No effect on a real build.
     pub allow_fault_endpoints: bool,
+    /// TLS and who may connect (`[security]`).
+    pub security: TlsSettings,
 }
 
 impl Default for ServerConfig {
@@ -47,6 +50,7 @@ impl Default for ServerConfig {
             shutdown_grace_ms: 5_000,
             log_format: "text".into(),
             allow_fault_endpoints: false,
+            security: TlsSettings::default(),
         }
     }
 }
@@ -83,10 +87,12 @@ impl ServerConfig {
         Ok(())
     }
 
-    /// The routing library's settings.
-    pub fn router_config(&self) -> RouterConfig {
+    /// The routing library's settings; its connections secured by
+    /// `security`.
+    pub fn router_config(&self, security: Security) -> RouterConfig {
         RouterConfig {
             directory: self.directory.clone(),
+            security,
             timeout: Duration::from_millis(self.request_timeout_ms),
             backoff: Backoff::new(
                 Duration::from_millis(self.min_backoff_ms),
@@ -107,7 +113,10 @@ mod tests {
         assert_eq!(cfg, ServerConfig::default());
         let cfg: ServerConfig =
             toml::from_str("directory = [\"a:1\", \"b:2\"]\nrequest_timeout_ms = 3000\n").unwrap();
-        assert_eq!(cfg.router_config().timeout, Duration::from_secs(3));
+        assert_eq!(
+            cfg.router_config(Security::insecure()).timeout,
+            Duration::from_secs(3)
+        );
         let none: ServerConfig = toml::from_str("directory = []").unwrap();
         assert!(none
             .validate()

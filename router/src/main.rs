@@ -43,6 +43,8 @@ struct Args {
     /// non-loopback status address. No effect on a real build.
     #[arg(long, env = "TESSERA_ROUTER_ALLOW_FAULT_ENDPOINTS")]
     allow_fault_endpoints: bool,
+    #[command(flatten)]
+    security: tessera_security::SecurityArgs,
     /// Print the default configuration as TOML and exit.
     #[arg(long)]
     print_default_config: bool,
@@ -74,6 +76,7 @@ fn load_config(args: &Args) -> anyhow::Result<ServerConfig> {
     if let Some(v) = args.shutdown_grace_ms {
         cfg.shutdown_grace_ms = v;
     }
+    args.security.apply(&mut cfg.security);
     cfg.validate()?;
     Ok(cfg)
 }
@@ -95,6 +98,7 @@ fn main() -> anyhow::Result<()> {
             describe: tessera_routing::metrics::describe,
             status_addr: &status_addr,
             allow_fault_endpoints: cfg.allow_fault_endpoints,
+            tls: !cfg.security.insecure,
         },
         |metrics| async move {
             tessera_router::server::run(cfg, Some(metrics), tessera_common::shutdown_signal())

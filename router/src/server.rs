@@ -15,6 +15,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tessera_common::status::{self, Readiness};
 use tessera_proto::directorypb::IsBootstrappedRequest;
 use tessera_proto::routerpb::router_server::RouterServer;
+use tessera_security::{Kind, Security};
 use tokio::sync::watch;
 
 use crate::config::ServerConfig;
@@ -30,6 +31,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     cfg.validate()?;
+    let security = Security::from_settings(&cfg.security, Kind::Router)
+        .map_err(|e| Error::Config(e.to_string()))?;
+    security.spawn_reload();
     let (stop_tx, stop) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -59,7 +63,7 @@ pub async fn run(
     ));
     tracing::info!(%status_addr, "serving /metrics, /health and /ready");
 
-    let router = Router::new(cfg.router_config())?;
+    let router = Router::new(cfg.router_config(security.clone()))?;
     let listener = tokio::net::TcpListener::bind(&cfg.listen_addr)
         .await
         .map_err(|e| {
@@ -75,16 +79,14 @@ pub async fn run(
     let mut server_stop = stop.clone();
     let mut server = tokio::spawn(
         tonic::transport::Server::builder()
+            .layer(security.guard())
             .add_service(health_service)
             .add_service(RouterService::new(router.clone()).into_server())
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-                async move {
-                    let _ = server_stop.wait_for(|s| *s).await;
-                },
-            ),
+            .serve_with_incoming_shutdown(security.incoming(listener), async move {
+                let _ = server_stop.wait_for(|s| *s).await;
+            }),
     );
-    tracing::info!(%listen_addr, directory = ?cfg.directory, "serving the Router service");
+    tracing::info!(%listen_addr, directory = ?cfg.directory, tls = security.is_tls(), "serving the Router service");
 
     // Ready while the directory answers and the cluster exists.
     let mut check_stop = stop.clone();

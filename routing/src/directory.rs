@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tessera_proto::directorypb::directory_client::DirectoryClient as Rpc;
 use tessera_proto::directorypb::*;
+use tessera_security::Security;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::{Backoff, Error, Result};
@@ -63,13 +64,13 @@ headed!(
 /// The gRPC client type of the directory service.
 pub type DirectoryRpc = Rpc<Channel>;
 
-fn channel(addr: &str) -> Result<DirectoryRpc> {
+fn channel(addr: &str, security: &Security) -> Result<DirectoryRpc> {
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| Error::Setup(format!("bad directory address {addr:?}: {e}")))?
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(10))
         .tcp_nodelay(true);
-    Ok(Rpc::new(endpoint.connect_lazy()).max_decoding_message_size(64 * 1024 * 1024))
+    Ok(Rpc::new(security.channel(endpoint)).max_decoding_message_size(64 * 1024 * 1024))
 }
 
 pub struct DirectoryConn {
@@ -81,20 +82,26 @@ pub struct DirectoryConn {
     next: Mutex<usize>,
     call_deadline: Duration,
     cluster_id: Mutex<u64>,
+    security: Security,
 }
 
 impl DirectoryConn {
-    /// A connection to the directory members at `endpoints` (`host:port`).
-    /// Nothing is dialed until the first call.
-    pub fn new(endpoints: Vec<String>, call_deadline: Duration) -> Result<Self> {
+    /// A connection to the directory members at `endpoints` (`host:port`),
+    /// secured by `security`. Nothing is dialed until the first call.
+    pub fn new(
+        endpoints: Vec<String>,
+        call_deadline: Duration,
+        security: Security,
+    ) -> Result<Self> {
         if endpoints.is_empty() {
             return Err(Error::Setup("no directory address given".into()));
         }
         for e in &endpoints {
-            channel(e)?;
+            channel(e, &security)?;
         }
         Ok(DirectoryConn {
             endpoints,
+            security,
             leader: Mutex::new(None),
             leader_hint: Arc::new(Mutex::new(None)),
             next: Mutex::new(0),
@@ -117,7 +124,7 @@ impl DirectoryConn {
     /// next configured address.
     pub fn pick(&self) -> Result<(String, DirectoryRpc)> {
         if let Some(addr) = self.leader_hint.lock().take() {
-            let client = channel(&addr)?;
+            let client = channel(&addr, &self.security)?;
             *self.leader.lock() = Some((addr.clone(), client.clone()));
             return Ok((addr, client));
         }
@@ -127,7 +134,7 @@ impl DirectoryConn {
         let mut next = self.next.lock();
         let addr = self.endpoints[*next % self.endpoints.len()].clone();
         *next += 1;
-        let client = channel(&addr)?;
+        let client = channel(&addr, &self.security)?;
         *self.leader.lock() = Some((addr.clone(), client.clone()));
         Ok((addr, client))
     }
@@ -167,7 +174,10 @@ impl DirectoryConn {
                         {
                             None
                         } else {
-                            Some((err.leader_address.clone(), channel(&err.leader_address)?))
+                            Some((
+                                err.leader_address.clone(),
+                                channel(&err.leader_address, &self.security)?,
+                            ))
                         };
                         let known = leader.is_some();
                         *self.leader.lock() = leader;

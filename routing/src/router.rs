@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tessera_security::Security;
 
 use dashmap::DashMap;
 use tessera_proto::directorypb::{directory_error, GetKeyspaceRequest, Keyspace, KeyspaceKind};
@@ -28,12 +29,15 @@ pub struct RouterConfig {
     pub timeout: Duration,
     /// The wait between attempts.
     pub backoff: Backoff,
+    /// How connections to the directory and the stores are secured.
+    pub security: Security,
 }
 
 impl RouterConfig {
-    pub fn new(directory: Vec<String>) -> Self {
+    pub fn new(directory: Vec<String>, security: Security) -> Self {
         RouterConfig {
             directory,
+            security,
             timeout: Duration::from_secs(10),
             backoff: Backoff::new(Duration::from_millis(10), Duration::from_millis(500)),
         }
@@ -50,12 +54,13 @@ pub struct Router {
 
 impl Router {
     pub fn new(cfg: RouterConfig) -> Result<Arc<Self>> {
-        let dir = DirectoryConn::new(cfg.directory.clone(), cfg.timeout)?;
+        let dir = DirectoryConn::new(cfg.directory.clone(), cfg.timeout, cfg.security.clone())?;
+        let stores = StorePool::new(cfg.security.clone());
         Ok(Arc::new(Router {
             cfg,
             dir,
             cache: RegionCache::new(),
-            stores: StorePool::default(),
+            stores,
             keyspaces: DashMap::new(),
         }))
     }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 use tessera_proto::directorypb::GetStoreRequest;
 use tessera_proto::kvpb::kv_client::KvClient;
+use tessera_security::Security;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::directory::DirectoryConn;
@@ -22,12 +23,20 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_DECODING_BYTES: usize = 256 * 1024 * 1024;
 const MAX_ENCODING_BYTES: usize = 64 * 1024 * 1024;
 
-#[derive(Default)]
 pub struct StorePool {
     clients: DashMap<u64, KvClient<Channel>>,
+    security: Security,
 }
 
 impl StorePool {
+    /// An empty pool whose channels are secured by `security`.
+    pub fn new(security: Security) -> Self {
+        StorePool {
+            clients: DashMap::new(),
+            security,
+        }
+    }
+
     /// The Kv client of `store_id`, asking `dir` for its address once.
     pub async fn client(&self, dir: &DirectoryConn, store_id: u64) -> Result<KvClient<Channel>> {
         if let Some(c) = self.clients.get(&store_id) {
@@ -44,7 +53,7 @@ impl StorePool {
             .map_err(|e| Error::directory(format!("bad address of store {store_id}: {e}")))?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true);
-        let client = KvClient::new(endpoint.connect_lazy())
+        let client = KvClient::new(self.security.channel(endpoint))
             .max_decoding_message_size(MAX_DECODING_BYTES)
             .max_encoding_message_size(MAX_ENCODING_BYTES);
         self.clients.insert(store_id, client.clone());

@@ -200,7 +200,10 @@ async fn fake_directory(store: SocketAddr) -> SocketAddr {
 async fn router() -> (Arc<Router>, Arc<AtomicUsize>) {
     let (store, received) = hanging_up_store().await;
     let directory = fake_directory(store).await;
-    let mut cfg = RouterConfig::new(vec![directory.to_string()]);
+    let mut cfg = RouterConfig::new(
+        vec![directory.to_string()],
+        tessera_security::Security::insecure(),
+    );
     cfg.timeout = Duration::from_secs(5);
     (Router::new(cfg).unwrap(), received)
 }
@@ -250,7 +253,10 @@ async fn a_write_that_never_connected_is_retried_then_unavailable() {
         l.local_addr().unwrap()
     };
     let directory = fake_directory(closed).await;
-    let mut cfg = RouterConfig::new(vec![directory.to_string()]);
+    let mut cfg = RouterConfig::new(
+        vec![directory.to_string()],
+        tessera_security::Security::insecure(),
+    );
     cfg.timeout = Duration::from_secs(2);
     let router = Router::new(cfg).unwrap();
     let err = router.put(None, b"k", b"v").await.unwrap_err();

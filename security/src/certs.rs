@@ -24,7 +24,9 @@ use rcgen::{
 };
 use serde::Serialize;
 use time::{Duration, OffsetDateTime};
+use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
+use x509_parser::prelude::FromDer as _;
 
 use crate::identity::{Identity, Kind};
 use crate::{Error, Result};
@@ -100,14 +102,14 @@ pub fn create_ca(dir: &CertsDir, days: u32, overwrite: bool) -> Result<CertInfo>
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params
         .distinguished_name
-        .push(DnType::CommonName, "tessera CA");
+        .push(DnType::CommonName, ca_name(OffsetDateTime::now_utc()));
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    set_validity(&mut params, days)?;
+    (params.not_before, params.not_after) = window(days)?;
     let cert = params.self_signed(&key)?;
     save(dir, &cert_path, &cert, &key_path, &key)
 }
@@ -119,6 +121,18 @@ pub fn create(
     id: &Identity,
     hosts: &[String],
     days: u32,
+    overwrite: bool,
+) -> Result<CertInfo> {
+    create_valid(dir, id, hosts, window(days)?, overwrite)
+}
+
+/// [`create`] with an explicit validity window `(not_before, not_after)`
+/// (to rehearse an expiry, say).
+pub fn create_valid(
+    dir: &CertsDir,
+    id: &Identity,
+    hosts: &[String],
+    (not_before, not_after): (OffsetDateTime, OffsetDateTime),
     overwrite: bool,
 ) -> Result<CertInfo> {
     let sans = match id.kind {
@@ -158,7 +172,8 @@ pub fn create(
         ],
     };
     params.use_authority_key_identifier_extension = true;
-    set_validity(&mut params, days)?;
+    params.not_before = not_before;
+    params.not_after = not_after;
     let cert = params.signed_by(&key, &issuer)?;
     save(dir, &cert_path, &cert, &key_path, &key)
 }
@@ -192,22 +207,7 @@ pub fn inspect(dir: &CertsDir, path: &Path) -> Result<CertInfo> {
     let cert = pem
         .parse_x509()
         .map_err(|e| bad(format!("not an X.509 certificate: {e}")))?;
-    let mut hosts = vec![];
-    let mut identities = vec![];
-    if let Ok(Some(san)) = cert.subject_alternative_name() {
-        for name in &san.value.general_names {
-            match name {
-                GeneralName::DNSName(d) => hosts.push(d.to_string()),
-                GeneralName::IPAddress(b) => hosts.push(ip_text(b)),
-                GeneralName::URI(u) => identities.push(u.to_string()),
-                _ => {}
-            }
-        }
-    }
-    let identity = match identities.as_slice() {
-        [one] => one.parse::<Identity>().ok(),
-        _ => None,
-    };
+    let (hosts, identity) = sans(&cert);
     let kind = match (&identity, cert.is_ca()) {
         (_, true) => "ca".to_string(),
         (Some(id), false) => id.kind.to_string(),
@@ -234,6 +234,41 @@ pub fn inspect(dir: &CertsDir, path: &Path) -> Result<CertInfo> {
         not_after_unix: not_after.unix_timestamp(),
         days_left: left.whole_days(),
     })
+}
+
+/// The hosts a certificate names, and the identity it carries: its one
+/// SAN URI, if that is a tessera identity (none with zero or several).
+fn sans(cert: &X509Certificate<'_>) -> (Vec<String>, Option<Identity>) {
+    let mut hosts = vec![];
+    let mut uris = vec![];
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                GeneralName::DNSName(d) => hosts.push(d.to_string()),
+                GeneralName::IPAddress(b) => hosts.push(ip_text(b)),
+                GeneralName::URI(u) => uris.push(u.to_string()),
+                _ => {}
+            }
+        }
+    }
+    let identity = match uris.as_slice() {
+        [one] => one.parse::<Identity>().ok(),
+        _ => None,
+    };
+    (hosts, identity)
+}
+
+/// The identity a DER certificate carries (a peer's, after the handshake
+/// checked it against the CA).
+pub fn identity_of(der: &[u8]) -> Option<Identity> {
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    sans(&cert).1
+}
+
+/// A DER certificate's expiry, Unix seconds.
+pub fn not_after_of(der: &[u8]) -> Option<i64> {
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    Some(cert.validity().not_after.timestamp())
 }
 
 /// The CA of `dir`, ready to sign.
@@ -289,15 +324,20 @@ fn ip_text(bytes: &[u8]) -> String {
     }
 }
 
-fn set_validity(params: &mut CertificateParams, days: u32) -> Result<()> {
+/// A CA's name: two clusters' CAs differ by name, so a certificate of one
+/// is refused by the other as "unknown issuer", not as a bad signature.
+fn ca_name(now: OffsetDateTime) -> String {
+    format!("tessera CA {}", now.unix_timestamp_nanos())
+}
+
+/// From an hour ago (clocks of the machines that check it may lag) to
+/// `days` from now.
+fn window(days: u32) -> Result<(OffsetDateTime, OffsetDateTime)> {
     if days == 0 {
         return Err(Error::InvalidArgument("--days must be at least 1".into()));
     }
     let now = OffsetDateTime::now_utc();
-    // An hour back: clocks of the machines that check it may lag.
-    params.not_before = now - Duration::hours(1);
-    params.not_after = now + Duration::days(days.into());
-    Ok(())
+    Ok((now - Duration::hours(1), now + Duration::days(days.into())))
 }
 
 fn refuse_existing(paths: &[&Path], overwrite: bool) -> Result<()> {

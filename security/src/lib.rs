@@ -18,12 +18,16 @@
 //! `client.NAME.crt`/`client.NAME.key`. Keys are written mode 0600 and never
 //! overwritten unless asked.
 //!
-//! This crate creates and reads certificates; serving and checking them on
-//! connections builds on it.
+//! This crate creates and reads certificates ([`certs`]), serves and dials
+//! TLS with them and tells who is calling ([`tls`]), and holds the access
+//! policy every process enforces per RPC ([`policy`]).
 
 pub mod certs;
 pub mod error;
 pub mod identity;
+pub mod policy;
+pub mod tls;
 
 pub use error::{Error, Result};
 pub use identity::{Identity, Kind};
+pub use tls::{Security, SecurityArgs, TlsSettings};

@@ -53,6 +53,8 @@ pub struct StoreConfig {
     pub allow_fault_endpoints: bool,
     pub raft: RaftSection,
     pub rocksdb: RocksSection,
+    /// TLS and who may connect (`[security]`).
+    pub security: tessera_security::TlsSettings,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -105,6 +107,7 @@ impl Default for StoreConfig {
             allow_fault_endpoints: false,
             raft: RaftSection::default(),
             rocksdb: RocksSection::default(),
+            security: Default::default(),
         }
     }
 }

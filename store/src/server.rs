@@ -12,6 +12,7 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+use tessera_security::{Kind, Security};
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use tessera_multiraft::engine::{Engine, RocksEngine};
@@ -82,6 +83,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     cfg.validate()?;
+    let security = Security::from_settings(&cfg.security, Kind::Node)
+        .map_err(|e| Error::Config(e.to_string()))?;
+    security.spawn_reload();
     let (stop_tx, mut stop) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -127,6 +131,7 @@ pub async fn run(
     let directory: Arc<dyn DirectoryClient> = Arc::new(GrpcDirectoryClient::new(
         cfg.directory.clone(),
         Duration::from_secs(5),
+        security.clone(),
     )?);
     let me = StoreDescriptor {
         address: cfg.advertise_addr().to_string(),
@@ -166,8 +171,14 @@ pub async fn run(
         &node_cfg,
         |mailbox| {
             Box::new(
-                GrpcTransport::new(store_id, runtime, resolver, mailbox.clone())
-                    .with_faults(net_faults),
+                GrpcTransport::new(
+                    store_id,
+                    runtime,
+                    resolver,
+                    security.clone(),
+                    mailbox.clone(),
+                )
+                .with_faults(net_faults),
             )
         },
     )?);
@@ -184,7 +195,14 @@ pub async fn run(
     let crate::service::serve::GrpcServer {
         health,
         task: server,
-    } = crate::service::serve::spawn(listener, &node, snap_mgr, faults.net.clone(), stop.clone());
+    } = crate::service::serve::spawn(
+        listener,
+        &node,
+        snap_mgr,
+        faults.net.clone(),
+        &security,
+        stop.clone(),
+    );
     tracing::info!(store_id, %listen_addr, advertise = cfg.advertise_addr(), "serving Kv and Raft");
 
     match until_ok("bootstrapping the cluster", &readiness, &mut stop, || {
@@ -203,6 +221,7 @@ pub async fn run(
     let stale_checker = match tessera_routing::directory::DirectoryConn::new(
         cfg.directory.clone(),
         Duration::from_secs(5),
+        security.clone(),
     ) {
         Ok(conn) => Some(tokio::spawn(stale_peer::run(
             node.clone(),

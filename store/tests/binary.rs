@@ -73,6 +73,7 @@ fn serves_status_while_waiting_for_the_directory_and_stops_on_sigterm() {
     let child = Command::new(BIN)
         .arg("--config")
         .arg(&config)
+        .arg("--insecure")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -244,12 +244,20 @@ impl Cluster {
                             store_id,
                             runtime,
                             resolver,
+                            tessera_security::Security::insecure(),
                             mailbox.clone(),
                         ))
                     },
                 )?);
                 let (stop, stop_rx) = tokio::sync::watch::channel(false);
-                let served = serve::spawn(listener, &node, snap_mgr, Default::default(), stop_rx);
+                let served = serve::spawn(
+                    listener,
+                    &node,
+                    snap_mgr,
+                    Default::default(),
+                    &tessera_security::Security::insecure(),
+                    stop_rx,
+                );
                 let done = tokio::spawn(async move {
                     let _ = served.task.await;
                 });

@@ -3,6 +3,12 @@
 //! kills them (SIGKILL) and restarts them, and hands tests a directory
 //! connection and a routing client to look at the cluster as users do.
 //!
+//! The cluster runs with TLS unless `Options::insecure`: the harness makes
+//! a CA, one node certificate (127.0.0.1, localhost), a router certificate
+//! and the client certificate `admin` in `certs/` of its directory, and
+//! [`E2eCluster::security`] is what its own clients (and tests' SDK
+//! clients, the CLI) use.
+//!
 //! The binaries come from the target directory of this build (`cargo build
 //! --release --bins`, which `scripts/test` runs first). Every process this
 //! harness starts is killed when the cluster is dropped.
@@ -22,8 +28,10 @@ use tessera_routing::{Router, RouterConfig};
 
 pub mod builds;
 mod process;
+mod security;
 pub use builds::{ensure_plain_binaries, ensure_plain_binaries_in};
 pub use process::Proc;
+pub use security::make_certs;
 
 /// The directory holding the binaries of this build.
 pub fn bin_dir() -> PathBuf {
@@ -142,6 +150,8 @@ pub struct Options {
     /// Keep the binaries' own Raft and heartbeat timing (benchmarks)
     /// instead of the fast timing tests use.
     pub default_timing: bool,
+    /// Run plaintext (`--insecure`) instead of TLS.
+    pub insecure: bool,
 }
 
 impl Default for Options {
@@ -154,6 +164,7 @@ impl Default for Options {
             store_extra: vec![],
             store_raft_extra: vec![],
             default_timing: false,
+            insecure: false,
         }
     }
 }
@@ -186,6 +197,8 @@ pub struct E2eCluster {
     pub directories: BTreeMap<u64, Directory>,
     pub stores: BTreeMap<usize, Store>,
     pub routers: BTreeMap<usize, RouterProc>,
+    /// The certificates directory, unless insecure.
+    pub certs: Option<PathBuf>,
 }
 
 impl Drop for E2eCluster {
@@ -220,12 +233,15 @@ impl E2eCluster {
                 .with_test_writer()
                 .try_init();
         }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let certs = (!opts.insecure).then(|| make_certs(&dir.path().join("certs")));
         let mut c = E2eCluster {
-            dir: tempfile::tempdir().expect("temp dir"),
+            dir,
             opts: opts.clone(),
             directories: BTreeMap::new(),
             stores: BTreeMap::new(),
             routers: BTreeMap::new(),
+            certs,
         };
         let ids: Vec<u64> = (1..=opts.directories as u64).collect();
         let ports: Vec<u16> = ids.iter().map(|_| free_port()).collect();
@@ -290,7 +306,10 @@ impl E2eCluster {
         let proc = Proc::spawn(
             binary("tessera-directory"),
             format!("directory-{id}"),
-            vec!["--config".into(), config.display().to_string()],
+            ["--config".into(), config.display().to_string()]
+                .into_iter()
+                .chain(self.security_args())
+                .collect(),
             self.dir.path().join(format!("directory-{id}.log")),
         );
         self.directories.insert(
@@ -341,7 +360,10 @@ impl E2eCluster {
         let proc = Proc::spawn(
             binary("tessera-store"),
             format!("store-{index}"),
-            vec!["--config".into(), config.display().to_string()],
+            ["--config".into(), config.display().to_string()]
+                .into_iter()
+                .chain(self.security_args())
+                .collect(),
             self.dir.path().join(format!("store-{index}.log")),
         );
         self.stores.insert(
@@ -374,7 +396,10 @@ impl E2eCluster {
         let proc = Proc::spawn(
             binary("tessera-router"),
             format!("router-{index}"),
-            vec!["--config".into(), config.display().to_string()],
+            ["--config".into(), config.display().to_string()]
+                .into_iter()
+                .chain(self.security_args())
+                .collect(),
             self.dir.path().join(format!("router-{index}.log")),
         );
         self.routers.insert(
@@ -425,8 +450,10 @@ impl E2eCluster {
         let out = cmd
             .arg("--timeout")
             .arg("20")
+            .args(self.cli_security_args())
             .args(args)
             .env_remove("TESSERA_OUTPUT")
+            .env_remove("TESSERA_CERTS_DIR")
             .output()
             .expect("run tessera");
         if out.status.success() {
@@ -509,12 +536,16 @@ impl E2eCluster {
     }
 
     pub fn directory_conn(&self) -> DirectoryConn {
-        DirectoryConn::new(self.directory_addrs(), Duration::from_secs(20))
-            .expect("directory connection")
+        DirectoryConn::new(
+            self.directory_addrs(),
+            Duration::from_secs(20),
+            self.security(),
+        )
+        .expect("directory connection")
     }
 
     pub fn router(&self) -> Arc<Router> {
-        let mut cfg = RouterConfig::new(self.directory_addrs());
+        let mut cfg = RouterConfig::new(self.directory_addrs(), self.security());
         cfg.timeout = Duration::from_secs(20);
         Router::new(cfg).expect("router")
     }
@@ -613,9 +644,15 @@ impl E2eCluster {
             if !s.proc.is_running() {
                 continue;
             }
-            let Ok(mut c) = StoreAdminClient::connect(format!("http://{}", s.addr)).await else {
+            let Ok(endpoint) =
+                tonic::transport::Endpoint::from_shared(format!("http://{}", s.addr))
+            else {
                 continue;
             };
+            let Ok(channel) = self.node_security().connect(endpoint).await else {
+                continue;
+            };
+            let mut c = StoreAdminClient::new(channel);
             let r = c
                 .region_info(RegionInfoRequest {
                     region_id: region.id,

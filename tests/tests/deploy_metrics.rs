@@ -182,6 +182,7 @@ async fn dashboards_and_rules_use_only_exported_metrics_and_scrapes_pass_promtoo
     c.wait_settled(1).await;
     let client = Client::builder()
         .endpoints(c.router_addrs())
+        .security(c.security())
         .timeout(Duration::from_secs(30))
         .build()
         .await

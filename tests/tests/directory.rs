@@ -246,9 +246,10 @@ async fn a_stale_region_heartbeat_never_overwrites_newer_metadata() {
     // Replay the pre-split report (older epoch, the whole range) to the
     // directory leader, as a delayed or confused store might.
     let leader = c.directory_leader().await.unwrap();
-    let mut rpc = DirectoryClient::connect(format!("http://{}", c.directories[&leader].addr))
-        .await
-        .unwrap();
+    let endpoint =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", c.directories[&leader].addr))
+            .unwrap();
+    let mut rpc = DirectoryClient::new(c.node_security().connect(endpoint).await.unwrap());
     let report = RegionHeartbeatRequest {
         report: Some(RegionReport {
             region: Some(old_region.clone()),
@@ -323,7 +324,7 @@ async fn status_reads_racing_with_applied_entries_never_hang_the_directory() {
         }));
     }
     for _ in 0..2 {
-        let conn = c.directory_conn();
+        let conn = c.node_directory_conn();
         tasks.push(tokio::spawn(async move {
             let mut calls = 0u64;
             while Instant::now() < until {

@@ -15,9 +15,10 @@ fn key(i: usize) -> String {
     format!("user{i:06}")
 }
 
-async fn client(endpoints: Vec<String>) -> Client {
+async fn client(c: &E2eCluster) -> Client {
     Client::builder()
-        .endpoints(endpoints)
+        .endpoints(c.router_addrs())
+        .security(c.security())
         .timeout(Duration::from_secs(30))
         .backoff(Backoff {
             min: Duration::from_millis(10),
@@ -170,7 +171,7 @@ async fn sdk_writes_while_regions_split_move_and_leaders_transfer() {
     .await;
     c.add_router().await;
     c.add_router().await;
-    let client = client(c.router_addrs()).await;
+    let client = client(&c).await;
     let done = Arc::new(AtomicUsize::new(0));
 
     let writer = {
@@ -275,7 +276,7 @@ async fn a_router_killed_mid_load_fails_over_without_losing_writes() {
     let first = c.add_router().await;
     c.add_router().await;
     // The first router first: the SDK starts there and must move on.
-    let client = client(c.router_addrs()).await;
+    let client = client(&c).await;
     let done = Arc::new(AtomicUsize::new(0));
     let writer = {
         let client = client.clone();

@@ -203,7 +203,7 @@ async fn replicas_of_a_dead_store_are_rebuilt_and_a_decommissioned_store_empties
     }
     // Someone takes every id the directory had reserved: the scheduler
     // must still find ids for the new replicas.
-    let conn = c.directory_conn();
+    let conn = c.node_directory_conn();
     conn.call("alloc ids", |mut d| async move {
         d.alloc_ids(AllocIdsRequest { count: 5000 }).await
     })
@@ -315,7 +315,8 @@ async fn replicas_of_a_dead_store_are_rebuilt_and_a_decommissioned_store_empties
         );
     }
     // A removed store cannot come back.
-    let err = conn
+    let err = c
+        .node_directory_conn()
         .call("register again", |mut cl| async move {
             cl.put_store(PutStoreRequest {
                 store: Some(tessera_proto::metapb::Store {

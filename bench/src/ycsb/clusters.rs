@@ -29,6 +29,8 @@ impl LocalTessera {
     pub async fn start(stores: usize) -> anyhow::Result<LocalTessera> {
         tessera_e2e::ensure_plain_binaries()?;
         let mut cluster = E2eCluster::start(Options {
+            // Plaintext, as the etcd it is compared with (TLS rows: later).
+            insecure: true,
             stores,
             default_timing: true,
             ..Options::default()

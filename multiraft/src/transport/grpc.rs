@@ -17,6 +17,7 @@ use futures::future::BoxFuture;
 use tessera_proto::raft_serverpb::raft_client::RaftClient;
 use tessera_proto::raft_serverpb::raft_server::{Raft, RaftServer};
 use tessera_proto::raft_serverpb::{Done, RaftMessage, RaftMessageBatch, SnapshotChunk};
+use tessera_security::Security;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
@@ -80,7 +81,7 @@ type Unreachable = Arc<dyn Fn(StoreId) + Send + Sync>;
 pub struct GrpcTransport {
     store_id: StoreId,
     runtime: tokio::runtime::Handle,
-    resolver: Arc<dyn AddressResolver>,
+    dialer: Dialer,
     unreachable: Unreachable,
     feedback: FeedbackFn,
     snapshot_slots: Arc<Semaphore>,
@@ -90,12 +91,14 @@ pub struct GrpcTransport {
 }
 
 impl GrpcTransport {
-    /// A transport for `store_id` whose connection tasks run on `runtime`
-    /// and whose unreachable reports go to `mailbox`.
+    /// A transport for `store_id` whose connection tasks run on `runtime`,
+    /// dial what `resolver` says secured by `security`, and whose
+    /// unreachable reports go to `mailbox`.
     pub fn new<O: Send + 'static>(
         store_id: StoreId,
         runtime: tokio::runtime::Handle,
         resolver: Arc<dyn AddressResolver>,
+        security: Security,
         mailbox: Mailbox<O>,
     ) -> Self {
         let feedback = feedback_to(mailbox);
@@ -104,7 +107,7 @@ impl GrpcTransport {
         GrpcTransport {
             store_id,
             runtime,
-            resolver,
+            dialer: Dialer { resolver, security },
             unreachable,
             feedback,
             snapshot_slots: Arc::new(Semaphore::new(MAX_CONCURRENT_SNAPSHOT_SENDS)),
@@ -135,7 +138,7 @@ impl GrpcTransport {
             let (tx, rx) = mpsc::channel(CONNECTION_QUEUE_BATCHES);
             self.runtime.spawn(run_connection(
                 to,
-                self.resolver.clone(),
+                self.dialer.clone(),
                 rx,
                 self.unreachable.clone(),
             ));
@@ -172,7 +175,7 @@ impl Transport for GrpcTransport {
     }
 
     fn send_snapshot(&mut self, to_store: StoreId, snap: OutgoingSnapshot) {
-        let resolver = self.resolver.clone();
+        let dialer = self.dialer.clone();
         let feedback = self.feedback.clone();
         let slots = self.snapshot_slots.clone();
         let faults = self.faults.clone();
@@ -186,7 +189,7 @@ impl Transport for GrpcTransport {
                     "store {to_store} is partitioned away"
                 )))
             } else {
-                stream_snapshot(to_store, resolver.as_ref(), snap).await
+                stream_snapshot(to_store, &dialer, snap).await
             };
             match &result {
                 Ok(bytes) => {
@@ -220,7 +223,7 @@ impl Transport for GrpcTransport {
 
 async fn run_connection(
     to: StoreId,
-    resolver: Arc<dyn AddressResolver>,
+    dialer: Dialer,
     mut rx: mpsc::Receiver<RaftMessageBatch>,
     unreachable: Unreachable,
 ) {
@@ -228,7 +231,7 @@ async fn run_connection(
     loop {
         // Connect lazily: only when there is something to send.
         let Some(first) = rx.recv().await else { return };
-        let channel = match connect(to, resolver.as_ref()).await {
+        let channel = match connect(to, &dialer).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::debug!(store_id = to, error = %e, "cannot reach store");
@@ -276,8 +279,15 @@ async fn run_connection(
     }
 }
 
-async fn connect(to: StoreId, resolver: &dyn AddressResolver) -> Result<tonic::transport::Channel> {
-    let addr = resolver.resolve(to).await?;
+/// Where stores are and how to reach them.
+#[derive(Clone)]
+struct Dialer {
+    resolver: Arc<dyn AddressResolver>,
+    security: Security,
+}
+
+async fn connect(to: StoreId, dialer: &Dialer) -> Result<tonic::transport::Channel> {
+    let addr = dialer.resolver.resolve(to).await?;
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| Error::Transport(format!("bad address {addr:?} for store {to}: {e}")))?
         .connect_timeout(CONNECT_TIMEOUT)
@@ -285,20 +295,17 @@ async fn connect(to: StoreId, resolver: &dyn AddressResolver) -> Result<tonic::t
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(5))
         .keep_alive_while_idle(true);
-    endpoint
-        .connect()
+    dialer
+        .security
+        .connect(endpoint)
         .await
         .map_err(|e| Error::Transport(format!("connecting to store {to} at {addr}: {e}")))
 }
 
 /// Streams one snapshot: the message first, then every file in chunks.
 /// Returns the bytes of file data sent.
-async fn stream_snapshot(
-    to: StoreId,
-    resolver: &dyn AddressResolver,
-    snap: OutgoingSnapshot,
-) -> Result<u64> {
-    let channel = connect(to, resolver).await?;
+async fn stream_snapshot(to: StoreId, dialer: &Dialer, snap: OutgoingSnapshot) -> Result<u64> {
+    let channel = connect(to, dialer).await?;
     let mut client = RaftClient::new(channel)
         .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES)
         .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES);

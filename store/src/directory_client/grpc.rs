@@ -26,9 +26,13 @@ fn map(e: tessera_routing::Error) -> Error {
 impl GrpcDirectoryClient {
     /// A client for the directory members at `endpoints` (`host:port`). No
     /// connection is made until the first call.
-    pub fn new(endpoints: Vec<String>, call_deadline: Duration) -> Result<Self> {
+    pub fn new(
+        endpoints: Vec<String>,
+        call_deadline: Duration,
+        security: tessera_security::Security,
+    ) -> Result<Self> {
         Ok(GrpcDirectoryClient {
-            conn: DirectoryConn::new(endpoints, call_deadline)
+            conn: DirectoryConn::new(endpoints, call_deadline, security)
                 .map_err(|e| Error::Config(e.to_string()))?,
         })
     }

@@ -21,7 +21,8 @@ pub struct GrpcServer {
     pub task: JoinHandle<Result<(), tonic::transport::Error>>,
 }
 
-/// Serves `node`'s gRPC API on `listener` until `stop` turns true.
+/// Serves `node`'s gRPC API on `listener`, secured by `security` (TLS and
+/// the per-RPC access check), until `stop` turns true.
 /// `net_faults` cuts Raft traffic from blocked stores (fault endpoints and
 /// test harnesses only; the default blocks nothing).
 pub fn spawn(
@@ -29,6 +30,7 @@ pub fn spawn(
     node: &StoreNode,
     snap_mgr: SnapManager,
     net_faults: NetFaults,
+    security: &tessera_security::Security,
     stop: watch::Receiver<bool>,
 ) -> GrpcServer {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -41,16 +43,14 @@ pub fn spawn(
     let mut stop = stop;
     let task = tokio::spawn(
         tonic::transport::Server::builder()
+            .layer(security.guard())
             .add_service(health_service)
             .add_service(raft)
             .add_service(kv)
             .add_service(admin)
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-                async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                },
-            ),
+            .serve_with_incoming_shutdown(security.incoming(listener), async move {
+                let _ = stop.wait_for(|s| *s).await;
+            }),
     );
     GrpcServer { health, task }
 }

@@ -1,0 +1,81 @@
+//! The harness's side of TLS: the certificates a cluster runs with and
+//! the identities the harness and tests connect as.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tessera_routing::directory::DirectoryConn;
+use tessera_security::certs::{self, CertsDir};
+use tessera_security::{Identity, Kind, Security, TlsSettings};
+
+use crate::E2eCluster;
+
+/// A CA, a node certificate (127.0.0.1, localhost), a router certificate
+/// and the client certificate `admin` in `dir`.
+pub fn make_certs(dir: &std::path::Path) -> PathBuf {
+    let d = CertsDir::new(dir);
+    let hosts = ["127.0.0.1".to_string(), "localhost".to_string()];
+    certs::create_ca(&d, 30, false).expect("CA");
+    for (kind, name, hosts) in [
+        (Kind::Node, "node", &hosts[..]),
+        (Kind::Router, "router", &hosts[..]),
+        (Kind::Client, "admin", &[][..]),
+    ] {
+        let id = Identity::new(kind, name).expect("identity");
+        certs::create(&d, &id, hosts, 30, false).expect("certificate");
+    }
+    dir.to_path_buf()
+}
+
+impl E2eCluster {
+    /// How the harness's clients connect: TLS as the client `admin`, or
+    /// plaintext for an insecure cluster.
+    pub fn security(&self) -> Security {
+        match &self.certs {
+            Some(dir) => Security::client(dir, Some("admin")).expect("client certificate"),
+            None => Security::insecure(),
+        }
+    }
+
+    /// A node's identity (for node-only RPCs: StoreAdmin, store reports).
+    pub fn node_security(&self) -> Security {
+        match &self.certs {
+            Some(dir) => Security::from_settings(
+                &TlsSettings {
+                    certs_dir: Some(dir.clone()),
+                    ..TlsSettings::default()
+                },
+                Kind::Node,
+            )
+            .expect("node certificate"),
+            None => Security::insecure(),
+        }
+    }
+
+    /// The flags that tell a process how to secure itself.
+    pub(crate) fn security_args(&self) -> Vec<String> {
+        match &self.certs {
+            Some(dir) => vec!["--certs-dir".into(), dir.display().to_string()],
+            None => vec!["--insecure".into()],
+        }
+    }
+
+    /// The CLI's flags for this cluster's security.
+    pub fn cli_security_args(&self) -> Vec<String> {
+        match &self.certs {
+            Some(dir) => vec!["--certs-dir".into(), dir.display().to_string()],
+            None => vec![],
+        }
+    }
+
+    /// A directory connection with a node's identity, for the RPCs only
+    /// stores may call (ids, store registration, reports).
+    pub fn node_directory_conn(&self) -> DirectoryConn {
+        DirectoryConn::new(
+            self.directory_addrs(),
+            Duration::from_secs(20),
+            self.node_security(),
+        )
+        .expect("directory connection")
+    }
+}
