@@ -13,11 +13,11 @@
 //!   CLI.
 
 use std::time::Duration;
-use tessera_security::Security;
 
 use anyhow::{anyhow, Result};
 use tessera_proto::directorypb::*;
 use tessera_routing::directory::DirectoryConn;
+use tessera_security::Security;
 
 use crate::boundaries::Keyspaces;
 use crate::conn::{bound, Addrs};

@@ -22,7 +22,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tessera_security::Security;
 
 use anyhow::{anyhow, Context as _};
 use rand::rngs::StdRng;
@@ -32,6 +31,7 @@ use tessera_proto::directorypb::{GetRegionRequest, ListStoresRequest};
 use tessera_proto::kvpb::kv_client::KvClient;
 use tessera_proto::kvpb::{Context, GetRequest};
 use tessera_routing::directory::DirectoryConn;
+use tessera_security::Security;
 use tokio::sync::watch;
 use tonic::transport::Channel;
 

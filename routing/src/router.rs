@@ -10,11 +10,11 @@
 
 use std::sync::Arc;
 use std::time::Duration;
-use tessera_security::Security;
 
 use dashmap::DashMap;
 use tessera_proto::directorypb::{directory_error, GetKeyspaceRequest, Keyspace, KeyspaceKind};
 use tessera_proto::keys;
+use tessera_security::Security;
 
 use crate::cache::RegionCache;
 use crate::directory::DirectoryConn;

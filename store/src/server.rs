@@ -12,12 +12,12 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tessera_security::{Kind, Security};
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use tessera_multiraft::engine::{Engine, RocksEngine};
 use tessera_multiraft::snapshot::SnapManager;
 use tessera_multiraft::transport::GrpcTransport;
+use tessera_security::{Kind, Security};
 use tokio::sync::watch;
 
 use crate::bootstrap::{self, StoreDescriptor};
