@@ -25,6 +25,17 @@ async fn dial(security: &Security, addr: &str) -> Result<Channel, tonic::transpo
     security.connect(endpoint).await
 }
 
+/// An SDK client of the cluster's routers, connecting as `security`.
+async fn sdk(c: &E2eCluster, security: Security, timeout: Duration) -> Client {
+    Client::builder()
+        .endpoints(c.router_addrs())
+        .security(security)
+        .timeout(timeout)
+        .build()
+        .await
+        .unwrap()
+}
+
 fn router_identity(c: &E2eCluster) -> Security {
     let settings = TlsSettings {
         certs_dir: c.certs.clone(),
@@ -59,13 +70,7 @@ async fn callers_get_exactly_what_their_identity_allows_and_refusals_change_noth
     let before = address_of_store_1(&c, &c.security()).await;
 
     // A client identity works through the router.
-    let client = Client::builder()
-        .endpoints(c.router_addrs())
-        .security(c.security())
-        .timeout(Duration::from_secs(20))
-        .build()
-        .await
-        .unwrap();
+    let client = sdk(&c, c.security(), Duration::from_secs(20)).await;
     client.put("k", "v1").await.unwrap();
 
     // No client certificate: the router's API is refused, by name.
@@ -87,14 +92,8 @@ async fn callers_get_exactly_what_their_identity_allows_and_refusals_change_noth
 
     // The SDK reports both refusals as typed, final errors: nothing applied.
     for (security, unauthenticated) in [(anonymous.clone(), true), (router_identity(&c), false)] {
-        let sdk = Client::builder()
-            .endpoints(c.router_addrs())
-            .security(security)
-            .timeout(Duration::from_secs(5))
-            .build()
-            .await
-            .unwrap();
-        let err = sdk.put("k", "stolen").await.unwrap_err();
+        let refused_sdk = sdk(&c, security, Duration::from_secs(5)).await;
+        let err = refused_sdk.put("k", "stolen").await.unwrap_err();
         match err {
             tessera_client::Error::Unauthenticated(m) if unauthenticated => {
                 assert!(m.contains("no client certificate"), "{m}")
@@ -107,7 +106,7 @@ async fn callers_get_exactly_what_their_identity_allows_and_refusals_change_noth
             }
             other => panic!("{other:?}"),
         }
-        assert!(!sdk.get("k").await.unwrap_err().is_retryable());
+        assert!(!refused_sdk.get("k").await.unwrap_err().is_retryable());
     }
 
     // A client identity may not overwrite a store's address (the attack
@@ -171,12 +170,7 @@ async fn callers_get_exactly_what_their_identity_allows_and_refusals_change_noth
     }
 
     // Plaintext gets nothing either.
-    let plain = Client::builder()
-        .endpoints(c.router_addrs())
-        .timeout(Duration::from_secs(3))
-        .build()
-        .await
-        .unwrap();
+    let plain = sdk(&c, Security::insecure(), Duration::from_secs(3)).await;
     assert!(plain.put("k", "plaintext").await.is_err());
 
     // The CLI without --certs-dir cannot reach the directory; with it, it can.

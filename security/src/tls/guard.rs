@@ -57,7 +57,7 @@ pub fn check(peer: Option<&Peer>, path: &str) -> Result<(), tonic::Status> {
         return Ok(());
     };
     let needs = policy::kinds_text(kinds);
-    match peer.and_then(|p| p.identity.as_ref()) {
+    match peer.and_then(|p| p.identity.as_deref()) {
         Some(id) if kinds.contains(&id.kind) => Ok(()),
         Some(id) => Err(tonic::Status::permission_denied(format!(
             "{id} may not call {path}: it needs a {needs} identity"

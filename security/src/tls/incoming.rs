@@ -35,8 +35,9 @@ pub struct Peer {
     /// Whether the connection is TLS.
     pub tls: bool,
     /// The identity of the certificate the peer presented, if it presented
-    /// one (already checked against the CA by the handshake).
-    pub identity: Option<Identity>,
+    /// one (already checked against the CA by the handshake). Shared: tonic
+    /// clones the `Peer` into every request of the connection.
+    pub identity: Option<Arc<Identity>>,
     /// The peer presented a certificate the CA signed that carries no
     /// tessera identity.
     pub unnamed_certificate: bool,
@@ -122,7 +123,7 @@ pub fn incoming(
                     .peer_certificates()
                     .and_then(|c| c.first())
                     .map(|c| c.as_ref().to_vec());
-                let identity = leaf.as_deref().and_then(certs::identity_of);
+                let identity = leaf.as_deref().and_then(certs::identity_of).map(Arc::new);
                 let peer = Peer {
                     remote: Some(remote),
                     tls: true,

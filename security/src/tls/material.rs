@@ -298,38 +298,35 @@ fn read_file(path: &Path, hint: &str) -> Result<Vec<u8>> {
 }
 
 fn read_roots(path: &Path) -> Result<RootCertStore> {
-    let bytes = read_file(path, " (the cluster's CA: `tessera cert create-ca`)")?;
     let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&bytes) {
-        let cert = cert.map_err(|e| Error::Certificate(format!("{}: {e}", path.display())))?;
+    for cert in read_certs(path, " (the cluster's CA: `tessera cert create-ca`)")? {
         roots
             .add(cert)
             .map_err(|e| Error::Certificate(format!("{}: {e}", path.display())))?;
-    }
-    if roots.is_empty() {
-        return Err(Error::Certificate(format!(
-            "{}: no certificate in it",
-            path.display()
-        )));
     }
     Ok(roots)
 }
 
 fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
-    let bytes = read_file(
+    read_certs(
         path,
         " (create it with `tessera cert create-node` or `create-client`)",
-    )?;
-    let chain = CertificateDer::pem_slice_iter(&bytes)
+    )
+}
+
+/// Every certificate of a PEM file; at least one.
+fn read_certs(path: &Path, hint: &str) -> Result<Vec<CertificateDer<'static>>> {
+    let bytes = read_file(path, hint)?;
+    let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| Error::Certificate(format!("{}: {e}", path.display())))?;
-    if chain.is_empty() {
+    if certs.is_empty() {
         return Err(Error::Certificate(format!(
             "{}: no certificate in it",
             path.display()
         )));
     }
-    Ok(chain)
+    Ok(certs)
 }
 
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>> {

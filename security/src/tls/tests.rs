@@ -104,12 +104,28 @@ async fn answers(
     (put.code(), get.code(), health, put.message().to_string())
 }
 
-fn node_server(dir: &Path) -> Security {
+/// The security of a `kind` process whose certificates are in `dir`.
+fn load(dir: &Path, kind: Kind) -> crate::Result<Security> {
     let settings = TlsSettings {
         certs_dir: Some(dir.to_path_buf()),
         ..TlsSettings::default()
     };
-    Security::from_settings(&settings, Kind::Node).unwrap()
+    Security::from_settings(&settings, kind)
+}
+
+fn node_server(dir: &Path) -> Security {
+    load(dir, Kind::Node).unwrap()
+}
+
+/// Whether a plaintext client gets nothing from the server at `addr`.
+async fn plaintext_refused(addr: std::net::SocketAddr) -> bool {
+    match dial(&Security::insecure(), addr).await {
+        Err(_) => true,
+        Ok(ch) => KvClient::new(ch)
+            .get(GetRequest::default())
+            .await
+            .is_err_and(|s| s.code() != tonic::Code::Unimplemented),
+    }
 }
 
 #[tokio::test]
@@ -120,26 +136,12 @@ async fn each_identity_kind_gets_exactly_what_the_policy_gives_it() {
     use tonic::Code::*;
 
     // A node passes the check (the test server has no such service).
-    let node = Security::from_settings(
-        &TlsSettings {
-            certs_dir: Some(tmp.path().into()),
-            ..Default::default()
-        },
-        Kind::Node,
-    )
-    .unwrap();
+    let node = load(tmp.path(), Kind::Node).unwrap();
     let (put, get, health, _) = answers(dial(&node, server.addr).await.unwrap()).await;
     assert_eq!((put, get, health), (Unimplemented, Unimplemented, Ok));
 
     // A router may use Kv, never the store-facing directory RPCs.
-    let router = Security::from_settings(
-        &TlsSettings {
-            certs_dir: Some(tmp.path().into()),
-            ..Default::default()
-        },
-        Kind::Router,
-    )
-    .unwrap();
+    let router = load(tmp.path(), Kind::Router).unwrap();
     let (put, get, _, msg) = answers(dial(&router, server.addr).await.unwrap()).await;
     assert_eq!((put, get), (PermissionDenied, Unimplemented));
     assert!(
@@ -209,15 +211,7 @@ async fn certificates_of_another_ca_expired_ones_and_plaintext_are_refused_at_th
     assert!(refused.contains("CertificateExpired"), "{refused}");
 
     // Plaintext to a TLS port gets nothing.
-    let plain = Security::insecure();
-    let refused = match dial(&plain, server.addr).await {
-        Err(_) => true,
-        Ok(ch) => KvClient::new(ch)
-            .get(GetRequest::default())
-            .await
-            .is_err_and(|s| s.code() != tonic::Code::Unimplemented),
-    };
-    assert!(refused);
+    assert!(plaintext_refused(server.addr).await);
     let _ = server.stop.send(());
 }
 
@@ -245,14 +239,7 @@ async fn connections_from_outside_allowed_networks_are_closed() {
         ..Default::default()
     };
     let server = serve(Security::from_settings(&settings, Kind::Node).unwrap()).await;
-    let refused = match dial(&Security::insecure(), server.addr).await {
-        Err(_) => true,
-        Ok(ch) => KvClient::new(ch)
-            .get(GetRequest::default())
-            .await
-            .is_err_and(|s| s.code() != tonic::Code::Unimplemented),
-    };
-    assert!(refused);
+    assert!(plaintext_refused(server.addr).await);
     let _ = server.stop.send(());
 }
 
@@ -263,29 +250,13 @@ fn settings_need_a_certificates_directory_or_an_explicit_insecure() {
         .to_string();
     assert!(e.contains("--certs-dir") && e.contains("--insecure"), "{e}");
     let tmp = tempfile::tempdir().unwrap();
-    let e = Security::from_settings(
-        &TlsSettings {
-            certs_dir: Some(tmp.path().into()),
-            ..Default::default()
-        },
-        Kind::Node,
-    )
-    .unwrap_err()
-    .to_string();
+    let e = load(tmp.path(), Kind::Node).unwrap_err().to_string();
     assert!(e.contains("ca.crt") && e.contains("does not exist"), "{e}");
     make_dir(tmp.path());
     // A router certificate where a node's is expected.
     std::fs::copy(tmp.path().join("router.crt"), tmp.path().join("node.crt")).unwrap();
     std::fs::copy(tmp.path().join("router.key"), tmp.path().join("node.key")).unwrap();
-    let e = Security::from_settings(
-        &TlsSettings {
-            certs_dir: Some(tmp.path().into()),
-            ..Default::default()
-        },
-        Kind::Node,
-    )
-    .unwrap_err()
-    .to_string();
+    let e = load(tmp.path(), Kind::Node).unwrap_err().to_string();
     assert!(
         e.contains("router/r1") && e.contains("not a node identity"),
         "{e}"
