@@ -5,7 +5,8 @@
 //! (which one leads), stores by state, the region count, regions with fewer
 //! healthy voters than wanted, and the operators in flight.
 //! `add-member` / `remove-member` change the directory's own Raft group;
-//! they do not touch stores.
+//! they do not touch stores. `rotate-join-token` replaces the token new
+//! stores and members join with (stores already registered keep working).
 
 use std::collections::BTreeMap;
 
@@ -28,6 +29,10 @@ pub enum Command {
     AddMember(AddMemberArgs),
     /// Remove a member from the directory's Raft group.
     RemoveMember(RemoveMemberArgs),
+    /// Replace the cluster's join token: new stores and directory members
+    /// need the new one; registered stores are not affected. Prints the new
+    /// token as the last line, once.
+    RotateJoinToken,
 }
 
 #[derive(Args, Debug)]
@@ -38,6 +43,14 @@ pub struct AddMemberArgs {
     /// The address the new member serves on, HOST:PORT.
     #[arg(long, value_name = "HOST:PORT")]
     pub address: String,
+    /// The cluster's join token.
+    #[arg(
+        long,
+        env = "TESSERA_JOIN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub join_token: String,
 }
 
 #[derive(Args, Debug)]
@@ -64,8 +77,18 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<()> {
         Command::AddMember(args) => {
             crate::conn::parse_addrs(&args.address)
                 .map_err(|e| anyhow::anyhow!("--address: {e}"))?;
-            dir.add_member(args.id, &args.address).await?;
+            dir.add_member(args.id, &args.address, &args.join_token)
+                .await?;
             done(ctx, "added", args.id, Some(&args.address))
+        }
+        Command::RotateJoinToken => {
+            let token = dir.rotate_join_token().await?;
+            if ctx.output.is_json() {
+                return output::print_json(&serde_json::json!({ "join_token": token }));
+            }
+            println!("the cluster's join token was replaced; new stores and members need:");
+            println!("{token}");
+            Ok(())
         }
         Command::RemoveMember(args) => {
             dir.remove_member(args.id).await?;

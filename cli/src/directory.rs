@@ -188,12 +188,24 @@ impl Directory {
         )
     }
 
-    pub async fn add_member(&self, id: u64, address: &str) -> Result<()> {
+    pub async fn add_member(&self, id: u64, address: &str, join_token: &str) -> Result<()> {
         let req = AddMemberRequest {
             id,
             address: address.to_string(),
+            join_token: join_token.to_string(),
         };
         call!(self, "add member", add_member, req).map(|_| ())
+    }
+
+    /// Replaces the cluster's join token; returns the new one.
+    pub async fn rotate_join_token(&self) -> Result<String> {
+        Ok(call!(
+            self,
+            "rotate the join token",
+            rotate_join_token,
+            RotateJoinTokenRequest {}
+        )?
+        .join_token)
     }
 
     pub async fn remove_member(&self, id: u64) -> Result<()> {

@@ -279,7 +279,18 @@ mod tests {
         assert!(parse(&["keyspace", "create", "x", "--range", "--regions", "4"]).is_err());
         assert!(parse(&["keyspace", "create", "x", "--hash", "--regions", "0"]).is_err());
         assert!(parse(&["keyspace", "create", "x", "--hash", "--regions", "4097"]).is_err());
-        assert!(parse(&["cluster", "add-member", "--id", "4", "--address", "h:1"]).is_ok());
+        assert!(parse(&[
+            "cluster",
+            "add-member",
+            "--id",
+            "4",
+            "--address",
+            "h:1",
+            "--join-token",
+            "t"
+        ])
+        .is_ok());
+        assert!(parse(&["cluster", "rotate-join-token"]).is_ok());
         assert!(parse(&["cluster", "add-member", "--id", "4"]).is_err());
         assert!(parse(&["cluster", "remove-member", "--id", "x"]).is_err());
         assert!(parse(&["cluster", "status"]).is_ok());

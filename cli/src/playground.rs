@@ -25,8 +25,10 @@
 //! `--router` and `--directory` are the default layout's addresses.
 //!
 //! The data directory holds one subdirectory per server, its TOML
-//! configuration (`<name>.toml`, usable with the dedicated binaries) and
-//! its log (`<name>.log`). Without `--data-dir` a temporary directory is
+//! configuration (`<name>.toml`, usable with the dedicated binaries), its
+//! log (`<name>.log`) and the cluster's join token (`join-token`, mode
+//! 0600: every directory member starts with it and every store joins with
+//! it; give it to a store you add by hand). Without `--data-dir` a temporary directory is
 //! used and removed on exit; with one, the cluster's data survives a
 //! restart of the playground, which must then be given the same number of
 //! directories (recorded in `playground.toml`).
@@ -218,6 +220,19 @@ fn check_recorded(root: &Path, directories: u16) -> Result<()> {
     }
 }
 
+/// The playground's join token: made with its data directory
+/// (`join-token`, mode 0600) and kept across restarts.
+fn join_token(root: &Path) -> Result<String> {
+    use tessera_security::secret;
+    let path = root.join("join-token");
+    if let Some(token) = secret::load(&path)? {
+        return Ok(token);
+    }
+    let token = secret::generate();
+    secret::save(&path, &token)?;
+    Ok(token)
+}
+
 /// Starts every server and waits until all are ready, with a spinner.
 async fn start_all(
     exe: &Path,
@@ -230,6 +245,7 @@ async fn start_all(
         .iter()
         .map(|(id, addr, _)| format!("{id}={addr}"))
         .collect();
+    let join_token = join_token(root)?;
     for (id, addr, status) in &layout.directories {
         let name = format!("directory-{id}");
         let cfg = tessera_directory::config::DirectoryConfig {
@@ -239,6 +255,7 @@ async fn start_all(
             status_addr: status.clone(),
             initial_members: members.clone(),
             security: insecure(),
+            join_token: Some(join_token.clone()),
             ..Default::default()
         };
         let config = write_config(root, &name, &cfg)?;
@@ -262,6 +279,7 @@ async fn start_all(
             // Everything stops together; a short grace keeps Ctrl-C quick.
             shutdown_grace_ms: 3000,
             security: insecure(),
+            join_token: Some(join_token.clone()),
             ..Default::default()
         };
         cfg.labels.insert("host".into(), name.clone());

@@ -43,6 +43,11 @@ pub struct DirectoryConfig {
     pub schedule: ScheduleSection,
     /// TLS and who may connect (`[security]`).
     pub security: tessera_security::TlsSettings,
+    /// The join token a new cluster starts with; without one the first
+    /// leader generates one into `<data_dir>/join-token`. Only read when
+    /// the cluster is created: rotate it with `tessera cluster
+    /// rotate-join-token`.
+    pub join_token: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -87,6 +92,7 @@ impl Default for DirectoryConfig {
             raft: RaftSection::default(),
             schedule: ScheduleSection::default(),
             security: Default::default(),
+            join_token: None,
         }
     }
 }
@@ -155,6 +161,10 @@ impl DirectoryConfig {
     pub fn validate(&self) -> Result<()> {
         if self.id == 0 {
             return Err(Error::Config("id must be above 0".into()));
+        }
+        if let Some(t) = &self.join_token {
+            tessera_security::secret::check_form(t)
+                .map_err(|e| Error::Config(format!("join_token: {e}")))?;
         }
         let members = self.members()?;
         if !self.join && !members.contains_key(&self.id) {

@@ -10,7 +10,8 @@
 //!
 //! The rest of `Core` lives by feature: [`crate::ids`] (the id allocator),
 //! [`crate::heartbeats`], [`crate::admin`] (operators an operator asks
-//! for), [`crate::status`] and [`crate::round`] (the scheduler's round).
+//! for), [`crate::status`], [`crate::join`] (cluster identity, store
+//! registration, join tokens) and [`crate::round`] (the scheduler's round).
 
 use std::sync::Arc;
 
@@ -18,6 +19,7 @@ use parking_lot::{Mutex, MutexGuard};
 use tessera_proto::directorypb::*;
 use tessera_proto::metapb::Region;
 
+use crate::join::JoinSettings;
 use crate::leader::LeaderState;
 use crate::node::DirectoryNode;
 use crate::scheduler::ScheduleConfig;
@@ -28,16 +30,22 @@ use crate::{Error, Result};
 pub struct Core {
     pub node: Arc<DirectoryNode>,
     pub schedule: ScheduleConfig,
+    pub(crate) join: JoinSettings,
     leader: Mutex<LeaderState>,
     /// Serializes id allocation (which may wait on Raft).
     pub(crate) alloc: tokio::sync::Mutex<()>,
 }
 
 impl Core {
-    pub fn new(node: Arc<DirectoryNode>, schedule: ScheduleConfig) -> Arc<Self> {
+    pub fn new(
+        node: Arc<DirectoryNode>,
+        schedule: ScheduleConfig,
+        join: JoinSettings,
+    ) -> Arc<Self> {
         Arc::new(Core {
             node,
             schedule,
+            join,
             leader: Mutex::new(LeaderState::new(0)),
             alloc: tokio::sync::Mutex::new(()),
         })

@@ -31,9 +31,35 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("the directory is shutting down")]
     Shutdown,
+    /// The caller gave no, or no valid, credential (join token, store
+    /// secret). Answered as gRPC `UNAUTHENTICATED`.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller is known and may not do this. Answered as gRPC
+    /// `PERMISSION_DENIED`.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// A store or request of another cluster. Answered as gRPC
+    /// `FAILED_PRECONDITION`.
+    #[error("this directory belongs to cluster {ours}; the request is from cluster {theirs}")]
+    ClusterMismatch { ours: u64, theirs: u64 },
 }
 
 impl Error {
+    /// A refusal of the caller travels as a gRPC status rather than in the
+    /// response header, so every client reports it as a refusal (not
+    /// retried, nothing changed).
+    pub fn refusal(&self) -> Option<tonic::Status> {
+        match self {
+            Error::Unauthenticated(m) => Some(tonic::Status::unauthenticated(m.clone())),
+            Error::PermissionDenied(m) => Some(tonic::Status::permission_denied(m.clone())),
+            Error::ClusterMismatch { .. } => {
+                Some(tonic::Status::failed_precondition(self.to_string()))
+            }
+            _ => None,
+        }
+    }
+
     /// The error as it travels in a response header.
     pub fn to_proto(&self) -> DirectoryError {
         let kind = match self {

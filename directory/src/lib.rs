@@ -17,7 +17,8 @@
 //!   region leaders in heartbeat replies; one module per rule;
 //! - [`core`]: what the service and the scheduler share, and the leader's
 //!   reads; by feature: [`ids`] (the id allocator), [`heartbeats`],
-//!   [`admin`] (operators an administrator asks for), [`status`] and
+//!   [`admin`] (operators an administrator asks for), [`status`],
+//!   [`join`] (cluster identity, store registration, join tokens) and
 //!   [`round`] (the scheduler's round);
 //! - [`service`]: the gRPC service, a thin shell over [`core::Core`];
 //! - [`server`]: the process.
@@ -28,6 +29,7 @@ pub mod core;
 pub mod error;
 pub mod heartbeats;
 pub mod ids;
+pub mod join;
 pub mod leader;
 pub mod metrics;
 pub mod node;

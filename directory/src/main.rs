@@ -56,6 +56,12 @@ struct Args {
     allow_fault_endpoints: bool,
     #[command(flatten)]
     security: tessera_security::SecurityArgs,
+    /// The join token a new cluster starts with (`tessera-` and 64 hex
+    /// digits); without one the first leader generates one, prints it and
+    /// writes it to <data-dir>/join-token. Only read when the cluster is
+    /// created.
+    #[arg(long, env = "TESSERA_JOIN_TOKEN", hide_env_values = true)]
+    join_token: Option<String>,
     /// Print the default configuration as TOML and exit.
     #[arg(long)]
     print_default_config: bool,
@@ -98,6 +104,9 @@ fn load_config(args: &Args) -> anyhow::Result<DirectoryConfig> {
         cfg.allow_fault_endpoints = true;
     }
     args.security.apply(&mut cfg.security);
+    if let Some(v) = &args.join_token {
+        cfg.join_token = Some(v.clone());
+    }
     if let Some(v) = args.shutdown_grace_ms {
         cfg.shutdown_grace_ms = v;
     }

@@ -116,8 +116,11 @@ impl DirectoryNode {
             state: state.clone(),
         };
         let (mailbox, inbox) = poller::mailbox(16 * 1024);
+        // The directory's own group carries no cluster id: it chooses the
+        // id through this group (members are admitted with the join token).
         let transport = GrpcTransport::new(
             spec.member_id,
+            0,
             tokio::runtime::Handle::current(),
             Arc::new(resolver.clone()),
             spec.security.clone(),

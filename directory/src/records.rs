@@ -8,6 +8,7 @@ const REGION: u8 = b'r';
 const KEYSPACE: u8 = b'k';
 const PLACEMENT: u8 = b'p';
 const MEMBER: u8 = b'n';
+const STORE_SECRET: u8 = b'S';
 
 fn with_id(kind: u8, id: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(9);
@@ -18,6 +19,11 @@ fn with_id(kind: u8, id: u64) -> Vec<u8> {
 
 pub fn store(id: u64) -> Vec<u8> {
     with_id(STORE, id)
+}
+
+/// The hash of a store's secret (kept apart from the store record).
+pub fn store_secret(id: u64) -> Vec<u8> {
+    with_id(STORE_SECRET, id)
 }
 
 pub fn region(id: u64) -> Vec<u8> {
@@ -48,3 +54,4 @@ pub const REGIONS: u8 = REGION;
 pub const KEYSPACES: u8 = KEYSPACE;
 pub const PLACEMENTS: u8 = PLACEMENT;
 pub const MEMBERS: u8 = MEMBER;
+pub const STORE_SECRETS: u8 = STORE_SECRET;

@@ -1,13 +1,11 @@
 //! The scheduler's round, on the leader every `schedule.interval`: make
-//! sure the cluster has an id, keep ids at hand, let the rules plan
+//! sure the cluster has an id and a join token ([`crate::join`]), keep ids at hand, let the rules plan
 //! ([`crate::scheduler::plan`], which is pure), export the gauges of
 //! regions and store states, and propose the commands the rules decided
 //! (store state changes, placements). Operators the rules create wait in
 //! the leader's view for their regions' next heartbeats.
 
 use std::collections::BTreeMap;
-
-use tessera_proto::directorypb::directory_command::Cmd;
 
 use crate::core::Core;
 use crate::ids::SCHEDULER_SPARE_IDS;
@@ -19,11 +17,7 @@ impl Core {
     /// One round of the scheduler (leader only).
     pub async fn schedule_once(&self) -> Result<()> {
         let term = self.leading_term().await?;
-        if self.state().meta.cluster_id == 0 {
-            self.node
-                .propose(Cmd::InitCluster(rand::random::<u64>() | 1))
-                .await?;
-        }
+        self.init_cluster().await?;
         if !self.state().meta.bootstrapped {
             return Ok(());
         }

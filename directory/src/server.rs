@@ -78,7 +78,14 @@ pub async fn run(
         })
         .await?,
     );
-    let core = Core::new(node.clone(), cfg.schedule_config());
+    let core = Core::new(
+        node.clone(),
+        cfg.schedule_config(),
+        crate::join::JoinSettings {
+            token: cfg.join_token.clone(),
+            data_dir: cfg.data_dir.clone(),
+        },
+    );
 
     let listener = tokio::net::TcpListener::bind(&cfg.listen_addr)
         .await
@@ -90,7 +97,7 @@ pub async fn run(
         })?;
     let listen_addr = listener.local_addr()?;
     let (health, health_service) = tonic_health::server::health_reporter();
-    let raft = RaftService::new(cfg.id, node.mailbox().clone(), node.snap_mgr().clone())
+    let raft = RaftService::new(cfg.id, 0, node.mailbox().clone(), node.snap_mgr().clone())
         .with_stop(stop.clone())
         .into_server();
     let directory = DirectoryService::new(core.clone()).into_server();

@@ -46,6 +46,9 @@ macro_rules! respond {
                 Ok(Response::new(resp))
             }
             Err(e) => {
+                if let Some(status) = e.refusal() {
+                    return Err(status);
+                }
                 #[allow(clippy::needless_update)]
                 let resp = $resp { header: $core.header(Some(&e)), ..Default::default() };
                 Ok(Response::new(resp))
@@ -104,10 +107,7 @@ impl Directory for DirectoryService {
         &self,
         r: Request<PutStoreRequest>,
     ) -> Result<Response<PutStoreResponse>, Status> {
-        let r = match r.into_inner().store {
-            Some(s) => self.core.node.propose(Cmd::PutStore(s)).await,
-            None => Err(Error::InvalidArgument("no store given".into())),
-        };
+        let r = self.core.register_store(r.into_inner()).await;
         respond!(self.core, r, PutStoreResponse {})
     }
 
@@ -137,8 +137,15 @@ impl Directory for DirectoryService {
         &self,
         r: Request<StoreHeartbeatRequest>,
     ) -> Result<Response<StoreHeartbeatResponse>, Status> {
-        let stats = r.into_inner().stats.unwrap_or_default();
-        let r = self.core.store_heartbeat(stats).await;
+        let req = r.into_inner();
+        let r = match self.core.check_cluster(req.cluster_id, "heartbeat").await {
+            Ok(()) => {
+                self.core
+                    .store_heartbeat(req.stats.unwrap_or_default())
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         respond!(self.core, r, StoreHeartbeatResponse {})
     }
 
@@ -152,7 +159,24 @@ impl Directory for DirectoryService {
         let (tx, rx) = mpsc::channel(1024);
         let core = self.core.clone();
         tokio::spawn(async move {
+            // A stream belongs to one store: its first report says whose
+            // cluster it is.
+            let mut checked = false;
             while let Ok(Some(req)) = inbound.message().await {
+                if !checked {
+                    if let Err(e) = core.check_cluster(req.cluster_id, "heartbeat").await {
+                        let reply = match e.refusal() {
+                            Some(status) => Err(status),
+                            None => Ok(RegionHeartbeatResponse {
+                                header: core.header(Some(&e)),
+                                ..Default::default()
+                            }),
+                        };
+                        let _ = tx.send(reply).await;
+                        return;
+                    }
+                    checked = true;
+                }
                 let Some(report) = req.report else { continue };
                 match core.handle_region_report(report).await {
                     Ok(Some(resp)) => {
@@ -346,6 +370,7 @@ impl Directory for DirectoryService {
                     "a member needs an id and an address".into(),
                 ));
             }
+            self.core.check_join_token(&req.join_token)?;
             self.core.node.add_member(req.id, req.address).await
         }
         .await;
@@ -359,5 +384,13 @@ impl Directory for DirectoryService {
         let id = r.into_inner().id;
         let r = self.core.node.remove_member(id).await;
         respond!(self.core, r, RemoveMemberResponse {})
+    }
+
+    async fn rotate_join_token(
+        &self,
+        _r: Request<RotateJoinTokenRequest>,
+    ) -> Result<Response<RotateJoinTokenResponse>, Status> {
+        let r = self.core.rotate_join_token().await;
+        respond!(self.core, r, RotateJoinTokenResponse { join_token: |t| t })
     }
 }

@@ -23,7 +23,7 @@ use prost::Message as _;
 use tessera_multiraft::engine::{Cf, Engine};
 use tessera_proto::directorypb::{
     directory_command::Cmd, BootstrapRequest, ClusterMeta, Keyspace, KeyspaceKind, Member,
-    Placement, SetStoreState,
+    Placement, SetStoreState, StoreSecret,
 };
 use tessera_proto::keys::{DEFAULT_KEYSPACE_ID, HASH_KEYSPACE_BIT};
 use tessera_proto::metapb::{Region, Store, StoreState};
@@ -32,6 +32,8 @@ use tessera_proto::region::{
 };
 
 use crate::{records, Error, Result};
+
+mod join;
 
 /// A change to the directory's records.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,6 +66,8 @@ pub struct DirectoryState {
     pub keyspaces: BTreeMap<String, Keyspace>,
     pub placements: BTreeMap<u64, Vec<u64>>,
     pub members: BTreeMap<u64, Member>,
+    /// Store id → SHA-256 of the store's own secret ([`join`]).
+    pub store_secrets: BTreeMap<u64, Vec<u8>>,
 }
 
 /// Whether the union of `parts` covers `[start, end)` (empty end: +∞).
@@ -109,6 +113,7 @@ impl DirectoryState {
             records::KEYSPACES,
             records::PLACEMENTS,
             records::MEMBERS,
+            records::STORE_SECRETS,
         ] {
             let (start, end) = records::kind_bounds(kind);
             engine.scan(Cf::Default, &start, &end, false, &mut |_, v| {
@@ -135,6 +140,11 @@ impl DirectoryState {
                 records::PLACEMENTS => {
                     let p = Placement::decode(v.as_slice()).map_err(|e| bad("placement", e))?;
                     s.placements.insert(p.region_id, p.store_ids);
+                }
+                records::STORE_SECRETS => {
+                    let k =
+                        StoreSecret::decode(v.as_slice()).map_err(|e| bad("store secret", e))?;
+                    s.store_secrets.insert(k.store_id, k.hash);
                 }
                 _ => {
                     let m = Member::decode(v.as_slice()).map_err(|e| bad("member", e))?;
@@ -163,6 +173,8 @@ impl DirectoryState {
                 }
                 Ok(Applied::Done)
             }
+            Cmd::SetJoinToken(hash) => self.set_join_token(hash, out),
+            Cmd::RegisterStore(r) => self.register_store(r, out),
             Cmd::Bootstrap(b) => self.bootstrap(b, out),
             Cmd::AllocIds(count) => {
                 let first = self.meta.next_id.max(1);
@@ -170,6 +182,8 @@ impl DirectoryState {
                 self.put_meta(out);
                 Ok(Applied::Ids { first, count })
             }
+            // Only in logs written before registrations were checked; the
+            // service proposes RegisterStore.
             Cmd::PutStore(store) => self.put_store(store, out),
             Cmd::SetStoreState(s) => self.set_store_state(s, out),
             Cmd::PutRegion(region) => self.put_regions(vec![region], out),
@@ -211,14 +225,25 @@ impl DirectoryState {
                 "the first region must cover the whole key space".into(),
             ));
         }
+        // The store registered itself first (with its secret and the join
+        // token); its record stays as registered.
+        if !self.stores.contains_key(&store.id) {
+            return Err(Error::InvalidArgument(format!(
+                "store {} must register before it bootstraps the cluster",
+                store.id
+            )));
+        }
+        if region.peers.iter().any(|p| p.store_id != store.id) {
+            return Err(Error::InvalidArgument(
+                "the first region's peers must all be on the bootstrapping store".into(),
+            ));
+        }
         self.meta.bootstrapped = true;
         self.meta.next_id = self.meta.next_id.max(store.id + 1).max(region.id + 1);
         for p in &region.peers {
             self.meta.next_id = self.meta.next_id.max(p.id + 1);
         }
         self.put_meta(out);
-        out.push(Change::Put(records::store(store.id), store.encode_to_vec()));
-        self.stores.insert(store.id, store);
         out.push(Change::Put(
             records::region(region.id),
             region.encode_to_vec(),
@@ -228,18 +253,12 @@ impl DirectoryState {
         Ok(Applied::Done)
     }
 
-    fn put_store(&mut self, mut store: Store, out: &mut Vec<Change>) -> Result<Applied> {
+    pub(crate) fn put_store(&mut self, mut store: Store, out: &mut Vec<Change>) -> Result<Applied> {
         if store.id == 0 {
             return Err(Error::InvalidArgument("store id 0 is not valid".into()));
         }
+        self.refuse_if_removed(store.id)?;
         if let Some(known) = self.stores.get(&store.id) {
-            let state = StoreState::try_from(known.state).unwrap_or(StoreState::Up);
-            if state == StoreState::Tombstone {
-                return Err(Error::InvalidArgument(format!(
-                    "store {} was removed from the cluster and cannot come back; wipe its data and start it anew",
-                    store.id
-                )));
-            }
             // Registering again keeps a decommission going.
             store.state = known.state;
         } else {
@@ -248,6 +267,19 @@ impl DirectoryState {
         out.push(Change::Put(records::store(store.id), store.encode_to_vec()));
         self.stores.insert(store.id, store);
         Ok(Applied::Done)
+    }
+
+    /// A removed store never registers again, whoever asks.
+    fn refuse_if_removed(&self, store_id: u64) -> Result<()> {
+        let removed = self.stores.get(&store_id).is_some_and(|known| {
+            StoreState::try_from(known.state).unwrap_or(StoreState::Up) == StoreState::Tombstone
+        });
+        if removed {
+            return Err(Error::InvalidArgument(format!(
+                "store {store_id} was removed from the cluster and cannot come back; wipe its data and start it anew"
+            )));
+        }
+        Ok(())
     }
 
     fn set_store_state(&mut self, s: SetStoreState, out: &mut Vec<Change>) -> Result<Applied> {

@@ -30,6 +30,9 @@ pub enum Error {
     Indeterminate(String),
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A message or snapshot of another cluster.
+    #[error(transparent)]
+    OtherCluster(#[from] tessera_security::cluster::Mismatch),
 }
 
 impl Error {

@@ -171,6 +171,16 @@ impl NemesisCluster {
         Ok(())
     }
 
+    /// SIGKILLs store `index` and starts it again at a new address, which
+    /// it registers with the directory (with its own secret); returns the
+    /// address.
+    pub fn move_store(&mut self, index: usize) -> anyhow::Result<String> {
+        self.kill(ProcKind::Store, index)?;
+        let addr = self.e2e.move_store(index);
+        self.restart(ProcKind::Store, index)?;
+        Ok(addr)
+    }
+
     /// SIGSTOP (`pause`) or SIGCONT.
     pub fn signal_pause(
         &mut self,

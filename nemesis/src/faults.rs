@@ -39,10 +39,13 @@ pub enum Nemesis {
     TransferStorm,
     /// Split regions and move replicas between stores.
     SplitMove,
+    /// SIGKILL a store and start it at a new address: it registers the
+    /// address itself, and the other stores and the routers must follow.
+    MoveStore,
 }
 
 impl Nemesis {
-    pub const ALL: [Nemesis; 9] = [
+    pub const ALL: [Nemesis; 10] = [
         Nemesis::KillStore,
         Nemesis::KillDirectory,
         Nemesis::KillRouter,
@@ -52,6 +55,7 @@ impl Nemesis {
         Nemesis::IsolateLeader,
         Nemesis::TransferStorm,
         Nemesis::SplitMove,
+        Nemesis::MoveStore,
     ];
 }
 
@@ -180,6 +184,12 @@ async fn inflict(
             hold_for(hold, stop).await;
             c.restart(kind, index)?;
             log.note(format!("restart {kind:?} {index}"));
+        }
+        Nemesis::MoveStore => {
+            let index = stores[0];
+            let addr = c.move_store(index)?;
+            log.note(format!("kill -9 store {index}, restarted at {addr}"));
+            hold_for(hold, stop).await;
         }
         Nemesis::Pause => {
             let kind = if rng.random_bool(0.7) {

@@ -102,7 +102,11 @@ async fn leader_storms_splits_and_moves_stay_linearizable() {
     let r = run_and_check(spec(
         seed,
         25,
-        &[Nemesis::TransferStorm, Nemesis::SplitMove],
+        &[
+            Nemesis::TransferStorm,
+            Nemesis::SplitMove,
+            Nemesis::MoveStore,
+        ],
     ))
     .await;
     assert_clean(seed, &r);

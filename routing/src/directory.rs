@@ -58,8 +58,22 @@ headed!(
     RemoveStoreResponse,
     ClusterStatusResponse,
     AddMemberResponse,
-    RemoveMemberResponse
+    RemoveMemberResponse,
+    RotateJoinTokenResponse
 );
+
+/// Whether a gRPC status refuses the caller rather than reporting a failure
+/// of the member: no or the wrong identity, join token or store secret
+/// (`UNAUTHENTICATED`, `PERMISSION_DENIED`), or another cluster
+/// (`FAILED_PRECONDITION`). Another member would answer the same.
+pub fn is_refusal(code: tonic::Code) -> bool {
+    matches!(
+        code,
+        tonic::Code::Unauthenticated
+            | tonic::Code::PermissionDenied
+            | tonic::Code::FailedPrecondition
+    )
+}
 
 /// The gRPC client type of the directory service.
 pub type DirectoryRpc = Rpc<Channel>;
@@ -146,7 +160,8 @@ impl DirectoryConn {
 
     /// Calls the leader, following NOT_LEADER answers and retrying
     /// unreachable members until the deadline. Other errors in the response
-    /// header are returned as [`Error::Directory`].
+    /// header are returned as [`Error::Directory`]; a refusal of the caller
+    /// (see [`is_refusal`]) at once as [`Error::Refused`].
     pub async fn call<T, F, Fut>(&self, what: &str, mut f: F) -> Result<T>
     where
         T: Headed,
@@ -190,6 +205,9 @@ impl DirectoryConn {
                             message: format!("{what}: {}", err.message),
                         });
                     }
+                }
+                Err(status) if is_refusal(status.code()) => {
+                    return Err(Error::Refused(format!("{what}: {}", status.message())));
                 }
                 Err(status) => {
                     last = format!("{addr}: {}", status.message());

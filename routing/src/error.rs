@@ -21,6 +21,11 @@ pub enum Error {
     /// `directorypb::directory_error::Kind`).
     #[error("directory: {message}")]
     Directory { kind: i32, message: String },
+    /// The directory refused the caller: no or the wrong identity, join
+    /// token or store secret, or another cluster. Nothing changed, and
+    /// trying again will not help.
+    #[error("refused: {0}")]
+    Refused(String),
     /// No directory member answered in time.
     #[error("directory: {0}")]
     DirectoryUnreachable(String),

@@ -128,6 +128,7 @@ directory_impl! {
         cluster_status(ClusterStatusRequest) -> ClusterStatusResponse;
         add_member(AddMemberRequest) -> AddMemberResponse;
         remove_member(RemoveMemberRequest) -> RemoveMemberResponse;
+        rotate_join_token(RotateJoinTokenRequest) -> RotateJoinTokenResponse;
     }
     given {
     type RegionHeartbeatStream = futures::stream::Empty<Result<RegionHeartbeatResponse, Status>>;

@@ -20,12 +20,16 @@
 //!
 //! This crate creates and reads certificates ([`certs`]), serves and dials
 //! TLS with them and tells who is calling ([`tls`]), and holds the access
-//! policy every process enforces per RPC ([`policy`]).
+//! policy every process enforces per RPC ([`policy`]), the shared secrets
+//! of joins (the cluster's join token, each store's own secret:
+//! [`secret`]) and the cluster-id comparison ([`cluster`]).
 
 pub mod certs;
+pub mod cluster;
 pub mod error;
 pub mod identity;
 pub mod policy;
+pub mod secret;
 pub mod tls;
 
 pub use error::{Error, Result};

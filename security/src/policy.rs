@@ -63,6 +63,7 @@ const TABLE: &[(&str, &str, Access)] = &[
     ("directorypb.Directory", "RemoveStore", CLIENT),
     ("directorypb.Directory", "AddMember", CLIENT),
     ("directorypb.Directory", "RemoveMember", CLIENT),
+    ("directorypb.Directory", "RotateJoinToken", CLIENT),
 ];
 
 /// Who may call the method at `path` (`/package.Service/Method`); `None`

@@ -55,6 +55,11 @@ pub struct StoreConfig {
     pub rocksdb: RocksSection,
     /// TLS and who may connect (`[security]`).
     pub security: tessera_security::TlsSettings,
+    /// The cluster's join token, needed the first time this store
+    /// registers (not on restarts). The directory prints it when it
+    /// creates the cluster (and writes it to its data directory's
+    /// `join-token`).
+    pub join_token: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -108,6 +113,7 @@ impl Default for StoreConfig {
             raft: RaftSection::default(),
             rocksdb: RocksSection::default(),
             security: Default::default(),
+            join_token: None,
         }
     }
 }
@@ -154,6 +160,10 @@ impl StoreConfig {
 
     /// Checks the values a store cannot run with.
     pub fn validate(&self) -> Result<()> {
+        if let Some(t) = &self.join_token {
+            tessera_security::secret::check_form(t)
+                .map_err(|e| Error::Config(format!("join_token: {e}")))?;
+        }
         if self.directory.is_empty() {
             return Err(Error::Config(
                 "at least one directory address is required".into(),

@@ -32,6 +32,13 @@ pub enum Error {
     Engine(String),
     #[error("directory: {0}")]
     Directory(String),
+    /// The directory refused this store: no or the wrong join token, another
+    /// process's store id, or another identity. Trying again will not help.
+    #[error("the directory refused this store: {0}")]
+    Refused(String),
+    /// This store's data belongs to another cluster than the directory's.
+    #[error("{0}; this store's data directory belongs to another cluster (point it at its own directory, or start it with an empty data directory)")]
+    OtherCluster(tessera_security::cluster::Mismatch),
     #[error("configuration: {0}")]
     Config(String),
     #[error("io: {0}")]
@@ -41,6 +48,15 @@ pub enum Error {
 impl Error {
     pub fn region(e: RegionError) -> Self {
         Error::Region(Box::new(e))
+    }
+
+    /// Whether starting again with the same settings will fail the same
+    /// way (the process stops instead of retrying).
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            Error::Refused(_) | Error::OtherCluster(_) | Error::Config(_)
+        )
     }
 }
 

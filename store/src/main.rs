@@ -51,6 +51,11 @@ struct Args {
     allow_fault_endpoints: bool,
     #[command(flatten)]
     security: tessera_security::SecurityArgs,
+    /// The cluster's join token (`tessera-` and 64 hex digits), needed the
+    /// first time this store registers; the directory prints it when it
+    /// creates the cluster.
+    #[arg(long, env = "TESSERA_JOIN_TOKEN", hide_env_values = true)]
+    join_token: Option<String>,
     /// Print the default configuration as TOML and exit.
     #[arg(long)]
     print_default_config: bool,
@@ -89,6 +94,9 @@ fn load_config(args: &Args) -> anyhow::Result<StoreConfig> {
         cfg.allow_fault_endpoints = true;
     }
     args.security.apply(&mut cfg.security);
+    if let Some(v) = &args.join_token {
+        cfg.join_token = Some(v.clone());
+    }
     if let Some(v) = args.shutdown_grace_ms {
         cfg.shutdown_grace_ms = v;
     }

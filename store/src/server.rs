@@ -50,7 +50,8 @@ fn disk_capacity(path: &std::path::Path) -> (u64, u64) {
     (st.f_blocks * block, st.f_bavail * block)
 }
 
-/// Retries `f` every second until it succeeds or `stop` fires.
+/// Retries `f` every second until it succeeds, fails for good
+/// ([`Error::is_permanent`]: a refusal, another cluster) or `stop` fires.
 async fn until_ok<T, F, Fut>(
     what: &str,
     readiness: &Readiness,
@@ -64,6 +65,7 @@ where
     loop {
         match f().await {
             Ok(v) => return Ok(v),
+            Err(e) if e.is_permanent() => return Err(e),
             Err(e) => {
                 tracing::warn!(error = %e, "{what} failed; retrying");
                 readiness.set_not_ready(format!("{what}: {e}"));
@@ -142,12 +144,12 @@ pub async fn run(
         "waiting for the directory at {}",
         cfg.directory.join(", ")
     ));
-    let store_id = match until_ok("joining the cluster", &readiness, &mut stop, || {
-        bootstrap::join(&engine, directory.as_ref(), &me)
+    let joined = match until_ok("joining the cluster", &readiness, &mut stop, || {
+        bootstrap::join(&engine, directory.as_ref(), &me, cfg.join_token.as_deref())
     })
     .await
     {
-        Ok(id) => id,
+        Ok(joined) => joined,
         Err(Error::Shutdown) => {
             // Stopped before joining: nothing to hand over.
             let _ = status_task.await;
@@ -157,6 +159,7 @@ pub async fn run(
         Err(e) => return Err(e),
     };
 
+    let store_id = joined.store_id;
     let resolver = Arc::new(DirectoryResolver::new(directory.clone()));
     let runtime = tokio::runtime::Handle::current();
     let snap_mgr = SnapManager::new(cfg.data_dir.join("snap"))?;
@@ -173,6 +176,7 @@ pub async fn run(
             Box::new(
                 GrpcTransport::new(
                     store_id,
+                    joined.cluster_id,
                     runtime,
                     resolver,
                     security.clone(),
@@ -198,6 +202,7 @@ pub async fn run(
     } = crate::service::serve::spawn(
         listener,
         &node,
+        joined.cluster_id,
         snap_mgr,
         faults.net.clone(),
         &security,

@@ -16,7 +16,7 @@ use futures::StreamExt;
 use parking_lot::Mutex;
 use tessera_proto::directorypb::{RegionReport, StoreStats};
 use tessera_proto::metapb::{Region, Store};
-use tessera_store::directory_client::{DirectoryClient, RegionHeartbeatStream};
+use tessera_store::directory_client::{DirectoryClient, RegionHeartbeatStream, Registration};
 use tessera_store::{Error, Result};
 use tessera_testkit::{Cluster, ClusterOptions};
 
@@ -40,7 +40,10 @@ impl DirectoryClient for DeafDirectory {
     async fn alloc_ids(&self, _count: u32) -> Result<Vec<u64>> {
         Err(Error::Directory("not in this test".into()))
     }
-    async fn put_store(&self, _store: Store) -> Result<()> {
+    async fn cluster_id(&self) -> Result<u64> {
+        Ok(1)
+    }
+    async fn register(&self, _r: Registration) -> Result<()> {
         Ok(())
     }
     async fn get_store(&self, store_id: u64) -> Result<Store> {

@@ -22,12 +22,13 @@ use tessera_multiraft::{PollerStats, RaftConfig};
 use tessera_proto::kvpb::kv_client::KvClient;
 use tessera_proto::metapb::{Peer, PeerRole, Region, RegionEpoch, Store};
 use tessera_store::admin::AdminApi;
-use tessera_store::directory_client::DirectoryClient;
+use tessera_store::directory_client::{DirectoryClient, Registration};
 use tessera_store::kv::KvConfig;
 use tessera_store::service::serve;
 use tessera_store::split_check::SplitCheckConfig;
 use tessera_store::{split_check, Error, NodeConfig, Result, StoreNode};
 
+use crate::directory::TEST_CLUSTER_ID;
 use crate::{KvEndpoint, TestDirectory};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -242,6 +243,7 @@ impl Cluster {
                     |mailbox| {
                         Box::new(GrpcTransport::new(
                             store_id,
+                            TEST_CLUSTER_ID,
                             runtime,
                             resolver,
                             tessera_security::Security::insecure(),
@@ -253,6 +255,7 @@ impl Cluster {
                 let served = serve::spawn(
                     listener,
                     &node,
+                    TEST_CLUSTER_ID,
                     snap_mgr,
                     Default::default(),
                     &tessera_security::Security::insecure(),
@@ -270,13 +273,18 @@ impl Cluster {
             }
         };
         self.directory
-            .put_store(Store {
-                id: store_id,
-                address: server
-                    .as_ref()
-                    .map(|s| s.addr.to_string())
-                    .unwrap_or_default(),
-                ..Default::default()
+            .register(Registration {
+                store: Store {
+                    id: store_id,
+                    address: server
+                        .as_ref()
+                        .map(|s| s.addr.to_string())
+                        .unwrap_or_default(),
+                    ..Default::default()
+                },
+                cluster_id: TEST_CLUSTER_ID,
+                secret: String::new(),
+                join_token: None,
             })
             .await?;
         let mut slots = self.slots.lock();

@@ -13,8 +13,11 @@ use tessera_proto::directorypb::{RegionReport, StoreStats};
 use tessera_proto::metapb::{Region, Store};
 use tessera_proto::region::{epoch, is_newer_report};
 
-use tessera_store::directory_client::{DirectoryClient, RegionHeartbeatStream};
+use tessera_store::directory_client::{DirectoryClient, RegionHeartbeatStream, Registration};
 use tessera_store::{Error, Result};
+
+/// The cluster id of every in-process test cluster.
+pub const TEST_CLUSTER_ID: u64 = 0x7e57;
 
 #[derive(Default)]
 struct State {
@@ -86,8 +89,14 @@ impl DirectoryClient for TestDirectory {
         Ok((first..first + count as u64).collect())
     }
 
-    async fn put_store(&self, store: Store) -> Result<()> {
-        self.state.lock().stores.insert(store.id, store);
+    async fn cluster_id(&self) -> Result<u64> {
+        Ok(TEST_CLUSTER_ID)
+    }
+
+    /// Records the store; checks nothing (the real directory's checks are
+    /// tested against the real directory).
+    async fn register(&self, r: Registration) -> Result<()> {
+        self.state.lock().stores.insert(r.store.id, r.store);
         Ok(())
     }
 

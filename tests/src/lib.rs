@@ -73,6 +73,19 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     http_request(addr, "GET", path, "").ok()
 }
 
+/// The value of one series (`name{labels}` exactly as exported) on the
+/// `/metrics` page at `addr`; `None` if the page or the series is missing.
+pub fn metric_value(addr: &str, series: &str) -> Option<f64> {
+    let (_, page) = http_get(addr, "/metrics")?;
+    page.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
 /// A minimal HTTP/1.0 request with a text body, one per connection, 5 s
 /// timeouts: (status code, body). The status pages and, in `failpoints`
 /// builds, a store's fault endpoints.
@@ -199,6 +212,8 @@ pub struct E2eCluster {
     pub routers: BTreeMap<usize, RouterProc>,
     /// The certificates directory, unless insecure.
     pub certs: Option<PathBuf>,
+    /// The join token the cluster is created with; every store is given it.
+    pub join_token: String,
 }
 
 impl Drop for E2eCluster {
@@ -242,6 +257,7 @@ impl E2eCluster {
             stores: BTreeMap::new(),
             routers: BTreeMap::new(),
             certs,
+            join_token: tessera_security::secret::generate(),
         };
         let ids: Vec<u64> = (1..=opts.directories as u64).collect();
         let ports: Vec<u16> = ids.iter().map(|_| free_port()).collect();
@@ -287,18 +303,18 @@ impl E2eCluster {
             if self.opts.default_timing {
                 format!(
                     "id = {id}\ndata_dir = {data:?}\nlisten_addr = \"127.0.0.1:{port}\"\nstatus_addr = {status:?}\n\
-                     initial_members = {members:?}\njoin = {join}\n\
+                     initial_members = {members:?}\njoin = {join}\njoin_token = {:?}\n\
                      [schedule]\ndown_after_ms = {}\nregion_split_size_mib = {}\n",
-                    self.opts.down_after_ms, self.opts.region_split_size_mib
+                    self.join_token, self.opts.down_after_ms, self.opts.region_split_size_mib
                 )
             } else {
                 format!(
                     "id = {id}\ndata_dir = {data:?}\nlisten_addr = \"127.0.0.1:{port}\"\nstatus_addr = {status:?}\n\
-                     initial_members = {members:?}\njoin = {join}\n\
+                     initial_members = {members:?}\njoin = {join}\njoin_token = {:?}\n\
                      [raft]\ntick_interval_ms = 50\nelection_ticks = 10\nheartbeat_ticks = 2\n\
                      [schedule]\ninterval_ms = 200\ndisconnect_after_ms = 1000\ndown_after_ms = {}\n\
                      operator_timeout_ms = 30000\nregion_split_size_mib = {}\nmax_balance_per_round = 8\n",
-                    self.opts.down_after_ms, self.opts.region_split_size_mib
+                    self.join_token, self.opts.down_after_ms, self.opts.region_split_size_mib
                 )
             },
         )
@@ -323,6 +339,26 @@ impl E2eCluster {
         );
     }
 
+    /// Gives the stopped store `index` a new listen address (a free port)
+    /// in its configuration, for its next start; returns the address. The
+    /// store registers it with the directory itself when it starts.
+    pub fn move_store(&mut self, index: usize) -> String {
+        let store = self.stores.get_mut(&index).expect("store index");
+        assert!(
+            !store.proc.is_running(),
+            "stop store {index} before moving it"
+        );
+        let config = self.dir.path().join(format!("store-{index}.toml"));
+        let new_addr = format!("127.0.0.1:{}", free_port());
+        let text = std::fs::read_to_string(&config).expect("store config");
+        let old = format!("listen_addr = {:?}", store.addr);
+        assert!(text.contains(&old), "{} has no {old}", config.display());
+        let text = text.replace(&old, &format!("listen_addr = {new_addr:?}"));
+        std::fs::write(&config, text).expect("store config");
+        store.addr = new_addr.clone();
+        new_addr
+    }
+
     /// Starts one more store; returns its index.
     pub fn add_store(&mut self) -> usize {
         let index = self.stores.keys().max().map(|i| i + 1).unwrap_or(1);
@@ -339,18 +375,20 @@ impl E2eCluster {
             if self.opts.default_timing {
                 format!(
                     "data_dir = {data:?}\nlisten_addr = {addr:?}\nstatus_addr = {status:?}\ndirectory = {:?}\n\
-                     region_split_size_mib = {}\n{extra}\n",
+                     join_token = {:?}\nregion_split_size_mib = {}\n{extra}\n",
                     self.directory_addrs(),
+                    self.join_token,
                     self.opts.region_split_size_mib
                 )
             } else {
                 format!(
                     "data_dir = {data:?}\nlisten_addr = {addr:?}\nstatus_addr = {status:?}\ndirectory = {:?}\n\
-                     heartbeat_interval_ms = 200\nrequest_timeout_ms = 5000\nshutdown_grace_ms = 3000\n\
+                     join_token = {:?}\nheartbeat_interval_ms = 200\nrequest_timeout_ms = 5000\nshutdown_grace_ms = 3000\n\
                      region_split_size_mib = {}\nsplit_check_interval_ms = 500\n\
                      [raft]\ntick_interval_ms = 50\nelection_ticks = 10\nheartbeat_ticks = 2\n{}\n\
                      [rocksdb]\nblock_cache_mib = 16\nwrite_buffer_mib = 8\nmax_background_jobs = 1\n{extra}\n",
                     self.directory_addrs(),
+                    self.join_token,
                     self.opts.region_split_size_mib,
                     self.opts.store_raft_extra.join("\n"),
                 )
@@ -529,7 +567,15 @@ impl E2eCluster {
         let address = format!("127.0.0.1:{port}");
         conn.call("add member", |mut c| {
             let address = address.clone();
-            async move { c.add_member(AddMemberRequest { id, address }).await }
+            let join_token = self.join_token.clone();
+            async move {
+                c.add_member(AddMemberRequest {
+                    id,
+                    address,
+                    join_token,
+                })
+                .await
+            }
         })
         .await?;
         Ok(id)

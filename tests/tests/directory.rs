@@ -257,6 +257,7 @@ async fn a_stale_region_heartbeat_never_overwrites_newer_metadata() {
             term: 1,
             ..Default::default()
         }),
+        cluster_id: c.status().await.unwrap().cluster_id,
     };
     let stream = tokio_stream::iter(vec![report]);
     let mut replies = rpc.region_heartbeat(stream).await.unwrap().into_inner();

@@ -315,6 +315,7 @@ async fn replicas_of_a_dead_store_are_rebuilt_and_a_decommissioned_store_empties
         );
     }
     // A removed store cannot come back.
+    let cluster_id = c.status().await.unwrap().cluster_id;
     let err = c
         .node_directory_conn()
         .call("register again", |mut cl| async move {
@@ -324,6 +325,9 @@ async fn replicas_of_a_dead_store_are_rebuilt_and_a_decommissioned_store_empties
                     address: "127.0.0.1:1".into(),
                     ..Default::default()
                 }),
+                cluster_id,
+                store_secret: tessera_security::secret::generate(),
+                ..Default::default()
             })
             .await
         })

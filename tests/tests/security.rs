@@ -120,6 +120,7 @@ async fn callers_get_exactly_what_their_identity_allows_and_refusals_change_noth
                     address: "127.0.0.1:1".into(),
                     ..Default::default()
                 }),
+                ..Default::default()
             })
             .await
             .unwrap_err();
@@ -135,7 +136,7 @@ async fn callers_get_exactly_what_their_identity_allows_and_refusals_change_noth
     let ch = dial(&router_identity(&c), &store_addr).await.unwrap();
     let batch = RaftMessageBatch {
         from_store_id: 2,
-        messages: vec![],
+        ..Default::default()
     };
     let refused = RaftClient::new(ch)
         .raft(tokio_stream::iter(vec![batch]))

@@ -23,6 +23,14 @@ fn bootstrapped() -> DirectoryState {
     let mut s = DirectoryState::default();
     let mut out = vec![];
     s.apply(
+        Cmd::PutStore(Store {
+            id: 1,
+            ..Default::default()
+        }),
+        &mut out,
+    )
+    .unwrap();
+    s.apply(
         Cmd::Bootstrap(tessera_proto::directorypb::BootstrapRequest {
             store: Some(Store {
                 id: 1,

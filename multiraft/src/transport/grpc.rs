@@ -80,6 +80,7 @@ type Unreachable = Arc<dyn Fn(StoreId) + Send + Sync>;
 
 pub struct GrpcTransport {
     store_id: StoreId,
+    cluster_id: u64,
     runtime: tokio::runtime::Handle,
     dialer: Dialer,
     unreachable: Unreachable,
@@ -91,11 +92,13 @@ pub struct GrpcTransport {
 }
 
 impl GrpcTransport {
-    /// A transport for `store_id` whose connection tasks run on `runtime`,
-    /// dial what `resolver` says secured by `security`, and whose
-    /// unreachable reports go to `mailbox`.
+    /// A transport for `store_id` of cluster `cluster_id` (stamped on every
+    /// batch and snapshot; the directory's own group uses 0) whose
+    /// connection tasks run on `runtime`, dial what `resolver` says secured
+    /// by `security`, and whose unreachable reports go to `mailbox`.
     pub fn new<O: Send + 'static>(
         store_id: StoreId,
+        cluster_id: u64,
         runtime: tokio::runtime::Handle,
         resolver: Arc<dyn AddressResolver>,
         security: Security,
@@ -106,8 +109,13 @@ impl GrpcTransport {
         let unreachable: Unreachable = Arc::new(move |store_id| f(Feedback::Unreachable(store_id)));
         GrpcTransport {
             store_id,
+            cluster_id,
             runtime,
-            dialer: Dialer { resolver, security },
+            dialer: Dialer {
+                resolver,
+                security,
+                cluster_id,
+            },
             unreachable,
             feedback,
             snapshot_slots: Arc::new(Semaphore::new(MAX_CONCURRENT_SNAPSHOT_SENDS)),
@@ -127,6 +135,7 @@ impl GrpcTransport {
         let batch = RaftMessageBatch {
             from_store_id: self.store_id,
             messages,
+            cluster_id: self.cluster_id,
         };
         let n = batch.messages.len() as u64;
         if self.faults.is_blocked(to) {
@@ -256,8 +265,18 @@ async fn run_connection(
         loop {
             tokio::select! {
                 res = &mut call => {
-                    if let Err(e) = res {
-                        tracing::debug!(store_id = to, error = %e, "raft stream ended");
+                    match res {
+                        // Another cluster, or an identity it does not accept.
+                        Err(e) if matches!(
+                            e.code(),
+                            tonic::Code::FailedPrecondition
+                                | tonic::Code::PermissionDenied
+                                | tonic::Code::Unauthenticated
+                        ) => {
+                            tracing::warn!(store_id = to, error = %e.message(), "the store refused our raft stream");
+                        }
+                        Err(e) => tracing::debug!(store_id = to, error = %e, "raft stream ended"),
+                        Ok(_) => {}
                     }
                     unreachable(to);
                     break;
@@ -284,6 +303,7 @@ async fn run_connection(
 struct Dialer {
     resolver: Arc<dyn AddressResolver>,
     security: Security,
+    cluster_id: u64,
 }
 
 async fn connect(to: StoreId, dialer: &Dialer) -> Result<tonic::transport::Channel> {
@@ -310,10 +330,12 @@ async fn stream_snapshot(to: StoreId, dialer: &Dialer, snap: OutgoingSnapshot) -
         .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES)
         .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES);
     let (tx, rx) = mpsc::channel::<SnapshotChunk>(4);
+    let cluster_id = dialer.cluster_id;
     let producer = tokio::spawn(async move {
         let mut sent = 0u64;
         let first = SnapshotChunk {
             message: Some(snap.msg),
+            cluster_id,
             ..Default::default()
         };
         if tx.send(first).await.is_err() {
@@ -346,6 +368,7 @@ async fn stream_snapshot(to: StoreId, dialer: &Dialer, snap: OutgoingSnapshot) -
                     message: None,
                     file_name: f.name.clone(),
                     data: buf,
+                    cluster_id: 0,
                 };
                 if tx.send(chunk).await.is_err() {
                     return Ok(sent);
@@ -367,6 +390,7 @@ async fn stream_snapshot(to: StoreId, dialer: &Dialer, snap: OutgoingSnapshot) -
 #[derive(Clone)]
 pub struct RaftService {
     store_id: StoreId,
+    cluster_id: u64,
     deliver: Arc<dyn Fn(RaftMessage) -> bool + Send + Sync>,
     stop: Option<tokio::sync::watch::Receiver<bool>>,
     snap_mgr: SnapManager,
@@ -375,13 +399,17 @@ pub struct RaftService {
 }
 
 impl RaftService {
+    /// The service of `store_id`, which accepts batches and snapshots of
+    /// cluster `cluster_id` only (0 for the directory's own group).
     pub fn new<O: Send + 'static>(
         store_id: StoreId,
+        cluster_id: u64,
         mailbox: Mailbox<O>,
         snap_mgr: SnapManager,
     ) -> Self {
         RaftService {
             store_id,
+            cluster_id,
             deliver: Arc::new(move |msg| mailbox.send_raft_message(msg)),
             stop: None,
             snap_mgr,
@@ -405,6 +433,7 @@ impl RaftService {
             .await
             .map_err(|e| Error::Transport(e.to_string()))?
             .ok_or_else(|| Error::Transport("empty snapshot stream".into()))?;
+        tessera_security::cluster::check(self.cluster_id, first.cluster_id, "snapshot")?;
         let msg = first.message.ok_or_else(|| {
             Error::Transport("snapshot stream does not start with its message".into())
         })?;
@@ -505,6 +534,7 @@ impl Raft for RaftService {
                 None => stream.message().await?,
             };
             let Some(batch) = next else { break };
+            tessera_security::cluster::check(self.cluster_id, batch.cluster_id, "raft")?;
             if self.faults.is_blocked(batch.from_store_id) {
                 metrics::counter!(m::RAFT_MESSAGES_DROPPED_TOTAL)
                     .increment(batch.messages.len() as u64);
@@ -553,7 +583,10 @@ impl Raft for RaftService {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "receiving a snapshot failed");
-                Err(Status::data_loss(e.to_string()))
+                Err(match e {
+                    Error::OtherCluster(m) => m.into(),
+                    e => Status::data_loss(e.to_string()),
+                })
             }
         }
     }

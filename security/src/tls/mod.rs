@@ -211,6 +211,13 @@ pub fn describe() {
     for reason in ["unauthenticated", "permission_denied"] {
         counter!(guard::REFUSED_RPCS, "reason" => reason).increment(0);
     }
+    describe_counter!(
+        crate::cluster::MISMATCHES,
+        "Messages, streams and registrations of another cluster refused, by source"
+    );
+    for source in crate::cluster::SOURCES {
+        counter!(crate::cluster::MISMATCHES, "source" => *source).increment(0);
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The store's [`DirectoryClient`] over gRPC: a thin layer over the
 //! leader-following [`DirectoryConn`] of `tessera-common`.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -8,19 +9,24 @@ use tessera_proto::directorypb::*;
 use tessera_proto::metapb::{Region, Store};
 use tessera_routing::directory::DirectoryConn;
 
-use super::{DirectoryClient, RegionHeartbeatStream};
+use super::{DirectoryClient, RegionHeartbeatStream, Registration};
 use crate::{Error, Result};
 
 pub struct GrpcDirectoryClient {
     conn: DirectoryConn,
+    /// This store's cluster, once registered: stamped on heartbeats.
+    ours: OnceLock<u64>,
 }
 
 fn map(e: tessera_routing::Error) -> Error {
     use tessera_routing::Error as E;
-    Error::Directory(match e {
-        E::Directory { message, .. } | E::DirectoryUnreachable(message) => message,
-        other => other.to_string(),
-    })
+    match e {
+        E::Refused(message) => Error::Refused(message),
+        E::Directory { message, .. } | E::DirectoryUnreachable(message) => {
+            Error::Directory(message)
+        }
+        other => Error::Directory(other.to_string()),
+    }
 }
 
 impl GrpcDirectoryClient {
@@ -34,12 +40,12 @@ impl GrpcDirectoryClient {
         Ok(GrpcDirectoryClient {
             conn: DirectoryConn::new(endpoints, call_deadline, security)
                 .map_err(|e| Error::Config(e.to_string()))?,
+            ours: OnceLock::new(),
         })
     }
 
-    /// The cluster id the directory reported, once known.
-    pub fn cluster_id(&self) -> u64 {
-        self.conn.cluster_id()
+    fn ours(&self) -> u64 {
+        self.ours.get().copied().unwrap_or(0)
     }
 }
 
@@ -87,16 +93,30 @@ impl DirectoryClient for GrpcDirectoryClient {
         Ok((r.first..r.first + count as u64).collect())
     }
 
-    async fn put_store(&self, store: Store) -> Result<()> {
+    async fn cluster_id(&self) -> Result<u64> {
+        self.is_bootstrapped().await?;
+        match self.conn.cluster_id() {
+            0 => Err(Error::Directory(
+                "the directory has not chosen the cluster's id yet".into(),
+            )),
+            id => Ok(id),
+        }
+    }
+
+    async fn register(&self, r: Registration) -> Result<()> {
         self.conn
             .call("register store", |mut c| {
                 let req = PutStoreRequest {
-                    store: Some(store.clone()),
+                    store: Some(r.store.clone()),
+                    cluster_id: r.cluster_id,
+                    store_secret: r.secret.clone(),
+                    join_token: r.join_token.clone().unwrap_or_default(),
                 };
                 async move { c.put_store(req).await }
             })
             .await
             .map_err(map)?;
+        let _ = self.ours.set(r.cluster_id);
         Ok(())
     }
 
@@ -116,7 +136,10 @@ impl DirectoryClient for GrpcDirectoryClient {
     async fn store_heartbeat(&self, stats: StoreStats) -> Result<()> {
         self.conn
             .call("store heartbeat", |mut c| {
-                let req = StoreHeartbeatRequest { stats: Some(stats) };
+                let req = StoreHeartbeatRequest {
+                    stats: Some(stats),
+                    cluster_id: self.ours(),
+                };
                 async move { c.store_heartbeat(req).await }
             })
             .await
@@ -127,10 +150,13 @@ impl DirectoryClient for GrpcDirectoryClient {
     async fn region_heartbeats(&self) -> Result<RegionHeartbeatStream> {
         let (addr, mut client) = self.conn.pick().map_err(map)?;
         let (tx, rx) = tokio::sync::mpsc::channel::<RegionReport>(1024);
-        let requests =
-            tokio_stream::wrappers::ReceiverStream::new(rx).map(|report| RegionHeartbeatRequest {
+        let cluster_id = self.ours();
+        let requests = tokio_stream::wrappers::ReceiverStream::new(rx).map(move |report| {
+            RegionHeartbeatRequest {
                 report: Some(report),
-            });
+                cluster_id,
+            }
+        });
         let replies = match client.region_heartbeat(requests).await {
             Ok(r) => r.into_inner(),
             Err(status) => {
@@ -158,6 +184,9 @@ impl DirectoryClient for GrpcDirectoryClient {
                     Some(e) => Err(Error::Directory(e.message.clone())),
                     None => Ok(resp),
                 },
+                Err(status) if tessera_routing::directory::is_refusal(status.code()) => {
+                    Err(Error::Refused(status.message().to_string()))
+                }
                 Err(status) => Err(Error::Directory(format!(
                     "region heartbeat stream: {}",
                     status.message()

@@ -1,6 +1,6 @@
 //! What a store asks of the directory, as a trait.
 //!
-//! The store registers itself, allocates ids (for new regions and peers),
+//! The store learns the cluster's id, registers itself, allocates ids (for new regions and peers),
 //! bootstraps the cluster's first region, looks up other stores' addresses
 //! and reports its own and its regions' state in heartbeats.
 //!
@@ -31,14 +31,28 @@ pub trait DirectoryClient: Send + Sync + 'static {
     async fn bootstrap(&self, store: Store, region: Region) -> Result<()>;
     /// `count` fresh ids, unique in the cluster (stores, regions, peers).
     async fn alloc_ids(&self, count: u32) -> Result<Vec<u64>>;
-    /// Registers or updates a store.
-    async fn put_store(&self, store: Store) -> Result<()>;
+    /// The cluster's id (an error until the directory has chosen it).
+    async fn cluster_id(&self) -> Result<u64>;
+    /// Registers this store, or updates its address and labels; later
+    /// heartbeats carry the registration's cluster id.
+    async fn register(&self, registration: Registration) -> Result<()>;
     async fn get_store(&self, store_id: u64) -> Result<Store>;
     async fn store_heartbeat(&self, stats: StoreStats) -> Result<()>;
     /// Opens the stream of region heartbeats with the directory leader:
     /// reports go out through `reports`, operator steps come back on
     /// `replies`. The stream ends when the leader changes; open another.
     async fn region_heartbeats(&self) -> Result<RegionHeartbeatStream>;
+}
+
+/// What a store registers with (see `tessera-directory`'s join process).
+#[derive(Clone, Debug)]
+pub struct Registration {
+    pub store: Store,
+    pub cluster_id: u64,
+    /// The store's own secret (`StoreIdent`).
+    pub secret: String,
+    /// The cluster's join token; needed for the first registration only.
+    pub join_token: Option<String>,
 }
 
 /// Both ends of a region heartbeat stream.

@@ -28,16 +28,22 @@ pub struct GrpcServer {
 pub fn spawn(
     listener: tokio::net::TcpListener,
     node: &StoreNode,
+    cluster_id: u64,
     snap_mgr: SnapManager,
     net_faults: NetFaults,
     security: &tessera_security::Security,
     stop: watch::Receiver<bool>,
 ) -> GrpcServer {
     let (health, health_service) = tonic_health::server::health_reporter();
-    let raft = RaftService::new(node.store_id(), node.mailbox().clone(), snap_mgr)
-        .with_faults(net_faults)
-        .with_stop(stop.clone())
-        .into_server();
+    let raft = RaftService::new(
+        node.store_id(),
+        cluster_id,
+        node.mailbox().clone(),
+        snap_mgr,
+    )
+    .with_faults(net_faults)
+    .with_stop(stop.clone())
+    .into_server();
     let kv = KvService::new(node.kv().clone()).into_server();
     let admin = AdminService::new(node.admin().clone()).into_server();
     let mut stop = stop;
