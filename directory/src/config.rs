@@ -48,6 +48,9 @@ pub struct DirectoryConfig {
     /// the cluster is created: rotate it with `tessera cluster
     /// rotate-join-token`.
     pub join_token: Option<String>,
+    /// The same, read from a file (a mounted Kubernetes Secret); not with
+    /// `join_token`.
+    pub join_token_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -93,6 +96,7 @@ impl Default for DirectoryConfig {
             schedule: ScheduleSection::default(),
             security: Default::default(),
             join_token: None,
+            join_token_file: None,
         }
     }
 }
@@ -158,14 +162,21 @@ impl DirectoryConfig {
         Ok(out)
     }
 
+    /// The configured join token (`join_token` or `join_token_file`).
+    pub fn join_token(&self) -> Result<Option<String>> {
+        tessera_security::secret::resolve(
+            "join_token",
+            self.join_token.as_deref(),
+            self.join_token_file.as_deref(),
+        )
+        .map_err(|e| Error::Config(e.to_string()))
+    }
+
     pub fn validate(&self) -> Result<()> {
         if self.id == 0 {
             return Err(Error::Config("id must be above 0".into()));
         }
-        if let Some(t) = &self.join_token {
-            tessera_security::secret::check_form(t)
-                .map_err(|e| Error::Config(format!("join_token: {e}")))?;
-        }
+        self.join_token()?;
         let members = self.members()?;
         if !self.join && !members.contains_key(&self.id) {
             return Err(Error::Config(format!(

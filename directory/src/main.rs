@@ -62,6 +62,9 @@ struct Args {
     /// created.
     #[arg(long, env = "TESSERA_JOIN_TOKEN", hide_env_values = true)]
     join_token: Option<String>,
+    /// The same, read from a file (e.g. a mounted Kubernetes Secret).
+    #[arg(long, env = "TESSERA_JOIN_TOKEN_FILE", conflicts_with = "join_token")]
+    join_token_file: Option<std::path::PathBuf>,
     /// Print the default configuration as TOML and exit.
     #[arg(long)]
     print_default_config: bool,
@@ -106,6 +109,9 @@ fn load_config(args: &Args) -> anyhow::Result<DirectoryConfig> {
     args.security.apply(&mut cfg.security);
     if let Some(v) = &args.join_token {
         cfg.join_token = Some(v.clone());
+    }
+    if let Some(v) = &args.join_token_file {
+        cfg.join_token_file = Some(v.clone());
     }
     if let Some(v) = args.shutdown_grace_ms {
         cfg.shutdown_grace_ms = v;

@@ -82,7 +82,7 @@ pub async fn run(
         node.clone(),
         cfg.schedule_config(),
         crate::join::JoinSettings {
-            token: cfg.join_token.clone(),
+            token: cfg.join_token()?,
             data_dir: cfg.data_dir.clone(),
         },
     );

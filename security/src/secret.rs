@@ -78,6 +78,33 @@ pub fn save(path: &std::path::Path, secret: &str) -> Result<()> {
     f.sync_all().map_err(Error::io(path))
 }
 
+/// A secret given inline or as a file (never both): the configured value
+/// of settings such as `join_token` / `join_token_file`. A named file that
+/// does not exist is an error.
+pub fn resolve(
+    what: &str,
+    inline: Option<&str>,
+    file: Option<&std::path::Path>,
+) -> Result<Option<String>> {
+    match (inline, file) {
+        (Some(_), Some(_)) => Err(Error::InvalidArgument(format!(
+            "{what} is given both inline and as a file: choose one"
+        ))),
+        (Some(s), None) => {
+            check_form(s).map_err(|e| Error::InvalidArgument(format!("{what}: {e}")))?;
+            Ok(Some(s.trim().to_string()))
+        }
+        (None, Some(path)) => match load(path)? {
+            Some(s) => Ok(Some(s)),
+            None => Err(Error::InvalidArgument(format!(
+                "{what}: {} does not exist",
+                path.display()
+            ))),
+        },
+        (None, None) => Ok(None),
+    }
+}
+
 /// Reads a secret [`save`] wrote: `None` if there is no such file.
 pub fn load(path: &std::path::Path) -> Result<Option<String>> {
     match std::fs::read_to_string(path) {
@@ -132,6 +159,22 @@ mod tests {
         assert!(!matches(&[], &a), "no stored hash matches nothing");
         assert!(hashes_match(&h, &hash(&a)));
         assert!(!hashes_match(&h, &h[..31]));
+    }
+
+    #[test]
+    fn a_secret_comes_inline_or_from_a_file_never_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        let s = generate();
+        assert_eq!(resolve("t", None, None).unwrap(), None);
+        assert_eq!(resolve("t", Some(&s), None).unwrap(), Some(s.clone()));
+        let e = resolve("t", None, Some(&path)).unwrap_err().to_string();
+        assert!(e.contains("does not exist"), "{e}");
+        save(&path, &s).unwrap();
+        assert_eq!(resolve("t", None, Some(&path)).unwrap(), Some(s.clone()));
+        let e = resolve("t", Some(&s), Some(&path)).unwrap_err().to_string();
+        assert!(e.contains("choose one"), "{e}");
+        assert!(resolve("t", Some("nope"), None).is_err());
     }
 
     #[test]

@@ -60,6 +60,9 @@ pub struct StoreConfig {
     /// creates the cluster (and writes it to its data directory's
     /// `join-token`).
     pub join_token: Option<String>,
+    /// The same, read from a file (a mounted Kubernetes Secret); not with
+    /// `join_token`.
+    pub join_token_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -114,6 +117,7 @@ impl Default for StoreConfig {
             rocksdb: RocksSection::default(),
             security: Default::default(),
             join_token: None,
+            join_token_file: None,
         }
     }
 }
@@ -159,11 +163,18 @@ impl StoreConfig {
     }
 
     /// Checks the values a store cannot run with.
+    /// The configured join token (`join_token` or `join_token_file`).
+    pub fn join_token(&self) -> Result<Option<String>> {
+        tessera_security::secret::resolve(
+            "join_token",
+            self.join_token.as_deref(),
+            self.join_token_file.as_deref(),
+        )
+        .map_err(|e| Error::Config(e.to_string()))
+    }
+
     pub fn validate(&self) -> Result<()> {
-        if let Some(t) = &self.join_token {
-            tessera_security::secret::check_form(t)
-                .map_err(|e| Error::Config(format!("join_token: {e}")))?;
-        }
+        self.join_token()?;
         if self.directory.is_empty() {
             return Err(Error::Config(
                 "at least one directory address is required".into(),

@@ -144,8 +144,9 @@ pub async fn run(
         "waiting for the directory at {}",
         cfg.directory.join(", ")
     ));
+    let join_token = cfg.join_token()?;
     let joined = match until_ok("joining the cluster", &readiness, &mut stop, || {
-        bootstrap::join(&engine, directory.as_ref(), &me, cfg.join_token.as_deref())
+        bootstrap::join(&engine, directory.as_ref(), &me, join_token.as_deref())
     })
     .await
     {

@@ -53,6 +53,44 @@ fn a_bad_config_is_refused_with_a_clear_message() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("key=value"));
+
+    // A join token that is not one, a token file that is not there, and
+    // both at once: refused before anything starts.
+    let missing = dir.path().join("no-such-token");
+    for (args, says) in [
+        (
+            vec!["--insecure", "--join-token", "hunter2"],
+            "64 hex digits",
+        ),
+        (
+            vec!["--insecure", "--join-token-file", missing.to_str().unwrap()],
+            "does not exist",
+        ),
+    ] {
+        let out = Command::new(BIN)
+            .args(&args)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .env_remove("TESSERA_JOIN_TOKEN")
+            .env_remove("TESSERA_JOIN_TOKEN_FILE")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    let token = dir.path().join("token");
+    std::fs::write(&token, "tessera-".to_string() + &"ab".repeat(32)).unwrap();
+    let out = Command::new(BIN)
+        .args(["--insecure", "--join-token"])
+        .arg("tessera-".to_string() + &"ab".repeat(32))
+        .arg("--join-token-file")
+        .arg(&token)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
+    assert!(!dir.path().join("data").exists(), "nothing was created");
 }
 
 #[test]
