@@ -45,6 +45,9 @@ pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
 pub const MAX_CONCURRENT_SNAPSHOT_SENDS: usize = 2;
 /// Snapshots a store receives at once; more wait their turn.
 pub const MAX_CONCURRENT_SNAPSHOT_RECEIVES: usize = 4;
+/// A snapshot stream that sends nothing for this long is dropped (it holds
+/// one of the receive slots).
+pub const SNAPSHOT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Finds the address (`host:port`) of a store.
 pub trait AddressResolver: Send + Sync + 'static {
@@ -386,6 +389,53 @@ async fn stream_snapshot(to: StoreId, dialer: &Dialer, snap: OutgoingSnapshot) -
         .map_err(|e| Error::Transport(format!("snapshot reader failed: {e}")))?
 }
 
+/// The next chunk of a snapshot stream, or an error if the sender went
+/// quiet for [`SNAPSHOT_IDLE_TIMEOUT`].
+async fn next_chunk(stream: &mut Streaming<SnapshotChunk>) -> Result<Option<SnapshotChunk>> {
+    match tokio::time::timeout(SNAPSHOT_IDLE_TIMEOUT, stream.message()).await {
+        Ok(r) => r.map_err(|e| Error::Transport(e.to_string())),
+        Err(_) => Err(Error::Transport(format!(
+            "the snapshot stream sent nothing for {SNAPSHOT_IDLE_TIMEOUT:?}"
+        ))),
+    }
+}
+
+/// Writes the files of a snapshot stream into `dir`: only files `expected`
+/// declared, each within its declared size. Returns the bytes written.
+async fn write_files(
+    stream: &mut Streaming<SnapshotChunk>,
+    mut expected: receive::Expected,
+    dir: &std::path::Path,
+) -> Result<u64> {
+    let io = |e: std::io::Error| Error::Engine(format!("{}: {e}", dir.display()));
+    tokio::fs::create_dir_all(dir).await.map_err(io)?;
+    let mut current: Option<(String, tokio::fs::File)> = None;
+    let mut bytes = 0u64;
+    while let Some(chunk) = next_chunk(stream).await? {
+        expected.accept(&chunk.file_name, chunk.data.len())?;
+        if current
+            .as_ref()
+            .map(|(n, _)| n != &chunk.file_name)
+            .unwrap_or(true)
+        {
+            if let Some((_, f)) = current.take() {
+                f.sync_all().await.map_err(io)?;
+            }
+            let f = tokio::fs::File::create(dir.join(&chunk.file_name))
+                .await
+                .map_err(io)?;
+            current = Some((chunk.file_name.clone(), f));
+        }
+        let (_, f) = current.as_mut().expect("file open");
+        f.write_all(&chunk.data).await.map_err(io)?;
+        bytes += chunk.data.len() as u64;
+    }
+    if let Some((_, f)) = current.take() {
+        f.sync_all().await.map_err(io)?;
+    }
+    Ok(bytes)
+}
+
 /// The receiving end: the `Raft` gRPC service of a store.
 #[derive(Clone)]
 pub struct RaftService {
@@ -428,10 +478,8 @@ impl RaftService {
         &self,
         mut stream: Streaming<SnapshotChunk>,
     ) -> Result<(RaftMessage, u64)> {
-        let first = stream
-            .message()
-            .await
-            .map_err(|e| Error::Transport(e.to_string()))?
+        let first = next_chunk(&mut stream)
+            .await?
             .ok_or_else(|| Error::Transport("empty snapshot stream".into()))?;
         tessera_security::cluster::check(self.cluster_id, first.cluster_id, "snapshot")?;
         let msg = first.message.ok_or_else(|| {
@@ -454,52 +502,27 @@ impl RaftService {
                 self.store_id
             )));
         }
+        let expected = receive::Expected::of(&msg)?;
         let dir = receive::target_dir(&self.snap_mgr, &msg)?;
         self.snap_mgr.remove(&dir);
-        let io = |e: std::io::Error| Error::Engine(format!("{}: {e}", dir.display()));
-        tokio::fs::create_dir_all(&dir).await.map_err(io)?;
-        let mut current: Option<(String, tokio::fs::File)> = None;
-        let mut bytes = 0u64;
-        while let Some(chunk) = stream
-            .message()
-            .await
-            .map_err(|e| Error::Transport(e.to_string()))?
-        {
-            if chunk.file_name.is_empty()
-                || chunk.file_name.contains('/')
-                || chunk.file_name.contains("..")
-            {
-                return Err(Error::Transport(format!(
-                    "bad snapshot file name {:?}",
-                    chunk.file_name
-                )));
-            }
-            if current
-                .as_ref()
-                .map(|(n, _)| n != &chunk.file_name)
-                .unwrap_or(true)
-            {
-                if let Some((_, f)) = current.take() {
-                    f.sync_all().await.map_err(io)?;
-                }
-                let f = tokio::fs::File::create(dir.join(&chunk.file_name))
-                    .await
-                    .map_err(io)?;
-                current = Some((chunk.file_name.clone(), f));
-            }
-            let (_, f) = current.as_mut().expect("file open");
-            f.write_all(&chunk.data).await.map_err(io)?;
-            bytes += chunk.data.len() as u64;
+        let received = async {
+            let bytes = write_files(&mut stream, expected, &dir).await?;
+            let mgr = self.snap_mgr.clone();
+            let checked = msg.clone();
+            tokio::task::spawn_blocking(move || receive::complete(&mgr, &checked))
+                .await
+                .map_err(|e| Error::Engine(e.to_string()))??;
+            Ok(bytes)
         }
-        if let Some((_, f)) = current.take() {
-            f.sync_all().await.map_err(io)?;
+        .await;
+        match received {
+            Ok(bytes) => Ok((msg, bytes)),
+            Err(e) => {
+                // Nothing of a refused or broken stream stays on disk.
+                self.snap_mgr.remove(&dir);
+                Err(e)
+            }
         }
-        let mgr = self.snap_mgr.clone();
-        let checked = msg.clone();
-        tokio::task::spawn_blocking(move || receive::complete(&mgr, &checked))
-            .await
-            .map_err(|e| Error::Engine(e.to_string()))??;
-        Ok((msg, bytes))
     }
 
     /// Ends every open stream once `stop` turns true, so a server shutting
