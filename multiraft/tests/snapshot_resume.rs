@@ -83,12 +83,13 @@ fn a_snapshot_apply_interrupted_by_a_crash_finishes_on_restart() {
         dir: source_mgr.gen_dir(region().id, meta.term, meta.index),
         files: data.files.clone(),
     };
-    let recv = snapshot::receive::target_dir(&target_mgr, &msg).unwrap();
+    let expected = snapshot::receive::Expected::of(&target_mgr, &msg).unwrap();
+    let recv = expected.dir.clone();
     std::fs::create_dir_all(&recv).unwrap();
     for f in &out.files {
         std::fs::copy(out.dir.join(&f.name), recv.join(&f.name)).unwrap();
     }
-    snapshot::receive::complete(&target_mgr, &msg).unwrap();
+    snapshot::receive::complete(&expected).unwrap();
 
     // Store 2 stages the snapshot's states, writes them — and crashes
     // before ingesting the data.

@@ -52,8 +52,7 @@ pub fn hash(secret: &str) -> Vec<u8> {
 /// Whether `secret` hashes to `stored`, compared in constant time. An
 /// empty `stored` matches nothing.
 pub fn matches(stored: &[u8], secret: &str) -> bool {
-    use subtle::ConstantTimeEq;
-    !stored.is_empty() && bool::from(stored.ct_eq(&hash(secret)[..]))
+    hashes_match(stored, &hash(secret))
 }
 
 /// [`matches`] for a hash computed elsewhere (the directory's state

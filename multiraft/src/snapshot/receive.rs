@@ -8,14 +8,15 @@
 //! local states), every file name plain, and at most
 //! [`MAX_SNAPSHOT_BYTES`] in all; each chunk must belong to a declared file
 //! and stay within its declared size ([`Expected::accept`]). Sizes and
-//! checksums are verified once every file is there ([`complete`]).
+//! checksums are verified once every file is there ([`complete`]). Every
+//! transport goes through [`Expected::of`], so the checks hold for all.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 
 use protobuf::Message as _;
 use raft::eraftpb::Message;
-use tessera_proto::raft_serverpb::RaftMessage;
+use tessera_proto::raft_serverpb::{RaftMessage, SnapshotData};
 
 use super::apply::META_FILE;
 use super::{decode_data, SnapManager};
@@ -26,28 +27,25 @@ use crate::{Error, Result};
 /// split size): a sender cannot fill the receiver's disk.
 pub const MAX_SNAPSHOT_BYTES: u64 = 16 * 1024 * 1024 * 1024;
 
-/// Where the files of the snapshot in `msg` go on this store.
-pub fn target_dir(mgr: &SnapManager, msg: &RaftMessage) -> Result<PathBuf> {
-    let m = Message::parse_from_bytes(&msg.message)
-        .map_err(|e| Error::corruption("snapshot message", e))?;
-    let meta = m.get_snapshot().get_metadata();
-    Ok(mgr.recv_dir(msg.region_id, meta.term, meta.index))
-}
-
 fn refused(detail: impl ToString) -> Error {
     Error::corruption("snapshot stream", detail)
 }
 
-/// The files a snapshot stream declared, and how much of each arrived.
+/// What a snapshot's message declares, checked: its region and files,
+/// where they go on this store, and how much of each has arrived.
 #[derive(Debug)]
 pub struct Expected {
+    data: SnapshotData,
+    /// Where the files go on this store.
+    pub dir: PathBuf,
     /// name → (declared size, bytes received).
     files: HashMap<String, (u64, u64)>,
 }
 
 impl Expected {
-    /// What the first chunk's message declares, checked.
-    pub fn of(msg: &RaftMessage) -> Result<Self> {
+    /// What the first chunk's message declares, checked; the files go to
+    /// `mgr`'s directory for received snapshots.
+    pub fn of(mgr: &SnapManager, msg: &RaftMessage) -> Result<Self> {
         let m = Message::parse_from_bytes(&msg.message)
             .map_err(|e| Error::corruption("snapshot message", e))?;
         if m.get_msg_type() != raft::eraftpb::MessageType::MsgSnapshot {
@@ -90,7 +88,9 @@ impl Expected {
                 "{total} bytes declared; at most {MAX_SNAPSHOT_BYTES} are accepted"
             )));
         }
-        Ok(Expected { files })
+        let meta = m.get_snapshot().get_metadata();
+        let dir = mgr.recv_dir(msg.region_id, meta.term, meta.index);
+        Ok(Expected { data, dir, files })
     }
 
     /// Accounts `len` bytes of file `name`: refused if it was not declared
@@ -109,19 +109,18 @@ impl Expected {
     }
 }
 
-/// Checks the files of the snapshot in `msg` (already written to
-/// [`target_dir`]) and records its description; the message may then be
+/// Checks the files of a snapshot (already written to its
+/// [`Expected::dir`]) and records its description; its message may then be
 /// delivered to the poller.
-pub fn complete(mgr: &SnapManager, msg: &RaftMessage) -> Result<()> {
-    Expected::of(msg)?;
-    let m = Message::parse_from_bytes(&msg.message)
-        .map_err(|e| Error::corruption("snapshot message", e))?;
-    let data = decode_data(m.get_snapshot())?;
-    let dir = target_dir(mgr, msg)?;
-    let files = SnapManager::files_in(&dir, &data.files)?;
+pub fn complete(expected: &Expected) -> Result<()> {
+    let dir = &expected.dir;
+    let files = SnapManager::files_in(dir, &expected.data.files)?;
     SnapManager::verify(&files)?;
-    std::fs::write(dir.join(META_FILE), prost::Message::encode_to_vec(&data))
-        .map_err(|e| Error::Engine(format!("{}: {e}", dir.display())))?;
+    std::fs::write(
+        dir.join(META_FILE),
+        prost::Message::encode_to_vec(&expected.data),
+    )
+    .map_err(|e| Error::Engine(format!("{}: {e}", dir.display())))?;
     Ok(())
 }
 
@@ -129,7 +128,7 @@ pub fn complete(mgr: &SnapManager, msg: &RaftMessage) -> Result<()> {
 mod tests {
     use raft::eraftpb::{MessageType, Snapshot};
     use tessera_proto::metapb::Region;
-    use tessera_proto::raft_serverpb::{SnapshotData, SnapshotFile};
+    use tessera_proto::raft_serverpb::SnapshotFile;
 
     use super::*;
 
@@ -153,6 +152,10 @@ mod tests {
         }
     }
 
+    fn mgr() -> SnapManager {
+        SnapManager::new(std::env::temp_dir().join("tessera-receive-tests")).unwrap()
+    }
+
     fn file(cf: &str, name: &str, size: u64) -> SnapshotFile {
         SnapshotFile {
             cf: cf.into(),
@@ -164,7 +167,11 @@ mod tests {
 
     #[test]
     fn only_declared_data_files_within_their_sizes_are_accepted() {
-        let mut e = Expected::of(&snapshot_msg(7, 7, vec![file("default", "a.sst", 10)])).unwrap();
+        let mut e = Expected::of(
+            &mgr(),
+            &snapshot_msg(7, 7, vec![file("default", "a.sst", 10)]),
+        )
+        .unwrap();
         e.accept("a.sst", 6).unwrap();
         e.accept("a.sst", 4).unwrap();
         let err = e.accept("a.sst", 1).unwrap_err().to_string();
@@ -217,14 +224,16 @@ mod tests {
             ),
         ];
         for (msg, says) in cases {
-            let err = Expected::of(&msg).unwrap_err().to_string();
+            let err = Expected::of(&mgr(), &msg).unwrap_err().to_string();
             assert!(err.contains(says), "{says}: {err}");
         }
         let mut not_a_snapshot = snapshot_msg(7, 7, vec![]);
         let mut m = Message::parse_from_bytes(&not_a_snapshot.message).unwrap();
         m.set_msg_type(MessageType::MsgHeartbeat);
         not_a_snapshot.message = m.write_to_bytes().unwrap();
-        let err = Expected::of(&not_a_snapshot).unwrap_err().to_string();
+        let err = Expected::of(&mgr(), &not_a_snapshot)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not a snapshot"), "{err}");
     }
 }

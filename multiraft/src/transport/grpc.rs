@@ -400,15 +400,16 @@ async fn next_chunk(stream: &mut Streaming<SnapshotChunk>) -> Result<Option<Snap
     }
 }
 
-/// Writes the files of a snapshot stream into `dir`: only files `expected`
-/// declared, each within its declared size. Returns the bytes written.
+/// Writes the files of a snapshot stream into the snapshot's directory:
+/// only files `expected` declared, each within its declared size. Returns
+/// the bytes written.
 async fn write_files(
     stream: &mut Streaming<SnapshotChunk>,
-    mut expected: receive::Expected,
-    dir: &std::path::Path,
+    expected: &mut receive::Expected,
 ) -> Result<u64> {
+    let dir = expected.dir.clone();
     let io = |e: std::io::Error| Error::Engine(format!("{}: {e}", dir.display()));
-    tokio::fs::create_dir_all(dir).await.map_err(io)?;
+    tokio::fs::create_dir_all(&dir).await.map_err(io)?;
     let mut current: Option<(String, tokio::fs::File)> = None;
     let mut bytes = 0u64;
     while let Some(chunk) = next_chunk(stream).await? {
@@ -502,14 +503,12 @@ impl RaftService {
                 self.store_id
             )));
         }
-        let expected = receive::Expected::of(&msg)?;
-        let dir = receive::target_dir(&self.snap_mgr, &msg)?;
+        let mut expected = receive::Expected::of(&self.snap_mgr, &msg)?;
+        let dir = expected.dir.clone();
         self.snap_mgr.remove(&dir);
         let received = async {
-            let bytes = write_files(&mut stream, expected, &dir).await?;
-            let mgr = self.snap_mgr.clone();
-            let checked = msg.clone();
-            tokio::task::spawn_blocking(move || receive::complete(&mgr, &checked))
+            let bytes = write_files(&mut stream, &mut expected).await?;
+            tokio::task::spawn_blocking(move || receive::complete(&expected))
                 .await
                 .map_err(|e| Error::Engine(e.to_string()))??;
             Ok(bytes)

@@ -205,15 +205,16 @@ impl MemoryNetwork {
             (FilterAction::Drop, _, _) | (_, None, _) | (_, _, None) => false,
             (_, Some(mgr), Some(inbox)) => {
                 let copied = (|| -> crate::Result<()> {
-                    let dir = receive::target_dir(&mgr, &snap.msg)?;
-                    mgr.remove(&dir);
-                    std::fs::create_dir_all(&dir)
+                    let expected = receive::Expected::of(&mgr, &snap.msg)?;
+                    let dir = &expected.dir;
+                    mgr.remove(dir);
+                    std::fs::create_dir_all(dir)
                         .map_err(|e| crate::Error::Engine(e.to_string()))?;
                     for f in &snap.files {
                         std::fs::copy(snap.dir.join(&f.name), dir.join(&f.name))
                             .map_err(|e| crate::Error::Engine(e.to_string()))?;
                     }
-                    receive::complete(&mgr, &snap.msg)
+                    receive::complete(&expected)
                 })();
                 match copied {
                     Ok(()) => {
