@@ -6,7 +6,10 @@
 //! directory's leader is `tessera_routing::directory`.
 
 pub mod build_info;
+mod panics;
 pub mod status;
+
+pub use panics::{abort_on_panic, contain};
 
 /// The error of this crate.
 #[derive(Debug, thiserror::Error)]
@@ -102,15 +105,4 @@ pub async fn shutdown_signal() {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
     }
-}
-
-/// Makes any panic stop the process: a component that panicked (the Raft
-/// poller above all) cannot make progress safely, and a restart recovers
-/// from disk.
-pub fn abort_on_panic() {
-    let default_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        default_hook(info);
-        std::process::abort();
-    }));
 }

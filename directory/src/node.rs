@@ -135,6 +135,7 @@ impl DirectoryNode {
                 state_machine: DirectoryStateMachine::new(state.clone()),
                 transport: Box::new(transport),
                 inbox,
+                removal_reports: None,
             },
             mailbox.clone(),
         )?;

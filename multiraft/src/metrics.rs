@@ -53,6 +53,31 @@ pub const LOG_GC_ENTRIES_TOTAL: &str = "tessera_raft_log_gc_entries_total";
 pub const RAFT_LOG_ENTRIES: &str = "tessera_raft_log_entries";
 /// Approximate bytes of Raft log kept, summed over the store's regions.
 pub const RAFT_LOG_BYTES: &str = "tessera_raft_log_bytes";
+/// Tombstone messages (a claim that a local peer was removed) by what was
+/// done with them (`outcome`): `reported` to the store's removal checker,
+/// `checker_busy`, `stale`, `unconfirmable`, `uninitialized_dropped`.
+pub const TOMBSTONE_MESSAGES_TOTAL: &str = "tessera_raft_tombstone_messages_total";
+/// Raft messages from other nodes refused before they reached raft-rs,
+/// because stepping them would break an invariant raft-rs aborts on, or
+/// because a snapshot's files did not pass their checks (`reason`).
+pub const RAFT_MESSAGES_REFUSED_TOTAL: &str = "tessera_raft_messages_refused_total";
+/// Every `reason` of [`RAFT_MESSAGES_REFUSED_TOTAL`] (exported at 0).
+pub const REFUSAL_REASONS: &[&str] = &[
+    "heartbeat_commit_past_log",
+    "append_not_contiguous",
+    "read_index_without_one_context",
+    "append_response_past_log",
+    "snapshot_invalid_configuration",
+    "snapshot_undecodable",
+    "snapshot_other_region",
+    "snapshot_not_received",
+    "snapshot_files_refused",
+];
+/// Peers reloaded from their durable state because raft-rs panicked on a
+/// message or a received snapshot could not be staged (`reason`): the
+/// region's in-memory state is dropped, as after a restart of that region
+/// alone, instead of the store aborting.
+pub const REGION_RELOADS_TOTAL: &str = "tessera_region_reloads_total";
 /// Regions hosted by this store.
 pub const REGIONS: &str = "tessera_regions";
 /// Regions whose leader is on this store.
@@ -171,6 +196,18 @@ pub fn describe() {
         Unit::Bytes,
         "Approximate bytes of Raft log kept, summed over the store's regions"
     );
+    describe_counter!(
+        TOMBSTONE_MESSAGES_TOTAL,
+        "Tombstone messages received, by what was done with them (a peer is destroyed only once the directory confirms)"
+    );
+    describe_counter!(
+        RAFT_MESSAGES_REFUSED_TOTAL,
+        "Raft messages from other nodes refused before reaching raft-rs, by reason"
+    );
+    describe_counter!(
+        REGION_RELOADS_TOTAL,
+        "Peers reloaded from their durable state after raft-rs panicked on a message or a snapshot could not be staged"
+    );
     describe_gauge!(REGIONS, "Regions with a replica on this store");
     describe_gauge!(LEADERS, "Regions whose leader is on this store");
     for name in [
@@ -193,6 +230,12 @@ pub fn describe() {
         LOG_GC_ENTRIES_TOTAL,
     ] {
         metrics::counter!(name).increment(0);
+    }
+    for reason in REFUSAL_REASONS {
+        metrics::counter!(RAFT_MESSAGES_REFUSED_TOTAL, "reason" => *reason).increment(0);
+    }
+    for reason in ["step_panicked", "snapshot_not_staged"] {
+        metrics::counter!(REGION_RELOADS_TOTAL, "reason" => reason).increment(0);
     }
 }
 

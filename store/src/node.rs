@@ -20,6 +20,7 @@ use crate::admin::AdminApi;
 use crate::directory_client::DirectoryClient;
 use crate::kv::{KvApi, KvConfig, KvOutput, KvStateMachine};
 use crate::split_check::SplitCheckConfig;
+use crate::stale_peer;
 use crate::{Error, Result};
 
 /// Settings of a store node.
@@ -34,6 +35,9 @@ pub struct NodeConfig {
     /// How long an admin operation (split, membership change, transfer)
     /// may take.
     pub admin_timeout: Duration,
+    /// How often the removal checker asks the directory about the regions
+    /// this store does not lead (`stale_peer`).
+    pub stale_peer_check: Duration,
 }
 
 impl Default for NodeConfig {
@@ -44,6 +48,7 @@ impl Default for NodeConfig {
             mailbox_capacity: 64 * 1024,
             split_check: SplitCheckConfig::default(),
             admin_timeout: Duration::from_secs(20),
+            stale_peer_check: Duration::from_secs(10),
         }
     }
 }
@@ -55,6 +60,7 @@ pub struct StoreNode {
     poller: PollerHandle<KvOutput>,
     kv: Arc<KvApi>,
     admin: Arc<AdminApi>,
+    removal_checker: tokio::task::JoinHandle<()>,
     started: Instant,
 }
 
@@ -71,6 +77,7 @@ impl StoreNode {
         transport: impl FnOnce(&Mailbox<KvOutput>) -> Box<dyn Transport>,
     ) -> Result<Self> {
         let (mailbox, inbox) = poller::mailbox(cfg.mailbox_capacity);
+        let (reports, reported) = tokio::sync::mpsc::channel(stale_peer::REPORTS_CAPACITY);
         let spec = PollerSpec {
             store_id,
             config: cfg.raft.clone(),
@@ -79,8 +86,15 @@ impl StoreNode {
             state_machine: KvStateMachine::new(),
             transport: transport(&mailbox),
             inbox,
+            removal_reports: Some(reports),
         };
         let poller = Poller::spawn(spec, mailbox.clone())?;
+        let removal_checker = tokio::spawn(stale_peer::run(
+            mailbox.clone(),
+            directory.clone(),
+            reported,
+            cfg.stale_peer_check,
+        ));
         let kv = Arc::new(KvApi::new(
             store_id,
             mailbox.clone(),
@@ -101,6 +115,7 @@ impl StoreNode {
             poller,
             kv,
             admin,
+            removal_checker,
             started: Instant::now(),
         })
     }
@@ -176,6 +191,7 @@ impl StoreNode {
 
     /// Stops the poller and waits for it.
     pub fn shutdown(self) {
+        self.removal_checker.abort();
         self.poller.shutdown();
     }
 }

@@ -26,10 +26,9 @@ use crate::directory_client::{DirectoryClient, DirectoryResolver, GrpcDirectoryC
 use crate::fault::{self, FaultHandles};
 use crate::heartbeat;
 use crate::service::KvService;
-use crate::{split_check, stale_peer};
+use crate::split_check;
 
 /// How often peers that do not lead ask whether they are still members.
-const STALE_PEER_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 use crate::{Error, Result, StoreNode};
 use tessera_common::status::{self, Readiness};
 
@@ -224,18 +223,6 @@ pub async fn run(
         node.admin().clone(),
         node_cfg.split_check.clone(),
     ));
-    let stale_checker = match tessera_routing::directory::DirectoryConn::new(
-        cfg.directory.clone(),
-        Duration::from_secs(5),
-        security.clone(),
-    ) {
-        Ok(conn) => Some(tokio::spawn(stale_peer::run(
-            node.clone(),
-            Arc::new(conn),
-            STALE_PEER_CHECK_INTERVAL,
-        ))),
-        Err(_) => None,
-    };
     let data_dir = cfg.data_dir.clone();
     let heartbeats = tokio::spawn(heartbeat::run_heartbeats(
         node.clone(),
@@ -265,9 +252,6 @@ pub async fn run(
     }
     heartbeats.abort();
     split_checker.abort();
-    if let Some(t) = stale_checker {
-        t.abort();
-    }
     let abort = server.abort_handle();
     if tokio::time::timeout(Duration::from_secs(5), server)
         .await

@@ -1,55 +1,91 @@
-//! Finding peers that were removed from their region without learning it.
+//! The removal checker: the only place a store decides that one of its
+//! peers was removed from its region, and always by asking the directory.
 //!
-//! A removed peer normally hears of its removal (it applies the change, or
-//! the leader sends it a tombstone message). If it was cut off at the time,
-//! it lingers: it never hears from a leader again and keeps answering
-//! requests with stale leader hints. Every `interval` this checker asks the
-//! directory about the regions where this store's peer does not lead; a
-//! peer that the directory's newer membership no longer lists is destroyed,
-//! leaving a tombstone.
+//! A removed peer normally learns it by applying the membership change. If
+//! it was cut off at the time it lingers: it never hears from a leader
+//! again and keeps answering with stale leader hints. Two things send this
+//! checker looking:
+//!
+//! - **tombstone messages**: a leader that removed a peer tells it so. The
+//!   poller does not act on that claim — any node may send it, and three
+//!   forged ones would erase every replica of a region — but reports the
+//!   region here ([`tessera_multiraft::poller::RemovalReports`]), and the
+//!   region is checked at once;
+//! - **every `interval`**, every initialized region this store does not
+//!   lead.
+//!
+//! A peer is destroyed (leaving a tombstone at the directory's epoch) only
+//! if the directory knows the region at a newer membership (`conf_ver`)
+//! that no longer lists it. A directory that cannot be reached, or does not
+//! know the region, changes nothing.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tessera_multiraft::region;
-use tessera_proto::directorypb::GetRegionByIdRequest;
-use tessera_routing::directory::DirectoryConn;
+use tessera_multiraft::{region, Mailbox, RegionInfo};
+use tokio::sync::mpsc::Receiver;
 
-use crate::node::StoreNode;
+use crate::directory_client::DirectoryClient;
+use crate::kv::KvOutput;
 
-/// Runs the check every `interval` until the store stops.
-pub async fn run(node: Arc<StoreNode>, directory: Arc<DirectoryConn>, interval: Duration) {
+/// Reports the poller may queue before further ones are dropped (the
+/// periodic pass still covers their regions).
+pub const REPORTS_CAPACITY: usize = 64;
+
+/// Checks reported regions as they come and every region every `interval`,
+/// until the poller stops.
+pub async fn run(
+    mailbox: Mailbox<KvOutput>,
+    directory: Arc<dyn DirectoryClient>,
+    mut reports: Receiver<u64>,
+    interval: Duration,
+) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        ticker.tick().await;
-        let Ok(infos) = node.regions().await else {
+        let only = tokio::select! {
+            _ = ticker.tick() => None,
+            r = reports.recv() => match r {
+                Some(region_id) => Some(region_id),
+                None => return,
+            },
+        };
+        let Ok(infos) = mailbox.inspect().await else {
             return;
         };
-        for info in infos.into_iter().filter(|i| !i.is_leader && i.initialized) {
-            let region_id = info.region.id;
-            let resp = directory
-                .call("get region", |mut c| async move {
-                    c.get_region_by_id(GetRegionByIdRequest { region_id }).await
-                })
-                .await;
-            let Ok(resp) = resp else { continue };
-            let Some(known) = resp.region.and_then(|r| r.region) else {
-                continue;
-            };
-            let local = region::epoch(&info.region);
-            let newer = region::epoch(&known);
-            let still_member = known.peers.iter().any(|p| p.id == info.peer_id);
-            if newer.conf_ver > local.conf_ver && !still_member {
-                tracing::info!(
-                    region_id,
-                    peer_id = info.peer_id,
-                    "this peer was removed from its region; destroying it"
-                );
-                if let Err(e) = node.mailbox().destroy_removed_peer(region_id, newer).await {
-                    tracing::warn!(region_id, error = %e, "cannot destroy a stale peer");
-                }
-            }
+        let candidates = infos.into_iter().filter(|i| match only {
+            Some(region_id) => i.region.id == region_id && i.initialized,
+            None => !i.is_leader && i.initialized,
+        });
+        for info in candidates {
+            check(&mailbox, directory.as_ref(), &info).await;
+        }
+    }
+}
+
+/// Destroys the local peer of `info`'s region if the directory says it was
+/// removed.
+async fn check(mailbox: &Mailbox<KvOutput>, directory: &dyn DirectoryClient, info: &RegionInfo) {
+    let region_id = info.region.id;
+    let known = match directory.get_region(region_id).await {
+        Ok(Some(known)) => known,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::debug!(region_id, error = %e, "cannot ask the directory about a region");
+            return;
+        }
+    };
+    let local = region::epoch(&info.region);
+    let newer = region::epoch(&known);
+    let still_member = known.peers.iter().any(|p| p.id == info.peer_id);
+    if newer.conf_ver > local.conf_ver && !still_member {
+        tracing::info!(
+            region_id,
+            peer_id = info.peer_id,
+            "the directory says this peer was removed from its region; destroying it"
+        );
+        if let Err(e) = mailbox.destroy_removed_peer(region_id, newer).await {
+            tracing::warn!(region_id, error = %e, "cannot destroy a stale peer");
         }
     }
 }

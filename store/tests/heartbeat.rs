@@ -49,6 +49,9 @@ impl DirectoryClient for DeafDirectory {
     async fn get_store(&self, store_id: u64) -> Result<Store> {
         Err(Error::Directory(format!("store {store_id} is unknown")))
     }
+    async fn get_region(&self, _region_id: u64) -> Result<Option<Region>> {
+        Ok(None)
+    }
     async fn store_heartbeat(&self, _stats: StoreStats) -> Result<()> {
         self.store_heartbeats.fetch_add(1, Ordering::SeqCst);
         Ok(())

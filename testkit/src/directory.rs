@@ -109,6 +109,15 @@ impl DirectoryClient for TestDirectory {
             .ok_or_else(|| Error::Directory(format!("store {store_id} is not registered")))
     }
 
+    async fn get_region(&self, region_id: u64) -> Result<Option<Region>> {
+        Ok(self
+            .state
+            .lock()
+            .regions
+            .get(&region_id)
+            .and_then(|r| r.region.clone()))
+    }
+
     async fn store_heartbeat(&self, stats: StoreStats) -> Result<()> {
         self.state.lock().store_stats.insert(stats.store_id, stats);
         Ok(())

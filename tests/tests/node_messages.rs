@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType, Snapshot};
-use tessera_e2e::{E2eCluster, Options};
+use tessera_e2e::{metric_value, E2eCluster, Options};
 use tessera_proto::metapb::{Peer, Region};
 use tessera_proto::raft_serverpb::raft_client::RaftClient;
-use tessera_proto::raft_serverpb::{RaftMessage, SnapshotChunk, SnapshotData, SnapshotFile};
+use tessera_proto::raft_serverpb::{
+    RaftMessage, RaftMessageBatch, SnapshotChunk, SnapshotData, SnapshotFile,
+};
 use tonic::transport::Endpoint;
 
 /// A snapshot for `region_id` from store 2 to `to_store`, declaring `files`.
@@ -138,6 +140,275 @@ async fn hostile_snapshot_streams_are_refused_and_leave_nothing_behind() {
     router.put(None, b"after", b"v").await.unwrap();
     assert_eq!(
         router.get(None, b"before").await.unwrap(),
+        Some(b"v".to_vec())
+    );
+}
+
+/// The value of `series` on a status page (0 if it is not there).
+fn counted(status: &str, series: &str) -> f64 {
+    metric_value(status, series).unwrap_or(0.0)
+}
+
+/// One Raft message of `region` from `from` to `to`.
+fn raft_message(region: &Region, from: &Peer, to: &Peer, m: Message) -> RaftMessage {
+    RaftMessage {
+        region_id: region.id,
+        from_peer: Some(*from),
+        to_peer: Some(*to),
+        region_epoch: region.region_epoch,
+        message: m.write_to_bytes().unwrap(),
+        ..Default::default()
+    }
+}
+
+fn message(t: MessageType, from: &Peer, to: &Peer) -> Message {
+    let mut m = Message::default();
+    m.set_msg_type(t);
+    m.from = from.id;
+    m.to = to.id;
+    m
+}
+
+/// An SST file, written by a real RocksDB engine, holding `key`.
+fn sst_holding(dir: &std::path::Path, key: &[u8]) -> (SnapshotFile, Vec<u8>) {
+    use tessera_multiraft::engine::{Cf, Engine, ExportRange, RocksEngine, RocksOptions};
+    let engine = RocksEngine::open(&dir.join("db"), &RocksOptions::default()).unwrap();
+    let mut wb = tessera_multiraft::WriteBatch::default();
+    wb.put(Cf::Default, key.to_vec(), b"planted".to_vec());
+    engine.write(&wb, true).unwrap();
+    let files = engine
+        .export(&dir.join("out"), &mut |_| {
+            Ok(vec![ExportRange {
+                cf: Cf::Default,
+                start: vec![],
+                end: vec![],
+            }])
+        })
+        .unwrap();
+    let f = &files[0];
+    let name = f.path.file_name().unwrap().to_string_lossy().to_string();
+    let sst = SnapshotFile {
+        cf: "default".into(),
+        name,
+        size: f.size,
+        crc32: f.crc32,
+        keys: f.keys,
+    };
+    (sst, std::fs::read(&f.path).unwrap())
+}
+
+/// The attacks the security issue traced, replayed from a valid node
+/// identity against a running cluster with a region `[m, +inf)`: forged
+/// tombstones for every replica, a heartbeat committing past the log, a
+/// read-index request without its context, a `MsgSnapshot` sent without
+/// its files, and a snapshot whose SST holds a key outside the region. No
+/// replica is lost, no process aborts, nothing is written, each refusal is
+/// counted, and the cluster keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_raft_messages_lose_no_replica_and_abort_no_store() {
+    let c = E2eCluster::start(Options::default()).await;
+    c.wait_settled(1).await;
+    let cluster_id = c.status().await.unwrap().cluster_id;
+    let router = c.router();
+    router.put(None, b"n-before", b"v").await.unwrap();
+    let conn = c.directory_conn();
+    let first = tessera_e2e::scan_regions(&conn).await.unwrap()[0]
+        .region
+        .clone()
+        .unwrap();
+    c.try_cli(&["region", "split", &first.id.to_string(), "--at", "m"])
+        .unwrap();
+    c.wait_settled(2).await;
+    // The region [m, +inf) (keys carry their keyspace's prefix) with a
+    // leader reported and a peer on each store.
+    let mut target = None;
+    for _ in 0..100 {
+        let regions = tessera_e2e::scan_regions(&conn).await.unwrap();
+        target = regions.into_iter().find(|r| {
+            let region = r.region.as_ref().unwrap();
+            region.start_key.ends_with(b"m") && region.peers.len() == 3 && r.leader.is_some()
+        });
+        if target.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let Some(target) = target else {
+        let all = tessera_e2e::scan_regions(&conn).await;
+        panic!("no region [m, +inf) with a leader: {all:?}");
+    };
+    let region = target.region.clone().unwrap();
+    let leader = target.leader.unwrap();
+
+    let mut clients = vec![];
+    for (&index, store) in &c.stores {
+        let store_id = c.store_id(index).await.unwrap();
+        let peer = *region
+            .peers
+            .iter()
+            .find(|p| p.store_id == store_id)
+            .unwrap();
+        let other = *region.peers.iter().find(|p| p.id != peer.id).unwrap();
+        let endpoint = Endpoint::from_shared(format!("http://{}", store.addr))
+            .unwrap()
+            .timeout(Duration::from_secs(20));
+        let raft = RaftClient::new(c.node_security().connect(endpoint).await.unwrap());
+        clients.push((index, store.status.clone(), peer, other, raft));
+    }
+    let batch = |from: &Peer, messages: Vec<RaftMessage>| RaftMessageBatch {
+        from_store_id: from.store_id,
+        messages,
+        cluster_id,
+    };
+
+    for (_, _, peer, other, raft) in clients.iter_mut() {
+        // Three tombstones (one per replica) claiming a newer membership.
+        let mut epoch = region.region_epoch.unwrap();
+        epoch.conf_ver += 100;
+        let tombstone = RaftMessage {
+            region_id: region.id,
+            from_peer: Some(*other),
+            to_peer: Some(*peer),
+            region_epoch: Some(epoch),
+            is_tombstone: true,
+            ..Default::default()
+        };
+        // A heartbeat committing far past anything in the log.
+        let mut heartbeat = message(MessageType::MsgHeartbeat, other, peer);
+        heartbeat.term = 1_000_000;
+        heartbeat.commit = 1 << 40;
+        // A snapshot message in a plain batch: its files never came.
+        let mut snap = message(MessageType::MsgSnapshot, other, peer);
+        snap.term = 1_000_000;
+        let data = SnapshotData {
+            region: Some(region.clone()),
+            files: vec![file("default", "a.sst", 10)],
+        };
+        snap.mut_snapshot()
+            .set_data(prost::Message::encode_to_vec(&data).into());
+        snap.mut_snapshot().mut_metadata().index = 1 << 40;
+        snap.mut_snapshot().mut_metadata().term = 1_000_000;
+        snap.mut_snapshot().mut_metadata().mut_conf_state().voters =
+            region.peers.iter().map(|p| p.id).collect();
+        let messages = vec![
+            tombstone,
+            raft_message(&region, other, peer, heartbeat),
+            raft_message(&region, other, peer, snap),
+        ];
+        let mut messages = messages;
+        if peer.id == leader.id {
+            // A read-index request without its context, to the leader.
+            let read = message(MessageType::MsgReadIndex, other, peer);
+            messages.push(raft_message(&region, other, peer, read));
+        }
+        raft.raft(tokio_stream::iter(vec![batch(other, messages)]))
+            .await
+            .unwrap();
+    }
+
+    // A snapshot stream whose SST holds a key outside the region, to the
+    // first store: it arrives whole, and is refused before raft-rs sees it.
+    let scratch = tempfile::tempdir().unwrap();
+    // Keys are stored with their keyspace's prefix: the region starts at
+    // <prefix>m, and the planted key is <prefix>a-planted.
+    let prefix = &region.start_key[..region.start_key.len() - 1];
+    let planted = [prefix, b"a-planted"].concat();
+    let (sst, bytes) = sst_holding(scratch.path(), &planted);
+    let (index1, status1, peer1, other1, raft1) = &mut clients[0];
+    let mut snap = message(MessageType::MsgSnapshot, other1, peer1);
+    snap.term = 1_000_000;
+    let data = SnapshotData {
+        region: Some(region.clone()),
+        files: vec![sst.clone()],
+    };
+    snap.mut_snapshot()
+        .set_data(prost::Message::encode_to_vec(&data).into());
+    snap.mut_snapshot().mut_metadata().index = 1 << 40;
+    snap.mut_snapshot().mut_metadata().term = 1_000_000;
+    snap.mut_snapshot().mut_metadata().mut_conf_state().voters =
+        region.peers.iter().map(|p| p.id).collect();
+    let stream = vec![
+        SnapshotChunk {
+            message: Some(raft_message(&region, other1, peer1, snap)),
+            cluster_id,
+            ..Default::default()
+        },
+        SnapshotChunk {
+            file_name: sst.name.clone(),
+            data: bytes,
+            ..Default::default()
+        },
+    ];
+    raft1.snapshot(tokio_stream::iter(stream)).await.unwrap();
+    let (index1, status1) = (*index1, status1.clone());
+
+    // Each refusal is counted where it happened.
+    let stores: Vec<(String, bool)> = clients
+        .iter()
+        .map(|(_, status, peer, ..)| (status.clone(), peer.id == leader.id))
+        .collect();
+    c.wait_for("every refusal counted", Duration::from_secs(20), |_| {
+        let (stores, status1) = (stores.clone(), status1.clone());
+        async move {
+            stores.iter().all(|(status, leads)| {
+                let refused = |reason: &str| {
+                    counted(
+                        status,
+                        &format!("tessera_raft_messages_refused_total{{reason=\"{reason}\"}}"),
+                    )
+                };
+                refused("heartbeat_commit_past_log") >= 1.0
+                    && refused("snapshot_not_received") >= 1.0
+                    && (!leads || refused("read_index_without_one_context") >= 1.0)
+                    && counted(
+                        status,
+                        "tessera_raft_tombstone_messages_total{outcome=\"reported\"}",
+                    ) >= 1.0
+            }) && counted(
+                &status1,
+                "tessera_raft_messages_refused_total{reason=\"snapshot_files_refused\"}",
+            ) >= 1.0
+        }
+    })
+    .await;
+
+    // The removal checker asked the directory about every reported replica
+    // and kept it: each store still hosts both regions, every process runs.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (index, status, ..) in &clients {
+        assert_eq!(
+            metric_value(status, "tessera_regions"),
+            Some(2.0),
+            "store {index} lost a replica"
+        );
+        assert!(c.stores[index].proc.is_running(), "store {index} is down");
+        assert_eq!(
+            counted(
+                status,
+                "tessera_region_reloads_total{reason=\"step_panicked\"}"
+            ),
+            0.0,
+            "store {index}: a forged message got past the checks into raft-rs"
+        );
+    }
+    let snap_dir = c.dir.path().join(format!("store-{index1}")).join("snap");
+    let left: Vec<_> = std::fs::read_dir(&snap_dir)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        !left.iter().any(|n| n.to_string_lossy().starts_with("rcv_")),
+        "{left:?}"
+    );
+    let regions = tessera_e2e::scan_regions(&conn).await.unwrap();
+    let now = regions
+        .iter()
+        .find(|r| r.region.as_ref().unwrap().id == region.id)
+        .unwrap();
+    assert_eq!(now.region.as_ref().unwrap().peers, region.peers);
+    assert_eq!(router.get(None, b"a-planted").await.unwrap(), None);
+    router.put(None, b"z-after", b"v").await.unwrap();
+    assert_eq!(
+        router.get(None, b"n-before").await.unwrap(),
         Some(b"v".to_vec())
     );
 }

@@ -186,6 +186,17 @@ impl Engine for MemoryEngine {
         Ok(files)
     }
 
+    fn check_external(&self, files: &[ExportedFile], start: &[u8], end: &[u8]) -> Result<()> {
+        for f in files {
+            for (k, _) in read_pairs(&f.path)? {
+                if !super::key_in_range(&k, start, end) {
+                    return Err(super::outside_range(&f.path, &k, start, end));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn ingest(&self, files: &[ExportedFile]) -> Result<()> {
         let mut loaded = vec![];
         for f in files {

@@ -152,6 +152,12 @@ pub trait Engine: Send + Sync + 'static {
     /// caller deletes the target range first if it must be replaced whole.
     fn ingest(&self, files: &[ExportedFile]) -> Result<()>;
 
+    /// Checks files another node exported before they are ingested: each
+    /// must be a well-formed file of this engine's kind holding only puts,
+    /// every key in `[start, end)` (an empty `end` is unbounded). Changes
+    /// nothing in the engine.
+    fn check_external(&self, files: &[ExportedFile], start: &[u8], end: &[u8]) -> Result<()>;
+
     /// Approximate bytes of keys and values in `[start, end)` of `cf` (an
     /// empty end is unbounded). Data not yet flushed to disk may be left out
     /// (RocksDB estimates from its files).
@@ -204,6 +210,29 @@ pub struct ExportedFile {
 /// Plans an export from a view: which ranges to write, decided from what
 /// the same view holds (e.g. a region's range from its region state).
 pub type ExportPlan<'a> = dyn FnMut(&dyn EngineView) -> Result<Vec<ExportRange>> + 'a;
+
+/// Whether `key` lies in `[start, end)` (an empty `end` is unbounded).
+pub fn key_in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
+    key >= start && (end.is_empty() || key < end)
+}
+
+/// The refusal of a file from another node whose keys leave the range.
+pub(crate) fn outside_range(path: &Path, key: &[u8], start: &[u8], end: &[u8]) -> crate::Error {
+    use tessera_proto::escape;
+    let end = if end.is_empty() {
+        "+inf".to_string()
+    } else {
+        escape(end)
+    };
+    crate::Error::corruption(
+        format!("snapshot file {}", path.display()),
+        format!(
+            "key {} lies outside the region [{}, {end})",
+            escape(key),
+            escape(start)
+        ),
+    )
+}
 
 /// Helpers over any [`Engine`].
 pub trait EngineExt: Engine {

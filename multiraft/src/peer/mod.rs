@@ -43,6 +43,7 @@ use crate::read::{Lease, ReadAnswer, ReadQueue};
 use crate::storage::PeerStorage;
 use crate::{logger, region, Error, RegionId, Result, StoreId};
 
+mod guard;
 mod messages;
 mod reads;
 #[cfg(test)]
@@ -500,6 +501,12 @@ impl<O: Send + 'static> Peer<O> {
         if peer.id != 0 && peer.store_id != 0 {
             self.peer_cache.insert(peer.id, peer);
         }
+    }
+
+    /// Why a message from another node must not be stepped, if it must not
+    /// (see `guard.rs`).
+    pub fn refusal(&self, msg: &Message) -> Option<&'static str> {
+        guard::refusal(&self.raw_node.raft, msg)
     }
 
     pub fn step(&mut self, msg: Message) -> Result<()> {

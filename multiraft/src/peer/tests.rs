@@ -124,3 +124,65 @@ fn a_leaders_pending_proposal_fails_through_the_answers_it_returns() {
     let answered = seen.lock().unwrap().take().expect("answered");
     assert!(matches!(answered, Err(Error::Indeterminate(_))));
 }
+
+/// Each message raft-rs would abort on is refused, naming why; the honest
+/// form of each passes.
+#[test]
+fn messages_that_would_trip_raft_rs_are_refused_before_it() {
+    use raft::eraftpb::{Entry, Message, MessageType};
+    let p = peer();
+    let last = p.raw_node.raft.raft_log.last_index();
+    let term = p.raw_node.raft.term;
+    let msg = |t: MessageType| {
+        let mut m = Message::default();
+        m.set_msg_type(t);
+        m.from = 72;
+        m.to = 71;
+        m.term = term;
+        m
+    };
+    let entry = |index: u64| Entry {
+        index,
+        term,
+        ..Default::default()
+    };
+
+    let mut heartbeat = msg(MessageType::MsgHeartbeat);
+    heartbeat.commit = last;
+    assert_eq!(p.refusal(&heartbeat), None);
+    heartbeat.commit = last + 1;
+    assert_eq!(p.refusal(&heartbeat), Some("heartbeat_commit_past_log"));
+
+    let mut append = msg(MessageType::MsgAppend);
+    append.index = last;
+    append.entries = vec![entry(last + 1), entry(last + 2)].into();
+    assert_eq!(p.refusal(&append), None);
+    append.entries = vec![entry(last + 1), entry(last + 3)].into();
+    assert_eq!(p.refusal(&append), Some("append_not_contiguous"));
+    append.index = u64::MAX;
+    append.entries = vec![entry(0)].into();
+    assert_eq!(p.refusal(&append), Some("append_not_contiguous"));
+
+    let mut read = msg(MessageType::MsgReadIndex);
+    assert_eq!(p.refusal(&read), Some("read_index_without_one_context"));
+    read.entries = vec![Entry::default()].into();
+    assert_eq!(p.refusal(&read), None);
+
+    let mut ack = msg(MessageType::MsgAppendResponse);
+    ack.index = last;
+    assert_eq!(p.refusal(&ack), None);
+    ack.index = last + 10;
+    assert_eq!(p.refusal(&ack), Some("append_response_past_log"));
+    ack.reject = true;
+    assert_eq!(
+        p.refusal(&ack),
+        None,
+        "a rejection carries the follower's hint"
+    );
+
+    let mut snap = msg(MessageType::MsgSnapshot);
+    snap.mut_snapshot().mut_metadata().mut_conf_state().voters = vec![71, 72];
+    assert_eq!(p.refusal(&snap), None);
+    snap.mut_snapshot().mut_metadata().mut_conf_state().learners = vec![72];
+    assert_eq!(p.refusal(&snap), Some("snapshot_invalid_configuration"));
+}

@@ -77,6 +77,9 @@ pub struct PollerStats {
     pub applied_entries: AtomicU64,
     pub snapshots_applied: AtomicU64,
     pub snapshots_generated: AtomicU64,
+    /// Peers reloaded from their durable state after raft-rs panicked on a
+    /// message or a received snapshot could not be staged.
+    pub region_reloads: AtomicU64,
 }
 
 /// What a poller needs to start.
@@ -88,7 +91,17 @@ pub struct PollerSpec<S: StateMachine> {
     pub state_machine: S,
     pub transport: Box<dyn Transport>,
     pub inbox: Receiver<PollerMsg<S::Output>>,
+    /// Where tombstone messages for local peers are reported, to be
+    /// confirmed with the directory before anything is destroyed (the
+    /// store's removal checker). `None`: nothing can confirm them, and they
+    /// are ignored (the directory's own group; its members are removed by
+    /// applying the change).
+    pub removal_reports: Option<RemovalReports>,
 }
+
+/// The channel of [`PollerSpec::removal_reports`]: region ids whose local
+/// peer someone said was removed.
+pub type RemovalReports = tokio::sync::mpsc::Sender<RegionId>;
 
 /// Creates the mailbox of a poller: the [`Mailbox`] (to send) and the
 /// inbox the poller will own.
@@ -148,6 +161,7 @@ pub struct Poller<S: StateMachine> {
     ranges: BTreeMap<Vec<u8>, RegionId>,
     /// Regions whose peer here was removed, with the epoch at removal.
     tombstones: HashMap<RegionId, RegionEpoch>,
+    removal_reports: Option<RemovalReports>,
     /// Regions with something to do this round.
     touched: BTreeSet<RegionId>,
     /// Regions whose snapshot the worker is generating.
@@ -207,6 +221,7 @@ impl<S: StateMachine> Poller<S> {
             peers: HashMap::new(),
             ranges: BTreeMap::new(),
             tombstones: HashMap::new(),
+            removal_reports: spec.removal_reports,
             touched: BTreeSet::new(),
             generating: BTreeSet::new(),
             snap_worker: None,

@@ -24,6 +24,7 @@ impl<S: StateMachine> Poller<S> {
         let mut must_sync = false;
         let mut persisting_regions = 0u64;
         let mut snapshots: Vec<PendingApply> = vec![];
+        let mut unstaged: Vec<RegionId> = vec![];
 
         let snap_mgr = self.snap_mgr.clone();
         for &id in &touched {
@@ -51,10 +52,15 @@ impl<S: StateMachine> Poller<S> {
             if !rd.snapshot().is_empty() {
                 match snap_apply::stage(peer.storage_mut(), &snap_mgr, rd.snapshot(), &mut wb) {
                     Ok(p) => snapshots.push(p),
-                    // The files were checked on arrival; failing here means the
-                    // disk lost them. Raft cannot continue without the state it
-                    // was promised.
-                    Err(e) => panic!("region {id}: cannot apply the received snapshot: {e}"),
+                    // The files were checked before the snapshot was stepped;
+                    // failing here means they went missing since. Nothing of
+                    // this Ready is persisted: the region is reloaded from
+                    // disk and its leader sends a snapshot again.
+                    Err(e) => {
+                        tracing::error!(region_id = id, error = %e, "cannot stage a received snapshot");
+                        unstaged.push(id);
+                        continue;
+                    }
                 }
             }
             peer.storage_mut().append(rd.entries(), &mut wb);
@@ -75,6 +81,9 @@ impl<S: StateMachine> Poller<S> {
         self.persist(&wb, must_sync, persisting_regions);
         for p in snapshots {
             self.finish_snapshot(p);
+        }
+        for id in unstaged {
+            self.reload_peer(id, "snapshot_not_staged");
         }
 
         // The answers that depend on the persisted state (a follower's
@@ -192,8 +201,12 @@ impl<S: StateMachine> Poller<S> {
     fn finish_snapshot(&mut self, p: PendingApply) {
         let started = Instant::now();
         if let Err(e) = snap_apply::finish(self.engine.as_ref(), &self.snap_mgr, &p) {
+            // The files were checked (sizes, checksums, keys inside the
+            // region) before the snapshot was stepped, so this is the disk
+            // failing. The region is durably `Applying`: a restart finishes
+            // the apply from the same files.
             panic!(
-                "region {}: cannot ingest the received snapshot: {e}",
+                "region {}: the engine failed while ingesting a checked snapshot: {e}",
                 p.region_id
             );
         }

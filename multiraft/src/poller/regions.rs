@@ -277,16 +277,104 @@ impl<S: StateMachine> Poller<S> {
             );
             return;
         }
+        if let Some(reason) = peer.refusal(&raft_msg) {
+            tracing::warn!(
+                region_id,
+                reason,
+                from = ?msg.from_peer,
+                "raft message refused before raft-rs"
+            );
+            metrics::counter!(m::RAFT_MESSAGES_REFUSED_TOTAL, "reason" => reason).increment(1);
+            return;
+        }
         if let Some(from) = msg.from_peer {
             peer.learn_peer(from);
         }
-        if let Err(e) = peer.step(raft_msg) {
-            tracing::debug!(region_id, error = %e, "raft refused a message");
+        let stepped = tessera_common::contain(|| {
+            // Tests make raft-rs "panic" here to check the containment.
+            fail::fail_point!("raft_step");
+            peer.step(raft_msg)
+        });
+        match stepped {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(region_id, error = %e, "raft refused a message"),
+            Err(_) => {
+                tracing::error!(
+                    region_id,
+                    from = ?msg.from_peer,
+                    "raft-rs panicked on a message; reloading the region from disk"
+                );
+                self.reload_peer(region_id, "step_panicked");
+            }
         }
         self.touched.insert(region_id);
     }
 
-    /// The leader says `peer_id` is no longer in the region (at `epoch`).
+    /// Replaces the peer of `region_id` with one loaded from its durable
+    /// state, as a restart of that region alone would: what raft-rs held
+    /// in memory and had not persisted is dropped (safe — Raft assumes a
+    /// peer may crash at any point), proposals and reads waiting on it fail
+    /// (proposals as indeterminate). Used when raft-rs panicked on a message
+    /// or a received snapshot could not be staged. If even the durable state
+    /// cannot be loaded, the region stays out of service until a restart.
+    pub(super) fn reload_peer(&mut self, region_id: RegionId, reason: &'static str) {
+        let Some(mut old) = self.peers.remove(&region_id) else {
+            return;
+        };
+        metrics::counter!(m::REGION_RELOADS_TOTAL, "reason" => reason).increment(1);
+        self.stats
+            .region_reloads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        for answer in old.fail_pending("the region was reloaded after an error") {
+            answer();
+        }
+        let (meta, region, initialized) = (*old.meta(), old.region().clone(), old.is_initialized());
+        drop(old);
+        self.generating.remove(&region_id);
+        self.roles_changed = true;
+        let fresh = if initialized {
+            Peer::load(
+                self.store_id,
+                region.clone(),
+                self.engine.clone(),
+                &self.cfg,
+            )
+        } else {
+            Peer::uninitialized(region_id, meta, self.engine.clone(), &self.cfg)
+        };
+        match fresh {
+            Ok(peer) => {
+                self.peers.insert(region_id, peer);
+                self.touched.insert(region_id);
+                tracing::warn!(region_id, reason, "region reloaded from its durable state");
+            }
+            Err(e) => {
+                if initialized {
+                    self.unindex_region(&region);
+                }
+                tracing::error!(
+                    region_id,
+                    reason,
+                    error = %e,
+                    "cannot reload the region; it is out of service until the store restarts"
+                );
+            }
+        }
+    }
+
+    /// Someone says `peer_id` is no longer in the region (at `epoch`). A
+    /// tombstone message is a claim, not a decision: any node could send
+    /// one, and three of them would erase every replica of a region. An
+    /// initialized peer is therefore destroyed only after the store has
+    /// confirmed with the directory that it was removed: the claim is
+    /// handed to the store's removal checker ([`PollerSpec::removal_reports`],
+    /// which asks the directory and sends `DestroyRegion`), or ignored where
+    /// nothing can confirm it (the directory's own group). An uninitialized
+    /// peer holds no data and no range: it is dropped at once, without a
+    /// tombstone (a forged epoch must not bar the region from this store);
+    /// the leader's next message recreates it if it was still wanted.
+    ///
+    /// [`PollerSpec::removal_reports`]: super::PollerSpec::removal_reports
     fn on_tombstone_message(&mut self, region_id: RegionId, peer_id: u64, epoch: RegionEpoch) {
         let Some(peer) = self.peers.get(&region_id) else {
             return;
@@ -294,19 +382,40 @@ impl<S: StateMachine> Poller<S> {
         if peer.peer_id() != peer_id {
             return;
         }
-        let local = region::epoch(peer.region());
-        let still_member = peer.is_initialized() && epoch.conf_ver <= local.conf_ver;
-        if still_member {
+        if !peer.is_initialized() {
+            tracing::info!(
+                region_id,
+                peer_id,
+                "uninitialized peer told it was removed; dropped"
+            );
+            metrics::counter!(m::TOMBSTONE_MESSAGES_TOTAL, "outcome" => "uninitialized_dropped")
+                .increment(1);
+            if let Err(e) = self.destroy_region(region_id, None) {
+                tracing::warn!(region_id, error = %e, "cannot drop an uninitialized peer");
+            }
             return;
         }
+        let local = region::epoch(peer.region());
+        if epoch.conf_ver <= local.conf_ver {
+            metrics::counter!(m::TOMBSTONE_MESSAGES_TOTAL, "outcome" => "stale").increment(1);
+            return;
+        }
+        let outcome = match &self.removal_reports {
+            Some(reports) => match reports.try_send(region_id) {
+                Ok(()) => "reported",
+                // The checker is busy; its periodic pass covers this peer.
+                Err(_) => "checker_busy",
+            },
+            None => "unconfirmable",
+        };
         tracing::info!(
             region_id,
             peer_id,
-            "told by the leader that this peer was removed"
+            conf_ver = epoch.conf_ver,
+            outcome,
+            "told that this peer was removed; the directory decides"
         );
-        if let Err(e) = self.destroy_region(region_id, Some(epoch)) {
-            tracing::warn!(region_id, error = %e, "cannot destroy a removed peer");
-        }
+        metrics::counter!(m::TOMBSTONE_MESSAGES_TOTAL, "outcome" => outcome).increment(1);
     }
 
     /// Creates an empty peer for a message from a region this store does not
@@ -351,24 +460,59 @@ impl<S: StateMachine> Poller<S> {
         }
     }
 
-    /// A snapshot may be applied only if its range is free here.
+    /// A snapshot may be stepped only if its range is free here and its
+    /// files arrived whole through a snapshot stream (which wrote its
+    /// description, `snapshot.meta`, after checking sizes and checksums —
+    /// a `MsgSnapshot` sent in a plain message batch has none) and hold
+    /// only keys inside the region the snapshot describes. A snapshot that
+    /// fails is dropped with its files; the leader sends another.
     fn snapshot_fits(&self, region_id: RegionId, msg: &Message) -> bool {
         let Ok(data) = snapshot::decode_data(msg.get_snapshot()) else {
-            tracing::warn!(region_id, "snapshot without readable data dropped");
+            self.refuse_snapshot(region_id, msg, "snapshot_undecodable", "unreadable data");
             return false;
         };
-        let r = data.region.unwrap_or_default();
-        match self.overlapping(&r.start_key, &r.end_key, region_id) {
-            Some(other) => {
-                tracing::info!(
-                    region_id,
-                    overlaps = other,
-                    "snapshot overlaps a local region; dropped"
-                );
-                false
-            }
-            None => true,
+        let r = data.region.clone().unwrap_or_default();
+        if r.id != region_id {
+            self.refuse_snapshot(
+                region_id,
+                msg,
+                "snapshot_other_region",
+                "describes another region",
+            );
+            return false;
         }
+        if let Some(other) = self.overlapping(&r.start_key, &r.end_key, region_id) {
+            tracing::info!(
+                region_id,
+                overlaps = other,
+                "snapshot overlaps a local region; dropped"
+            );
+            return false;
+        }
+        let meta = msg.get_snapshot().get_metadata();
+        let dir = self.snap_mgr.recv_dir(region_id, meta.term, meta.index);
+        if !dir.join(snap_apply::META_FILE).exists() {
+            self.refuse_snapshot(
+                region_id,
+                msg,
+                "snapshot_not_received",
+                "its files did not arrive through a snapshot stream",
+            );
+            return false;
+        }
+        let checked = snapshot::SnapManager::files_in(&dir, &data.files)
+            .and_then(|files| self.engine.check_external(&files, &r.start_key, &r.end_key));
+        if let Err(e) = checked {
+            self.refuse_snapshot(region_id, msg, "snapshot_files_refused", &e.to_string());
+            self.snap_mgr.remove(&dir);
+            return false;
+        }
+        true
+    }
+
+    fn refuse_snapshot(&self, region_id: RegionId, msg: &Message, reason: &'static str, why: &str) {
+        tracing::warn!(region_id, from = msg.from, reason, why, "snapshot refused");
+        metrics::counter!(m::RAFT_MESSAGES_REFUSED_TOTAL, "reason" => reason).increment(1);
     }
 
     pub(super) fn start_snapshot_worker(&mut self) -> Result<()> {

@@ -41,6 +41,7 @@ pub fn spawn_poller(
             state_machine: Nothing,
             transport: Box::new(net.transport(store_id)),
             inbox,
+            removal_reports: None,
         },
         mailbox.clone(),
     )

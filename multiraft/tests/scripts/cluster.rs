@@ -192,6 +192,7 @@ impl Cluster {
                         events: events.clone(),
                     }),
                     inbox,
+                    removal_reports: None,
                 },
                 mailbox.clone(),
             )?;

@@ -133,6 +133,17 @@ impl DirectoryClient for GrpcDirectoryClient {
         })
     }
 
+    async fn get_region(&self, region_id: u64) -> Result<Option<Region>> {
+        let r = self
+            .conn
+            .call("get region", |mut c| async move {
+                c.get_region_by_id(GetRegionByIdRequest { region_id }).await
+            })
+            .await
+            .map_err(map)?;
+        Ok(r.region.and_then(|r| r.region))
+    }
+
     async fn store_heartbeat(&self, stats: StoreStats) -> Result<()> {
         self.conn
             .call("store heartbeat", |mut c| {

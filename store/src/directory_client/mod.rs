@@ -37,6 +37,8 @@ pub trait DirectoryClient: Send + Sync + 'static {
     /// heartbeats carry the registration's cluster id.
     async fn register(&self, registration: Registration) -> Result<()>;
     async fn get_store(&self, store_id: u64) -> Result<Store>;
+    /// The directory's view of a region (`None`: it does not know it).
+    async fn get_region(&self, region_id: u64) -> Result<Option<Region>>;
     async fn store_heartbeat(&self, stats: StoreStats) -> Result<()>;
     /// Opens the stream of region heartbeats with the directory leader:
     /// reports go out through `reports`, operator steps come back on
