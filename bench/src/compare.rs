@@ -129,7 +129,13 @@ pub async fn one_run(
     progress: bool,
 ) -> anyhow::Result<WorkloadResult> {
     let cluster = LocalCluster::start(system, members).await?;
-    let backend = AnyBackend::connect(system, &cluster.endpoints(), p).await?;
+    let backend = AnyBackend::connect(
+        system,
+        &cluster.endpoints(),
+        p,
+        &tessera_security::Security::insecure(),
+    )
+    .await?;
     let r = backend.bench(system, workload, p, false, progress).await;
     drop(backend);
     drop(cluster);

@@ -141,8 +141,15 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
         anyhow::ensure!(n >= 1, "a region count must be at least 1");
         let c = LocalTessera::start(3).await?;
         let settle = presplit(&c, &split_keys(p.records, n)).await?;
-        let b =
-            Arc::new(backend::Tessera::connect(&c.routers(), p.connections, p.op_timeout()).await?);
+        let b = Arc::new(
+            backend::Tessera::connect(
+                &c.routers(),
+                p.connections,
+                p.op_timeout(),
+                &tessera_security::Security::insecure(),
+            )
+            .await?,
+        );
         let metrics_dir = args.out.join("metrics").join(format!("{n}-regions"));
         if args.metrics {
             save_metrics(&c, &metrics_dir.join("before"))?;

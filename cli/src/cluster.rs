@@ -86,8 +86,8 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<()> {
             if ctx.output.is_json() {
                 return output::print_json(&serde_json::json!({ "join_token": token }));
             }
-            println!("the cluster's join token was replaced; new stores and members need:");
-            println!("{token}");
+            output::say("the cluster's join token was replaced; new stores and members need:");
+            output::say(&token);
             Ok(())
         }
         Command::RemoveMember(args) => {
@@ -113,8 +113,8 @@ fn done(ctx: &Ctx, what: &str, id: u64, address: Option<&str>) -> Result<()> {
         });
     }
     match address {
-        Some(a) => println!("{what} directory member {id} at {a}"),
-        None => println!("{what} directory member {id}"),
+        Some(a) => output::say(format!("{what} directory member {id} at {a}")),
+        None => output::say(format!("{what} directory member {id}")),
     }
     Ok(())
 }
@@ -235,7 +235,7 @@ fn print_status(s: &StatusView) {
     ]);
     output::print_table(&summary);
 
-    println!("\nDirectory members");
+    output::say("\nDirectory members");
     let mut members = output::table(&["ID", "ADDRESS", "ROLE"]);
     for m in &s.members {
         let role = if m.role == "leader" {
@@ -248,7 +248,7 @@ fn print_status(s: &StatusView) {
     output::print_table(&members);
 
     if !s.operators.is_empty() {
-        println!("\nOperators in flight");
+        output::say("\nOperators in flight");
         let mut ops = output::table(&["ID", "REGION", "KIND", "STEP", "STATE", "AGE"]);
         for o in &s.operators {
             ops.add_row(vec![

@@ -125,7 +125,7 @@ pub async fn get(ctx: &Ctx, args: GetArgs) -> Result<()> {
                     value: Some(text(&value)),
                 })
             } else {
-                println!("{}", text(&value));
+                output::say(text(&value));
                 Ok(())
             }
         }
@@ -165,7 +165,7 @@ fn written(ctx: &Ctx, key: String, op: &str) -> Result<()> {
     if ctx.output.is_json() {
         return output::print_json(&WriteView { key, op, ok: true });
     }
-    println!("OK");
+    output::say("OK");
     Ok(())
 }
 
@@ -199,7 +199,7 @@ pub async fn scan(ctx: &Ctx, args: ScanArgs) -> Result<()> {
         return output::print_json(&views);
     }
     if views.is_empty() {
-        println!("(no keys in range)");
+        output::say("(no keys in range)");
         return Ok(());
     }
     let mut t = output::table(&["KEY", "VALUE"]);

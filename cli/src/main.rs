@@ -94,7 +94,6 @@ pub enum Command {
 }
 
 fn main() -> ExitCode {
-    restore_sigpipe();
     let cli = Cli::parse();
     if let Command::Serve(args) = cli.command {
         return match serve::run(args) {
@@ -120,6 +119,35 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<()> {
+    let plaintext = cli.global.certs_dir.is_none() && !matches!(cli.command, Command::Cert(_));
+    run_command(cli).await.map_err(|e| {
+        if plaintext && looks_like_tls_refusal(&e) {
+            e.context(
+                "no certificates given (--certs-dir / TESSERA_CERTS_DIR) and the server closed \
+                 the plaintext connection: it probably runs TLS — the playground prints the \
+                 `export TESSERA_CERTS_DIR=...` line to paste",
+            )
+        } else {
+            e
+        }
+    })
+}
+
+/// Whether `e` is what a plaintext connection to a TLS server ends in:
+/// the server reads no HTTP/2 preface and closes the connection.
+fn looks_like_tls_refusal(e: &anyhow::Error) -> bool {
+    let text = format!("{e:#}");
+    [
+        "broken pipe",
+        "connection reset",
+        "stream closed",
+        "frame with invalid size",
+    ]
+    .iter()
+    .any(|s| text.contains(s))
+}
+
+async fn run_command(cli: Cli) -> Result<()> {
     let ctx = Ctx::new(&cli.global);
     match cli.command {
         Command::Playground(args) => playground::run(args).await,
@@ -163,16 +191,6 @@ fn init_logging(verbose: u8) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
-}
-
-/// Dies quietly on a closed stdout (`tessera scan | head`) like other Unix
-/// tools, instead of panicking on the failed write.
-fn restore_sigpipe() {
-    // SAFETY: resetting a signal to its default action before any thread
-    // starts has no preconditions.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
 }
 
 #[cfg(test)]

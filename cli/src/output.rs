@@ -60,13 +60,30 @@ pub fn details(rows: Vec<(&str, String)>) -> Table {
 }
 
 pub fn print_table(t: &Table) {
-    println!("{t}");
+    say(t);
 }
 
 /// Prints `value` as one (pretty) JSON document.
 pub fn print_json<T: Serialize + ?Sized>(value: &T) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    say(serde_json::to_string_pretty(value)?);
     Ok(())
+}
+
+/// Prints one line of the command's output. A reader that went away
+/// (`tessera scan | head`) ends the command quietly with status 141, as
+/// SIGPIPE ends other Unix tools — the CLI itself ignores SIGPIPE, so that
+/// a connection a server closes is an error it reports, not a signal that
+/// kills it.
+pub fn say(text: impl std::fmt::Display) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{text}").and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(141);
+        }
+        eprintln!("error: cannot write the output: {e}");
+        std::process::exit(1);
+    }
 }
 
 /// A byte count for people: `0 B`, `512 B`, `1.5 KiB`, `96.0 MiB`.

@@ -28,7 +28,12 @@
 //! configuration (`<name>.toml`, usable with the dedicated binaries), its
 //! log (`<name>.log`) and the cluster's join token (`join-token`, mode
 //! 0600: every directory member starts with it and every store joins with
-//! it; give it to a store you add by hand). Without `--data-dir` a temporary directory is
+//! it; give it to a store you add by hand), and the certificates
+//! (`certs/`: a CA, the node and router certificates for 127.0.0.1 and
+//! localhost, and the client certificate `admin`). Every server runs over
+//! TLS with them, so the CLI needs them too: the banner prints the line to
+//! paste (`export TESSERA_CERTS_DIR=<data dir>/certs`). `--insecure` runs
+//! plaintext instead (every process warns). Without `--data-dir` a temporary directory is
 //! used and removed on exit; with one, the cluster's data survives a
 //! restart of the playground, which must then be given the same number of
 //! directories (recorded in `playground.toml`).
@@ -76,6 +81,12 @@ pub struct Args {
     /// matches the CLI's default addresses.
     #[arg(long, default_value_t = 14000, value_parser = clap::value_parser!(u16).range(1024..=65000))]
     pub base_port: u16,
+    /// Run plaintext, without certificates: anyone who reaches the ports
+    /// may read and write everything (every process logs a warning). By
+    /// default the playground makes its own CA and certificates in the data
+    /// directory and runs everything over TLS.
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 fn parse_directories(s: &str) -> std::result::Result<u16, String> {
@@ -159,15 +170,20 @@ pub async fn run(args: Args) -> Result<()> {
         }
     }
 
+    let certs = if args.insecure {
+        None
+    } else {
+        Some(local_certs(&root)?)
+    };
     let exe = std::env::current_exe().context("cannot find the tessera binary")?;
     let mut servers = Vec::new();
-    let started = start_all(&exe, &root, &layout, &mut servers).await;
+    let started = start_all(&exe, &root, &layout, certs.as_deref(), &mut servers).await;
     if let Err(e) = started {
         stop_all(&mut servers).await;
         return Err(e);
     }
 
-    print_banner(&root, args.data_dir.is_some(), &layout);
+    print_banner(&root, args.data_dir.is_some(), &layout, certs.as_deref());
     let mut interrupted = std::pin::pin!(tessera_common::shutdown_signal());
     let mut watch = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -233,11 +249,38 @@ fn join_token(root: &Path) -> Result<String> {
     Ok(token)
 }
 
+/// The playground's certificates (`<data dir>/certs`): made at its first
+/// start, kept with a kept data directory.
+fn local_certs(root: &Path) -> Result<PathBuf> {
+    use tessera_security::certs::{self, CertsDir};
+    let dir = root.join("certs");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    certs::create_local_bundle(&CertsDir::new(&dir), certs::LEAF_DAYS)
+        .context("cannot create the playground's certificates")?;
+    Ok(dir)
+}
+
+/// How every server secures itself: TLS with the playground's
+/// certificates, or plaintext when `--insecure` was said.
+fn security_settings(certs: Option<&Path>) -> tessera_security::TlsSettings {
+    match certs {
+        Some(dir) => tessera_security::TlsSettings {
+            certs_dir: Some(dir.to_path_buf()),
+            ..Default::default()
+        },
+        None => tessera_security::TlsSettings {
+            insecure: true,
+            ..Default::default()
+        },
+    }
+}
+
 /// Starts every server and waits until all are ready, with a spinner.
 async fn start_all(
     exe: &Path,
     root: &Path,
     layout: &Layout,
+    certs: Option<&Path>,
     servers: &mut Vec<Server>,
 ) -> Result<()> {
     let members: Vec<String> = layout
@@ -254,7 +297,7 @@ async fn start_all(
             listen_addr: addr.clone(),
             status_addr: status.clone(),
             initial_members: members.clone(),
-            security: insecure(),
+            security: security_settings(certs),
             join_token: Some(join_token.clone()),
             ..Default::default()
         };
@@ -278,7 +321,7 @@ async fn start_all(
             directory: layout.directory_addrs(),
             // Everything stops together; a short grace keeps Ctrl-C quick.
             shutdown_grace_ms: 3000,
-            security: insecure(),
+            security: security_settings(certs),
             join_token: Some(join_token.clone()),
             ..Default::default()
         };
@@ -290,7 +333,7 @@ async fn start_all(
         listen_addr: layout.router.clone(),
         status_addr: layout.router_status.clone(),
         directory: layout.directory_addrs(),
-        security: insecure(),
+        security: security_settings(certs),
         ..Default::default()
     };
     let config = write_config(root, "router", &cfg)?;
@@ -327,7 +370,7 @@ async fn start_all(
             }
         }
         if waiting.is_empty() {
-            if settled(layout).await {
+            if settled(layout, certs).await {
                 bar.finish_and_clear();
                 return Ok(());
             }
@@ -352,24 +395,23 @@ async fn start_all(
     }
 }
 
-/// The playground runs plaintext (said explicitly; every process warns).
-fn insecure() -> tessera_security::TlsSettings {
-    tessera_security::TlsSettings {
-        insecure: true,
-        ..Default::default()
-    }
-}
-
 /// Whether the directory has placed every replica it wants: no operator in
 /// flight and (with 3 stores or more) no region short of replicas. Until
 /// then admin commands would be refused ("operator in progress").
-async fn settled(layout: &Layout) -> bool {
+async fn settled(layout: &Layout, certs: Option<&Path>) -> bool {
     use tessera_proto::directorypb::ClusterStatusRequest;
-    let Ok(conn) = DirectoryConn::new(
-        layout.directory_addrs(),
-        Duration::from_secs(2),
-        tessera_security::Security::insecure(),
-    ) else {
+    let security = match certs {
+        Some(dir) => match tessera_security::Security::client(
+            dir,
+            Some(tessera_security::certs::LOCAL_ADMIN),
+        ) {
+            Ok(s) => s,
+            Err(_) => return false,
+        },
+        None => tessera_security::Security::insecure(),
+    };
+    let Ok(conn) = DirectoryConn::new(layout.directory_addrs(), Duration::from_secs(2), security)
+    else {
         return false;
     };
     let status = conn
@@ -448,7 +490,7 @@ fn spawn(
     })
 }
 
-fn print_banner(root: &Path, kept: bool, layout: &Layout) {
+fn print_banner(root: &Path, kept: bool, layout: &Layout, certs: Option<&Path>) {
     println!("tessera playground is running.");
     println!();
     println!(
@@ -478,6 +520,10 @@ fn print_banner(root: &Path, kept: bool, layout: &Layout) {
     };
     println!();
     println!("Try, in another terminal:");
+    match certs {
+        Some(dir) => println!("  export TESSERA_CERTS_DIR={}", dir.display()),
+        None => println!("  (plaintext: --insecure was given)"),
+    }
     let tessera = command_name();
     println!("  {tessera}{flags} put greeting hello");
     println!("  {tessera}{flags} get greeting");

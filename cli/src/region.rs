@@ -503,7 +503,9 @@ fn print_started(ctx: &Ctx, region_id: u64, operator: &str, kind: &str) -> Resul
             operator,
         });
     }
-    println!("{kind} of region {region_id} started: operator {operator}");
+    output::say(format!(
+        "{kind} of region {region_id} started: operator {operator}"
+    ));
     Ok(())
 }
 

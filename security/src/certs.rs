@@ -114,6 +114,31 @@ pub fn create_ca(dir: &CertsDir, days: u32, overwrite: bool) -> Result<CertInfo>
     save(dir, &cert_path, &cert, &key_path, &key)
 }
 
+/// The client identity a local cluster's bundle holds (and the CLI's
+/// default `--user`).
+pub const LOCAL_ADMIN: &str = "admin";
+
+/// Everything a cluster on one machine needs in `dir`, unless `dir`
+/// already has a CA (then nothing is touched): a CA, the node certificate
+/// and the router certificate for `127.0.0.1` and `localhost`, and the
+/// client certificate [`LOCAL_ADMIN`]. Returns whether it created them.
+/// The playground and the test harness use it.
+pub fn create_local_bundle(dir: &CertsDir, days: u32) -> Result<bool> {
+    if dir.ca_cert().exists() {
+        return Ok(false);
+    }
+    let hosts = ["127.0.0.1".to_string(), "localhost".to_string()];
+    create_ca(dir, days, false)?;
+    for (kind, name, hosts) in [
+        (Kind::Node, "node", &hosts[..]),
+        (Kind::Router, "router", &hosts[..]),
+        (Kind::Client, LOCAL_ADMIN, &[][..]),
+    ] {
+        create(dir, &Identity::new(kind, name)?, hosts, days, false)?;
+    }
+    Ok(true)
+}
+
 /// Creates the certificate of `id`, signed by the CA in `dir`, valid for
 /// `hosts` (nodes and routers need at least one; clients take none).
 pub fn create(

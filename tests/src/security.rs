@@ -6,24 +6,14 @@ use std::time::Duration;
 
 use tessera_routing::directory::DirectoryConn;
 use tessera_security::certs::{self, CertsDir};
-use tessera_security::{Identity, Kind, Security, TlsSettings};
+use tessera_security::{Kind, Security, TlsSettings};
 
 use crate::E2eCluster;
 
 /// A CA, a node certificate (127.0.0.1, localhost), a router certificate
 /// and the client certificate `admin` in `dir`.
 pub fn make_certs(dir: &std::path::Path) -> PathBuf {
-    let d = CertsDir::new(dir);
-    let hosts = ["127.0.0.1".to_string(), "localhost".to_string()];
-    certs::create_ca(&d, 30, false).expect("CA");
-    for (kind, name, hosts) in [
-        (Kind::Node, "node", &hosts[..]),
-        (Kind::Router, "router", &hosts[..]),
-        (Kind::Client, "admin", &[][..]),
-    ] {
-        let id = Identity::new(kind, name).expect("identity");
-        certs::create(&d, &id, hosts, 30, false).expect("certificate");
-    }
+    certs::create_local_bundle(&CertsDir::new(dir), 30).expect("certificates");
     dir.to_path_buf()
 }
 

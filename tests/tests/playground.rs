@@ -12,10 +12,23 @@ use std::time::{Duration, Instant};
 
 use tessera_e2e::bin_dir;
 
+/// The playground's certificates, once it made them: what the user
+/// exports as `TESSERA_CERTS_DIR` after reading the banner.
+static CERTS: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
 fn tessera() -> Command {
     let mut cmd = Command::new(bin_dir().join("tessera"));
-    for var in ["TESSERA_ROUTER", "TESSERA_DIRECTORY", "TESSERA_OUTPUT"] {
+    for var in [
+        "TESSERA_ROUTER",
+        "TESSERA_DIRECTORY",
+        "TESSERA_OUTPUT",
+        "TESSERA_CERTS_DIR",
+        "TESSERA_USER",
+    ] {
         cmd.env_remove(var);
+    }
+    if let Some(dir) = CERTS.get() {
+        cmd.env("TESSERA_CERTS_DIR", dir);
     }
     cmd
 }
@@ -130,6 +143,26 @@ fn the_playground_serves_the_cli_with_default_flags_and_stops_on_ctrl_c() {
     assert!(banner.contains("127.0.0.1:14010"), "directory: {banner}");
     assert!(banner.contains("/metrics"), "metrics: {banner}");
     assert!(banner.contains("tessera put"), "an example: {banner}");
+
+    // Secure by default: the banner says how to point the CLI at the
+    // playground's certificates, and without them nothing is served.
+    let certs = data.path().join("certs");
+    assert!(
+        banner.contains(&format!("export TESSERA_CERTS_DIR={}", certs.display())),
+        "{banner}"
+    );
+    let out = tessera()
+        .args(["--timeout", "3", "get", "greeting"])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a plaintext CLI was served: {stderr}"
+    );
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    CERTS.set(certs).unwrap();
 
     ok(&["put", "greeting", "hello"]);
     assert_eq!(ok(&["get", "greeting"]).trim(), "hello");

@@ -62,10 +62,13 @@ pub struct Tessera {
 }
 
 impl Tessera {
+    /// `security`: how to reach the routers (the bench's own local
+    /// clusters run plaintext; an existing cluster may need certificates).
     pub async fn connect(
         routers: &[String],
         connections: usize,
         timeout: Duration,
+        security: &tessera_security::Security,
     ) -> anyhow::Result<Tessera> {
         let mut clients = vec![];
         for _ in 0..connections.max(1) {
@@ -73,6 +76,7 @@ impl Tessera {
                 tessera_client::Client::builder()
                     .endpoints(routers.iter().cloned())
                     .timeout(timeout)
+                    .security(security.clone())
                     .build()
                     .await?,
             );

@@ -198,10 +198,16 @@ pub enum AnyBackend {
 }
 
 impl AnyBackend {
-    pub async fn connect(system: System, endpoints: &[String], p: &Params) -> anyhow::Result<Self> {
+    pub async fn connect(
+        system: System,
+        endpoints: &[String],
+        p: &Params,
+        security: &tessera_security::Security,
+    ) -> anyhow::Result<Self> {
         Ok(match system {
             System::Tessera => AnyBackend::Tessera(Arc::new(
-                backend::Tessera::connect(endpoints, p.connections, p.op_timeout()).await?,
+                backend::Tessera::connect(endpoints, p.connections, p.op_timeout(), security)
+                    .await?,
             )),
             System::Etcd => AnyBackend::Etcd(Arc::new(
                 backend::Etcd::connect(
@@ -269,6 +275,15 @@ pub struct Args {
     /// members) and stopped at the end.
     #[arg(long, value_delimiter = ',')]
     pub endpoints: Vec<String>,
+    /// With --endpoints: the tessera cluster's certificates directory
+    /// (TLS, presenting client.USER.crt; `tessera playground` prints it).
+    /// Without it the routers are dialed plaintext. The local clusters the
+    /// bench starts itself run plaintext and ignore it.
+    #[arg(long, env = "TESSERA_CERTS_DIR", value_name = "DIR")]
+    pub certs_dir: Option<PathBuf>,
+    /// The client certificate to present with --certs-dir.
+    #[arg(long, env = "TESSERA_USER", default_value = "admin")]
+    pub user: String,
     /// Workloads to run one after the other, each loaded first.
     #[arg(long, value_delimiter = ',', default_value = "A")]
     pub workload: Vec<String>,
@@ -310,7 +325,11 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
         Some(l) => l.endpoints(),
         None => args.endpoints.clone(),
     };
-    let backend = AnyBackend::connect(args.system, &endpoints, p).await?;
+    let security = match (&local, &args.certs_dir) {
+        (None, Some(dir)) => tessera_security::Security::client(dir, Some(&args.user))?,
+        _ => tessera_security::Security::insecure(),
+    };
+    let backend = AnyBackend::connect(args.system, &endpoints, p, &security).await?;
     if !json {
         println!(
             "tessera-bench ycsb: {} at {}",
