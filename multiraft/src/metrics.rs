@@ -55,7 +55,7 @@ pub const RAFT_LOG_ENTRIES: &str = "tessera_raft_log_entries";
 pub const RAFT_LOG_BYTES: &str = "tessera_raft_log_bytes";
 /// Tombstone messages (a claim that a local peer was removed) by what was
 /// done with them (`outcome`): `reported` to the store's removal checker,
-/// `checker_busy`, `stale`, `unconfirmable`, `uninitialized_dropped`.
+/// `checker_busy`, `stale`, `unconfirmable`, `uninitialized_kept`.
 pub const TOMBSTONE_MESSAGES_TOTAL: &str = "tessera_raft_tombstone_messages_total";
 /// Raft messages from other nodes refused before they reached raft-rs,
 /// because stepping them would break an invariant raft-rs aborts on, or

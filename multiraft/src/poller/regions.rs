@@ -370,9 +370,8 @@ impl<S: StateMachine> Poller<S> {
     /// handed to the store's removal checker ([`PollerSpec::removal_reports`],
     /// which asks the directory and sends `DestroyRegion`), or ignored where
     /// nothing can confirm it (the directory's own group). An uninitialized
-    /// peer holds no data and no range: it is dropped at once, without a
-    /// tombstone (a forged epoch must not bar the region from this store);
-    /// the leader's next message recreates it if it was still wanted.
+    /// peer (no data, no range) is kept: the directory cannot speak for a
+    /// peer it may not know yet, and destroying it would forget its vote.
     ///
     /// [`PollerSpec::removal_reports`]: super::PollerSpec::removal_reports
     fn on_tombstone_message(&mut self, region_id: RegionId, peer_id: u64, epoch: RegionEpoch) {
@@ -383,16 +382,16 @@ impl<S: StateMachine> Poller<S> {
             return;
         }
         if !peer.is_initialized() {
+            // Nothing confirms it, and destroying would forget a vote the
+            // peer may have cast this term (a recreated peer could vote
+            // twice). It holds no data or range; a restart drops it.
             tracing::info!(
                 region_id,
                 peer_id,
-                "uninitialized peer told it was removed; dropped"
+                "uninitialized peer told it was removed; kept"
             );
-            metrics::counter!(m::TOMBSTONE_MESSAGES_TOTAL, "outcome" => "uninitialized_dropped")
+            metrics::counter!(m::TOMBSTONE_MESSAGES_TOTAL, "outcome" => "uninitialized_kept")
                 .increment(1);
-            if let Err(e) = self.destroy_region(region_id, None) {
-                tracing::warn!(region_id, error = %e, "cannot drop an uninitialized peer");
-            }
             return;
         }
         let local = region::epoch(peer.region());
