@@ -347,6 +347,14 @@ async fn start_all(
         root,
     )?);
 
+    // How the playground itself asks the directory whether it settled.
+    let admin = match certs {
+        Some(dir) => {
+            tessera_security::Security::client(dir, Some(tessera_security::certs::LOCAL_ADMIN))
+                .context("cannot load the playground's client certificate")?
+        }
+        None => tessera_security::Security::insecure(),
+    };
     let bar = indicatif::ProgressBar::new_spinner();
     bar.enable_steady_tick(Duration::from_millis(120));
     let deadline = Instant::now() + READY_TIMEOUT;
@@ -370,7 +378,7 @@ async fn start_all(
             }
         }
         if waiting.is_empty() {
-            if settled(layout, certs).await {
+            if settled(layout, &admin).await {
                 bar.finish_and_clear();
                 return Ok(());
             }
@@ -398,20 +406,13 @@ async fn start_all(
 /// Whether the directory has placed every replica it wants: no operator in
 /// flight and (with 3 stores or more) no region short of replicas. Until
 /// then admin commands would be refused ("operator in progress").
-async fn settled(layout: &Layout, certs: Option<&Path>) -> bool {
+async fn settled(layout: &Layout, security: &tessera_security::Security) -> bool {
     use tessera_proto::directorypb::ClusterStatusRequest;
-    let security = match certs {
-        Some(dir) => match tessera_security::Security::client(
-            dir,
-            Some(tessera_security::certs::LOCAL_ADMIN),
-        ) {
-            Ok(s) => s,
-            Err(_) => return false,
-        },
-        None => tessera_security::Security::insecure(),
-    };
-    let Ok(conn) = DirectoryConn::new(layout.directory_addrs(), Duration::from_secs(2), security)
-    else {
+    let Ok(conn) = DirectoryConn::new(
+        layout.directory_addrs(),
+        Duration::from_secs(2),
+        security.clone(),
+    ) else {
         return false;
     };
     let status = conn

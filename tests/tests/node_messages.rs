@@ -169,6 +169,24 @@ fn message(t: MessageType, from: &Peer, to: &Peer) -> Message {
     m
 }
 
+/// A snapshot of `region` far ahead of its log (term 1,000,000, index
+/// 2^40), from `from` to `to`, declaring `files`.
+fn snapshot_of(region: &Region, from: &Peer, to: &Peer, files: Vec<SnapshotFile>) -> Message {
+    let mut snap = message(MessageType::MsgSnapshot, from, to);
+    snap.term = 1_000_000;
+    let data = SnapshotData {
+        region: Some(region.clone()),
+        files,
+    };
+    let s = snap.mut_snapshot();
+    s.set_data(prost::Message::encode_to_vec(&data).into());
+    let meta = s.mut_metadata();
+    meta.index = 1 << 40;
+    meta.term = 1_000_000;
+    meta.mut_conf_state().voters = region.peers.iter().map(|p| p.id).collect();
+    snap
+}
+
 /// An SST file, written by a real RocksDB engine, holding `key`.
 fn sst_holding(dir: &std::path::Path, key: &[u8]) -> (SnapshotFile, Vec<u8>) {
     use tessera_multiraft::engine::{Cf, Engine, ExportRange, RocksEngine, RocksOptions};
@@ -278,24 +296,12 @@ async fn forged_raft_messages_lose_no_replica_and_abort_no_store() {
         heartbeat.term = 1_000_000;
         heartbeat.commit = 1 << 40;
         // A snapshot message in a plain batch: its files never came.
-        let mut snap = message(MessageType::MsgSnapshot, other, peer);
-        snap.term = 1_000_000;
-        let data = SnapshotData {
-            region: Some(region.clone()),
-            files: vec![file("default", "a.sst", 10)],
-        };
-        snap.mut_snapshot()
-            .set_data(prost::Message::encode_to_vec(&data).into());
-        snap.mut_snapshot().mut_metadata().index = 1 << 40;
-        snap.mut_snapshot().mut_metadata().term = 1_000_000;
-        snap.mut_snapshot().mut_metadata().mut_conf_state().voters =
-            region.peers.iter().map(|p| p.id).collect();
-        let messages = vec![
+        let snap = snapshot_of(&region, other, peer, vec![file("default", "a.sst", 10)]);
+        let mut messages = vec![
             tombstone,
             raft_message(&region, other, peer, heartbeat),
             raft_message(&region, other, peer, snap),
         ];
-        let mut messages = messages;
         if peer.id == leader.id {
             // A read-index request without its context, to the leader.
             let read = message(MessageType::MsgReadIndex, other, peer);
@@ -315,18 +321,7 @@ async fn forged_raft_messages_lose_no_replica_and_abort_no_store() {
     let planted = [prefix, b"a-planted"].concat();
     let (sst, bytes) = sst_holding(scratch.path(), &planted);
     let (index1, status1, peer1, other1, raft1) = &mut clients[0];
-    let mut snap = message(MessageType::MsgSnapshot, other1, peer1);
-    snap.term = 1_000_000;
-    let data = SnapshotData {
-        region: Some(region.clone()),
-        files: vec![sst.clone()],
-    };
-    snap.mut_snapshot()
-        .set_data(prost::Message::encode_to_vec(&data).into());
-    snap.mut_snapshot().mut_metadata().index = 1 << 40;
-    snap.mut_snapshot().mut_metadata().term = 1_000_000;
-    snap.mut_snapshot().mut_metadata().mut_conf_state().voters =
-        region.peers.iter().map(|p| p.id).collect();
+    let snap = snapshot_of(&region, other1, peer1, vec![sst.clone()]);
     let stream = vec![
         SnapshotChunk {
             message: Some(raft_message(&region, other1, peer1, snap)),

@@ -262,21 +262,23 @@ impl<S: StateMachine> Poller<S> {
         if !self.peers.contains_key(&region_id) && !self.maybe_create_peer(&msg, &raft_msg) {
             return;
         }
+        let local = self.peers[&region_id].peer_id();
+        if to.id != local {
+            tracing::debug!(
+                region_id,
+                to = to.id,
+                local,
+                "message for another peer of the region dropped"
+            );
+            return;
+        }
+        // After the cheap checks: this one may read the snapshot's files.
         if raft_msg.get_msg_type() == MessageType::MsgSnapshot
             && !self.snapshot_fits(region_id, &raft_msg)
         {
             return;
         }
         let peer = self.peers.get_mut(&region_id).expect("peer exists");
-        if to.id != peer.peer_id() {
-            tracing::debug!(
-                region_id,
-                to = to.id,
-                local = peer.peer_id(),
-                "message for another peer of the region dropped"
-            );
-            return;
-        }
         if let Some(reason) = peer.refusal(&raft_msg) {
             tracing::warn!(
                 region_id,
