@@ -12,18 +12,26 @@
 //! pass (workload A, one client) on each system compares the update p50
 //! with the fsync p50.
 //!
-//! The table gives per workload and system the median over rounds of the
-//! run phase's throughput and p99 (all operations), and tessera/etcd
-//! ratios: throughput (above 1: tessera faster) and p99 (below 1: tessera
-//! lower). Every run's full results go to `<out>/compare.json`, the plot to
-//! `<out>/compare.svg`.
+//! Both systems run in the same security mode (`--modes`, default
+//! `tls,plaintext`: every workload in both, alternating within a round):
+//! `tls` is each system secured the way it is meant to run — tessera as
+//! it runs by default, etcd with client-certificate auth and peer TLS —
+//! and `plaintext` neither. The single-client pass runs in the first mode.
+//!
+//! The table gives per workload, mode and system the median over rounds
+//! of the run phase's throughput and p99 (all operations), and
+//! tessera/etcd ratios: throughput (above 1: tessera faster) and p99
+//! (below 1: tessera lower). With both modes, each system's TLS cost: the
+//! median over rounds of its TLS/plaintext throughput ratio (closer to 1:
+//! cheaper TLS). Every run's full results go to `<out>/compare.json`, the
+//! plot to `<out>/compare.svg`.
 
 use std::path::PathBuf;
 
 use comfy_table::Table;
 use serde::Serialize;
 
-use crate::ycsb::{self, AnyBackend, LocalCluster, Params, System, WorkloadResult};
+use crate::ycsb::{self, AnyBackend, LocalCluster, Mode, Params, System, WorkloadResult};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -41,6 +49,15 @@ pub struct Args {
         default_value = "tessera,etcd"
     )]
     pub systems: Vec<System>,
+    /// Security modes, each run by both systems: `tls` (every connection,
+    /// client certificates required) and `plaintext`.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_enum,
+        default_value = "tls,plaintext"
+    )]
+    pub modes: Vec<Mode>,
     /// Members per cluster: tessera stores (3 directories and 1 router
     /// besides) and etcd members.
     #[arg(long, default_value_t = 3)]
@@ -69,6 +86,7 @@ pub struct Cell {
 #[derive(Serialize, Clone, Debug)]
 pub struct SummaryRow {
     pub workload: String,
+    pub mode: Mode,
     pub mix: String,
     pub systems: Vec<(System, Cell)>,
     /// First system's throughput over the second's.
@@ -80,14 +98,25 @@ pub struct SummaryRow {
 #[derive(Serialize)]
 struct RunRecord {
     round: usize,
+    mode: Mode,
     #[serde(flatten)]
     result: WorkloadResult,
+}
+
+/// What TLS costs one system on one workload.
+#[derive(Serialize, Clone, Debug)]
+pub struct TlsCost {
+    pub workload: String,
+    pub system: System,
+    /// Median over rounds of (TLS ops/s) / (plaintext ops/s).
+    pub throughput_ratio: f64,
 }
 
 /// One system's single-client pass.
 #[derive(Serialize, Clone, Debug)]
 pub struct SingleClient {
     pub system: System,
+    pub mode: Mode,
     pub read_p50_us: u64,
     pub update_p50_us: u64,
     /// Update p50 over this machine's fsync p50.
@@ -104,6 +133,7 @@ struct Output<'a> {
     members: usize,
     params: &'a Params,
     summary: &'a [SummaryRow],
+    tls_cost: &'a [TlsCost],
     runs: &'a [RunRecord],
 }
 
@@ -123,19 +153,14 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Starts `system`, loads and runs `workload`, stops it.
 pub async fn one_run(
     system: System,
+    mode: Mode,
     workload: &str,
     members: usize,
     p: &Params,
     progress: bool,
 ) -> anyhow::Result<WorkloadResult> {
-    let cluster = LocalCluster::start(system, members).await?;
-    let backend = AnyBackend::connect(
-        system,
-        &cluster.endpoints(),
-        p,
-        &tessera_security::Security::insecure(),
-    )
-    .await?;
+    let cluster = LocalCluster::start(system, members, mode).await?;
+    let backend = AnyBackend::connect(system, &cluster.endpoints(), p, &cluster.access()).await?;
     let r = backend.bench(system, workload, p, false, progress).await;
     drop(backend);
     drop(cluster);
@@ -145,6 +170,7 @@ pub async fn one_run(
 pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
     anyhow::ensure!(args.rounds > 0, "--rounds must be positive");
     anyhow::ensure!(!args.systems.is_empty(), "no system to run");
+    anyhow::ensure!(!args.modes.is_empty(), "no mode to run");
     let p = &args.params;
     // etcd is needed: install it before measuring anything.
     if args.systems.contains(&System::Etcd) {
@@ -155,9 +181,14 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
     if !json {
         println!("tessera-bench compare: {}", p.describe());
         println!(
-            "{} round(s) of workloads {} on {}; {} records of {} × {} bytes",
+            "{} round(s) of workloads {} ({}) on {}; {} records of {} × {} bytes",
             args.rounds,
             args.workloads.join(","),
+            args.modes
+                .iter()
+                .map(|m| m.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
             args.systems
                 .iter()
                 .map(|s| s.to_string())
@@ -174,11 +205,15 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
     let mut runs: Vec<RunRecord> = vec![];
     for round in 1..=args.rounds {
         for w in &args.workloads {
-            for &system in &args.systems {
-                let r = one_run(system, w, args.members, p, !json).await?;
+            for (&mode, &system) in args
+                .modes
+                .iter()
+                .flat_map(|m| args.systems.iter().map(move |s| (m, s)))
+            {
+                let r = one_run(system, mode, w, args.members, p, !json).await?;
                 if !json {
                     println!(
-                        "round {round} workload {} {system:>8}: load {:>6.0}/s, run {:>7.0} ops/s, p50 {:>6} µs, p99 {:>7} µs, {} errors",
+                        "round {round} workload {} {mode:>9} {system:>8}: load {:>6.0}/s, run {:>7.0} ops/s, p50 {:>6} µs, p99 {:>7} µs, {} errors",
                         r.workload,
                         r.load.as_ref().map(|l| l.ops_per_sec).unwrap_or(0.0),
                         r.run.ops_per_sec,
@@ -190,12 +225,17 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
                         println!("  error: {e}");
                     }
                 }
-                runs.push(RunRecord { round, result: r });
+                runs.push(RunRecord {
+                    round,
+                    mode,
+                    result: r,
+                });
             }
         }
     }
 
     let summary = summarize(&args, &runs);
+    let tls_cost = tls_cost(&args, &runs);
     let out = Output {
         fsync_p50_us: fsync_p50,
         fsync_p99_us: fsync_p99,
@@ -204,6 +244,7 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
         members: args.members,
         params: p,
         summary: &summary,
+        tls_cost: &tls_cost,
         runs: &runs,
     };
     let doc = serde_json::to_string_pretty(&out)?;
@@ -216,6 +257,12 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
     } else {
         println!();
         println!("{}", table(&args, &summary));
+        for c in &tls_cost {
+            println!(
+                "TLS cost, workload {}, {}: TLS/plaintext throughput {:.2}× (median of {} rounds)",
+                c.workload, c.system, c.throughput_ratio, args.rounds
+            );
+        }
         for s in &single {
             println!(
                 "single client, workload A, {}: update p50 {} µs = {:.2}× the fsync p50; read p50 {} µs",
@@ -256,8 +303,9 @@ async fn single_client(
         ..args.params.clone()
     };
     let mut out = vec![];
+    let mode = args.modes[0];
     for &system in &args.systems {
-        let r = one_run(system, "A", args.members, &p, !json).await?;
+        let r = one_run(system, mode, "A", args.members, &p, !json).await?;
         let p50 = |op: &str| {
             r.run
                 .ops
@@ -269,6 +317,7 @@ async fn single_client(
         let (read, update) = (p50("READ"), p50("UPDATE"));
         let s = SingleClient {
             system,
+            mode,
             read_p50_us: read,
             update_p50_us: update,
             update_over_fsync: update as f64 / fsync_p50.max(1) as f64,
@@ -276,7 +325,7 @@ async fn single_client(
         };
         if !json {
             println!(
-                "single client, workload A, {system:>8}: update p50 {update} µs ({:.2}× fsync p50), read p50 {read} µs, {} errors",
+                "single client, workload A, {mode}, {system:>8}: update p50 {update} µs ({:.2}× fsync p50), read p50 {read} µs, {} errors",
                 s.update_over_fsync, s.result.run.errors
             );
         }
@@ -285,15 +334,60 @@ async fn single_client(
     Ok(out)
 }
 
+/// Each system's median over rounds of its TLS/plaintext throughput ratio,
+/// per workload (when both modes ran).
+fn tls_cost(args: &Args, runs: &[RunRecord]) -> Vec<TlsCost> {
+    if !(args.modes.contains(&Mode::Tls) && args.modes.contains(&Mode::Plaintext)) {
+        return vec![];
+    }
+    let mut out = vec![];
+    for w in &args.workloads {
+        let w = w.to_ascii_uppercase();
+        for &system in &args.systems {
+            let ops = |round: usize, mode: Mode| {
+                runs.iter()
+                    .find(|r| {
+                        r.round == round
+                            && r.mode == mode
+                            && r.result.system == system
+                            && r.result.workload == w
+                    })
+                    .map(|r| r.result.run.ops_per_sec)
+            };
+            let ratios: Vec<f64> = (1..=args.rounds)
+                .filter_map(
+                    |round| match (ops(round, Mode::Tls), ops(round, Mode::Plaintext)) {
+                        (Some(tls), Some(plain)) if plain > 0.0 => Some(tls / plain),
+                        _ => None,
+                    },
+                )
+                .collect();
+            if !ratios.is_empty() {
+                out.push(TlsCost {
+                    workload: w.clone(),
+                    system,
+                    throughput_ratio: median(ratios),
+                });
+            }
+        }
+    }
+    out
+}
+
 fn summarize(args: &Args, runs: &[RunRecord]) -> Vec<SummaryRow> {
     let mut rows = vec![];
-    for w in &args.workloads {
+    for (w, &mode) in args
+        .workloads
+        .iter()
+        .flat_map(|w| args.modes.iter().map(move |m| (w, m)))
+    {
         let w = w.to_ascii_uppercase();
         let mut systems = vec![];
         let mut mix = String::new();
         for &s in &args.systems {
             let mine: Vec<&WorkloadResult> = runs
                 .iter()
+                .filter(|r| r.mode == mode)
                 .map(|r| &r.result)
                 .filter(|r| r.system == s && r.workload == w)
                 .collect();
@@ -320,6 +414,7 @@ fn summarize(args: &Args, runs: &[RunRecord]) -> Vec<SummaryRow> {
         };
         rows.push(SummaryRow {
             workload: w,
+            mode,
             mix,
             systems,
             throughput_ratio,
@@ -347,7 +442,7 @@ fn table(args: &Args, summary: &[SummaryRow]) -> Table {
     header.push("errors".into());
     t.set_header(header);
     for r in summary {
-        let mut row = vec![format!("{} ({})", r.workload, r.mix)];
+        let mut row = vec![format!("{} ({}), {}", r.workload, r.mix, r.mode)];
         for (_, c) in &r.systems {
             row.push(format!("{:.0}", c.ops_per_sec));
             row.push(ms(c.p99_us));
@@ -382,7 +477,10 @@ fn plot(
     summary: &[SummaryRow],
     fsync_p50: u64,
 ) -> anyhow::Result<()> {
-    let cats: Vec<String> = summary.iter().map(|r| r.workload.clone()).collect();
+    let cats: Vec<String> = summary
+        .iter()
+        .map(|r| format!("{} {}", r.workload, r.mode))
+        .collect();
     let series = |f: &dyn Fn(&Cell) -> f64| -> Vec<(String, Vec<f64>)> {
         args.systems
             .iter()

@@ -139,7 +139,9 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
     let mut points = vec![];
     for &n in &args.regions {
         anyhow::ensure!(n >= 1, "a region count must be at least 1");
-        let c = LocalTessera::start(3).await?;
+        // Plaintext: what scales with regions, not the cost of TLS (compare
+        // measures that).
+        let c = LocalTessera::start(3, crate::ycsb::Mode::Plaintext).await?;
         let settle = presplit(&c, &split_keys(p.records, n)).await?;
         let b = Arc::new(
             backend::Tessera::connect(

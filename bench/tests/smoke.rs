@@ -90,16 +90,19 @@ fn check(doc: &Value, system: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ycsb_against_tessera() {
-    // Plaintext: tessera-bench dials plaintext, as etcd does here.
-    let mut c = E2eCluster::start(Options {
-        insecure: true,
-        ..Options::default()
-    })
-    .await;
+    // TLS, as the cluster runs by default: the bench presents the client
+    // certificate admin from the cluster's certificates directory.
+    let mut c = E2eCluster::start(Options::default()).await;
     c.add_router().await;
     c.wait_settled(1).await;
     let dir = tempfile::tempdir().unwrap();
     let routers = c.router_addrs().join(",");
+    let certs = c
+        .certs
+        .clone()
+        .expect("a TLS cluster")
+        .display()
+        .to_string();
     let doc = tokio::task::spawn_blocking({
         let path = dir.path().to_path_buf();
         move || {
@@ -111,6 +114,8 @@ async fn ycsb_against_tessera() {
                     "tessera",
                     "--endpoints",
                     &routers,
+                    "--certs-dir",
+                    &certs,
                     "--workload",
                     "A,E",
                 ],
@@ -132,7 +137,8 @@ fn ycsb_against_etcd() {
         "no etcd binary on the PATH: scripts/deps installs Debian's etcd-server"
     );
     let dir = tempfile::tempdir().unwrap();
-    // Without --endpoints the bench starts (and stops) a 3-member etcd.
+    // Without --endpoints the bench starts (and stops) a 3-member etcd, by
+    // default with client-certificate auth and peer TLS.
     let doc = ycsb(
         dir.path(),
         "etcd",

@@ -92,7 +92,8 @@ pub struct GlobalArgs {
     )]
     pub certs_dir: Option<std::path::PathBuf>,
 
-    /// The client certificate to present: client.USER.crt in --certs-dir.
+    /// The client certificate to present: client.USER.crt in --certs-dir
+    /// (ignored with --token).
     #[arg(
         long,
         global = true,
@@ -102,6 +103,19 @@ pub struct GlobalArgs {
         default_value = "admin"
     )]
     pub user: String,
+
+    /// A user's bearer token (from `tessera user create`): sent with every
+    /// request instead of a client certificate. Needs --certs-dir for the
+    /// cluster's ca.crt (a token never travels in plaintext).
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "TESSERA_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
 
     /// Log what the CLI does to stderr (-v info, -vv debug, -vvv trace);
     /// RUST_LOG overrides it.
@@ -163,6 +177,7 @@ pub struct Ctx {
     pub directory: Addrs,
     pub certs_dir: Option<std::path::PathBuf>,
     pub user: String,
+    pub token: Option<String>,
 }
 
 impl Ctx {
@@ -174,14 +189,23 @@ impl Ctx {
             directory: args.directory.clone(),
             certs_dir: args.certs_dir.clone(),
             user: args.user.clone(),
+            token: args.token.clone(),
         }
     }
 
-    /// How connections are secured: TLS with `--certs-dir`, else plaintext.
+    /// How connections are secured: TLS with `--certs-dir` (as the user of
+    /// `--token`, else of the certificate `--user`), else plaintext.
     pub fn security(&self) -> Result<tessera_security::Security> {
-        match &self.certs_dir {
-            None => Ok(tessera_security::Security::insecure()),
-            Some(dir) => tessera_security::Security::client(dir, Some(&self.user))
+        use tessera_security::Security;
+        match (&self.certs_dir, &self.token) {
+            (None, None) => Ok(Security::insecure()),
+            (None, Some(_)) => Err(anyhow!(
+                "--token needs TLS: give --certs-dir (TESSERA_CERTS_DIR), the directory \
+                 holding the cluster's ca.crt"
+            )),
+            (Some(dir), Some(token)) => Security::with_token(dir, token)
+                .map_err(|e| anyhow!("--token with --certs-dir {}: {e}", dir.display())),
+            (Some(dir), None) => Security::client(dir, Some(&self.user))
                 .map_err(|e| anyhow!("--certs-dir {}: {e}", dir.display())),
         }
     }

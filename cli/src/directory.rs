@@ -212,4 +212,28 @@ impl Directory {
         let req = RemoveMemberRequest { id };
         call!(self, "remove member", remove_member, req).map(|_| ())
     }
+
+    /// Creates a user; returns it (without its token hash) and its token.
+    pub async fn create_user(&self, name: &str, role: Role) -> Result<(User, String)> {
+        let req = CreateUserRequest {
+            name: name.to_string(),
+            role: role as i32,
+        };
+        let r = call!(self, "create user", create_user, req)?;
+        let user = r
+            .user
+            .ok_or_else(|| anyhow!("the directory created the user but did not return it"))?;
+        Ok((user, r.token))
+    }
+
+    pub async fn list_users(&self) -> Result<Vec<User>> {
+        Ok(call!(self, "list users", list_users, ListUsersRequest {})?.users)
+    }
+
+    pub async fn revoke_user(&self, name: &str) -> Result<()> {
+        let req = RevokeUserRequest {
+            name: name.to_string(),
+        };
+        call!(self, "revoke user", revoke_user, req).map(|_| ())
+    }
 }

@@ -5,6 +5,7 @@
 //!   (`kv.rs`);
 //! - `store`, `region`, `keyspace`, `cluster` administer the cluster through
 //!   the directory (one module each);
+//! - `user` creates, lists and revokes users (`user.rs`);
 //! - `cert` creates and lists certificates (`cert.rs`, over
 //!   `tessera-security`).
 //!
@@ -29,6 +30,7 @@ mod playground;
 mod region;
 mod serve;
 mod store;
+mod user;
 mod wait;
 
 use std::process::ExitCode;
@@ -84,6 +86,10 @@ pub enum Command {
     /// Cluster status and directory membership.
     #[command(subcommand)]
     Cluster(cluster::Command),
+    /// Create, list and revoke users: who may read, write or administer,
+    /// with a bearer token or a client certificate (admin role).
+    #[command(subcommand)]
+    User(user::Command),
     /// Create and list certificates: the cluster's CA, node, router and
     /// client certificates (PEM files in --certs-dir).
     #[command(subcommand)]
@@ -159,6 +165,7 @@ async fn run_command(cli: Cli) -> Result<()> {
         Command::Region(command) => region::run(&ctx, command).await,
         Command::Keyspace(command) => keyspace::run(&ctx, command).await,
         Command::Cluster(command) => cluster::run(&ctx, command).await,
+        Command::User(command) => user::run(&ctx, command).await,
         Command::Cert(command) => cert::run(&ctx, command),
         Command::Serve(_) => unreachable!("served before the runtime starts"),
     }

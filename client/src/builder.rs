@@ -76,9 +76,13 @@ impl Default for ClientBuilder {
 
 impl ClientBuilder {
     /// How connections to the routers are secured: TLS with the cluster's
-    /// CA and, if it names one, a client certificate
-    /// (`Security::client(certs_dir, Some("alice"))`). Without it the client
-    /// dials plaintext, which only an `--insecure` cluster answers.
+    /// CA and, to act as a user, either its client certificate
+    /// (`Security::client(certs_dir, Some("alice"))`) or its bearer token
+    /// from `tessera user create` (`Security::with_token(certs_dir,
+    /// token)`). The user's role decides what it may do: a refused request
+    /// fails with [`Error::PermissionDenied`], an unknown or revoked token
+    /// with [`Error::Unauthenticated`]. Without it the client dials
+    /// plaintext, which only an `--insecure` cluster answers.
     pub fn security(mut self, security: Security) -> Self {
         self.security = security;
         self

@@ -47,8 +47,9 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use tessera_proto::routerpb::{self, error::Kind, router_client::RouterClient};
+use tessera_security::Channel;
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 use tessera_routing::sent::{sent, Sent};
 

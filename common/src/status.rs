@@ -2,16 +2,26 @@
 //! `/health` (the process is alive: always 200) and `/ready` (it can serve:
 //! 200, or 503 with the reason). Readiness never waits on a quorum; it is a
 //! flag the store flips as it starts and stops.
+//!
+//! A process with certificates answers on its status port over TLS too
+//! (its own certificate; no client certificate asked for), told apart from
+//! plaintext by the connection's first byte. With `metrics_tls` set,
+//! `/metrics` answers only over TLS (403 otherwise); `/health` and
+//! `/ready` always answer both ways, since probes speak plain HTTP.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use parking_lot::RwLock;
+use tessera_security::tls::{Conn, Incoming};
+use tessera_security::Security;
+use tokio_stream::StreamExt as _;
+use tonic::transport::server::Connected as _;
 
 use crate::{Error, Result};
 
@@ -85,10 +95,23 @@ pub fn install_metrics_recorder(
 #[derive(Clone)]
 struct StatusState {
     metrics: Option<PrometheusHandle>,
+    /// `/metrics` answers over TLS only.
+    metrics_tls: bool,
     readiness: Arc<Readiness>,
 }
 
-async fn metrics(State(s): State<StatusState>) -> (StatusCode, String) {
+async fn metrics(
+    State(s): State<StatusState>,
+    ConnectInfo(peer): ConnectInfo<StatusPeer>,
+) -> (StatusCode, String) {
+    if s.metrics_tls && !peer.tls {
+        return (
+            StatusCode::FORBIDDEN,
+            "metrics are served over TLS only (metrics_tls): scrape https:// with the \
+             cluster's ca.crt\n"
+                .into(),
+        );
+    }
     match &s.metrics {
         Some(h) => (StatusCode::OK, h.render()),
         None => (
@@ -113,36 +136,109 @@ async fn ready(State(s): State<StatusState>) -> (StatusCode, String) {
     }
 }
 
-/// Serves the status endpoints on `listener` until `shutdown` completes.
+/// One connection of the status port: where from, and whether TLS.
+#[derive(Clone, Debug)]
+pub struct StatusPeer {
+    pub remote: Option<std::net::SocketAddr>,
+    pub tls: bool,
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, StatusListener>>
+    for StatusPeer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, StatusListener>) -> Self {
+        stream.remote_addr().clone()
+    }
+}
+
+/// The status port's connections ([`Security::status_incoming`]: TLS or
+/// plaintext, by what the client sends first), as an axum listener.
+pub struct StatusListener {
+    incoming: Incoming,
+    local: std::net::SocketAddr,
+}
+
+impl axum::serve::Listener for StatusListener {
+    type Io = Conn;
+    type Addr = StatusPeer;
+
+    async fn accept(&mut self) -> (Conn, StatusPeer) {
+        loop {
+            match self.incoming.next().await {
+                Some(Ok(conn)) => {
+                    let peer = conn.connect_info();
+                    let addr = StatusPeer {
+                        remote: peer.remote,
+                        tls: peer.tls,
+                    };
+                    return (conn, addr);
+                }
+                Some(Err(_)) => continue,
+                // The accept loop ended (the runtime is shutting down).
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<StatusPeer> {
+        Ok(StatusPeer {
+            remote: Some(self.local),
+            tls: false,
+        })
+    }
+}
+
+/// Serves the status endpoints on `listener` until `shutdown` completes,
+/// secured as `security` says: `/metrics` over TLS only with
+/// `metrics_tls`, `/health` and `/ready` plaintext and over TLS alike.
 pub async fn serve(
     listener: tokio::net::TcpListener,
+    security: Security,
     metrics_handle: Option<PrometheusHandle>,
     readiness: Arc<Readiness>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    serve_with(listener, metrics_handle, readiness, Router::new(), shutdown).await
+    serve_with(
+        listener,
+        security,
+        metrics_handle,
+        readiness,
+        Router::new(),
+        shutdown,
+    )
+    .await
 }
 
 /// [`serve`], plus the process's own `extra` routes (a store's fault
 /// endpoints in test builds).
 pub async fn serve_with(
     listener: tokio::net::TcpListener,
+    security: Security,
     metrics_handle: Option<PrometheusHandle>,
     readiness: Arc<Readiness>,
     extra: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    let local = listener.local_addr().map_err(Error::Io)?;
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .with_state(StatusState {
             metrics: metrics_handle,
+            metrics_tls: security.metrics_tls(),
             readiness,
         })
         .merge(extra);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(Error::Io)
+    let listener = StatusListener {
+        incoming: security.status_incoming(listener),
+        local,
+    };
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<StatusPeer>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .map_err(Error::Io)
 }

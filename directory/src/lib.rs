@@ -41,6 +41,7 @@ pub mod service;
 pub mod state;
 pub mod state_machine;
 pub mod status;
+pub mod users;
 
 pub use error::{Error, Result};
 

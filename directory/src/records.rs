@@ -9,6 +9,7 @@ const KEYSPACE: u8 = b'k';
 const PLACEMENT: u8 = b'p';
 const MEMBER: u8 = b'n';
 const STORE_SECRET: u8 = b'S';
+const USER: u8 = b'u';
 
 fn with_id(kind: u8, id: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(9);
@@ -38,6 +39,13 @@ pub fn member(id: u64) -> Vec<u8> {
     with_id(MEMBER, id)
 }
 
+/// A user, by name.
+pub fn user(name: &str) -> Vec<u8> {
+    let mut k = vec![USER];
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
 pub fn keyspace(name: &str) -> Vec<u8> {
     let mut k = vec![KEYSPACE];
     k.extend_from_slice(name.as_bytes());
@@ -55,3 +63,4 @@ pub const KEYSPACES: u8 = KEYSPACE;
 pub const PLACEMENTS: u8 = PLACEMENT;
 pub const MEMBERS: u8 = MEMBER;
 pub const STORE_SECRETS: u8 = STORE_SECRET;
+pub const USERS: u8 = USER;

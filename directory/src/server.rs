@@ -53,6 +53,7 @@ pub async fn run(
     let mut status_stop = stop.clone();
     let status_task = tokio::spawn(status::serve(
         status_listener,
+        security.clone(),
         metrics,
         readiness.clone(),
         async move {
@@ -86,6 +87,8 @@ pub async fn run(
             data_dir: cfg.data_dir.clone(),
         },
     );
+
+    crate::users::spawn_refresh(core.clone(), security.users());
 
     let listener = tokio::net::TcpListener::bind(&cfg.listen_addr)
         .await

@@ -41,8 +41,12 @@ macro_rules! respond {
     ($core:expr, $result:expr, $resp:ident { $($field:ident: $value:expr),* $(,)? }) => {{
         match $result {
             Ok(_v) => {
-                #[allow(clippy::redundant_closure_call)]
-                let resp = $resp { header: $core.header(None), $($field: ($value)(_v)),* };
+                #[allow(clippy::redundant_closure_call, clippy::needless_update)]
+                let resp = $resp {
+                    header: $core.header(None),
+                    $($field: ($value)(_v),)*
+                    ..Default::default()
+                };
                 Ok(Response::new(resp))
             }
             Err(e) => {
@@ -392,5 +396,45 @@ impl Directory for DirectoryService {
     ) -> Result<Response<RotateJoinTokenResponse>, Status> {
         let r = self.core.rotate_join_token().await;
         respond!(self.core, r, RotateJoinTokenResponse { join_token: |t| t })
+    }
+
+    async fn create_user(
+        &self,
+        r: Request<CreateUserRequest>,
+    ) -> Result<Response<CreateUserResponse>, Status> {
+        let r = r.into_inner();
+        match self.core.create_user(r.name, r.role).await {
+            Ok((user, token)) => Ok(Response::new(CreateUserResponse {
+                header: self.core.header(None),
+                user: Some(user),
+                token,
+            })),
+            Err(e) => respond!(self.core, Err::<(), _>(e), CreateUserResponse {}),
+        }
+    }
+
+    async fn list_users(
+        &self,
+        _r: Request<ListUsersRequest>,
+    ) -> Result<Response<ListUsersResponse>, Status> {
+        let r = self.core.list_users().await;
+        respond!(self.core, r, ListUsersResponse { users: |u| u })
+    }
+
+    async fn revoke_user(
+        &self,
+        r: Request<RevokeUserRequest>,
+    ) -> Result<Response<RevokeUserResponse>, Status> {
+        let r = self.core.revoke_user(r.into_inner().name).await;
+        respond!(self.core, r, RevokeUserResponse {})
+    }
+
+    async fn user_table(
+        &self,
+        r: Request<UserTableRequest>,
+    ) -> Result<Response<UserTableResponse>, Status> {
+        let mut resp = self.core.user_table(r.into_inner().known_version);
+        resp.header = self.core.header(None);
+        Ok(Response::new(resp))
     }
 }

@@ -23,7 +23,7 @@ use prost::Message as _;
 use tessera_multiraft::engine::{Cf, Engine};
 use tessera_proto::directorypb::{
     directory_command::Cmd, BootstrapRequest, ClusterMeta, Keyspace, KeyspaceKind, Member,
-    Placement, SetStoreState, StoreSecret,
+    Placement, SetStoreState, StoreSecret, User,
 };
 use tessera_proto::keys::{DEFAULT_KEYSPACE_ID, HASH_KEYSPACE_BIT};
 use tessera_proto::metapb::{Region, Store, StoreState};
@@ -34,6 +34,7 @@ use tessera_proto::region::{
 use crate::{records, Error, Result};
 
 mod join;
+mod users;
 
 /// A change to the directory's records.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,6 +69,8 @@ pub struct DirectoryState {
     pub members: BTreeMap<u64, Member>,
     /// Store id → SHA-256 of the store's own secret ([`join`]).
     pub store_secrets: BTreeMap<u64, Vec<u8>>,
+    /// Name → user (`users`).
+    pub users: BTreeMap<String, User>,
 }
 
 /// Whether the union of `parts` covers `[start, end)` (empty end: +∞).
@@ -114,6 +117,7 @@ impl DirectoryState {
             records::PLACEMENTS,
             records::MEMBERS,
             records::STORE_SECRETS,
+            records::USERS,
         ] {
             let (start, end) = records::kind_bounds(kind);
             engine.scan(Cf::Default, &start, &end, false, &mut |_, v| {
@@ -146,6 +150,10 @@ impl DirectoryState {
                         StoreSecret::decode(v.as_slice()).map_err(|e| bad("store secret", e))?;
                     s.store_secrets.insert(k.store_id, k.hash);
                 }
+                records::USERS => {
+                    let u = User::decode(v.as_slice()).map_err(|e| bad("user", e))?;
+                    s.users.insert(u.name.clone(), u);
+                }
                 _ => {
                     let m = Member::decode(v.as_slice()).map_err(|e| bad("member", e))?;
                     s.members.insert(m.id, m);
@@ -175,6 +183,8 @@ impl DirectoryState {
             }
             Cmd::SetJoinToken(hash) => self.set_join_token(hash, out),
             Cmd::RegisterStore(r) => self.register_store(r, out),
+            Cmd::CreateUser(u) => self.create_user(u, out),
+            Cmd::RevokeUser(name) => self.revoke_user(name, out),
             Cmd::Bootstrap(b) => self.bootstrap(b, out),
             Cmd::AllocIds(count) => {
                 let first = self.meta.next_id.max(1);

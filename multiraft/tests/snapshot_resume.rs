@@ -94,7 +94,7 @@ fn a_snapshot_apply_interrupted_by_a_crash_finishes_on_restart() {
     // Store 2 stages the snapshot's states, writes them — and crashes
     // before ingesting the data.
     let target: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
-    let mut storage = PeerStorage::uninitialized(target.clone(), region().id, 16);
+    let mut storage = PeerStorage::uninitialized(target.clone(), region().id, 16).unwrap();
     let mut wb = WriteBatch::default();
     snap_apply::stage(&mut storage, &target_mgr, &snap, &mut wb).unwrap();
     target.write(&wb, true).unwrap();

@@ -31,9 +31,9 @@ use tessera_proto::directorypb::{GetRegionRequest, ListStoresRequest};
 use tessera_proto::kvpb::kv_client::KvClient;
 use tessera_proto::kvpb::{Context, GetRequest};
 use tessera_routing::directory::DirectoryConn;
+use tessera_security::Channel;
 use tessera_security::Security;
 use tokio::sync::watch;
-use tonic::transport::Channel;
 
 use crate::history::{OpHandle, OpKind, Outcome, Recorder};
 

@@ -55,6 +55,7 @@ pub async fn run(
     let mut status_stop = stop.clone();
     let status_task = tokio::spawn(status::serve(
         status_listener,
+        security.clone(),
         metrics,
         readiness.clone(),
         async move {
@@ -64,6 +65,7 @@ pub async fn run(
     tracing::info!(%status_addr, "serving /metrics, /health and /ready");
 
     let router = Router::new(cfg.router_config(security.clone()))?;
+    tessera_routing::users::spawn_refresh(cfg.directory.clone(), &security)?;
     let listener = tokio::net::TcpListener::bind(&cfg.listen_addr)
         .await
         .map_err(|e| {

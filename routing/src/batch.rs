@@ -14,7 +14,7 @@ use std::time::Instant;
 use tessera_proto::kvpb::kv_client::KvClient;
 use tessera_proto::kvpb::*;
 use tessera_proto::KvResponse;
-use tonic::transport::Channel;
+use tessera_security::Channel;
 
 use crate::metrics as m;
 use crate::reaction::SendPolicy;

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tessera_proto::directorypb::directory_client::DirectoryClient as Rpc;
 use tessera_proto::directorypb::*;
-use tessera_security::Security;
-use tonic::transport::{Channel, Endpoint};
+use tessera_security::{Channel, Security};
+use tonic::transport::Endpoint;
 
 use crate::{Backoff, Error, Result};
 
@@ -59,7 +59,11 @@ headed!(
     ClusterStatusResponse,
     AddMemberResponse,
     RemoveMemberResponse,
-    RotateJoinTokenResponse
+    RotateJoinTokenResponse,
+    CreateUserResponse,
+    ListUsersResponse,
+    RevokeUserResponse,
+    UserTableResponse
 );
 
 /// Whether a gRPC status refuses the caller rather than reporting a failure

@@ -20,6 +20,9 @@
 //!    or gRPC error, [`sent`] or not, [`reaction::SendPolicy`]) to a cache
 //!    correction and what to do next; [`backoff`] says how long to wait.
 //!
+//! Stores and routers also keep their copy of the user table fresh
+//! through it ([`users`]).
+//!
 //! Invariant: an operation that is at most once (every write) is never
 //! sent again once it may have reached a store; its outcome is then
 //! [`Error::Indeterminate`]. Reads are retried until the deadline.
@@ -38,6 +41,7 @@ pub mod route;
 pub mod router;
 pub mod sent;
 pub mod store_pool;
+pub mod users;
 
 pub use backoff::Backoff;
 pub use error::{Error, Result};

@@ -16,7 +16,7 @@ use tessera_proto::kvpb::kv_client::KvClient;
 use tessera_proto::kvpb::Context;
 use tessera_proto::metapb::Region;
 use tessera_proto::KvResponse;
-use tonic::transport::Channel;
+use tessera_security::Channel;
 
 use crate::cache::CachedRegion;
 use crate::locate::target;

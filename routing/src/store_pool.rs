@@ -11,8 +11,8 @@ use std::time::Duration;
 use dashmap::DashMap;
 use tessera_proto::directorypb::GetStoreRequest;
 use tessera_proto::kvpb::kv_client::KvClient;
-use tessera_security::Security;
-use tonic::transport::{Channel, Endpoint};
+use tessera_security::{Channel, Security};
+use tonic::transport::Endpoint;
 
 use crate::directory::DirectoryConn;
 use crate::{Error, Result};

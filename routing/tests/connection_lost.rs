@@ -129,6 +129,10 @@ directory_impl! {
         add_member(AddMemberRequest) -> AddMemberResponse;
         remove_member(RemoveMemberRequest) -> RemoveMemberResponse;
         rotate_join_token(RotateJoinTokenRequest) -> RotateJoinTokenResponse;
+        create_user(CreateUserRequest) -> CreateUserResponse;
+        list_users(ListUsersRequest) -> ListUsersResponse;
+        revoke_user(RevokeUserRequest) -> RevokeUserResponse;
+        user_table(UserTableRequest) -> UserTableResponse;
     }
     given {
     type RegionHeartbeatStream = futures::stream::Empty<Result<RegionHeartbeatResponse, Status>>;

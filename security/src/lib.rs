@@ -9,7 +9,8 @@
 //!   administration, the store-facing directory RPCs);
 //! - `tessera://router/NAME`: a router. Allowed the store's Kv API and the
 //!   directory's reads, never Raft or store administration;
-//! - `tessera://client/NAME`: a user, whose role the directory records.
+//! - `tessera://client/NAME`: the user NAME, whose role the directory
+//!   records ([`users`]); users may instead present a bearer token.
 //!
 //! A certificate without such a URI, or with more than one, identifies
 //! nobody. Certificates live as PEM files in one directory per process
@@ -20,7 +21,8 @@
 //!
 //! This crate creates and reads certificates ([`certs`]), serves and dials
 //! TLS with them and tells who is calling ([`tls`]), and holds the access
-//! policy every process enforces per RPC ([`policy`]), the shared secrets
+//! policy every process enforces per RPC ([`policy`]), users and roles
+//! ([`users`]), the shared secrets
 //! of joins (the cluster's join token, each store's own secret:
 //! [`secret`]) and the cluster-id comparison ([`cluster`]).
 
@@ -31,7 +33,9 @@ pub mod identity;
 pub mod policy;
 pub mod secret;
 pub mod tls;
+pub mod users;
 
 pub use error::{Error, Result};
 pub use identity::{Identity, Kind};
-pub use tls::{Security, SecurityArgs, TlsSettings};
+pub use tls::{Channel, Security, SecurityArgs, TlsSettings};
+pub use users::{Role, Users};

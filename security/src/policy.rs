@@ -11,59 +11,92 @@
 //! - The store's Kv API: nodes, routers and clients (the router forwards
 //!   there; the SDK's direct mode will).
 //! - The directory's reads (regions, stores, keyspaces, status): anyone
-//!   with an identity.
+//!   with an identity (users: `readonly` and up).
 //! - The directory's administration (split, move, transfer leader,
-//!   keyspaces, stores, members) and the router's API: clients (roles
-//!   narrow this further once users exist).
+//!   keyspaces, stores, members, users, the join token): users with the
+//!   role `admin`.
+//! - The router's API: users; reads need `readonly`, writes `readwrite`.
+//! - The user table with token hashes (`UserTable`): nodes and routers,
+//!   which enforce roles themselves.
 //! - gRPC health: anyone, even without a certificate (probes).
+//!
+//! A client identity's role comes from the user table
+//! ([`crate::users`]); node and router identities have no role.
 
 use crate::identity::Kind;
+use crate::users::Role;
 
 /// Who may call a method.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
     /// No identity needed.
     Anyone,
-    /// An identity of one of these kinds.
-    Kinds(&'static [Kind]),
+    /// An identity of one of these kinds; a client (a user) needs at
+    /// least `role`.
+    Kinds(&'static [Kind], Role),
 }
 
-const NODE: Access = Access::Kinds(&[Kind::Node]);
-const ANY_IDENTITY: Access = Access::Kinds(&[Kind::Node, Kind::Router, Kind::Client]);
-const CLIENT: Access = Access::Kinds(&[Kind::Client]);
+const NODE: Access = Access::Kinds(&[Kind::Node], Role::Admin);
+const NODE_OR_ROUTER: Access = Access::Kinds(&[Kind::Node, Kind::Router], Role::Admin);
+const ANY_READER: Access = Access::Kinds(&[Kind::Node, Kind::Router, Kind::Client], Role::Readonly);
+const ANY_WRITER: Access =
+    Access::Kinds(&[Kind::Node, Kind::Router, Kind::Client], Role::Readwrite);
+const READER: Access = Access::Kinds(&[Kind::Client], Role::Readonly);
+const WRITER: Access = Access::Kinds(&[Kind::Client], Role::Readwrite);
+const ADMIN: Access = Access::Kinds(&[Kind::Client], Role::Admin);
 
 /// (service, method or `*`, access).
 const TABLE: &[(&str, &str, Access)] = &[
     ("grpc.health.v1.Health", "*", Access::Anyone),
     ("raft_serverpb.Raft", "*", NODE),
     ("adminpb.StoreAdmin", "*", NODE),
-    ("kvpb.Kv", "*", ANY_IDENTITY),
-    ("routerpb.Router", "*", CLIENT),
+    // Keys, at a store (routers forward there; the SDK's direct mode will)
+    // and at the router.
+    ("kvpb.Kv", "Get", ANY_READER),
+    ("kvpb.Kv", "BatchGet", ANY_READER),
+    ("kvpb.Kv", "Scan", ANY_READER),
+    ("kvpb.Kv", "Put", ANY_WRITER),
+    ("kvpb.Kv", "Delete", ANY_WRITER),
+    ("kvpb.Kv", "BatchPut", ANY_WRITER),
+    ("kvpb.Kv", "CompareAndSwap", ANY_WRITER),
+    ("kvpb.Kv", "DeleteRange", ANY_WRITER),
+    ("routerpb.Router", "Get", READER),
+    ("routerpb.Router", "BatchGet", READER),
+    ("routerpb.Router", "Scan", READER),
+    ("routerpb.Router", "Put", WRITER),
+    ("routerpb.Router", "Delete", WRITER),
+    ("routerpb.Router", "BatchPut", WRITER),
+    ("routerpb.Router", "CompareAndSwap", WRITER),
+    ("routerpb.Router", "DeleteRange", WRITER),
     // What stores tell the directory.
     ("directorypb.Directory", "Bootstrap", NODE),
     ("directorypb.Directory", "AllocIds", NODE),
     ("directorypb.Directory", "PutStore", NODE),
     ("directorypb.Directory", "StoreHeartbeat", NODE),
     ("directorypb.Directory", "RegionHeartbeat", NODE),
+    ("directorypb.Directory", "UserTable", NODE_OR_ROUTER),
     // Reads.
-    ("directorypb.Directory", "IsBootstrapped", ANY_IDENTITY),
-    ("directorypb.Directory", "GetStore", ANY_IDENTITY),
-    ("directorypb.Directory", "ListStores", ANY_IDENTITY),
-    ("directorypb.Directory", "GetRegion", ANY_IDENTITY),
-    ("directorypb.Directory", "GetRegionById", ANY_IDENTITY),
-    ("directorypb.Directory", "ScanRegions", ANY_IDENTITY),
-    ("directorypb.Directory", "GetKeyspace", ANY_IDENTITY),
-    ("directorypb.Directory", "ListKeyspaces", ANY_IDENTITY),
-    ("directorypb.Directory", "ClusterStatus", ANY_IDENTITY),
+    ("directorypb.Directory", "IsBootstrapped", ANY_READER),
+    ("directorypb.Directory", "GetStore", ANY_READER),
+    ("directorypb.Directory", "ListStores", ANY_READER),
+    ("directorypb.Directory", "GetRegion", ANY_READER),
+    ("directorypb.Directory", "GetRegionById", ANY_READER),
+    ("directorypb.Directory", "ScanRegions", ANY_READER),
+    ("directorypb.Directory", "GetKeyspace", ANY_READER),
+    ("directorypb.Directory", "ListKeyspaces", ANY_READER),
+    ("directorypb.Directory", "ClusterStatus", ANY_READER),
     // Administration.
-    ("directorypb.Directory", "CreateKeyspace", CLIENT),
-    ("directorypb.Directory", "SplitRegion", CLIENT),
-    ("directorypb.Directory", "MoveRegion", CLIENT),
-    ("directorypb.Directory", "TransferLeader", CLIENT),
-    ("directorypb.Directory", "RemoveStore", CLIENT),
-    ("directorypb.Directory", "AddMember", CLIENT),
-    ("directorypb.Directory", "RemoveMember", CLIENT),
-    ("directorypb.Directory", "RotateJoinToken", CLIENT),
+    ("directorypb.Directory", "CreateKeyspace", ADMIN),
+    ("directorypb.Directory", "SplitRegion", ADMIN),
+    ("directorypb.Directory", "MoveRegion", ADMIN),
+    ("directorypb.Directory", "TransferLeader", ADMIN),
+    ("directorypb.Directory", "RemoveStore", ADMIN),
+    ("directorypb.Directory", "AddMember", ADMIN),
+    ("directorypb.Directory", "RemoveMember", ADMIN),
+    ("directorypb.Directory", "RotateJoinToken", ADMIN),
+    ("directorypb.Directory", "CreateUser", ADMIN),
+    ("directorypb.Directory", "ListUsers", ADMIN),
+    ("directorypb.Directory", "RevokeUser", ADMIN),
 ];
 
 /// Who may call the method at `path` (`/package.Service/Method`); `None`
@@ -131,6 +164,14 @@ mod tests {
         assert_eq!(access("/evil.Service/Get"), None);
         assert_eq!(access("garbage"), None);
         assert_eq!(access("/grpc.health.v1.Health/Check"), Some(Access::Anyone));
+        assert_eq!(access("/kvpb.Kv/Get"), Some(ANY_READER));
+        assert_eq!(access("/kvpb.Kv/Put"), Some(ANY_WRITER));
+        assert_eq!(access("/routerpb.Router/DeleteRange"), Some(WRITER));
+        assert_eq!(access("/directorypb.Directory/SplitRegion"), Some(ADMIN));
+        assert_eq!(
+            access("/directorypb.Directory/UserTable"),
+            Some(NODE_OR_ROUTER)
+        );
         assert_eq!(
             kinds_text(&[Kind::Node, Kind::Router, Kind::Client]),
             "node, router or client"

@@ -120,6 +120,7 @@ pub async fn run(
     let mut status_stop = stop.clone();
     let status_task = tokio::spawn(status::serve_with(
         status_listener,
+        security.clone(),
         metrics,
         readiness.clone(),
         fault::routes(faults.clone()),
@@ -134,6 +135,8 @@ pub async fn run(
         Duration::from_secs(5),
         security.clone(),
     )?);
+    tessera_routing::users::spawn_refresh(cfg.directory.clone(), &security)
+        .map_err(|e| Error::Config(e.to_string()))?;
     let me = StoreDescriptor {
         address: cfg.advertise_addr().to_string(),
         status_address: status_addr.to_string(),

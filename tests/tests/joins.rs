@@ -11,8 +11,8 @@ use tessera_proto::directorypb::{PutStoreRequest, StoreHeartbeatRequest, StoreIn
 use tessera_proto::metapb::Store;
 use tessera_proto::raft_serverpb::raft_client::RaftClient;
 use tessera_proto::raft_serverpb::{RaftMessageBatch, SnapshotChunk};
-use tessera_security::secret;
-use tonic::transport::{Channel, Endpoint};
+use tessera_security::{secret, Channel};
+use tonic::transport::Endpoint;
 use tonic::Code;
 
 async fn node_channel(c: &E2eCluster, addr: &str) -> Channel {

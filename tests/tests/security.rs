@@ -13,8 +13,8 @@ use tessera_proto::metapb::Store;
 use tessera_proto::raft_serverpb::raft_client::RaftClient;
 use tessera_proto::raft_serverpb::RaftMessageBatch;
 use tessera_proto::routerpb::router_client::RouterClient;
-use tessera_security::{Kind, Security, TlsSettings};
-use tonic::transport::{Channel, Endpoint};
+use tessera_security::{Channel, Kind, Security, TlsSettings};
+use tonic::transport::Endpoint;
 use tonic::Code;
 
 async fn dial(security: &Security, addr: &str) -> Result<Channel, tonic::transport::Error> {

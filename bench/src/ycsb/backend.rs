@@ -123,17 +123,22 @@ pub struct Etcd {
 impl Etcd {
     /// `endpoints` are client URLs (`http://127.0.0.1:2379`) or
     /// `host:port`.
+    /// With `certs` (ca.crt, client.admin.*): TLS with a client
+    /// certificate.
     pub async fn connect(
         endpoints: &[String],
         connections: usize,
         timeout: Duration,
         serializable: bool,
+        certs: Option<&std::path::Path>,
     ) -> anyhow::Result<Etcd> {
         let endpoints: Vec<String> = endpoints
             .iter()
             .map(|e| {
                 if e.contains("://") {
                     e.clone()
+                } else if certs.is_some() {
+                    format!("https://{e}")
                 } else {
                     format!("http://{e}")
                 }
@@ -141,15 +146,8 @@ impl Etcd {
             .collect();
         let mut clients = vec![];
         for _ in 0..connections.max(1) {
-            let c = etcd_client::Client::connect(
-                &endpoints,
-                Some(
-                    etcd_client::ConnectOptions::new()
-                        .with_timeout(timeout)
-                        .with_connect_timeout(Duration::from_secs(5)),
-                ),
-            )
-            .await?;
+            let options = super::clusters::etcd_options(certs, timeout, Duration::from_secs(5))?;
+            let c = etcd_client::Client::connect(&endpoints, Some(options)).await?;
             clients.push(c.kv_client());
         }
         Ok(Etcd {

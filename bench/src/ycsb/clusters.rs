@@ -10,15 +10,26 @@
 //!   commit); [`ensure_etcd`] installs Debian's `etcd-server` when no
 //!   `etcd` is on the PATH.
 //!
+//! Both run in one [`Mode`]: plaintext, or TLS on every connection with
+//! client certificates required — tessera as it runs by default (the
+//! harness's certificates; clients present `client.admin`), etcd with
+//! `--client-cert-auth` and peer TLS (`--peer-client-cert-auth`) using a
+//! `tessera cert` bundle of its own (its node certificate serves and
+//! dials; clients present `client.admin`).
+//!
 //! The tessera binaries come from the target directory of `tessera-bench`
 //! (`cargo build --release --bins`), and must not be a test build
 //! (`tessera_e2e::ensure_plain_binaries`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tessera_e2e::{free_port, E2eCluster, Options};
+use tessera_security::certs::{self, CertsDir};
+use tessera_security::{Identity, Kind};
+
+use super::Mode;
 
 /// A tessera cluster of separate processes.
 pub struct LocalTessera {
@@ -26,11 +37,10 @@ pub struct LocalTessera {
 }
 
 impl LocalTessera {
-    pub async fn start(stores: usize) -> anyhow::Result<LocalTessera> {
+    pub async fn start(stores: usize, mode: Mode) -> anyhow::Result<LocalTessera> {
         tessera_e2e::ensure_plain_binaries()?;
         let mut cluster = E2eCluster::start(Options {
-            // Plaintext, as the etcd it is compared with (TLS rows: later).
-            insecure: true,
+            insecure: mode == Mode::Plaintext,
             stores,
             default_timing: true,
             ..Options::default()
@@ -43,6 +53,11 @@ impl LocalTessera {
 
     pub fn routers(&self) -> Vec<String> {
         self.cluster.router_addrs()
+    }
+
+    /// How its clients connect: as `client.admin` over TLS, or plaintext.
+    pub fn security(&self) -> tessera_security::Security {
+        self.cluster.security()
     }
 }
 
@@ -105,7 +120,34 @@ pub fn ensure_etcd() -> anyhow::Result<PathBuf> {
 pub struct LocalEtcd {
     children: Vec<Child>,
     pub endpoints: Vec<String>,
+    /// With TLS: ca.crt, node.* (the members) and client.admin.* (clients).
+    pub certs: Option<PathBuf>,
     pub dir: tempfile::TempDir,
+}
+
+/// etcd-client's options for a cluster whose certificates are in `certs`
+/// (TLS, presenting `client.admin`), or plaintext.
+pub fn etcd_options(
+    certs: Option<&Path>,
+    timeout: Duration,
+    connect_timeout: Duration,
+) -> anyhow::Result<etcd_client::ConnectOptions> {
+    let options = etcd_client::ConnectOptions::new()
+        .with_timeout(timeout)
+        .with_connect_timeout(connect_timeout);
+    let Some(dir) = certs else {
+        return Ok(options);
+    };
+    let dir = CertsDir::new(dir);
+    let admin = Identity::new(Kind::Client, certs::LOCAL_ADMIN)?;
+    let read = |p: PathBuf| std::fs::read(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()));
+    let tls = etcd_client::TlsOptions::new()
+        .ca_certificate(etcd_client::Certificate::from_pem(read(dir.ca_cert())?))
+        .identity(etcd_client::Identity::from_pem(
+            read(dir.cert(&admin))?,
+            read(dir.key(&admin))?,
+        ));
+    Ok(options.with_tls(tls))
 }
 
 impl Drop for LocalEtcd {
@@ -123,23 +165,60 @@ impl LocalEtcd {
     /// Starts `members` etcd members (their defaults: fsync on commit,
     /// snapshot every 100,000 entries; an 8 GiB backend quota so long runs
     /// do not hit the 2 GiB default) and waits until the cluster answers.
-    pub async fn start(members: usize) -> anyhow::Result<LocalEtcd> {
+    pub async fn start(members: usize, mode: Mode) -> anyhow::Result<LocalEtcd> {
         let etcd = ensure_etcd()?;
         let dir = tempfile::Builder::new()
             .prefix("tessera-bench-etcd")
             .tempdir()?;
+        let certs = match mode {
+            Mode::Plaintext => None,
+            Mode::Tls => {
+                let path = dir.path().join("certs");
+                certs::create_local_bundle(&CertsDir::new(&path), 30)?;
+                Some(path)
+            }
+        };
+        let scheme = if certs.is_some() { "https" } else { "http" };
+        let tls_flags: Vec<String> = match &certs {
+            None => vec![],
+            Some(path) => {
+                let d = CertsDir::new(path);
+                let node = Identity::new(Kind::Node, "node")?;
+                let (ca, crt, key) = (
+                    d.ca_cert().display().to_string(),
+                    d.cert(&node).display().to_string(),
+                    d.key(&node).display().to_string(),
+                );
+                [
+                    ("--cert-file", &crt),
+                    ("--key-file", &key),
+                    ("--trusted-ca-file", &ca),
+                    ("--peer-cert-file", &crt),
+                    ("--peer-key-file", &key),
+                    ("--peer-trusted-ca-file", &ca),
+                ]
+                .iter()
+                .flat_map(|(flag, v)| [flag.to_string(), v.to_string()])
+                .chain([
+                    "--client-cert-auth".into(),
+                    "--peer-client-cert-auth".into(),
+                ])
+                .collect()
+            }
+        };
         let ports: Vec<(u16, u16)> = (0..members).map(|_| (free_port(), free_port())).collect();
         let initial: Vec<String> = ports
             .iter()
             .enumerate()
-            .map(|(i, (_, peer))| format!("m{}=http://127.0.0.1:{peer}", i + 1))
+            .map(|(i, (_, peer))| format!("m{}={scheme}://127.0.0.1:{peer}", i + 1))
             .collect();
         let mut e = LocalEtcd {
             children: vec![],
             endpoints: ports
                 .iter()
-                .map(|(client, _)| format!("http://127.0.0.1:{client}"))
+                .map(|(client, _)| format!("{scheme}://127.0.0.1:{client}"))
                 .collect(),
+            certs,
             dir,
         };
         for (i, (client, peer)) in ports.iter().enumerate() {
@@ -152,13 +231,13 @@ impl LocalEtcd {
                     "--data-dir",
                     &e.dir.path().join(&name).display().to_string(),
                     "--listen-client-urls",
-                    &format!("http://127.0.0.1:{client}"),
+                    &format!("{scheme}://127.0.0.1:{client}"),
                     "--advertise-client-urls",
-                    &format!("http://127.0.0.1:{client}"),
+                    &format!("{scheme}://127.0.0.1:{client}"),
                     "--listen-peer-urls",
-                    &format!("http://127.0.0.1:{peer}"),
+                    &format!("{scheme}://127.0.0.1:{peer}"),
                     "--initial-advertise-peer-urls",
-                    &format!("http://127.0.0.1:{peer}"),
+                    &format!("{scheme}://127.0.0.1:{peer}"),
                     "--initial-cluster",
                     &initial.join(","),
                     "--initial-cluster-token",
@@ -174,6 +253,7 @@ impl LocalEtcd {
                     "--log-level",
                     "warn",
                 ])
+                .args(&tls_flags)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(log)
@@ -196,15 +276,12 @@ impl LocalEtcd {
                 }
             }
             let ok = async {
-                let mut c = etcd_client::Client::connect(
-                    &self.endpoints,
-                    Some(
-                        etcd_client::ConnectOptions::new()
-                            .with_timeout(Duration::from_secs(2))
-                            .with_connect_timeout(Duration::from_secs(1)),
-                    ),
-                )
-                .await?;
+                let options = etcd_options(
+                    self.certs.as_deref(),
+                    Duration::from_secs(2),
+                    Duration::from_secs(1),
+                )?;
+                let mut c = etcd_client::Client::connect(&self.endpoints, Some(options)).await?;
                 // A linearizable read needs a leader and a quorum.
                 c.get("tessera-bench-probe", None).await?;
                 anyhow::Ok(())

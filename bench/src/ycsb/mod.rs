@@ -42,6 +42,44 @@ impl std::fmt::Display for System {
     }
 }
 
+/// How a benchmark's clusters run and its clients connect, the same for
+/// both systems.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// TLS on every connection, client certificates required.
+    Tls,
+    /// No TLS, no identities.
+    Plaintext,
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::Tls => "tls",
+            Mode::Plaintext => "plaintext",
+        })
+    }
+}
+
+/// How a benchmark's clients authenticate: the tessera SDK's security,
+/// and for etcd a certificates directory (`ca.crt`, `client.admin.*`) or
+/// none (plaintext).
+#[derive(Clone, Debug)]
+pub struct Access {
+    pub tessera: tessera_security::Security,
+    pub etcd_certs: Option<PathBuf>,
+}
+
+impl Access {
+    pub fn plaintext() -> Self {
+        Access {
+            tessera: tessera_security::Security::insecure(),
+            etcd_certs: None,
+        }
+    }
+}
+
 /// The settings every YCSB command shares.
 #[derive(clap::Args, Clone, Debug, Serialize)]
 pub struct Params {
@@ -202,12 +240,17 @@ impl AnyBackend {
         system: System,
         endpoints: &[String],
         p: &Params,
-        security: &tessera_security::Security,
+        access: &Access,
     ) -> anyhow::Result<Self> {
         Ok(match system {
             System::Tessera => AnyBackend::Tessera(Arc::new(
-                backend::Tessera::connect(endpoints, p.connections, p.op_timeout(), security)
-                    .await?,
+                backend::Tessera::connect(
+                    endpoints,
+                    p.connections,
+                    p.op_timeout(),
+                    &access.tessera,
+                )
+                .await?,
             )),
             System::Etcd => AnyBackend::Etcd(Arc::new(
                 backend::Etcd::connect(
@@ -215,6 +258,7 @@ impl AnyBackend {
                     p.connections,
                     p.op_timeout(),
                     p.etcd_serializable,
+                    access.etcd_certs.as_deref(),
                 )
                 .await?,
             )),
@@ -247,13 +291,27 @@ pub enum LocalCluster {
 }
 
 impl LocalCluster {
-    pub async fn start(system: System, members: usize) -> anyhow::Result<LocalCluster> {
+    pub async fn start(system: System, members: usize, mode: Mode) -> anyhow::Result<LocalCluster> {
         Ok(match system {
-            System::Tessera => {
-                LocalCluster::Tessera(Box::new(clusters::LocalTessera::start(members).await?))
-            }
-            System::Etcd => LocalCluster::Etcd(clusters::LocalEtcd::start(members).await?),
+            System::Tessera => LocalCluster::Tessera(Box::new(
+                clusters::LocalTessera::start(members, mode).await?,
+            )),
+            System::Etcd => LocalCluster::Etcd(clusters::LocalEtcd::start(members, mode).await?),
         })
+    }
+
+    /// How clients reach it.
+    pub fn access(&self) -> Access {
+        match self {
+            LocalCluster::Tessera(t) => Access {
+                tessera: t.security(),
+                etcd_certs: None,
+            },
+            LocalCluster::Etcd(e) => Access {
+                tessera: tessera_security::Security::insecure(),
+                etcd_certs: e.certs.clone(),
+            },
+        }
     }
 
     pub fn endpoints(&self) -> Vec<String> {
@@ -275,15 +333,24 @@ pub struct Args {
     /// members) and stopped at the end.
     #[arg(long, value_delimiter = ',')]
     pub endpoints: Vec<String>,
-    /// With --endpoints: the tessera cluster's certificates directory
-    /// (TLS, presenting client.USER.crt; `tessera playground` prints it).
-    /// Without it the routers are dialed plaintext. The local clusters the
-    /// bench starts itself run plaintext and ignore it.
+    /// With --endpoints: the cluster's certificates directory (TLS,
+    /// presenting client.USER.crt — for etcd, client.admin.crt;
+    /// `tessera playground` prints it). Without it the endpoints are
+    /// dialed plaintext. Local clusters make their own (--mode).
     #[arg(long, env = "TESSERA_CERTS_DIR", value_name = "DIR")]
     pub certs_dir: Option<PathBuf>,
     /// The client certificate to present with --certs-dir.
     #[arg(long, env = "TESSERA_USER", default_value = "admin")]
     pub user: String,
+    /// With --certs-dir: a user's bearer token (`tessera user create`,
+    /// role readwrite or admin) instead of the client certificate.
+    #[arg(
+        long,
+        env = "TESSERA_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
     /// Workloads to run one after the other, each loaded first.
     #[arg(long, value_delimiter = ',', default_value = "A")]
     pub workload: Vec<String>,
@@ -293,6 +360,11 @@ pub struct Args {
     /// Members of a local cluster (tessera stores or etcd members).
     #[arg(long, default_value_t = 3)]
     pub members: usize,
+    /// How a local cluster runs: `tls` (every connection, client
+    /// certificates required; etcd with client and peer TLS) or
+    /// `plaintext`.
+    #[arg(long, value_enum, default_value_t = Mode::Tls)]
+    pub mode: Mode,
     /// Write the results as JSON to this file.
     #[arg(long)]
     pub results: Option<PathBuf>,
@@ -317,7 +389,7 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
     let p = &args.params;
     let local = if args.endpoints.is_empty() {
         eprintln!("starting a local {} cluster ...", args.system);
-        Some(LocalCluster::start(args.system, args.members).await?)
+        Some(LocalCluster::start(args.system, args.members, args.mode).await?)
     } else {
         None
     };
@@ -325,11 +397,20 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
         Some(l) => l.endpoints(),
         None => args.endpoints.clone(),
     };
-    let security = match (&local, &args.certs_dir) {
-        (None, Some(dir)) => tessera_security::Security::client(dir, Some(&args.user))?,
-        _ => tessera_security::Security::insecure(),
+    let access = match (&local, &args.certs_dir, &args.token) {
+        (Some(l), _, _) => l.access(),
+        (None, Some(dir), Some(token)) => Access {
+            tessera: tessera_security::Security::with_token(dir, token)?,
+            etcd_certs: None,
+        },
+        (None, Some(dir), None) => Access {
+            tessera: tessera_security::Security::client(dir, Some(&args.user))?,
+            etcd_certs: Some(dir.clone()),
+        },
+        (None, None, Some(_)) => anyhow::bail!("--token needs --certs-dir (a token needs TLS)"),
+        (None, None, None) => Access::plaintext(),
     };
-    let backend = AnyBackend::connect(args.system, &endpoints, p, &security).await?;
+    let backend = AnyBackend::connect(args.system, &endpoints, p, &access).await?;
     if !json {
         println!(
             "tessera-bench ycsb: {} at {}",

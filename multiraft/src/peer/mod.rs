@@ -168,7 +168,7 @@ impl<O: Send + 'static> Peer<O> {
         engine: Arc<dyn Engine>,
         cfg: &RaftConfig,
     ) -> Result<Self> {
-        let storage = PeerStorage::uninitialized(engine, region_id, cfg.entry_cache_limit);
+        let storage = PeerStorage::uninitialized(engine, region_id, cfg.entry_cache_limit)?;
         let raft_cfg = cfg.raft_config(meta.id, 0);
         let logger = logger::peer_logger(region_id, meta.id);
         let raw_node = RawNode::new(&raft_cfg, storage, &logger)?;

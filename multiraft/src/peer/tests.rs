@@ -186,3 +186,63 @@ fn messages_that_would_trip_raft_rs_are_refused_before_it() {
     snap.mut_snapshot().mut_metadata().mut_conf_state().learners = vec![72];
     assert_eq!(p.refusal(&snap), Some("snapshot_invalid_configuration"));
 }
+
+/// A peer created for a message of a region this store does not hold yet
+/// votes; if it is dropped (a restart, a reload) and created again by the
+/// next message, it must remember that vote, or two candidates could each
+/// win its vote in one term.
+#[test]
+fn an_uninitialized_peer_created_again_keeps_its_vote() {
+    use raft::eraftpb::{Message, MessageType};
+    let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
+    let me = PeerMeta {
+        id: 81,
+        store_id: 1,
+        role: 0,
+    };
+    let create = || Peer::<u32>::uninitialized(8, me, engine.clone(), &RaftConfig::default());
+    // Steps a vote request of `candidate` in term 5; persists what the
+    // poller would and returns whether the vote was granted.
+    let ask = |p: &mut Peer<u32>, candidate: u64| -> bool {
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgRequestVote);
+        m.from = candidate;
+        m.to = 81;
+        m.term = 5;
+        m.log_term = 5;
+        m.index = 10;
+        assert_eq!(p.refusal(&m), None);
+        p.step(m).unwrap();
+        let mut rd = p.ready();
+        let mut wb = WriteBatch::default();
+        if let Some(hs) = rd.hs() {
+            p.storage_mut().set_hard_state(hs);
+        }
+        p.storage_mut().write_raft_state_if_dirty(&mut wb);
+        engine.write(&wb, true).unwrap();
+        let mut answers = rd.take_messages();
+        answers.extend(rd.take_persisted_messages());
+        let _ = p.advance_append(rd);
+        let answer = answers
+            .iter()
+            .find(|m| m.get_msg_type() == MessageType::MsgRequestVoteResponse)
+            .expect("a vote answer");
+        !answer.reject
+    };
+
+    let mut first = create().unwrap();
+    assert!(
+        ask(&mut first, 82),
+        "the first candidate of term 5 gets the vote"
+    );
+    assert!(!ask(&mut first, 83), "one vote per term");
+    drop(first);
+
+    let mut again = create().unwrap();
+    assert_eq!(again.raw_node.raft.term, 5);
+    assert!(
+        !ask(&mut again, 83),
+        "created again, the peer still voted for 82 in term 5"
+    );
+    assert!(ask(&mut again, 82), "a repeated request of 82 is granted");
+}

@@ -55,15 +55,31 @@ pub struct PeerStorage {
 
 impl PeerStorage {
     /// A peer with no log yet, waiting for a snapshot: `region` names only
-    /// the region id.
-    pub fn uninitialized(engine: Arc<dyn Engine>, region_id: RegionId, cache_limit: usize) -> Self {
-        PeerStorage {
+    /// the region id. The term and vote an earlier uninitialized peer of
+    /// the region persisted on this store are kept (an uninitialized peer
+    /// votes, and is dropped at a restart or a reload, then created again
+    /// by the next message): forgetting them would let the peer vote twice
+    /// in one term. The commit index is not: there is no log for it to
+    /// point into.
+    pub fn uninitialized(
+        engine: Arc<dyn Engine>,
+        region_id: RegionId,
+        cache_limit: usize,
+    ) -> Result<Self> {
+        let persisted: RaftLocalState = engine
+            .get_msg(Cf::Meta, &state_keys::raft_state_key(region_id))?
+            .unwrap_or_default();
+        Ok(PeerStorage {
             engine,
             region: Region {
                 id: region_id,
                 ..Default::default()
             },
-            raft_state: RaftLocalState::default(),
+            raft_state: RaftLocalState {
+                term: persisted.term,
+                vote: persisted.vote,
+                ..Default::default()
+            },
             apply_state: RaftApplyState::default(),
             last_term: 0,
             cache: EntryCache::new(cache_limit),
@@ -71,7 +87,7 @@ impl PeerStorage {
             log_bytes: 0,
             snapshot_requested: Cell::new(false),
             generated: None,
-        }
+        })
     }
 
     /// Loads the Raft state of `region` from the engine. A region with no

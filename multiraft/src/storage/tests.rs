@@ -243,3 +243,38 @@ fn entries_respect_max_size_and_bounds() {
         Err(raft::Error::Store(StorageError::Unavailable))
     ));
 }
+
+#[test]
+fn an_uninitialized_peer_keeps_the_persisted_term_and_vote_but_no_commit() {
+    let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
+    let mut s = PeerStorage::uninitialized(engine.clone(), 11, 4).unwrap();
+    assert_eq!(s.initial_state().unwrap().hard_state, HardState::default());
+    s.set_hard_state(&hard_state(7, 3, 0));
+    let mut wb = WriteBatch::default();
+    s.write_raft_state_if_dirty(&mut wb);
+    engine.write(&wb, true).unwrap();
+    // A commit index persisted with it (never for an uninitialized peer,
+    // but a stale key must not point raft-rs past an empty log).
+    let mut wb = WriteBatch::default();
+    wb.put_msg(
+        Cf::Meta,
+        state_keys::raft_state_key(11),
+        &RaftLocalState {
+            term: 7,
+            vote: 3,
+            commit: 40,
+            last_index: 40,
+        },
+    );
+    engine.write(&wb, true).unwrap();
+    let again = PeerStorage::uninitialized(engine.clone(), 11, 4).unwrap();
+    let hs = again.initial_state().unwrap().hard_state;
+    assert_eq!((hs.term, hs.vote, hs.commit), (7, 3, 0));
+    assert_eq!(again.last_index().unwrap(), 0);
+    // Another region's state is not read.
+    let other = PeerStorage::uninitialized(engine, 12, 4).unwrap();
+    assert_eq!(
+        other.initial_state().unwrap().hard_state,
+        HardState::default()
+    );
+}

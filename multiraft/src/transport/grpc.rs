@@ -309,7 +309,7 @@ struct Dialer {
     cluster_id: u64,
 }
 
-async fn connect(to: StoreId, dialer: &Dialer) -> Result<tonic::transport::Channel> {
+async fn connect(to: StoreId, dialer: &Dialer) -> Result<tessera_security::Channel> {
     let addr = dialer.resolver.resolve(to).await?;
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| Error::Transport(format!("bad address {addr:?} for store {to}: {e}")))?

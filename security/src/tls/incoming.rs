@@ -100,37 +100,101 @@ pub fn incoming(
             };
             let tx = tx.clone();
             tokio::spawn(async move {
-                let acceptor = TlsAcceptor::from(config);
-                let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
+                if let Some(conn) = handshake(config, tcp, remote).await {
+                    let _ = tx.send(Ok(conn)).await;
+                }
+            });
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+/// The TLS handshake of an accepted connection, under
+/// [`HANDSHAKE_TIMEOUT`]; `None` (counted and logged) when it fails.
+async fn handshake(
+    config: Arc<tokio_rustls::rustls::ServerConfig>,
+    tcp: TcpStream,
+    remote: SocketAddr,
+) -> Option<Conn> {
+    let acceptor = TlsAcceptor::from(config);
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            metrics::counter!(REFUSED_CONNECTIONS, "reason" => "handshake").increment(1);
+            tracing::debug!(%remote, error = %e, "TLS handshake failed");
+            return None;
+        }
+        Err(_) => {
+            metrics::counter!(REFUSED_CONNECTIONS, "reason" => "handshake").increment(1);
+            tracing::debug!(%remote, "TLS handshake timed out");
+            return None;
+        }
+    };
+    let leaf = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.as_ref().to_vec());
+    let identity = leaf.as_deref().and_then(certs::identity_of).map(Arc::new);
+    let peer = Peer {
+        remote: Some(remote),
+        tls: true,
+        unnamed_certificate: leaf.is_some() && identity.is_none(),
+        identity,
+    };
+    Some(Conn::Tls(Box::new(tls), peer))
+}
+
+/// The first byte of a TLS connection (a handshake record).
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// Accepts the connections of an HTTP status port: each one is TLS if its
+/// first byte starts a TLS handshake and the process has certificates
+/// (`material`), else plaintext — so probes keep speaking plain HTTP
+/// while Prometheus may scrape over HTTPS on the same port. The accept
+/// loop ends when the returned stream is dropped.
+pub fn status_incoming(listener: TcpListener, material: Option<Arc<Material>>) -> Incoming {
+    let (tx, rx) = mpsc::channel::<io::Result<Conn>>(64);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, remote) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = tx.closed() => return,
+            };
+            let tx = tx.clone();
+            let material = material.clone();
+            tokio::spawn(async move {
+                let mut first = [0u8; 1];
+                let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tcp.peek(&mut first)).await
                 {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => {
-                        metrics::counter!(REFUSED_CONNECTIONS, "reason" => "handshake")
-                            .increment(1);
-                        tracing::debug!(%remote, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        metrics::counter!(REFUSED_CONNECTIONS, "reason" => "handshake")
-                            .increment(1);
-                        tracing::debug!(%remote, "TLS handshake timed out");
-                        return;
-                    }
+                    Ok(Ok(1)) => first[0] == TLS_HANDSHAKE_RECORD,
+                    // Closed, failed or silent: nothing to serve.
+                    _ => return,
                 };
-                let leaf = tls
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|c| c.first())
-                    .map(|c| c.as_ref().to_vec());
-                let identity = leaf.as_deref().and_then(certs::identity_of).map(Arc::new);
-                let peer = Peer {
-                    remote: Some(remote),
-                    tls: true,
-                    unnamed_certificate: leaf.is_some() && identity.is_none(),
-                    identity,
+                let config = material
+                    .filter(|_| tls)
+                    .and_then(|m| m.current().server.clone());
+                let conn = match config {
+                    Some(config) => handshake(config, tcp, remote).await,
+                    None => Some(Conn::Plain(
+                        tcp,
+                        Peer {
+                            remote: Some(remote),
+                            ..Peer::default()
+                        },
+                    )),
                 };
-                let _ = tx.send(Ok(Conn::Tls(Box::new(tls), peer))).await;
+                if let Some(conn) = conn {
+                    let _ = tx.send(Ok(conn)).await;
+                }
             });
         }
     });

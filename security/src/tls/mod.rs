@@ -27,10 +27,13 @@
 //!    one) naming what is missing; the service never sees the request.
 //!    A method the policy does not list is refused: a new RPC is closed
 //!    until it is given a rule.
+//!    A user (a client certificate, or a bearer token instead of one) gets
+//!    what its role allows ([`crate::users`]).
 //! 4. **Dial** ([`connect`]): clients of every kind (stores to stores and
 //!    to the directory, routers, the SDK and the CLI) check the server's
 //!    certificate against the CA and the address dialed, and present
-//!    their own certificate.
+//!    their own certificate — or, for a user with a token, only the token
+//!    (in every request's `authorization` metadata, [`Credentials`]).
 //!
 //! Certificates and the CA are re-read without a restart ([`material`]):
 //! every 10 s when a file changed, and at once on SIGHUP. Each handshake
@@ -44,6 +47,7 @@
 //! logs a warning at start, and its build info says `tls="false"`.
 
 mod connect;
+mod credentials;
 pub mod guard;
 mod incoming;
 mod material;
@@ -53,13 +57,15 @@ mod settings;
 use std::sync::Arc;
 
 pub use connect::Connector;
+pub use credentials::{Channel, Credentials};
 pub use guard::Guard;
-pub use incoming::{incoming, Conn, Incoming, Peer};
+pub use incoming::{incoming, status_incoming, Conn, Incoming, Peer};
 pub use material::Material;
 pub use networks::Networks;
 pub use settings::{SecurityArgs, TlsSettings};
 
 use crate::identity::Kind;
+use crate::users::Users;
 use crate::{Error, Result};
 
 /// How one process secures its connections: built once at start from
@@ -68,6 +74,12 @@ use crate::{Error, Result};
 pub struct Security {
     material: Option<Arc<Material>>,
     networks: Networks,
+    /// The user table its access check consults (servers).
+    users: Users,
+    /// The bearer token its requests carry (a user's client).
+    credentials: Credentials,
+    /// `/metrics` on the status port answers over TLS only.
+    metrics_tls: bool,
 }
 
 impl std::fmt::Debug for Security {
@@ -86,6 +98,9 @@ impl Security {
         Security {
             material: None,
             networks: Networks::any(),
+            users: Users::new(),
+            credentials: Credentials::none(),
+            metrics_tls: false,
         }
     }
 
@@ -111,7 +126,18 @@ impl Security {
                         .into(),
                 )),
             };
-        Ok(Security { material, networks })
+        if settings.metrics_tls && material.is_none() {
+            return Err(Error::InvalidArgument(
+                "metrics_tls needs TLS: give a certificates directory, not insecure".into(),
+            ));
+        }
+        Ok(Security {
+            material,
+            networks,
+            users: Users::new(),
+            credentials: Credentials::none(),
+            metrics_tls: settings.metrics_tls,
+        })
     }
 
     /// A client that presents `client.NAME.crt` from `certs_dir`, or none
@@ -121,7 +147,29 @@ impl Security {
         Ok(Security {
             material: Some(Material::load_client(certs_dir, name)?),
             networks: Networks::any(),
+            users: Users::new(),
+            credentials: Credentials::none(),
+            metrics_tls: false,
         })
+    }
+
+    /// A user's client that authenticates with `token` (from `tessera user
+    /// create`), sent with every request, and presents no client
+    /// certificate: only the CA in `certs_dir` is read, to check servers.
+    /// A token needs TLS (it would travel in the clear otherwise).
+    pub fn with_token(certs_dir: &std::path::Path, token: &str) -> Result<Self> {
+        crate::secret::check_form(token.trim())
+            .map_err(|e| Error::InvalidArgument(format!("token: {e}")))?;
+        Ok(Security {
+            credentials: Credentials::bearer(token.trim())?,
+            ..Security::client(certs_dir, None)?
+        })
+    }
+
+    /// The user table this process's access check consults; the process
+    /// keeps it fresh ([`Users::spawn_refresh`]).
+    pub fn users(&self) -> &Users {
+        &self.users
     }
 
     /// Whether connections are TLS.
@@ -144,32 +192,46 @@ impl Security {
         incoming(listener, self.material.clone(), self.networks.clone())
     }
 
+    /// The connection stream of the HTTP status port: TLS for clients that
+    /// start a handshake (when the process has certificates), plaintext
+    /// for the others ([`status_incoming`]).
+    pub fn status_incoming(&self, listener: tokio::net::TcpListener) -> Incoming {
+        status_incoming(listener, self.material.clone())
+    }
+
+    /// Whether the status port's `/metrics` answers over TLS only.
+    pub fn metrics_tls(&self) -> bool {
+        self.metrics_tls
+    }
+
     /// The per-RPC access check, as a tower layer for `Server::layer`.
     pub fn guard(&self) -> Guard {
-        Guard::new(self.is_tls())
+        Guard::new(self.is_tls(), self.users.clone())
     }
 
     /// A channel to `endpoint` that connects on first use.
-    pub fn channel(&self, endpoint: tonic::transport::Endpoint) -> tonic::transport::Channel {
-        match &self.material {
+    pub fn channel(&self, endpoint: tonic::transport::Endpoint) -> Channel {
+        let channel = match &self.material {
             None => endpoint.connect_lazy(),
             Some(m) => endpoint.connect_with_connector_lazy(Connector::new(m.clone())),
-        }
+        };
+        self.credentials.wrap(channel)
     }
 
     /// A channel to `endpoint`, connected now.
     pub async fn connect(
         &self,
         endpoint: tonic::transport::Endpoint,
-    ) -> std::result::Result<tonic::transport::Channel, tonic::transport::Error> {
-        match &self.material {
-            None => endpoint.connect().await,
+    ) -> std::result::Result<Channel, tonic::transport::Error> {
+        let channel = match &self.material {
+            None => endpoint.connect().await?,
             Some(m) => {
                 endpoint
                     .connect_with_connector(Connector::new(m.clone()))
-                    .await
+                    .await?
             }
-        }
+        };
+        Ok(self.credentials.wrap(channel))
     }
 
     /// Starts re-reading the certificates on change and on SIGHUP (a no-op

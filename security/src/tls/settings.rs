@@ -21,6 +21,10 @@ pub struct TlsSettings {
     /// Networks (CIDR, or single addresses) whose connections the gRPC
     /// port accepts; empty accepts every network.
     pub allowed_networks: Vec<String>,
+    /// Serve the status port's `/metrics` over TLS only (HTTPS with this
+    /// process's certificate; a plaintext request is refused with 403).
+    /// `/health` and `/ready` answer plaintext and TLS alike, for probes.
+    pub metrics_tls: bool,
 }
 
 /// The security flags of every server binary; they override the
@@ -38,6 +42,10 @@ pub struct SecurityArgs {
     /// CIDRs, e.g. 10.0.0.0/8,127.0.0.1).
     #[arg(long, env = "TESSERA_ALLOWED_NETWORKS", value_delimiter = ',')]
     pub allowed_networks: Vec<String>,
+    /// Serve /metrics over TLS only (HTTPS on the status port, with this
+    /// process's certificate); /health and /ready stay plaintext too.
+    #[arg(long, env = "TESSERA_METRICS_TLS")]
+    pub metrics_tls: bool,
 }
 
 impl SecurityArgs {
@@ -55,6 +63,9 @@ impl SecurityArgs {
         }
         if !self.allowed_networks.is_empty() {
             settings.allowed_networks = self.allowed_networks.clone();
+        }
+        if self.metrics_tls {
+            settings.metrics_tls = true;
         }
     }
 }

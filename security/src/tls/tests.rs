@@ -72,7 +72,7 @@ async fn serve(security: Security) -> Server {
 async fn dial(
     client: &Security,
     addr: std::net::SocketAddr,
-) -> std::result::Result<tonic::transport::Channel, tonic::transport::Error> {
+) -> std::result::Result<crate::Channel, tonic::transport::Error> {
     let ep = Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect_timeout(Duration::from_secs(5));
@@ -81,9 +81,7 @@ async fn dial(
 
 /// What a PutStore (node only), a Kv get (any identity) and a health check
 /// (anyone) answer over `channel`.
-async fn answers(
-    channel: tonic::transport::Channel,
-) -> (tonic::Code, tonic::Code, tonic::Code, String) {
+async fn answers(channel: crate::Channel) -> (tonic::Code, tonic::Code, tonic::Code, String) {
     let put = DirectoryClient::new(channel.clone())
         .put_store(PutStoreRequest::default())
         .await
@@ -132,7 +130,9 @@ async fn plaintext_refused(addr: std::net::SocketAddr) -> bool {
 async fn each_identity_kind_gets_exactly_what_the_policy_gives_it() {
     let tmp = tempfile::tempdir().unwrap();
     make_dir(tmp.path());
-    let server = serve(node_server(tmp.path())).await;
+    let security = node_server(tmp.path());
+    let users = security.users().clone();
+    let server = serve(security).await;
     use tonic::Code::*;
 
     // A node passes the check (the test server has no such service).
@@ -150,8 +150,20 @@ async fn each_identity_kind_gets_exactly_what_the_policy_gives_it() {
     );
     assert!(msg.contains("needs a node identity"), "{msg}");
 
-    // A client certificate where a node certificate is required.
+    // A client certificate of a name that is not a user gets nothing.
     let alice = Security::client(tmp.path(), Some("alice")).unwrap();
+    let (put, get, _, _) = answers(dial(&alice, server.addr).await.unwrap()).await;
+    assert_eq!((put, get), (PermissionDenied, PermissionDenied));
+
+    // As the user alice: what her role allows, never what needs a node.
+    users.set(crate::users::UserTable::new(
+        1,
+        [crate::users::UserEntry {
+            name: "alice".into(),
+            role: crate::users::Role::Readonly,
+            token_hash: crate::secret::hash(&crate::secret::generate()),
+        }],
+    ));
     let (put, get, _, msg) = answers(dial(&alice, server.addr).await.unwrap()).await;
     assert_eq!((put, get), (PermissionDenied, Unimplemented));
     assert!(msg.contains("client/alice may not call"), "{msg}");
