@@ -42,7 +42,7 @@ pub struct GlobalArgs {
     pub router: Addrs,
 
     /// Directory member address(es), HOST:PORT, comma-separated; the admin
-    /// commands (store, region, keyspace, cluster) talk to its leader.
+    /// commands (store, region, keyspace, cluster, user) talk to its leader.
     #[arg(
         long,
         global = true,
