@@ -433,8 +433,12 @@ impl Directory for DirectoryService {
         &self,
         r: Request<UserTableRequest>,
     ) -> Result<Response<UserTableResponse>, Status> {
-        let mut resp = self.core.user_table(r.into_inner().known_version);
-        resp.header = self.core.header(None);
-        Ok(Response::new(resp))
+        match self.core.user_table(r.into_inner().known_version).await {
+            Ok(resp) => Ok(Response::new(UserTableResponse {
+                header: self.core.header(None),
+                ..resp
+            })),
+            Err(e) => respond!(self.core, Err::<(), _>(e), UserTableResponse {}),
+        }
     }
 }

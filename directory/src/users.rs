@@ -80,22 +80,26 @@ impl Core {
             .await
     }
 
-    /// The table with token hashes, unless the caller's is current. Any
-    /// member answers from its applied state: a member lagging behind
-    /// answers an older version, which the caller's next fetch replaces.
-    pub(crate) fn user_table(&self, known_version: u64) -> UserTableResponse {
-        let state = self.state();
-        let version = state.meta.users_version;
-        UserTableResponse {
-            header: None,
-            version,
-            unchanged: version == known_version,
-            users: if version == known_version {
-                vec![]
-            } else {
-                state.users.values().cloned().collect()
-            },
-        }
+    /// The table with token hashes, unless the caller's is current. Only
+    /// the leader answers, after a read barrier: a follower may not have
+    /// applied a user created a moment ago, and a store asking because it
+    /// met that user's token must get it in one fetch.
+    pub(crate) async fn user_table(&self, known_version: u64) -> Result<UserTableResponse> {
+        self.read(|state, _| {
+            let version = state.meta.users_version;
+            let unchanged = version == known_version;
+            UserTableResponse {
+                header: None,
+                version,
+                unchanged,
+                users: if unchanged {
+                    vec![]
+                } else {
+                    state.users.values().cloned().collect()
+                },
+            }
+        })
+        .await
     }
 }
 

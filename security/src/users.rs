@@ -240,7 +240,10 @@ pub struct Users {
     table: Arc<RwLock<Arc<UserTable>>>,
     /// Asks the refresh task for a fetch now.
     wake: Arc<tokio::sync::Notify>,
-    /// Counts finished fetches (changed or not, failed or not).
+    /// Counts started fetches.
+    started: Arc<std::sync::atomic::AtomicU64>,
+    /// Counts finished fetches (changed or not, failed or not); fetch k
+    /// (the k-th started) has finished once it reads k or more.
     fetched: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
@@ -264,6 +267,7 @@ impl Users {
         Users {
             table: Arc::new(RwLock::new(Arc::new(UserTable::default()))),
             wake: Arc::new(tokio::sync::Notify::new()),
+            started: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             fetched: Arc::new(tokio::sync::watch::channel(0).0),
         }
     }
@@ -282,12 +286,30 @@ impl Users {
         }
     }
 
-    /// Asks for a fetch now and waits (up to 2 s) until one finished.
-    pub async fn refresh_now(&self) {
-        let mut seen = self.fetched.subscribe();
-        seen.borrow_and_update();
+    /// Asks for a fetch now and waits (up to `wait`) until one that
+    /// started after this call finished — a fetch already in flight may
+    /// have read the table before the change the caller is looking for.
+    pub async fn refresh_now(&self, wait: Duration) {
+        let want = self.started.load(std::sync::atomic::Ordering::SeqCst) + 1;
+        let mut fetched = self.fetched.subscribe();
         self.wake.notify_one();
-        let _ = tokio::time::timeout(MISS_WAIT, seen.changed()).await;
+        let _ = tokio::time::timeout(wait, fetched.wait_for(|n| *n >= want)).await;
+    }
+
+    /// Waits (up to [`MISS_WAIT`] in all) for the table to know `token`,
+    /// asking for fresh fetches meanwhile; whether it does.
+    pub async fn wait_for_token(&self, token: &str) -> bool {
+        let deadline = tokio::time::Instant::now() + MISS_WAIT;
+        loop {
+            if self.current().by_token(token).is_some() {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            self.refresh_now(left).await;
+        }
     }
 
     /// Starts the task that keeps the table fresh: `fetch(known_version)`
@@ -302,6 +324,9 @@ impl Users {
         let users = self.clone();
         tokio::spawn(async move {
             loop {
+                users
+                    .started
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let outcome = match fetch(users.current().version).await {
                     Ok(Some(table)) => {
                         users.set(table);
@@ -402,8 +427,7 @@ mod tests {
         });
         assert_eq!(users.current().by_token(&token), None);
         version.store(1, std::sync::atomic::Ordering::SeqCst);
-        users.refresh_now().await;
-        users.refresh_now().await;
+        assert!(users.wait_for_token(&token).await);
         assert_eq!(users.current().by_token(&token).unwrap().name, "new");
         users.set(UserTable::new(0, []));
         assert_eq!(
@@ -411,5 +435,32 @@ mod tests {
             1,
             "an older table replaced a newer one"
         );
+    }
+
+    /// A fetch already in flight when a user is created read the table
+    /// before it: waiting for a token must wait for a fetch that started
+    /// later (found in the playground: a token created a moment before was
+    /// refused as unknown).
+    #[tokio::test]
+    async fn a_fetch_in_flight_does_not_answer_for_a_newer_token() {
+        let users = Users::new();
+        let token = secret::generate();
+        let version = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let v = version.clone();
+        let t = token.clone();
+        users.spawn_refresh(move |known| {
+            // What the directory holds when the fetch is sent; the answer
+            // arrives 300 ms later.
+            let now = v.load(std::sync::atomic::Ordering::SeqCst);
+            let t = t.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Ok((now > known).then(|| UserTable::new(now, [entry("new", Role::Readonly, &t)])))
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        version.store(1, std::sync::atomic::Ordering::SeqCst);
+        assert!(users.wait_for_token(&token).await);
+        assert!(!users.wait_for_token(&secret::generate()).await);
     }
 }

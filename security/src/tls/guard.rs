@@ -218,7 +218,9 @@ where
                 let mut inner = std::mem::replace(&mut self.inner, clone);
                 let users = self.users.clone();
                 Box::pin(async move {
-                    users.refresh_now().await;
+                    if let Some(Ok(token)) = bearer_token(req.headers()) {
+                        users.wait_for_token(token).await;
+                    }
                     let path = req.uri().path().to_string();
                     let decision = decide(
                         req.extensions().get::<Peer>(),
