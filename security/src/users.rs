@@ -411,20 +411,34 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_refresh_brings_a_new_user_and_an_older_table_never_wins() {
-        let users = Users::new();
-        let token = secret::generate();
+    /// Starts `users` refreshing from a fake directory whose table holds
+    /// the user `new` (with `token`) from the version the returned counter
+    /// is set to; each answer takes `latency` and reflects the version at
+    /// the moment its fetch was sent.
+    fn fake_directory(
+        users: &Users,
+        token: &str,
+        latency: Duration,
+    ) -> Arc<std::sync::atomic::AtomicU64> {
         let version = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let v = version.clone();
-        let t = token.clone();
+        let t = token.to_string();
         users.spawn_refresh(move |known| {
             let now = v.load(std::sync::atomic::Ordering::SeqCst);
             let t = t.clone();
             async move {
+                tokio::time::sleep(latency).await;
                 Ok((now > known).then(|| UserTable::new(now, [entry("new", Role::Readonly, &t)])))
             }
         });
+        version
+    }
+
+    #[tokio::test]
+    async fn a_refresh_brings_a_new_user_and_an_older_table_never_wins() {
+        let users = Users::new();
+        let token = secret::generate();
+        let version = fake_directory(&users, &token, Duration::ZERO);
         assert_eq!(users.current().by_token(&token), None);
         version.store(1, std::sync::atomic::Ordering::SeqCst);
         assert!(users.wait_for_token(&token).await);
@@ -445,19 +459,7 @@ mod tests {
     async fn a_fetch_in_flight_does_not_answer_for_a_newer_token() {
         let users = Users::new();
         let token = secret::generate();
-        let version = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let v = version.clone();
-        let t = token.clone();
-        users.spawn_refresh(move |known| {
-            // What the directory holds when the fetch is sent; the answer
-            // arrives 300 ms later.
-            let now = v.load(std::sync::atomic::Ordering::SeqCst);
-            let t = t.clone();
-            async move {
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                Ok((now > known).then(|| UserTable::new(now, [entry("new", Role::Readonly, &t)])))
-            }
-        });
+        let version = fake_directory(&users, &token, Duration::from_millis(300));
         tokio::time::sleep(Duration::from_millis(50)).await;
         version.store(1, std::sync::atomic::Ordering::SeqCst);
         assert!(users.wait_for_token(&token).await);
