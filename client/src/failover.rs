@@ -32,7 +32,12 @@
 //! do the gRPC statuses `UNAUTHENTICATED` and `PERMISSION_DENIED` (the
 //! router's access check refused the call before anything ran):
 //! [`Error::Unauthenticated`] and [`Error::PermissionDenied`], nothing
-//! applied, not retried. A
+//! applied, not retried. The statuses `OUT_OF_RANGE` and
+//! `INVALID_ARGUMENT` come only from gRPC's framing, never from the
+//! router's handlers (which answer in the response's `error`): a message
+//! over the router's size limit, or one this client would not encode. The
+//! request was never handled, so it is [`Error::InvalidArgument`], final
+//! and certainly not applied — not a write that "may have been sent". A
 //! router answer of kind `UNKNOWN` (a newer router, say) counts as *maybe
 //! sent*.
 //!
@@ -355,8 +360,9 @@ fn keyspace_name(op: Op<'_>) -> String {
 
 /// A gRPC status instead of an answer: not sent only when tonic says it
 /// could not connect. `UNAUTHENTICATED` and `PERMISSION_DENIED` come only
-/// from a router's access check, which answers before anything runs: not
-/// applied, and final.
+/// from a router's access check, `OUT_OF_RANGE` and `INVALID_ARGUMENT`
+/// only from gRPC's framing (a message over a size limit); each answers
+/// before anything runs: not applied, and final.
 fn classify_status(address: &str, status: &tonic::Status) -> Failure {
     let message = format!(
         "{address}: {:?}: {}",
@@ -373,6 +379,12 @@ fn classify_status(address: &str, status: &tonic::Status) -> Failure {
         tonic::Code::PermissionDenied => {
             return Failure::Final(Error::PermissionDenied(format!(
                 "{address}: {}",
+                status.message()
+            )))
+        }
+        tonic::Code::OutOfRange | tonic::Code::InvalidArgument => {
+            return Failure::Final(Error::InvalidArgument(format!(
+                "{address} refused the request before handling it (nothing was applied): {}",
                 status.message()
             )))
         }
@@ -470,5 +482,37 @@ mod tests {
             classify_status("r:1", &status),
             Failure::NotSent(_)
         ));
+    }
+
+    #[test]
+    fn a_request_refused_by_the_framing_is_final_and_not_applied() {
+        // What tonic answers for a message over the receiver's limit (and
+        // what it reports when this side would not encode one).
+        let too_large = tonic::Status::out_of_range(
+            "Error, decoded message length too large: found 50000000 bytes, the limit is: 41943040 bytes",
+        );
+        match classify_status("r:1", &too_large) {
+            Failure::Final(Error::InvalidArgument(m)) => {
+                assert!(m.contains("nothing was applied"), "{m}");
+                assert!(m.contains("too large"), "{m}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let malformed = tonic::Status::invalid_argument("bad grpc-timeout");
+        assert!(matches!(
+            classify_status("r:1", &malformed),
+            Failure::Final(Error::InvalidArgument(_))
+        ));
+        // A status from the middle of a call stays "maybe sent".
+        for code in [
+            tonic::Code::Internal,
+            tonic::Code::Unknown,
+            tonic::Code::Cancelled,
+        ] {
+            assert!(matches!(
+                classify_status("r:1", &tonic::Status::new(code, "x")),
+                Failure::MaybeSent(_)
+            ));
+        }
     }
 }

@@ -137,8 +137,11 @@ impl Keyspace {
         Ok(())
     }
 
-    /// The pairs of the `keys` that exist, in request order. No keys: no
-    /// request.
+    /// The pairs of the `keys` that exist, each distinct key once, in the
+    /// order of its first mention. No keys: no request. At most
+    /// 10,000 keys (more: [`Error::InvalidArgument`]). The router answers
+    /// in pages of bounded size; this follows them, one request each, so
+    /// a batch of large values never has to fit one response.
     ///
     /// ```no_run
     /// # async fn example(ks: tessera_client::Keyspace) -> tessera_client::Result<()> {
@@ -156,22 +159,34 @@ impl Keyspace {
             .into_iter()
             .map(|k| checked_key(k.as_ref()))
             .collect::<Result<Vec<_>>>()?;
-        if keys.is_empty() {
-            return Ok(Vec::new());
+        let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut from = 0;
+        while from < keys.len() {
+            let message = routerpb::BatchGetRequest {
+                keyspace: self.name.clone(),
+                keys: keys[from..].to_vec(),
+            };
+            let answer = self
+                .client
+                .failover()
+                .call(self.op("batch_get", OpKind::Read), |mut c, left| {
+                    let r = request(&message, left);
+                    async move { c.batch_get(r).await }
+                })
+                .await?;
+            // A key answered on an earlier page may be named again later.
+            for p in answer.pairs {
+                if seen.insert(p.key.clone()) {
+                    out.push(KvPair::from(p));
+                }
+            }
+            match answer.resume_index as usize {
+                0 => break,
+                r => from += r,
+            }
         }
-        let message = routerpb::BatchGetRequest {
-            keyspace: self.name.clone(),
-            keys,
-        };
-        let answer = self
-            .client
-            .failover()
-            .call(self.op("batch_get", OpKind::Read), |mut c, left| {
-                let r = request(&message, left);
-                async move { c.batch_get(r).await }
-            })
-            .await?;
-        Ok(answer.pairs.into_iter().map(KvPair::from).collect())
+        Ok(out)
     }
 
     /// Sets every key to its value. The router may apply a batch spanning
@@ -215,7 +230,11 @@ impl Keyspace {
     }
 
     /// The pairs in `range`, in ascending key order, at most `limit` of them
-    /// (0: no limit).
+    /// (0: no limit). The router answers in pages of bounded size; this
+    /// follows them and gathers the result, so with `limit` 0 it holds
+    /// the whole range: use [`scan_stream`](Self::scan_stream) for a range
+    /// that may not fit in memory. Each page is linearizable on its own,
+    /// the result as a whole is not one snapshot.
     ///
     /// With `..` the key type cannot be inferred; name it.
     ///
@@ -255,6 +274,48 @@ impl Keyspace {
             .await
     }
 
+    /// Every pair of `range` in ascending key order, read a page at a time
+    /// as the stream is polled: however large the range, this side holds
+    /// one page (the router's response budget, 4 MiB by default). Each
+    /// page is linearizable on its own; the scan as a whole is not one
+    /// snapshot (a write between two pages shows in the later one).
+    ///
+    /// ```no_run
+    /// # async fn example(ks: tessera_client::Keyspace) -> tessera_client::Result<()> {
+    /// use futures::TryStreamExt as _;
+    ///
+    /// let mut pairs = std::pin::pin!(ks.scan_stream::<&[u8]>(..));
+    /// while let Some(pair) = pairs.try_next().await? {
+    ///     println!("{:?}", pair.key);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn scan_stream<K: AsRef<[u8]>>(
+        &self,
+        range: impl RangeBounds<K>,
+    ) -> impl futures::Stream<Item = Result<KvPair>> + Send + '_ {
+        use futures::{StreamExt as _, TryStreamExt as _};
+        let range = WireRange::from_bounds(&range);
+        // The state: where the next page starts; `None` once the last
+        // page was read.
+        let first = Some(None::<Vec<u8>>);
+        futures::stream::try_unfold(first, move |state| {
+            let range = range.clone();
+            async move {
+                let Some(resume) = state else {
+                    return Ok(None);
+                };
+                let (pairs, next) = self.scan_page("scan", &range, 0, false, resume).await?;
+                Ok(Some((pairs, next.map(Some))))
+            }
+        })
+        .map_ok(|pairs| futures::stream::iter(pairs.into_iter().map(Ok)))
+        .try_flatten()
+        .boxed()
+    }
+
+    /// A scan of up to `limit` pairs (0: all), following the router's pages.
     async fn scan_wire(
         &self,
         name: &'static str,
@@ -262,12 +323,43 @@ impl Keyspace {
         limit: u32,
         reverse: bool,
     ) -> Result<Vec<KvPair>> {
+        let mut out = Vec::new();
+        let mut resume = None;
+        loop {
+            let left = if limit == 0 {
+                0
+            } else {
+                limit.saturating_sub(out.len() as u32)
+            };
+            let (pairs, next) = self.scan_page(name, &range, left, reverse, resume).await?;
+            out.extend(pairs);
+            match next {
+                Some(r) if limit == 0 || (out.len() as u32) < limit => resume = Some(r),
+                _ => break,
+            }
+        }
+        if limit != 0 {
+            out.truncate(limit as usize);
+        }
+        Ok(out)
+    }
+
+    /// One page of a scan, and where the next one starts.
+    async fn scan_page(
+        &self,
+        name: &'static str,
+        range: &WireRange,
+        limit: u32,
+        reverse: bool,
+        resume: Option<Vec<u8>>,
+    ) -> Result<(Vec<KvPair>, Option<Vec<u8>>)> {
         let message = routerpb::ScanRequest {
             keyspace: self.name.clone(),
-            start: range.start,
-            end: range.end,
+            start: range.start.clone(),
+            end: range.end.clone(),
             limit,
             reverse,
+            resume,
         };
         let answer = self
             .client
@@ -277,7 +369,8 @@ impl Keyspace {
                 async move { c.scan(r).await }
             })
             .await?;
-        Ok(answer.pairs.into_iter().map(KvPair::from).collect())
+        let pairs = answer.pairs.into_iter().map(KvPair::from).collect();
+        Ok((pairs, answer.resume))
     }
 
     /// Sets `key` to `new` (deletes it when `new` is `None`) if its value is

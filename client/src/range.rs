@@ -16,6 +16,8 @@
 
 use std::ops::{Bound, RangeBounds};
 
+use tessera_proto::keys::successor;
+
 /// A range as the wire carries it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct WireRange {
@@ -39,14 +41,6 @@ impl WireRange {
         };
         WireRange { start, end }
     }
-}
-
-/// The smallest key greater than `key` in byte order.
-fn successor(key: &[u8]) -> Vec<u8> {
-    let mut next = Vec::with_capacity(key.len() + 1);
-    next.extend_from_slice(key);
-    next.push(0);
-    next
 }
 
 #[cfg(test)]

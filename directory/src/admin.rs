@@ -40,9 +40,11 @@ impl Core {
         let mut ls = self.leader_view(term);
         if let Some(op) = ls.operators.get(&region_id) {
             if !op.kind.is_balance() {
-                return Err(Error::InvalidArgument(format!(
-                    "region {region_id} already has operator {} in progress",
-                    op.id
+                return Err(Error::Busy(format!(
+                    "region {region_id} has operator {} ({}) in progress; retry once it \
+                     finishes (`tessera cluster status` lists it)",
+                    op.id,
+                    op.kind.as_str()
                 )));
             }
             tracing::info!(region_id, operator = %op.id, "operator cancelled for an admin operator");

@@ -21,6 +21,10 @@ pub enum Error {
     /// A report older than what is known.
     #[error("stale: {0}")]
     Stale(String),
+    /// Another operator is in flight where this one would run; nothing
+    /// changed, and the same request may succeed once it finishes.
+    #[error("busy: {0}")]
+    Busy(String),
     #[error("timed out: {0}")]
     Timeout(String),
     #[error("raft: {0}")]
@@ -69,6 +73,7 @@ impl Error {
             Error::InvalidArgument(_) => Kind::InvalidArgument,
             Error::NotFound(_) => Kind::NotFound,
             Error::Stale(_) => Kind::Stale,
+            Error::Busy(_) => Kind::Busy,
             _ => Kind::Unknown,
         };
         DirectoryError {

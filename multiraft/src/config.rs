@@ -41,6 +41,13 @@ pub struct RaftConfig {
     pub log_gc_count_limit: u64,
     /// Past this many bytes of log, the same.
     pub log_gc_size_limit_bytes: u64,
+    /// At most this many peers waiting for their first snapshot (created by
+    /// a message from a region this store holds nothing of yet) exist at
+    /// once; a message that would create one more is dropped.
+    pub max_uninitialized_peers: usize,
+    /// A peer still waiting for its first snapshot after this long is
+    /// dropped from memory (its persisted term and vote stay on disk).
+    pub uninitialized_peer_ttl: Duration,
     /// Tests only: the poller never ticks on its own — every tick is a
     /// `PollerMsg::Tick` — and election timeouts are pinned to exactly
     /// `election_tick` ticks (not randomized), so a test decides when each
@@ -66,6 +73,8 @@ impl Default for RaftConfig {
             log_gc_threshold: 50,
             log_gc_count_limit: 50_000,
             log_gc_size_limit_bytes: 64 * 1024 * 1024,
+            max_uninitialized_peers: 1024,
+            uninitialized_peer_ttl: Duration::from_secs(300),
             manual_ticks: false,
         }
     }

@@ -78,6 +78,12 @@ pub const REFUSAL_REASONS: &[&str] = &[
 /// region's in-memory state is dropped, as after a restart of that region
 /// alone, instead of the store aborting.
 pub const REGION_RELOADS_TOTAL: &str = "tessera_region_reloads_total";
+/// Peers waiting for their first snapshot, created by messages from
+/// regions this store held nothing of, by `outcome`: `created`, `refused`
+/// (the limit was reached), `collected` (dropped after their time).
+pub const UNINITIALIZED_PEERS_TOTAL: &str = "tessera_uninitialized_peers_total";
+/// Peers waiting for their first snapshot now.
+pub const UNINITIALIZED_PEERS: &str = "tessera_uninitialized_peers";
 /// Regions hosted by this store.
 pub const REGIONS: &str = "tessera_regions";
 /// Regions whose leader is on this store.
@@ -209,6 +215,14 @@ pub fn describe() {
         "Peers reloaded from their durable state after raft-rs panicked on a message or a snapshot could not be staged"
     );
     describe_gauge!(REGIONS, "Regions with a replica on this store");
+    describe_counter!(
+        UNINITIALIZED_PEERS_TOTAL,
+        "Peers created for messages from regions this store held nothing of, refused over the limit, or dropped after waiting too long for their snapshot"
+    );
+    describe_gauge!(
+        UNINITIALIZED_PEERS,
+        "Peers waiting for their first snapshot"
+    );
     describe_gauge!(LEADERS, "Regions whose leader is on this store");
     for name in [
         PROPOSALS_TOTAL,
@@ -236,6 +250,9 @@ pub fn describe() {
     }
     for reason in ["step_panicked", "snapshot_not_staged"] {
         metrics::counter!(REGION_RELOADS_TOTAL, "reason" => reason).increment(0);
+    }
+    for outcome in ["created", "refused", "collected"] {
+        metrics::counter!(UNINITIALIZED_PEERS_TOTAL, "outcome" => outcome).increment(0);
     }
 }
 

@@ -107,6 +107,14 @@ pub fn validate_key(encoded: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// The smallest key above `key` in byte order: `key ‖ 0x00`.
+pub fn successor(key: &[u8]) -> Vec<u8> {
+    let mut next = Vec::with_capacity(key.len() + 1);
+    next.extend_from_slice(key);
+    next.push(0);
+    next
+}
+
 /// Checks a value against [`MAX_VALUE_BYTES`].
 pub fn validate_value(value: &[u8]) -> Result<(), String> {
     if value.len() > MAX_VALUE_BYTES {
@@ -119,7 +127,8 @@ pub fn validate_value(value: &[u8]) -> Result<(), String> {
 }
 
 /// Checks a range bound: empty (unbounded) or a keyspace prefix followed by
-/// at most [`MAX_KEY_BYTES`] bytes.
+/// at most [`MAX_KEY_BYTES`] + 1 bytes (the [`successor`] of the longest
+/// key bounds a range that ends with it).
 pub fn validate_bound(encoded: &[u8]) -> Result<(), String> {
     if encoded.is_empty() {
         return Ok(());
@@ -127,9 +136,9 @@ pub fn validate_bound(encoded: &[u8]) -> Result<(), String> {
     if encoded.len() < KEYSPACE_PREFIX_BYTES {
         return Err("range bound is shorter than a keyspace prefix".into());
     }
-    if encoded.len() > KEYSPACE_PREFIX_BYTES + HASH_PREFIX_BYTES + MAX_KEY_BYTES {
+    if encoded.len() > KEYSPACE_PREFIX_BYTES + HASH_PREFIX_BYTES + MAX_KEY_BYTES + 1 {
         return Err(format!(
-            "range bound is {} bytes; the limit is {MAX_KEY_BYTES} plus the prefix",
+            "range bound is {} bytes; the limit is {MAX_KEY_BYTES} + 1 plus the prefix",
             encoded.len()
         ));
     }
@@ -181,6 +190,7 @@ mod tests {
         assert!(validate_key(&encode(HASH_KEYSPACE_BIT, &[1; MAX_KEY_BYTES + 1])).is_err());
         assert!(validate_key(b"ab").is_err());
         assert!(validate_value(&vec![0; MAX_VALUE_BYTES]).is_ok());
+        assert_eq!(successor(b"ab"), b"ab\0".to_vec());
         assert!(validate_value(&vec![0; MAX_VALUE_BYTES + 1]).is_err());
         assert!(encode(u32::MAX, &[0xff; MAX_KEY_BYTES]) < key_space_end());
     }

@@ -46,6 +46,7 @@ pub mod routerpb {
 
 mod convert;
 pub mod keys;
+pub mod limits;
 pub mod region;
 mod responses;
 pub use convert::*;

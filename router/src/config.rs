@@ -28,6 +28,10 @@ pub struct ServerConfig {
     pub max_backoff_ms: u64,
     /// On SIGTERM, how long in-flight requests may take to finish, in ms.
     pub shutdown_grace_ms: u64,
+    /// The bytes of keys and values one Scan or BatchGet answer holds
+    /// before it stops and says where to continue (a page always holds at
+    /// least one pair, so it may pass this by one value).
+    pub max_response_bytes: usize,
     /// `text` or `json`.
     pub log_format: String,
     /// Lets a test build (feature `failpoints`) serve its fault endpoints on
@@ -48,6 +52,7 @@ impl Default for ServerConfig {
             min_backoff_ms: 10,
             max_backoff_ms: 500,
             shutdown_grace_ms: 5_000,
+            max_response_bytes: tessera_proto::limits::RESPONSE_PAGE_BYTES,
             log_format: "text".into(),
             allow_fault_endpoints: false,
             security: TlsSettings::default(),
@@ -78,6 +83,8 @@ impl ServerConfig {
                 "min_backoff_ms must be above 0 and at most max_backoff_ms".into(),
             ));
         }
+        tessera_proto::limits::validate_page_bytes(self.max_response_bytes)
+            .map_err(Error::Config)?;
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(Error::Config(format!(
                 "log_format must be text or json, not {:?}",
@@ -98,6 +105,7 @@ impl ServerConfig {
                 Duration::from_millis(self.min_backoff_ms),
                 Duration::from_millis(self.max_backoff_ms),
             ),
+            max_response_bytes: self.max_response_bytes,
         }
     }
 }
@@ -127,5 +135,11 @@ mod tests {
             toml::from_str("min_backoff_ms = 100\nmax_backoff_ms = 10").unwrap();
         assert!(backoff.validate().is_err());
         assert!(toml::from_str::<ServerConfig>("listen = \"x\"").is_err());
+        let page: ServerConfig = toml::from_str("max_response_bytes = 100").unwrap();
+        assert!(page
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("max_response_bytes"));
     }
 }

@@ -111,13 +111,14 @@ impl RouterRpc for RouterService {
     ) -> Result<Response<BatchGetResponse>, Status> {
         let r = r.into_inner();
         let resp = match self.router.batch_get(keyspace(&r.keyspace), &r.keys).await {
-            Ok(found) => BatchGetResponse {
+            Ok(page) => BatchGetResponse {
                 error: None,
-                pairs: pairs(found),
+                pairs: pairs(page.pairs),
+                resume_index: page.resume_index as u32,
             },
             Err(e) => BatchGetResponse {
                 error: error(e),
-                pairs: vec![],
+                ..Default::default()
             },
         };
         Ok(Response::new(resp))
@@ -149,16 +150,18 @@ impl RouterRpc for RouterService {
                 r.end.as_deref(),
                 r.limit as usize,
                 r.reverse,
+                r.resume.as_deref(),
             )
             .await
         {
-            Ok(found) => ScanResponse {
+            Ok(page) => ScanResponse {
                 error: None,
-                pairs: pairs(found),
+                pairs: pairs(page.pairs),
+                resume: page.resume,
             },
             Err(e) => ScanResponse {
                 error: error(e),
-                pairs: vec![],
+                ..Default::default()
             },
         };
         Ok(Response::new(resp))

@@ -44,6 +44,8 @@ pub mod store_pool;
 pub mod users;
 
 pub use backoff::Backoff;
+pub use batch::BatchGetPage;
 pub use error::{Error, Result};
 pub use ops::CasOutcome;
+pub use range::ScanPage;
 pub use router::{Router, RouterConfig};

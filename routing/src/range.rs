@@ -2,17 +2,35 @@
 //! region in key order (descending for a reverse scan) and stitched
 //! together up to the limit.
 //!
+//! A scan answers in pages: the router stops at its response budget and
+//! returns where to resume (an encoded key, opaque to clients, checked to
+//! lie inside the range when it comes back); each store does the same
+//! inside a region. So `limit = 0` over any amount of data holds one page
+//! in memory at the store, the router and the client. Each page reads at
+//! one linearizable point per region; a scan of several pages is not one
+//! snapshot.
+//!
 //! A forward walk follows each region's end key; a reverse walk asks the
 //! directory for the regions below the current upper bound and takes the
 //! last. A range delete that fails after earlier regions applied their part
 //! is indeterminate: the range is then neither untouched nor done.
 
 use tessera_proto::directorypb::Keyspace;
-use tessera_proto::keys;
 use tessera_proto::kvpb::*;
+use tessera_proto::{keys, limits};
 
 use crate::reaction::SendPolicy;
 use crate::{Error, Result, Router};
+
+/// One page of a scan.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScanPage {
+    /// Pairs with user keys, in scan order.
+    pub pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Where the next page starts (pass it back as `resume`); `None`: the
+    /// scan is complete.
+    pub resume: Option<Vec<u8>>,
+}
 
 impl Router {
     /// The encoded `[start, end)` of a user range in `ks` (None: the
@@ -40,8 +58,39 @@ impl Router {
         Ok((s, e))
     }
 
-    /// Pairs in `[start, end)` in key order (descending with `reverse`), up
-    /// to `limit` (0: no limit), across regions.
+    /// The range a page resumed at `resume` covers: the rest of
+    /// `[start, end)` after it (before it, reversed). `resume` must be what
+    /// an earlier page of this scan returned: a bound inside the range.
+    fn resumed(
+        start: Vec<u8>,
+        end: Vec<u8>,
+        resume: &[u8],
+        reverse: bool,
+    ) -> Result<(Vec<u8>, Vec<u8>)> {
+        let inside = !resume.is_empty()
+            && keys::validate_bound(resume).is_ok()
+            && resume >= start.as_slice()
+            && (end.is_empty() || resume <= end.as_slice());
+        if !inside {
+            return Err(Error::InvalidArgument(
+                "scan: `resume` lies outside the range scanned; pass back the `resume` of the \
+                 previous page of the same scan"
+                    .into(),
+            ));
+        }
+        Ok(if reverse {
+            (start, resume.to_vec())
+        } else {
+            (resume.to_vec(), end)
+        })
+    }
+
+    /// One page of the pairs in `[start, end)` in key order (descending
+    /// with `reverse`), up to `limit` (0: no limit), across regions, from
+    /// where `resume` (an earlier page's) says. The page stops at
+    /// [`RouterConfig::max_response_bytes`](crate::RouterConfig) and then
+    /// says where the next one starts, so a scan of any size holds one page
+    /// in memory here and at the store.
     pub async fn scan(
         &self,
         keyspace: Option<&str>,
@@ -49,25 +98,42 @@ impl Router {
         end: Option<&[u8]>,
         limit: usize,
         reverse: bool,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        resume: Option<&[u8]>,
+    ) -> Result<ScanPage> {
         let ks = self.keyspace(keyspace).await?;
         let (start, end) = Self::encoded_range(&ks, start, end)?;
+        let (start, end) = match resume {
+            Some(r) => Self::resumed(start, end, r, reverse)?,
+            None => (start, end),
+        };
         let limit = if limit == 0 { usize::MAX } else { limit };
+        let mut page = limits::PageBudget::new(self.cfg.max_response_bytes);
         let mut out = vec![];
+        let mut resume = None;
         if !reverse {
             let mut cursor = start;
             loop {
                 let left = limit - out.len();
-                let region = self
-                    .scan_region(&cursor, (&cursor, &end), left, false, &mut out)
+                let (region, within) = self
+                    .scan_region(&cursor, (&cursor, &end), left, false, &mut out, &mut page)
                     .await?;
-                if out.len() >= limit
-                    || region.end_key.is_empty()
-                    || (!end.is_empty() && region.end_key >= end)
-                {
+                if out.len() >= limit {
                     break;
                 }
-                cursor = region.end_key;
+                let next = match within {
+                    Some(k) => k,
+                    None if region.end_key.is_empty()
+                        || (!end.is_empty() && region.end_key >= end) =>
+                    {
+                        break
+                    }
+                    None => region.end_key,
+                };
+                if page.is_full() {
+                    resume = Some(next);
+                    break;
+                }
+                cursor = next;
             }
         } else {
             let mut upper = end;
@@ -78,22 +144,33 @@ impl Router {
                 };
                 let left = limit - out.len();
                 let key = last.start_key.max(start.clone());
-                let region = self
-                    .scan_region(&key, (&start, &upper), left, true, &mut out)
+                let (region, within) = self
+                    .scan_region(&key, (&start, &upper), left, true, &mut out, &mut page)
                     .await?;
-                if out.len() >= limit || region.start_key <= start {
+                if out.len() >= limit {
                     break;
                 }
-                upper = region.start_key;
+                let next = match within {
+                    Some(k) => k,
+                    None if region.start_key <= start => break,
+                    None => region.start_key,
+                };
+                if page.is_full() {
+                    resume = Some(next);
+                    break;
+                }
+                upper = next;
             }
         }
         out.truncate(limit);
-        Ok(out)
+        Ok(ScanPage { pairs: out, resume })
     }
 
     /// Scans `[range.0, range.1)` in the region holding `at`, up to `left`
-    /// pairs, appending them (as user keys) to `out`; returns the region
-    /// that answered, whose bounds say where the next one starts.
+    /// pairs, appending them (as user keys) to `out` while `page` admits
+    /// them. Returns the region that answered, whose bounds say where the
+    /// next one starts, and where to go on inside it when the store's page
+    /// or `page` filled up first.
     async fn scan_region(
         &self,
         at: &[u8],
@@ -101,7 +178,9 @@ impl Router {
         left: usize,
         reverse: bool,
         out: &mut Vec<(Vec<u8>, Vec<u8>)>,
-    ) -> Result<tessera_proto::metapb::Region> {
+        page: &mut limits::PageBudget,
+    ) -> Result<(tessera_proto::metapb::Region, Option<Vec<u8>>)> {
+        let room = page.left().max(1);
         let (resp, region) = self
             .route("scan", at, SendPolicy::Resendable, |mut c, ctx| {
                 let req = ScanRequest {
@@ -110,16 +189,26 @@ impl Router {
                     end_key: range.1.to_vec(),
                     limit: left.min(u32::MAX as usize) as u32,
                     reverse,
+                    // No more than this page can still take.
+                    max_bytes: room as u64,
                 };
                 async move { c.scan(req).await }
             })
             .await?;
-        out.extend(
-            resp.pairs
-                .into_iter()
-                .map(|p| (Self::user_key(p.key), p.value)),
-        );
-        Ok(region)
+        for p in resp.pairs {
+            if !page.admit(p.key.len() + p.value.len()) {
+                // The next page starts with this pair.
+                let next = if reverse {
+                    keys::successor(&p.key)
+                } else {
+                    p.key
+                };
+                return Ok((region, Some(next)));
+            }
+            out.push((Self::user_key(p.key), p.value));
+        }
+        let within = (!resp.resume_key.is_empty()).then_some(resp.resume_key);
+        Ok((region, within))
     }
 
     /// Deletes every key in `[start, end)` (None: the keyspace's bound).
@@ -156,10 +245,10 @@ impl Router {
                 .await;
             let (_, region) = match routed {
                 // Earlier regions already deleted their part: the range as
-                // a whole is half done, not untouched.
-                Err(Error::Unavailable(m)) if !first => {
+                // a whole is half done, not untouched, whatever stopped it.
+                Err(e) if !first && !matches!(e, Error::Indeterminate(_)) => {
                     return Err(Error::Indeterminate(format!(
-                        "delete range: earlier regions applied their part, then {m}"
+                        "delete range: earlier regions applied their part, then: {e}"
                     )))
                 }
                 other => other?,

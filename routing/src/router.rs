@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use tessera_proto::directorypb::{directory_error, GetKeyspaceRequest, Keyspace, KeyspaceKind};
-use tessera_proto::keys;
+use tessera_proto::{keys, limits};
 use tessera_security::Security;
 
 use crate::cache::RegionCache;
@@ -31,6 +31,10 @@ pub struct RouterConfig {
     pub backoff: Backoff,
     /// How connections to the directory and the stores are secured.
     pub security: Security,
+    /// The bytes of keys and values one Scan or BatchGet answer holds
+    /// before it stops and says where to continue (a page always holds at
+    /// least one pair).
+    pub max_response_bytes: usize,
 }
 
 impl RouterConfig {
@@ -40,6 +44,7 @@ impl RouterConfig {
             security,
             timeout: Duration::from_secs(10),
             backoff: Backoff::new(Duration::from_millis(10), Duration::from_millis(500)),
+            max_response_bytes: limits::RESPONSE_PAGE_BYTES,
         }
     }
 }
@@ -50,6 +55,35 @@ pub struct Router {
     pub(crate) cache: RegionCache,
     pub(crate) stores: StorePool,
     keyspaces: DashMap<String, Keyspace>,
+    missing_keyspaces: MissingKeyspaces,
+}
+
+/// Keyspace names the directory said do not exist, for
+/// [`MISSING_KEYSPACE_TTL`]: requests naming one are answered
+/// `KEYSPACE_NOT_FOUND` here instead of each costing the directory a
+/// linearizable read. A keyspace created meanwhile is found once its
+/// entry expires. At most [`MAX_MISSING_KEYSPACES`] names are kept (a
+/// client naming ever new keyspaces empties the set, it cannot grow it).
+#[derive(Default)]
+struct MissingKeyspaces(DashMap<String, std::time::Instant>);
+
+/// How long a keyspace found missing is answered as missing without asking.
+pub const MISSING_KEYSPACE_TTL: Duration = Duration::from_secs(1);
+const MAX_MISSING_KEYSPACES: usize = 10_000;
+
+impl MissingKeyspaces {
+    fn is_missing(&self, name: &str) -> bool {
+        self.0
+            .get(name)
+            .is_some_and(|at| at.elapsed() < MISSING_KEYSPACE_TTL)
+    }
+
+    fn remember(&self, name: &str) {
+        if self.0.len() >= MAX_MISSING_KEYSPACES {
+            self.0.clear();
+        }
+        self.0.insert(name.to_string(), std::time::Instant::now());
+    }
 }
 
 impl Router {
@@ -62,6 +96,7 @@ impl Router {
             cache: RegionCache::new(),
             stores,
             keyspaces: DashMap::new(),
+            missing_keyspaces: MissingKeyspaces::default(),
         }))
     }
 
@@ -91,6 +126,10 @@ impl Router {
         if let Some(k) = self.keyspaces.get(name) {
             return Ok(k.clone());
         }
+        limits::validate_keyspace_name(name).map_err(Error::InvalidArgument)?;
+        if self.missing_keyspaces.is_missing(name) {
+            return Err(Error::KeyspaceNotFound(name.to_string()));
+        }
         let resp = self
             .dir
             .call("get keyspace", |mut c| {
@@ -111,6 +150,7 @@ impl Router {
             Err(Error::Directory { kind, .. })
                 if kind == directory_error::Kind::NotFound as i32 =>
             {
+                self.missing_keyspaces.remember(name);
                 Err(Error::KeyspaceNotFound(name.to_string()))
             }
             Err(e) => Err(e),

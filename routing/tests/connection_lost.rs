@@ -1,13 +1,18 @@
-//! A write whose connection breaks after the store read it has an unknown
-//! outcome: the router reports it as indeterminate and never sends it
-//! again. Only a connection that could not be made proves a request was
-//! not sent.
+//! What a router reports for a write that failed on the way. A write whose
+//! connection breaks after the store read it has an unknown outcome: the
+//! router reports it as indeterminate and never sends it again. Only a
+//! connection that could not be made proves a request was not sent. A
+//! batch or range write that applied in some regions and then failed in
+//! another is indeterminate too, never `INVALID_ARGUMENT` (which promises
+//! that nothing was written).
 //!
 //! The store here is a bare HTTP/2 server: it reads each request whole,
 //! counts it, starts an answer and drops the connection — what a store
 //! that crashes right after accepting a write looks like. tonic reports
 //! "error reading a body from connection". The directory is
-//! a fake that places one region on it. (Regression: the router once took
+//! a fake that places one region on it. For the partial writes, two
+//! tonic stores: one applies every request, the other refuses every one
+//! as bad input. (Regression: the router once took
 //! any error whose message mentioned "connect" — "connection reset",
 //! "connection closed" — as not sent, and resent the write.)
 
@@ -20,6 +25,8 @@ use std::time::Duration;
 
 use tessera_proto::directorypb::directory_server::{Directory, DirectoryServer};
 use tessera_proto::directorypb::*;
+use tessera_proto::kvpb::kv_server::{Kv, KvServer};
+use tessera_proto::kvpb::*;
 use tessera_proto::metapb::{Peer, PeerRole, Region, RegionEpoch, Store};
 use tessera_routing::{Error, Router, RouterConfig};
 use tonic::{Request, Response, Status};
@@ -64,30 +71,49 @@ async fn hanging_up_store() -> (SocketAddr, Arc<AtomicUsize>) {
     (addr, received)
 }
 
-/// One region, all keys, one voter on store 1 at `store`.
+/// Regions in key order, region `i` with one voter on store `i + 1` at
+/// `stores[i]`.
 struct FakeDirectory {
-    store: SocketAddr,
+    stores: Vec<SocketAddr>,
+    /// The keys where regions begin, after the first (empty) start.
+    splits: Vec<Vec<u8>>,
+    /// Keyspace lookups received (it knows no keyspace but `default`).
+    lookups: Arc<AtomicUsize>,
 }
 
-fn region() -> Region {
-    Region {
-        id: 2,
-        start_key: vec![],
-        end_key: vec![],
-        region_epoch: Some(RegionEpoch {
-            conf_ver: 1,
-            version: 1,
-        }),
-        peers: vec![Peer {
-            id: 3,
-            store_id: 1,
-            role: PeerRole::Voter as i32,
-        }],
+impl FakeDirectory {
+    fn region(&self, i: usize) -> Region {
+        let bound = |j: usize| {
+            if j == 0 || j > self.splits.len() {
+                vec![]
+            } else {
+                self.splits[j - 1].clone()
+            }
+        };
+        Region {
+            id: 2 + 2 * i as u64,
+            start_key: bound(i),
+            end_key: bound(i + 1),
+            region_epoch: Some(RegionEpoch {
+                conf_ver: 1,
+                version: 1,
+            }),
+            peers: vec![Peer {
+                id: 3 + 2 * i as u64,
+                store_id: i as u64 + 1,
+                role: PeerRole::Voter as i32,
+            }],
+        }
     }
-}
 
-fn leader() -> Peer {
-    region().peers[0]
+    fn info(&self, i: usize) -> RegionInfo {
+        let region = self.region(i);
+        RegionInfo {
+            leader: Some(region.peers[0]),
+            region: Some(region),
+            ..Default::default()
+        }
+    }
 }
 
 /// The fake's `Directory` impl: the methods given, and every other one
@@ -119,7 +145,6 @@ directory_impl! {
         list_stores(ListStoresRequest) -> ListStoresResponse;
         store_heartbeat(StoreHeartbeatRequest) -> StoreHeartbeatResponse;
         create_keyspace(CreateKeyspaceRequest) -> CreateKeyspaceResponse;
-        get_keyspace(GetKeyspaceRequest) -> GetKeyspaceResponse;
         list_keyspaces(ListKeyspacesRequest) -> ListKeyspacesResponse;
         split_region(SplitRegionRequest) -> SplitRegionResponse;
         move_region(MoveRegionRequest) -> MoveRegionResponse;
@@ -139,13 +164,15 @@ directory_impl! {
 
     async fn get_store(
         &self,
-        _: Request<GetStoreRequest>,
+        r: Request<GetStoreRequest>,
     ) -> Result<Response<GetStoreResponse>, Status> {
+        let id = r.into_inner().store_id;
+        let address = self.stores.get(id as usize - 1).ok_or_else(|| Status::not_found("store"))?;
         Ok(Response::new(GetStoreResponse {
             header: None,
             store: Some(Store {
-                id: 1,
-                address: self.store.to_string(),
+                id,
+                address: address.to_string(),
                 ..Default::default()
             }),
         }))
@@ -153,15 +180,13 @@ directory_impl! {
 
     async fn get_region(
         &self,
-        _: Request<GetRegionRequest>,
+        r: Request<GetRegionRequest>,
     ) -> Result<Response<GetRegionResponse>, Status> {
+        let key = r.into_inner().key;
+        let i = self.splits.iter().filter(|s| **s <= key).count();
         Ok(Response::new(GetRegionResponse {
             header: None,
-            region: Some(RegionInfo {
-                region: Some(region()),
-                leader: Some(leader()),
-                ..Default::default()
-            }),
+            region: Some(self.info(i)),
         }))
     }
 
@@ -169,10 +194,29 @@ directory_impl! {
         &self,
         r: Request<GetRegionByIdRequest>,
     ) -> Result<Response<GetRegionResponse>, Status> {
-        self.get_region(Request::new(GetRegionRequest {
-            key: vec![r.into_inner().region_id as u8],
+        let i = (r.into_inner().region_id as usize - 2) / 2;
+        Ok(Response::new(GetRegionResponse {
+            header: None,
+            region: Some(self.info(i.min(self.splits.len()))),
         }))
-        .await
+    }
+
+    async fn get_keyspace(
+        &self,
+        r: Request<GetKeyspaceRequest>,
+    ) -> Result<Response<GetKeyspaceResponse>, Status> {
+        self.lookups.fetch_add(1, Ordering::SeqCst);
+        Ok(Response::new(GetKeyspaceResponse {
+            header: Some(ResponseHeader {
+                cluster_id: 1,
+                error: Some(DirectoryError {
+                    kind: directory_error::Kind::NotFound as i32,
+                    message: format!("keyspace {:?} not found", r.into_inner().name),
+                    leader_address: String::new(),
+                }),
+            }),
+            keyspace: None,
+        }))
     }
 
     async fn scan_regions(
@@ -191,26 +235,43 @@ directory_impl! {
     }
 }
 
-async fn fake_directory(store: SocketAddr) -> SocketAddr {
+async fn fake_directory(stores: Vec<SocketAddr>, splits: Vec<Vec<u8>>) -> SocketAddr {
+    fake_directory_counting(stores, splits, Arc::default()).await
+}
+
+async fn fake_directory_counting(
+    stores: Vec<SocketAddr>,
+    splits: Vec<Vec<u8>>,
+    lookups: Arc<AtomicUsize>,
+) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let directory = FakeDirectory {
+        stores,
+        splits,
+        lookups,
+    };
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(DirectoryServer::new(FakeDirectory { store }))
+            .add_service(DirectoryServer::new(directory))
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
     );
     addr
 }
 
-async fn router() -> (Arc<Router>, Arc<AtomicUsize>) {
-    let (store, received) = hanging_up_store().await;
-    let directory = fake_directory(store).await;
+fn router_of(directory: SocketAddr, timeout: Duration) -> Arc<Router> {
     let mut cfg = RouterConfig::new(
         vec![directory.to_string()],
         tessera_security::Security::insecure(),
     );
-    cfg.timeout = Duration::from_secs(5);
-    (Router::new(cfg).unwrap(), received)
+    cfg.timeout = timeout;
+    Router::new(cfg).unwrap()
+}
+
+async fn router() -> (Arc<Router>, Arc<AtomicUsize>) {
+    let (store, received) = hanging_up_store().await;
+    let directory = fake_directory(vec![store], vec![]).await;
+    (router_of(directory, Duration::from_secs(5)), received)
 }
 
 #[tokio::test]
@@ -257,16 +318,173 @@ async fn a_write_that_never_connected_is_retried_then_unavailable() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    let directory = fake_directory(closed).await;
-    let mut cfg = RouterConfig::new(
-        vec![directory.to_string()],
-        tessera_security::Security::insecure(),
-    );
-    cfg.timeout = Duration::from_secs(2);
-    let router = Router::new(cfg).unwrap();
+    let directory = fake_directory(vec![closed], vec![]).await;
+    let router = router_of(directory, Duration::from_secs(2));
     let err = router.put(None, b"k", b"v").await.unwrap_err();
     assert!(
         matches!(err, Error::Unavailable(_)),
         "a write that never reached a store did not apply: {err:?}"
     );
+}
+
+/// A store that answers every batch put and range delete: applied
+/// (`refuse` false) or refused as bad input with a gRPC status, as a store
+/// does for a request it cannot decode. Counts what it applied.
+struct FakeStore {
+    refuse: bool,
+    applied: Arc<AtomicUsize>,
+}
+
+impl FakeStore {
+    fn answer<T: Default>(&self) -> Result<Response<T>, Status> {
+        if self.refuse {
+            return Err(Status::invalid_argument("this store refuses everything"));
+        }
+        self.applied.fetch_add(1, Ordering::SeqCst);
+        Ok(Response::new(T::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl Kv for FakeStore {
+    async fn get(&self, _: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        self.answer()
+    }
+    async fn put(&self, _: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        self.answer()
+    }
+    async fn delete(&self, _: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
+        self.answer()
+    }
+    async fn batch_get(
+        &self,
+        _: Request<BatchGetRequest>,
+    ) -> Result<Response<BatchGetResponse>, Status> {
+        self.answer()
+    }
+    async fn batch_put(
+        &self,
+        _: Request<BatchPutRequest>,
+    ) -> Result<Response<BatchPutResponse>, Status> {
+        self.answer()
+    }
+    async fn scan(&self, _: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
+        self.answer()
+    }
+    async fn compare_and_swap(
+        &self,
+        _: Request<CompareAndSwapRequest>,
+    ) -> Result<Response<CompareAndSwapResponse>, Status> {
+        self.answer()
+    }
+    async fn delete_range(
+        &self,
+        _: Request<DeleteRangeRequest>,
+    ) -> Result<Response<DeleteRangeResponse>, Status> {
+        self.answer()
+    }
+}
+
+async fn fake_store(refuse: bool) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let applied = Arc::new(AtomicUsize::new(0));
+    let store = FakeStore {
+        refuse,
+        applied: applied.clone(),
+    };
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(KvServer::new(store))
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    (addr, applied)
+}
+
+#[tokio::test]
+async fn a_batch_or_range_write_that_applied_in_part_is_indeterminate_not_invalid() {
+    // Region 2 ([..m) of the default keyspace) applies, region 4 (m..)
+    // refuses.
+    let (good, applied) = fake_store(false).await;
+    let (bad, _) = fake_store(true).await;
+    let split = tessera_proto::keys::encode(tessera_proto::keys::DEFAULT_KEYSPACE_ID, b"m");
+    let directory = fake_directory(vec![good, bad], vec![split]).await;
+    let router = router_of(directory, Duration::from_secs(3));
+    let pair = |k: &str| (k.as_bytes().to_vec(), b"v".to_vec());
+
+    // Only the refusing region: nothing was written, and the error says so.
+    let err = router
+        .batch_put(None, &[pair("x"), pair("y")])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+    assert_eq!(applied.load(Ordering::SeqCst), 0);
+
+    // Both regions: one part applied, so the batch is neither done nor
+    // untouched.
+    let err = router
+        .batch_put(None, &[pair("a"), pair("x")])
+        .await
+        .unwrap_err();
+    match &err {
+        Error::Indeterminate(m) => assert!(m.contains("applied their part"), "{m}"),
+        other => panic!("a half-applied batch put was reported as {other:?}"),
+    }
+    assert_eq!(
+        applied.load(Ordering::SeqCst),
+        1,
+        "the applied part ran once"
+    );
+
+    // A range delete over both: the first region deleted its part.
+    let err = router
+        .delete_range(None, Some(b"a"), None)
+        .await
+        .unwrap_err();
+    match &err {
+        Error::Indeterminate(m) => assert!(m.contains("applied their part"), "{m}"),
+        other => panic!("a half-applied range delete was reported as {other:?}"),
+    }
+    assert_eq!(applied.load(Ordering::SeqCst), 2);
+    // Starting in the refusing region: nothing applied.
+    let err = router
+        .delete_range(None, Some(b"x"), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+
+    // Reads stay reads: a refused part fails the batch get as bad input.
+    let err = router
+        .batch_get(None, &[b"a".to_vec(), b"x".to_vec()])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn unknown_keyspaces_cost_the_directory_one_lookup_a_second() {
+    let (store, _) = fake_store(false).await;
+    let lookups = Arc::new(AtomicUsize::new(0));
+    let directory = fake_directory_counting(vec![store], vec![], lookups.clone()).await;
+    let router = router_of(directory, Duration::from_secs(3));
+    for _ in 0..50 {
+        let err = router.get(Some("nope"), b"k").await.unwrap_err();
+        assert!(matches!(err, Error::KeyspaceNotFound(_)), "{err:?}");
+    }
+    assert_eq!(
+        lookups.load(Ordering::SeqCst),
+        1,
+        "a request naming a missing keyspace asked again"
+    );
+    // Once the answer expires, the directory is asked again (the keyspace
+    // may have been created meanwhile).
+    tokio::time::sleep(tessera_routing::router::MISSING_KEYSPACE_TTL + Duration::from_millis(100))
+        .await;
+    assert!(router.get(Some("nope"), b"k").await.is_err());
+    assert_eq!(lookups.load(Ordering::SeqCst), 2);
+    // A name no keyspace can have is bad input, and never reaches it.
+    let long = "x".repeat(tessera_proto::limits::MAX_KEYSPACE_NAME_BYTES + 1);
+    let err = router.get(Some(&long), b"k").await.unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+    assert_eq!(lookups.load(Ordering::SeqCst), 2);
 }

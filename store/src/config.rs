@@ -36,6 +36,10 @@ pub struct StoreConfig {
     pub labels: BTreeMap<String, String>,
     /// How long a request waits for its proposal or read, in milliseconds.
     pub request_timeout_ms: u64,
+    /// The bytes of keys and values one Scan or BatchGet answer holds
+    /// before it stops and says where to continue (a page always holds at
+    /// least one pair, so it may pass this by one value).
+    pub max_response_bytes: usize,
     /// Interval between heartbeats to the directory, in milliseconds.
     pub heartbeat_interval_ms: u64,
     /// On SIGTERM, how long to wait for leadership to move away, in
@@ -107,6 +111,7 @@ impl Default for StoreConfig {
             directory: vec!["127.0.0.1:2379".into()],
             labels: BTreeMap::new(),
             request_timeout_ms: 5_000,
+            max_response_bytes: tessera_proto::limits::RESPONSE_PAGE_BYTES,
             heartbeat_interval_ms: 1_000,
             shutdown_grace_ms: 10_000,
             region_split_size_mib: 96,
@@ -175,6 +180,8 @@ impl StoreConfig {
 
     pub fn validate(&self) -> Result<()> {
         self.join_token()?;
+        tessera_proto::limits::validate_page_bytes(self.max_response_bytes)
+            .map_err(Error::Config)?;
         if self.directory.is_empty() {
             return Err(Error::Config(
                 "at least one directory address is required".into(),
@@ -216,6 +223,7 @@ impl StoreConfig {
             },
             kv: KvConfig {
                 request_timeout: Duration::from_millis(self.request_timeout_ms),
+                max_response_bytes: self.max_response_bytes,
                 ..KvConfig::default()
             },
             split_check: SplitCheckConfig {

@@ -2,7 +2,10 @@
 
 use tessera_proto::errorpb::region_error::Error as Kind;
 use tessera_proto::keys::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
-use tessera_proto::kvpb::{Context, GetRequest, PutRequest};
+use tessera_proto::kvpb::{
+    BatchGetRequest, BatchPutRequest, Context, GetRequest, KvPair, PutRequest,
+};
+use tessera_proto::limits::MAX_BATCH_KEYS;
 use tessera_proto::metapb::RegionEpoch;
 use tessera_store::Error;
 use tessera_testkit::{key, Cluster, ClusterOptions, KvEndpoint, TransportKind};
@@ -47,6 +50,34 @@ async fn check(cluster: &Cluster, endpoint: &KvEndpoint, leader: u64, grpc: bool
         endpoint.put(put(&ctx, vec![1, 2], b"v".to_vec())).await,
         "prefix",
     );
+
+    // More keys than a batch may name, even the same key over and over.
+    let too_many = endpoint
+        .batch_get(BatchGetRequest {
+            context: Some(ctx),
+            keys: vec![key("k"); MAX_BATCH_KEYS + 1],
+        })
+        .await;
+    match too_many {
+        Err(Error::InvalidArgument(m)) => assert!(m.contains("limit"), "{m}"),
+        other => panic!("expected InvalidArgument for an oversized batch get, got {other:?}"),
+    }
+    let too_many = endpoint
+        .batch_put(BatchPutRequest {
+            context: Some(ctx),
+            pairs: vec![
+                KvPair {
+                    key: key("k"),
+                    value: b"v".to_vec(),
+                };
+                MAX_BATCH_KEYS + 1
+            ],
+        })
+        .await;
+    match too_many {
+        Err(Error::InvalidArgument(m)) => assert!(m.contains("limit"), "{m}"),
+        other => panic!("expected InvalidArgument for an oversized batch put, got {other:?}"),
+    }
 
     // Unknown region.
     let mut unknown = ctx;

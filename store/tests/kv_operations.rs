@@ -5,6 +5,18 @@ use std::time::Duration;
 
 use tessera_testkit::{key, Cluster, ClusterOptions, EngineKind};
 
+/// A request context for the first region, addressed to its peer on
+/// store `leader`.
+fn context_on(cluster: &Cluster, leader: u64) -> tessera_proto::kvpb::Context {
+    let region = &cluster.regions()[0];
+    tessera_proto::kvpb::Context {
+        region_id: region.id,
+        region_epoch: region.region_epoch,
+        peer: tessera_multiraft::region::find_peer_on_store(region, leader).cloned(),
+        follower_read: false,
+    }
+}
+
 fn splits(points: &[&str]) -> Vec<Vec<u8>> {
     points.iter().map(key).collect()
 }
@@ -124,13 +136,7 @@ async fn reverse_scans_and_limits_stay_inside_a_region() {
     }
     let leader = cluster.leader_of(regions[0].id).await.unwrap();
     let endpoint = cluster.endpoint(leader).unwrap();
-    let region = &cluster.regions()[0];
-    let ctx = tessera_proto::kvpb::Context {
-        region_id: region.id,
-        region_epoch: region.region_epoch,
-        peer: tessera_multiraft::region::find_peer_on_store(region, leader).cloned(),
-        follower_read: false,
-    };
+    let ctx = context_on(&cluster, leader);
     let resp = endpoint
         .scan(tessera_proto::kvpb::ScanRequest {
             context: Some(ctx),
@@ -138,6 +144,7 @@ async fn reverse_scans_and_limits_stay_inside_a_region() {
             end_key: key("k15"),
             limit: 3,
             reverse: true,
+            max_bytes: 0,
         })
         .await
         .unwrap();
@@ -156,6 +163,105 @@ async fn reverse_scans_and_limits_stay_inside_a_region() {
         got,
         vec![key("k01"), key("k19")],
         "only existing keys, in request order"
+    );
+    // A key named many times is read and answered once (one key holding a
+    // large value named hundreds of times once cost gigabytes).
+    let resp = endpoint
+        .batch_get(tessera_proto::kvpb::BatchGetRequest {
+            context: Some(ctx),
+            keys: [vec![key("k19"); 300], vec![key("k01"), key("k19")]].concat(),
+        })
+        .await
+        .unwrap();
+    let got: Vec<Vec<u8>> = resp.pairs.into_iter().map(|p| p.key).collect();
+    assert_eq!(
+        got,
+        vec![key("k19"), key("k01")],
+        "each distinct key once, in the order of its first mention"
+    );
+    cluster.shutdown().await;
+}
+
+/// A scan or batch get answers one page at a time: it stops at the store's
+/// response budget (4 MiB; always at least one pair) and says where to go
+/// on, so a read of any size never has to fit one response.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_reads_are_answered_in_pages_that_say_where_to_go_on() {
+    use tessera_proto::kvpb::{BatchGetRequest, ScanRequest};
+    let cluster = Cluster::start(ClusterOptions::new(3)).await.unwrap();
+    let regions = cluster.bootstrap_regions(&[]).await.unwrap();
+    let big = vec![1u8; 1 << 20];
+    let names: Vec<Vec<u8>> = (0..6).map(|i| key(format!("big{i}"))).collect();
+    for k in &names {
+        cluster.must_put(k, &big).await;
+    }
+    let leader = cluster.leader_of(regions[0].id).await.unwrap();
+    let endpoint = cluster.endpoint(leader).unwrap();
+    let ctx = context_on(&cluster, leader);
+    let scan = |start: Vec<u8>, end: Vec<u8>, reverse: bool, max_bytes: u64| ScanRequest {
+        context: Some(ctx),
+        start_key: start,
+        end_key: end,
+        limit: 0,
+        reverse,
+        max_bytes,
+    };
+    let keys = |pairs: &[tessera_proto::kvpb::KvPair]| {
+        pairs.iter().map(|p| p.key.clone()).collect::<Vec<_>>()
+    };
+    // 6 MiB: three pairs fit the 4 MiB page, the fourth starts the next.
+    let first = endpoint
+        .scan(scan(key(""), vec![], false, 0))
+        .await
+        .unwrap();
+    assert_eq!(keys(&first.pairs), names[..3]);
+    assert_eq!(first.resume_key, names[3]);
+    let rest = endpoint
+        .scan(scan(first.resume_key, vec![], false, 0))
+        .await
+        .unwrap();
+    assert_eq!(keys(&rest.pairs), names[3..]);
+    assert!(rest.resume_key.is_empty(), "the last page says so");
+    // Reversed, the resume key is the next page's (exclusive) end.
+    let back = endpoint.scan(scan(key(""), vec![], true, 0)).await.unwrap();
+    assert_eq!(
+        keys(&back.pairs),
+        vec![names[5].clone(), names[4].clone(), names[3].clone()]
+    );
+    let more = endpoint
+        .scan(scan(key(""), back.resume_key, true, 0))
+        .await
+        .unwrap();
+    assert_eq!(
+        keys(&more.pairs),
+        vec![names[2].clone(), names[1].clone(), names[0].clone()]
+    );
+    // A caller may ask for less (never more), and still gets one pair.
+    let one = endpoint
+        .scan(scan(key(""), vec![], false, 1))
+        .await
+        .unwrap();
+    assert_eq!(
+        (keys(&one.pairs), one.resume_key),
+        (names[..1].to_vec(), names[1].clone())
+    );
+    // A batch get pages the same way, by key index.
+    let page = endpoint
+        .batch_get(BatchGetRequest {
+            context: Some(ctx),
+            keys: [names.clone(), names.clone()].concat(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (keys(&page.pairs), page.resume_index),
+        (names[..3].to_vec(), 3)
+    );
+    // Following the pages, everything is there once.
+    let all = cluster.scan(&key(""), &[]).await.unwrap();
+    assert_eq!(
+        all.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
+        names
     );
     cluster.shutdown().await;
 }

@@ -299,3 +299,135 @@ async fn a_router_killed_mid_load_fails_over_without_losing_writes() {
     assert_eq!(acked.len(), 4_000, "every write was acknowledged");
     check_reads(&client, &acked).await;
 }
+
+/// A scan or batch get over large values comes back in pages the router
+/// bounds (4 MiB of keys and values, plus at most one value), each saying
+/// where the next starts; the SDK follows them to the whole answer, and a
+/// key named 300 times is read and answered once. (Once, one batch get
+/// naming an 8 MiB value 300 times drove a server to 4.9 GB.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_scans_and_batch_gets_come_back_in_bounded_pages() {
+    use tessera_proto::routerpb::{router_client::RouterClient, BatchGetRequest, ScanRequest};
+
+    let mut c = E2eCluster::start(Options::default()).await;
+    c.add_router().await;
+    let client = client(&c).await;
+    let big = vec![7u8; 1 << 20];
+    let names: Vec<String> = (0..12).map(|i| format!("big{i:02}")).collect();
+    for k in &names {
+        client.put(k, &big).await.unwrap();
+    }
+    let keys_of = |pairs: &[tessera_client::KvPair]| {
+        pairs
+            .iter()
+            .map(|p| String::from_utf8(p.key.clone()).unwrap())
+            .collect::<Vec<_>>()
+    };
+    // The SDK: whole answers, however many pages.
+    let all = client.scan("big".."bih", 0).await.unwrap();
+    assert_eq!(keys_of(&all), names);
+    assert!(all.iter().all(|p| p.value == big));
+    let reversed = client.scan_reverse("big".."bih", 0).await.unwrap();
+    assert_eq!(
+        keys_of(&reversed),
+        names.iter().rev().cloned().collect::<Vec<_>>()
+    );
+    assert_eq!(
+        keys_of(&client.scan("big".."bih", 7).await.unwrap()),
+        names[..7]
+    );
+    let asked: Vec<String> = std::iter::repeat_n(names[3].clone(), 300)
+        .chain(names.iter().cloned())
+        .collect();
+    let got = client.batch_get(&asked).await.unwrap();
+    let mut expected = vec![names[3].clone()];
+    expected.extend(names.iter().filter(|n| **n != names[3]).cloned());
+    assert_eq!(
+        keys_of(&got),
+        expected,
+        "each key once, in the order first named"
+    );
+
+    // The wire: one page is bounded and says where to go on.
+    let endpoint =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", c.router_addrs()[0])).unwrap();
+    let mut router = RouterClient::new(c.security().connect(endpoint).await.unwrap())
+        .max_decoding_message_size(64 << 20);
+    let request = |resume: Option<Vec<u8>>| ScanRequest {
+        keyspace: String::new(),
+        start: Some(b"big".to_vec()),
+        end: Some(b"bih".to_vec()),
+        limit: 0,
+        reverse: false,
+        resume,
+    };
+    let mut resume = None;
+    let mut pages = 0;
+    let mut seen = vec![];
+    loop {
+        let page = router
+            .scan(request(resume.take()))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.error.is_none(), "{:?}", page.error);
+        let bytes: usize = page.pairs.iter().map(|p| p.key.len() + p.value.len()).sum();
+        assert!(
+            bytes <= (4 << 20) + (1 << 20) + 64,
+            "a page of {bytes} bytes"
+        );
+        seen.extend(
+            page.pairs
+                .into_iter()
+                .map(|p| String::from_utf8(p.key).unwrap()),
+        );
+        pages += 1;
+        match page.resume {
+            Some(r) => resume = Some(r),
+            None => break,
+        }
+    }
+    assert_eq!(seen, names);
+    assert!(pages >= 3, "12 MiB came in {pages} page(s)");
+    // A resume token from outside the range is refused, not followed.
+    let bad = router
+        .scan(request(Some(b"\xff\xff\xff\xff".to_vec())))
+        .await
+        .unwrap()
+        .into_inner();
+    let e = bad.error.expect("a foreign resume token was followed");
+    assert_eq!(
+        e.kind(),
+        tessera_proto::routerpb::error::Kind::InvalidArgument,
+        "{}",
+        e.message
+    );
+    assert!(bad.pairs.is_empty());
+    let page = router
+        .batch_get(BatchGetRequest {
+            keyspace: String::new(),
+            keys: asked.iter().map(|k| k.as_bytes().to_vec()).collect(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        page.pairs.len() < 12 && page.resume_index > 0,
+        "{} pairs, resume at {}",
+        page.pairs.len(),
+        page.resume_index
+    );
+    // Too many keys in one batch: bad input, nothing read.
+    let too_many = router
+        .batch_get(BatchGetRequest {
+            keyspace: String::new(),
+            keys: vec![b"k".to_vec(); tessera_proto::limits::MAX_BATCH_KEYS + 1],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        too_many.error.map(|e| e.kind()),
+        Some(tessera_proto::routerpb::error::Kind::InvalidArgument)
+    );
+}

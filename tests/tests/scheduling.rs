@@ -1,5 +1,6 @@
 //! Scheduling across separate processes: rebalancing onto a new store,
-//! admin commands overriding the balancer, rebuilding replicas of a dead
+//! admin commands overriding the balancer and refused as busy over another
+//! admin operator, rebuilding replicas of a dead
 //! store, decommissioning, admin split and move, and hash keyspaces.
 
 use std::collections::BTreeMap;
@@ -21,6 +22,24 @@ async fn split(conn: &DirectoryConn, region_id: u64, split_keys: Vec<Vec<u8>>) -
     .await
     .unwrap()
     .operator
+}
+
+/// Asks the directory to move `region_id`'s leader to store `to`; the
+/// operator's id, or the directory's refusal.
+async fn transfer_leader(
+    conn: &DirectoryConn,
+    region_id: u64,
+    to: u64,
+) -> Result<String, tessera_routing::Error> {
+    conn.call("transfer leader", |mut cl| async move {
+        cl.transfer_leader(TransferLeaderRequest {
+            region_id,
+            to_store_id: to,
+        })
+        .await
+    })
+    .await
+    .map(|r| r.operator)
 }
 
 async fn regions(conn: &DirectoryConn) -> Vec<RegionInfo> {
@@ -144,17 +163,9 @@ async fn an_admin_command_takes_a_region_over_from_the_balancer() {
         .find(|s| *s != leader && *s != new_store)
         .unwrap();
     let region_id = balance.region_id;
-    let op = conn
-        .call("transfer leader", |mut cl| async move {
-            cl.transfer_leader(TransferLeaderRequest {
-                region_id,
-                to_store_id: to,
-            })
-            .await
-        })
+    let op = transfer_leader(&conn, region_id, to)
         .await
-        .unwrap_or_else(|e| panic!("the admin command was refused during {}: {e}", balance.id))
-        .operator;
+        .unwrap_or_else(|e| panic!("the admin command was refused during {}: {e}", balance.id));
     assert!(op.starts_with("transfer-leader-"), "{op}");
     let ops = c.status().await.unwrap().operators;
     assert!(
@@ -179,6 +190,77 @@ async fn an_admin_command_takes_a_region_over_from_the_balancer() {
     // Whatever the cancelled move left (a learner on the new store) is
     // promoted or removed: every region ends with three voters again.
     c.wait_settled(12).await;
+}
+
+/// An admin command on a region where another admin operator is in flight
+/// is refused as busy — a retryable kind, not bad input — naming that
+/// operator, and changes nothing; once the operator finishes the same
+/// command goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_command_on_a_busy_region_is_refused_naming_the_operator() {
+    let c = E2eCluster::start(Options::default()).await;
+    c.wait_settled(1).await;
+    let conn = c.directory_conn();
+    let info = regions(&conn).await.remove(0);
+    let region = info.region.unwrap();
+    let leader = info.leader.unwrap().store_id;
+    let to = region
+        .peers
+        .iter()
+        .map(|p| p.store_id)
+        .find(|s| *s != leader)
+        .unwrap();
+    let mut index = None;
+    for i in c.stores.keys() {
+        if c.store_id(*i).await == Some(to) {
+            index = Some(*i);
+        }
+    }
+    let index = index.unwrap();
+    // A frozen target cannot take the lead: the transfer stays in flight.
+    c.stores[&index].proc.pause(true);
+    let region_id = region.id;
+    let op = transfer_leader(&conn, region_id, to).await.unwrap();
+    let split_once = || {
+        conn.call("split", move |mut cl| async move {
+            cl.split_region(SplitRegionRequest {
+                region_id,
+                split_keys: vec![keys::encode(0, b"m")],
+            })
+            .await
+        })
+    };
+    match split_once().await {
+        Err(tessera_routing::Error::Directory { kind, message }) => {
+            assert_eq!(kind, directory_error::Kind::Busy as i32, "{message}");
+            assert!(
+                message.contains(&op),
+                "the refusal does not name {op}: {message}"
+            );
+            assert!(message.contains("retry"), "{message}");
+        }
+        other => panic!("a split during {op} was not refused as busy: {other:?}"),
+    }
+    assert_eq!(
+        regions(&conn).await.len(),
+        1,
+        "the refused split changed something"
+    );
+    c.stores[&index].proc.pause(false);
+    c.wait_for(
+        "the transfer to finish",
+        Duration::from_secs(30),
+        |c| async move {
+            c.status()
+                .await
+                .is_ok_and(|s| s.operators.iter().all(|o| o.region_id != region_id))
+        },
+    )
+    .await;
+    split_once()
+        .await
+        .expect("the split once the region is free");
+    c.wait_settled(2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -498,10 +580,10 @@ async fn admin_split_and_move_and_hash_keyspaces() {
         )
         .await
         .unwrap();
-    assert_eq!(got.len(), 1000);
+    assert_eq!((got.pairs.len(), got.resume_index), (1000, 0));
     let all = router
-        .scan(Some("events"), None, None, 0, false)
+        .scan(Some("events"), None, None, 0, false, None)
         .await
         .unwrap();
-    assert_eq!(all.len(), 10_000);
+    assert_eq!((all.pairs.len(), all.resume), (10_000, None));
 }

@@ -2,8 +2,10 @@
 //! in-memory map, with a scripted way of misbehaving and a call counter.
 //!
 //! It knows the `default` keyspace (empty name) and `users`; it refuses
-//! empty keys and keys over 8 KiB like the real router. It is a test double
-//! and nothing more: no regions, no limits on values.
+//! empty keys and keys over 8 KiB like the real router, and answers scans
+//! and batch gets in pages of [`PAGE_PAIRS`] pairs, so the SDK must follow
+//! pages the way it does against a real router's byte budget. It is a test
+//! double and nothing more: no regions, no limits on values.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -23,6 +25,9 @@ const KEYSPACES: [&str; 2] = ["", "users"];
 
 /// The longest key the fake accepts, like the router.
 const MAX_KEY_BYTES: usize = 8 * 1024;
+
+/// The pairs in one page of a scan or batch get.
+pub const PAGE_PAIRS: usize = 2;
 
 /// One keyspace's data: key → value.
 type Pairs = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -164,18 +169,29 @@ impl Router for Service {
             BatchGetResponse,
             r.keys.iter().find_map(|k| check_key(k))
         );
-        let pairs = self.0.with_keyspace(&r.keyspace, |m| {
-            r.keys
-                .iter()
-                .filter_map(|k| {
-                    m.get(k).map(|v| KvPair {
+        let (pairs, resume_index) = self.0.with_keyspace(&r.keyspace, |m| {
+            let mut pairs: Vec<KvPair> = vec![];
+            for (i, k) in r.keys.iter().enumerate() {
+                if pairs.iter().any(|p| &p.key == k) {
+                    continue;
+                }
+                if let Some(v) = m.get(k) {
+                    if pairs.len() == PAGE_PAIRS {
+                        return (pairs, i as u32);
+                    }
+                    pairs.push(KvPair {
                         key: k.clone(),
                         value: v.clone(),
-                    })
-                })
-                .collect()
+                    });
+                }
+            }
+            (pairs, 0)
         });
-        Ok(Response::new(BatchGetResponse { error: None, pairs }))
+        Ok(Response::new(BatchGetResponse {
+            error: None,
+            pairs,
+            resume_index,
+        }))
     }
 
     async fn batch_put(
@@ -205,8 +221,15 @@ impl Router for Service {
         } else {
             r.limit as usize
         };
-        let pairs = self.0.with_keyspace(&r.keyspace, |m| {
-            let matching = m.iter().filter(|(k, _)| in_range(k, &r.start, &r.end));
+        // The fake's resume token is the next page's start (its end, in
+        // reverse).
+        let (start, end) = match (r.resume, r.reverse) {
+            (Some(x), false) => (Some(x), r.end),
+            (Some(x), true) => (r.start, Some(x)),
+            (None, _) => (r.start, r.end),
+        };
+        let mut pairs: Vec<KvPair> = self.0.with_keyspace(&r.keyspace, |m| {
+            let matching = m.iter().filter(|(k, _)| in_range(k, &start, &end));
             let pair = |(k, v): (&Vec<u8>, &Vec<u8>)| KvPair {
                 key: k.clone(),
                 value: v.clone(),
@@ -217,7 +240,19 @@ impl Router for Service {
                 matching.take(limit).map(pair).collect()
             }
         });
-        Ok(Response::new(ScanResponse { error: None, pairs }))
+        let resume = (pairs.len() > PAGE_PAIRS).then(|| {
+            if r.reverse {
+                pairs[PAGE_PAIRS - 1].key.clone()
+            } else {
+                pairs[PAGE_PAIRS].key.clone()
+            }
+        });
+        pairs.truncate(PAGE_PAIRS);
+        Ok(Response::new(ScanResponse {
+            error: None,
+            pairs,
+            resume,
+        }))
     }
 
     async fn compare_and_swap(

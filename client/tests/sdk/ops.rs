@@ -92,6 +92,48 @@ async fn batches() {
     assert_eq!(server.fake.calls(), calls);
 }
 
+/// The router answers big scans and batch gets in pages (the fake: two
+/// pairs a page); the SDK follows them and returns the whole answer, each
+/// key once.
+#[tokio::test]
+async fn pages_are_followed() {
+    use futures::TryStreamExt as _;
+    let server = FakeServer::start(Behaviour::Serve).await;
+    let c = client(&[server.endpoint()], TIMEOUT).await;
+    let ks = ["a", "b", "c", "d", "e"];
+    c.batch_put(ks.map(|k| (k, k))).await.unwrap();
+    let calls = server.fake.calls();
+    let got = c
+        .batch_get(["e", "a", "e", "missing", "c", "a", "b", "d"])
+        .await
+        .unwrap();
+    assert_eq!(
+        keys(&got),
+        ["e", "a", "c", "b", "d"],
+        "each key once, first mention first"
+    );
+    assert_eq!(
+        server.fake.calls() - calls,
+        3,
+        "five pairs come in three pages"
+    );
+
+    let calls = server.fake.calls();
+    assert_eq!(keys(&c.scan::<&[u8]>(.., 0).await.unwrap()), ks);
+    assert_eq!(server.fake.calls() - calls, 3);
+    assert_eq!(
+        keys(&c.scan_reverse::<&[u8]>(.., 0).await.unwrap()),
+        ["e", "d", "c", "b", "a"]
+    );
+    assert_eq!(
+        keys(&c.scan::<&[u8]>(.., 3).await.unwrap()),
+        ["a", "b", "c"]
+    );
+    let keyspace = c.keyspace("");
+    let streamed: Vec<_> = keyspace.scan_stream("b"..).try_collect().await.unwrap();
+    assert_eq!(keys(&streamed), ["b", "c", "d", "e"]);
+}
+
 #[tokio::test]
 async fn scan_ranges_reverse_and_limit() {
     let server = FakeServer::start(Behaviour::Serve).await;

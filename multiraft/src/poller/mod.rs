@@ -36,6 +36,7 @@ pub(crate) mod log_gc;
 mod ready;
 mod regions;
 pub(crate) mod split;
+mod uninitialized;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -176,6 +177,9 @@ pub struct Poller<S: StateMachine> {
     outbox: Vec<Outgoing>,
     /// Vote requests for regions a split has not created here yet.
     early_votes: split::early_votes::EarlyVotes,
+    /// Peers waiting for their first snapshot, with when each was created
+    /// (see `uninitialized.rs`).
+    uninitialized: HashMap<RegionId, Instant>,
     /// Time zero of the logical clock (manual ticks).
     clock_origin: Instant,
 }
@@ -232,6 +236,7 @@ impl<S: StateMachine> Poller<S> {
             roles_changed: true,
             outbox: vec![],
             early_votes,
+            uninitialized: HashMap::new(),
             clock_origin: Instant::now(),
         };
         poller.load_regions()?;
@@ -358,6 +363,9 @@ impl<S: StateMachine> Poller<S> {
         }
         if gc_due {
             self.collect_logs();
+        }
+        if self.ticks.is_multiple_of(uninitialized::SWEEP_TICKS) {
+            self.sweep_uninitialized();
         }
     }
 

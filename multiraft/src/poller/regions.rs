@@ -443,6 +443,9 @@ impl<S: StateMachine> Poller<S> {
             }
             return false;
         }
+        if !self.may_create_uninitialized(region_id) {
+            return false;
+        }
         match Peer::uninitialized(region_id, to, self.engine.clone(), &self.cfg) {
             Ok(peer) => {
                 tracing::info!(
@@ -451,6 +454,7 @@ impl<S: StateMachine> Poller<S> {
                     "created a peer for a message from its region"
                 );
                 self.peers.insert(region_id, peer);
+                self.created_uninitialized(region_id);
                 self.roles_changed = true;
                 true
             }

@@ -28,7 +28,7 @@ use tessera_proto::metapb::Region;
 use tessera_proto::raft_serverpb::{
     command::Cmd, CompareAndSwapCommand, DeleteCommand, DeleteRangeCommand, PutCommand,
 };
-use tessera_proto::{keys, KvResponse};
+use tessera_proto::{keys, limits, KvResponse};
 use tokio::sync::oneshot;
 
 use super::apply::clip_to_region;
@@ -53,6 +53,10 @@ pub struct KvConfig {
     /// The nemesis checker's negative control; only the `failpoints`
     /// build's fault endpoint sets it.
     pub unsafe_reads: Arc<AtomicBool>,
+    /// The bytes of keys and values one Scan or BatchGet answer holds
+    /// before it stops and says where to continue (a page always holds at
+    /// least one pair).
+    pub max_response_bytes: usize,
 }
 
 impl Default for KvConfig {
@@ -60,6 +64,7 @@ impl Default for KvConfig {
         KvConfig {
             request_timeout: Duration::from_secs(5),
             unsafe_reads: Arc::new(AtomicBool::new(false)),
+            max_response_bytes: limits::RESPONSE_PAGE_BYTES,
         }
     }
 }
@@ -191,7 +196,10 @@ impl KvApi {
         )
     }
 
+    /// Each distinct key once, in the order of its first mention: a key
+    /// named many times is read and answered once.
     pub async fn batch_get(&self, req: BatchGetRequest) -> Result<BatchGetResponse> {
+        valid(limits::validate_batch_len(req.keys.len()))?;
         for k in &req.keys {
             valid(keys::validate_key(k))?;
         }
@@ -202,15 +210,26 @@ impl KvApi {
                 for k in &req.keys {
                     Self::check_key_in(&region, k)?;
                 }
-                let mut pairs = Vec::with_capacity(req.keys.len());
-                for key in req.keys {
+                let mut pairs = vec![];
+                let mut seen = std::collections::HashSet::with_capacity(req.keys.len());
+                let mut page = limits::PageBudget::new(self.cfg.max_response_bytes);
+                let mut resume_index = 0;
+                for (i, key) in req.keys.into_iter().enumerate() {
+                    if !seen.insert(key.clone()) {
+                        continue;
+                    }
                     if let Some(value) = self.engine_get(&key)? {
+                        if !page.admit(key.len() + value.len()) {
+                            resume_index = i as u32;
+                            break;
+                        }
                         pairs.push(KvPair { key, value });
                     }
                 }
                 Ok(BatchGetResponse {
                     region_error: None,
                     pairs,
+                    resume_index,
                 })
             }
             .await,
@@ -231,8 +250,24 @@ impl KvApi {
                     req.limit as usize
                 };
                 let mut pairs = vec![];
+                let budget = match req.max_bytes {
+                    0 => self.cfg.max_response_bytes,
+                    asked => self.cfg.max_response_bytes.min(asked as usize),
+                };
+                let mut page = limits::PageBudget::new(budget);
+                let mut resume_key = vec![];
                 self.engine
                     .scan(Cf::Default, &start, &end, req.reverse, &mut |k, v| {
+                        if !page.admit(k.len() + v.len()) {
+                            // The next page starts with this pair: its start
+                            // is inclusive, a reverse page's end exclusive.
+                            resume_key = if req.reverse {
+                                keys::successor(k)
+                            } else {
+                                k.to_vec()
+                            };
+                            return false;
+                        }
                         pairs.push(KvPair {
                             key: k.to_vec(),
                             value: v.to_vec(),
@@ -243,6 +278,7 @@ impl KvApi {
                 Ok(ScanResponse {
                     region_error: None,
                     pairs,
+                    resume_key,
                 })
             }
             .await,
@@ -280,6 +316,7 @@ impl KvApi {
     }
 
     pub async fn batch_put(&self, req: BatchPutRequest) -> Result<BatchPutResponse> {
+        valid(limits::validate_batch_len(req.pairs.len()))?;
         let mut bytes = 0;
         for p in &req.pairs {
             valid(keys::validate_key(&p.key))?;

@@ -277,7 +277,8 @@ impl Cluster {
     }
 
     /// Every pair in `[start, end)`, across regions, in key order: region by
-    /// region, following epoch changes the way a router does.
+    /// region and page by page, following epoch changes the way a router
+    /// does.
     pub async fn scan(&self, start: &[u8], end: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let mut out = vec![];
         let mut cursor = start.to_vec();
@@ -298,11 +299,17 @@ impl Cluster {
                         end_key: end.to_vec(),
                         limit: 0,
                         reverse: false,
+                        max_bytes: 0,
                     };
                     async move { kv.scan(req).await }
                 })
                 .await?;
             out.extend(resp.pairs.into_iter().map(|p| (p.key, p.value)));
+            if !resp.resume_key.is_empty() {
+                // The store's page was full: the same region goes on.
+                cursor = resp.resume_key;
+                continue;
+            }
             let region_end = served.unwrap_or_default();
             if region_end.is_empty() || (!end.is_empty() && region_end.as_slice() >= end) {
                 return Ok(out);

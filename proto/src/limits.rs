@@ -1,0 +1,137 @@
+//! Limits on what one request may ask and one response may hold, shared by
+//! the stores, the routers and the SDK: how many keys a batch names, how
+//! long a keyspace name is, and the response budget that turns a Scan or a
+//! BatchGet into pages. (Key and value sizes belong to the key space, in
+//! [`crate::keys`].)
+//!
+//! A page always holds at least one pair, however large, so it passes its
+//! budget by at most one key and value; any other pair that would pass it
+//! waits for the next page. Whoever stops a page says where the next one
+//! starts.
+
+/// The most keys (BatchGet) or pairs (BatchPut) one request may carry. A
+/// BatchGet answers each distinct key once, so naming a key twice costs
+/// nothing, but every key named is checked and routed.
+pub const MAX_BATCH_KEYS: usize = 10_000;
+/// The longest keyspace name, in bytes.
+pub const MAX_KEYSPACE_NAME_BYTES: usize = 128;
+/// The bytes of keys and values one page of a Scan or BatchGet answer
+/// holds, by default, before it stops and says where to continue. A page
+/// always holds at least one pair, so it may pass this by one pair (at
+/// most [`MAX_KEY_BYTES`](crate::keys::MAX_KEY_BYTES) +
+/// [`MAX_VALUE_BYTES`](crate::keys::MAX_VALUE_BYTES)).
+pub const RESPONSE_PAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// The bytes of one response page, counted against its budget.
+#[derive(Clone, Debug)]
+pub struct PageBudget {
+    left: usize,
+    empty: bool,
+}
+
+impl PageBudget {
+    pub fn new(bytes: usize) -> Self {
+        PageBudget {
+            left: bytes,
+            empty: true,
+        }
+    }
+
+    /// Whether a pair of `bytes` (key and value) joins the page: the first
+    /// always does; a later one only while the budget holds it. A pair
+    /// refused ends the page, and the next page starts with it.
+    pub fn admit(&mut self, bytes: usize) -> bool {
+        if !self.empty && bytes > self.left {
+            self.left = 0;
+            return false;
+        }
+        self.empty = false;
+        self.left = self.left.saturating_sub(bytes);
+        true
+    }
+
+    /// The bytes left before the budget is reached.
+    pub fn left(&self) -> usize {
+        self.left
+    }
+
+    /// Whether the page is full: nothing more joins it.
+    pub fn is_full(&self) -> bool {
+        !self.empty && self.left == 0
+    }
+}
+
+/// Checks a keyspace name: 1 to [`MAX_KEYSPACE_NAME_BYTES`] bytes, no
+/// control characters. (`default` is a valid name: the default keyspace.)
+pub fn validate_keyspace_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("keyspace name is empty".into());
+    }
+    if name.len() > MAX_KEYSPACE_NAME_BYTES {
+        return Err(format!(
+            "keyspace name is {} bytes; the limit is {MAX_KEYSPACE_NAME_BYTES}",
+            name.len()
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(format!("keyspace name {name:?} holds a control character"));
+    }
+    Ok(())
+}
+
+/// Checks a configured response budget (`max_response_bytes` of stores and
+/// routers): from 64 KiB, so a page is worth a round trip, to 64 MiB, so a
+/// page and one maximal value fit one gRPC message.
+pub fn validate_page_bytes(bytes: usize) -> Result<(), String> {
+    const MIN: usize = 64 * 1024;
+    const MAX: usize = 64 * 1024 * 1024;
+    if !(MIN..=MAX).contains(&bytes) {
+        return Err(format!(
+            "max_response_bytes must be between {MIN} and {MAX}, not {bytes}"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks the size of a batch against [`MAX_BATCH_KEYS`].
+pub fn validate_batch_len(n: usize) -> Result<(), String> {
+    if n > MAX_BATCH_KEYS {
+        return Err(format!(
+            "the batch names {n} keys; the limit is {MAX_BATCH_KEYS}"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_and_pages() {
+        assert!(validate_batch_len(MAX_BATCH_KEYS).is_ok());
+        assert!(validate_batch_len(MAX_BATCH_KEYS + 1)
+            .unwrap_err()
+            .contains("the limit is 10000"));
+        assert!(validate_page_bytes(RESPONSE_PAGE_BYTES).is_ok());
+        assert!(validate_page_bytes(1000).is_err());
+        assert!(validate_page_bytes(1 << 30).is_err());
+        assert!(validate_keyspace_name("users").is_ok());
+        assert!(validate_keyspace_name(&"x".repeat(MAX_KEYSPACE_NAME_BYTES)).is_ok());
+        assert!(validate_keyspace_name(&"x".repeat(MAX_KEYSPACE_NAME_BYTES + 1)).is_err());
+        assert!(validate_keyspace_name("").is_err());
+        assert!(validate_keyspace_name("a\nb").is_err());
+        let mut page = PageBudget::new(10);
+        assert!(page.admit(25), "the first pair joins even past the budget");
+        assert!(page.is_full());
+        assert!(!page.admit(1));
+        let mut page = PageBudget::new(10);
+        assert!(page.admit(4) && page.admit(6) && page.is_full());
+        let mut page = PageBudget::new(10);
+        assert!(
+            page.admit(4) && !page.admit(7),
+            "a pair past the budget waits"
+        );
+        assert!(page.is_full());
+    }
+}
