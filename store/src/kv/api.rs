@@ -214,16 +214,19 @@ impl KvApi {
                 let mut seen = std::collections::HashSet::with_capacity(req.keys.len());
                 let mut page = limits::PageBudget::new(self.cfg.max_response_bytes);
                 let mut resume_index = 0;
-                for (i, key) in req.keys.into_iter().enumerate() {
-                    if !seen.insert(key.clone()) {
+                for (i, key) in req.keys.iter().enumerate() {
+                    if !seen.insert(key.as_slice()) {
                         continue;
                     }
-                    if let Some(value) = self.engine_get(&key)? {
+                    if let Some(value) = self.engine_get(key)? {
                         if !page.admit(key.len() + value.len()) {
                             resume_index = i as u32;
                             break;
                         }
-                        pairs.push(KvPair { key, value });
+                        pairs.push(KvPair {
+                            key: key.clone(),
+                            value,
+                        });
                     }
                 }
                 Ok(BatchGetResponse {
