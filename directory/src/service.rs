@@ -264,7 +264,11 @@ impl Directory for DirectoryService {
         r: Request<CreateKeyspaceRequest>,
     ) -> Result<Response<CreateKeyspaceResponse>, Status> {
         let req = r.into_inner();
-        let r = if req.kind == KeyspaceKind::Hash as i32 && !(1..=4096).contains(&req.regions) {
+        // Checked before the log, never at apply: a rule added later must
+        // not make replicas replaying older entries disagree.
+        let r = if let Err(e) = tessera_proto::limits::validate_keyspace_name(&req.name) {
+            Err(Error::InvalidArgument(e))
+        } else if req.kind == KeyspaceKind::Hash as i32 && !(1..=4096).contains(&req.regions) {
             Err(Error::InvalidArgument(format!(
                 "a hash keyspace needs 1 to 4096 regions, not {}",
                 req.regions

@@ -302,7 +302,6 @@ impl DirectoryState {
     }
 
     fn create_keyspace(&mut self, mut k: Keyspace, out: &mut Vec<Change>) -> Result<Applied> {
-        tessera_proto::limits::validate_keyspace_name(&k.name).map_err(Error::InvalidArgument)?;
         if k.name.is_empty() || k.name == "default" {
             return Err(Error::InvalidArgument(format!(
                 "keyspace name {:?} is reserved or empty",
