@@ -2,7 +2,7 @@
 //!
 //! The variants follow the router's answer kinds, so a caller can tell the
 //! three outcomes that matter apart: nothing happened and trying again may
-//! help ([`Error::Unavailable`]), nothing happened and trying again will not
+//! help ([`Error::Unavailable`], [`Error::ResourceExhausted`]), nothing happened and trying again will not
 //! help ([`Error::InvalidArgument`], [`Error::KeyspaceNotFound`],
 //! [`Error::Config`]), and a write may or may not have been applied
 //! ([`Error::Indeterminate`]). A write is never reported as failed when it
@@ -39,6 +39,12 @@ pub enum Error {
     /// later may succeed.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The cluster was over its serving quotas (requests or bytes in
+    /// flight, connections) and refused the operation until its deadline;
+    /// the SDK waited what each refusal asked in between. Nothing was
+    /// applied. Trying again later may succeed; sending less at once will.
+    #[error("resource exhausted: {0}")]
+    ResourceExhausted(String),
     /// The cluster does not know who is calling: no client certificate (or
     /// one it does not accept). Nothing was applied; retrying will not
     /// help until the client presents an identity
@@ -56,9 +62,10 @@ pub enum Error {
 
 impl Error {
     /// Whether trying the same operation again later may succeed with
-    /// nothing applied twice: true for [`Error::Unavailable`] only.
+    /// nothing applied twice: true for [`Error::Unavailable`] and
+    /// [`Error::ResourceExhausted`].
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Unavailable(_))
+        matches!(self, Error::Unavailable(_) | Error::ResourceExhausted(_))
     }
 
     /// Whether this is [`Error::Indeterminate`]: a write that may or may not

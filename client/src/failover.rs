@@ -27,6 +27,14 @@
 //!   after another client's write, undoing that write — the nemesis suite
 //!   caught exactly this when puts were still retried as idempotent.
 //!
+//! A server over its serving quotas refuses before it reads the request:
+//! the router's own admission (gRPC `RESOURCE_EXHAUSTED` with a
+//! `tessera-retry-after-ms` wait) or a store behind it (an answer of kind
+//! `BUSY` with `retry_after_ms`). Nothing was applied, so reads and writes
+//! alike are tried again, on the same router, after at least the asked
+//! wait (and the backoff, whichever is longer); when the deadline comes
+//! first the operation ends as [`Error::ResourceExhausted`].
+//!
 //! Router answers of kind `INVALID_ARGUMENT`, `KEYSPACE_NOT_FOUND` and
 //! `INDETERMINATE` end the operation at once with the matching error. So
 //! do the gRPC statuses `UNAUTHENTICATED` and `PERMISSION_DENIED` (the
@@ -180,6 +188,8 @@ enum Failure {
     NotSent(String),
     /// The request may have reached a router and been applied.
     MaybeSent(String),
+    /// A server over its quotas refused it unread: wait at least this.
+    Busy(String, Duration),
     /// A proper answer that ends the operation.
     Final(Error),
 }
@@ -241,6 +251,8 @@ impl Failover {
         let mut at = self.preferred.load(Ordering::Relaxed) % n;
         let mut attempts: u32 = 0;
         let mut last_error = String::from("no attempt was made");
+        // The last failure was a busy refusal asking for this wait.
+        let mut busy: Option<Duration> = None;
         loop {
             let now = Instant::now();
             if now >= deadline {
@@ -267,9 +279,19 @@ impl Failover {
                         e => e,
                     });
                 }
-                Failure::NotSent(e) => last_error = e,
+                Failure::NotSent(e) => {
+                    busy = None;
+                    last_error = e;
+                }
+                Failure::Busy(e, wait) => {
+                    busy = Some(wait);
+                    last_error = e;
+                }
                 Failure::MaybeSent(e) => match op.kind {
-                    OpKind::Read => last_error = e,
+                    OpKind::Read => {
+                        busy = None;
+                        last_error = e;
+                    }
                     OpKind::Write => {
                         tracing::debug!(
                             op = op.name,
@@ -284,11 +306,14 @@ impl Failover {
                     }
                 },
             }
-            let wait = self.settings.backoff.delay(attempts);
+            let backoff = self.settings.backoff.delay(attempts);
+            let wait = busy.map_or(backoff, |asked| asked.max(backoff));
             if Instant::now() + wait >= deadline {
                 break;
             }
-            let next = (at + 1) % n;
+            // A busy router is healthy: stay with it (its neighbours share
+            // the same stores); move on after any other failure.
+            let next = if busy.is_some() { at } else { (at + 1) % n };
             tracing::debug!(
                 op = op.name,
                 keyspace = op.keyspace,
@@ -296,13 +321,20 @@ impl Failover {
                 error = %last_error,
                 next = %self.slots[next].address,
                 wait_ms = wait.as_millis() as u64,
-                "retrying on the next router"
+                "retrying"
             );
             tokio::time::sleep(wait).await;
             at = next;
         }
         // Every attempt certainly failed to apply (a write that may have
         // been sent returned Indeterminate above).
+        if busy.is_some() {
+            return Err(Error::ResourceExhausted(format!(
+                "{}: the cluster was over its serving quotas until the deadline ({timeout:?}, \
+                 attempts: {attempts}); nothing was applied. Last refusal: {last_error}",
+                op.name
+            )));
+        }
         Err(Error::Unavailable(format!(
             "{}: no router served it within {timeout:?} (attempts: {attempts}, endpoints: {n}; \
              last error: {last_error})",
@@ -369,6 +401,9 @@ fn classify_status(address: &str, status: &tonic::Status) -> Failure {
         status.code(),
         with_sources(status.message().to_string(), StdError::source(status))
     );
+    if let Some(wait) = tessera_proto::limits::busy_retry_after(status) {
+        return Failure::Busy(format!("{address}: {}", status.message()), wait);
+    }
     match status.code() {
         tonic::Code::Unauthenticated => {
             return Failure::Final(Error::Unauthenticated(format!(
@@ -405,6 +440,10 @@ fn classify_answer(address: &str, e: &routerpb::Error) -> Failure {
         Kind::KeyspaceNotFound => Failure::Final(Error::KeyspaceNotFound(e.message.clone())),
         Kind::Indeterminate => Failure::Final(Error::Indeterminate(e.message.clone())),
         Kind::Unavailable => Failure::NotSent(message()),
+        Kind::Busy => Failure::Busy(
+            message(),
+            Duration::from_millis(e.retry_after_ms.clamp(1, 60_000)),
+        ),
         Kind::Unknown => Failure::MaybeSent(message()),
     }
 }
@@ -437,6 +476,7 @@ mod tests {
         routerpb::Error {
             kind: kind as i32,
             message: "m".into(),
+            retry_after_ms: 40,
         }
     }
 
@@ -457,9 +497,14 @@ mod tests {
         ));
         assert!(matches!(f(Kind::Unavailable), Failure::NotSent(_)));
         assert!(matches!(f(Kind::Unknown), Failure::MaybeSent(_)));
+        assert!(matches!(
+            f(Kind::Busy),
+            Failure::Busy(_, w) if w == Duration::from_millis(40)
+        ));
         let odd = routerpb::Error {
             kind: 99,
             message: String::new(),
+            retry_after_ms: 0,
         };
         assert!(matches!(
             classify_answer("r:1", &odd),
@@ -503,8 +548,16 @@ mod tests {
             classify_status("r:1", &malformed),
             Failure::Final(Error::InvalidArgument(_))
         ));
-        // A status from the middle of a call stays "maybe sent".
+        // A busy refusal by the router's admission: not applied, wait.
+        let busy = tessera_proto::limits::busy_status("quota", Duration::from_millis(30));
+        assert!(matches!(
+            classify_status("r:1", &busy),
+            Failure::Busy(_, w) if w == Duration::from_millis(30)
+        ));
+        // A status from the middle of a call stays "maybe sent", gRPC's
+        // own RESOURCE_EXHAUSTED too.
         for code in [
+            tonic::Code::ResourceExhausted,
             tonic::Code::Internal,
             tonic::Code::Unknown,
             tonic::Code::Cancelled,

@@ -5,6 +5,7 @@
 //! Nothing here knows about Raft or keys; the connection that follows the
 //! directory's leader is `tessera_routing::directory`.
 
+pub mod admission;
 pub mod build_info;
 mod panics;
 pub mod status;

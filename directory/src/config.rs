@@ -43,6 +43,8 @@ pub struct DirectoryConfig {
     pub schedule: ScheduleSection,
     /// TLS and who may connect (`[security]`).
     pub security: tessera_security::TlsSettings,
+    /// What the gRPC server takes on at once (`[serving]`).
+    pub serving: tessera_common::admission::ServingLimits,
     /// The join token a new cluster starts with; without one the first
     /// leader generates one into `<data_dir>/join-token`. Only read when
     /// the cluster is created: rotate it with `tessera cluster
@@ -95,6 +97,7 @@ impl Default for DirectoryConfig {
             raft: RaftSection::default(),
             schedule: ScheduleSection::default(),
             security: Default::default(),
+            serving: Default::default(),
             join_token: None,
             join_token_file: None,
         }
@@ -173,6 +176,7 @@ impl DirectoryConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
+        self.serving.validate().map_err(Error::Config)?;
         if self.id == 0 {
             return Err(Error::Config("id must be above 0".into()));
         }

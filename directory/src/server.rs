@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
+use tessera_common::admission::{limit_connections, Admission};
 use tessera_common::status::{self, Readiness};
 use tessera_multiraft::transport::RaftService;
 use tokio::sync::watch;
@@ -22,6 +23,21 @@ use crate::core::Core;
 use crate::node::{DirectoryNode, NodeSpec};
 use crate::service::DirectoryService;
 use crate::{metrics as m, Error, Result};
+
+/// The service admission governs (`[serving]`): the directory's API ...
+const GOVERNED: &[&str] = &["/directorypb.Directory/"];
+/// ... but for what the stores need to stay in the cluster and split
+/// (heartbeats, joins, ids, the user table), which load never refuses;
+/// nor Raft between members and health, which it does not govern.
+const NOT_GOVERNED: &[&str] = &[
+    "/directorypb.Directory/StoreHeartbeat",
+    "/directorypb.Directory/RegionHeartbeat",
+    "/directorypb.Directory/PutStore",
+    "/directorypb.Directory/AllocIds",
+    "/directorypb.Directory/Bootstrap",
+    "/directorypb.Directory/IsBootstrapped",
+    "/directorypb.Directory/UserTable",
+];
 
 /// Runs a directory member until `shutdown` completes.
 pub async fn run(
@@ -106,14 +122,19 @@ pub async fn run(
     let directory = DirectoryService::new(core.clone()).into_server();
     let mut server_stop = stop.clone();
     let server = tokio::spawn(
-        tonic::transport::Server::builder()
+        cfg.serving
+            .server()
             .layer(security.guard())
+            .layer(Admission::new(&cfg.serving, GOVERNED, NOT_GOVERNED))
             .add_service(health_service)
             .add_service(raft)
             .add_service(directory)
-            .serve_with_incoming_shutdown(security.incoming(listener), async move {
-                let _ = server_stop.wait_for(|s| *s).await;
-            }),
+            .serve_with_incoming_shutdown(
+                limit_connections(security.incoming(listener), &cfg.serving),
+                async move {
+                    let _ = server_stop.wait_for(|s| *s).await;
+                },
+            ),
     );
     tracing::info!(member = cfg.id, %listen_addr, advertise = cfg.advertise_addr(), "serving the directory");
 

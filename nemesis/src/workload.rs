@@ -233,7 +233,9 @@ impl Worker {
                 self.recorder.complete(h, outcome);
                 Done::Known
             }
-            Err(SdkError::Unavailable(_)) | Err(SdkError::InvalidArgument(_)) => {
+            Err(SdkError::Unavailable(_))
+            | Err(SdkError::ResourceExhausted(_))
+            | Err(SdkError::InvalidArgument(_)) => {
                 self.recorder.complete(h, Outcome::Fail);
                 Done::Known
             }

@@ -103,8 +103,78 @@ pub fn validate_batch_len(n: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// The metadata key of a busy refusal: how long, in milliseconds, the
+/// server asks the caller to wait before trying again.
+pub const RETRY_AFTER_MS: &str = "tessera-retry-after-ms";
+
+/// A refusal by a server over one of its quotas (TiKV's `ServerIsBusy`):
+/// gRPC `RESOURCE_EXHAUSTED`, saying what is exhausted, with the wait it
+/// asks for in [`RETRY_AFTER_MS`]. The server refused the request before
+/// it ran, so nothing of it was applied and it may be sent again.
+pub fn busy_status(message: impl Into<String>, retry_after: std::time::Duration) -> tonic::Status {
+    let mut status = tonic::Status::resource_exhausted(message);
+    let ms = retry_after.as_millis().max(1).to_string();
+    if let Ok(value) = ms.parse() {
+        status.metadata_mut().insert(RETRY_AFTER_MS, value);
+    }
+    status
+}
+
+/// The wait a busy refusal ([`busy_status`]) asks for, or `None` when
+/// `status` is not one. `RESOURCE_EXHAUSTED` without the metadata (gRPC's
+/// own, say) is not a busy refusal: it proves nothing about whether the
+/// request ran.
+pub fn busy_retry_after(status: &tonic::Status) -> Option<std::time::Duration> {
+    if status.code() != tonic::Code::ResourceExhausted {
+        return None;
+    }
+    let ms: u64 = status
+        .metadata()
+        .get(RETRY_AFTER_MS)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()?;
+    Some(std::time::Duration::from_millis(ms.clamp(1, 60_000)))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_busy_refusal_carries_its_wait_and_nothing_else_counts_as_one() {
+        let busy = busy_status(
+            "in-flight bytes over quota",
+            std::time::Duration::from_millis(70),
+        );
+        assert_eq!(busy.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(
+            busy_retry_after(&busy),
+            Some(std::time::Duration::from_millis(70))
+        );
+        // Through the wire format and back.
+        let mut headers = tonic::codegen::http::HeaderMap::new();
+        busy.add_header(&mut headers).unwrap();
+        let back = tonic::Status::from_header_map(&headers).unwrap();
+        assert_eq!(
+            busy_retry_after(&back),
+            Some(std::time::Duration::from_millis(70))
+        );
+        assert_eq!(
+            busy_retry_after(&tonic::Status::resource_exhausted("too large")),
+            None
+        );
+        let mut other = tonic::Status::unavailable("x");
+        other
+            .metadata_mut()
+            .insert(RETRY_AFTER_MS, "5".parse().unwrap());
+        assert_eq!(busy_retry_after(&other), None);
+        let mut garbage = tonic::Status::resource_exhausted("x");
+        garbage
+            .metadata_mut()
+            .insert(RETRY_AFTER_MS, "soon".parse().unwrap());
+        assert_eq!(busy_retry_after(&garbage), None);
+    }
+
     use super::*;
 
     #[test]

@@ -40,6 +40,8 @@ pub struct ServerConfig {
     pub allow_fault_endpoints: bool,
     /// TLS and who may connect (`[security]`).
     pub security: TlsSettings,
+    /// What the gRPC server takes on at once (`[serving]`).
+    pub serving: tessera_common::admission::ServingLimits,
 }
 
 impl Default for ServerConfig {
@@ -56,6 +58,7 @@ impl Default for ServerConfig {
             log_format: "text".into(),
             allow_fault_endpoints: false,
             security: TlsSettings::default(),
+            serving: Default::default(),
         }
     }
 }
@@ -70,6 +73,7 @@ impl ServerConfig {
 
     /// Checks the values a router cannot run with.
     pub fn validate(&self) -> Result<()> {
+        self.serving.validate().map_err(Error::Config)?;
         if self.directory.is_empty() {
             return Err(Error::Config(
                 "no directory address given (directory = [\"host:port\", ...])".into(),

@@ -12,6 +12,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
+use tessera_common::admission::{limit_connections, Admission};
 use tessera_common::status::{self, Readiness};
 use tessera_proto::directorypb::IsBootstrappedRequest;
 use tessera_proto::routerpb::router_server::RouterServer;
@@ -23,6 +24,9 @@ use crate::service::RouterService;
 use crate::{Error, Result, Router};
 
 const READY_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The service admission governs (`[serving]`); health is never refused.
+const GOVERNED: &[&str] = &["/routerpb.Router/"];
 
 /// Runs a router until `shutdown` completes.
 pub async fn run(
@@ -80,13 +84,18 @@ pub async fn run(
     let (health, health_service) = tonic_health::server::health_reporter();
     let mut server_stop = stop.clone();
     let mut server = tokio::spawn(
-        tonic::transport::Server::builder()
+        cfg.serving
+            .server()
             .layer(security.guard())
+            .layer(Admission::new(&cfg.serving, GOVERNED, &[]))
             .add_service(health_service)
             .add_service(RouterService::new(router.clone()).into_server())
-            .serve_with_incoming_shutdown(security.incoming(listener), async move {
-                let _ = server_stop.wait_for(|s| *s).await;
-            }),
+            .serve_with_incoming_shutdown(
+                limit_connections(security.incoming(listener), &cfg.serving),
+                async move {
+                    let _ = server_stop.wait_for(|s| *s).await;
+                },
+            ),
     );
     tracing::info!(%listen_addr, directory = ?cfg.directory, tls = security.is_tls(), "serving the Router service");
 

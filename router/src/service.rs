@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use tessera_common::admission::charged;
 use tessera_proto::routerpb::router_server::{Router as RouterRpc, RouterServer};
 use tessera_proto::routerpb::{self, error::Kind, *};
 use tonic::{Request, Response, Status};
@@ -40,7 +41,12 @@ fn keyspace(name: &str) -> Option<&str> {
 
 /// The response error for a failed operation.
 fn error(e: Error) -> Option<routerpb::Error> {
+    let retry_after_ms = match &e {
+        Error::Busy { retry_after, .. } => retry_after.as_millis().max(1) as u64,
+        _ => 0,
+    };
     let kind = match &e {
+        Error::Busy { .. } => Kind::Busy,
         Error::InvalidArgument(_) => Kind::InvalidArgument,
         Error::KeyspaceNotFound(_) => Kind::KeyspaceNotFound,
         Error::Indeterminate(_) => Kind::Indeterminate,
@@ -55,6 +61,7 @@ fn error(e: Error) -> Option<routerpb::Error> {
     Some(routerpb::Error {
         kind: kind as i32,
         message: e.to_string(),
+        retry_after_ms,
     })
 }
 
@@ -67,7 +74,7 @@ fn pairs(v: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<KvPair> {
 #[tonic::async_trait]
 impl RouterRpc for RouterService {
     async fn get(&self, r: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
-        let r = r.into_inner();
+        let (_, extensions, r) = r.into_parts();
         let resp = match self.router.get(keyspace(&r.keyspace), &r.key).await {
             Ok(Some(value)) => GetResponse {
                 error: None,
@@ -80,7 +87,7 @@ impl RouterRpc for RouterService {
                 ..Default::default()
             },
         };
-        Ok(Response::new(resp))
+        Ok(charged(&extensions, resp))
     }
 
     async fn put(&self, r: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
@@ -109,7 +116,7 @@ impl RouterRpc for RouterService {
         &self,
         r: Request<BatchGetRequest>,
     ) -> Result<Response<BatchGetResponse>, Status> {
-        let r = r.into_inner();
+        let (_, extensions, r) = r.into_parts();
         let resp = match self.router.batch_get(keyspace(&r.keyspace), &r.keys).await {
             Ok(page) => BatchGetResponse {
                 error: None,
@@ -121,7 +128,7 @@ impl RouterRpc for RouterService {
                 ..Default::default()
             },
         };
-        Ok(Response::new(resp))
+        Ok(charged(&extensions, resp))
     }
 
     async fn batch_put(
@@ -141,7 +148,7 @@ impl RouterRpc for RouterService {
     }
 
     async fn scan(&self, r: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
-        let r = r.into_inner();
+        let (_, extensions, r) = r.into_parts();
         let resp = match self
             .router
             .scan(
@@ -164,7 +171,7 @@ impl RouterRpc for RouterService {
                 ..Default::default()
             },
         };
-        Ok(Response::new(resp))
+        Ok(charged(&extensions, resp))
     }
 
     async fn compare_and_swap(

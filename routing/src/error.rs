@@ -17,6 +17,14 @@ pub enum Error {
     /// it was applied (reads, or writes never sent).
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// A store was over a serving quota and kept refusing the request
+    /// (`RESOURCE_EXHAUSTED`, TiKV's `ServerIsBusy`); nothing of it was
+    /// applied. Retry after `retry_after`.
+    #[error("busy: {message}")]
+    Busy {
+        message: String,
+        retry_after: std::time::Duration,
+    },
     /// The directory answered with an error (`kind` is a
     /// `directorypb::directory_error::Kind`).
     #[error("directory: {message}")]
@@ -39,7 +47,10 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Error::Unavailable(_) | Error::Directory { .. } | Error::DirectoryUnreachable(_)
+            Error::Unavailable(_)
+                | Error::Busy { .. }
+                | Error::Directory { .. }
+                | Error::DirectoryUnreachable(_)
         )
     }
 

@@ -13,6 +13,7 @@
 //! | `EpochNotMatch` with the current regions | replace the cached ones | at once |
 //! | `EpochNotMatch` without | reload the region | at once |
 //! | `ServerIsBusy` | — | after the wait it asks, at least the backoff |
+//! | gRPC `ResourceExhausted` with a retry-after (a store's admission refused it unread) | — | the same as `ServerIsBusy` |
 //! | `StaleCommand` (not applied) | — | at once |
 //! | `RegionNotFound`, `KeyNotInRegion`, `StoreNotMatch`, unknown | reload the region | after the backoff |
 //! | gRPC `InvalidArgument`, `OutOfRange` | — | fail: bad input |
@@ -31,6 +32,9 @@ use tessera_proto::errorpb::RegionError;
 use tessera_proto::metapb::{Peer, Region};
 
 use crate::sent::Sent;
+
+/// The retry reason of a store that refused a request over its quotas.
+pub const BUSY_REASON: &str = "server_is_busy";
 
 /// Whether an operation may be sent again once it may have arrived.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,7 +141,7 @@ fn react_to_region_error(e: &RegionError, region: &Region, addressed: &Peer) -> 
         Some(Kind::ServerIsBusy(b)) => Reaction::new(
             Keep,
             Next::BackoffAtLeast(Duration::from_millis(b.backoff_ms.max(1))),
-            "server_is_busy",
+            BUSY_REASON,
         ),
         Some(Kind::StaleCommand(_)) => Reaction::new(Keep, Next::Now, "stale_command"),
         Some(Kind::RegionNotFound(_))
@@ -150,6 +154,10 @@ fn react_to_region_error(e: &RegionError, region: &Region, addressed: &Peer) -> 
 fn react_to_status(status: &tonic::Status, sent: Sent, policy: SendPolicy) -> Reaction {
     use tonic::Code;
     let message = || status.message().to_string();
+    if let Some(wait) = tessera_proto::limits::busy_retry_after(status) {
+        // Refused before it was read: nothing applied, whatever the policy.
+        return Reaction::new(CacheUpdate::Keep, Next::BackoffAtLeast(wait), BUSY_REASON);
+    }
     match status.code() {
         Code::InvalidArgument | Code::OutOfRange => Reaction::new(
             CacheUpdate::Keep,
@@ -320,6 +328,8 @@ mod tests {
             (Code::Internal,         No,    AtMostOnce, ForgetStore, Next::Backoff),
             (Code::Unknown,          Maybe, Resendable, ForgetStore, Next::Backoff),
             (Code::Cancelled,        Maybe, AtMostOnce, ForgetStore, unknown("m")),
+            // gRPC's own RESOURCE_EXHAUSTED (no retry-after): it may have run.
+            (Code::ResourceExhausted, Maybe, AtMostOnce, ForgetStore, unknown("m")),
         ];
         for (code, sent, policy, cache, next) in table {
             let status = tonic::Status::new(code, "m");
@@ -329,6 +339,21 @@ mod tests {
                 (&cache, &next),
                 "{code:?} {sent:?} {policy:?}"
             );
+        }
+    }
+
+    /// A store's admission refused the request before reading it: a write
+    /// too is simply tried again after the wait the store asked.
+    #[test]
+    fn a_busy_refusal_is_waited_out_even_for_a_write() {
+        let busy = tessera_proto::limits::busy_status("quota", Duration::from_millis(90));
+        for sent in [Sent::Maybe, Sent::No] {
+            for policy in [SendPolicy::Resendable, SendPolicy::AtMostOnce] {
+                let r = react(Failure::Status(&busy, sent), policy, &region(), &peer(1));
+                assert_eq!(r.cache, CacheUpdate::Keep);
+                assert_eq!(r.next, Next::BackoffAtLeast(Duration::from_millis(90)));
+                assert_eq!(r.reason, BUSY_REASON);
+            }
         }
     }
 }

@@ -7,7 +7,9 @@
 //! [`crate::reaction::react`], then does what it says: correct the cache,
 //! retry at once or after the backoff, or stop. An operation that is
 //! [`SendPolicy::AtMostOnce`] stops with [`Error::Indeterminate`] the
-//! moment it may have applied; it is never sent twice.
+//! moment it may have applied; it is never sent twice. A store that keeps
+//! refusing over its serving quotas ends the loop with [`Error::Busy`]
+//! after a few waits, so the client backs off instead of the router.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -21,7 +23,7 @@ use tessera_security::Channel;
 use crate::cache::CachedRegion;
 use crate::locate::target;
 use crate::metrics as m;
-use crate::reaction::{react, CacheUpdate, Failure, Next, Reaction, SendPolicy};
+use crate::reaction::{react, CacheUpdate, Failure, Next, Reaction, SendPolicy, BUSY_REASON};
 use crate::sent::sent;
 use crate::{Error, Result, Router};
 
@@ -32,6 +34,12 @@ const MAX_QUICK_RETRIES: usize = 3;
 /// Every this many failed attempts the region is reloaded from the
 /// directory, whatever the errors were.
 const RELOAD_EVERY_ATTEMPTS: usize = 4;
+
+/// Busy refusals in a row (a store over its serving quotas) after which the
+/// router gives up and passes the refusal on (`Error::Busy`): waiting
+/// longer inside the router would only hold its own memory and the
+/// client's connection while the store sheds load.
+const MAX_BUSY_RETRIES: u32 = 3;
 
 /// How much longer than the base backoff to wait for an election.
 const ELECTION_WAIT_FACTOR: u32 = 5;
@@ -160,7 +168,17 @@ impl Router {
         let mut failures = 0u32;
         let mut attempts = 0usize;
         let mut quick = 0usize;
+        let mut busy = 0u32;
         let result = loop {
+            if busy > MAX_BUSY_RETRIES {
+                break Err(Error::Busy {
+                    message: format!(
+                        "{op}: a store over its serving quotas refused it {busy} times in a row; \
+                         nothing was applied"
+                    ),
+                    retry_after: self.cfg.backoff.ceiling(failures),
+                });
+            }
             if Instant::now() >= deadline {
                 // Every attempt so far certainly failed (an unknown outcome
                 // ends the loop at once): nothing was applied.
@@ -186,6 +204,7 @@ impl Router {
                 }
                 Attempt::Retry { wait, reason } => {
                     metrics::counter!(m::RETRIES_TOTAL, "reason" => reason).increment(1);
+                    busy = if reason == BUSY_REASON { busy + 1 } else { 0 };
                     if attempts % RELOAD_EVERY_ATTEMPTS == RELOAD_EVERY_ATTEMPTS - 1 {
                         // However the failures look, the cached view may be
                         // what is wrong.

@@ -327,21 +327,40 @@ async fn a_write_that_never_connected_is_retried_then_unavailable() {
     );
 }
 
-/// A store that answers every batch put and range delete: applied
-/// (`refuse` false) or refused as bad input with a gRPC status, as a store
-/// does for a request it cannot decode. Counts what it applied.
+/// How a [`FakeStore`] answers every request.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    /// Applies it.
+    Apply,
+    /// Refuses it as bad input with a gRPC status, as a store does for a
+    /// request it cannot decode.
+    Refuse,
+    /// Refuses it unread, over its serving quotas (admission).
+    Busy,
+}
+
+/// A store that answers every request as its [`Mode`] says. Counts what it
+/// applied.
 struct FakeStore {
-    refuse: bool,
+    mode: Mode,
     applied: Arc<AtomicUsize>,
+    seen: Arc<AtomicUsize>,
 }
 
 impl FakeStore {
     fn answer<T: Default>(&self) -> Result<Response<T>, Status> {
-        if self.refuse {
-            return Err(Status::invalid_argument("this store refuses everything"));
+        self.seen.fetch_add(1, Ordering::SeqCst);
+        match self.mode {
+            Mode::Refuse => Err(Status::invalid_argument("this store refuses everything")),
+            Mode::Busy => Err(tessera_proto::limits::busy_status(
+                "server is busy",
+                Duration::from_millis(10),
+            )),
+            Mode::Apply => {
+                self.applied.fetch_add(1, Ordering::SeqCst);
+                Ok(Response::new(T::default()))
+            }
         }
-        self.applied.fetch_add(1, Ordering::SeqCst);
-        Ok(Response::new(T::default()))
     }
 }
 
@@ -385,28 +404,66 @@ impl Kv for FakeStore {
     }
 }
 
-async fn fake_store(refuse: bool) -> (SocketAddr, Arc<AtomicUsize>) {
+/// A fake store: its address, what it applied and what it was sent.
+async fn fake_store(mode: Mode) -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let applied = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(AtomicUsize::new(0));
     let store = FakeStore {
-        refuse,
+        mode,
         applied: applied.clone(),
+        seen: seen.clone(),
     };
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(KvServer::new(store))
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
     );
-    (addr, applied)
+    (addr, applied, seen)
+}
+
+#[tokio::test]
+async fn a_store_that_keeps_refusing_over_its_quotas_ends_in_busy_after_a_few_waits() {
+    let (busy, applied, seen) = fake_store(Mode::Busy).await;
+    let directory = fake_directory(vec![busy], vec![]).await;
+    let router = router_of(directory, Duration::from_secs(10));
+    let started = std::time::Instant::now();
+    // A write too: refused unread, so it is neither indeterminate nor
+    // held until the deadline.
+    let err = router.put(None, b"k", b"v").await.unwrap_err();
+    match &err {
+        Error::Busy {
+            message,
+            retry_after,
+        } => {
+            assert!(message.contains("serving quotas"), "{message}");
+            assert!(*retry_after > Duration::ZERO);
+        }
+        other => panic!("a busy store's refusal came back as {other:?}"),
+    }
+    assert!(err.is_retryable());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        4,
+        "tried, then 3 more after waits"
+    );
+    assert_eq!(applied.load(Ordering::SeqCst), 0);
+    let err = router.get(None, b"k").await.unwrap_err();
+    assert!(matches!(err, Error::Busy { .. }), "{err:?}");
 }
 
 #[tokio::test]
 async fn a_batch_or_range_write_that_applied_in_part_is_indeterminate_not_invalid() {
     // Region 2 ([..m) of the default keyspace) applies, region 4 (m..)
     // refuses.
-    let (good, applied) = fake_store(false).await;
-    let (bad, _) = fake_store(true).await;
+    let (good, applied, _) = fake_store(Mode::Apply).await;
+    let (bad, _, _) = fake_store(Mode::Refuse).await;
     let split = tessera_proto::keys::encode(tessera_proto::keys::DEFAULT_KEYSPACE_ID, b"m");
     let directory = fake_directory(vec![good, bad], vec![split]).await;
     let router = router_of(directory, Duration::from_secs(3));
@@ -463,7 +520,7 @@ async fn a_batch_or_range_write_that_applied_in_part_is_indeterminate_not_invali
 
 #[tokio::test]
 async fn unknown_keyspaces_cost_the_directory_one_lookup_a_second() {
-    let (store, _) = fake_store(false).await;
+    let (store, _, _) = fake_store(Mode::Apply).await;
     let lookups = Arc::new(AtomicUsize::new(0));
     let directory = fake_directory_counting(vec![store], vec![], lookups.clone()).await;
     let router = router_of(directory, Duration::from_secs(3));

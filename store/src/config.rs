@@ -59,6 +59,8 @@ pub struct StoreConfig {
     pub rocksdb: RocksSection,
     /// TLS and who may connect (`[security]`).
     pub security: tessera_security::TlsSettings,
+    /// What the gRPC server takes on at once (`[serving]`).
+    pub serving: tessera_common::admission::ServingLimits,
     /// The cluster's join token, needed the first time this store
     /// registers (not on restarts). The directory prints it when it
     /// creates the cluster (and writes it to its data directory's
@@ -121,6 +123,7 @@ impl Default for StoreConfig {
             raft: RaftSection::default(),
             rocksdb: RocksSection::default(),
             security: Default::default(),
+            serving: Default::default(),
             join_token: None,
             join_token_file: None,
         }
@@ -182,6 +185,7 @@ impl StoreConfig {
         self.join_token()?;
         tessera_proto::limits::validate_page_bytes(self.max_response_bytes)
             .map_err(Error::Config)?;
+        self.serving.validate().map_err(Error::Config)?;
         if self.directory.is_empty() {
             return Err(Error::Config(
                 "at least one directory address is required".into(),

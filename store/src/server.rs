@@ -205,10 +205,13 @@ pub async fn run(
     } = crate::service::serve::spawn(
         listener,
         &node,
-        joined.cluster_id,
-        snap_mgr,
-        faults.net.clone(),
-        &security,
+        crate::service::serve::Serving {
+            cluster_id: joined.cluster_id,
+            snap_mgr,
+            net_faults: faults.net.clone(),
+            security: &security,
+            limits: &cfg.serving,
+        },
         stop.clone(),
     );
     tracing::info!(store_id, %listen_addr, advertise = cfg.advertise_addr(), "serving Kv and Raft");

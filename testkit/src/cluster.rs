@@ -255,10 +255,13 @@ impl Cluster {
                 let served = serve::spawn(
                     listener,
                     &node,
-                    TEST_CLUSTER_ID,
-                    snap_mgr,
-                    Default::default(),
-                    &tessera_security::Security::insecure(),
+                    serve::Serving {
+                        cluster_id: TEST_CLUSTER_ID,
+                        snap_mgr,
+                        net_faults: Default::default(),
+                        security: &tessera_security::Security::insecure(),
+                        limits: &Default::default(),
+                    },
                     stop_rx,
                 );
                 let done = tokio::spawn(async move {

@@ -7,7 +7,7 @@ use tessera_client::{Client, Error};
 use tessera_proto::routerpb::error::Kind;
 
 use crate::client;
-use crate::fake::{dead_endpoint, Behaviour, FakeServer};
+use crate::fake::{dead_endpoint, Behaviour, FakeServer, BUSY_WAIT};
 use crate::proxy::Proxy;
 
 /// Far above any timeout used here: only there so a broken loop fails
@@ -234,4 +234,48 @@ async fn a_silent_router_is_failed_over_by_keepalive() {
     assert_eq!(c.get("k").await.unwrap(), None);
     assert_eq!(second.fake.calls(), 1);
     assert!(start.elapsed() < HANG_GUARD);
+}
+
+/// A router over its serving quotas refuses before reading: a write too is
+/// sent again after the wait it asks, on the same router, and applies once.
+#[tokio::test]
+async fn a_busy_router_is_waited_out_and_a_write_applies_once() {
+    let busy = FakeServer::start(Behaviour::BusyFirst(3)).await;
+    let c = client(
+        &[format!("http://{}", busy.endpoint())],
+        Duration::from_secs(10),
+    )
+    .await;
+    let started = Instant::now();
+    tokio::time::timeout(HANG_GUARD, c.put("k", "v"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        started.elapsed() >= BUSY_WAIT * 3,
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(busy.fake.calls(), 4);
+    assert_eq!(c.get("k").await.unwrap(), Some(b"v".to_vec()));
+}
+
+/// A cluster busy until the deadline: `ResourceExhausted`, retryable, and
+/// not an indeterminate write.
+#[tokio::test]
+async fn busy_until_the_deadline_is_resource_exhausted_not_indeterminate() {
+    let busy = FakeServer::start(Behaviour::Answer(Kind::Busy)).await;
+    let c = client(
+        &[format!("http://{}", busy.endpoint())],
+        Duration::from_millis(600),
+    )
+    .await;
+    let e = tokio::time::timeout(HANG_GUARD, c.put("k", "v"))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(e, Error::ResourceExhausted(_)), "{e:?}");
+    assert!(e.is_retryable() && !e.is_indeterminate());
+    assert!(e.to_string().contains("nothing was applied"), "{e}");
+    assert!(busy.fake.calls() > 1, "retried: {}", busy.fake.calls());
 }

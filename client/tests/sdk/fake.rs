@@ -40,6 +40,9 @@ pub enum Behaviour {
     /// Answers the first `n` calls with an error of kind `UNAVAILABLE`,
     /// then serves.
     UnavailableFirst(usize),
+    /// Refuses the first `n` calls as a router over its serving quotas
+    /// does (gRPC RESOURCE_EXHAUSTED asking for [`BUSY_WAIT`]), then serves.
+    BusyFirst(usize),
     /// Never answers.
     Hang,
     /// Fails every call with gRPC status INTERNAL.
@@ -47,6 +50,9 @@ pub enum Behaviour {
     /// Answers every call with an error of this kind.
     Answer(Kind),
 }
+
+/// The wait a [`Behaviour::BusyFirst`] refusal asks for.
+pub const BUSY_WAIT: Duration = Duration::from_millis(40);
 
 pub struct Fake {
     behaviour: Behaviour,
@@ -71,6 +77,13 @@ impl Fake {
                 return Ok(Some(error(Kind::Unavailable, "not yet")))
             }
             Behaviour::UnavailableFirst(_) => {}
+            Behaviour::BusyFirst(k) if n < k => {
+                return Err(tessera_proto::limits::busy_status(
+                    "server is busy: 4096 requests are in flight",
+                    BUSY_WAIT,
+                ))
+            }
+            Behaviour::BusyFirst(_) => {}
             Behaviour::Hang => {
                 tokio::time::sleep(Duration::from_secs(3600)).await;
             }
@@ -96,6 +109,7 @@ fn error(kind: Kind, message: &str) -> routerpb::Error {
     routerpb::Error {
         kind: kind as i32,
         message: message.to_string(),
+        retry_after_ms: 0,
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use tessera_common::admission::charged;
 use tessera_proto::kvpb::kv_server::{Kv, KvServer};
 use tessera_proto::kvpb::*;
 use tonic::{Request, Response, Status};
@@ -33,7 +34,8 @@ impl KvService {
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn get(&self, r: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
-        Ok(Response::new(self.api.get(r.into_inner()).await?))
+        let (_, extensions, r) = r.into_parts();
+        Ok(charged(&extensions, self.api.get(r).await?))
     }
 
     async fn put(&self, r: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
@@ -48,7 +50,8 @@ impl Kv for KvService {
         &self,
         r: Request<BatchGetRequest>,
     ) -> Result<Response<BatchGetResponse>, Status> {
-        Ok(Response::new(self.api.batch_get(r.into_inner()).await?))
+        let (_, extensions, r) = r.into_parts();
+        Ok(charged(&extensions, self.api.batch_get(r).await?))
     }
 
     async fn batch_put(
@@ -59,7 +62,8 @@ impl Kv for KvService {
     }
 
     async fn scan(&self, r: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
-        Ok(Response::new(self.api.scan(r.into_inner()).await?))
+        let (_, extensions, r) = r.into_parts();
+        Ok(charged(&extensions, self.api.scan(r).await?))
     }
 
     async fn compare_and_swap(

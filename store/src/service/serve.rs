@@ -3,7 +3,10 @@
 //! `StoreAdmin` and gRPC health — on one listener. The store process
 //! (`server.rs`) and the in-process cluster harness (`tessera-testkit`)
 //! both serve through [`spawn`], so tests run the server a user runs.
+//! Admission ([`tessera_common::admission`]) governs the `Kv` service:
+//! Raft, snapshots, administration and health are never refused for load.
 
+use tessera_common::admission::{limit_connections, Admission, ServingLimits};
 use tessera_multiraft::snapshot::SnapManager;
 use tessera_multiraft::transport::{NetFaults, RaftService};
 use tokio::sync::watch;
@@ -21,19 +24,37 @@ pub struct GrpcServer {
     pub task: JoinHandle<Result<(), tonic::transport::Error>>,
 }
 
-/// Serves `node`'s gRPC API on `listener`, secured by `security` (TLS and
-/// the per-RPC access check), until `stop` turns true.
-/// `net_faults` cuts Raft traffic from blocked stores (fault endpoints and
-/// test harnesses only; the default blocks nothing).
+/// How [`spawn`] serves, besides the node itself.
+pub struct Serving<'a> {
+    pub cluster_id: u64,
+    pub snap_mgr: SnapManager,
+    /// Cuts Raft traffic from blocked stores (fault endpoints and test
+    /// harnesses only; the default blocks nothing).
+    pub net_faults: NetFaults,
+    /// TLS and the per-RPC access check.
+    pub security: &'a tessera_security::Security,
+    /// The quotas of admission.
+    pub limits: &'a ServingLimits,
+}
+
+/// The client-facing service admission governs at a store.
+const GOVERNED: &[&str] = &["/kvpb.Kv/"];
+
+/// Serves `node`'s gRPC API on `listener` as `serving` says, until `stop`
+/// turns true.
 pub fn spawn(
     listener: tokio::net::TcpListener,
     node: &StoreNode,
-    cluster_id: u64,
-    snap_mgr: SnapManager,
-    net_faults: NetFaults,
-    security: &tessera_security::Security,
+    serving: Serving<'_>,
     stop: watch::Receiver<bool>,
 ) -> GrpcServer {
+    let Serving {
+        cluster_id,
+        snap_mgr,
+        net_faults,
+        security,
+        limits,
+    } = serving;
     let (health, health_service) = tonic_health::server::health_reporter();
     let raft = RaftService::new(
         node.store_id(),
@@ -48,15 +69,20 @@ pub fn spawn(
     let admin = AdminService::new(node.admin().clone()).into_server();
     let mut stop = stop;
     let task = tokio::spawn(
-        tonic::transport::Server::builder()
+        limits
+            .server()
             .layer(security.guard())
+            .layer(Admission::new(limits, GOVERNED, &[]))
             .add_service(health_service)
             .add_service(raft)
             .add_service(kv)
             .add_service(admin)
-            .serve_with_incoming_shutdown(security.incoming(listener), async move {
-                let _ = stop.wait_for(|s| *s).await;
-            }),
+            .serve_with_incoming_shutdown(
+                limit_connections(security.incoming(listener), limits),
+                async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                },
+            ),
     );
     GrpcServer { health, task }
 }
