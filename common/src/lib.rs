@@ -7,6 +7,7 @@
 
 pub mod admission;
 pub mod build_info;
+pub mod engine_failure;
 mod panics;
 pub mod status;
 

@@ -186,6 +186,11 @@ impl DirectoryNode {
         self.poller.mailbox()
     }
 
+    /// Why the engine failed and the poller stopped, once it has.
+    pub fn engine_failure(&self) -> Option<String> {
+        self.poller.stats().engine_failure.get().cloned()
+    }
+
     pub fn engine(&self) -> &Arc<dyn Engine> {
         &self.engine
     }

@@ -80,6 +80,8 @@ pub async fn run(
 
     std::fs::create_dir_all(&cfg.data_dir)
         .map_err(|e| Error::Config(format!("cannot create {}: {e}", cfg.data_dir.display())))?;
+    tessera_common::engine_failure::refuse_if_failed(&cfg.data_dir)
+        .map_err(|e| Error::Config(e.to_string()))?;
     let mut members = cfg.members()?;
     members.insert(cfg.id, cfg.advertise_addr().to_string());
     let node = Arc::new(
@@ -95,6 +97,13 @@ pub async fn run(
         })
         .await?,
     );
+    // An engine write that fails stops the poller; the member then stops
+    // for good (tessera_common::engine_failure).
+    let watched = node.clone();
+    tokio::spawn(tessera_common::engine_failure::watch(
+        cfg.data_dir.clone(),
+        move || watched.engine_failure(),
+    ));
     let core = Core::new(
         node.clone(),
         cfg.schedule_config(),

@@ -7,6 +7,8 @@
 pub const POLLER_ROUND_SECONDS: &str = "tessera_poller_round_seconds";
 /// Seconds of one synced engine write (the fsync of a group commit).
 pub const FSYNC_SECONDS: &str = "tessera_fsync_seconds";
+/// Engine writes that failed and stopped the poller for good.
+pub const ENGINE_FAILURES_TOTAL: &str = "tessera_engine_failures_total";
 /// Bytes in one synced Raft write batch.
 pub const WRITE_BATCH_BYTES: &str = "tessera_raft_write_batch_bytes";
 /// Regions whose Ready state shared one synced Raft write batch.
@@ -95,6 +97,10 @@ pub const LEADERS: &str = "tessera_leaders";
 /// them before their first increment.
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        ENGINE_FAILURES_TOTAL,
+        "Engine writes that failed and stopped the poller for good (the process then exits once)"
+    );
     describe_histogram!(
         POLLER_ROUND_SECONDS,
         Unit::Seconds,

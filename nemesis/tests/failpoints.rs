@@ -12,10 +12,17 @@
 //!   the workload runs until its regions' logs are compacted past it, and
 //!   it restarts with `FAILPOINTS` set, so it aborts while applying the
 //!   snapshot it is sent; it then restarts clean and must catch up.
+//!
+//! A second cluster fails a store's engine writes (`engine_write_error`,
+//! `engine_apply_write_error` return an error in place of RocksDB's
+//! write): the store must stop once with its marker, stay down across a
+//! restart, and come back once the marker is deleted, with no
+//! acknowledged write lost.
 #![cfg(feature = "failpoints")]
 
 use std::time::{Duration, Instant};
 
+use tessera_common::engine_failure;
 use tessera_nemesis::check::{self, CheckOptions};
 use tessera_nemesis::cluster::{ClusterSpec, NemesisCluster, ProcKind};
 use tessera_nemesis::history::Recorder;
@@ -143,5 +150,101 @@ async fn a_store_crashed_at_any_failpoint_restarts_and_loses_no_acknowledged_wri
         "too little progress to prove anything:\n{report}"
     );
     // Every replica of every region is back.
+    c.e2e.wait_settled(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_engine_write_error_stops_the_store_once_and_it_stays_down_until_cleared() {
+    let mut c = NemesisCluster::start(&ClusterSpec {
+        stores: 3,
+        routers: 1,
+        ..ClusterSpec::default()
+    })
+    .await
+    .expect("cluster");
+    let recorder = Recorder::new();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let spec = WorkloadSpec {
+        clients: 4,
+        keys: 8,
+        ..WorkloadSpec::default()
+    };
+    let workload = tokio::spawn(workload::run(
+        c.router_addrs(),
+        c.e2e.directory_addrs(),
+        c.e2e.security(),
+        spec.clone(),
+        11,
+        recorder.clone(),
+        stop_rx,
+    ));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    for (index, fp) in [(1, "engine_write_error"), (2, "engine_apply_write_error")] {
+        c.arm_failpoint(index, fp, "return").expect("arm");
+        wait_for_crash(&mut c, index, fp, Duration::from_secs(20)).await;
+        let status = c.e2e.stores[&index].proc.exit_status().expect("exited");
+        assert_eq!(
+            status.code(),
+            Some(engine_failure::EXIT_CODE),
+            "store {index} after {fp}: {status:?}\n{}",
+            c.tails(20)
+        );
+        let data_dir = c.e2e.dir.path().join(format!("store-{index}"));
+        let marker = engine_failure::marker(&data_dir);
+        let text = std::fs::read_to_string(&marker).expect("the marker is written");
+        assert!(text.contains(fp), "{text}");
+
+        // A restart stays down, saying why; it opens nothing.
+        c.restart(ProcKind::Store, index).expect("restart");
+        wait_for_crash(
+            &mut c,
+            index,
+            "its start with the marker",
+            Duration::from_secs(20),
+        )
+        .await;
+        let store = &c.e2e.stores[&index];
+        assert_ne!(store.proc.exit_status().and_then(|s| s.code()), Some(0));
+        // (RUST_BACKTRACE may follow the error with many lines.)
+        let tail = store.proc.tail(200);
+        assert!(tail.contains("failed earlier"), "{tail}");
+
+        // The operator deletes the marker: the store starts and catches up.
+        std::fs::remove_file(&marker).expect("delete the marker");
+        c.restart(ProcKind::Store, index).expect("restart");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(
+            !c.e2e
+                .stores
+                .get_mut(&index)
+                .expect("store")
+                .proc
+                .has_exited(),
+            "store {index} did not stay up once the marker was deleted:\n{}",
+            c.tails(20)
+        );
+    }
+
+    c.heal().await.expect("heal");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop_tx.send(true).expect("stop");
+    workload.await.expect("workload task").expect("workload");
+    workload::final_reads(
+        &c.router_addrs(),
+        &c.e2e.security(),
+        spec.keys,
+        &recorder,
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", c.tails(30)));
+    let ops = recorder.finish().expect("history");
+    let report = check::check(&ops, &CheckOptions::default()).expect("check");
+    assert!(report.is_ok(), "violations:\n{report}\n{}", c.tails(20));
+    assert!(
+        report.counts.ok >= 100,
+        "too little progress to prove anything:\n{report}"
+    );
     c.e2e.wait_settled(1).await;
 }

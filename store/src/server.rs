@@ -95,6 +95,8 @@ pub async fn run(
 
     std::fs::create_dir_all(&cfg.data_dir)
         .map_err(|e| Error::Config(format!("cannot create {}: {e}", cfg.data_dir.display())))?;
+    tessera_common::engine_failure::refuse_if_failed(&cfg.data_dir)
+        .map_err(|e| Error::Engine(e.to_string()))?;
     let data_dir = cfg.data_dir.clone();
     let rocks = cfg.rocks_options();
     let engine: Arc<dyn Engine> = Arc::new(
@@ -189,6 +191,13 @@ pub async fn run(
             )
         },
     )?);
+    // An engine write that fails stops the poller; the process then stops
+    // for good (tessera_common::engine_failure).
+    let poller_stats = node.stats().clone();
+    tokio::spawn(tessera_common::engine_failure::watch(
+        cfg.data_dir.clone(),
+        move || poller_stats.engine_failure.get().cloned(),
+    ));
 
     let listener = tokio::net::TcpListener::bind(&cfg.listen_addr)
         .await

@@ -16,6 +16,8 @@ pub struct Proc {
     bin: PathBuf,
     /// Extra environment for the next starts (e.g. `FAILPOINTS`).
     env: Vec<(String, String)>,
+    /// How it last exited on its own ([`Proc::has_exited`]).
+    exited: Option<std::process::ExitStatus>,
 }
 
 impl Proc {
@@ -27,6 +29,7 @@ impl Proc {
             args,
             bin,
             env: vec![],
+            exited: None,
         };
         p.start();
         p
@@ -67,14 +70,22 @@ impl Proc {
     /// Whether the process has exited on its own (a crash, or a failpoint
     /// that aborted it); reaps it if so.
     pub fn has_exited(&mut self) -> bool {
-        let exited = match self.child.as_mut() {
-            Some(c) => matches!(c.try_wait(), Ok(Some(_))),
+        let status = match self.child.as_mut() {
+            Some(c) => match c.try_wait() {
+                Ok(Some(status)) => status,
+                _ => return false,
+            },
             None => return false,
         };
-        if exited {
-            self.child = None;
-        }
-        exited
+        self.child = None;
+        self.exited = Some(status);
+        true
+    }
+
+    /// How the process last exited on its own, once [`Proc::has_exited`]
+    /// saw it.
+    pub fn exit_status(&self) -> Option<std::process::ExitStatus> {
+        self.exited
     }
 
     pub fn is_running(&self) -> bool {
@@ -125,7 +136,9 @@ impl Proc {
 
     /// The last lines of the process's log, for failure messages.
     pub fn tail(&self, lines: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        // Lossy: one stray byte must not hide the whole log.
+        let bytes = std::fs::read(&self.log).unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
     }

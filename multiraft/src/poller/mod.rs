@@ -24,6 +24,9 @@
 //! round.
 //!
 //! The poller never blocks on the network; it blocks only on the engine.
+//! An engine write that fails stops it for good (`engine_failure.rs`):
+//! nothing of that round is acknowledged, and the process is told through
+//! [`PollerStats::engine_failure`].
 //! Snapshots are generated on a separate worker thread.
 //!
 //! A store spawns its poller on its own thread ([`Poller::spawn`]). Tests
@@ -32,6 +35,7 @@
 //! interval per tick), so a script of ticks, rounds and deliveries replays
 //! the same way every time (`multiraft/tests/scripts/`).
 
+mod engine_failure;
 pub(crate) mod log_gc;
 mod ready;
 mod regions;
@@ -81,6 +85,9 @@ pub struct PollerStats {
     /// Peers reloaded from their durable state after raft-rs panicked on a
     /// message or a received snapshot could not be staged.
     pub region_reloads: AtomicU64,
+    /// Set once when the engine failed a write and the poller stopped:
+    /// why. The process then stops for good (see `engine_failure.rs`).
+    pub engine_failure: std::sync::OnceLock<String>,
 }
 
 /// What a poller needs to start.

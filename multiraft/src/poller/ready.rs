@@ -1,6 +1,7 @@
 //! One round's Ready handling: persist everything in one synced batch, send,
 //! apply (see the module above for the order and why).
 
+use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -14,6 +15,12 @@ use crate::peer::Outgoing;
 use crate::snapshot::apply::{self as snap_apply, PendingApply};
 use crate::state_machine::StateMachine;
 use crate::{metrics as m, region, RegionId};
+
+/// The error a failpoint injects in place of an engine write.
+#[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
+fn injected(failpoint: &str) -> String {
+    format!("injected write error (failpoint {failpoint})")
+}
 
 impl<S: StateMachine> Poller<S> {
     pub(super) fn handle_readies(&mut self) {
@@ -78,9 +85,18 @@ impl<S: StateMachine> Poller<S> {
         // Leaders' appends leave before the local write: followers persist
         // in parallel.
         self.flush_outbox();
-        self.persist(&wb, must_sync, persisting_regions);
+        if let Err(e) = self.persist(&wb, must_sync, persisting_regions) {
+            // Nothing of this round may be acknowledged.
+            let in_round = readies.iter().map(|(id, _)| *id).collect();
+            self.fail_engine(&format!("writing Raft state failed: {e}"), &in_round);
+            return;
+        }
         for p in snapshots {
-            self.finish_snapshot(p);
+            if let Err(e) = self.finish_snapshot(p) {
+                let in_round = readies.iter().map(|(id, _)| *id).collect();
+                self.fail_engine(&e, &in_round);
+                return;
+            }
         }
         for id in unstaged {
             self.reload_peer(id, "snapshot_not_staged");
@@ -89,6 +105,7 @@ impl<S: StateMachine> Poller<S> {
         // The answers that depend on the persisted state (a follower's
         // append acknowledgement, votes) leave before anything is applied:
         // the leader is waiting for them to commit.
+        let in_round: BTreeSet<RegionId> = readies.iter().map(|(id, _)| *id).collect();
         let mut to_apply = Vec::with_capacity(readies.len());
         for (id, mut rd) in readies {
             let peer = self.peers.get_mut(&id).expect("peer of a ready");
@@ -129,8 +146,11 @@ impl<S: StateMachine> Poller<S> {
         let born = self.born_regions(&outcomes, &mut ab.wb);
         if !ab.wb.is_empty() {
             fail::fail_point!("apply_before_write");
-            if let Err(e) = self.engine.write(&ab.wb, false) {
-                panic!("store {}: writing applied state failed: {e}", self.store_id);
+            if let Err(e) = self.write_applied(&ab.wb) {
+                // The proposers' callbacks (`ab.deferred`) never run: their
+                // writes are failed as "outcome unknown".
+                self.fail_engine(&format!("writing applied state failed: {e}"), &in_round);
+                return;
             }
         }
         if !born.is_empty() {
@@ -169,17 +189,29 @@ impl<S: StateMachine> Poller<S> {
         self.flush_outbox();
     }
 
-    /// Writes the round's Raft state: one write, synced if any Ready needs it.
-    fn persist(&mut self, wb: &WriteBatch, must_sync: bool, regions: u64) {
+    /// Writes the round's applied state (not synced: the log is).
+    fn write_applied(&self, wb: &WriteBatch) -> Result<(), String> {
+        fail::fail_point!("engine_apply_write_error", |_| Err(injected(
+            "engine_apply_write_error"
+        )));
+        self.engine.write(wb, false).map_err(|e| e.to_string())
+    }
+
+    /// Writes the round's Raft state: one write, synced if any Ready needs
+    /// it. An error is the engine failing: Raft cannot continue with state
+    /// it may not have persisted.
+    fn persist(&mut self, wb: &WriteBatch, must_sync: bool, regions: u64) -> Result<(), String> {
         if wb.is_empty() {
-            return;
+            return Ok(());
         }
         let started = Instant::now();
         fail::fail_point!("raft_before_persist");
-        if let Err(e) = self.engine.write(wb, must_sync) {
-            // Raft cannot continue with state it may not have persisted.
-            panic!("store {}: writing raft state failed: {e}", self.store_id);
-        }
+        fail::fail_point!("engine_write_error", |_| Err(injected(
+            "engine_write_error"
+        )));
+        self.engine
+            .write(wb, must_sync)
+            .map_err(|e| e.to_string())?;
         fail::fail_point!("raft_after_persist");
         if must_sync {
             metrics::histogram!(m::FSYNC_SECONDS).record(started.elapsed().as_secs_f64());
@@ -195,20 +227,21 @@ impl<S: StateMachine> Poller<S> {
                 s.multi_region_synced_writes.fetch_add(1, Ordering::Relaxed);
             }
         }
+        Ok(())
     }
 
     /// The data step of a snapshot apply, once its states are durable.
-    fn finish_snapshot(&mut self, p: PendingApply) {
+    fn finish_snapshot(&mut self, p: PendingApply) -> Result<(), String> {
         let started = Instant::now();
         if let Err(e) = snap_apply::finish(self.engine.as_ref(), &self.snap_mgr, &p) {
             // The files were checked (sizes, checksums, keys inside the
             // region) before the snapshot was stepped, so this is the disk
             // failing. The region is durably `Applying`: a restart finishes
             // the apply from the same files.
-            panic!(
-                "region {}: the engine failed while ingesting a checked snapshot: {e}",
+            return Err(format!(
+                "region {}: ingesting a checked snapshot failed: {e}",
                 p.region_id
-            );
+            ));
         }
         if !p.old_region.peers.is_empty() {
             self.unindex_region(&p.old_region);
@@ -230,6 +263,7 @@ impl<S: StateMachine> Poller<S> {
             term = p.term,
             "snapshot applied"
         );
+        Ok(())
     }
 
     /// Tells removed peers they are gone (if this peer leads) and destroys
