@@ -28,10 +28,13 @@ use crate::{Error, Result};
 /// 1 while the process can serve, 0 otherwise.
 pub const READY: &str = "tessera_ready";
 
-/// Whether the process can serve, and if not, why.
+/// Whether the process can serve, and if not, why. A watchdog may also
+/// *hold* it not ready ([`Readiness::hold`]) whatever the process's own
+/// state says, until it releases it.
 pub struct Readiness {
     ready: AtomicBool,
     reason: RwLock<String>,
+    held: RwLock<Option<String>>,
 }
 
 impl Readiness {
@@ -40,26 +43,47 @@ impl Readiness {
         Arc::new(Readiness {
             ready: AtomicBool::new(false),
             reason: RwLock::new(reason.into()),
+            held: RwLock::new(None),
         })
+    }
+
+    fn publish(&self) {
+        metrics::gauge!(READY).set(if self.is_ready() { 1.0 } else { 0.0 });
     }
 
     pub fn set_ready(&self) {
         self.ready.store(true, Ordering::SeqCst);
-        metrics::gauge!(READY).set(1.0);
+        self.publish();
     }
 
     pub fn set_not_ready(&self, reason: impl Into<String>) {
         *self.reason.write() = reason.into();
         self.ready.store(false, Ordering::SeqCst);
-        metrics::gauge!(READY).set(0.0);
+        self.publish();
+    }
+
+    /// Not ready for `reason`, whatever the process sets, until
+    /// [`Readiness::release`].
+    pub fn hold(&self, reason: impl Into<String>) {
+        *self.held.write() = Some(reason.into());
+        self.publish();
+    }
+
+    /// Ends a [`Readiness::hold`].
+    pub fn release(&self) {
+        *self.held.write() = None;
+        self.publish();
     }
 
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
+        self.ready.load(Ordering::SeqCst) && self.held.read().is_none()
     }
 
     pub fn reason(&self) -> String {
-        self.reason.read().clone()
+        match &*self.held.read() {
+            Some(held) => held.clone(),
+            None => self.reason.read().clone(),
+        }
     }
 }
 

@@ -48,6 +48,9 @@ pub struct RaftConfig {
     /// A peer still waiting for its first snapshot after this long is
     /// dropped from memory (its persisted term and vote stay on disk).
     pub uninitialized_peer_ttl: Duration,
+    /// A poller round slower than this (a slow fsync, a slow disk) marks
+    /// the store degraded and hands its leaderships away (`poller/slow.rs`).
+    pub slow_round: Duration,
     /// Tests only: the poller never ticks on its own — every tick is a
     /// `PollerMsg::Tick` — and election timeouts are pinned to exactly
     /// `election_tick` ticks (not randomized), so a test decides when each
@@ -75,6 +78,7 @@ impl Default for RaftConfig {
             log_gc_size_limit_bytes: 64 * 1024 * 1024,
             max_uninitialized_peers: 1024,
             uninitialized_peer_ttl: Duration::from_secs(300),
+            slow_round: Duration::from_secs(2),
             manual_ticks: false,
         }
     }

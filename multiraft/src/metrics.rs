@@ -7,6 +7,10 @@
 pub const POLLER_ROUND_SECONDS: &str = "tessera_poller_round_seconds";
 /// Seconds of one synced engine write (the fsync of a group commit).
 pub const FSYNC_SECONDS: &str = "tessera_fsync_seconds";
+/// Poller rounds slower than `RaftConfig::slow_round`.
+pub const SLOW_ROUNDS_TOTAL: &str = "tessera_poller_slow_rounds_total";
+/// Leaderships handed away after slow rounds.
+pub const SLOW_ROUND_HANDOFFS_TOTAL: &str = "tessera_poller_slow_round_handoffs_total";
 /// Engine writes that failed and stopped the poller for good.
 pub const ENGINE_FAILURES_TOTAL: &str = "tessera_engine_failures_total";
 /// Bytes in one synced Raft write batch.
@@ -97,6 +101,14 @@ pub const LEADERS: &str = "tessera_leaders";
 /// them before their first increment.
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        SLOW_ROUNDS_TOTAL,
+        "Poller rounds slower than the slow-round bound (a slow disk?); each degrades the store"
+    );
+    describe_counter!(
+        SLOW_ROUND_HANDOFFS_TOTAL,
+        "Leaderships handed to another voter because this store's poller rounds were slow"
+    );
     describe_counter!(
         ENGINE_FAILURES_TOTAL,
         "Engine writes that failed and stopped the poller for good (the process then exits once)"

@@ -6,12 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tessera_multiraft::engine::{Engine, MemoryEngine, WriteBatch};
+use tessera_multiraft::engine::{Cf, Engine, MemoryEngine, WriteBatch};
 use tessera_multiraft::mailbox::{Mailbox, PollerMsg, RegionInfo};
 use tessera_multiraft::snapshot::SnapManager;
-use tessera_multiraft::{region, RaftConfig};
+use tessera_multiraft::{region, state_keys, RaftConfig};
 use tessera_proto::metapb::{Peer, Region, RegionEpoch};
-use tessera_proto::raft_serverpb::RaftMessage;
+use tessera_proto::raft_serverpb::{RaftLocalState, RaftMessage};
 
 mod common;
 
@@ -128,6 +128,7 @@ fn vote_for_unknown_region(region_id: u64, term: u64) -> PollerMsg<()> {
 fn peers_waiting_for_a_snapshot_are_capped_and_collected() {
     let dir = tempfile::tempdir().unwrap();
     let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
+    let disk = engine.clone();
     let (handle, mailbox) = common::spawn_poller(
         1,
         RaftConfig {
@@ -144,6 +145,22 @@ fn peers_waiting_for_a_snapshot_are_capped_and_collected() {
     }
     let waiting: Vec<u64> = inspect_all(&mailbox).iter().map(|i| i.region.id).collect();
     assert_eq!(waiting, [100, 101, 102], "the limit holds");
+    // Their votes reach the disk at the end of the poller's round (the
+    // inspection above may be answered before): wait for it, so the
+    // ticks below cannot land in that same round.
+    let persisted_term = |region_id| {
+        disk.get_msg::<RaftLocalState>(Cf::Meta, &state_keys::raft_state_key(region_id))
+            .unwrap()
+            .map_or(0, |s| s.term)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while (100..103).any(|r| persisted_term(r) != 7) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the votes were never persisted"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     // Not yet past their time: kept.
     mailbox.send(PollerMsg::Tick { count: 30 }).unwrap();
     assert_eq!(inspect_all(&mailbox).len(), 3);

@@ -32,6 +32,9 @@ pub struct ClusterSpec {
     pub routers: usize,
     /// Raft log entries kept before compaction (small: snapshots happen).
     pub log_gc_count_limit: u64,
+    /// Extra lines of every store's configuration file, after its other
+    /// tables (start them with a table header, e.g. `[disk]`).
+    pub store_extra: Vec<String>,
 }
 
 impl Default for ClusterSpec {
@@ -41,6 +44,7 @@ impl Default for ClusterSpec {
             stores: 5,
             routers: 2,
             log_gc_count_limit: 200,
+            store_extra: vec![],
         }
     }
 }
@@ -76,6 +80,7 @@ impl NemesisCluster {
                 "log_gc_threshold = 20".into(),
                 format!("log_gc_count_limit = {}", spec.log_gc_count_limit),
             ],
+            store_extra: spec.store_extra.clone(),
             ..Options::default()
         })
         .await;

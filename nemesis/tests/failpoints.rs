@@ -17,7 +17,9 @@
 //! `engine_apply_write_error` return an error in place of RocksDB's
 //! write): the store must stop once with its marker, stay down across a
 //! restart, and come back once the marker is deleted, with no
-//! acknowledged write lost.
+//! acknowledged write lost. A third slows and then stalls a store's Raft
+//! writes (`raft_before_persist` armed with `sleep`): slow rounds move its
+//! leaderships away, a stall fails its `/ready` until the write returns.
 #![cfg(feature = "failpoints")]
 
 use std::time::{Duration, Instant};
@@ -247,4 +249,134 @@ async fn an_engine_write_error_stops_the_store_once_and_it_stays_down_until_clea
         "too little progress to prove anything:\n{report}"
     );
     c.e2e.wait_settled(1).await;
+}
+
+/// Whether any region's leader is on store `store_id`, as the directory
+/// last heard.
+async fn leads_any(c: &NemesisCluster, store_id: u64) -> bool {
+    c.regions()
+        .await
+        .expect("regions")
+        .iter()
+        .any(|r| r.leader.is_some_and(|l| l.store_id == store_id))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_disk_moves_leaders_away_and_a_stalled_one_fails_ready() {
+    let mut c = NemesisCluster::start(&ClusterSpec {
+        stores: 3,
+        routers: 1,
+        store_extra: vec![
+            "[disk]".into(),
+            "slow_round_ms = 300".into(),
+            "stall_timeout_ms = 1500".into(),
+        ],
+        ..ClusterSpec::default()
+    })
+    .await
+    .expect("cluster");
+    let slow = c.store_id(1);
+    let status = c.e2e.stores[&1].status.clone();
+    // Store 1 leads a region.
+    let region = c.regions().await.expect("regions")[0]
+        .region
+        .clone()
+        .expect("region");
+    c.transfer_leader(region.id, slow).await.expect("transfer");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !leads_any(&c, slow).await {
+        assert!(
+            Instant::now() < deadline,
+            "store 1 never led:\n{}",
+            c.tails(20)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let recorder = Recorder::new();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let spec = WorkloadSpec {
+        clients: 4,
+        keys: 8,
+        ..WorkloadSpec::default()
+    };
+    let workload = tokio::spawn(workload::run(
+        c.router_addrs(),
+        c.e2e.directory_addrs(),
+        c.e2e.security(),
+        spec.clone(),
+        13,
+        recorder.clone(),
+        stop_rx,
+    ));
+
+    // A slow disk: every Raft write of store 1 takes 400 ms, past the
+    // 300 ms bound. The store is degraded and hands its leaderships away.
+    c.arm_failpoint(1, "raft_before_persist", "sleep(400)")
+        .expect("arm");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let degraded = tessera_e2e::metric_value(&status, "tessera_store_degraded");
+        if degraded == Some(1.0) && !leads_any(&c, slow).await {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "store 1 did not hand its leaderships away (degraded: {degraded:?}):\n{}",
+            c.tails(20)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Slow is not stalled: it still serves.
+    let (code, _) = tessera_e2e::http_get(&status, "/ready").expect("ready");
+    assert_eq!(code, 200);
+
+    // A stalled disk: a write that takes 4 s, past the 1.5 s bound.
+    c.arm_failpoint(1, "raft_before_persist", "sleep(4000)")
+        .expect("arm");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some((503, body)) = tessera_e2e::http_get(&status, "/ready") {
+            assert!(body.contains("stuck in one round"), "{body}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stall never failed /ready:\n{}",
+            c.tails(20)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        tessera_e2e::metric_value(&status, "tessera_store_disk_stalled"),
+        Some(1.0)
+    );
+    // The disk answers again: ready again, by itself.
+    c.arm_failpoint(1, "raft_before_persist", "off")
+        .expect("disarm");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tessera_e2e::http_get(&status, "/ready").map(|r| r.0) != Some(200) {
+        assert!(
+            Instant::now() < deadline,
+            "store 1 stayed not ready after the stall:\n{}",
+            c.tails(20)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    c.heal().await.expect("heal");
+    stop_tx.send(true).expect("stop");
+    workload.await.expect("workload task").expect("workload");
+    workload::final_reads(
+        &c.router_addrs(),
+        &c.e2e.security(),
+        spec.keys,
+        &recorder,
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", c.tails(30)));
+    let ops = recorder.finish().expect("history");
+    let report = check::check(&ops, &CheckOptions::default()).expect("check");
+    assert!(report.is_ok(), "violations:\n{report}\n{}", c.tails(20));
 }

@@ -8,6 +8,10 @@ pub const REQUESTS_TOTAL: &str = "tessera_router_requests_total";
 pub const REQUEST_SECONDS: &str = "tessera_router_request_seconds";
 /// Retries by reason (label `reason`).
 pub const RETRIES_TOTAL: &str = "tessera_router_retries_total";
+/// Store requests that ran out of time at the store or on the way, by
+/// store (label `store_id`): a store whose writes keep timing out (a
+/// stalled disk) shows here before its users give up.
+pub const STORE_TIMEOUTS_TOTAL: &str = "tessera_router_store_timeouts_total";
 pub const CACHE_HITS_TOTAL: &str = "tessera_router_region_cache_hits_total";
 pub const CACHE_MISSES_TOTAL: &str = "tessera_router_region_cache_misses_total";
 
@@ -26,6 +30,10 @@ pub fn describe() {
     describe_counter!(
         RETRIES_TOTAL,
         "Retries of store requests by reason (label reason)"
+    );
+    describe_counter!(
+        STORE_TIMEOUTS_TOTAL,
+        "Store requests that timed out, by store (label store_id): a stalled store shows here first"
     );
     describe_counter!(
         CACHE_HITS_TOTAL,

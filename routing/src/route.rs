@@ -94,6 +94,19 @@ impl Router {
         }
     }
 
+    /// Counts a request to `store_id` that timed out and logs it, so a
+    /// store whose requests keep timing out (a stalled disk) is seen
+    /// before clients give up.
+    fn count_store_timeout(&self, store_id: u64, region_id: u64, status: &tonic::Status) {
+        metrics::counter!(m::STORE_TIMEOUTS_TOTAL, "store_id" => store_id.to_string()).increment(1);
+        tracing::warn!(
+            store_id,
+            region_id,
+            "a request to the store timed out: {}",
+            status.message()
+        );
+    }
+
     /// One attempt at region `c`.
     pub(crate) async fn attempt<R, F, Fut>(
         &self,
@@ -138,12 +151,17 @@ impl Router {
                     Some(e) => react(Failure::Region(e), policy, &c.region, &peer),
                 }
             }
-            Err(status) => react(
-                Failure::Status(&status, sent(&status)),
-                policy,
-                &c.region,
-                &peer,
-            ),
+            Err(status) => {
+                if status.code() == tonic::Code::DeadlineExceeded {
+                    self.count_store_timeout(peer.store_id, c.region.id, &status);
+                }
+                react(
+                    Failure::Status(&status, sent(&status)),
+                    policy,
+                    &c.region,
+                    &peer,
+                )
+            }
         };
         self.apply(reaction, c, peer.store_id)
     }

@@ -57,6 +57,8 @@ pub struct StoreConfig {
     pub allow_fault_endpoints: bool,
     pub raft: RaftSection,
     pub rocksdb: RocksSection,
+    /// A slow disk and a stalled one (`[disk]`).
+    pub disk: DiskSection,
     /// TLS and who may connect (`[security]`).
     pub security: tessera_security::TlsSettings,
     /// What the gRPC server takes on at once (`[serving]`).
@@ -69,6 +71,27 @@ pub struct StoreConfig {
     /// The same, read from a file (a mounted Kubernetes Secret); not with
     /// `join_token`.
     pub join_token_file: Option<PathBuf>,
+}
+
+/// How the store tells a slow disk and a stalled one (`[disk]`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DiskSection {
+    /// A poller round slower than this (ms) marks the store degraded and
+    /// hands its leaderships away (a slow disk).
+    pub slow_round_ms: u64,
+    /// A poller stuck in one round this long (ms) fails `/ready` until it
+    /// moves again (a stalled disk).
+    pub stall_timeout_ms: u64,
+}
+
+impl Default for DiskSection {
+    fn default() -> Self {
+        DiskSection {
+            slow_round_ms: 2_000,
+            stall_timeout_ms: 10_000,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -124,6 +147,7 @@ impl Default for StoreConfig {
             rocksdb: RocksSection::default(),
             security: Default::default(),
             serving: Default::default(),
+            disk: DiskSection::default(),
             join_token: None,
             join_token_file: None,
         }
@@ -186,6 +210,12 @@ impl StoreConfig {
         tessera_proto::limits::validate_page_bytes(self.max_response_bytes)
             .map_err(Error::Config)?;
         self.serving.validate().map_err(Error::Config)?;
+        if self.disk.slow_round_ms == 0 || self.disk.stall_timeout_ms <= self.disk.slow_round_ms {
+            return Err(Error::Config(format!(
+                "disk.stall_timeout_ms ({}) must exceed disk.slow_round_ms ({}), and both be above 0",
+                self.disk.stall_timeout_ms, self.disk.slow_round_ms
+            )));
+        }
         if self.directory.is_empty() {
             return Err(Error::Config(
                 "at least one directory address is required".into(),
@@ -223,6 +253,7 @@ impl StoreConfig {
                 log_gc_threshold: self.raft.log_gc_threshold,
                 log_gc_count_limit: self.raft.log_gc_count_limit,
                 log_gc_size_limit_bytes: self.raft.log_gc_size_limit_mib << 20,
+                slow_round: Duration::from_millis(self.disk.slow_round_ms),
                 ..RaftConfig::default()
             },
             kv: KvConfig {

@@ -34,6 +34,7 @@ pub mod split;
 pub mod split_check;
 pub mod stale_peer;
 pub mod transfer_leader;
+pub mod watchdog;
 
 pub use error::{Error, Result};
 pub use node::{NodeConfig, StoreNode};

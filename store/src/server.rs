@@ -198,6 +198,13 @@ pub async fn run(
         cfg.data_dir.clone(),
         move || poller_stats.engine_failure.get().cloned(),
     ));
+    // A poller stuck in one round (a stalled disk) fails /ready.
+    crate::watchdog::spawn(
+        store_id,
+        node.stats().clone(),
+        readiness.clone(),
+        Duration::from_millis(cfg.disk.stall_timeout_ms),
+    )?;
 
     let listener = tokio::net::TcpListener::bind(&cfg.listen_addr)
         .await

@@ -39,6 +39,7 @@ mod engine_failure;
 pub(crate) mod log_gc;
 mod ready;
 mod regions;
+pub mod slow;
 pub(crate) mod split;
 mod uninitialized;
 
@@ -85,6 +86,13 @@ pub struct PollerStats {
     /// Peers reloaded from their durable state after raft-rs panicked on a
     /// message or a received snapshot could not be staged.
     pub region_reloads: AtomicU64,
+    /// When the work of the round now running began ([`slow::mono_ms`]);
+    /// 0 between rounds. See `slow.rs`.
+    pub round_started_ms: AtomicU64,
+    /// Rounds slower than `RaftConfig::slow_round`.
+    pub slow_rounds: AtomicU64,
+    /// When the last slow round ended ([`slow::mono_ms`]; 0: never).
+    pub last_slow_round_ms: AtomicU64,
     /// Set once when the engine failed a write and the poller stopped:
     /// why. The process then stops for good (see `engine_failure.rs`).
     pub engine_failure: std::sync::OnceLock<String>,
@@ -189,6 +197,8 @@ pub struct Poller<S: StateMachine> {
     uninitialized: HashMap<RegionId, Instant>,
     /// Time zero of the logical clock (manual ticks).
     clock_origin: Instant,
+    /// When a slow round last handed leaderships away (`slow.rs`).
+    last_slow_handoff: Option<Instant>,
 }
 
 impl<S: StateMachine> Poller<S> {
@@ -245,6 +255,7 @@ impl<S: StateMachine> Poller<S> {
             early_votes,
             uninitialized: HashMap::new(),
             clock_origin: Instant::now(),
+            last_slow_handoff: None,
         };
         poller.load_regions()?;
         poller.start_snapshot_worker()?;
@@ -308,14 +319,16 @@ impl<S: StateMachine> Poller<S> {
 
     /// One round, waiting up to `wait` for the first message.
     fn round(&mut self, wait: Duration) {
-        match self.inbox.recv_timeout(wait) {
+        let first = self.inbox.recv_timeout(wait);
+        let started = Instant::now();
+        self.round_begins();
+        match first {
             Ok(msg) => self.handle(msg),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {
                 self.stopping = true;
             }
         }
-        let started = Instant::now();
         for _ in 0..self.cfg.max_msgs_per_round {
             match self.inbox.try_recv() {
                 Ok(msg) => self.handle(msg),
@@ -354,7 +367,9 @@ impl<S: StateMachine> Poller<S> {
             metrics::gauge!(m::REGIONS).set(self.peers.len() as f64);
         }
         self.stats.rounds.fetch_add(1, Ordering::Relaxed);
-        metrics::histogram!(m::POLLER_ROUND_SECONDS).record(started.elapsed().as_secs_f64());
+        let took = started.elapsed();
+        metrics::histogram!(m::POLLER_ROUND_SECONDS).record(took.as_secs_f64());
+        self.round_ends(took);
     }
 
     fn tick_all(&mut self) {
