@@ -67,17 +67,16 @@ impl<S: StateMachine> Poller<S> {
         self.forget_initialized();
         let now = self.now();
         let ttl = self.cfg.uninitialized_peer_ttl;
-        // A peer with work not yet persisted (its Ready waits for this
-        // round's write) is kept until the next sweep: what it answered
+        // A peer with a Ready not yet handled (its vote waits for this
+        // round's write) is kept until the next sweep: what it decided
         // must reach the disk before it may be forgotten.
         let peers = &self.peers;
-        let touched = &self.touched;
         let expired: Vec<RegionId> = self
             .uninitialized
             .iter()
             .filter(|(_, since)| now.saturating_duration_since(**since) >= ttl)
             .map(|(id, _)| *id)
-            .filter(|id| !touched.contains(id) && !peers.get(id).is_some_and(|p| p.has_ready()))
+            .filter(|id| !peers.get(id).is_some_and(|p| p.has_ready()))
             .collect();
         for region_id in expired {
             self.uninitialized.remove(&region_id);

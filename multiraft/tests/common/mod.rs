@@ -22,6 +22,27 @@ impl StateMachine for Nothing {
     }
 }
 
+fn spec(
+    store_id: u64,
+    config: RaftConfig,
+    engine: Arc<dyn Engine>,
+    snap_mgr: SnapManager,
+) -> (PollerSpec<Nothing>, Mailbox<()>) {
+    let (mailbox, inbox) = poller::mailbox::<()>(1024);
+    let net = MemoryNetwork::new();
+    let spec = PollerSpec {
+        store_id,
+        config,
+        engine,
+        snap_mgr,
+        state_machine: Nothing,
+        transport: Box::new(net.transport(store_id)),
+        inbox,
+        removal_reports: None,
+    };
+    (spec, mailbox)
+}
+
 /// Starts the poller of store `store_id` over `engine` (loading every
 /// region it holds), alone on an in-memory network.
 pub fn spawn_poller(
@@ -30,21 +51,21 @@ pub fn spawn_poller(
     engine: Arc<dyn Engine>,
     snap_mgr: SnapManager,
 ) -> (PollerHandle<()>, Mailbox<()>) {
-    let (mailbox, inbox) = poller::mailbox::<()>(1024);
-    let net = MemoryNetwork::new();
-    let handle = Poller::spawn(
-        PollerSpec {
-            store_id,
-            config,
-            engine,
-            snap_mgr,
-            state_machine: Nothing,
-            transport: Box::new(net.transport(store_id)),
-            inbox,
-            removal_reports: None,
-        },
-        mailbox.clone(),
-    )
-    .unwrap();
+    let (spec, mailbox) = spec(store_id, config, engine, snap_mgr);
+    let handle = Poller::spawn(spec, mailbox.clone()).unwrap();
     (handle, mailbox)
+}
+
+/// The same poller without a thread: the test runs its rounds
+/// (`Poller::run_round`).
+#[allow(dead_code)]
+pub fn open_poller(
+    store_id: u64,
+    config: RaftConfig,
+    engine: Arc<dyn Engine>,
+    snap_mgr: SnapManager,
+) -> (Poller<Nothing>, Mailbox<()>) {
+    let (spec, mailbox) = spec(store_id, config, engine, snap_mgr);
+    let poller = Poller::open(spec, mailbox.clone()).unwrap();
+    (poller, mailbox)
 }
