@@ -57,6 +57,9 @@ pub struct StatsView {
     pub used_bytes: u64,
     pub uptime_seconds: u64,
     pub seconds_since_heartbeat: u64,
+    /// The store's poller rounds were slow lately (a slow disk): it gets
+    /// no new replica or leadership.
+    pub degraded: bool,
 }
 
 /// The name of a store state as the CLI prints it.
@@ -92,6 +95,7 @@ impl StoreView {
                 used_bytes: s.used_bytes,
                 uptime_seconds: s.uptime_seconds,
                 seconds_since_heartbeat: info.seconds_since_heartbeat,
+                degraded: s.degraded,
             }),
         }
     }
@@ -103,7 +107,10 @@ impl StoreView {
         vec![
             self.id.to_string(),
             self.address.clone(),
-            self.state.to_string(),
+            match &self.stats {
+                Some(s) if s.degraded => format!("{} (slow disk)", self.state),
+                _ => self.state.to_string(),
+            },
             stat(&|s| s.region_count.to_string()),
             stat(&|s| s.leader_count.to_string()),
             stat(&|s| human_bytes(s.used_bytes)),

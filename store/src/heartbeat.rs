@@ -38,6 +38,7 @@ pub async fn send_store_heartbeat(
             region_count: regions.len() as u32,
             leader_count: leaders as u32,
             uptime_seconds: node.uptime().as_secs(),
+            degraded: node.stats().is_degraded(),
         })
         .await
 }

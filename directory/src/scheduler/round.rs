@@ -91,6 +91,24 @@ impl<'a> Round<'a> {
             .collect()
     }
 
+    /// Whether `store_id` said in its last heartbeat that its poller rounds
+    /// are slow (a slow disk).
+    pub fn is_degraded(&self, store_id: u64) -> bool {
+        self.leader
+            .stores
+            .get(&store_id)
+            .is_some_and(|r| r.stats.degraded)
+    }
+
+    /// The `Up` stores that are not degraded: where replicas and
+    /// leaderships may go. (A stalled store stops heartbeating, so it is
+    /// not `Up` for long.)
+    pub fn healthy_stores(&self) -> Vec<u64> {
+        let mut up = self.up_stores();
+        up.retain(|s| !self.is_degraded(*s));
+        up
+    }
+
     pub fn replicas_on(&self, store_id: u64) -> usize {
         self.region_counts.get(&store_id).copied().unwrap_or(0)
     }
@@ -137,9 +155,9 @@ impl<'a> Round<'a> {
         self.out.created.push(kind);
     }
 
-    /// The best `Up` store to receive a replica of `region`: not holding
-    /// it, not busy, in a zone the region does not use yet if possible,
-    /// with the fewest replicas.
+    /// The best `Up` store to receive a replica of `region`: not degraded,
+    /// not holding it, not busy, in a zone the region does not use yet if
+    /// possible, with the fewest replicas.
     pub fn pick_target(&self, region: &Region, leaving: Option<u64>) -> Option<u64> {
         let used_zones: BTreeSet<&str> = region
             .peers
@@ -147,7 +165,7 @@ impl<'a> Round<'a> {
             .filter(|p| Some(p.store_id) != leaving && !self.is_bad(p.store_id))
             .filter_map(|p| self.zone(p.store_id))
             .collect();
-        self.up_stores()
+        self.healthy_stores()
             .into_iter()
             .filter(|s| region.peers.iter().all(|p| p.store_id != *s))
             .filter(|s| !self.busy(*s))

@@ -184,3 +184,38 @@ fn no_placement_move_while_a_placed_store_is_silent() {
     let d = plan(&state, &mut leader, &cfg, &mut ids(&mut next));
     assert!(d.created.is_empty(), "{:?}", d.created);
 }
+
+#[test]
+fn a_degraded_store_receives_no_replica_and_no_leadership() {
+    // Store 2 is dead and the only spare, store 4, reports a slow disk:
+    // nothing is rebuilt onto it.
+    let (state, mut leader) = cluster(3, &[2]);
+    leader.stores.get_mut(&4).expect("store 4").stats.degraded = true;
+    let cfg = ScheduleConfig::default();
+    let mut next = 100;
+    plan(&state, &mut leader, &cfg, &mut ids(&mut next));
+    let onto_4 = leader.operators.values().any(|op| {
+        op.steps
+            .iter()
+            .any(|s| matches!(s, Step::AddLearner { store_id: 4, .. }))
+    });
+    assert!(!onto_4, "a replica was placed on the degraded store");
+
+    // Every leader is on store 1; store 2 is degraded: leadership is
+    // balanced onto store 3 only.
+    let (state, mut leader) = cluster(8, &[]);
+    leader.stores.get_mut(&2).expect("store 2").stats.degraded = true;
+    let mut next = 100;
+    plan(&state, &mut leader, &cfg, &mut ids(&mut next));
+    let transfers: Vec<u64> = leader
+        .operators
+        .values()
+        .flat_map(|op| op.steps.iter())
+        .filter_map(|s| match s {
+            Step::TransferLeader { to_store_id } => Some(*to_store_id),
+            _ => None,
+        })
+        .collect();
+    assert!(!transfers.is_empty(), "no leader was balanced at all");
+    assert!(transfers.iter().all(|s| *s == 3), "{transfers:?}");
+}

@@ -1,4 +1,6 @@
-//! Rule 7, **balance-leader**: leaders spread evenly over the `Up` stores.
+//! Rule 7, **balance-leader**: leaders spread evenly over the `Up` stores
+//! that are not degraded (a degraded store hands its leaderships away by
+//! itself; balancing them back would undo that).
 //!
 //! Leaders are counted per store, a leader transfer in flight counting at
 //! its destination. While the most and the fewest differ by more than
@@ -15,7 +17,7 @@ use crate::scheduler::operator::{OperatorKind, Step};
 use crate::scheduler::round::{is_voter, Round};
 
 pub(in crate::scheduler) fn plan(round: &mut Round, ready: &[&Region]) {
-    let up = round.up_stores();
+    let up = round.healthy_stores();
     if up.len() < 2 {
         return;
     }
