@@ -92,10 +92,42 @@ pub fn free_port() -> u16 {
         } else {
             port
         };
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if reserve_port(port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
+}
+
+/// How long a port handed out by [`free_port`] stays reserved for the test
+/// process that took it: longer than any test runs.
+const PORT_RESERVATION: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Reserves `port` across test processes: a file created exclusively in a
+/// shared directory. Probing with `bind` alone let two test binaries
+/// started together hand out the same ports (each probed before either
+/// process bound them). A reservation older than [`PORT_RESERVATION`] is
+/// taken over.
+fn reserve_port(port: u16) -> bool {
+    use std::fs::OpenOptions;
+    let dir = std::env::temp_dir().join("tessera-e2e-ports");
+    let _ = std::fs::create_dir_all(&dir);
+    let path = dir.join(port.to_string());
+    let create = || {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .is_ok()
+    };
+    if create() {
+        return true;
+    }
+    let stale = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age > PORT_RESERVATION);
+    stale && std::fs::remove_file(&path).is_ok() && create()
 }
 
 /// Timing and sizes for a test cluster (fast, so tests take seconds).
