@@ -26,8 +26,9 @@ use crate::{metrics as m, Error, Result};
 
 /// The service admission governs (`[serving]`): the directory's API ...
 const GOVERNED: &[&str] = &["/directorypb.Directory/"];
-/// ... but for what the stores need to stay in the cluster and split
-/// (heartbeats, joins, ids, the user table), which load never refuses;
+/// ... but for what the stores need to stay in the cluster, split and
+/// reach each other (heartbeats, joins, ids, the user table, store
+/// addresses), which load never refuses;
 /// nor Raft between members and health, which it does not govern.
 const NOT_GOVERNED: &[&str] = &[
     "/directorypb.Directory/StoreHeartbeat",
@@ -37,6 +38,8 @@ const NOT_GOVERNED: &[&str] = &[
     "/directorypb.Directory/Bootstrap",
     "/directorypb.Directory/IsBootstrapped",
     "/directorypb.Directory/UserTable",
+    // Stores resolve each other's addresses for Raft through it.
+    "/directorypb.Directory/GetStore",
 ];
 
 /// Runs a directory member until `shutdown` completes.
