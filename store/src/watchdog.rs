@@ -5,7 +5,8 @@
 //! Every [`CHECK_INTERVAL`] it reads the poller's published round start
 //! (`PollerStats::stuck_for`, see `tessera_multiraft::poller::slow`):
 //! - stuck longer than `disk_stall_timeout_ms`: `/ready` is held at 503
-//!   with the reason (the directory's and Kubernetes' view of the store),
+//!   with the reason (what Kubernetes and operators see; the directory
+//!   sees the store's heartbeats stop, as they go through the poller),
 //!   `tessera_store_disk_stalled` is 1 and the stall is logged once. Its
 //!   leaders stop heartbeating, so their followers elect by timeout; the
 //!   watchdog needs nothing from the stuck thread;

@@ -41,8 +41,9 @@
 //!
 //! Memory bound: what requests and responses hold is at most the byte
 //! quota plus one request's last frame and the responses being built when
-//! the quota filled (at most `max_in_flight_requests` of them); the README
-//! states the margin measured by `tessera-bench overload`.
+//! the quota filled (at most `max_in_flight_requests` of them). The margin
+//! over the quota under load is for `tessera-bench overload` to measure
+//! (not written yet).
 
 mod conn;
 mod layer;
