@@ -54,6 +54,62 @@ async fn wait_for_crash(c: &mut NemesisCluster, index: usize, what: &str, within
     }
 }
 
+/// The checked workload the tests run around their faults.
+struct Workload {
+    recorder: Recorder,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    spec: WorkloadSpec,
+}
+
+impl Workload {
+    /// 4 clients over 8 keys through the cluster's routers, seeded.
+    fn start(c: &NemesisCluster, seed: u64) -> Workload {
+        let recorder = Recorder::new();
+        let (stop, stop_rx) = watch::channel(false);
+        let spec = WorkloadSpec {
+            clients: 4,
+            keys: 8,
+            ..WorkloadSpec::default()
+        };
+        let task = tokio::spawn(workload::run(
+            c.router_addrs(),
+            c.e2e.directory_addrs(),
+            c.e2e.security(),
+            spec.clone(),
+            seed,
+            recorder.clone(),
+            stop_rx,
+        ));
+        Workload {
+            recorder,
+            stop,
+            task,
+            spec,
+        }
+    }
+
+    /// Stops it, reads every key back and checks the history: no
+    /// violation (asserted); the report, for progress checks.
+    async fn finish(self, c: &NemesisCluster) -> check::Report {
+        self.stop.send(true).expect("stop");
+        self.task.await.expect("workload task").expect("workload");
+        workload::final_reads(
+            &c.router_addrs(),
+            &c.e2e.security(),
+            self.spec.keys,
+            &self.recorder,
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", c.tails(30)));
+        let ops = self.recorder.finish().expect("history");
+        let report = check::check(&ops, &CheckOptions::default()).expect("check");
+        assert!(report.is_ok(), "violations:\n{report}\n{}", c.tails(20));
+        report
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_store_crashed_at_any_failpoint_restarts_and_loses_no_acknowledged_write() {
     let mut c = NemesisCluster::start(&ClusterSpec {
@@ -64,22 +120,7 @@ async fn a_store_crashed_at_any_failpoint_restarts_and_loses_no_acknowledged_wri
     })
     .await
     .expect("cluster");
-    let recorder = Recorder::new();
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let spec = WorkloadSpec {
-        clients: 4,
-        keys: 8,
-        ..WorkloadSpec::default()
-    };
-    let workload = tokio::spawn(workload::run(
-        c.router_addrs(),
-        c.e2e.directory_addrs(),
-        c.e2e.security(),
-        spec.clone(),
-        7,
-        recorder.clone(),
-        stop_rx,
-    ));
+    let workload = Workload::start(&c, 7);
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     for (i, fp) in [
@@ -133,20 +174,7 @@ async fn a_store_crashed_at_any_failpoint_restarts_and_loses_no_acknowledged_wri
 
     c.heal().await.expect("heal");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    stop_tx.send(true).expect("stop");
-    workload.await.expect("workload task").expect("workload");
-    workload::final_reads(
-        &c.router_addrs(),
-        &c.e2e.security(),
-        spec.keys,
-        &recorder,
-        Duration::from_secs(60),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}\n{}", c.tails(30)));
-    let ops = recorder.finish().expect("history");
-    let report = check::check(&ops, &CheckOptions::default()).expect("check");
-    assert!(report.is_ok(), "violations:\n{report}\n{}", c.tails(20));
+    let report = workload.finish(&c).await;
     assert!(
         report.counts.ok >= 200,
         "too little progress to prove anything:\n{report}"
@@ -164,22 +192,7 @@ async fn an_engine_write_error_stops_the_store_once_and_it_stays_down_until_clea
     })
     .await
     .expect("cluster");
-    let recorder = Recorder::new();
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let spec = WorkloadSpec {
-        clients: 4,
-        keys: 8,
-        ..WorkloadSpec::default()
-    };
-    let workload = tokio::spawn(workload::run(
-        c.router_addrs(),
-        c.e2e.directory_addrs(),
-        c.e2e.security(),
-        spec.clone(),
-        11,
-        recorder.clone(),
-        stop_rx,
-    ));
+    let workload = Workload::start(&c, 11);
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     for (index, fp) in [(1, "engine_write_error"), (2, "engine_apply_write_error")] {
@@ -230,20 +243,7 @@ async fn an_engine_write_error_stops_the_store_once_and_it_stays_down_until_clea
 
     c.heal().await.expect("heal");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    stop_tx.send(true).expect("stop");
-    workload.await.expect("workload task").expect("workload");
-    workload::final_reads(
-        &c.router_addrs(),
-        &c.e2e.security(),
-        spec.keys,
-        &recorder,
-        Duration::from_secs(60),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}\n{}", c.tails(30)));
-    let ops = recorder.finish().expect("history");
-    let report = check::check(&ops, &CheckOptions::default()).expect("check");
-    assert!(report.is_ok(), "violations:\n{report}\n{}", c.tails(20));
+    let report = workload.finish(&c).await;
     assert!(
         report.counts.ok >= 100,
         "too little progress to prove anything:\n{report}"
@@ -293,22 +293,7 @@ async fn a_slow_disk_moves_leaders_away_and_a_stalled_one_fails_ready() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    let recorder = Recorder::new();
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let spec = WorkloadSpec {
-        clients: 4,
-        keys: 8,
-        ..WorkloadSpec::default()
-    };
-    let workload = tokio::spawn(workload::run(
-        c.router_addrs(),
-        c.e2e.directory_addrs(),
-        c.e2e.security(),
-        spec.clone(),
-        13,
-        recorder.clone(),
-        stop_rx,
-    ));
+    let workload = Workload::start(&c, 13);
 
     // A slow disk: every Raft write of store 1 takes 400 ms, past the
     // 300 ms bound. The store is degraded and hands its leaderships away.
@@ -365,18 +350,5 @@ async fn a_slow_disk_moves_leaders_away_and_a_stalled_one_fails_ready() {
     }
 
     c.heal().await.expect("heal");
-    stop_tx.send(true).expect("stop");
-    workload.await.expect("workload task").expect("workload");
-    workload::final_reads(
-        &c.router_addrs(),
-        &c.e2e.security(),
-        spec.keys,
-        &recorder,
-        Duration::from_secs(60),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}\n{}", c.tails(30)));
-    let ops = recorder.finish().expect("history");
-    let report = check::check(&ops, &CheckOptions::default()).expect("check");
-    assert!(report.is_ok(), "violations:\n{report}\n{}", c.tails(20));
+    workload.finish(&c).await;
 }
