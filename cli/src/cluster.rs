@@ -3,7 +3,9 @@
 //!
 //! `status` shows what the directory leader knows: the directory members
 //! (which one leads), stores by state, the region count, regions with fewer
-//! healthy voters than wanted, and the operators in flight.
+//! healthy voters than wanted, the operators in flight and the alarms of
+//! live stores (`NOSPACE`: below its free-space threshold, user writes
+//! refused; `SLOW_DISK`).
 //! `add-member` / `remove-member` change the directory's own Raft group;
 //! they do not touch stores. `rotate-join-token` replaces the token new
 //! stores and members join with (stores already registered keep working).
@@ -22,7 +24,7 @@ use crate::output;
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Show directory members, stores by state, regions, under-replicated
-    /// regions and operators in flight.
+    /// regions, operators in flight and store alarms (NOSPACE, SLOW_DISK).
     Status,
     /// Add a member to the directory's Raft group (start its process first,
     /// pointed at the current members).
@@ -130,6 +132,15 @@ pub struct StatusView {
     pub regions: u32,
     pub under_replicated_regions: u32,
     pub operators: Vec<OperatorView>,
+    /// Conditions of live stores to act on (`NOSPACE`, `SLOW_DISK`).
+    pub alarms: Vec<AlarmView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AlarmView {
+    pub store_id: u64,
+    pub kind: String,
+    pub message: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -195,6 +206,15 @@ impl StatusView {
             regions: s.regions,
             under_replicated_regions: s.under_replicated_regions,
             operators,
+            alarms: s
+                .alarms
+                .into_iter()
+                .map(|a| AlarmView {
+                    store_id: a.store_id,
+                    kind: a.kind,
+                    message: a.message,
+                })
+                .collect(),
         }
     }
 
@@ -232,8 +252,33 @@ fn print_status(s: &StatusView) {
             s.under_replicated_regions.to_string(),
         ),
         ("operators in flight", s.operators.len().to_string()),
+        (
+            "alarms",
+            if s.alarms.is_empty() {
+                "none".to_string()
+            } else {
+                s.alarms
+                    .iter()
+                    .map(|a| format!("{} on store {}", a.kind, a.store_id))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+        ),
     ]);
     output::print_table(&summary);
+
+    if !s.alarms.is_empty() {
+        output::say("\nAlarms");
+        let mut alarms = output::table(&["STORE", "ALARM", "DETAIL"]);
+        for a in &s.alarms {
+            alarms.add_row(vec![
+                a.store_id.to_string(),
+                a.kind.clone(),
+                a.message.clone(),
+            ]);
+        }
+        output::print_table(&alarms);
+    }
 
     output::say("\nDirectory members");
     let mut members = output::table(&["ID", "ADDRESS", "ROLE"]);

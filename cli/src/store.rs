@@ -60,6 +60,9 @@ pub struct StatsView {
     /// The store's poller rounds were slow lately (a slow disk): it gets
     /// no new replica or leadership.
     pub degraded: bool,
+    /// The store is below its free-space threshold (the NOSPACE alarm):
+    /// user writes to its regions are refused, it gets no new replica.
+    pub low_space: bool,
 }
 
 /// The name of a store state as the CLI prints it.
@@ -96,6 +99,7 @@ impl StoreView {
                 uptime_seconds: s.uptime_seconds,
                 seconds_since_heartbeat: info.seconds_since_heartbeat,
                 degraded: s.degraded,
+                low_space: s.low_space,
             }),
         }
     }
@@ -108,6 +112,7 @@ impl StoreView {
             self.id.to_string(),
             self.address.clone(),
             match &self.stats {
+                Some(s) if s.low_space => format!("{} (NOSPACE)", self.state),
                 Some(s) if s.degraded => format!("{} (slow disk)", self.state),
                 _ => self.state.to_string(),
             },

@@ -2,7 +2,8 @@
 //!
 //! The variants follow the router's answer kinds, so a caller can tell the
 //! three outcomes that matter apart: nothing happened and trying again may
-//! help ([`Error::Unavailable`], [`Error::ResourceExhausted`]), nothing happened and trying again will not
+//! help ([`Error::Unavailable`], [`Error::ResourceExhausted`],
+//! [`Error::NoSpace`]), nothing happened and trying again will not
 //! help ([`Error::InvalidArgument`], [`Error::KeyspaceNotFound`],
 //! [`Error::Config`]), and a write may or may not have been applied
 //! ([`Error::Indeterminate`]). A write is never reported as failed when it
@@ -45,6 +46,12 @@ pub enum Error {
     /// applied. Trying again later may succeed; sending less at once will.
     #[error("resource exhausted: {0}")]
     ResourceExhausted(String),
+    /// The stores of the key's region are low on disk space (the cluster's
+    /// NOSPACE alarm, see `tessera cluster status`): the write was refused
+    /// and nothing of it was applied. Reads go on. Trying again once space
+    /// has been freed or added will succeed; the SDK does not retry it.
+    #[error("no space: {0}")]
+    NoSpace(String),
     /// The cluster does not know who is calling: no client certificate (or
     /// one it does not accept). Nothing was applied; retrying will not
     /// help until the client presents an identity
@@ -62,10 +69,13 @@ pub enum Error {
 
 impl Error {
     /// Whether trying the same operation again later may succeed with
-    /// nothing applied twice: true for [`Error::Unavailable`] and
-    /// [`Error::ResourceExhausted`].
+    /// nothing applied twice: true for [`Error::Unavailable`],
+    /// [`Error::ResourceExhausted`] and [`Error::NoSpace`].
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Unavailable(_) | Error::ResourceExhausted(_))
+        matches!(
+            self,
+            Error::Unavailable(_) | Error::ResourceExhausted(_) | Error::NoSpace(_)
+        )
     }
 
     /// Whether this is [`Error::Indeterminate`]: a write that may or may not

@@ -439,6 +439,7 @@ fn classify_answer(address: &str, e: &routerpb::Error) -> Failure {
         Kind::InvalidArgument => Failure::Final(Error::InvalidArgument(e.message.clone())),
         Kind::KeyspaceNotFound => Failure::Final(Error::KeyspaceNotFound(e.message.clone())),
         Kind::Indeterminate => Failure::Final(Error::Indeterminate(e.message.clone())),
+        Kind::NoSpace => Failure::Final(Error::NoSpace(e.message.clone())),
         Kind::Unavailable => Failure::NotSent(message()),
         Kind::Busy => Failure::Busy(
             message(),
@@ -494,6 +495,10 @@ mod tests {
         assert!(matches!(
             f(Kind::Indeterminate),
             Failure::Final(Error::Indeterminate(_))
+        ));
+        assert!(matches!(
+            f(Kind::NoSpace),
+            Failure::Final(Error::NoSpace(_))
         ));
         assert!(matches!(f(Kind::Unavailable), Failure::NotSent(_)));
         assert!(matches!(f(Kind::Unknown), Failure::MaybeSent(_)));

@@ -35,6 +35,10 @@ pub struct Readiness {
     ready: AtomicBool,
     reason: RwLock<String>,
     held: RwLock<Option<String>>,
+    /// Conditions an operator must see that do not stop the process from
+    /// serving (a store low on disk space still serves reads): listed in
+    /// `/ready`'s body, ready or not.
+    alarms: RwLock<std::collections::BTreeMap<&'static str, String>>,
 }
 
 impl Readiness {
@@ -44,6 +48,7 @@ impl Readiness {
             ready: AtomicBool::new(false),
             reason: RwLock::new(reason.into()),
             held: RwLock::new(None),
+            alarms: RwLock::default(),
         })
     }
 
@@ -73,6 +78,24 @@ impl Readiness {
     pub fn release(&self) {
         *self.held.write() = None;
         self.publish();
+    }
+
+    /// Raises (or updates) alarm `name`, shown in `/ready` until cleared.
+    pub fn raise_alarm(&self, name: &'static str, detail: impl Into<String>) {
+        self.alarms.write().insert(name, detail.into());
+    }
+
+    pub fn clear_alarm(&self, name: &'static str) {
+        self.alarms.write().remove(name);
+    }
+
+    /// `alarm NAME: detail` lines, one per raised alarm.
+    pub fn alarm_lines(&self) -> String {
+        self.alarms
+            .read()
+            .iter()
+            .map(|(name, detail)| format!("alarm {name}: {detail}\n"))
+            .collect()
     }
 
     pub fn is_ready(&self) -> bool {
@@ -150,12 +173,13 @@ async fn health() -> &'static str {
 }
 
 async fn ready(State(s): State<StatusState>) -> (StatusCode, String) {
+    let alarms = s.readiness.alarm_lines();
     if s.readiness.is_ready() {
-        (StatusCode::OK, "ready\n".into())
+        (StatusCode::OK, format!("ready\n{alarms}"))
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {}\n", s.readiness.reason()),
+            format!("not ready: {}\n{alarms}", s.readiness.reason()),
         )
     }
 }

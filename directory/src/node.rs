@@ -20,7 +20,7 @@ use futures::future::BoxFuture;
 use parking_lot::RwLock;
 use tessera_multiraft::engine::{Engine, RocksEngine, RocksOptions};
 use tessera_multiraft::mailbox::{
-    ConfChangeItem, ConfChangeKind, EpochCheck, PollerMsg, ReadPolicy, RegionInfo,
+    ConfChangeItem, ConfChangeKind, EpochCheck, PollerMsg, ReadPolicy, RegionInfo, WriteClass,
 };
 use tessera_multiraft::poller::{self, PollerSpec};
 use tessera_multiraft::snapshot::SnapManager;
@@ -254,6 +254,8 @@ impl DirectoryNode {
                 region_id: DIRECTORY_REGION_ID,
                 epoch: EpochCheck::default(),
                 data: encode(cmd),
+                // The directory runs no disk-space monitor: never refused.
+                class: WriteClass::User,
                 cb: Box::new(move |r| {
                     let _ = tx.send(r);
                 }),

@@ -1,7 +1,8 @@
 //! What the directory reports about the cluster: `ClusterStatus` (members,
 //! regions, store states, operators in flight, under-replicated regions)
 //! and the store list with each store's lifecycle state and last
-//! statistics. Both are linearizable reads on the leader.
+//! statistics; the alarms of live stores (NOSPACE, SLOW_DISK) from their
+//! last heartbeats. Both are linearizable reads on the leader.
 
 use tessera_proto::directorypb::*;
 use tessera_proto::metapb::{Peer, PeerRole, StoreState};
@@ -53,6 +54,19 @@ impl Core {
                     < self.schedule.max_replicas
             })
             .count();
+        let mut alarms = vec![];
+        for (id, rt) in &ls.stores {
+            let live = state
+                .stores
+                .get(id)
+                .map(|s| ls.store_state(s, &self.schedule.lifecycle))
+                .is_some_and(|st| matches!(st, StoreState::Up | StoreState::Disconnected));
+            if !live {
+                continue;
+            }
+            alarms.extend(store_alarms(*id, &rt.stats));
+        }
+        alarms.sort_by(|a, b| (a.store_id, &a.kind).cmp(&(b.store_id, &b.kind)));
         Ok(ClusterStatusResponse {
             header: self.header(None),
             cluster_id: state.meta.cluster_id,
@@ -62,6 +76,7 @@ impl Core {
             stores,
             operators: ls.operators.values().map(Operator::info).collect(),
             under_replicated_regions: under as u32,
+            alarms,
         })
     }
 
@@ -93,4 +108,31 @@ impl Core {
         })
         .await
     }
+}
+
+/// The alarms a store's last heartbeat raises.
+fn store_alarms(store_id: u64, s: &StoreStats) -> Vec<Alarm> {
+    let mut out = vec![];
+    if s.low_space {
+        out.push(Alarm {
+            store_id,
+            kind: "NOSPACE".into(),
+            message: format!(
+                "{} MiB free for data of {} MiB: below disk.low_space_mib, user writes to its \
+                 regions are refused; free or add space",
+                s.available_bytes >> 20,
+                s.capacity_bytes >> 20
+            ),
+        });
+    }
+    if s.degraded {
+        out.push(Alarm {
+            store_id,
+            kind: "SLOW_DISK".into(),
+            message: "poller rounds were slow lately: leaderships handed away, nothing placed \
+                      on it"
+                .into(),
+        });
+    }
+    out
 }

@@ -10,6 +10,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use tessera_proto::metapb::{self, Region, RegionEpoch};
 use tessera_proto::raft_serverpb::RaftMessage;
 
+pub use crate::poller::space::WriteClass;
 use crate::{Error, RegionId, Result, StoreId};
 
 /// Called once with the outcome of a proposal: the state machine's output,
@@ -132,6 +133,8 @@ pub enum PollerMsg<O> {
         region_id: RegionId,
         epoch: EpochCheck,
         data: Vec<u8>,
+        /// Whether the NOSPACE rules may refuse it (`poller/space.rs`).
+        class: WriteClass,
         cb: ProposeCallback<O>,
     },
     /// Propose a membership change (one change, or several entered as a
@@ -254,6 +257,7 @@ impl<O: Send + 'static> Mailbox<O> {
             region_id,
             epoch,
             data,
+            class: WriteClass::User,
             cb: Box::new(move |r| {
                 let _ = tx.send(r);
             }),

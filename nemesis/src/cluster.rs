@@ -32,10 +32,22 @@ pub struct ClusterSpec {
     pub routers: usize,
     /// Raft log entries kept before compaction (small: snapshots happen).
     pub log_gc_count_limit: u64,
+    /// Regions split past this size (small: the workload's keys span
+    /// several regions, and splits happen during the run).
+    pub region_split_size_mib: u64,
     /// Extra lines of every store's configuration file, after its other
     /// tables (start them with a table header, e.g. `[disk]`).
     pub store_extra: Vec<String>,
+    /// Put every store on a tmpfs of this many MiB (needs root), with
+    /// [`RESERVE_MIB`] and [`LOW_SPACE_MIB`] as its `[disk]` settings, so
+    /// the `disk-full` nemesis and tests can fill it.
+    pub store_disk_mib: Option<u64>,
 }
+
+/// `[disk] reserve_mib` of stores on a tmpfs ([`ClusterSpec::store_disk_mib`]).
+pub const RESERVE_MIB: u64 = 16;
+/// `[disk] low_space_mib` of stores on a tmpfs.
+pub const LOW_SPACE_MIB: u64 = 64;
 
 impl Default for ClusterSpec {
     fn default() -> Self {
@@ -44,7 +56,9 @@ impl Default for ClusterSpec {
             stores: 5,
             routers: 2,
             log_gc_count_limit: 200,
+            region_split_size_mib: 1,
             store_extra: vec![],
+            store_disk_mib: None,
         }
     }
 }
@@ -72,15 +86,29 @@ impl NemesisCluster {
         let mut e2e = E2eCluster::start(Options {
             directories: spec.directories,
             stores: spec.stores,
-            // Small regions: the workload's keys span several of them, and
-            // automatic splits happen during the run too.
-            region_split_size_mib: 1,
+            region_split_size_mib: spec.region_split_size_mib,
             store_raft_extra: vec![
                 "log_gc_tick_interval = 10".into(),
                 "log_gc_threshold = 20".into(),
                 format!("log_gc_count_limit = {}", spec.log_gc_count_limit),
             ],
-            store_extra: spec.store_extra.clone(),
+            store_extra: match spec.store_disk_mib {
+                Some(_) => {
+                    let mut extra = spec.store_extra.clone();
+                    anyhow::ensure!(
+                        !extra.iter().any(|l| l.trim() == "[disk]"),
+                        "stores on a tmpfs get their [disk] table from the harness"
+                    );
+                    extra.extend([
+                        "[disk]".into(),
+                        format!("reserve_mib = {RESERVE_MIB}"),
+                        format!("low_space_mib = {LOW_SPACE_MIB}"),
+                    ]);
+                    extra
+                }
+                None => spec.store_extra.clone(),
+            },
+            store_disk_mib: spec.store_disk_mib,
             ..Options::default()
         })
         .await;
@@ -280,6 +308,23 @@ impl NemesisCluster {
     }
 
     /// Arms failpoint `name` with `actions` (`fail` syntax) on a store.
+    /// Fills store `index`'s tmpfs until `free` bytes are left, or with
+    /// `None` gives the space back.
+    pub fn fill_disk(&self, index: usize, free: Option<u64>) -> anyhow::Result<()> {
+        let store = self.e2e.stores.get(&index).context("no such store")?;
+        let Some(disk) = store.disk.as_ref() else {
+            if free.is_some() {
+                bail!("store {index} is not on a tmpfs (run with --store-disk-mib)");
+            }
+            return Ok(());
+        };
+        match free {
+            Some(free) => disk.fill_to(free)?,
+            None => disk.free_ballast()?,
+        }
+        Ok(())
+    }
+
     pub fn arm_failpoint(&self, index: usize, name: &str, actions: &str) -> anyhow::Result<()> {
         self.fault_request(index, "PUT", &format!("/fail/{name}"), actions)
     }
@@ -288,6 +333,9 @@ impl NemesisCluster {
     pub async fn heal(&mut self) -> anyhow::Result<()> {
         for (kind, index) in std::mem::take(&mut self.paused) {
             self.signal_pause(kind, index, false)?;
+        }
+        for index in self.store_indexes() {
+            self.fill_disk(index, None)?;
         }
         for kind in [ProcKind::Directory, ProcKind::Store, ProcKind::Router] {
             for index in self.indexes(kind) {
@@ -372,6 +420,15 @@ impl NemesisCluster {
         }
         for r in self.e2e.routers.values() {
             out.push_str(&format!("--- {}\n{}\n", r.proc.name, r.proc.tail(lines)));
+            // Why its requests were retried: its log shows only warnings.
+            if let Some((_, metrics)) = tessera_e2e::http_get(&r.status, "/metrics") {
+                for l in metrics.lines() {
+                    if l.starts_with("tessera_router_retries_total") {
+                        out.push_str(l);
+                        out.push('\n');
+                    }
+                }
+            }
         }
         out
     }

@@ -15,7 +15,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
 
-use crate::cluster::{NemesisCluster, ProcKind};
+use crate::cluster::{NemesisCluster, ProcKind, LOW_SPACE_MIB};
 
 /// One kind of fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, clap::ValueEnum)]
@@ -42,10 +42,18 @@ pub enum Nemesis {
     /// SIGKILL a store and start it at a new address: it registers the
     /// address itself, and the other stores and the routers must follow.
     MoveStore,
+    /// Fill the disks of one store or of a majority below their free-space
+    /// threshold (stores on a tmpfs: `--store-disk-mib`), then free them.
+    DiskFull,
+    /// Make every Raft write of one store take 0.5–5 s (a slow or stalled
+    /// disk; the `raft_before_persist` failpoint), then let it go.
+    DiskStall,
 }
 
 impl Nemesis {
-    pub const ALL: [Nemesis; 10] = [
+    /// Every nemesis that runs on any cluster (`disk-full` also needs its
+    /// stores on a tmpfs).
+    pub const ALL: [Nemesis; 11] = [
         Nemesis::KillStore,
         Nemesis::KillDirectory,
         Nemesis::KillRouter,
@@ -56,6 +64,7 @@ impl Nemesis {
         Nemesis::TransferStorm,
         Nemesis::SplitMove,
         Nemesis::MoveStore,
+        Nemesis::DiskStall,
     ];
 }
 
@@ -261,6 +270,32 @@ async fn inflict(
                 tokio::time::sleep(Duration::from_millis(150)).await;
             }
             log.note(format!("storm over: {transfers} transfers requested"));
+        }
+        Nemesis::DiskFull => {
+            let n = if rng.random_bool(0.5) {
+                1
+            } else {
+                stores.len() / 2 + 1
+            };
+            let full = &stores[..n];
+            for &index in full {
+                c.fill_disk(index, Some((LOW_SPACE_MIB / 2) << 20))?;
+            }
+            log.note(format!("fill the disks of stores {full:?}"));
+            hold_for(hold, stop).await;
+            for &index in full {
+                c.fill_disk(index, None)?;
+            }
+            log.note(format!("free the disks of stores {full:?}"));
+        }
+        Nemesis::DiskStall => {
+            let index = stores[0];
+            let ms = rng.random_range(500..=5000);
+            c.arm_failpoint(index, "raft_before_persist", &format!("sleep({ms})"))?;
+            log.note(format!("every Raft write of store {index} takes {ms} ms"));
+            hold_for(hold, stop).await;
+            c.arm_failpoint(index, "raft_before_persist", "off")?;
+            log.note(format!("store {index}'s disk is fast again"));
         }
         Nemesis::SplitMove => {
             let regions = c.regions().await?;

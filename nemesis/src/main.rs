@@ -35,7 +35,9 @@ struct Args {
     /// How long the faults go on, e.g. 60s, 10m.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     duration: Duration,
-    /// The nemeses to draw from (comma-separated; default: all).
+    /// The nemeses to draw from (comma-separated; default: all but
+    /// disk-full). `disk-full` puts every store on a 256 MiB tmpfs, which
+    /// needs root.
     #[arg(long, value_delimiter = ',', value_enum)]
     nemesis: Vec<Nemesis>,
     /// Concurrent clients.

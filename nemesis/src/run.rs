@@ -14,6 +14,10 @@ use crate::faults::{self, Event, ScheduleSpec};
 use crate::history::{self, Recorder};
 use crate::workload::{self, ReadPath, WorkloadSpec};
 
+/// The tmpfs each store gets when the mix has `disk-full` and the spec
+/// names no size (mounting needs root).
+pub const DISK_FULL_STORE_MIB: u64 = 256;
+
 #[derive(Clone, Debug)]
 pub struct RunSpec {
     pub seed: u64,
@@ -65,7 +69,14 @@ pub async fn run(
         }
     };
     say("starting the cluster", 0);
-    let mut cluster = NemesisCluster::start(&spec.cluster).await?;
+    let mut cluster_spec = spec.cluster.clone();
+    if spec.schedule.mix.contains(&faults::Nemesis::DiskFull) {
+        // Filling a disk needs one of its own.
+        cluster_spec
+            .store_disk_mib
+            .get_or_insert(DISK_FULL_STORE_MIB);
+    }
+    let mut cluster = NemesisCluster::start(&cluster_spec).await?;
     let mut workload_spec = spec.workload.clone();
     if spec.unsafe_reads {
         cluster.set_unsafe_reads(true)?;

@@ -233,8 +233,10 @@ impl Worker {
                 self.recorder.complete(h, outcome);
                 Done::Known
             }
+            // Refusals that say nothing was applied.
             Err(SdkError::Unavailable(_))
             | Err(SdkError::ResourceExhausted(_))
+            | Err(SdkError::NoSpace(_))
             | Err(SdkError::InvalidArgument(_)) => {
                 self.recorder.complete(h, Outcome::Fail);
                 Done::Known

@@ -20,13 +20,17 @@
 //! acknowledged write lost. A third slows and then stalls a store's Raft
 //! writes (`raft_before_persist` armed with `sleep`): slow rounds move its
 //! leaderships away, a stall fails its `/ready` until the write returns.
+//! A fourth runs its stores on 256 MiB tmpfs file systems (root, as CI
+//! has) and fills them: writes are refused with `NoSpace`, reads go on,
+//! nothing crashes, and writes resume once space is freed — with the
+//! checked workload running throughout.
 #![cfg(feature = "failpoints")]
 
 use std::time::{Duration, Instant};
 
 use tessera_common::engine_failure;
 use tessera_nemesis::check::{self, CheckOptions};
-use tessera_nemesis::cluster::{ClusterSpec, NemesisCluster, ProcKind};
+use tessera_nemesis::cluster::{ClusterSpec, NemesisCluster, ProcKind, LOW_SPACE_MIB, RESERVE_MIB};
 use tessera_nemesis::history::Recorder;
 use tessera_nemesis::workload::{self, WorkloadSpec};
 use tokio::sync::watch;
@@ -350,5 +354,143 @@ async fn a_slow_disk_moves_leaders_away_and_a_stalled_one_fails_ready() {
     }
 
     c.heal().await.expect("heal");
+    workload.finish(&c).await;
+}
+
+/// Writes 128 KiB values to fresh keys until one is refused for space;
+/// returns the refusal. Writes that may have applied around the moment the
+/// stores ran low (in flight when followers stopped taking data) are
+/// allowed; any other error is not.
+async fn write_until_no_space(
+    client: &tessera_client::Client,
+    c: &NemesisCluster,
+    next: &mut u64,
+) -> String {
+    let value = vec![0x5au8; 128 << 10];
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "no write was refused for space:\n{}",
+            c.tails(20)
+        );
+        *next += 1;
+        match client.put(format!("big-{next}"), &value).await {
+            Ok(()) => {}
+            Err(tessera_client::Error::NoSpace(m)) => return m,
+            Err(e @ tessera_client::Error::Indeterminate(_))
+            | Err(e @ tessera_client::Error::Unavailable(_)) => {
+                eprintln!("a write around the edge: {e}");
+            }
+            Err(e) => panic!("a full disk gave {e:?}:\n{}", c.tails(20)),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn full_disks_refuse_writes_with_no_space_and_take_them_again_once_freed() {
+    let c = NemesisCluster::start(&ClusterSpec {
+        stores: 3,
+        routers: 1,
+        store_disk_mib: Some(256),
+        // The test's large values would split 1 MiB regions every few
+        // writes; the workload's keys still span a few regions.
+        region_split_size_mib: 16,
+        ..ClusterSpec::default()
+    })
+    .await
+    .expect("cluster");
+    let statuses: Vec<String> = c.e2e.stores.values().map(|s| s.status.clone()).collect();
+    for s in &statuses {
+        let held = tessera_e2e::metric_value(s, "tessera_store_reserve_bytes").unwrap_or(0.0);
+        assert!(held >= (RESERVE_MIB << 20) as f64, "{s}: reserve {held}");
+    }
+    let workload = Workload::start(&c, 17);
+    let client = workload::connect(
+        &c.router_addrs(),
+        Duration::from_secs(10),
+        &c.e2e.security(),
+    )
+    .await
+    .expect("client");
+
+    // Leave 24 MiB above the threshold on every store, then write.
+    for s in c.e2e.stores.values() {
+        let disk = s.disk.as_ref().expect("tmpfs");
+        disk.fill_to((LOW_SPACE_MIB + 24) << 20).expect("ballast");
+    }
+    let mut next = 0;
+    let refusal = write_until_no_space(&client, &c, &mut next).await;
+    assert!(refusal.contains("disk.low_space_mib"), "{refusal}");
+
+    // Low: the alarm everywhere an operator looks, reads still served,
+    // the reserve released, and no process lost.
+    let low: Vec<&String> = statuses
+        .iter()
+        .filter(|s| tessera_e2e::metric_value(s, "tessera_store_low_space") == Some(1.0))
+        .collect();
+    assert!(!low.is_empty(), "no store says it is low:\n{}", c.tails(20));
+    for s in &low {
+        let (code, body) = tessera_e2e::http_get(s, "/ready").expect("ready");
+        assert_eq!(code, 200, "{body}");
+        assert!(body.contains("alarm NOSPACE"), "{body}");
+        assert_eq!(
+            tessera_e2e::metric_value(s, "tessera_store_reserve_bytes"),
+            Some(0.0)
+        );
+    }
+    c.e2e
+        .wait_for(
+            "the NOSPACE alarm in cluster status",
+            Duration::from_secs(10),
+            |c| async move {
+                c.status()
+                    .await
+                    .is_ok_and(|s| s.alarms.iter().any(|a| a.kind == "NOSPACE"))
+            },
+        )
+        .await;
+    let got = client.get("big-1").await.expect("a read while low");
+    assert_eq!(got.map(|v| v.len()), Some(128 << 10));
+    let mut c = c;
+    for s in c.e2e.stores.values_mut() {
+        assert!(!s.proc.has_exited(), "store {} died:\n", s.index);
+    }
+
+    // Space returns: writes resume without a restart.
+    for s in c.e2e.stores.values() {
+        s.disk
+            .as_ref()
+            .expect("tmpfs")
+            .free_ballast()
+            .expect("free");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        next += 1;
+        match client.put(format!("big-{next}"), b"after").await {
+            Ok(()) => break,
+            Err(e) => assert!(
+                Instant::now() < deadline,
+                "writes did not resume after space was freed: {e}\n{}",
+                c.tails(20)
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    c.e2e
+        .wait_for(
+            "every store's NOSPACE state cleared",
+            Duration::from_secs(10),
+            |_| {
+                let statuses = statuses.clone();
+                async move {
+                    statuses.iter().all(|s| {
+                        tessera_e2e::metric_value(s, "tessera_store_low_space") == Some(0.0)
+                    })
+                }
+            },
+        )
+        .await;
     workload.finish(&c).await;
 }

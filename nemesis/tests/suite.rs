@@ -125,6 +125,25 @@ async fn follower_reads_stay_linearizable_under_partitions() {
     assert_clean(seed, &r);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn full_and_stalled_disks_lose_nothing_and_stay_linearizable() {
+    // disk-full puts the stores on tmpfs file systems: this needs root.
+    let seed = 66;
+    let r = run_and_check(spec(seed, 25, &[Nemesis::DiskFull, Nemesis::DiskStall])).await;
+    for done in [
+        "fill the disks of stores",
+        "free the disks of stores",
+        "takes",
+    ] {
+        assert!(
+            r.events.iter().any(|e| e.what.contains(done)),
+            "seed {seed}: no event says {done:?}: {:#?}",
+            r.events
+        );
+    }
+    assert_clean(seed, &r);
+}
+
 /// The negative control: reads served by any replica from whatever it has
 /// applied, while stores are partitioned away, return stale values. A
 /// checker that let this pass would prove nothing.

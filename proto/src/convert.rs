@@ -87,6 +87,26 @@ impl RegionError {
         )
     }
 
+    /// A write refused because `store_ids` (the leader's own store, or
+    /// enough voters' stores that no quorum is left) are low on space.
+    pub fn no_space(region_id: u64, store_ids: Vec<u64>) -> Self {
+        let stores = store_ids
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        Self::with(
+            format!(
+                "no space: region {region_id} cannot take writes, store(s) {stores} below their \
+                 free-space threshold (disk.low_space_mib); nothing was applied, reads go on"
+            ),
+            Kind::NoSpace(errorpb::NoSpace {
+                region_id,
+                store_ids,
+            }),
+        )
+    }
+
     pub fn is_not_leader(&self) -> bool {
         matches!(self.error, Some(Kind::NotLeader(_)))
     }

@@ -47,6 +47,7 @@ fn error(e: Error) -> Option<routerpb::Error> {
     };
     let kind = match &e {
         Error::Busy { .. } => Kind::Busy,
+        Error::NoSpace(_) => Kind::NoSpace,
         Error::InvalidArgument(_) => Kind::InvalidArgument,
         Error::KeyspaceNotFound(_) => Kind::KeyspaceNotFound,
         Error::Indeterminate(_) => Kind::Indeterminate,

@@ -24,7 +24,7 @@ use tessera_proto::KvResponse;
 use tessera_security::Channel;
 
 use crate::metrics as m;
-use crate::reaction::SendPolicy;
+use crate::reaction::{SendPolicy, MAX_NO_SPACE_RETRIES};
 use crate::route::Attempt;
 use crate::{Error, Result, Router};
 
@@ -110,6 +110,14 @@ impl Router {
                     }
                     Attempt::Unknown(u) => {
                         failed = Some(Error::Indeterminate(format!("{op}: {u}")));
+                    }
+                    Attempt::NoSpace(refusal) if round as u32 >= MAX_NO_SPACE_RETRIES => {
+                        failed.get_or_insert(Error::NoSpace(format!("{op}: {refusal}")));
+                    }
+                    Attempt::NoSpace(_) => {
+                        metrics::counter!(m::RETRIES_TOTAL, "reason" => "no_space").increment(1);
+                        waits = true;
+                        pending.extend(ks);
                     }
                     Attempt::Retry { wait, reason } => {
                         metrics::counter!(m::RETRIES_TOTAL, "reason" => reason).increment(1);

@@ -25,6 +25,11 @@ pub enum Error {
         message: String,
         retry_after: std::time::Duration,
     },
+    /// The stores of the key's region are low on disk space (the NOSPACE
+    /// alarm): the write was refused and nothing of it was applied. Reads
+    /// go on; retry once space is freed or added.
+    #[error("no space: {0}")]
+    NoSpace(String),
     /// The directory answered with an error (`kind` is a
     /// `directorypb::directory_error::Kind`).
     #[error("directory: {message}")]
@@ -49,6 +54,7 @@ impl Error {
             self,
             Error::Unavailable(_)
                 | Error::Busy { .. }
+                | Error::NoSpace(_)
                 | Error::Directory { .. }
                 | Error::DirectoryUnreachable(_)
         )

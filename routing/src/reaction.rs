@@ -15,6 +15,7 @@
 //! | `ServerIsBusy` | — | after the wait it asks, at least the backoff |
 //! | gRPC `ResourceExhausted` with a retry-after (a store's admission refused it unread) | — | the same as `ServerIsBusy` |
 //! | `StaleCommand` (not applied) | — | at once |
+//! | `NoSpace` (the leader's store or a quorum's is low on disk space) | — | after an election's wait (the leadership may move to a store with space); after a few, fail: no space |
 //! | `RegionNotFound`, `KeyNotInRegion`, `StoreNotMatch`, unknown | reload the region | after the backoff |
 //! | gRPC `InvalidArgument`, `OutOfRange` | — | fail: bad input |
 //! | gRPC `DeadlineExceeded`, at-most-once operation | — | stop: indeterminate |
@@ -35,6 +36,10 @@ use crate::sent::Sent;
 
 /// The retry reason of a store that refused a request over its quotas.
 pub const BUSY_REASON: &str = "server_is_busy";
+
+/// Refusals for disk space (`NoSpace`) in a row after which the request
+/// fails with [`crate::Error::NoSpace`].
+pub const MAX_NO_SPACE_RETRIES: u32 = 2;
 
 /// Whether an operation may be sent again once it may have arrived.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,6 +90,9 @@ pub enum Next {
     Indeterminate(String),
     /// Stop: the request is bad.
     InvalidArgument(String),
+    /// The region's stores are low on disk space: nothing was applied.
+    /// Try again after an election's wait, a few times, then fail.
+    NoSpace(String),
 }
 
 /// [`react`]'s answer; `reason` labels the retry in metrics.
@@ -144,6 +152,7 @@ fn react_to_region_error(e: &RegionError, region: &Region, addressed: &Peer) -> 
             BUSY_REASON,
         ),
         Some(Kind::StaleCommand(_)) => Reaction::new(Keep, Next::Now, "stale_command"),
+        Some(Kind::NoSpace(_)) => Reaction::new(Keep, Next::NoSpace(e.message.clone()), "no_space"),
         Some(Kind::RegionNotFound(_))
         | Some(Kind::KeyNotInRegion(_))
         | Some(Kind::StoreNotMatch(_))
@@ -273,6 +282,14 @@ mod tests {
                 error(Kind::StaleCommand(StaleCommand {})),
                 CacheUpdate::Keep,
                 Next::Now,
+            ),
+            (
+                error(Kind::NoSpace(NoSpace {
+                    region_id: 1,
+                    store_ids: vec![2, 3],
+                })),
+                CacheUpdate::Keep,
+                Next::NoSpace(String::new()),
             ),
             (
                 error(Kind::RegionNotFound(RegionNotFound { region_id: 1 })),

@@ -9,7 +9,10 @@
 //! [`SendPolicy::AtMostOnce`] stops with [`Error::Indeterminate`] the
 //! moment it may have applied; it is never sent twice. A store that keeps
 //! refusing over its serving quotas ends the loop with [`Error::Busy`]
-//! after a few waits, so the client backs off instead of the router.
+//! after a few waits, so the client backs off instead of the router; one
+//! whose region is low on disk space ends it with [`Error::NoSpace`] after
+//! a few elections' waits (a low leader hands its leadership to a store
+//! with space).
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -23,7 +26,9 @@ use tessera_security::Channel;
 use crate::cache::CachedRegion;
 use crate::locate::target;
 use crate::metrics as m;
-use crate::reaction::{react, CacheUpdate, Failure, Next, Reaction, SendPolicy, BUSY_REASON};
+use crate::reaction::{
+    react, CacheUpdate, Failure, Next, Reaction, SendPolicy, BUSY_REASON, MAX_NO_SPACE_RETRIES,
+};
 use crate::sent::sent;
 use crate::{Error, Result, Router};
 
@@ -54,6 +59,8 @@ pub(crate) enum Attempt<T> {
     },
     /// The request may have been applied.
     Unknown(String),
+    /// Refused for disk space, not applied (`Next::NoSpace`).
+    NoSpace(String),
     Fatal(Error),
 }
 
@@ -91,6 +98,7 @@ impl Router {
             Next::Election => wait(min * ELECTION_WAIT_FACTOR),
             Next::Indeterminate(m) => Attempt::Unknown(format!("store {store_id}: {m}")),
             Next::InvalidArgument(m) => Attempt::Fatal(Error::InvalidArgument(m)),
+            Next::NoSpace(m) => Attempt::NoSpace(format!("store {store_id}: {m}")),
         }
     }
 
@@ -187,6 +195,9 @@ impl Router {
         let mut attempts = 0usize;
         let mut quick = 0usize;
         let mut busy = 0u32;
+        // The longest wait a busy store asked for in the current run.
+        let mut asked = Duration::ZERO;
+        let mut no_space = 0u32;
         let result = loop {
             if busy > MAX_BUSY_RETRIES {
                 break Err(Error::Busy {
@@ -194,7 +205,7 @@ impl Router {
                         "{op}: a store over its serving quotas refused it {busy} times in a row; \
                          nothing was applied"
                     ),
-                    retry_after: self.cfg.backoff.ceiling(failures),
+                    retry_after: asked,
                 });
             }
             if Instant::now() >= deadline {
@@ -220,9 +231,24 @@ impl Router {
                 Attempt::Unknown(u) => {
                     break Err(Error::Indeterminate(format!("{op}: {u}")));
                 }
+                Attempt::NoSpace(refusal) => {
+                    no_space += 1;
+                    if no_space > MAX_NO_SPACE_RETRIES {
+                        break Err(Error::NoSpace(format!("{op}: {refusal}")));
+                    }
+                    metrics::counter!(m::RETRIES_TOTAL, "reason" => "no_space").increment(1);
+                    failures += 1;
+                    tokio::time::sleep(self.cfg.backoff.min * ELECTION_WAIT_FACTOR).await;
+                }
                 Attempt::Retry { wait, reason } => {
                     metrics::counter!(m::RETRIES_TOTAL, "reason" => reason).increment(1);
-                    busy = if reason == BUSY_REASON { busy + 1 } else { 0 };
+                    if reason == BUSY_REASON {
+                        busy += 1;
+                        asked = asked.max(wait.unwrap_or_default());
+                    } else {
+                        busy = 0;
+                        asked = Duration::ZERO;
+                    }
                     if attempts % RELOAD_EVERY_ATTEMPTS == RELOAD_EVERY_ATTEMPTS - 1 {
                         // However the failures look, the cached view may be
                         // what is wrong.

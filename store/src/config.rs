@@ -73,7 +73,8 @@ pub struct StoreConfig {
     pub join_token_file: Option<PathBuf>,
 }
 
-/// How the store tells a slow disk and a stalled one (`[disk]`).
+/// How the store tells a slow disk and a stalled one, and how much free
+/// space it keeps (`[disk]`; see `disk_space.rs`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct DiskSection {
@@ -83,6 +84,12 @@ pub struct DiskSection {
     /// A poller stuck in one round this long (ms) fails `/ready` until it
     /// moves again (a stalled disk).
     pub stall_timeout_ms: u64,
+    /// MiB set aside at start in `<data_dir>/space-reserve`, released when
+    /// the store runs low so that Raft's own writes still fit (0: none).
+    pub reserve_mib: u64,
+    /// Below this many MiB free (not counting the reserve) the store
+    /// refuses new user writes with NO_SPACE until space returns (0: never).
+    pub low_space_mib: u64,
 }
 
 impl Default for DiskSection {
@@ -90,6 +97,8 @@ impl Default for DiskSection {
         DiskSection {
             slow_round_ms: 2_000,
             stall_timeout_ms: 10_000,
+            reserve_mib: 512,
+            low_space_mib: 1024,
         }
     }
 }

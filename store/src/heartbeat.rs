@@ -15,6 +15,7 @@ use tessera_multiraft::state_keys as raft_keys;
 use tessera_proto::directorypb::{PeerProgress, RegionReport, StoreStats};
 
 use crate::directory_client::DirectoryClient;
+use crate::disk_space::Usage;
 use crate::node::StoreNode;
 use crate::{operator, Result};
 
@@ -22,11 +23,15 @@ use crate::{operator, Result};
 pub async fn send_store_heartbeat(
     node: &StoreNode,
     directory: &dyn DirectoryClient,
-    capacity: (u64, u64),
+    usage: Usage,
 ) -> Result<()> {
     let regions = node.regions().await?;
     let leaders = regions.iter().filter(|r| r.is_leader).count();
-    let (capacity_bytes, available_bytes) = capacity;
+    let Usage {
+        capacity_bytes,
+        available_bytes,
+        low,
+    } = usage;
     metrics::gauge!(crate::metrics::CAPACITY_BYTES).set(capacity_bytes as f64);
     metrics::gauge!(crate::metrics::AVAILABLE_BYTES).set(available_bytes as f64);
     directory
@@ -39,6 +44,7 @@ pub async fn send_store_heartbeat(
             leader_count: leaders as u32,
             uptime_seconds: node.uptime().as_secs(),
             degraded: node.stats().is_degraded(),
+            low_space: low,
         })
         .await
 }
@@ -95,13 +101,13 @@ pub async fn run_heartbeats(
     node: Arc<StoreNode>,
     directory: Arc<dyn DirectoryClient>,
     interval: Duration,
-    capacity: impl Fn() -> (u64, u64) + Send + 'static,
+    usage: impl Fn() -> Usage + Send + 'static,
 ) {
     let _store_heartbeats = AbortOnDrop(tokio::spawn(run_store_heartbeats(
         node.clone(),
         directory.clone(),
         interval,
-        capacity,
+        usage,
     )));
     let busy: Arc<Mutex<HashSet<u64>>> = Arc::default();
     // Regions whose operator step just finished: reported at once, so the
@@ -172,13 +178,13 @@ async fn run_store_heartbeats(
     node: Arc<StoreNode>,
     directory: Arc<dyn DirectoryClient>,
     interval: Duration,
-    capacity: impl Fn() -> (u64, u64) + Send + 'static,
+    usage: impl Fn() -> Usage + Send + 'static,
 ) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        match send_store_heartbeat(&node, directory.as_ref(), capacity()).await {
+        match send_store_heartbeat(&node, directory.as_ref(), usage()).await {
             Ok(()) => {}
             Err(crate::Error::Shutdown) => return,
             Err(e) => tracing::warn!(error = %e, "store heartbeat failed"),

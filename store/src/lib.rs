@@ -20,6 +20,7 @@ pub mod bootstrap;
 pub mod conf_change;
 pub mod config;
 pub mod directory_client;
+pub mod disk_space;
 pub mod error;
 pub mod fault;
 pub mod heartbeat;

@@ -12,6 +12,10 @@ pub const DISK_STALLED: &str = "tessera_store_disk_stalled";
 pub const DISK_STALLS_TOTAL: &str = "tessera_store_disk_stalls_total";
 /// 1 while a recent poller round was slow.
 pub const DEGRADED: &str = "tessera_store_degraded";
+/// 1 while the store is below its free-space threshold (NOSPACE).
+pub const LOW_SPACE: &str = "tessera_store_low_space";
+/// Bytes of the reserve file now held.
+pub const RESERVE_BYTES: &str = "tessera_store_reserve_bytes";
 
 /// Registers help text for the store's metrics and its Raft groups'.
 pub fn describe() {
@@ -25,7 +29,7 @@ pub fn describe() {
     describe_gauge!(
         AVAILABLE_BYTES,
         Unit::Bytes,
-        "Bytes still available on the file system holding the store's data"
+        "Bytes free for data on the file system holding the store's data (the reserve file counted as used)"
     );
     describe_gauge!(
         DISK_STALLED,
@@ -34,6 +38,15 @@ pub fn describe() {
     describe_counter!(
         DISK_STALLS_TOTAL,
         "Times the poller was seen stuck in one round past disk_stall_timeout_ms"
+    );
+    describe_gauge!(
+        LOW_SPACE,
+        "1 while the store's free space is below disk.low_space_mib (the NOSPACE alarm): user writes are refused, reads go on"
+    );
+    describe_gauge!(
+        RESERVE_BYTES,
+        Unit::Bytes,
+        "Bytes of the space-reserve file now held (released while the store is low on space)"
     );
     describe_gauge!(
         DEGRADED,

@@ -148,6 +148,11 @@ impl StoreNode {
         self.poller.stats()
     }
 
+    /// The disk-space flag the poller acts on (set by `disk_space.rs`).
+    pub fn space(&self) -> &Arc<tessera_multiraft::poller::space::DiskSpace> {
+        self.poller.space()
+    }
+
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
     }

@@ -34,21 +34,6 @@ use tessera_common::status::{self, Readiness};
 
 const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Total and available bytes of the file system holding `path`.
-fn disk_capacity(path: &std::path::Path) -> (u64, u64) {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return (0, 0);
-    };
-    // SAFETY: statvfs only writes into `st`; `c` is a valid C string.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return (0, 0);
-    }
-    let block = st.f_frsize;
-    (st.f_blocks * block, st.f_bavail * block)
-}
-
 /// Retries `f` every second until it succeeds, fails for good
 /// ([`Error::is_permanent`]: a refusal, another cluster) or `stop` fires.
 async fn until_ok<T, F, Fut>(
@@ -198,6 +183,14 @@ pub async fn run(
         cfg.data_dir.clone(),
         move || poller_stats.engine_failure.get().cloned(),
     ));
+    // Free space: the reserve file and the NOSPACE state (disk_space.rs).
+    let disk = crate::disk_space::DiskMonitor::start(
+        store_id,
+        &cfg.data_dir,
+        &cfg.disk,
+        node.space().clone(),
+        readiness.clone(),
+    )?;
     // A poller stuck in one round (a stalled disk) fails /ready.
     crate::watchdog::spawn(
         store_id,
@@ -245,12 +238,11 @@ pub async fn run(
         node.admin().clone(),
         node_cfg.split_check.clone(),
     ));
-    let data_dir = cfg.data_dir.clone();
     let heartbeats = tokio::spawn(heartbeat::run_heartbeats(
         node.clone(),
         directory.clone(),
         Duration::from_millis(cfg.heartbeat_interval_ms),
-        move || disk_capacity(&data_dir),
+        move || disk.usage(),
     ));
     health
         .set_serving::<tessera_proto::kvpb::kv_server::KvServer<KvService>>()

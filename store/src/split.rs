@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use tessera_multiraft::engine::{Cf, Engine};
-use tessera_multiraft::mailbox::{EpochCheck, PollerMsg};
+use tessera_multiraft::mailbox::{EpochCheck, PollerMsg, WriteClass};
 use tessera_multiraft::{region, state_keys as raft_keys, ApplyContext};
 use tessera_proto::errorpb::RegionError;
 use tessera_proto::metapb::{Peer, Region, RegionEpoch};
@@ -196,6 +196,8 @@ pub async fn split_region(
         region_id,
         epoch: EpochCheck::all(epoch),
         data,
+        // A split frees nothing but must not wait for space: it is small.
+        class: WriteClass::System,
         cb: Box::new(move |r| {
             let _ = tx.send(r);
         }),

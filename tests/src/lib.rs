@@ -30,6 +30,7 @@ pub mod builds;
 mod process;
 mod security;
 mod status;
+pub mod tmpfs;
 pub use builds::{ensure_plain_binaries, ensure_plain_binaries_in};
 pub use process::Proc;
 pub use security::make_certs;
@@ -148,6 +149,9 @@ pub struct Options {
     pub default_timing: bool,
     /// Run plaintext (`--insecure`) instead of TLS.
     pub insecure: bool,
+    /// Put every store's data directory on a tmpfs of this many MiB
+    /// ([`tmpfs::Tmpfs`]; needs root), so a test can fill its disk.
+    pub store_disk_mib: Option<u64>,
 }
 
 impl Default for Options {
@@ -161,6 +165,7 @@ impl Default for Options {
             store_raft_extra: vec![],
             default_timing: false,
             insecure: false,
+            store_disk_mib: None,
         }
     }
 }
@@ -177,6 +182,9 @@ pub struct Store {
     pub addr: String,
     pub status: String,
     pub proc: Proc,
+    /// The size-limited file system under its data directory, if any
+    /// (dropped after `proc`, which is killed first).
+    pub disk: Option<tmpfs::Tmpfs>,
 }
 
 /// A `tessera-router` process: `addr` serves the public Kv API.
@@ -201,6 +209,14 @@ pub struct E2eCluster {
 
 impl Drop for E2eCluster {
     fn drop(&mut self) {
+        // Stores on their own file systems: stop them and unmount before
+        // the temporary directory goes.
+        for s in self.stores.values_mut() {
+            if s.disk.is_some() {
+                s.proc.kill();
+                s.disk = None;
+            }
+        }
         if std::env::var_os("TESSERA_E2E_KEEP").is_some() {
             eprintln!(
                 "keeping the cluster's files in {}",
@@ -348,6 +364,10 @@ impl E2eCluster {
         let addr = format!("127.0.0.1:{}", free_port());
         let status = format!("127.0.0.1:{}", free_port());
         let data = self.dir.path().join(format!("store-{index}"));
+        let disk = self
+            .opts
+            .store_disk_mib
+            .map(|mib| tmpfs::Tmpfs::mount(&data, mib).unwrap_or_else(|e| panic!("{e}")));
         let config = self.dir.path().join(format!("store-{index}.toml"));
         let mut extra = self.opts.store_extra.join("\n");
         if !extra.contains("[labels]") {
@@ -394,6 +414,7 @@ impl E2eCluster {
                 addr,
                 status,
                 proc,
+                disk,
             },
         );
         index

@@ -289,6 +289,7 @@ async fn forged_raft_messages_lose_no_replica_and_abort_no_store() {
             to_peer: Some(*peer),
             region_epoch: Some(epoch),
             is_tombstone: true,
+            from_store_low_space: false,
             ..Default::default()
         };
         // A heartbeat committing far past anything in the log.

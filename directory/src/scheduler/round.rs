@@ -100,12 +100,40 @@ impl<'a> Round<'a> {
             .is_some_and(|r| r.stats.degraded)
     }
 
-    /// The `Up` stores that are not degraded: where replicas and
-    /// leaderships may go. (A stalled store stops heartbeating, so it is
-    /// not `Up` for long.)
+    /// Whether `store_id` said in its last heartbeat that it is below its
+    /// free-space threshold (the NOSPACE alarm).
+    pub fn is_low_on_space(&self, store_id: u64) -> bool {
+        self.leader
+            .stores
+            .get(&store_id)
+            .is_some_and(|r| r.stats.low_space)
+    }
+
+    /// Whether `store_id`'s disk is at least [`NEARLY_FULL_RATIO`] used: it
+    /// receives a replica only when no other store can.
+    pub fn is_nearly_full(&self, store_id: u64) -> bool {
+        self.leader.stores.get(&store_id).is_some_and(|r| {
+            let s = &r.stats;
+            s.capacity_bytes > 0
+                && (s.capacity_bytes.saturating_sub(s.available_bytes) as f64)
+                    >= NEARLY_FULL_RATIO * s.capacity_bytes as f64
+        })
+    }
+
+    /// Free bytes `store_id` reported last (0 if it never did).
+    pub fn available_on(&self, store_id: u64) -> u64 {
+        self.leader
+            .stores
+            .get(&store_id)
+            .map_or(0, |r| r.stats.available_bytes)
+    }
+
+    /// The `Up` stores that are neither degraded nor low on space: where
+    /// replicas and leaderships may go. (A stalled store stops
+    /// heartbeating, so it is not `Up` for long.)
     pub fn healthy_stores(&self) -> Vec<u64> {
         let mut up = self.up_stores();
-        up.retain(|s| !self.is_degraded(*s));
+        up.retain(|s| !self.is_degraded(*s) && !self.is_low_on_space(*s));
         up
     }
 
@@ -156,8 +184,9 @@ impl<'a> Round<'a> {
     }
 
     /// The best `Up` store to receive a replica of `region`: not degraded,
-    /// not holding it, not busy, in a zone the region does not use yet if
-    /// possible, with the fewest replicas.
+    /// not low on space, not holding it, not busy, in a zone the region
+    /// does not use yet if possible, not nearly full if possible, with the
+    /// fewest replicas, then the most free space.
     pub fn pick_target(&self, region: &Region, leaving: Option<u64>) -> Option<u64> {
         let used_zones: BTreeSet<&str> = region
             .peers
@@ -171,10 +200,20 @@ impl<'a> Round<'a> {
             .filter(|s| !self.busy(*s))
             .min_by_key(|s| {
                 let zone_clash = self.zone(*s).is_some_and(|z| used_zones.contains(z));
-                (zone_clash, self.replicas_on(*s), *s)
+                (
+                    zone_clash,
+                    self.is_nearly_full(*s),
+                    self.replicas_on(*s),
+                    std::cmp::Reverse(self.available_on(*s)),
+                    *s,
+                )
             })
     }
 }
+
+/// The share of a store's disk in use from which it is "nearly full" and
+/// placed on only when nothing else fits (PD's high-space ratio, roughly).
+pub const NEARLY_FULL_RATIO: f64 = 0.9;
 
 pub(super) fn is_voter(p: &Peer) -> bool {
     matches!(

@@ -219,3 +219,66 @@ fn a_degraded_store_receives_no_replica_and_no_leadership() {
     assert!(!transfers.is_empty(), "no leader was balanced at all");
     assert!(transfers.iter().all(|s| *s == 3), "{transfers:?}");
 }
+
+/// The store a region's new replica is added on, if an operator adds one.
+fn added_on(leader: &LeaderState, region_id: u64) -> Option<u64> {
+    leader
+        .operators
+        .get(&region_id)?
+        .steps
+        .iter()
+        .find_map(|s| match s {
+            Step::AddLearner { store_id, .. } => Some(*store_id),
+            _ => None,
+        })
+}
+
+fn disk(leader: &mut LeaderState, store: u64, capacity_gib: u64, available_gib: u64) {
+    let stats = &mut leader.stores.get_mut(&store).expect("store").stats;
+    stats.capacity_bytes = capacity_gib << 30;
+    stats.available_bytes = available_gib << 30;
+}
+
+#[test]
+fn repair_skips_stores_low_on_space_and_prefers_free_space() {
+    let cfg = ScheduleConfig::default();
+    // Store 2 is dead and the only spare, store 4, is low on space.
+    let (state, mut leader) = cluster(1, &[2]);
+    leader.stores.get_mut(&4).expect("store 4").stats.low_space = true;
+    let mut next = 100;
+    plan(&state, &mut leader, &cfg, &mut ids(&mut next));
+    assert_eq!(
+        added_on(&leader, 10),
+        None,
+        "placed on a store low on space"
+    );
+
+    // Two empty spares: the one with more free space gets the replica,
+    // unless it is nearly full.
+    let with_spare = |avail_4: u64, avail_5: u64| {
+        let (mut state, mut leader) = cluster(1, &[2]);
+        state.stores.insert(
+            5,
+            Store {
+                id: 5,
+                address: "s5".into(),
+                ..Default::default()
+            },
+        );
+        leader.stores.insert(
+            5,
+            StoreRuntime {
+                stats: StoreStats::default(),
+                last_heartbeat: Instant::now(),
+            },
+        );
+        disk(&mut leader, 4, 100, avail_4);
+        disk(&mut leader, 5, 100, avail_5);
+        let mut next = 100;
+        plan(&state, &mut leader, &cfg, &mut ids(&mut next));
+        added_on(&leader, 10)
+    };
+    assert_eq!(with_spare(50, 80), Some(5));
+    assert_eq!(with_spare(80, 50), Some(4));
+    assert_eq!(with_spare(20, 5), Some(4), "store 5 is 95% full");
+}

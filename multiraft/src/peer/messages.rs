@@ -88,6 +88,7 @@ impl<O: Send + 'static> Peer<O> {
                     .write_to_bytes()
                     .expect("encoding a raft message cannot fail"),
                 is_tombstone: false,
+                from_store_low_space: false, // stamped when sent (space.rs)
             };
             out.push(match snapshot {
                 Some((dir, files)) => {

@@ -256,7 +256,7 @@ impl<O: Send + 'static> Peer<O> {
 
     /// Why a proposal under `epoch` cannot be taken now: this peer does not
     /// lead, or the region's epoch moved.
-    fn refusal_reason(&self, epoch: &EpochCheck) -> Option<Error> {
+    pub(crate) fn refusal_reason(&self, epoch: &EpochCheck) -> Option<Error> {
         if !self.is_leader() {
             Some(self.not_leader())
         } else if !epoch.matches(&region::epoch(self.region())) {
@@ -540,12 +540,26 @@ impl<O: Send + 'static> Peer<O> {
     /// The voter that has replicated the most of the log, other than this
     /// peer: the best candidate to hand leadership to.
     pub fn best_transferee(&self) -> Option<u64> {
+        self.best_transferee_among(|_| true)
+    }
+
+    /// [`Peer::best_transferee`] among the voters whose store passes
+    /// `store_ok`.
+    pub fn best_transferee_among(&self, store_ok: impl Fn(StoreId) -> bool) -> Option<u64> {
         let voters = self.raw_node.raft.prs().conf().voters().ids();
+        let store_of = |peer_id: u64| {
+            self.region()
+                .peers
+                .iter()
+                .find(|p| p.id == peer_id)
+                .map(|p| p.store_id)
+        };
         self.raw_node
             .raft
             .prs()
             .iter()
             .filter(|(id, _)| **id != self.peer_id() && voters.contains(**id))
+            .filter(|(id, _)| store_of(**id).is_some_and(&store_ok))
             .max_by_key(|(id, pr)| (pr.matched, std::cmp::Reverse(**id)))
             .map(|(id, _)| *id)
     }

@@ -40,6 +40,7 @@ pub(crate) mod log_gc;
 mod ready;
 mod regions;
 pub mod slow;
+pub mod space;
 pub(crate) mod split;
 mod uninitialized;
 
@@ -130,6 +131,7 @@ pub struct PollerHandle<O: Send + 'static> {
     mailbox: Mailbox<O>,
     thread: Option<JoinHandle<()>>,
     stats: Arc<PollerStats>,
+    space: Arc<space::DiskSpace>,
 }
 
 impl<O: Send + 'static> PollerHandle<O> {
@@ -139,6 +141,11 @@ impl<O: Send + 'static> PollerHandle<O> {
 
     pub fn stats(&self) -> &Arc<PollerStats> {
         &self.stats
+    }
+
+    /// The local store's disk-space flag the poller acts on (`space.rs`).
+    pub fn space(&self) -> &Arc<space::DiskSpace> {
+        &self.space
     }
 
     /// Stops the poller after its current round and waits for it.
@@ -199,6 +206,8 @@ pub struct Poller<S: StateMachine> {
     clock_origin: Instant,
     /// When a slow round last handed leaderships away (`slow.rs`).
     last_slow_handoff: Option<Instant>,
+    /// Which stores are low on disk space (`space.rs`).
+    space: space::SpaceView,
 }
 
 impl<S: StateMachine> Poller<S> {
@@ -210,6 +219,7 @@ impl<S: StateMachine> Poller<S> {
     ) -> Result<PollerHandle<S::Output>> {
         let poller = Self::open(spec, mailbox.clone())?;
         let stats = poller.stats.clone();
+        let space = poller.space.local.clone();
         let thread = std::thread::Builder::new()
             .name(format!("poller-{}", poller.store_id))
             .spawn(move || poller.run())
@@ -218,6 +228,7 @@ impl<S: StateMachine> Poller<S> {
             mailbox,
             thread: Some(thread),
             stats,
+            space,
         })
     }
 
@@ -256,6 +267,7 @@ impl<S: StateMachine> Poller<S> {
             uninitialized: HashMap::new(),
             clock_origin: Instant::now(),
             last_slow_handoff: None,
+            space: space::SpaceView::default(),
         };
         poller.load_regions()?;
         poller.start_snapshot_worker()?;
@@ -389,6 +401,7 @@ impl<S: StateMachine> Poller<S> {
         if self.ticks.is_multiple_of(uninitialized::SWEEP_TICKS) {
             self.sweep_uninitialized();
         }
+        self.hand_off_for_space();
     }
 
     fn handle(&mut self, msg: PollerMsg<S::Output>) {
@@ -402,9 +415,21 @@ impl<S: StateMachine> Poller<S> {
                 region_id,
                 epoch,
                 data,
+                class,
                 cb,
             } => match self.peers.get_mut(&region_id) {
                 Some(peer) => {
+                    // Only a leader that would take the write refuses it
+                    // for space; others answer as they always do.
+                    let no_space = (class == space::WriteClass::User
+                        && peer.refusal_reason(&epoch).is_none())
+                    .then(|| self.space.refusal(self.store_id, peer.region()))
+                    .flatten();
+                    if let Some(e) = no_space {
+                        metrics::counter!(m::PROPOSALS_REJECTED_TOTAL).increment(1);
+                        cb(Err(Error::region(e)));
+                        return;
+                    }
                     match peer.propose(&epoch, data, cb, now) {
                         Ok(()) => metrics::counter!(m::PROPOSALS_TOTAL).increment(1),
                         Err(refusal) => {
@@ -515,7 +540,10 @@ impl<S: StateMachine> Poller<S> {
         metrics::counter!(m::RAFT_MESSAGES_SENT_TOTAL).increment(self.outbox.len() as u64);
         for out in self.outbox.drain(..) {
             match out {
-                Outgoing::Message(store_id, msg) => self.transport.send(store_id, msg),
+                Outgoing::Message(store_id, mut msg) => {
+                    self.space.stamp(&mut msg);
+                    self.transport.send(store_id, msg)
+                }
                 Outgoing::Snapshot(store_id, snap) => self.transport.send_snapshot(store_id, snap),
             }
         }

@@ -283,6 +283,7 @@ impl<S: StateMachine> Poller<S> {
                             end_key: region.end_key.clone(),
                             message: vec![],
                             is_tombstone: true,
+                            from_store_low_space: false, // stamped when sent (space.rs)
                         },
                     ));
                 }

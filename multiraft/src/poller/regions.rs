@@ -278,6 +278,11 @@ impl<S: StateMachine> Poller<S> {
         {
             return;
         }
+        if self.space.on_receive(&msg, &raft_msg) {
+            // This store is low on space (`space.rs`): Raft sends it again.
+            metrics::counter!(m::RAFT_MESSAGES_REFUSED_TOTAL, "reason" => "low_space").increment(1);
+            return;
+        }
         let peer = self.peers.get_mut(&region_id).expect("peer exists");
         if let Some(reason) = peer.refusal(&raft_msg) {
             tracing::warn!(

@@ -26,6 +26,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::{feedback_to, Feedback, FeedbackFn, NetFaults, OutgoingSnapshot, Transport};
 use crate::mailbox::Mailbox;
+use crate::poller::space::DiskSpace;
 use crate::snapshot::{receive, SnapManager};
 use crate::{metrics as m, Error, Result, StoreId};
 
@@ -447,6 +448,8 @@ pub struct RaftService {
     snap_mgr: SnapManager,
     receive_slots: Arc<Semaphore>,
     faults: NetFaults,
+    /// A store low on disk space takes no snapshot (`poller/space.rs`).
+    space: Arc<DiskSpace>,
 }
 
 impl RaftService {
@@ -466,7 +469,14 @@ impl RaftService {
             snap_mgr,
             receive_slots: Arc::new(Semaphore::new(MAX_CONCURRENT_SNAPSHOT_RECEIVES)),
             faults: NetFaults::default(),
+            space: Arc::default(),
         }
+    }
+
+    /// Refuses snapshots while `space` says the store is low on disk space.
+    pub fn with_space(mut self, space: Arc<DiskSpace>) -> Self {
+        self.space = space;
+        self
     }
 
     /// Drops traffic from the stores `faults` blocks (test harnesses only).
@@ -585,6 +595,13 @@ impl Raft for RaftService {
         &self,
         request: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<Done>, Status> {
+        if self.space.is_low() {
+            // Refused before a byte is written; the leader sends it again.
+            return Err(Status::resource_exhausted(format!(
+                "store {} is low on disk space: no snapshot is taken until space is freed",
+                self.store_id
+            )));
+        }
         let _slot = self
             .receive_slots
             .acquire()

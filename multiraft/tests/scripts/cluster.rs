@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tessera_multiraft::engine::{Cf, Engine, MemoryEngine, WriteBatch};
-use tessera_multiraft::mailbox::{EpochCheck, Mailbox, PollerMsg, ReadPolicy};
+use tessera_multiraft::mailbox::{EpochCheck, Mailbox, PollerMsg, ReadPolicy, WriteClass};
 use tessera_multiraft::poller::{self, PollerSpec};
 use tessera_multiraft::snapshot::SnapManager;
 use tessera_multiraft::transport::OutgoingSnapshot;
@@ -235,6 +235,7 @@ impl Cluster {
                 region_id: region,
                 epoch: EpochCheck::default(),
                 data: command.into_bytes(),
+                class: WriteClass::User,
                 cb: Box::new(move |r| {
                     let line = match r {
                         Ok(out) => format!("{label}: {out}"),

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tessera_multiraft::engine::{Cf, Engine};
-use tessera_multiraft::mailbox::{EpochCheck, PollerMsg, ReadPolicy};
+use tessera_multiraft::mailbox::{EpochCheck, PollerMsg, ReadPolicy, WriteClass};
 use tessera_multiraft::region;
 use tessera_multiraft::Mailbox;
 use tessera_proto::errorpb::RegionError;
@@ -157,6 +157,7 @@ impl KvApi {
             region_id: ctx.region_id,
             epoch: EpochCheck::version(ctx.region_epoch.unwrap_or_default()),
             data: command::encode(ctx, cmds),
+            class: WriteClass::User,
             cb: Box::new(move |r| {
                 let _ = tx.send(r);
             }),

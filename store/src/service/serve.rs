@@ -63,6 +63,7 @@ pub fn spawn(
         snap_mgr,
     )
     .with_faults(net_faults)
+    .with_space(node.space().clone())
     .with_stop(stop.clone())
     .into_server();
     let kv = KvService::new(node.kv().clone()).into_server();

@@ -152,7 +152,9 @@ impl Cluster {
                     quick += 1;
                     None
                 }
-                Next::Now | Next::Backoff | Next::Election => Some(RETRY_PAUSE),
+                // A test harness keeps trying until its deadline; the
+                // refusal is the last error if space never returns.
+                Next::Now | Next::Backoff | Next::Election | Next::NoSpace(_) => Some(RETRY_PAUSE),
                 Next::BackoffAtLeast(d) => Some(d.max(RETRY_PAUSE)),
                 Next::Indeterminate(m) => return Err(Error::Indeterminate(m)),
                 Next::InvalidArgument(m) => return Err(Error::InvalidArgument(m)),

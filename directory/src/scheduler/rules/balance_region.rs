@@ -16,7 +16,8 @@ use crate::scheduler::operator::{OperatorKind, Step};
 use crate::scheduler::round::{move_steps, Round};
 
 pub(in crate::scheduler) fn plan(round: &mut Round, ready: &[&Region], placed: &BTreeSet<u64>) {
-    // A degraded store neither receives nor counts (it keeps what it has).
+    // A degraded store or one low on space neither receives nor counts (it
+    // keeps what it has).
     let up = round.healthy_stores();
     if up.len() < 2 {
         return;
