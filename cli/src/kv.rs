@@ -103,7 +103,7 @@ pub struct WriteView<'a> {
     pub ok: bool,
 }
 
-async fn keyspace(ctx: &Ctx, arg: &KeyspaceArg) -> Result<tessera_client::Keyspace> {
+pub async fn keyspace(ctx: &Ctx, arg: &KeyspaceArg) -> Result<tessera_client::Keyspace> {
     let client = ctx.client().await?;
     // The empty name is the `default` keyspace on the wire.
     Ok(client.keyspace(arg.keyspace.clone().unwrap_or_default()))

@@ -1,8 +1,8 @@
 //! `tessera`: the command-line tool of the tessera key-value store.
 //!
 //! - `tessera playground` runs a whole local cluster (`playground.rs`);
-//! - `get`, `put`, `delete`, `scan` read and write keys through a router
-//!   (`kv.rs`);
+//! - `get`, `put`, `delete`, `scan`, `delete-range` read and write keys
+//!   through a router (`kv.rs`, `delete_range.rs`);
 //! - `store`, `region`, `keyspace`, `cluster` administer the cluster through
 //!   the directory (one module each);
 //! - `user` creates, lists and revokes users (`user.rs`);
@@ -22,6 +22,7 @@ mod boundaries;
 mod cert;
 mod cluster;
 mod conn;
+mod delete_range;
 mod directory;
 mod keyspace;
 mod kv;
@@ -73,6 +74,9 @@ pub enum Command {
     Delete(kv::DeleteArgs),
     /// List the keys and values in a range, in key order.
     Scan(kv::ScanArgs),
+    /// Delete every key in a range, region by region, with progress; a run
+    /// that stops prints how to resume it (--resume).
+    DeleteRange(delete_range::DeleteRangeArgs),
     /// Inspect stores (the storage processes).
     #[command(subcommand)]
     Store(store::Command),
@@ -161,6 +165,7 @@ async fn run_command(cli: Cli) -> Result<()> {
         Command::Put(args) => kv::put(&ctx, args).await,
         Command::Delete(args) => kv::delete(&ctx, args).await,
         Command::Scan(args) => kv::scan(&ctx, args).await,
+        Command::DeleteRange(args) => delete_range::run(&ctx, args).await,
         Command::Store(command) => store::run(&ctx, command).await,
         Command::Region(command) => region::run(&ctx, command).await,
         Command::Keyspace(command) => keyspace::run(&ctx, command).await,

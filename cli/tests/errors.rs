@@ -64,6 +64,7 @@ fn unreachable_router() {
         vec!["get", "k"],
         vec!["put", "k", "v"],
         vec!["scan", "--limit", "3"],
+        vec!["delete-range", "--start", "a", "--end", "b"],
     ] {
         let mut all = vec!["--timeout", "1", "--router", &addr];
         all.extend(args);
@@ -138,6 +139,7 @@ fn help_teaches_every_command() {
         "put",
         "delete",
         "scan",
+        "delete-range",
         "store",
         "region",
         "keyspace",

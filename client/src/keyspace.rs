@@ -14,7 +14,7 @@ use tessera_proto::routerpb;
 
 use crate::failover::{request, Op, OpKind};
 use crate::range::WireRange;
-use crate::{CasOutcome, Client, Error, KvPair, Result};
+use crate::{CasOutcome, Client, DeleteRangeStep, Error, KvPair, Result};
 
 /// A handle on one keyspace. Cheap to clone; clones share the client's
 /// connections.
@@ -434,6 +434,7 @@ impl Keyspace {
             keyspace: self.name.clone(),
             start: range.start,
             end: range.end,
+            ..Default::default()
         };
         self.client
             .failover()
@@ -443,6 +444,56 @@ impl Keyspace {
             })
             .await?;
         Ok(())
+    }
+
+    /// Deletes the part of `range` in the next `max_regions` regions (at
+    /// least 1), starting where `resume` (the previous step's) says, and
+    /// tells where the rest begins — for a large range, with progress to
+    /// show and a point to resume from after a failure: deleting again
+    /// from an earlier point is safe (it deletes only keys written since).
+    /// Each step is retried like [`put`](Self::put); a failed step that
+    /// may have applied is [`Error::Indeterminate`](crate::Error::Indeterminate)
+    /// for its regions only.
+    ///
+    /// ```no_run
+    /// # async fn example(ks: tessera_client::Keyspace) -> tessera_client::Result<()> {
+    /// let mut resume = None;
+    /// loop {
+    ///     let step = ks.delete_range_step("logs/".."logs0", resume.as_deref(), 1).await?;
+    ///     match step.resume {
+    ///         Some(r) => resume = Some(r),
+    ///         None => break,
+    ///     }
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn delete_range_step<K: AsRef<[u8]>>(
+        &self,
+        range: impl RangeBounds<K>,
+        resume: Option<&[u8]>,
+        max_regions: u32,
+    ) -> Result<DeleteRangeStep> {
+        let range = WireRange::from_bounds(&range);
+        let message = routerpb::DeleteRangeRequest {
+            keyspace: self.name.clone(),
+            start: range.start,
+            end: range.end,
+            resume: resume.map(<[u8]>::to_vec),
+            max_regions: max_regions.max(1),
+        };
+        let answer = self
+            .client
+            .failover()
+            .call(self.op("delete_range", OpKind::Write), |mut c, left| {
+                let r = request(&message, left);
+                async move { c.delete_range(r).await }
+            })
+            .await?;
+        Ok(DeleteRangeStep {
+            regions: answer.regions,
+            resume: answer.resume,
+        })
     }
 }
 

@@ -107,4 +107,4 @@ pub use builder::{Backoff, ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEO
 pub use client::Client;
 pub use error::{Error, Result};
 pub use keyspace::Keyspace;
-pub use types::{CasOutcome, KvPair};
+pub use types::{CasOutcome, DeleteRangeStep, KvPair};

@@ -1,4 +1,5 @@
-//! The values operations return: [`KvPair`] and [`CasOutcome`].
+//! The values operations return: [`KvPair`], [`CasOutcome`] and
+//! [`DeleteRangeStep`].
 
 use tessera_proto::routerpb;
 
@@ -27,4 +28,14 @@ pub struct CasOutcome {
     /// The value the key held before, if it existed. On failure this is the
     /// value that did not match.
     pub previous: Option<Vec<u8>>,
+}
+
+/// How far one [`Keyspace::delete_range_step`](crate::Keyspace::delete_range_step) went.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeleteRangeStep {
+    /// Regions whose part of the range this step deleted.
+    pub regions: u32,
+    /// Where the rest of the range begins: pass it to the next step.
+    /// `None`: the whole range is deleted. Opaque (an encoded key).
+    pub resume: Option<Vec<u8>>,
 }

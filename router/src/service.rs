@@ -208,12 +208,27 @@ impl RouterRpc for RouterService {
         r: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
         let r = r.into_inner();
-        let error = self
+        let resp = match self
             .router
-            .delete_range(keyspace(&r.keyspace), r.start.as_deref(), r.end.as_deref())
+            .delete_range(
+                keyspace(&r.keyspace),
+                r.start.as_deref(),
+                r.end.as_deref(),
+                r.resume.as_deref(),
+                r.max_regions,
+            )
             .await
-            .err()
-            .and_then(error);
-        Ok(Response::new(DeleteRangeResponse { error }))
+        {
+            Ok(done) => DeleteRangeResponse {
+                error: None,
+                resume: done.resume,
+                regions: done.regions,
+            },
+            Err(e) => DeleteRangeResponse {
+                error: error(e),
+                ..Default::default()
+            },
+        };
+        Ok(Response::new(resp))
     }
 }

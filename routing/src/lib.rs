@@ -47,5 +47,5 @@ pub use backoff::Backoff;
 pub use batch::BatchGetPage;
 pub use error::{Error, Result};
 pub use ops::CasOutcome;
-pub use range::ScanPage;
+pub use range::{DeleteRangeProgress, ScanPage};
 pub use router::{Router, RouterConfig};

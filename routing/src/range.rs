@@ -32,6 +32,16 @@ pub struct ScanPage {
     pub resume: Option<Vec<u8>>,
 }
 
+/// How far one delete-range call went.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeleteRangeProgress {
+    /// Regions whose part of the range was deleted.
+    pub regions: u32,
+    /// Where the rest begins (pass it back as `resume`); `None`: the whole
+    /// range is deleted.
+    pub resume: Option<Vec<u8>>,
+}
+
 impl Router {
     /// The encoded `[start, end)` of a user range in `ks` (None: the
     /// keyspace's bound). Hash keyspaces only scan whole.
@@ -73,8 +83,8 @@ impl Router {
             && (end.is_empty() || resume <= end.as_slice());
         if !inside {
             return Err(Error::InvalidArgument(
-                "scan: `resume` lies outside the range scanned; pass back the `resume` of the \
-                 previous page of the same scan"
+                "`resume` lies outside the range; pass back the `resume` of the previous call \
+                 over the same range"
                     .into(),
             ));
         }
@@ -211,13 +221,18 @@ impl Router {
         Ok((region, within))
     }
 
-    /// Deletes every key in `[start, end)` (None: the keyspace's bound).
+    /// Deletes every key in `[start, end)` (None: the keyspace's bound),
+    /// from `resume` (an earlier call's) if given, region by region, in at
+    /// most `max_regions` regions (0: all). Returns how many regions it
+    /// deleted in and where the rest begins (`None`: nothing is left).
     pub async fn delete_range(
         &self,
         keyspace: Option<&str>,
         start: Option<&[u8]>,
         end: Option<&[u8]>,
-    ) -> Result<()> {
+        resume: Option<&[u8]>,
+        max_regions: u32,
+    ) -> Result<DeleteRangeProgress> {
         let ks = self.keyspace(keyspace).await?;
         let (start, end) = Self::encoded_range(&ks, start, end)?;
         if !end.is_empty() && start >= end {
@@ -225,8 +240,13 @@ impl Router {
                 "delete range: start must be below end".into(),
             ));
         }
+        let (start, end) = match resume {
+            Some(r) => Self::resumed(start, end, r, false)?,
+            None => (start, end),
+        };
         let mut cursor = start;
         let mut first = true;
+        let mut regions = 0u32;
         loop {
             let routed = self
                 .route(
@@ -254,10 +274,20 @@ impl Router {
                 other => other?,
             };
             first = false;
+            regions += 1;
             if region.end_key.is_empty() || (!end.is_empty() && region.end_key >= end) {
-                return Ok(());
+                return Ok(DeleteRangeProgress {
+                    regions,
+                    resume: None,
+                });
             }
             cursor = region.end_key;
+            if max_regions > 0 && regions >= max_regions {
+                return Ok(DeleteRangeProgress {
+                    regions,
+                    resume: Some(cursor),
+                });
+            }
         }
     }
 }

@@ -495,7 +495,7 @@ async fn a_batch_or_range_write_that_applied_in_part_is_indeterminate_not_invali
 
     // A range delete over both: the first region deleted its part.
     let err = router
-        .delete_range(None, Some(b"a"), None)
+        .delete_range(None, Some(b"a"), None, None, 0)
         .await
         .unwrap_err();
     match &err {
@@ -505,7 +505,35 @@ async fn a_batch_or_range_write_that_applied_in_part_is_indeterminate_not_invali
     assert_eq!(applied.load(Ordering::SeqCst), 2);
     // Starting in the refusing region: nothing applied.
     let err = router
-        .delete_range(None, Some(b"x"), None)
+        .delete_range(None, Some(b"x"), None, None, 0)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+
+    // One region at a time: the first step deletes the first region's part
+    // and says where the rest begins; the step that resumes there fails
+    // cleanly (nothing of it applied), so a caller knows exactly what is
+    // left.
+    let step = router
+        .delete_range(None, Some(b"a"), None, None, 1)
+        .await
+        .expect("first step");
+    assert_eq!(step.regions, 1);
+    assert_eq!(applied.load(Ordering::SeqCst), 3);
+    let resume = step.resume.expect("the rest remains");
+    let err = router
+        .delete_range(None, Some(b"a"), None, Some(&resume), 1)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+    assert_eq!(
+        applied.load(Ordering::SeqCst),
+        3,
+        "the refused step applied nothing"
+    );
+    // A resume point outside the range is refused before anything is sent.
+    let err = router
+        .delete_range(None, Some(b"y"), None, Some(&resume), 1)
         .await
         .unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");

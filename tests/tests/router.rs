@@ -431,3 +431,96 @@ async fn large_scans_and_batch_gets_come_back_in_bounded_pages() {
         Some(tessera_proto::routerpb::error::Kind::InvalidArgument)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_delete_over_many_regions_shows_progress_and_resumes() {
+    let mut c = E2eCluster::start(Options::default()).await;
+    c.add_router().await;
+    let client = client(&c).await;
+    for i in 0..48 {
+        client.put(format!("dr{i:03}"), "gone").await.unwrap();
+    }
+    client.put("ds-kept", "stays").await.unwrap();
+    client.put("dq-kept", "stays").await.unwrap();
+    // The range over four regions.
+    for at in ["dr010", "dr020", "dr030"] {
+        let key =
+            tessera_proto::keys::encode(tessera_proto::keys::DEFAULT_KEYSPACE_ID, at.as_bytes());
+        let regions = tessera_e2e::scan_regions(&c.directory_conn())
+            .await
+            .unwrap();
+        let id = regions
+            .iter()
+            .filter_map(|r| r.region.as_ref())
+            .find(|r| r.start_key <= key && (r.end_key.is_empty() || key < r.end_key))
+            .map(|r| r.id.to_string())
+            .expect("a region holds the key");
+        cli(&c, &["region", "split", &id, "--at", at]);
+    }
+
+    // One step by hand (the SDK), then the CLI resumes where it stopped.
+    let ks = client.keyspace("default");
+    let step = ks
+        .delete_range_step("dr".."ds", None, 1)
+        .await
+        .expect("one step");
+    assert_eq!(step.regions, 1);
+    let resume = step.resume.expect("more regions remain");
+    let hex: String = resume.iter().map(|b| format!("{b:02x}")).collect();
+    let out = cli(
+        &c,
+        &[
+            "-o",
+            "json",
+            "delete-range",
+            "--start",
+            "dr",
+            "--end",
+            "ds",
+            "--resume",
+            &hex,
+        ],
+    );
+    let done: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(done["ok"], true, "{out}");
+    assert!(done["regions"].as_u64().unwrap() >= 3, "{out}");
+    assert!(client.scan("dr".."ds", 0).await.unwrap().is_empty());
+    assert_eq!(
+        client.get("ds-kept").await.unwrap().as_deref(),
+        Some(&b"stays"[..])
+    );
+    assert_eq!(
+        client.get("dq-kept").await.unwrap().as_deref(),
+        Some(&b"stays"[..])
+    );
+
+    // A resume point that is not one is refused before anything is deleted.
+    let err = c
+        .try_cli(&[
+            "delete-range",
+            "--start",
+            "a",
+            "--end",
+            "b",
+            "--resume",
+            "xyz",
+        ])
+        .unwrap_err();
+    assert!(err.contains("--resume"), "{err}");
+    let err = c
+        .try_cli(&[
+            "delete-range",
+            "--start",
+            "dq",
+            "--end",
+            "dr",
+            "--resume",
+            &hex,
+        ])
+        .unwrap_err();
+    assert!(err.contains("resume"), "{err}");
+    assert_eq!(
+        client.get("dq-kept").await.unwrap().as_deref(),
+        Some(&b"stays"[..])
+    );
+}

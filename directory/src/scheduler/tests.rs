@@ -174,6 +174,29 @@ fn a_placement_over_live_stores_is_followed() {
 }
 
 #[test]
+fn no_placement_move_onto_a_store_low_on_space_until_it_recovers() {
+    let (mut state, mut leader) = cluster(1, &[]);
+    state.placements.insert(10, vec![2, 3, 4]);
+    leader.stores.get_mut(&4).expect("store 4").stats.low_space = true;
+    let cfg = ScheduleConfig::default();
+    let mut next = 100;
+    let d = plan(&state, &mut leader, &cfg, &mut ids(&mut next));
+    assert!(
+        !d.created.contains(&OperatorKind::Placement),
+        "{:?}",
+        d.created
+    );
+    leader.stores.get_mut(&4).expect("store 4").stats.low_space = false;
+    let d = plan(&state, &mut leader, &cfg, &mut ids(&mut next));
+    assert!(
+        d.created.contains(&OperatorKind::Placement),
+        "{:?}",
+        d.created
+    );
+    assert_eq!(added_on(&leader, 10), Some(4));
+}
+
+#[test]
 fn no_placement_move_while_a_placed_store_is_silent() {
     let (mut state, mut leader) = cluster(1, &[]);
     // Store 3 stopped reporting a few seconds ago: Disconnected, not Down.

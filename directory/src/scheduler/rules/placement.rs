@@ -6,7 +6,9 @@
 //!
 //! A placement naming a store that is no longer `Up` is obsolete and left
 //! alone, and so is a region with a replica on a bad store (that is
-//! repair's business). Regions with a placement are not moved by
+//! repair's business). No replica moves onto a recorded target while it
+//! is degraded or low on space (the ring itself is over the `Up` stores,
+//! so a passing condition does not reshape it). Regions with a placement are not moved by
 //! balance-region (rule 8), which would fight it.
 
 use std::collections::BTreeSet;
@@ -68,10 +70,14 @@ pub(in crate::scheduler) fn plan_region(round: &mut Round, region: &Region) {
         return;
     }
     let have: BTreeSet<u64> = region.peers.iter().map(|p| p.store_id).collect();
-    let target = want
-        .iter()
-        .copied()
-        .find(|s| !have.contains(s) && round.state_of(*s) == StoreState::Up && !round.busy(*s));
+    // A recorded target that is degraded or low on space takes nothing
+    // until it recovers (the placement itself stays as recorded).
+    let target = want.iter().copied().find(|s| {
+        !have.contains(s)
+            && round.state_of(*s) == StoreState::Up
+            && !round.busy(*s)
+            && round.healthy_stores().contains(s)
+    });
     let leader_store = round.leader_store(region.id);
     let source = have
         .iter()
