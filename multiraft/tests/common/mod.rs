@@ -45,6 +45,7 @@ fn spec(
 
 /// Starts the poller of store `store_id` over `engine` (loading every
 /// region it holds), alone on an in-memory network.
+#[allow(dead_code)]
 pub fn spawn_poller(
     store_id: u64,
     config: RaftConfig,
