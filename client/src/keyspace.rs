@@ -429,12 +429,24 @@ impl Keyspace {
     /// # }
     /// ```
     pub async fn delete_range<K: AsRef<[u8]>>(&self, range: impl RangeBounds<K>) -> Result<()> {
+        self.send_delete_range(range, None, 0).await.map(|_| ())
+    }
+
+    /// One DeleteRange request (`max_regions` 0: every region), retried
+    /// like a write.
+    async fn send_delete_range<K: AsRef<[u8]>>(
+        &self,
+        range: impl RangeBounds<K>,
+        resume: Option<&[u8]>,
+        max_regions: u32,
+    ) -> Result<routerpb::DeleteRangeResponse> {
         let range = WireRange::from_bounds(&range);
         let message = routerpb::DeleteRangeRequest {
             keyspace: self.name.clone(),
             start: range.start,
             end: range.end,
-            ..Default::default()
+            resume: resume.map(<[u8]>::to_vec),
+            max_regions,
         };
         self.client
             .failover()
@@ -442,8 +454,7 @@ impl Keyspace {
                 let r = request(&message, left);
                 async move { c.delete_range(r).await }
             })
-            .await?;
-        Ok(())
+            .await
     }
 
     /// Deletes the part of `range` in the next `max_regions` regions (at
@@ -474,21 +485,8 @@ impl Keyspace {
         resume: Option<&[u8]>,
         max_regions: u32,
     ) -> Result<DeleteRangeStep> {
-        let range = WireRange::from_bounds(&range);
-        let message = routerpb::DeleteRangeRequest {
-            keyspace: self.name.clone(),
-            start: range.start,
-            end: range.end,
-            resume: resume.map(<[u8]>::to_vec),
-            max_regions: max_regions.max(1),
-        };
         let answer = self
-            .client
-            .failover()
-            .call(self.op("delete_range", OpKind::Write), |mut c, left| {
-                let r = request(&message, left);
-                async move { c.delete_range(r).await }
-            })
+            .send_delete_range(range, resume, max_regions.max(1))
             .await?;
         Ok(DeleteRangeStep {
             regions: answer.regions,

@@ -5,7 +5,7 @@
 //! last heartbeats. Both are linearizable reads on the leader.
 
 use tessera_proto::directorypb::*;
-use tessera_proto::metapb::{Peer, PeerRole, StoreState};
+use tessera_proto::metapb::{PeerRole, StoreState};
 
 use crate::core::Core;
 use crate::leader::state_name;
@@ -36,10 +36,11 @@ impl Core {
                 .entry(state_name(ls.store_state(s, &self.schedule.lifecycle)).to_string())
                 .or_default() += 1;
         }
-        let healthy = |p: &Peer| {
+        // Up or only briefly silent.
+        let live = |store_id: u64| {
             state
                 .stores
-                .get(&p.store_id)
+                .get(&store_id)
                 .map(|s| ls.store_state(s, &self.schedule.lifecycle))
                 .is_some_and(|st| matches!(st, StoreState::Up | StoreState::Disconnected))
         };
@@ -49,23 +50,17 @@ impl Core {
             .filter(|r| {
                 r.peers
                     .iter()
-                    .filter(|p| p.role == PeerRole::Voter as i32 && healthy(p))
+                    .filter(|p| p.role == PeerRole::Voter as i32 && live(p.store_id))
                     .count()
                     < self.schedule.max_replicas
             })
             .count();
-        let mut alarms = vec![];
-        for (id, rt) in &ls.stores {
-            let live = state
-                .stores
-                .get(id)
-                .map(|s| ls.store_state(s, &self.schedule.lifecycle))
-                .is_some_and(|st| matches!(st, StoreState::Up | StoreState::Disconnected));
-            if !live {
-                continue;
-            }
-            alarms.extend(store_alarms(*id, &rt.stats));
-        }
+        let mut alarms: Vec<Alarm> = ls
+            .stores
+            .iter()
+            .filter(|(id, _)| live(**id))
+            .flat_map(|(id, rt)| store_alarms(*id, &rt.stats))
+            .collect();
         alarms.sort_by(|a, b| (a.store_id, &a.kind).cmp(&(b.store_id, &b.kind)));
         Ok(ClusterStatusResponse {
             header: self.header(None),

@@ -153,25 +153,38 @@ impl DiskMonitor {
         let available = (free + held).saturating_sub(self.reserve);
         let was_low = self.usage.lock().low;
         let low = is_low(available, self.threshold, was_low);
-        if low && held > 0 {
+        // What the reserve file holds after this look.
+        let held = if low && held > 0 {
             // Room for Raft's own writes.
             match std::fs::remove_file(&self.reserve_path) {
-                Ok(()) => tracing::warn!(
-                    store_id = self.store_id,
-                    bytes = held,
-                    "low on disk space: released the reserve file for Raft's own writes"
-                ),
-                Err(e) => tracing::error!(error = %e, "cannot release the reserve file"),
+                Ok(()) => {
+                    tracing::warn!(
+                        store_id = self.store_id,
+                        bytes = held,
+                        "low on disk space: released the reserve file for Raft's own writes"
+                    );
+                    0
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot release the reserve file");
+                    held
+                }
             }
         } else if !low && held < self.reserve {
-            if let Err(e) = self.allocate_reserve() {
-                tracing::warn!(error = %e, path = %self.reserve_path.display(), "cannot allocate the reserve file");
-                let _ = std::fs::remove_file(&self.reserve_path);
+            match self.allocate_reserve() {
+                Ok(()) => self.reserve,
+                Err(e) => {
+                    tracing::warn!(error = %e, path = %self.reserve_path.display(), "cannot allocate the reserve file");
+                    let _ = std::fs::remove_file(&self.reserve_path);
+                    0
+                }
             }
-        }
+        } else {
+            held
+        };
         self.space.set_low(low);
         metrics::gauge!(m::LOW_SPACE).set(if low { 1.0 } else { 0.0 });
-        metrics::gauge!(m::RESERVE_BYTES).set(self.held() as f64);
+        metrics::gauge!(m::RESERVE_BYTES).set(held as f64);
         *self.usage.lock() = Usage {
             capacity_bytes: capacity,
             available_bytes: available,

@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use tessera_proto::directorypb::StoreStats;
 use tessera_proto::metapb::{Peer, PeerRole, Region, StoreState};
 
 use super::operator::{Operator, OperatorKind, Step};
@@ -91,29 +92,27 @@ impl<'a> Round<'a> {
             .collect()
     }
 
+    /// What `store_id` said in its last heartbeat, if it said anything.
+    fn stats(&self, store_id: u64) -> Option<&StoreStats> {
+        self.leader.stores.get(&store_id).map(|r| &r.stats)
+    }
+
     /// Whether `store_id` said in its last heartbeat that its poller rounds
     /// are slow (a slow disk).
     pub fn is_degraded(&self, store_id: u64) -> bool {
-        self.leader
-            .stores
-            .get(&store_id)
-            .is_some_and(|r| r.stats.degraded)
+        self.stats(store_id).is_some_and(|s| s.degraded)
     }
 
     /// Whether `store_id` said in its last heartbeat that it is below its
     /// free-space threshold (the NOSPACE alarm).
     pub fn is_low_on_space(&self, store_id: u64) -> bool {
-        self.leader
-            .stores
-            .get(&store_id)
-            .is_some_and(|r| r.stats.low_space)
+        self.stats(store_id).is_some_and(|s| s.low_space)
     }
 
     /// Whether `store_id`'s disk is at least [`NEARLY_FULL_RATIO`] used: it
     /// receives a replica only when no other store can.
     pub fn is_nearly_full(&self, store_id: u64) -> bool {
-        self.leader.stores.get(&store_id).is_some_and(|r| {
-            let s = &r.stats;
+        self.stats(store_id).is_some_and(|s| {
             s.capacity_bytes > 0
                 && (s.capacity_bytes.saturating_sub(s.available_bytes) as f64)
                     >= NEARLY_FULL_RATIO * s.capacity_bytes as f64
@@ -122,18 +121,22 @@ impl<'a> Round<'a> {
 
     /// Free bytes `store_id` reported last (0 if it never did).
     pub fn available_on(&self, store_id: u64) -> u64 {
-        self.leader
-            .stores
-            .get(&store_id)
-            .map_or(0, |r| r.stats.available_bytes)
+        self.stats(store_id).map_or(0, |s| s.available_bytes)
     }
 
-    /// The `Up` stores that are neither degraded nor low on space: where
-    /// replicas and leaderships may go. (A stalled store stops
+    /// Whether `store_id` is `Up` and neither degraded nor low on space:
+    /// replicas and leaderships may go to it. (A stalled store stops
     /// heartbeating, so it is not `Up` for long.)
+    pub fn is_healthy(&self, store_id: u64) -> bool {
+        self.state_of(store_id) == StoreState::Up
+            && !self.is_degraded(store_id)
+            && !self.is_low_on_space(store_id)
+    }
+
+    /// Every store [`Round::is_healthy`].
     pub fn healthy_stores(&self) -> Vec<u64> {
         let mut up = self.up_stores();
-        up.retain(|s| !self.is_degraded(*s) && !self.is_low_on_space(*s));
+        up.retain(|s| self.is_healthy(*s));
         up
     }
 

@@ -72,12 +72,10 @@ pub(in crate::scheduler) fn plan_region(round: &mut Round, region: &Region) {
     let have: BTreeSet<u64> = region.peers.iter().map(|p| p.store_id).collect();
     // A recorded target that is degraded or low on space takes nothing
     // until it recovers (the placement itself stays as recorded).
-    let target = want.iter().copied().find(|s| {
-        !have.contains(s)
-            && round.state_of(*s) == StoreState::Up
-            && !round.busy(*s)
-            && round.healthy_stores().contains(s)
-    });
+    let target = want
+        .iter()
+        .copied()
+        .find(|s| !have.contains(s) && round.is_healthy(*s) && !round.busy(*s));
     let leader_store = round.leader_store(region.id);
     let source = have
         .iter()
