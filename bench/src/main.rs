@@ -12,13 +12,16 @@
 //! - `ycsb`: YCSB core workloads A–F against tessera or etcd (`ycsb/`);
 //! - `compare`: the workloads against tessera and etcd side by side, in
 //!   alternating rounds (`compare.rs`);
-//! - `ycsb-scale`: workload A over 1, 16 and 256 regions (`scale.rs`).
+//! - `ycsb-scale`: workload A over 1, 16 and 256 regions (`scale.rs`);
+//! - `overload`: capacity, then open-loop load at multiples of it and a
+//!   hostile mix, tessera and etcd in one run (`overload/`).
 //!
 //! Results print as a table and, with `--json`, as one JSON object.
 
 mod cluster_put;
 mod compare;
 mod fsync;
+mod overload;
 mod plot;
 mod region_ops;
 mod repair;
@@ -66,6 +69,10 @@ enum Command {
     /// Workload A against tessera with the key range pre-split into 1, 16
     /// and 256 regions.
     YcsbScale(scale::Args),
+    /// Overload and hostile requests, tessera and etcd in one run: the
+    /// closed-loop capacity, then open-loop load at 0.8, 2, 5 and 10× of
+    /// it, then a hostile mix; goodput, p99, refusals, peak RSS.
+    Overload(overload::Args),
 }
 
 /// Runs `work`, or stops at Ctrl-C or SIGTERM: dropping `work` drops the
@@ -95,6 +102,9 @@ fn main() -> anyhow::Result<()> {
         Command::Ycsb(a) => return runtime.block_on(interruptible(ycsb::run(a, args.json))),
         Command::Compare(a) => return runtime.block_on(interruptible(compare::run(a, args.json))),
         Command::YcsbScale(a) => return runtime.block_on(interruptible(scale::run(a, args.json))),
+        Command::Overload(a) => {
+            return runtime.block_on(interruptible(overload::run(a, args.json)))
+        }
     };
     report.print(args.json);
     Ok(())

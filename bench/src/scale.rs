@@ -148,6 +148,7 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
                 &c.routers(),
                 p.connections,
                 p.op_timeout(),
+                !p.no_busy_retry,
                 &tessera_security::Security::insecure(),
             )
             .await?,

@@ -60,6 +60,7 @@ pub struct ClientBuilder {
     connect_timeout: Duration,
     backoff: Backoff,
     security: Security,
+    retry_busy: bool,
 }
 
 impl Default for ClientBuilder {
@@ -70,6 +71,7 @@ impl Default for ClientBuilder {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             backoff: Backoff::default(),
             security: Security::insecure(),
+            retry_busy: true,
         }
     }
 }
@@ -118,6 +120,17 @@ impl ClientBuilder {
         self
     }
 
+    /// Whether a busy refusal (the cluster over its serving quotas, nothing
+    /// applied) is waited out — at least the wait the refusal asks for —
+    /// and sent again until the operation's deadline (the default), or
+    /// returned at once as [`Error::ResourceExhausted`]: for callers that
+    /// shed load themselves, such as a service with its own fallback or a
+    /// load generator measuring what the cluster admits.
+    pub fn retry_busy(mut self, retry: bool) -> Self {
+        self.retry_busy = retry;
+        self
+    }
+
     /// Checks the settings and makes the client. Dials nothing, so it
     /// succeeds with every router down.
     ///
@@ -162,6 +175,7 @@ impl ClientBuilder {
             connect_timeout: self.connect_timeout,
             backoff: self.backoff,
             security: self.security,
+            retry_busy: self.retry_busy,
         };
         Ok(Client::from_failover(Failover::new(endpoints, settings)))
     }

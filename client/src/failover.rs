@@ -86,6 +86,8 @@ pub(crate) struct Settings {
     pub backoff: Backoff,
     /// How the routers are dialed.
     pub security: tessera_security::Security,
+    /// Wait out busy refusals until the deadline (else return them).
+    pub retry_busy: bool,
 }
 
 /// What an operation does, for the retry and indeterminate rules.
@@ -282,6 +284,13 @@ impl Failover {
                 Failure::NotSent(e) => {
                     busy = None;
                     last_error = e;
+                }
+                Failure::Busy(e, _) if !self.settings.retry_busy => {
+                    return Err(Error::ResourceExhausted(format!(
+                        "{}: refused by a router over its serving quotas; nothing was \
+                         applied (busy refusals are not retried: ClientBuilder::retry_busy). {e}",
+                        op.name
+                    )));
                 }
                 Failure::Busy(e, wait) => {
                     busy = Some(wait);

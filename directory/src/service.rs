@@ -313,7 +313,8 @@ impl Directory for DirectoryService {
         let r = self
             .core
             .read(|s, _| {
-                let mut all = vec![s.keyspace("default").expect("default keyspace")];
+                // `keyspace("default")` always answers; no `expect` needed.
+                let mut all: Vec<_> = s.keyspace("default").into_iter().collect();
                 all.extend(s.keyspaces.values().cloned());
                 all
             })

@@ -16,41 +16,19 @@
 //! `TESSERA_FUZZ_CASES` sets the number of batches (default 2,000; each
 //! has up to 8 messages).
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
 use protobuf::{Message as _, ProtobufEnum as _};
 use raft::eraftpb::{Entry, EntryType, Message, MessageType, Snapshot};
-use tessera_multiraft::engine::{Engine, MemoryEngine, WriteBatch};
 use tessera_multiraft::mailbox::PollerMsg;
 use tessera_multiraft::snapshot::SnapManager;
-use tessera_multiraft::{region, RaftConfig};
-use tessera_proto::metapb::{Peer, Region, RegionEpoch};
+use tessera_proto::metapb::{Peer, RegionEpoch};
 use tessera_proto::raft_serverpb::RaftMessage;
 
 mod common;
 
-const REGION: u64 = 3;
-
-fn peer(store: u64) -> Peer {
-    Peer {
-        id: REGION * 10 + store,
-        store_id: store,
-        role: 0,
-    }
-}
-
-fn region3() -> Region {
-    Region {
-        id: REGION,
-        region_epoch: Some(RegionEpoch::new(1, 1)),
-        peers: vec![peer(1), peer(2), peer(3)],
-        ..Default::default()
-    }
-}
+use common::{peer, REGION};
 
 /// A raft-rs message with random fields, encoded.
 fn raft_message() -> impl Strategy<Value = Vec<u8>> {
@@ -166,17 +144,8 @@ fn random_and_mutated_peer_messages_never_take_the_poller_down() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(2_000);
     let dir = tempfile::tempdir().unwrap();
-    let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
-    let mut wb = WriteBatch::default();
-    region::write_initial_state(&region3(), &mut wb);
-    engine.write(&wb, true).unwrap();
-    let config = RaftConfig {
-        tick_interval: Duration::from_millis(1),
-        election_tick: 10,
-        heartbeat_tick: 2,
-        manual_ticks: true,
-        ..RaftConfig::default()
-    };
+    let engine = common::engine_with_region3();
+    let config = common::manual_ticks_config();
     let (mut poller, mailbox) = common::open_poller(
         1,
         config,

@@ -70,14 +70,13 @@ pub fn encode(keyspace_id: u32, user_key: &[u8]) -> Vec<u8> {
 
 /// The keyspace id and user key of an encoded key.
 pub fn decode(encoded: &[u8]) -> Result<(u32, &[u8]), String> {
-    let Some(prefix) = encoded.get(..KEYSPACE_PREFIX_BYTES) else {
+    let Some((prefix, mut rest)) = encoded.split_first_chunk::<KEYSPACE_PREFIX_BYTES>() else {
         return Err(format!(
             "encoded key of {} bytes is shorter than its keyspace prefix",
             encoded.len()
         ));
     };
-    let keyspace_id = u32::from_be_bytes(prefix.try_into().expect("4 bytes"));
-    let mut rest = &encoded[KEYSPACE_PREFIX_BYTES..];
+    let keyspace_id = u32::from_be_bytes(*prefix);
     if is_hash_keyspace(keyspace_id) {
         if rest.len() < HASH_PREFIX_BYTES {
             return Err("encoded key of a hash keyspace has no hash prefix".into());

@@ -29,12 +29,14 @@ use tessera_routing::{Router, RouterConfig};
 pub mod builds;
 mod ports;
 mod process;
+mod raw_grpc;
 mod security;
 mod status;
 pub mod tmpfs;
 pub use builds::{ensure_plain_binaries, ensure_plain_binaries_in};
 pub use ports::free_port;
 pub use process::Proc;
+pub use raw_grpc::RawCodec;
 pub use security::make_certs;
 pub use status::{http_get, http_request, metric_value};
 
@@ -83,6 +85,9 @@ pub struct Options {
     pub region_split_size_mib: u64,
     /// Extra TOML for every store (e.g. labels), after its other tables.
     pub store_extra: Vec<String>,
+    /// Extra TOML for every router, after its other settings (e.g. a
+    /// `[serving]` table).
+    pub router_extra: Vec<String>,
     /// Extra `key = value` lines for every store's `[raft]` table (e.g.
     /// small log-GC thresholds so snapshots happen).
     pub store_raft_extra: Vec<String>,
@@ -104,6 +109,7 @@ impl Default for Options {
             down_after_ms: 4_000,
             region_split_size_mib: 96,
             store_extra: vec![],
+            router_extra: vec![],
             store_raft_extra: vec![],
             default_timing: false,
             insecure: false,
@@ -372,8 +378,9 @@ impl E2eCluster {
         std::fs::write(
             &config,
             format!(
-                "listen_addr = {addr:?}\nstatus_addr = {status:?}\ndirectory = {:?}\nrequest_timeout_ms = 20000\n",
-                self.directory_addrs()
+                "listen_addr = {addr:?}\nstatus_addr = {status:?}\ndirectory = {:?}\nrequest_timeout_ms = 20000\n{}\n",
+                self.directory_addrs(),
+                self.opts.router_extra.join("\n")
             ),
         )
         .expect("config");

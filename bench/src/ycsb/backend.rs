@@ -68,6 +68,7 @@ impl Tessera {
         routers: &[String],
         connections: usize,
         timeout: Duration,
+        retry_busy: bool,
         security: &tessera_security::Security,
     ) -> anyhow::Result<Tessera> {
         let mut clients = vec![];
@@ -76,6 +77,7 @@ impl Tessera {
                 tessera_client::Client::builder()
                     .endpoints(routers.iter().cloned())
                     .timeout(timeout)
+                    .retry_busy(retry_busy)
                     .security(security.clone())
                     .build()
                     .await?,

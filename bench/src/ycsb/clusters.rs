@@ -38,11 +38,30 @@ pub struct LocalTessera {
 
 impl LocalTessera {
     pub async fn start(stores: usize, mode: Mode) -> anyhow::Result<LocalTessera> {
+        Self::start_with(stores, mode, &[]).await
+    }
+
+    /// With `serving` (`key = value` lines) as the `[serving]` table of
+    /// every store and router.
+    pub async fn start_with(
+        stores: usize,
+        mode: Mode,
+        serving: &[String],
+    ) -> anyhow::Result<LocalTessera> {
         tessera_e2e::ensure_plain_binaries()?;
+        let serving: Vec<String> = if serving.is_empty() {
+            vec![]
+        } else {
+            std::iter::once("[serving]".to_string())
+                .chain(serving.iter().cloned())
+                .collect()
+        };
         let mut cluster = E2eCluster::start(Options {
             insecure: mode == Mode::Plaintext,
             stores,
             default_timing: true,
+            store_extra: serving.clone(),
+            router_extra: serving,
             ..Options::default()
         })
         .await;
@@ -162,6 +181,11 @@ impl Drop for LocalEtcd {
 }
 
 impl LocalEtcd {
+    /// The members' process ids.
+    pub fn pids(&self) -> Vec<u32> {
+        self.children.iter().map(|c| c.id()).collect()
+    }
+
     /// Starts `members` etcd members (their defaults: fsync on commit,
     /// snapshot every 100,000 entries; an 8 GiB backend quota so long runs
     /// do not hit the 2 GiB default) and waits until the cluster answers.

@@ -126,6 +126,11 @@ pub struct Params {
     /// Deadline of one operation, retries included (seconds).
     #[arg(long, default_value_t = 10)]
     pub op_timeout: u64,
+    /// tessera: a busy refusal (the cluster over its serving quotas) ends
+    /// the operation at once instead of being waited out until
+    /// --op-timeout (the SDK's `retry_busy(false)`).
+    #[arg(long)]
+    pub no_busy_retry: bool,
 }
 
 impl Params {
@@ -248,6 +253,7 @@ impl AnyBackend {
                     endpoints,
                     p.connections,
                     p.op_timeout(),
+                    !p.no_busy_retry,
                     &access.tessera,
                 )
                 .await?,

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::Rng;
 
-use super::backend::Backend;
+use super::backend::{Backend, OpError};
 use super::gen::key_name;
 use super::stats::{self, ClientStats, PhaseResult, Series};
 use super::workload::{Op, OpKind, Workload};
@@ -72,6 +72,50 @@ pub async fn run<B: Backend>(
     label: &str,
 ) -> PhaseResult {
     phase(Phase::Run, backend, workload, limits, label).await
+}
+
+/// Sends one operation and reports each request's latency and outcome to
+/// `record` (a read-modify-write is a read, then — if it found the record —
+/// an update with `value`); returns the operation's outcome. `value` is
+/// the record a write puts (empty for reads and scans).
+pub async fn perform<B: Backend>(
+    backend: &B,
+    client: usize,
+    op: Op,
+    value: Vec<u8>,
+    mut record: impl FnMut(OpKind, Duration, &Result<(), OpError>),
+) -> Result<(), OpError> {
+    let timed = Instant::now();
+    match op {
+        Op::Read(n) => {
+            let r = backend.read(client, key_name(n).as_bytes()).await;
+            record(OpKind::Read, timed.elapsed(), &r);
+            r
+        }
+        Op::Update(n) | Op::Insert(n) => {
+            let r = backend.put(client, key_name(n).as_bytes(), &value).await;
+            record(op.kind(), timed.elapsed(), &r);
+            r
+        }
+        Op::Scan(n, len) => {
+            let r = backend
+                .scan(client, key_name(n).as_bytes(), len as u32)
+                .await
+                .map(|_| ());
+            record(OpKind::Scan, timed.elapsed(), &r);
+            r
+        }
+        Op::ReadModifyWrite(n) => {
+            let key = key_name(n);
+            let r = backend.read(client, key.as_bytes()).await;
+            record(OpKind::Read, timed.elapsed(), &r);
+            r?;
+            let t = Instant::now();
+            let r = backend.put(client, key.as_bytes(), &value).await;
+            record(OpKind::Update, t.elapsed(), &r);
+            r
+        }
+    }
 }
 
 fn bar(limits: &Limits, label: &str) -> ProgressBar {
@@ -160,46 +204,14 @@ async fn phase<B: Backend>(
                     }
                     Phase::Run => gen.next_op(),
                 };
-                let result = match op {
-                    Op::Read(n) => {
-                        let t = Instant::now();
-                        let r = backend.read(client, key_name(n).as_bytes()).await;
-                        st.record(OpKind::Read, t.elapsed(), &r);
-                        r
-                    }
-                    Op::Update(n) | Op::Insert(n) => {
-                        let value = gen.value();
-                        let t = Instant::now();
-                        let r = backend.put(client, key_name(n).as_bytes(), &value).await;
-                        st.record(op.kind(), t.elapsed(), &r);
-                        if which == Phase::Run && op.kind() == OpKind::Insert {
-                            workload.inserts.acknowledge(n);
-                        }
-                        r
-                    }
-                    Op::Scan(n, len) => {
-                        let t = Instant::now();
-                        let r = backend
-                            .scan(client, key_name(n).as_bytes(), len as u32)
-                            .await
-                            .map(|_| ());
-                        st.record(OpKind::Scan, t.elapsed(), &r);
-                        r
-                    }
-                    Op::ReadModifyWrite(n) => {
-                        let key = key_name(n);
-                        let t = Instant::now();
-                        let mut r = backend.read(client, key.as_bytes()).await;
-                        st.record(OpKind::Read, t.elapsed(), &r);
-                        if r.is_ok() {
-                            let value = gen.value();
-                            let t = Instant::now();
-                            r = backend.put(client, key.as_bytes(), &value).await;
-                            st.record(OpKind::Update, t.elapsed(), &r);
-                        }
-                        r
-                    }
-                };
+                let value = if op.writes() { gen.value() } else { Vec::new() };
+                let result = perform(&*backend, client, op, value, |kind, latency, r| {
+                    st.record(kind, latency, r)
+                })
+                .await;
+                if let (Phase::Run, Op::Insert(n)) = (which, op) {
+                    workload.inserts.acknowledge(n);
+                }
                 let now = Instant::now();
                 let latency = now.saturating_duration_since(intended);
                 if let Op::ReadModifyWrite(_) = op {

@@ -146,6 +146,11 @@ impl Op {
             Op::ReadModifyWrite(_) => OpKind::ReadModifyWrite,
         }
     }
+
+    /// Whether the operation puts a record (and needs a value).
+    pub fn writes(&self) -> bool {
+        !matches!(self, Op::Read(_) | Op::Scan(..))
+    }
 }
 
 /// A workload shared by every client of a run.

@@ -279,3 +279,31 @@ async fn busy_until_the_deadline_is_resource_exhausted_not_indeterminate() {
     assert!(e.to_string().contains("nothing was applied"), "{e}");
     assert!(busy.fake.calls() > 1, "retried: {}", busy.fake.calls());
 }
+
+/// With `retry_busy(false)` a busy refusal comes back at once as
+/// `ResourceExhausted` after one attempt, nothing applied.
+#[tokio::test]
+async fn without_busy_retries_a_refusal_returns_at_once() {
+    let busy = FakeServer::start(Behaviour::BusyFirst(1)).await;
+    let c = Client::builder()
+        .endpoints([format!("http://{}", busy.endpoint())])
+        .timeout(Duration::from_secs(10))
+        .retry_busy(false)
+        .build()
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let e = tokio::time::timeout(HANG_GUARD, c.put("k", "v"))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(e, Error::ResourceExhausted(_)), "{e:?}");
+    assert!(e.is_retryable() && !e.is_indeterminate());
+    assert!(e.to_string().contains("retry_busy"), "{e}");
+    assert!(started.elapsed() < BUSY_WAIT, "{:?}", started.elapsed());
+    assert_eq!(busy.fake.calls(), 1);
+    // Nothing was applied; the next attempt (no longer refused) is.
+    assert_eq!(c.get("k").await.unwrap(), None);
+    c.put("k", "v").await.unwrap();
+    assert_eq!(c.get("k").await.unwrap(), Some(b"v".to_vec()));
+}

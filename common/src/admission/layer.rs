@@ -8,12 +8,14 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tonic::body::Body;
 use tonic::codegen::Bytes;
 
-use super::{ServingLimits, IN_FLIGHT_BYTES, IN_FLIGHT_REQUESTS, REFUSED};
+use super::limit::AdaptiveLimit;
+use super::{ServingLimits, IN_FLIGHT_BYTES, IN_FLIGHT_REQUESTS, LIMIT, REFUSED};
 
 /// What one process has in flight, against its quotas.
 #[derive(Debug)]
@@ -21,6 +23,11 @@ struct Budget {
     bytes: AtomicU64,
     requests: AtomicUsize,
     limits: ServingLimits,
+    /// The latency-driven limit under `max_in_flight_requests`, if on.
+    adaptive: Option<AdaptiveLimit>,
+    /// Admitted requests whose answers are not ready yet (counted only
+    /// with the adaptive limit).
+    serving: AtomicUsize,
 }
 
 impl Budget {
@@ -41,17 +48,40 @@ impl Budget {
     /// A place for one more request, or the refusal.
     fn admit(self: &Arc<Self>) -> Result<Arc<Ticket>, tonic::Status> {
         let max = self.limits.max_in_flight_requests;
-        if self.requests.fetch_add(1, Ordering::AcqRel) >= max {
+        let held = self.requests.fetch_add(1, Ordering::AcqRel);
+        if held >= max {
             self.requests.fetch_sub(1, Ordering::AcqRel);
             return Err(self.refuse(
                 "requests",
                 format!("{max} requests are in flight (serving.max_in_flight_requests)"),
             ));
         }
+        if let Some(a) = &self.adaptive {
+            // Against the requests still being served: an answer waiting
+            // for its reader holds memory (the quotas above), not service.
+            let limit = a.get().min(max);
+            let serving = self.serving.fetch_add(1, Ordering::AcqRel);
+            if serving >= limit {
+                self.serving.fetch_sub(1, Ordering::AcqRel);
+                self.requests.fetch_sub(1, Ordering::AcqRel);
+                let (median, baseline) = a.latency();
+                return Err(self.refuse(
+                    "latency",
+                    format!(
+                        "{serving} requests are being served, the most it takes while they \
+                         take {:.1} ms against {:.1} ms unloaded (serving.latency_tolerance = {})",
+                        median.as_secs_f64() * 1e3,
+                        baseline.as_secs_f64() * 1e3,
+                        self.limits.latency_tolerance
+                    ),
+                ));
+            }
+        }
         let ticket = Arc::new(Ticket {
             budget: self.clone(),
             bytes: AtomicU64::new(0),
             charged: AtomicBool::new(false),
+            serving: AtomicBool::new(self.adaptive.is_some()),
         });
         let used = self.bytes.load(Ordering::Acquire);
         if used >= self.limits.max_in_flight_bytes {
@@ -81,6 +111,8 @@ pub struct Ticket {
     /// The service charged its response: its encoded bytes are not counted
     /// again.
     charged: AtomicBool,
+    /// Counted in `Budget::serving` until its answer is ready.
+    serving: AtomicBool,
 }
 
 impl Ticket {
@@ -102,10 +134,19 @@ impl Ticket {
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Acquire)
     }
+
+    /// The answer is ready (or the request is gone): it no longer counts
+    /// against the adaptive limit.
+    fn end_service(&self) {
+        if self.serving.swap(false, Ordering::AcqRel) {
+            self.budget.serving.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
+        self.end_service();
         let budget = &self.budget;
         budget
             .bytes
@@ -162,7 +203,17 @@ impl Admission {
             budget: Arc::new(Budget {
                 bytes: AtomicU64::new(0),
                 requests: AtomicUsize::new(0),
+                serving: AtomicUsize::new(0),
                 limits: limits.clone(),
+                adaptive: limits.adaptive_limit.then(|| {
+                    metrics::gauge!(LIMIT).set(limits.max_in_flight_requests as f64);
+                    AdaptiveLimit::new(
+                        limits.min_adaptive_limit,
+                        limits.max_in_flight_requests,
+                        limits.latency_tolerance,
+                        Instant::now(),
+                    )
+                }),
             }),
             governs,
             exempt,
@@ -181,6 +232,16 @@ impl Admission {
     /// Requests in flight now.
     pub fn in_flight_requests(&self) -> usize {
         self.budget.requests.load(Ordering::Acquire)
+    }
+
+    /// Requests taken on at once now: the adaptive limit, or
+    /// `max_in_flight_requests` without one.
+    pub fn request_limit(&self) -> usize {
+        let max = self.budget.limits.max_in_flight_requests;
+        self.budget
+            .adaptive
+            .as_ref()
+            .map_or(max, |a| a.get().min(max))
     }
 }
 
@@ -235,8 +296,23 @@ where
             request: true,
         });
         let fut = self.inner.call(http::Request::from_parts(parts, body));
+        let started = Instant::now();
         Box::pin(async move {
             let response = fut.await?;
+            // The service time: until the answer is ready, not until a
+            // (possibly slow) reader has taken it.
+            let budget = &ticket.budget;
+            // A request answered with an error status and no body (a
+            // refusal further in, bad input) ends fast and says nothing
+            // about queues: not a sample.
+            let failed = response.headers().contains_key("grpc-status");
+            if let (Some(a), false) = (&budget.adaptive, failed) {
+                let serving = budget.serving.load(Ordering::Relaxed);
+                if let Some(limit) = a.sample(Instant::now(), started.elapsed(), serving) {
+                    metrics::gauge!(LIMIT).set(limit as f64);
+                }
+            }
+            ticket.end_service();
             Ok(response.map(|inner| {
                 Body::new(Counted {
                     inner,
@@ -293,5 +369,54 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn under_the_adaptive_limit_a_request_is_refused_for_latency_then_admitted_again() {
+        let limits = ServingLimits {
+            adaptive_limit: true,
+            min_adaptive_limit: 2,
+            max_in_flight_requests: 100,
+            ..ServingLimits::default()
+        };
+        let admission = Admission::new(&limits, &["/"], &[]);
+        let budget = &admission.budget;
+        let adaptive = budget.adaptive.as_ref().unwrap();
+        let mut t = Instant::now();
+        // Fast windows, then slow ones: the limit falls to its floor.
+        for (latency, windows) in [(1, 5), (50, 20)] {
+            for _ in 0..windows {
+                t += Duration::from_millis(100);
+                for _ in 0..20 {
+                    adaptive.sample(t, Duration::from_millis(latency), 100);
+                }
+            }
+        }
+        assert_eq!(admission.request_limit(), 2);
+        let a = budget.admit().unwrap();
+        let _b = budget.admit().unwrap();
+        let refused = budget.admit().unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            refused.message().contains("serving.latency_tolerance"),
+            "{}",
+            refused.message()
+        );
+        assert_eq!(admission.in_flight_requests(), 2, "a refusal holds nothing");
+        drop(a);
+        let c = budget.admit().unwrap();
+        // An answer waiting for a slow reader still holds its request's
+        // place in the quotas, but not in the adaptive limit.
+        c.end_service();
+        let _d = budget.admit().unwrap();
+        assert_eq!(admission.in_flight_requests(), 3);
+        assert!(budget.admit().is_err());
     }
 }

@@ -32,6 +32,15 @@
 //!    off: its bytes count once it is built, which keeps new requests out
 //!    until slow readers take their answers.
 //!
+//! 4. **Latency** (opt-in, `adaptive_limit = true`; off by default until
+//!    `tessera-bench overload` shows it helps — see the README). Below
+//!    `max_in_flight_requests` the process keeps an adaptive limit
+//!    (`limit`): while
+//!    the average service time passes `latency_tolerance` × the process's
+//!    unloaded latency, it takes on fewer requests at once (never fewer
+//!    than `min_adaptive_limit`), so under overload it refuses at once
+//!    what it would otherwise queue until the client's deadline.
+//!
 //! A refusal is `RESOURCE_EXHAUSTED` naming the quota and carrying the
 //! wait it asks for ([`tessera_proto::limits::busy_status`]); the service
 //! never saw the request, so nothing was applied. The router backs off and
@@ -42,11 +51,11 @@
 //! Memory bound: what requests and responses hold is at most the byte
 //! quota plus one request's last frame and the responses being built when
 //! the quota filled (at most `max_in_flight_requests` of them). The margin
-//! over the quota under load is for `tessera-bench overload` to measure
-//! (not written yet).
+//! over the quota under load is measured by `tessera-bench overload`.
 
 mod conn;
 mod layer;
+mod limit;
 
 use std::time::Duration;
 
@@ -54,15 +63,18 @@ use serde::{Deserialize, Serialize};
 
 pub use conn::{limit_connections, Admitted};
 pub use layer::{charge, charged, Admission, Admitted as AdmittedService, Ticket};
+pub use limit::AdaptiveLimit;
 
 /// Metric (gauge): bytes of requests and responses in flight.
 pub const IN_FLIGHT_BYTES: &str = "tessera_admission_in_flight_bytes";
 /// Metric (gauge): requests in flight.
 pub const IN_FLIGHT_REQUESTS: &str = "tessera_admission_in_flight_requests";
+/// Metric (gauge): the adaptive request limit (see `limit`).
+pub const LIMIT: &str = "tessera_admission_limit";
 /// Metric (gauge): open connections.
 pub const CONNECTIONS: &str = "tessera_admission_connections";
 /// Metric (counter): requests and connections refused, by `reason`
-/// (`bytes`, `requests`, `connections`).
+/// (`bytes`, `requests`, `latency`, `connections`).
 pub const REFUSED: &str = "tessera_admission_refused_total";
 
 /// Registers the help text of this module's metrics.
@@ -74,6 +86,10 @@ pub fn describe() {
     );
     metrics::describe_gauge!(IN_FLIGHT_REQUESTS, "Admitted requests in flight");
     metrics::describe_gauge!(CONNECTIONS, "Open gRPC connections");
+    metrics::describe_gauge!(
+        LIMIT,
+        "Requests taken on at once while latency stays within serving.latency_tolerance"
+    );
     metrics::describe_counter!(
         REFUSED,
         "Requests and connections refused over a serving quota, by reason"
@@ -101,6 +117,15 @@ pub struct ServingLimits {
     pub idle_timeout_ms: u64,
     /// The wait a refusal asks for, in ms.
     pub busy_retry_after_ms: u64,
+    /// Keep an adaptive request limit below `max_in_flight_requests` that
+    /// refuses requests while latency shows a queue (`limit`).
+    pub adaptive_limit: bool,
+    /// The adaptive limit shrinks while average service time passes this
+    /// multiple of the process's unloaded latency.
+    pub latency_tolerance: f64,
+    /// The adaptive limit never goes below this (nor above
+    /// `max_in_flight_requests`).
+    pub min_adaptive_limit: usize,
 }
 
 impl Default for ServingLimits {
@@ -114,6 +139,9 @@ impl Default for ServingLimits {
             keepalive_timeout_ms: 20_000,
             idle_timeout_ms: 60_000,
             busy_retry_after_ms: 50,
+            adaptive_limit: false,
+            latency_tolerance: 4.0,
+            min_adaptive_limit: 64,
         }
     }
 }
@@ -134,6 +162,7 @@ impl ServingLimits {
             ("keepalive_timeout_ms", self.keepalive_timeout_ms),
             ("idle_timeout_ms", self.idle_timeout_ms),
             ("busy_retry_after_ms", self.busy_retry_after_ms),
+            ("min_adaptive_limit", self.min_adaptive_limit as u64),
         ];
         for (name, value) in positive {
             if value == 0 {
@@ -145,6 +174,13 @@ impl ServingLimits {
                 "serving.idle_timeout_ms ({}) must exceed serving.keepalive_interval_ms ({}): \
                  a healthy connection sends something only when pinged",
                 self.idle_timeout_ms, self.keepalive_interval_ms
+            ));
+        }
+        if !(self.latency_tolerance.is_finite() && self.latency_tolerance >= 1.0) {
+            return Err(format!(
+                "serving.latency_tolerance must be at least 1 (a multiple of the unloaded \
+                 latency), not {}",
+                self.latency_tolerance
             ));
         }
         if self.busy_retry_after_ms > 60_000 {
@@ -198,6 +234,14 @@ mod tests {
             ..ServingLimits::default()
         };
         assert!(idle.validate().unwrap_err().contains("idle_timeout_ms"));
+        let tolerance = ServingLimits {
+            latency_tolerance: 0.5,
+            ..ServingLimits::default()
+        };
+        assert!(tolerance
+            .validate()
+            .unwrap_err()
+            .contains("serving.latency_tolerance"));
     }
 
     #[test]

@@ -99,7 +99,7 @@ impl Expected {
         let Some((size, got)) = self.files.get_mut(name) else {
             return Err(refused(format!("file {name:?} was not declared")));
         };
-        *got += len as u64;
+        *got = got.saturating_add(len as u64);
         if *got > *size {
             return Err(refused(format!(
                 "file {name:?} is longer than the {size} bytes declared"

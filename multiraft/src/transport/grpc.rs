@@ -415,22 +415,21 @@ async fn write_files(
     let mut bytes = 0u64;
     while let Some(chunk) = next_chunk(stream).await? {
         expected.accept(&chunk.file_name, chunk.data.len())?;
-        if current
-            .as_ref()
-            .map(|(n, _)| n != &chunk.file_name)
-            .unwrap_or(true)
-        {
-            if let Some((_, f)) = current.take() {
-                f.sync_all().await.map_err(io)?;
+        let file = match current.take() {
+            Some((name, f)) if name == chunk.file_name => (name, f),
+            earlier => {
+                if let Some((_, f)) = earlier {
+                    f.sync_all().await.map_err(io)?;
+                }
+                let f = tokio::fs::File::create(dir.join(&chunk.file_name))
+                    .await
+                    .map_err(io)?;
+                (chunk.file_name, f)
             }
-            let f = tokio::fs::File::create(dir.join(&chunk.file_name))
-                .await
-                .map_err(io)?;
-            current = Some((chunk.file_name.clone(), f));
-        }
-        let (_, f) = current.as_mut().expect("file open");
+        };
+        let (_, f) = current.insert(file);
         f.write_all(&chunk.data).await.map_err(io)?;
-        bytes += chunk.data.len() as u64;
+        bytes = bytes.saturating_add(chunk.data.len() as u64);
     }
     if let Some((_, f)) = current.take() {
         f.sync_all().await.map_err(io)?;

@@ -1,5 +1,6 @@
 //! What the multiraft integration tests share: a state machine that applies
-//! nothing, and a poller on one store over the in-memory network.
+//! nothing, a poller on one store over the in-memory network, and the
+//! region the hostile-input tests hold.
 
 use std::sync::Arc;
 
@@ -9,7 +10,7 @@ use tessera_multiraft::poller::{self, PollerHandle, PollerSpec};
 use tessera_multiraft::snapshot::SnapManager;
 use tessera_multiraft::transport::MemoryNetwork;
 use tessera_multiraft::{ApplyContext, Poller, RaftConfig, StateMachine};
-use tessera_proto::metapb::Region;
+use tessera_proto::metapb::{Peer, Region, RegionEpoch};
 
 /// A state machine that applies nothing (the tests never propose).
 pub struct Nothing;
@@ -69,4 +70,52 @@ pub fn open_poller(
     let (spec, mailbox) = spec(store_id, config, engine, snap_mgr);
     let poller = Poller::open(spec, mailbox.clone()).unwrap();
     (poller, mailbox)
+}
+
+/// The region the hostile-input tests hold: id 3, voters on stores 1, 2
+/// and 3.
+#[allow(dead_code)]
+pub const REGION: u64 = 3;
+
+/// Region 3's peer on `store`.
+#[allow(dead_code)]
+pub fn peer(store: u64) -> Peer {
+    Peer {
+        id: REGION * 10 + store,
+        store_id: store,
+        role: 0,
+    }
+}
+
+/// Region 3 at epoch (1, 1).
+#[allow(dead_code)]
+pub fn region3() -> Region {
+    Region {
+        id: REGION,
+        region_epoch: Some(RegionEpoch::new(1, 1)),
+        peers: vec![peer(1), peer(2), peer(3)],
+        ..Default::default()
+    }
+}
+
+/// An in-memory engine holding region 3's initial state.
+#[allow(dead_code)]
+pub fn engine_with_region3() -> Arc<dyn Engine> {
+    let engine: Arc<dyn Engine> = Arc::new(tessera_multiraft::engine::MemoryEngine::new());
+    let mut wb = tessera_multiraft::engine::WriteBatch::default();
+    tessera_multiraft::region::write_initial_state(&region3(), &mut wb);
+    engine.write(&wb, true).expect("initial state");
+    engine
+}
+
+/// Raft settings of a poller the test ticks by hand.
+#[allow(dead_code)]
+pub fn manual_ticks_config() -> RaftConfig {
+    RaftConfig {
+        tick_interval: std::time::Duration::from_millis(1),
+        election_tick: 10,
+        heartbeat_tick: 2,
+        manual_ticks: true,
+        ..RaftConfig::default()
+    }
 }
