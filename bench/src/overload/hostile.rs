@@ -130,58 +130,58 @@ fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
+/// A tessera client whose operations end by `timeout`; `retry_busy` as
+/// the SDK's option.
+async fn tessera_client(
+    routers: &[String],
+    security: &tessera_security::Security,
+    timeout: Duration,
+    retry_busy: bool,
+) -> Result<tessera_client::Client, String> {
+    tessera_client::Client::builder()
+        .endpoints(routers.iter().cloned())
+        .security(security.clone())
+        .timeout(timeout)
+        .retry_busy(retry_busy)
+        .build()
+        .await
+        .map_err(err)
+}
+
+/// An etcd client whose operations end by `timeout`.
+async fn etcd_client(
+    endpoints: &[String],
+    certs: Option<&std::path::Path>,
+    timeout: Duration,
+) -> Result<etcd_client::Client, String> {
+    let options = etcd_options(certs, timeout, Duration::from_secs(5)).map_err(err)?;
+    etcd_client::Client::connect(endpoints, Some(options))
+        .await
+        .map_err(err)
+}
+
 impl Target {
-    /// A client whose operations end by `timeout`.
-    async fn tessera(&self, timeout: Duration) -> Result<tessera_client::Client, String> {
-        let Target::Tessera {
-            routers, security, ..
-        } = self
-        else {
-            unreachable!("tessera target")
-        };
-        tessera_client::Client::builder()
-            .endpoints(routers.iter().cloned())
-            .security(security.clone())
-            .timeout(timeout)
-            .retry_busy(false)
-            .build()
-            .await
-            .map_err(err)
-    }
-
-    /// A client whose operations end by `timeout`.
-    async fn etcd(&self, timeout: Duration) -> Result<etcd_client::Client, String> {
-        let Target::Etcd {
-            endpoints, certs, ..
-        } = self
-        else {
-            unreachable!("etcd target")
-        };
-        let options =
-            etcd_options(certs.as_deref(), timeout, Duration::from_secs(5)).map_err(err)?;
-        etcd_client::Client::connect(endpoints, Some(options))
-            .await
-            .map_err(err)
-    }
-
-    /// Writes the large value and the values the scans cover.
+    /// Writes the large value and the values the scans cover (waiting out
+    /// busy refusals: this is set-up, not an attack).
     pub async fn prepare(&self) -> anyhow::Result<()> {
         let value = vec![b'x'; VALUE_BYTES];
         let keys = std::iter::once(BIG_KEY.to_vec())
             .chain((0..SCAN_VALUES).map(|i| scan_key(i).into_bytes()));
         match self {
-            Target::Tessera { .. } => {
-                let c = self
-                    .tessera(PREPARE_TIMEOUT)
+            Target::Tessera {
+                routers, security, ..
+            } => {
+                let c = tessera_client(routers, security, PREPARE_TIMEOUT, true)
                     .await
                     .map_err(anyhow::Error::msg)?;
                 for k in keys {
                     c.put(&k, &value).await?;
                 }
             }
-            Target::Etcd { .. } => {
-                let mut c = self
-                    .etcd(PREPARE_TIMEOUT)
+            Target::Etcd {
+                endpoints, certs, ..
+            } => {
+                let mut c = etcd_client(endpoints, certs.as_deref(), PREPARE_TIMEOUT)
                     .await
                     .map_err(anyhow::Error::msg)?;
                 for k in keys {
@@ -192,18 +192,22 @@ impl Target {
         Ok(())
     }
 
-    /// The attacks' operation deadline.
-    fn timeout(&self) -> Duration {
-        match self {
-            Target::Tessera { timeout, .. } | Target::Etcd { timeout, .. } => *timeout,
-        }
-    }
-
-    /// A client of the system, connected once per sender.
+    /// A client of the system, connected once per sender; refusals are
+    /// outcomes, not retried.
     async fn conn(&self) -> Result<Conn, String> {
         Ok(match self {
-            Target::Tessera { .. } => Conn::Tessera(self.tessera(self.timeout()).await?),
-            Target::Etcd { .. } => Conn::Etcd(Box::new(self.etcd(self.timeout()).await?)),
+            Target::Tessera {
+                routers,
+                security,
+                timeout,
+            } => Conn::Tessera(tessera_client(routers, security, *timeout, false).await?),
+            Target::Etcd {
+                endpoints,
+                certs,
+                timeout,
+            } => Conn::Etcd(Box::new(
+                etcd_client(endpoints, certs.as_deref(), *timeout).await?,
+            )),
         })
     }
 
