@@ -296,20 +296,22 @@ where
             request: true,
         });
         let fut = self.inner.call(http::Request::from_parts(parts, body));
-        let started = Instant::now();
+        // Only the adaptive limit needs the service time.
+        let started = ticket.budget.adaptive.as_ref().map(|_| Instant::now());
         Box::pin(async move {
             let response = fut.await?;
             // The service time: until the answer is ready, not until a
-            // (possibly slow) reader has taken it.
+            // (possibly slow) reader has taken it. A request answered with
+            // an error status and no body (a refusal further in, bad
+            // input) ends fast and says nothing about queues: not a
+            // sample.
             let budget = &ticket.budget;
-            // A request answered with an error status and no body (a
-            // refusal further in, bad input) ends fast and says nothing
-            // about queues: not a sample.
-            let failed = response.headers().contains_key("grpc-status");
-            if let (Some(a), false) = (&budget.adaptive, failed) {
-                let serving = budget.serving.load(Ordering::Relaxed);
-                if let Some(limit) = a.sample(Instant::now(), started.elapsed(), serving) {
-                    metrics::gauge!(LIMIT).set(limit as f64);
+            if let (Some(a), Some(started)) = (&budget.adaptive, started) {
+                if !response.headers().contains_key("grpc-status") {
+                    let serving = budget.serving.load(Ordering::Relaxed);
+                    if let Some(limit) = a.sample(Instant::now(), started.elapsed(), serving) {
+                        metrics::gauge!(LIMIT).set(limit as f64);
+                    }
                 }
             }
             ticket.end_service();
