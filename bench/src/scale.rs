@@ -149,6 +149,7 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
                 p.connections,
                 p.op_timeout(),
                 !p.no_busy_retry,
+                p.sdk_throttle,
                 &tessera_security::Security::insecure(),
             )
             .await?,

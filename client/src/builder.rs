@@ -5,8 +5,10 @@
 //! connections are made by the first operation that needs them, so a client
 //! can be built while every router is down.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use tessera_routing::throttle::{self, Throttle};
 use tessera_security::Security;
 use tonic::transport::Endpoint;
 
@@ -61,6 +63,8 @@ pub struct ClientBuilder {
     backoff: Backoff,
     security: Security,
     retry_busy: bool,
+    throttle_ratio: f64,
+    throttle_window: Duration,
 }
 
 impl Default for ClientBuilder {
@@ -72,6 +76,8 @@ impl Default for ClientBuilder {
             backoff: Backoff::default(),
             security: Security::insecure(),
             retry_busy: true,
+            throttle_ratio: throttle::DEFAULT_RATIO,
+            throttle_window: throttle::DEFAULT_WINDOW,
         }
     }
 }
@@ -131,6 +137,24 @@ impl ClientBuilder {
         self
     }
 
+    /// Client-side throttling (Google SRE's "adaptive throttling"): over
+    /// the last `window` the client counts the requests it tried and those
+    /// the routers accepted (answered with anything but a busy refusal;
+    /// attempts that failed over — no connection, no answer — are not
+    /// counted), and once it has tried more than
+    /// `ratio` × the accepted ones it holds back that excess share of new
+    /// requests itself, at once, as a busy refusal — nothing is sent, so
+    /// nothing is applied, and an overloaded cluster does not spend its
+    /// CPU refusing them. It lets go as the routers accept again, within
+    /// about one window. A ratio of 0 turns it off; otherwise it must be
+    /// at least 1 (2 means: send up to twice what is accepted). Default
+    /// ratio 2, window 2 s.
+    pub fn throttle(mut self, ratio: f64, window: Duration) -> Self {
+        self.throttle_ratio = ratio;
+        self.throttle_window = window;
+        self
+    }
+
     /// Checks the settings and makes the client. Dials nothing, so it
     /// succeeds with every router down.
     ///
@@ -165,6 +189,19 @@ impl ClientBuilder {
                 self.backoff.min, self.backoff.max
             )));
         }
+        let throttle = if self.throttle_ratio == 0.0 {
+            None
+        } else {
+            Some(Arc::new(
+                Throttle::new(self.throttle_ratio, self.throttle_window).ok_or_else(|| {
+                    Error::Config(format!(
+                        "the throttle needs a ratio of 0 (off) or at least 1 and a window of \
+                         at least 10 ms, got ratio {}, window {:?}",
+                        self.throttle_ratio, self.throttle_window
+                    ))
+                })?,
+            ))
+        };
         let endpoints = self
             .endpoints
             .iter()
@@ -176,6 +213,7 @@ impl ClientBuilder {
             backoff: self.backoff,
             security: self.security,
             retry_busy: self.retry_busy,
+            throttle,
         };
         Ok(Client::from_failover(Failover::new(endpoints, settings)))
     }
@@ -287,5 +325,19 @@ mod tests {
             b().backoff(inverted).build().await,
             Err(Error::Config(_))
         ));
+        let second = Duration::from_secs(1);
+        assert!(b().throttle(0.0, second).build().await.is_ok());
+        assert!(b().throttle(1.0, second).build().await.is_ok());
+        for (ratio, window) in [
+            (0.5, second),
+            (-1.0, second),
+            (f64::NAN, second),
+            (2.0, Duration::ZERO),
+        ] {
+            match b().throttle(ratio, window).build().await {
+                Err(Error::Config(m)) => assert!(m.contains("throttle"), "{m}"),
+                other => panic!("{ratio} {window:?}: {other:?}"),
+            }
+        }
     }
 }

@@ -40,10 +40,13 @@ pub enum Error {
     /// later may succeed.
     #[error("unavailable: {0}")]
     Unavailable(String),
-    /// The cluster was over its serving quotas (requests or bytes in
-    /// flight, connections) and refused the operation until its deadline;
-    /// the SDK waited what each refusal asked in between. Nothing was
-    /// applied. Trying again later may succeed; sending less at once will.
+    /// The cluster was over its serving quotas (requests being served,
+    /// requests or bytes in flight, connections) and refused the operation
+    /// until its deadline, or this client's throttle held it back without
+    /// sending it (`ClientBuilder::throttle`); the SDK waited what each
+    /// refusal asked in between, unless `retry_busy(false)` returned the
+    /// first. Nothing was applied. Trying again later may succeed; sending
+    /// less at once will.
     #[error("resource exhausted: {0}")]
     ResourceExhausted(String),
     /// The stores of the key's region are low on disk space (the cluster's

@@ -35,6 +35,15 @@
 //! wait (and the backoff, whichever is longer); when the deadline comes
 //! first the operation ends as [`Error::ResourceExhausted`].
 //!
+//! Before each attempt the client's [`Throttle`] may hold the request
+//! back (see `ClientBuilder::throttle`): never sent, so it is a busy
+//! refusal like the router's, waited out or returned the same way. Each
+//! attempt that was answered tells the throttle whether the router
+//! accepted it (any answer) or refused it as busy; failures to connect,
+//! `UNAVAILABLE` answers, transport errors and missing answers are
+//! failover's business and are not counted (a router that hangs must end
+//! reads as `Unavailable`, not held back).
+//!
 //! Router answers of kind `INVALID_ARGUMENT`, `KEYSPACE_NOT_FOUND` and
 //! `INDETERMINATE` end the operation at once with the matching error. So
 //! do the gRPC statuses `UNAUTHENTICATED` and `PERMISSION_DENIED` (the
@@ -65,6 +74,7 @@ use tokio::time::Instant;
 use tonic::transport::Endpoint;
 
 use tessera_routing::sent::{sent, Sent};
+use tessera_routing::throttle::{HeldBack, Throttle};
 
 use crate::{Backoff, Error, Result};
 
@@ -88,6 +98,8 @@ pub(crate) struct Settings {
     pub security: tessera_security::Security,
     /// Wait out busy refusals until the deadline (else return them).
     pub retry_busy: bool,
+    /// Holds back what the routers would refuse (`None`: off).
+    pub throttle: Option<std::sync::Arc<Throttle>>,
 }
 
 /// What an operation does, for the retry and indeterminate rules.
@@ -192,6 +204,8 @@ enum Failure {
     MaybeSent(String),
     /// A server over its quotas refused it unread: wait at least this.
     Busy(String, Duration),
+    /// This client's throttle held it back: never sent.
+    HeldBack(HeldBack),
     /// A proper answer that ends the operation.
     Final(Error),
 }
@@ -261,7 +275,11 @@ impl Failover {
                 break;
             }
             attempts += 1;
-            let failure = match self.attempt(at, deadline - now, &mut send).await {
+            let outcome = match self.settings.throttle.as_deref().map(Throttle::admit) {
+                Some(Err(held)) => Err(Failure::HeldBack(held)),
+                _ => self.attempt(at, deadline - now, &mut send).await,
+            };
+            let failure = match outcome {
                 Ok(answer) => {
                     self.preferred.store(at, Ordering::Relaxed);
                     return Ok(answer);
@@ -295,6 +313,18 @@ impl Failover {
                 Failure::Busy(e, wait) => {
                     busy = Some(wait);
                     last_error = e;
+                }
+                Failure::HeldBack(held) if !self.settings.retry_busy => {
+                    return Err(Error::ResourceExhausted(format!(
+                        "{}: {held}; nothing was applied (busy refusals are not retried: \
+                         ClientBuilder::retry_busy)",
+                        op.name
+                    )));
+                }
+                Failure::HeldBack(held) => {
+                    // Tried again after the backoff alone.
+                    busy = Some(Duration::ZERO);
+                    last_error = held.to_string();
                 }
                 Failure::MaybeSent(e) => match op.kind {
                     OpKind::Read => {
@@ -373,20 +403,31 @@ impl Failover {
             .max_encoding_message_size(MAX_REQUEST_BYTES);
         // tonic enforces the deadline too; this bounds the attempt even if a
         // future inside does not.
-        let answer = match tokio::time::timeout(left, send(client, left)).await {
-            Err(_) => {
-                return Err(Failure::MaybeSent(format!(
-                    "{}: no answer within {left:?}",
-                    slot.address
-                )))
+        let outcome = match tokio::time::timeout(left, send(client, left)).await {
+            Err(_) => Err(Failure::MaybeSent(format!(
+                "{}: no answer within {left:?}",
+                slot.address
+            ))),
+            Ok(Err(status)) => Err(classify_status(&slot.address, &status)),
+            Ok(Ok(response)) => {
+                let answer = response.into_inner();
+                match answer.error() {
+                    None => Ok(answer),
+                    Some(e) => Err(classify_answer(&slot.address, e)),
+                }
             }
-            Ok(Err(status)) => return Err(classify_status(&slot.address, &status)),
-            Ok(Ok(response)) => response.into_inner(),
         };
-        match answer.error() {
-            None => Ok(answer),
-            Some(e) => Err(classify_answer(&slot.address, e)),
+        if let Some(throttle) = &self.settings.throttle {
+            match &outcome {
+                Ok(_) | Err(Failure::Final(_)) => throttle.record(true),
+                Err(Failure::Busy(..)) => throttle.record(false),
+                // A router that cannot be reached, is unavailable or does
+                // not answer is failover's business, not load's: a hung
+                // router stays `Unavailable`, not held back.
+                Err(Failure::NotSent(_) | Failure::MaybeSent(_) | Failure::HeldBack(_)) => {}
+            }
         }
+        outcome
     }
 }
 

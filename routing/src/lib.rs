@@ -20,6 +20,9 @@
 //!    or gRPC error, [`sent`] or not, [`reaction::SendPolicy`]) to a cache
 //!    correction and what to do next; [`backoff`] says how long to wait.
 //!
+//! The SDK holds back what an overloaded cluster would refuse anyway
+//! ([`throttle`]).
+//!
 //! Stores and routers also keep their copy of the user table fresh
 //! through it ([`users`]).
 //!
@@ -41,6 +44,7 @@ pub mod route;
 pub mod router;
 pub mod sent;
 pub mod store_pool;
+pub mod throttle;
 pub mod users;
 
 pub use backoff::Backoff;

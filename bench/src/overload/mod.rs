@@ -103,6 +103,11 @@ pub struct Args {
     /// successful operations then includes those waits.
     #[arg(long)]
     pub busy_retry: bool,
+    /// The tessera SDK's client-side throttle ratio
+    /// (`ClientBuilder::throttle`): it holds back what the routers would
+    /// refuse, counted as `throttled`; 0 turns it off.
+    #[arg(long, default_value_t = tessera_routing::throttle::DEFAULT_RATIO)]
+    pub sdk_throttle: f64,
     /// tessera: a `key = value` line of the stores' and routers'
     /// `[serving]` table (repeatable), e.g. `adaptive_limit = true`.
     #[arg(long, value_name = "LINE")]
@@ -306,6 +311,7 @@ async fn one_system(system: System, args: &Args, progress: bool) -> anyhow::Resu
         etcd_serializable: false,
         op_timeout: args.op_timeout.max(1),
         no_busy_retry: !args.busy_retry,
+        sdk_throttle: args.sdk_throttle,
     };
     let target = match system {
         System::Tessera => Target::Tessera {

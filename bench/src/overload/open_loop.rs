@@ -28,7 +28,8 @@ use crate::ycsb::runner::perform;
 use crate::ycsb::stats::LatencyUs;
 use crate::ycsb::workload::Workload;
 
-/// Why an operation failed, from either system's error text: `busy`
+/// Why an operation failed, from either system's error text: `throttled`
+/// (held back by the tessera SDK's own throttle, never sent), `busy`
 /// (tessera's `ResourceExhausted`/`BUSY`, gRPC `RESOURCE_EXHAUSTED`, etcd's
 /// `too many requests`),
 /// `timeout` (the client's deadline or gRPC `DEADLINE_EXCEEDED`),
@@ -44,7 +45,9 @@ pub fn reason(error: &str) -> &'static str {
         .map_or(error, |(i, _)| &error[..i]);
     let e = head.to_ascii_lowercase();
     let has = |words: &[&str]| words.iter().any(|w| e.contains(w));
-    if has(&[
+    if has(&["held back by this client's throttle"]) {
+        "throttled"
+    } else if has(&[
         "resource exhausted",
         "resourceexhausted",
         "busy",
@@ -314,6 +317,10 @@ mod tests {
     fn reasons_of_both_systems() {
         for (text, want) in [
             ("resource exhausted: get: the cluster was over its serving quotas", "busy"),
+            (
+                "resource exhausted: put: held back by this client's throttle, not sent",
+                "throttled",
+            ),
             ("grpc request error: status: ResourceExhausted, message: \"too many\"", "busy"),
             ("unavailable: get: no router served it within 2s", "unavailable"),
             ("outcome unknown: put may or may not have been applied", "indeterminate"),

@@ -69,6 +69,7 @@ impl Tessera {
         connections: usize,
         timeout: Duration,
         retry_busy: bool,
+        throttle: f64,
         security: &tessera_security::Security,
     ) -> anyhow::Result<Tessera> {
         let mut clients = vec![];
@@ -78,6 +79,7 @@ impl Tessera {
                     .endpoints(routers.iter().cloned())
                     .timeout(timeout)
                     .retry_busy(retry_busy)
+                    .throttle(throttle, tessera_routing::throttle::DEFAULT_WINDOW)
                     .security(security.clone())
                     .build()
                     .await?,

@@ -131,6 +131,10 @@ pub struct Params {
     /// --op-timeout (the SDK's `retry_busy(false)`).
     #[arg(long)]
     pub no_busy_retry: bool,
+    /// tessera: the SDK's client-side throttle ratio
+    /// (`ClientBuilder::throttle`; 0 turns it off).
+    #[arg(long, default_value_t = tessera_routing::throttle::DEFAULT_RATIO)]
+    pub sdk_throttle: f64,
 }
 
 impl Params {
@@ -254,6 +258,7 @@ impl AnyBackend {
                     p.connections,
                     p.op_timeout(),
                     !p.no_busy_retry,
+                    p.sdk_throttle,
                     &access.tessera,
                 )
                 .await?,

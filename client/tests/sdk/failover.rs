@@ -307,3 +307,76 @@ async fn without_busy_retries_a_refusal_returns_at_once() {
     c.put("k", "v").await.unwrap();
     assert_eq!(c.get("k").await.unwrap(), Some(b"v".to_vec()));
 }
+
+/// A router that refuses everything as busy: after the first refusals the
+/// client holds most requests back itself (not sent, the same
+/// `ResourceExhausted`), so the router sees a small share of them; once
+/// the router accepts again, the client lets go within a few windows.
+#[tokio::test]
+async fn the_throttle_holds_back_what_a_refusing_router_would_refuse() {
+    const REFUSED: usize = 30;
+    let busy = FakeServer::start(Behaviour::BusyFirst(REFUSED)).await;
+    let window = Duration::from_millis(300);
+    let c = Client::builder()
+        .endpoints([format!("http://{}", busy.endpoint())])
+        .timeout(Duration::from_secs(10))
+        .retry_busy(false)
+        .throttle(2.0, window)
+        .build()
+        .await
+        .unwrap();
+    let mut held = 0;
+    for _ in 0..300 {
+        let e = c.get("k").await.unwrap_err();
+        assert!(matches!(e, Error::ResourceExhausted(_)), "{e:?}");
+        assert!(e.is_retryable() && !e.is_indeterminate());
+        if e.to_string()
+            .contains("held back by this client's throttle")
+        {
+            assert!(e.to_string().contains("nothing was applied"), "{e}");
+            held += 1;
+        }
+        if busy.fake.calls() == REFUSED {
+            break;
+        }
+    }
+    assert!(held >= 200, "held back {held}, sent {}", busy.fake.calls());
+    // A write held back was never sent, so it is not indeterminate.
+    let e = c.put("k", "v").await.unwrap_err();
+    assert!(!e.is_indeterminate(), "{e:?}");
+    // The router accepts again: after the refusals leave the window,
+    // nothing is held back.
+    let sent_before = busy.fake.calls();
+    let started = Instant::now();
+    loop {
+        match c.put("k", "v").await {
+            Ok(()) => break,
+            Err(e) => assert!(matches!(e, Error::ResourceExhausted(_)), "{e:?}"),
+        }
+        assert!(started.elapsed() < HANG_GUARD);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(window * 2).await;
+    for _ in 0..50 {
+        assert_eq!(c.get("k").await.unwrap(), Some(b"v".to_vec()));
+    }
+    assert!(busy.fake.calls() >= sent_before + 51);
+}
+
+/// With the throttle off every request goes to the router, refused or not.
+#[tokio::test]
+async fn without_the_throttle_every_request_is_sent() {
+    let busy = FakeServer::start(Behaviour::Answer(Kind::Busy)).await;
+    let c = Client::builder()
+        .endpoints([format!("http://{}", busy.endpoint())])
+        .retry_busy(false)
+        .throttle(0.0, Duration::from_secs(2))
+        .build()
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        let e = c.get("k").await.unwrap_err();
+        assert!(matches!(e, Error::ResourceExhausted(_)), "{e:?}");
+    }
+    assert_eq!(busy.fake.calls(), 100);
+}

@@ -23,10 +23,9 @@ struct Budget {
     bytes: AtomicU64,
     requests: AtomicUsize,
     limits: ServingLimits,
-    /// The latency-driven limit under `max_in_flight_requests`, if on.
+    /// The latency-driven limit under `max_serving_requests`, if on.
     adaptive: Option<AdaptiveLimit>,
-    /// Admitted requests whose answers are not ready yet (counted only
-    /// with the adaptive limit).
+    /// Admitted requests whose answers are not ready yet.
     serving: AtomicUsize,
 }
 
@@ -56,32 +55,44 @@ impl Budget {
                 format!("{max} requests are in flight (serving.max_in_flight_requests)"),
             ));
         }
-        if let Some(a) = &self.adaptive {
-            // Against the requests still being served: an answer waiting
-            // for its reader holds memory (the quotas above), not service.
-            let limit = a.get().min(max);
-            let serving = self.serving.fetch_add(1, Ordering::AcqRel);
-            if serving >= limit {
-                self.serving.fetch_sub(1, Ordering::AcqRel);
-                self.requests.fetch_sub(1, Ordering::AcqRel);
-                let (median, baseline) = a.latency();
-                return Err(self.refuse(
-                    "latency",
-                    format!(
-                        "{serving} requests are being served, the most it takes while they \
-                         take {:.1} ms against {:.1} ms unloaded (serving.latency_tolerance = {})",
-                        median.as_secs_f64() * 1e3,
-                        baseline.as_secs_f64() * 1e3,
-                        self.limits.latency_tolerance
-                    ),
-                ));
-            }
+        // Against the requests still being served: an answer waiting for
+        // its reader holds memory (the quotas above), not service.
+        let most = self.limits.max_serving_requests;
+        let adaptive = self
+            .adaptive
+            .as_ref()
+            .map(|a| a.get())
+            .filter(|l| *l < most);
+        let serving = self.serving.fetch_add(1, Ordering::AcqRel);
+        if serving >= adaptive.unwrap_or(most) {
+            self.serving.fetch_sub(1, Ordering::AcqRel);
+            self.requests.fetch_sub(1, Ordering::AcqRel);
+            return Err(match &self.adaptive {
+                Some(a) if adaptive.is_some() => {
+                    let (median, baseline) = a.latency();
+                    self.refuse(
+                        "latency",
+                        format!(
+                            "{serving} requests are being served, the most it takes while \
+                             they take {:.1} ms against {:.1} ms unloaded \
+                             (serving.latency_tolerance = {})",
+                            median.as_secs_f64() * 1e3,
+                            baseline.as_secs_f64() * 1e3,
+                            self.limits.latency_tolerance
+                        ),
+                    )
+                }
+                _ => self.refuse(
+                    "serving",
+                    format!("{most} requests are being served (serving.max_serving_requests)"),
+                ),
+            });
         }
         let ticket = Arc::new(Ticket {
             budget: self.clone(),
             bytes: AtomicU64::new(0),
             charged: AtomicBool::new(false),
-            serving: AtomicBool::new(self.adaptive.is_some()),
+            serving: AtomicBool::new(true),
         });
         let used = self.bytes.load(Ordering::Acquire);
         if used >= self.limits.max_in_flight_bytes {
@@ -136,7 +147,7 @@ impl Ticket {
     }
 
     /// The answer is ready (or the request is gone): it no longer counts
-    /// against the adaptive limit.
+    /// against `max_serving_requests` and the adaptive limit.
     fn end_service(&self) {
         if self.serving.swap(false, Ordering::AcqRel) {
             self.budget.serving.fetch_sub(1, Ordering::AcqRel);
@@ -206,10 +217,10 @@ impl Admission {
                 serving: AtomicUsize::new(0),
                 limits: limits.clone(),
                 adaptive: limits.adaptive_limit.then(|| {
-                    metrics::gauge!(LIMIT).set(limits.max_in_flight_requests as f64);
+                    metrics::gauge!(LIMIT).set(limits.max_serving_requests as f64);
                     AdaptiveLimit::new(
                         limits.min_adaptive_limit,
-                        limits.max_in_flight_requests,
+                        limits.max_serving_requests,
                         limits.latency_tolerance,
                         Instant::now(),
                     )
@@ -234,10 +245,10 @@ impl Admission {
         self.budget.requests.load(Ordering::Acquire)
     }
 
-    /// Requests taken on at once now: the adaptive limit, or
-    /// `max_in_flight_requests` without one.
+    /// Requests served at once now: the adaptive limit, or
+    /// `max_serving_requests` without one.
     pub fn request_limit(&self) -> usize {
-        let max = self.budget.limits.max_in_flight_requests;
+        let max = self.budget.limits.max_serving_requests;
         self.budget
             .adaptive
             .as_ref()
@@ -385,7 +396,7 @@ mod tests {
         let limits = ServingLimits {
             adaptive_limit: true,
             min_adaptive_limit: 2,
-            max_in_flight_requests: 100,
+            max_serving_requests: 100,
             ..ServingLimits::default()
         };
         let admission = Admission::new(&limits, &["/"], &[]);
@@ -420,5 +431,40 @@ mod tests {
         let _d = budget.admit().unwrap();
         assert_eq!(admission.in_flight_requests(), 3);
         assert!(budget.admit().is_err());
+    }
+
+    #[test]
+    fn requests_being_served_are_bounded_and_unread_answers_do_not_count() {
+        let limits = ServingLimits {
+            max_serving_requests: 2,
+            max_in_flight_requests: 3,
+            ..ServingLimits::default()
+        };
+        let admission = Admission::new(&limits, &["/"], &[]);
+        let budget = &admission.budget;
+        assert_eq!(admission.request_limit(), 2);
+        let a = budget.admit().unwrap();
+        let b = budget.admit().unwrap();
+        let refused = budget.admit().unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        let text = refused.message();
+        assert!(text.contains("2 requests are being served"), "{text}");
+        assert!(text.contains("serving.max_serving_requests"), "{text}");
+        assert!(text.contains("nothing was applied"), "{text}");
+        assert_eq!(admission.in_flight_requests(), 2, "a refusal holds nothing");
+        // Both answers are ready but unread: two more may be served, up to
+        // the in-flight quota (memory), which then refuses.
+        a.end_service();
+        b.end_service();
+        let _c = budget.admit().unwrap();
+        let refused = budget.admit().unwrap_err();
+        assert!(
+            refused.message().contains("serving.max_in_flight_requests"),
+            "{}",
+            refused.message()
+        );
+        drop(a);
+        let _d = budget.admit().unwrap();
+        assert_eq!(admission.in_flight_requests(), 3);
     }
 }

@@ -1,11 +1,13 @@
 //! The adaptive part of the request quota: how many requests a process
 //! takes on at once while its answers stay fast.
 //!
-//! A fixed `max_in_flight_requests` bounds memory, not latency: a process
-//! that admits 4,096 requests while it completes 5,000 a second keeps
-//! each admitted request waiting most of a second, and a client's
-//! deadline passes while its request waits inside. So below the fixed
-//! quota the process keeps a *limit* that follows its latency (the idea
+//! A fixed `max_serving_requests` bounds latency only for the capacity it
+//! was chosen for: a process that serves 4,096 requests at once while it
+//! completes 5,000 a second keeps each admitted request waiting most of a
+//! second, and a client's deadline passes while its request waits inside;
+//! one that serves 256 on a machine that could take more is held back.
+//! So below the fixed quota the process can keep a *limit* that follows
+//! its latency (the idea
 //! of TCP Vegas and of Netflix's concurrency limiters, which CockroachDB's
 //! and TiKV's admission also rest on: measure the queue by the time spent
 //! in it, and admit less when it grows):
@@ -37,13 +39,13 @@
 //!   by at least a tenth and at most half; not below
 //!   `min_adaptive_limit`); a window
 //!   within it, in which the process held at least half the limit,
-//!   raises it by √limit (not above `max_in_flight_requests`). A limit
+//!   raises it by √limit (not above `max_serving_requests`). A limit
 //!   nobody reaches does not grow, so one burst finds it where the last
 //!   load left it.
 //!
 //! Requests over the limit are refused like requests over the fixed
 //! quota (`RESOURCE_EXHAUSTED`, reason `latency`), before they are read.
-//! The limit starts at `max_in_flight_requests`: nothing is refused until
+//! The limit starts at `max_serving_requests`: nothing is refused until
 //! latency has shown a queue.
 
 use std::sync::atomic::{AtomicUsize, Ordering};

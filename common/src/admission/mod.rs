@@ -31,10 +31,23 @@
 //!    would pass the byte quota as they arrive. A response is never cut
 //!    off: its bytes count once it is built, which keeps new requests out
 //!    until slow readers take their answers.
-//!
-//! 4. **Latency** (opt-in, `adaptive_limit = true`; off by default until
+//! 4. **Requests being served.** Of those, at most `max_serving_requests`
+//!    may be *served* at once — admitted, answer not ready yet; an answer
+//!    waiting for its reader no longer counts, so readers that never read
+//!    hold memory (the quotas above) but cannot take the service's places.
+//!    This is the latency bound: a process that serves N requests at once
+//!    while it completes C a second keeps each waiting about N / C
+//!    (Little's law), so past capacity it refuses at once what it would
+//!    otherwise queue until the client's deadline passes. The default
+//!    (1,024) is well above what saturates a store or router on a small
+//!    machine (64 closed-loop clients do) and keeps the wait there to a
+//!    fraction of a second; a smaller one cuts latency further but
+//!    refuses bursts and the slow, large requests beside them
+//!    (`tessera-bench overload` measured 256, 512 and 1,024; see the
+//!    README).
+//! 5. **Latency** (opt-in, `adaptive_limit = true`; off by default until
 //!    `tessera-bench overload` shows it helps — see the README). Below
-//!    `max_in_flight_requests` the process keeps an adaptive limit
+//!    `max_serving_requests` the process keeps an adaptive limit
 //!    (`limit`): while
 //!    the average service time passes `latency_tolerance` × the process's
 //!    unloaded latency, it takes on fewer requests at once (never fewer
@@ -46,7 +59,11 @@
 //! never saw the request, so nothing was applied. The router backs off and
 //! tries a busy store again a few times before passing the refusal on; the
 //! SDK backs off at least the asked wait and tries again until its
-//! deadline, then reports `Error::ResourceExhausted`.
+//! deadline, then reports `Error::ResourceExhausted`; and once a client
+//! has tried more than twice what the routers accepted over the last
+//! seconds, it holds the excess back itself without sending it
+//! (`tessera_routing::throttle`), so far past capacity refusals stop
+//! costing the servers CPU.
 //!
 //! Memory bound: what requests and responses hold is at most the byte
 //! quota plus one request's last frame and the responses being built when
@@ -74,7 +91,7 @@ pub const LIMIT: &str = "tessera_admission_limit";
 /// Metric (gauge): open connections.
 pub const CONNECTIONS: &str = "tessera_admission_connections";
 /// Metric (counter): requests and connections refused, by `reason`
-/// (`bytes`, `requests`, `latency`, `connections`).
+/// (`bytes`, `requests`, `serving`, `latency`, `connections`).
 pub const REFUSED: &str = "tessera_admission_refused_total";
 
 /// Registers the help text of this module's metrics.
@@ -103,8 +120,13 @@ pub struct ServingLimits {
     /// Bytes of requests and responses in flight before new requests are
     /// refused. Holds the largest request (40 MiB) with room to spare.
     pub max_in_flight_bytes: u64,
-    /// Requests in flight before new ones are refused.
+    /// Requests in flight (being served, or answered and not yet taken by
+    /// their readers) before new ones are refused: a memory bound.
     pub max_in_flight_requests: usize,
+    /// Requests being served at once (admitted, answer not ready yet)
+    /// before new ones are refused: the latency bound. An answer waiting
+    /// for its reader does not count.
+    pub max_serving_requests: usize,
     /// Open connections before new ones are closed at once.
     pub max_connections: usize,
     /// Requests one connection may carry at once.
@@ -117,14 +139,14 @@ pub struct ServingLimits {
     pub idle_timeout_ms: u64,
     /// The wait a refusal asks for, in ms.
     pub busy_retry_after_ms: u64,
-    /// Keep an adaptive request limit below `max_in_flight_requests` that
+    /// Keep an adaptive request limit below `max_serving_requests` that
     /// refuses requests while latency shows a queue (`limit`).
     pub adaptive_limit: bool,
     /// The adaptive limit shrinks while average service time passes this
     /// multiple of the process's unloaded latency.
     pub latency_tolerance: f64,
     /// The adaptive limit never goes below this (nor above
-    /// `max_in_flight_requests`).
+    /// `max_serving_requests`).
     pub min_adaptive_limit: usize,
 }
 
@@ -133,6 +155,7 @@ impl Default for ServingLimits {
         ServingLimits {
             max_in_flight_bytes: 512 * 1024 * 1024,
             max_in_flight_requests: 4096,
+            max_serving_requests: 1024,
             max_connections: 10_000,
             max_streams_per_connection: 1024,
             keepalive_interval_ms: 10_000,
@@ -153,6 +176,7 @@ impl ServingLimits {
         let positive = [
             ("max_in_flight_bytes", self.max_in_flight_bytes),
             ("max_in_flight_requests", self.max_in_flight_requests as u64),
+            ("max_serving_requests", self.max_serving_requests as u64),
             ("max_connections", self.max_connections as u64),
             (
                 "max_streams_per_connection",
