@@ -15,7 +15,7 @@ use tonic::body::Body;
 use tonic::codegen::Bytes;
 
 use super::limit::AdaptiveLimit;
-use super::{ServingLimits, IN_FLIGHT_BYTES, IN_FLIGHT_REQUESTS, LIMIT, REFUSED};
+use super::{ServingLimits, IN_FLIGHT_BYTES, IN_FLIGHT_REQUESTS, LIMIT, REFUSED, SERVING_REQUESTS};
 
 /// What one process has in flight, against its quotas.
 #[derive(Debug)]
@@ -33,6 +33,7 @@ impl Budget {
     fn publish(&self) {
         metrics::gauge!(IN_FLIGHT_BYTES).set(self.bytes.load(Ordering::Relaxed) as f64);
         metrics::gauge!(IN_FLIGHT_REQUESTS).set(self.requests.load(Ordering::Relaxed) as f64);
+        metrics::gauge!(SERVING_REQUESTS).set(self.serving.load(Ordering::Relaxed) as f64);
     }
 
     fn refuse(&self, reason: &'static str, what: String) -> tonic::Status {
@@ -150,7 +151,8 @@ impl Ticket {
     /// against `max_serving_requests` and the adaptive limit.
     fn end_service(&self) {
         if self.serving.swap(false, Ordering::AcqRel) {
-            self.budget.serving.fetch_sub(1, Ordering::AcqRel);
+            let serving = self.budget.serving.fetch_sub(1, Ordering::AcqRel) - 1;
+            metrics::gauge!(SERVING_REQUESTS).set(serving as f64);
         }
     }
 }

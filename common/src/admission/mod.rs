@@ -86,6 +86,9 @@ pub use limit::AdaptiveLimit;
 pub const IN_FLIGHT_BYTES: &str = "tessera_admission_in_flight_bytes";
 /// Metric (gauge): requests in flight.
 pub const IN_FLIGHT_REQUESTS: &str = "tessera_admission_in_flight_requests";
+/// Metric (gauge): requests being served (answer not ready yet), against
+/// `max_serving_requests`.
+pub const SERVING_REQUESTS: &str = "tessera_admission_serving_requests";
 /// Metric (gauge): the adaptive request limit (see `limit`).
 pub const LIMIT: &str = "tessera_admission_limit";
 /// Metric (gauge): open connections.
@@ -102,6 +105,10 @@ pub fn describe() {
         "Bytes of admitted requests and their responses not yet handed to the connection"
     );
     metrics::describe_gauge!(IN_FLIGHT_REQUESTS, "Admitted requests in flight");
+    metrics::describe_gauge!(
+        SERVING_REQUESTS,
+        "Admitted requests being served (answer not ready yet)"
+    );
     metrics::describe_gauge!(CONNECTIONS, "Open gRPC connections");
     metrics::describe_gauge!(
         LIMIT,
