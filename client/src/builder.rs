@@ -145,8 +145,8 @@ impl ClientBuilder {
     /// `ratio` × the accepted ones it holds back that excess share of new
     /// requests itself, at once, as a busy refusal — nothing is sent, so
     /// nothing is applied, and an overloaded cluster does not spend its
-    /// CPU refusing them. It lets go as the routers accept again, within
-    /// about one window. A ratio of 0 turns it off; otherwise it must be
+    /// CPU refusing them. It lets go as the routers accept again, ramping
+    /// back to sending everything within a window or two. A ratio of 0 turns it off; otherwise it must be
     /// at least 1 (2 means: send up to twice what is accepted). Default
     /// ratio 2, window 2 s.
     pub fn throttle(mut self, ratio: f64, window: Duration) -> Self {

@@ -23,8 +23,10 @@
 //! sends about K × what the server accepts and answers the rest itself, at
 //! once, as the same busy refusal. Because `p < 1` always, some requests
 //! still go out, and as soon as the server accepts them again `p` falls:
-//! the throttle probes by itself and lets go within one window after the
-//! overload ends.
+//! the throttle probes by itself and, once the overload ends, ramps back
+//! up — each accept lowers `p` — to sending everything within a window or
+//! two (the refusals must leave the window, and with them the requests
+//! held back while they were in it).
 //!
 //! Invariants: a held-back request was never sent, so it is a refusal in
 //! the strictest sense (nothing applied, safe to retry, reads and writes
