@@ -150,9 +150,10 @@ impl Ticket {
     /// The answer is ready (or the request is gone): it no longer counts
     /// against `max_serving_requests` and the adaptive limit.
     fn end_service(&self) {
+        // The gauge follows at the next admission or release (`publish`):
+        // no metrics lookup here, once more per request.
         if self.serving.swap(false, Ordering::AcqRel) {
-            let serving = self.budget.serving.fetch_sub(1, Ordering::AcqRel) - 1;
-            metrics::gauge!(SERVING_REQUESTS).set(serving as f64);
+            self.budget.serving.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
