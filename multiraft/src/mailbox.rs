@@ -113,7 +113,8 @@ pub struct RegionInfo {
     pub initialized: bool,
     /// On the leader: how far each other peer has replicated.
     pub progress: Vec<PeerProgress>,
-    /// The regions the last split of this region created.
+    /// The regions this peer's splits created, oldest first (at most
+    /// `peer::MAX_SPLIT_SIBLINGS`).
     pub split_siblings: Vec<Region>,
 }
 

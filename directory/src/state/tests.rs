@@ -80,6 +80,27 @@ fn a_split_is_recorded_only_with_all_its_parts() {
     assert!(put(&mut s, vec![region(3, b"m", b"", 2, 2)]).is_err());
 }
 
+/// A region split twice before its leader reported: the report carries
+/// both splits' regions (the peer remembers every recent split), and the
+/// directory records them together; the second split's regions alone leave
+/// a gap and are refused, as are the first split's once it is older.
+#[test]
+fn two_splits_between_reports_are_recorded_from_one_report() {
+    let mut s = bootstrapped();
+    let parent = region(2, b"", b"g", 3, 1);
+    let first = region(16, b"m", b"", 2, 1);
+    let second = region(24, b"g", b"m", 3, 1);
+    assert!(matches!(
+        put(&mut s, vec![parent.clone(), second.clone()]),
+        Err(Error::Stale(_))
+    ));
+    put(&mut s, vec![parent, first, second]).unwrap();
+    s.check_coverage().unwrap();
+    for (key, id) in [(&b"a"[..], 2), (b"h", 24), (b"z", 16)] {
+        assert_eq!(s.region_for_key(key).unwrap().id, id, "{key:?}");
+    }
+}
+
 #[test]
 fn ids_are_handed_out_once() {
     let mut s = bootstrapped();

@@ -246,3 +246,37 @@ fn an_uninitialized_peer_created_again_keeps_its_vote() {
     );
     assert!(ask(&mut again, 82), "a repeated request of 82 is granted");
 }
+
+#[test]
+fn every_recent_split_is_remembered_not_only_the_last() {
+    let mut p = peer();
+    let sibling = |id: u64, start: &[u8], end: &[u8]| Region {
+        id,
+        start_key: start.to_vec(),
+        end_key: end.to_vec(),
+        region_epoch: Some(RegionEpoch::new(1, id)),
+        ..Default::default()
+    };
+    // Two splits applied before the leader reports again.
+    p.record_split(vec![sibling(16, b"m", b"")]);
+    p.record_split(vec![sibling(24, b"g", b"m")]);
+    let ids = |rs: &[Region]| rs.iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(ids(&p.info().split_siblings), vec![16, 24]);
+    // A request from before both learns of both.
+    let before = EpochCheck::version(RegionEpoch::new(1, 0));
+    let Error::Region(e) = p.epoch_not_match(&before) else {
+        panic!("not a region error")
+    };
+    let Some(Kind::EpochNotMatch(m)) = e.error else {
+        panic!("not EpochNotMatch: {e:?}")
+    };
+    assert_eq!(ids(&m.current_regions), vec![7, 16, 24]);
+
+    // Bounded: the oldest go first.
+    for id in 100..100 + super::MAX_SPLIT_SIBLINGS as u64 {
+        p.record_split(vec![sibling(id, b"x", b"y")]);
+    }
+    let kept = ids(&p.info().split_siblings);
+    assert_eq!(kept.len(), super::MAX_SPLIT_SIBLINGS);
+    assert_eq!(kept[0], 100);
+}

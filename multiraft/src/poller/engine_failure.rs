@@ -1,4 +1,6 @@
-//! What the poller does when the engine fails a write.
+//! What the poller does when the engine fails a write: a round's Raft
+//! state, its applied state, a snapshot's ingest, or the write that creates
+//! or removes a peer (`regions.rs`).
 //!
 //! A failed write or fsync may have lost pages the kernel held for it: the
 //! engine can no longer tell what is durable, and Raft must never act on

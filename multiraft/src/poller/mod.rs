@@ -342,10 +342,18 @@ impl<S: StateMachine> Poller<S> {
             }
         }
         for _ in 0..self.cfg.max_msgs_per_round {
+            if self.stats.engine_failure.get().is_some() {
+                break;
+            }
             match self.inbox.try_recv() {
                 Ok(msg) => self.handle(msg),
                 Err(_) => break,
             }
+        }
+        if self.stats.engine_failure.get().is_some() {
+            // A peer's creation or removal failed to write: nothing more
+            // of this round may be persisted or acknowledged.
+            return;
         }
         if !self.cfg.manual_ticks {
             let now = Instant::now();

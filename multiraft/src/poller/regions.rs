@@ -154,7 +154,7 @@ impl<S: StateMachine> Poller<S> {
         }
         let mut wb = WriteBatch::default();
         region::write_initial_state(&region, &mut wb);
-        self.engine.write(&wb, true)?;
+        self.write_peer_change(&wb, "creating a peer")?;
         let peer = Peer::load(
             self.store_id,
             region.clone(),
@@ -221,7 +221,7 @@ impl<S: StateMachine> Poller<S> {
                 state_keys::data_range_end(&region.end_key),
             );
         }
-        self.engine.write(&wb, true)?;
+        self.write_peer_change(&wb, "removing a peer")?;
         self.snap_mgr.remove_generated_except(region_id, None);
         self.generating.remove(&region_id);
         self.roles_changed = true;
@@ -231,6 +231,23 @@ impl<S: StateMachine> Poller<S> {
             "peer destroyed on this store"
         );
         Ok(())
+    }
+
+    /// The synced write that creates or removes a peer outside a round: a
+    /// failure stops the poller as a failed round does (`engine_failure.rs`),
+    /// whatever the caller does with the error it gets back.
+    fn write_peer_change(&mut self, wb: &WriteBatch, what: &str) -> Result<()> {
+        fail::fail_point!("engine_peer_write_error", |_| {
+            let e =
+                Error::Engine("injected write error (failpoint engine_peer_write_error)".into());
+            self.fail_engine(&format!("{what} failed: {e}"), &Default::default());
+            Err(e)
+        });
+        let written = self.engine.write(wb, true);
+        if let Err(e) = &written {
+            self.fail_engine(&format!("{what} failed: {e}"), &Default::default());
+        }
+        written
     }
 
     /// Steps a received Raft message into its peer (counted as received by
@@ -510,7 +527,7 @@ impl<S: StateMachine> Poller<S> {
             );
             return false;
         }
-        let checked = snapshot::SnapManager::files_in(&dir, &data.files)
+        let checked = snapshot::SnapManager::received_files(&dir)
             .and_then(|files| self.engine.check_external(&files, &r.start_key, &r.end_key));
         if let Err(e) = checked {
             self.refuse_snapshot(region_id, msg, "snapshot_files_refused", &e.to_string());

@@ -3,10 +3,9 @@
 
 use std::path::PathBuf;
 
-use prost::Message as _;
 use raft::eraftpb::Snapshot;
 use tessera_proto::metapb::Region;
-use tessera_proto::raft_serverpb::{PeerState, RegionLocalState, SnapshotData};
+use tessera_proto::raft_serverpb::{PeerState, RegionLocalState};
 
 use super::{decode_data, SnapManager};
 use crate::engine::{Cf, Engine, ExportedFile, WriteBatch};
@@ -50,7 +49,7 @@ pub fn stage(
         ));
     }
     let dir = mgr.recv_dir(region_id, term, index);
-    let files = SnapManager::files_in(&dir, &data.files)?;
+    let files = SnapManager::received_files(&dir)?;
     let old_region = storage.region().clone();
     storage.apply_snapshot(region.clone(), index, term, wb);
     Ok(PendingApply {
@@ -99,14 +98,9 @@ pub fn finish(engine: &dyn Engine, mgr: &SnapManager, p: &PendingApply) -> Resul
 /// The unfinished apply of a region found `Applying` at start.
 pub fn resume(mgr: &SnapManager, region: Region, term: u64, index: u64) -> Result<PendingApply> {
     let dir = mgr.recv_dir(region.id, term, index);
-    let meta = std::fs::read(dir.join(META_FILE)).map_err(|e| {
-        Error::corruption(
-            format!("snapshot of region {} being applied", region.id),
-            format!("{}: {e}", dir.join(META_FILE).display()),
-        )
+    let files = SnapManager::received_files(&dir).map_err(|e| {
+        Error::corruption(format!("snapshot of region {} being applied", region.id), e)
     })?;
-    let data = SnapshotData::decode(meta.as_slice())?;
-    let files = SnapManager::files_in(&dir, &data.files)?;
     Ok(PendingApply {
         region_id: region.id,
         old_region: Region::default(),

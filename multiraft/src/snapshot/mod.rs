@@ -8,7 +8,9 @@
 //!   the applied index of that view, so data and index agree.
 //! - **Send**: the transport streams the files in ~1 MiB chunks on their own
 //!   gRPC stream, then delivers the MsgSnapshot; the receiver keeps them in
-//!   `snap/rcv_<region>_<term>_<index>/` and checks sizes and checksums.
+//!   `snap/rcv_<region>_<term>_<index>/` and checks sizes and checksums;
+//!   a second stream of a snapshot already received keeps the first copy
+//!   (see [`SnapManager`]).
 //! - **Apply** (the poller, [`apply`]): the region's new Raft, apply and
 //!   region state (marked `Applying`) are written with the round's synced
 //!   batch; then the region's data range is deleted and the files ingested;
@@ -22,7 +24,7 @@ mod manager;
 pub mod receive;
 
 pub use generate::generate;
-pub use manager::SnapManager;
+pub use manager::{Receive, ReceiveGuard, SnapManager};
 
 use raft::eraftpb::Snapshot;
 use tessera_proto::raft_serverpb::SnapshotData;

@@ -40,6 +40,8 @@ pub struct Expected {
     pub dir: PathBuf,
     /// name → (declared size, bytes received).
     files: HashMap<String, (u64, u64)>,
+    /// The file the last chunk belonged to: files arrive one after another.
+    current: Option<String>,
 }
 
 impl Expected {
@@ -90,15 +92,29 @@ impl Expected {
         }
         let meta = m.get_snapshot().get_metadata();
         let dir = mgr.recv_dir(msg.region_id, meta.term, meta.index);
-        Ok(Expected { data, dir, files })
+        Ok(Expected {
+            data,
+            dir,
+            files,
+            current: None,
+        })
     }
 
-    /// Accounts `len` bytes of file `name`: refused if it was not declared
-    /// or grows past its declared size.
+    /// Accounts `len` bytes of file `name`: refused if it was not declared,
+    /// grows past its declared size, or goes on after another file began
+    /// (its first part is closed by then).
     pub fn accept(&mut self, name: &str, len: usize) -> Result<()> {
         let Some((size, got)) = self.files.get_mut(name) else {
             return Err(refused(format!("file {name:?} was not declared")));
         };
+        if self.current.as_deref() != Some(name) {
+            if *got > 0 {
+                return Err(refused(format!(
+                    "file {name:?} goes on after another file began"
+                )));
+            }
+            self.current = Some(name.to_string());
+        }
         *got = got.saturating_add(len as u64);
         if *got > *size {
             return Err(refused(format!(
@@ -178,6 +194,23 @@ mod tests {
         assert!(err.contains("longer than"), "{err}");
         let err = e.accept("b.sst", 1).unwrap_err().to_string();
         assert!(err.contains("not declared"), "{err}");
+    }
+
+    #[test]
+    fn a_file_cannot_go_on_after_the_next_one_began() {
+        let mut e = Expected::of(
+            &mgr(),
+            &snapshot_msg(
+                7,
+                7,
+                vec![file("default", "a.sst", 10), file("default", "b.sst", 10)],
+            ),
+        )
+        .unwrap();
+        e.accept("a.sst", 5).unwrap();
+        e.accept("b.sst", 5).unwrap();
+        let err = e.accept("a.sst", 5).unwrap_err().to_string();
+        assert!(err.contains("goes on after another file began"), "{err}");
     }
 
     #[test]

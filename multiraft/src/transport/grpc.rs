@@ -27,7 +27,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::{feedback_to, Feedback, FeedbackFn, NetFaults, OutgoingSnapshot, Transport};
 use crate::mailbox::Mailbox;
 use crate::poller::space::DiskSpace;
-use crate::snapshot::{receive, SnapManager};
+use crate::snapshot::{receive, Receive, SnapManager};
 use crate::{metrics as m, Error, Result, StoreId};
 
 /// Largest gRPC message accepted on the Raft stream. One entry may carry an
@@ -514,7 +514,18 @@ impl RaftService {
         }
         let mut expected = receive::Expected::of(&self.snap_mgr, &msg)?;
         let dir = expected.dir.clone();
-        self.snap_mgr.remove(&dir);
+        let _writing = match self.snap_mgr.begin_receive(&dir)? {
+            Receive::Write(guard) => guard,
+            Receive::Present => {
+                // A complete copy is here (perhaps staged for apply): read
+                // the stream to its end, within its declared sizes, and
+                // write nothing.
+                while let Some(chunk) = next_chunk(&mut stream).await? {
+                    expected.accept(&chunk.file_name, chunk.data.len())?;
+                }
+                return Ok((msg, 0));
+            }
+        };
         let received = async {
             let bytes = write_files(&mut stream, &mut expected).await?;
             tokio::task::spawn_blocking(move || receive::complete(&expected))

@@ -207,7 +207,10 @@ impl MemoryNetwork {
                 let copied = (|| -> crate::Result<()> {
                     let expected = receive::Expected::of(&mgr, &snap.msg)?;
                     let dir = &expected.dir;
-                    mgr.remove(dir);
+                    let _writing = match mgr.begin_receive(dir)? {
+                        crate::snapshot::Receive::Write(guard) => guard,
+                        crate::snapshot::Receive::Present => return Ok(()),
+                    };
                     std::fs::create_dir_all(dir)
                         .map_err(|e| crate::Error::Engine(e.to_string()))?;
                     for f in &snap.files {

@@ -67,7 +67,7 @@ pub(crate) fn apply<O: Send + 'static>(
     );
     metrics::counter!(m::SPLITS_TOTAL).increment(1);
     peer.storage_mut().set_region(derived);
-    peer.split_siblings = new_regions.clone();
+    peer.record_split(new_regions.clone());
     outcome.new_regions.extend(new_regions);
     if peer.is_leader() {
         // Followers would otherwise learn this commit only with the
