@@ -226,13 +226,10 @@ impl SnapManager {
 mod tests {
     use super::*;
 
-    fn mgr(name: &str) -> SnapManager {
-        let dir = std::env::temp_dir().join(format!(
-            "tessera-snap-manager-{name}-{}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        SnapManager::new(dir).unwrap()
+    fn mgr() -> (tempfile::TempDir, SnapManager) {
+        let dir = tempfile::tempdir().unwrap();
+        let mgr = SnapManager::new(dir.path()).unwrap();
+        (dir, mgr)
     }
 
     fn write_complete(dir: &Path, name: &str, body: &[u8]) {
@@ -253,7 +250,7 @@ mod tests {
 
     #[test]
     fn one_stream_writes_a_snapshot_and_a_complete_copy_is_never_rewritten() {
-        let mgr = mgr("one-stream");
+        let (_dir, mgr) = mgr();
         let dir = mgr.recv_dir(7, 3, 40);
         let first = match mgr.begin_receive(&dir).unwrap() {
             Receive::Write(guard) => guard,
@@ -276,7 +273,7 @@ mod tests {
 
     #[test]
     fn what_an_interrupted_stream_left_is_cleared_for_the_next() {
-        let mgr = mgr("interrupted");
+        let (_dir, mgr) = mgr();
         let dir = mgr.recv_dir(7, 3, 41);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("a.sst"), b"half a fi").unwrap();
