@@ -114,7 +114,7 @@ pub struct RegionInfo {
     /// On the leader: how far each other peer has replicated.
     pub progress: Vec<PeerProgress>,
     /// The regions this peer's splits created, oldest first (at most
-    /// `peer::MAX_SPLIT_SIBLINGS`).
+    /// `poller::split::MAX_SPLIT_SIBLINGS`).
     pub split_siblings: Vec<Region>,
 }
 

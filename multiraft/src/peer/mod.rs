@@ -51,12 +51,6 @@ mod tests;
 
 pub use messages::{is_initial_msg, Outgoing};
 
-/// The most regions split off one peer's region that it remembers (and
-/// reports to the directory with its own): the oldest are dropped first.
-/// Every split adds its regions to one parent only, so a store's siblings
-/// in all stay near its number of splits.
-pub const MAX_SPLIT_SIBLINGS: usize = 32;
-
 /// Who waits for a proposal.
 enum Waiter<O> {
     Command(ProposeCallback<O>),
@@ -128,8 +122,8 @@ pub struct Peer<O> {
     read_index_retry_ticks: usize,
     /// Bytes of commands applied since this peer started.
     pub(crate) applied_bytes: u64,
-    /// The regions this peer's splits created, oldest first, at most
-    /// [`MAX_SPLIT_SIBLINGS`] (see [`Peer::record_split`]).
+    /// The regions this peer's splits created, oldest first (kept by
+    /// `poller::split::record_siblings`).
     pub(crate) split_siblings: Vec<Region>,
     /// Peers learned from incoming messages, for replying to peers the
     /// region does not list yet (an uninitialized peer knows nobody).
@@ -258,24 +252,6 @@ impl<O: Send + 'static> Peer<O> {
             ),
             regions,
         ))
-    }
-
-    /// Records the regions a split of this region created. They are kept
-    /// across later splits, not replaced: the directory records a split only
-    /// with every region that covers the parent's old range (it never
-    /// leaves a gap), so when two splits apply between two reports (a
-    /// replica catching up after a full disk or a partition applies them in
-    /// one round), a report carrying only the second split's regions could
-    /// never be recorded, and routers would loop between the directory's
-    /// stale region and the stores. Regions split off one parent are
-    /// disjoint from each other and from the parent's current range; the
-    /// directory ignores the ones it already knows at that epoch or newer.
-    /// A request with an epoch from before a split learns them from
-    /// EpochNotMatch.
-    pub(crate) fn record_split(&mut self, new_regions: Vec<Region>) {
-        self.split_siblings.extend(new_regions);
-        let over = self.split_siblings.len().saturating_sub(MAX_SPLIT_SIBLINGS);
-        self.split_siblings.drain(..over);
     }
 
     /// Why a proposal under `epoch` cannot be taken now: this peer does not

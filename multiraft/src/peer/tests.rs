@@ -12,6 +12,7 @@ use super::{Peer, ReadStep};
 use crate::config::RaftConfig;
 use crate::engine::{Engine, MemoryEngine, WriteBatch};
 use crate::mailbox::{EpochCheck, ReadPolicy};
+use crate::poller::split::{record_siblings, MAX_SPLIT_SIBLINGS};
 use crate::{region, Error};
 
 fn one_voter_region() -> Region {
@@ -258,8 +259,8 @@ fn every_recent_split_is_remembered_not_only_the_last() {
         ..Default::default()
     };
     // Two splits applied before the leader reports again.
-    p.record_split(vec![sibling(16, b"m", b"")]);
-    p.record_split(vec![sibling(24, b"g", b"m")]);
+    record_siblings(&mut p, vec![sibling(16, b"m", b"")]);
+    record_siblings(&mut p, vec![sibling(24, b"g", b"m")]);
     let ids = |rs: &[Region]| rs.iter().map(|r| r.id).collect::<Vec<_>>();
     assert_eq!(ids(&p.info().split_siblings), vec![16, 24]);
     // A request from before both learns of both.
@@ -273,10 +274,10 @@ fn every_recent_split_is_remembered_not_only_the_last() {
     assert_eq!(ids(&m.current_regions), vec![7, 16, 24]);
 
     // Bounded: the oldest go first.
-    for id in 100..100 + super::MAX_SPLIT_SIBLINGS as u64 {
-        p.record_split(vec![sibling(id, b"x", b"y")]);
+    for id in 100..100 + MAX_SPLIT_SIBLINGS as u64 {
+        record_siblings(&mut p, vec![sibling(id, b"x", b"y")]);
     }
     let kept = ids(&p.info().split_siblings);
-    assert_eq!(kept.len(), super::MAX_SPLIT_SIBLINGS);
+    assert_eq!(kept.len(), MAX_SPLIT_SIBLINGS);
     assert_eq!(kept[0], 100);
 }

@@ -18,12 +18,21 @@ use tessera_proto::metapb::{Region, RegionEpoch};
 use tessera_proto::raft_serverpb::{PeerState, RaftMessage, RegionLocalState};
 
 use super::Poller;
-use crate::engine::{Cf, EngineExt, WriteBatch};
+use crate::engine::{Cf, Engine, EngineExt, WriteBatch};
 use crate::mailbox::PollerMsg;
 use crate::peer::{is_initial_msg, Peer};
 use crate::snapshot::{self, apply as snap_apply};
 use crate::state_machine::StateMachine;
 use crate::{metrics as m, region, state_keys, Error, RegionId, Result};
+
+/// A synced write of a peer's creation or removal (failpoint
+/// `engine_peer_write_error` fails it).
+fn synced_write(engine: &dyn Engine, wb: &WriteBatch) -> Result<()> {
+    fail::fail_point!("engine_peer_write_error", |_| Err(Error::Engine(
+        "injected write error (failpoint engine_peer_write_error)".into()
+    )));
+    engine.write(wb, true)
+}
 
 impl<S: StateMachine> Poller<S> {
     pub(super) fn load_regions(&mut self) -> Result<()> {
@@ -237,13 +246,7 @@ impl<S: StateMachine> Poller<S> {
     /// failure stops the poller as a failed round does (`engine_failure.rs`),
     /// whatever the caller does with the error it gets back.
     fn write_peer_change(&mut self, wb: &WriteBatch, what: &str) -> Result<()> {
-        fail::fail_point!("engine_peer_write_error", |_| {
-            let e =
-                Error::Engine("injected write error (failpoint engine_peer_write_error)".into());
-            self.fail_engine(&format!("{what} failed: {e}"), &Default::default());
-            Err(e)
-        });
-        let written = self.engine.write(wb, true);
+        let written = synced_write(self.engine.as_ref(), wb);
         if let Err(e) = &written {
             self.fail_engine(&format!("{what} failed: {e}"), &Default::default());
         }

@@ -8,8 +8,8 @@
 //!    the store's state machine re-checks the command against the region as
 //!    it is then and reports `ApplyEffect::Split`; the region narrows to the
 //!    range below the first key, its new epoch and state are written with
-//!    the batch, and it remembers its siblings (an EpochNotMatch names
-//!    them). A leader broadcasts the commit at once: followers would
+//!    the batch, and it remembers its siblings ([`record_siblings`]: its
+//!    reports and an EpochNotMatch name them). A leader broadcasts the commit at once: followers would
 //!    otherwise learn it with the next heartbeat, and the new regions could
 //!    not elect anyone until they apply it.
 //! 3. **Effects** ([`Poller::born_regions`]): in the same batch, the initial
@@ -67,7 +67,7 @@ pub(crate) fn apply<O: Send + 'static>(
     );
     metrics::counter!(m::SPLITS_TOTAL).increment(1);
     peer.storage_mut().set_region(derived);
-    peer.record_split(new_regions.clone());
+    record_siblings(peer, new_regions.clone());
     outcome.new_regions.extend(new_regions);
     if peer.is_leader() {
         // Followers would otherwise learn this commit only with the
@@ -76,6 +76,28 @@ pub(crate) fn apply<O: Send + 'static>(
         // the leader that campaigns for them on this store.
         peer.broadcast_commit();
     }
+}
+
+/// The most regions split off one peer's region that it remembers: the
+/// oldest are dropped first. Every split adds its regions to one parent
+/// only, so a store's siblings in all stay near its number of splits.
+pub const MAX_SPLIT_SIBLINGS: usize = 32;
+
+/// Adds the regions a split of `peer`'s region created to those it
+/// remembers. They are kept across later splits, not replaced: the
+/// directory records a split only with every region that covers the
+/// parent's old range (it never leaves a gap), so when two splits apply
+/// between two reports (a replica catching up after a full disk or a
+/// partition applies them in one round), a report carrying only the second
+/// split's regions could never be recorded, and routers would loop between
+/// the directory's stale region and the stores. Regions split off one
+/// parent are disjoint from each other and from the parent's current range;
+/// the directory ignores the ones it already knows at that epoch or newer.
+pub(crate) fn record_siblings<O: Send + 'static>(peer: &mut Peer<O>, new_regions: Vec<Region>) {
+    let siblings = &mut peer.split_siblings;
+    siblings.extend(new_regions);
+    let over = siblings.len().saturating_sub(MAX_SPLIT_SIBLINGS);
+    siblings.drain(..over);
 }
 
 impl<S: StateMachine> Poller<S> {
