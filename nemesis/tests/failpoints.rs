@@ -426,7 +426,7 @@ async fn full_disks_refuse_writes_with_no_space_and_take_them_again_once_freed()
         // 1 MiB regions: the test's 128 KiB values split a region every few
         // writes, so stores go low between a split's commit and its apply
         // on them, and a leader may apply two splits between reports (the
-        // directory must still record them: `Peer::record_split`).
+        // directory must still record them: `poller::split::record_siblings`).
         region_split_size_mib: 1,
         ..ClusterSpec::default()
     })
