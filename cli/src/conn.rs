@@ -178,6 +178,8 @@ pub struct Ctx {
     pub certs_dir: Option<std::path::PathBuf>,
     pub user: String,
     pub token: Option<String>,
+    /// Key-value commands talk to the stores directly (`--direct`).
+    pub direct: bool,
 }
 
 impl Ctx {
@@ -190,6 +192,7 @@ impl Ctx {
             certs_dir: args.certs_dir.clone(),
             user: args.user.clone(),
             token: args.token.clone(),
+            direct: false,
         }
     }
 
@@ -215,28 +218,49 @@ impl Ctx {
         Directory::new(&self.directory, self.timeout, self.security()?)
     }
 
-    /// The SDK client, connected through the routers from `--router`.
-    /// Building it dials nothing; the first request does.
+    /// The SDK client: through the routers from `--router`, or with
+    /// `--direct` straight to the stores, regions found through the
+    /// directory from `--directory`. Building it dials nothing; the first
+    /// request does.
     pub async fn client(&self) -> Result<tessera_client::Client> {
-        let build = tessera_client::Client::builder()
-            .endpoints(self.router.0.clone())
+        let builder = tessera_client::Client::builder();
+        let builder = if self.direct {
+            builder.directory(self.directory.0.clone())
+        } else {
+            builder.routers(self.router.0.clone())
+        };
+        let build = builder
             .timeout(self.timeout)
             .security(self.security()?)
             .build();
-        self.bound(&format!("router at {}", self.router), build)
+        self.bound(&self.kv_peer(), build)
             .await?
-            .map_err(|e| self.router_error(e))
+            .map_err(|e| self.kv_error(e))
     }
 
-    /// An SDK error as one line; errors about reaching the routers name
-    /// their addresses.
-    pub fn router_error(&self, e: tessera_client::Error) -> anyhow::Error {
+    /// Whom key-value commands talk to, for messages: `router at ...`, or
+    /// with `--direct` `directory at ...`.
+    pub fn kv_peer(&self) -> String {
+        match self.direct {
+            true => format!("directory at {}", self.directory),
+            false => format!("router at {}", self.router),
+        }
+    }
+
+    /// An SDK error as one line; errors about reaching the cluster name
+    /// the addresses tried (the routers, or the directory with `--direct`).
+    pub fn kv_error(&self, e: tessera_client::Error) -> anyhow::Error {
         use tessera_client::Error as E;
         let message = e.to_string();
-        let named = self.router.0.iter().any(|a| message.contains(a.as_str()));
+        let addrs = if self.direct {
+            &self.directory
+        } else {
+            &self.router
+        };
+        let named = addrs.0.iter().any(|a| message.contains(a.as_str()));
         match e {
             E::Unavailable(_) | E::Indeterminate(_) | E::Config(_) if !named => {
-                anyhow!("router at {}: {message}", self.router)
+                anyhow!("{}: {message}", self.kv_peer())
             }
             _ => anyhow!(message),
         }

@@ -67,11 +67,11 @@ pub async fn run(ctx: &Ctx, args: DeleteRangeArgs) -> Result<()> {
     loop {
         let step = ctx
             .bound(
-                &format!("router at {}", ctx.router),
+                &ctx.kv_peer(),
                 ks.delete_range_step(range.clone(), resume.as_deref(), args.regions_per_step),
             )
             .await
-            .and_then(|r| r.map_err(|e| ctx.router_error(e)));
+            .and_then(|r| r.map_err(|e| ctx.kv_error(e)));
         let step = match step {
             Ok(step) => step,
             Err(e) => {

@@ -10,9 +10,11 @@
 //! `--output json` it also prints `{"key": "k", "found": false}`.
 //!
 //! Every command goes through the SDK (`tessera-client`), which fails over
-//! between the `--router` addresses within `--timeout`. A write whose
-//! outcome is unknown is reported as such ("outcome unknown"), never as
-//! failed.
+//! between the `--router` addresses within `--timeout`; with `--direct` it
+//! runs the SDK's direct mode instead: regions found through the directory
+//! (`--directory`), requests sent straight to their leaders' stores. A
+//! write whose outcome is unknown is reported as such ("outcome unknown"),
+//! never as failed.
 
 use std::ops::Bound;
 
@@ -30,6 +32,12 @@ pub struct KeyspaceArg {
     /// The keyspace to use [default: default].
     #[arg(long, short = 'k', value_name = "NAME")]
     pub keyspace: Option<String>,
+    /// Talk to the stores directly (the SDK's direct mode): find the key's
+    /// region and its leader through the directory at --directory and send
+    /// the request to that store, instead of through the router at
+    /// --router.
+    #[arg(long)]
+    pub direct: bool,
 }
 
 #[derive(Args, Debug)]
@@ -112,9 +120,9 @@ pub async fn keyspace(ctx: &Ctx, arg: &KeyspaceArg) -> Result<tessera_client::Ke
 pub async fn get(ctx: &Ctx, args: GetArgs) -> Result<()> {
     let ks = keyspace(ctx, &args.keyspace).await?;
     let value = ctx
-        .bound(&router(ctx), ks.get(args.key.as_bytes()))
+        .bound(&ctx.kv_peer(), ks.get(args.key.as_bytes()))
         .await?
-        .map_err(|e| ctx.router_error(e))?;
+        .map_err(|e| ctx.kv_error(e))?;
     let key = args.key;
     match value {
         Some(value) => {
@@ -145,19 +153,19 @@ pub async fn get(ctx: &Ctx, args: GetArgs) -> Result<()> {
 pub async fn put(ctx: &Ctx, args: PutArgs) -> Result<()> {
     let ks = keyspace(ctx, &args.keyspace).await?;
     ctx.bound(
-        &router(ctx),
+        &ctx.kv_peer(),
         ks.put(args.key.as_bytes(), args.value.as_bytes()),
     )
     .await?
-    .map_err(|e| ctx.router_error(e))?;
+    .map_err(|e| ctx.kv_error(e))?;
     written(ctx, args.key, "put")
 }
 
 pub async fn delete(ctx: &Ctx, args: DeleteArgs) -> Result<()> {
     let ks = keyspace(ctx, &args.keyspace).await?;
-    ctx.bound(&router(ctx), ks.delete(args.key.as_bytes()))
+    ctx.bound(&ctx.kv_peer(), ks.delete(args.key.as_bytes()))
         .await?
-        .map_err(|e| ctx.router_error(e))?;
+        .map_err(|e| ctx.kv_error(e))?;
     written(ctx, args.key, "delete")
 }
 
@@ -182,12 +190,13 @@ pub async fn scan(ctx: &Ctx, args: ScanArgs) -> Result<()> {
     let ks = keyspace(ctx, &args.keyspace).await?;
     let range = scan_range(args.start.as_deref(), args.end.as_deref());
     let pairs = if args.reverse {
-        ctx.bound(&router(ctx), ks.scan_reverse(range, args.limit))
+        ctx.bound(&ctx.kv_peer(), ks.scan_reverse(range, args.limit))
             .await?
     } else {
-        ctx.bound(&router(ctx), ks.scan(range, args.limit)).await?
+        ctx.bound(&ctx.kv_peer(), ks.scan(range, args.limit))
+            .await?
     }
-    .map_err(|e| ctx.router_error(e))?;
+    .map_err(|e| ctx.kv_error(e))?;
     let views: Vec<PairView> = pairs
         .iter()
         .map(|p| PairView {
@@ -208,10 +217,6 @@ pub async fn scan(ctx: &Ctx, args: ScanArgs) -> Result<()> {
     }
     output::print_table(&t);
     Ok(())
-}
-
-fn router(ctx: &Ctx) -> String {
-    format!("router at {}", ctx.router)
 }
 
 #[cfg(test)]

@@ -158,7 +158,15 @@ fn looks_like_tls_refusal(e: &anyhow::Error) -> bool {
 }
 
 async fn run_command(cli: Cli) -> Result<()> {
-    let ctx = Ctx::new(&cli.global);
+    let mut ctx = Ctx::new(&cli.global);
+    ctx.direct = match &cli.command {
+        Command::Get(a) => a.keyspace.direct,
+        Command::Put(a) => a.keyspace.direct,
+        Command::Delete(a) => a.keyspace.direct,
+        Command::Scan(a) => a.keyspace.direct,
+        Command::DeleteRange(a) => a.keyspace.direct,
+        _ => false,
+    };
     match cli.command {
         Command::Playground(args) => playground::run(args).await,
         Command::Get(args) => kv::get(&ctx, args).await,

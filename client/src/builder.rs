@@ -1,9 +1,15 @@
 //! [`ClientBuilder`] and [`Backoff`]: the client's settings and their
 //! validation.
 //!
-//! Building checks the settings and parses every endpoint but dials nothing:
+//! Building checks the settings and parses every address but dials nothing:
 //! connections are made by the first operation that needs them, so a client
-//! can be built while every router is down.
+//! can be built while every router (or directory member) is down.
+//!
+//! A client is built in one of two modes, chosen by the addresses it is
+//! given: [`ClientBuilder::routers`] (proxy mode: routers find the regions)
+//! or [`ClientBuilder::directory`] (direct mode: the client finds them
+//! itself and talks to their leaders, see `direct`). Neither, or both, is
+//! a configuration error.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +18,8 @@ use tessera_routing::throttle::{self, Throttle};
 use tessera_security::Security;
 use tonic::transport::Endpoint;
 
+use crate::client::Transport;
+use crate::direct::Direct;
 use crate::failover::{Failover, Settings};
 use crate::{Client, Error, Result};
 
@@ -45,19 +53,28 @@ pub use tessera_routing::Backoff;
 /// # async fn main() -> tessera_client::Result<()> {
 /// // Builds even when no router is up: nothing is dialed yet.
 /// let client = Client::builder()
-///     .endpoints(["127.0.0.1:7000", "http://127.0.0.1:7001"])
+///     .routers(["127.0.0.1:7000", "http://127.0.0.1:7001"])
 ///     .timeout(Duration::from_secs(5))
 ///     .connect_timeout(Duration::from_millis(500))
 ///     .backoff(Backoff { min: Duration::from_millis(10), max: Duration::from_millis(500) })
 ///     .build()
 ///     .await?;
 /// # drop(client);
+///
+/// // Direct mode: regions found through the directory, requests sent
+/// // straight to their leaders.
+/// let direct = Client::builder()
+///     .directory(["127.0.0.1:2379", "127.0.0.1:2380", "127.0.0.1:2381"])
+///     .build()
+///     .await?;
+/// assert!(direct.is_direct());
 /// # Ok(())
 /// # }
 /// ```
 #[derive(Clone, Debug)]
 pub struct ClientBuilder {
     endpoints: Vec<String>,
+    directory: Vec<String>,
     timeout: Duration,
     connect_timeout: Duration,
     backoff: Backoff,
@@ -71,6 +88,7 @@ impl Default for ClientBuilder {
     fn default() -> Self {
         ClientBuilder {
             endpoints: Vec::new(),
+            directory: Vec::new(),
             timeout: DEFAULT_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             backoff: Backoff::default(),
@@ -96,14 +114,42 @@ impl ClientBuilder {
         self
     }
 
-    /// The routers to talk to, `host:port` or `http://host:port`, in order
-    /// of preference. Replaces any endpoints set before.
-    pub fn endpoints<I, S>(mut self, endpoints: I) -> Self
+    /// Proxy mode: the routers to talk to, `host:port` or
+    /// `http://host:port`, in order of preference. Replaces any routers set
+    /// before. The mode for thin clients: the routers find regions, follow
+    /// leaders and retry routing errors.
+    pub fn routers<I, S>(mut self, routers: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.endpoints = endpoints.into_iter().map(Into::into).collect();
+        self.endpoints = routers.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The same as [`routers`](Self::routers) (its name before direct
+    /// mode existed).
+    pub fn endpoints<I, S>(self, endpoints: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.routers(endpoints)
+    }
+
+    /// Direct mode: the directory's members, `host:port` (any of them; the
+    /// client follows its leader). The client then finds each key's region
+    /// and its leader itself (caching them, corrected by the stores'
+    /// answers) and sends requests straight to that leader's store: one
+    /// process hop fewer than through a router, and no router to run. It
+    /// needs to reach every store's advertised address. Replaces any
+    /// members set before.
+    pub fn directory<I, S>(mut self, members: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.directory = members.into_iter().map(Into::into).collect();
         self
     }
 
@@ -158,9 +204,10 @@ impl ClientBuilder {
     /// Checks the settings and makes the client. Dials nothing, so it
     /// succeeds with every router down.
     ///
-    /// Fails with [`Error::Config`] when there is no endpoint, an endpoint
-    /// does not parse (or is not plain `http`), a timeout is zero, or the
-    /// backoff is empty or inverted.
+    /// Fails with [`Error::Config`] when it was given neither routers nor
+    /// directory members (or both), an address does not parse (or is not
+    /// plain `http`), a timeout is zero, or the backoff is empty or
+    /// inverted.
     ///
     /// ```
     /// use tessera_client::{Client, Error};
@@ -172,10 +219,19 @@ impl ClientBuilder {
     /// # }
     /// ```
     pub async fn build(self) -> Result<Client> {
-        if self.endpoints.is_empty() {
-            return Err(Error::Config(
-                "at least one router endpoint is needed".into(),
-            ));
+        match (self.endpoints.is_empty(), self.directory.is_empty()) {
+            (true, true) => {
+                return Err(Error::Config(
+                    "give routers (proxy mode) or directory members (direct mode)".into(),
+                ))
+            }
+            (false, false) => {
+                return Err(Error::Config(
+                    "give routers (proxy mode) or directory members (direct mode), not both"
+                        .into(),
+                ))
+            }
+            _ => {}
         }
         if self.timeout.is_zero() {
             return Err(Error::Config("the timeout must be positive".into()));
@@ -205,7 +261,12 @@ impl ClientBuilder {
         let endpoints = self
             .endpoints
             .iter()
-            .map(|e| parse_endpoint(e, self.connect_timeout))
+            .map(|e| parse_endpoint("router", e, self.connect_timeout))
+            .collect::<Result<Vec<_>>>()?;
+        let members = self
+            .directory
+            .iter()
+            .map(|e| parse_endpoint("directory member", e, self.connect_timeout).map(|(a, _)| a))
             .collect::<Result<Vec<_>>>()?;
         let settings = Settings {
             timeout: self.timeout,
@@ -215,14 +276,24 @@ impl ClientBuilder {
             retry_busy: self.retry_busy,
             throttle,
         };
-        Ok(Client::from_failover(Failover::new(endpoints, settings)))
+        let transport = if members.is_empty() {
+            Transport::Routers(Failover::new(endpoints, settings))
+        } else {
+            Transport::Direct(Direct::new(members, settings)?)
+        };
+        Ok(Client::from_transport(transport))
     }
 }
 
-/// Parses `host:port` or `http://host:port` into a tonic endpoint (not
-/// dialed), returning the address as written without the scheme too.
-fn parse_endpoint(endpoint: &str, connect_timeout: Duration) -> Result<(String, Endpoint)> {
-    let bad = |why: &str| Error::Config(format!("router endpoint {endpoint:?}: {why}"));
+/// Parses `host:port` or `http://host:port` (of a `what`, for messages)
+/// into a tonic endpoint (not dialed), returning the address as written
+/// without the scheme too.
+fn parse_endpoint(
+    what: &str,
+    endpoint: &str,
+    connect_timeout: Duration,
+) -> Result<(String, Endpoint)> {
+    let bad = |why: &str| Error::Config(format!("{what} {endpoint:?}: {why}"));
     let trimmed = endpoint.trim();
     if trimmed.is_empty() {
         return Err(bad("empty"));
@@ -263,7 +334,7 @@ mod tests {
     use super::*;
 
     fn parse(e: &str) -> Result<String> {
-        parse_endpoint(e, DEFAULT_CONNECT_TIMEOUT).map(|(a, _)| a)
+        parse_endpoint("router", e, DEFAULT_CONNECT_TIMEOUT).map(|(a, _)| a)
     }
 
     #[test]
@@ -309,6 +380,28 @@ mod tests {
             ClientBuilder::default().build().await,
             Err(Error::Config(_))
         ));
+        // Direct mode, and the two modes never together.
+        let direct = ClientBuilder::default()
+            .directory(["127.0.0.1:1", "http://127.0.0.1:2"])
+            .build()
+            .await
+            .unwrap();
+        assert!(direct.is_direct());
+        assert!(!b().build().await.unwrap().is_direct());
+        assert!(!ClientBuilder::default()
+            .routers(["127.0.0.1:1"])
+            .build()
+            .await
+            .unwrap()
+            .is_direct());
+        match b().directory(["127.0.0.1:2"]).build().await {
+            Err(Error::Config(m)) => assert!(m.contains("not both"), "{m}"),
+            other => panic!("both modes: {other:?}"),
+        }
+        match ClientBuilder::default().directory(["nohost"]).build().await {
+            Err(Error::Config(m)) => assert!(m.contains("directory member"), "{m}"),
+            other => panic!("a bad member: {other:?}"),
+        }
         assert!(matches!(
             b().timeout(Duration::ZERO).build().await,
             Err(Error::Config(_))

@@ -1,5 +1,6 @@
-//! [`Client`]: the entry point, a cheap-to-clone handle on the router
-//! connections, with the operations of the `default` keyspace.
+//! [`Client`]: the entry point, a cheap-to-clone handle on the connections
+//! (to routers, or to the directory and stores in direct mode), with the
+//! operations of the `default` keyspace.
 //!
 //! The operations themselves live on [`Keyspace`]; the client's own methods
 //! run them on the `default` keyspace, which is an empty keyspace name on
@@ -8,13 +9,25 @@
 use std::ops::RangeBounds;
 use std::sync::Arc;
 
+use crate::direct::Direct;
 use crate::failover::Failover;
 use crate::{CasOutcome, ClientBuilder, Keyspace, KvPair, Result};
 
-/// A client of a tessera cluster, through its routers.
+/// How a client reaches the cluster.
+#[derive(Debug)]
+pub(crate) enum Transport {
+    /// Through routers (proxy mode).
+    Routers(Failover),
+    /// To the stores directly, regions found through the directory.
+    Direct(Direct),
+}
+
+/// A client of a tessera cluster: through its routers (proxy mode,
+/// [`ClientBuilder::routers`]) or straight to the leaders of its regions
+/// (direct mode, [`ClientBuilder::directory`]).
 ///
-/// Cheap to clone: clones share one connection per router. Safe to use from
-/// many tasks at once.
+/// Cheap to clone: clones share the connections (one per router, or one per
+/// store and the directory's). Safe to use from many tasks at once.
 ///
 /// ```no_run
 /// use tessera_client::Client;
@@ -22,7 +35,7 @@ use crate::{CasOutcome, ClientBuilder, Keyspace, KvPair, Result};
 /// # #[tokio::main]
 /// # async fn main() -> tessera_client::Result<()> {
 /// let client = Client::builder()
-///     .endpoints(["127.0.0.1:7000", "127.0.0.1:7001"])
+///     .routers(["127.0.0.1:7000", "127.0.0.1:7001"])
 ///     .build()
 ///     .await?;
 /// client.put("greeting", "hello").await?;
@@ -32,7 +45,7 @@ use crate::{CasOutcome, ClientBuilder, Keyspace, KvPair, Result};
 /// ```
 #[derive(Clone, Debug)]
 pub struct Client {
-    failover: Arc<Failover>,
+    transport: Arc<Transport>,
 }
 
 impl Client {
@@ -41,18 +54,23 @@ impl Client {
         ClientBuilder::default()
     }
 
-    pub(crate) fn from_failover(failover: Failover) -> Client {
+    pub(crate) fn from_transport(transport: Transport) -> Client {
         Client {
-            failover: Arc::new(failover),
+            transport: Arc::new(transport),
         }
     }
 
-    pub(crate) fn failover(&self) -> &Failover {
-        &self.failover
+    pub(crate) fn transport(&self) -> &Transport {
+        &self.transport
     }
 
-    /// A handle on a named keyspace (the name is checked by the router on
-    /// first use).
+    /// Whether this client talks to the stores directly (built with
+    /// [`ClientBuilder::directory`]) rather than through routers.
+    pub fn is_direct(&self) -> bool {
+        matches!(*self.transport, Transport::Direct(_))
+    }
+
+    /// A handle on a named keyspace (the name is checked on first use).
     ///
     /// ```no_run
     /// # async fn example(client: tessera_client::Client) -> tessera_client::Result<()> {

@@ -432,7 +432,7 @@ impl Failover {
 }
 
 /// The keyspace's name for messages: empty is `default`.
-fn keyspace_name(op: Op<'_>) -> String {
+pub(crate) fn keyspace_name(op: Op<'_>) -> String {
     if op.keyspace.is_empty() {
         "default".to_string()
     } else {

@@ -1,17 +1,20 @@
 //! [`Keyspace`]: the key-value operations, on one keyspace.
 //!
-//! Each operation checks what is cheap to check here (no empty keys), builds
-//! its router request once and hands it to the [failover](crate::failover)
-//! loop with its kind: reads (`get`, `batch_get`, `scan`, `scan_reverse`)
+//! Each operation checks what is cheap to check here (no empty keys) and
+//! runs with its kind: reads (`get`, `batch_get`, `scan`, `scan_reverse`)
 //! or writes (`put`, `delete`, `batch_put`, `delete_range`,
 //! `compare_and_swap`), which are never sent twice once they may have
-//! reached a router. Size limits and range checks are left to the router,
-//! which knows them.
+//! reached a router or a store. Through routers it builds its router
+//! request once and hands it to the [failover](crate::failover) loop; in
+//! direct mode it calls the embedded routing library ([`crate::direct`]).
+//! Size limits and range checks are left to the routing library (the
+//! router's, or the embedded one), which knows them.
 
 use std::ops::RangeBounds;
 
 use tessera_proto::routerpb;
 
+use crate::client::Transport;
 use crate::failover::{request, Op, OpKind};
 use crate::range::WireRange;
 use crate::{CasOutcome, Client, DeleteRangeStep, Error, KvPair, Result};
@@ -59,6 +62,11 @@ impl Keyspace {
         }
     }
 
+    /// The keyspace as the routing library names it (None: `default`).
+    fn routing_name(&self) -> Option<&str> {
+        (!self.name.is_empty()).then_some(self.name.as_str())
+    }
+
     /// The value of `key`, or `None` if it does not exist.
     ///
     /// ```no_run
@@ -71,14 +79,20 @@ impl Keyspace {
     /// ```
     pub async fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>> {
         let key = checked_key(key.as_ref())?;
+        let op = self.op("get", OpKind::Read);
+        let failover = match self.client.transport() {
+            Transport::Direct(d) => {
+                let (ks, key) = (self.routing_name(), key.as_slice());
+                return d.run(op, |r| async move { r.get(ks, key).await }).await;
+            }
+            Transport::Routers(f) => f,
+        };
         let message = routerpb::GetRequest {
             keyspace: self.name.clone(),
             key,
         };
-        let answer = self
-            .client
-            .failover()
-            .call(self.op("get", OpKind::Read), |mut c, left| {
+        let answer = failover
+            .call(op, |mut c, left| {
                 let r = request(&message, left);
                 async move { c.get(r).await }
             })
@@ -98,14 +112,23 @@ impl Keyspace {
     /// ```
     pub async fn put(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<()> {
         let key = checked_key(key.as_ref())?;
+        let op = self.op("put", OpKind::Write);
+        let failover = match self.client.transport() {
+            Transport::Direct(d) => {
+                let (ks, key, value) = (self.routing_name(), key.as_slice(), value.as_ref());
+                return d
+                    .run(op, |r| async move { r.put(ks, key, value).await })
+                    .await;
+            }
+            Transport::Routers(f) => f,
+        };
         let message = routerpb::PutRequest {
             keyspace: self.name.clone(),
             key,
             value: value.as_ref().to_vec(),
         };
-        self.client
-            .failover()
-            .call(self.op("put", OpKind::Write), |mut c, left| {
+        failover
+            .call(op, |mut c, left| {
                 let r = request(&message, left);
                 async move { c.put(r).await }
             })
@@ -123,13 +146,20 @@ impl Keyspace {
     /// ```
     pub async fn delete(&self, key: impl AsRef<[u8]>) -> Result<()> {
         let key = checked_key(key.as_ref())?;
+        let op = self.op("delete", OpKind::Write);
+        let failover = match self.client.transport() {
+            Transport::Direct(d) => {
+                let (ks, key) = (self.routing_name(), key.as_slice());
+                return d.run(op, |r| async move { r.delete(ks, key).await }).await;
+            }
+            Transport::Routers(f) => f,
+        };
         let message = routerpb::DeleteRequest {
             keyspace: self.name.clone(),
             key,
         };
-        self.client
-            .failover()
-            .call(self.op("delete", OpKind::Write), |mut c, left| {
+        failover
+            .call(op, |mut c, left| {
                 let r = request(&message, left);
                 async move { c.delete(r).await }
             })
@@ -163,30 +193,46 @@ impl Keyspace {
         let mut seen = std::collections::HashSet::new();
         let mut from = 0;
         while from < keys.len() {
-            let message = routerpb::BatchGetRequest {
-                keyspace: self.name.clone(),
-                keys: keys[from..].to_vec(),
-            };
-            let answer = self
-                .client
-                .failover()
-                .call(self.op("batch_get", OpKind::Read), |mut c, left| {
-                    let r = request(&message, left);
-                    async move { c.batch_get(r).await }
-                })
-                .await?;
+            let (pairs, resume_index) = self.batch_get_page(&keys[from..]).await?;
             // A key answered on an earlier page may be named again later.
-            for p in answer.pairs {
+            for p in pairs {
                 if seen.insert(p.key.clone()) {
-                    out.push(KvPair::from(p));
+                    out.push(p);
                 }
             }
-            match answer.resume_index as usize {
+            match resume_index {
                 0 => break,
                 r => from += r,
             }
         }
         Ok(out)
+    }
+
+    /// One page of a batch get, and how many of `keys` it covers (0: all).
+    async fn batch_get_page(&self, keys: &[Vec<u8>]) -> Result<(Vec<KvPair>, usize)> {
+        let op = self.op("batch_get", OpKind::Read);
+        let failover = match self.client.transport() {
+            Transport::Direct(d) => {
+                let ks = self.routing_name();
+                let page = d
+                    .run(op, |r| async move { r.batch_get(ks, keys).await })
+                    .await?;
+                return Ok((pairs(page.pairs), page.resume_index));
+            }
+            Transport::Routers(f) => f,
+        };
+        let message = routerpb::BatchGetRequest {
+            keyspace: self.name.clone(),
+            keys: keys.to_vec(),
+        };
+        let answer = failover
+            .call(op, |mut c, left| {
+                let r = request(&message, left);
+                async move { c.batch_get(r).await }
+            })
+            .await?;
+        let pairs = answer.pairs.into_iter().map(KvPair::from).collect();
+        Ok((pairs, answer.resume_index as usize))
     }
 
     /// Sets every key to its value. The router may apply a batch spanning
@@ -205,23 +251,30 @@ impl Keyspace {
     ) -> Result<()> {
         let pairs = pairs
             .into_iter()
-            .map(|(k, v)| {
-                Ok(routerpb::KvPair {
-                    key: checked_key(k.as_ref())?,
-                    value: v.as_ref().to_vec(),
-                })
-            })
+            .map(|(k, v)| Ok((checked_key(k.as_ref())?, v.as_ref().to_vec())))
             .collect::<Result<Vec<_>>>()?;
         if pairs.is_empty() {
             return Ok(());
         }
+        let op = self.op("batch_put", OpKind::Write);
+        let failover = match self.client.transport() {
+            Transport::Direct(d) => {
+                let (ks, pairs) = (self.routing_name(), pairs.as_slice());
+                return d
+                    .run(op, |r| async move { r.batch_put(ks, pairs).await })
+                    .await;
+            }
+            Transport::Routers(f) => f,
+        };
         let message = routerpb::BatchPutRequest {
             keyspace: self.name.clone(),
-            pairs,
+            pairs: pairs
+                .into_iter()
+                .map(|(key, value)| routerpb::KvPair { key, value })
+                .collect(),
         };
-        self.client
-            .failover()
-            .call(self.op("batch_put", OpKind::Write), |mut c, left| {
+        failover
+            .call(op, |mut c, left| {
                 let r = request(&message, left);
                 async move { c.batch_put(r).await }
             })
@@ -353,6 +406,24 @@ impl Keyspace {
         reverse: bool,
         resume: Option<Vec<u8>>,
     ) -> Result<(Vec<KvPair>, Option<Vec<u8>>)> {
+        let op = self.op(name, OpKind::Read);
+        let failover = match self.client.transport() {
+            Transport::Direct(d) => {
+                let ks = self.routing_name();
+                let page = d
+                    .run(op, |r| {
+                        let (start, end) = (range.start.as_deref(), range.end.as_deref());
+                        let resume = resume.as_deref();
+                        async move {
+                            r.scan(ks, start, end, limit as usize, reverse, resume)
+                                .await
+                        }
+                    })
+                    .await?;
+                return Ok((pairs(page.pairs), page.resume));
+            }
+            Transport::Routers(f) => f,
+        };
         let message = routerpb::ScanRequest {
             keyspace: self.name.clone(),
             start: range.start.clone(),
@@ -361,10 +432,8 @@ impl Keyspace {
             reverse,
             resume,
         };
-        let answer = self
-            .client
-            .failover()
-            .call(self.op(name, OpKind::Read), |mut c, left| {
+        let answer = failover
+            .call(op, |mut c, left| {
                 let r = request(&message, left);
                 async move { c.scan(r).await }
             })
@@ -399,16 +468,30 @@ impl Keyspace {
         new: Option<&[u8]>,
     ) -> Result<CasOutcome> {
         let key = checked_key(key.as_ref())?;
+        let op = self.op("compare_and_swap", OpKind::Write);
+        let failover = match self.client.transport() {
+            Transport::Direct(d) => {
+                let (ks, key) = (self.routing_name(), key.as_slice());
+                let outcome = d
+                    .run(op, |r| async move {
+                        r.compare_and_swap(ks, key, expected, new).await
+                    })
+                    .await?;
+                return Ok(CasOutcome {
+                    succeeded: outcome.succeeded,
+                    previous: outcome.previous,
+                });
+            }
+            Transport::Routers(f) => f,
+        };
         let message = routerpb::CompareAndSwapRequest {
             keyspace: self.name.clone(),
             key,
             expected: expected.map(<[u8]>::to_vec),
             new_value: new.map(<[u8]>::to_vec),
         };
-        let answer = self
-            .client
-            .failover()
-            .call(self.op("compare_and_swap", OpKind::Write), |mut c, left| {
+        let answer = failover
+            .call(op, |mut c, left| {
                 let r = request(&message, left);
                 async move { c.compare_and_swap(r).await }
             })
@@ -439,8 +522,25 @@ impl Keyspace {
         range: impl RangeBounds<K>,
         resume: Option<&[u8]>,
         max_regions: u32,
-    ) -> Result<routerpb::DeleteRangeResponse> {
+    ) -> Result<DeleteRangeStep> {
         let range = WireRange::from_bounds(&range);
+        let op = self.op("delete_range", OpKind::Write);
+        let failover = match self.client.transport() {
+            Transport::Direct(d) => {
+                let ks = self.routing_name();
+                let (start, end) = (range.start.as_deref(), range.end.as_deref());
+                let done = d
+                    .run(op, |r| async move {
+                        r.delete_range(ks, start, end, resume, max_regions).await
+                    })
+                    .await?;
+                return Ok(DeleteRangeStep {
+                    regions: done.regions,
+                    resume: done.resume,
+                });
+            }
+            Transport::Routers(f) => f,
+        };
         let message = routerpb::DeleteRangeRequest {
             keyspace: self.name.clone(),
             start: range.start,
@@ -448,13 +548,16 @@ impl Keyspace {
             resume: resume.map(<[u8]>::to_vec),
             max_regions,
         };
-        self.client
-            .failover()
-            .call(self.op("delete_range", OpKind::Write), |mut c, left| {
+        let answer = failover
+            .call(op, |mut c, left| {
                 let r = request(&message, left);
                 async move { c.delete_range(r).await }
             })
-            .await
+            .await?;
+        Ok(DeleteRangeStep {
+            regions: answer.regions,
+            resume: answer.resume,
+        })
     }
 
     /// Deletes the part of `range` in the next `max_regions` regions (at
@@ -485,14 +588,17 @@ impl Keyspace {
         resume: Option<&[u8]>,
         max_regions: u32,
     ) -> Result<DeleteRangeStep> {
-        let answer = self
-            .send_delete_range(range, resume, max_regions.max(1))
-            .await?;
-        Ok(DeleteRangeStep {
-            regions: answer.regions,
-            resume: answer.resume,
-        })
+        self.send_delete_range(range, resume, max_regions.max(1))
+            .await
     }
+}
+
+/// The routing library's pairs as the SDK's.
+fn pairs(pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<KvPair> {
+    pairs
+        .into_iter()
+        .map(|(key, value)| KvPair { key, value })
+        .collect()
 }
 
 /// `key` as sent, or [`Error::InvalidArgument`] when it is empty.

@@ -1,11 +1,18 @@
-//! The Rust SDK of tessera: a client of the public key-value API served by
-//! `tessera-router`.
+//! The Rust SDK of tessera: a client of its key-value API, in one of two
+//! modes.
 //!
-//! The SDK talks gRPC to one or more routers and to nothing else: the
-//! routers find regions, follow leaders and retry routing errors against
-//! the stores. What the SDK owns is the way to the routers — failover
-//! between them, deadlines, and telling a write that failed from one whose
-//! fate is unknown.
+//! - **Proxy mode** ([`ClientBuilder::routers`]): the SDK talks gRPC to one
+//!   or more routers and to nothing else; the routers find regions, follow
+//!   leaders and retry routing errors against the stores. What the SDK
+//!   owns is the way to the routers — failover between them, deadlines,
+//!   and telling a write that failed from one whose fate is unknown. The
+//!   mode for thin clients, and the API other languages speak.
+//! - **Direct mode** ([`ClientBuilder::directory`]): the SDK embeds the
+//!   routing library the router is built on (`tessera-routing`) and sends
+//!   each request straight to the leader of the key's region, found
+//!   through the directory and cached: one process hop fewer, and no
+//!   router to run. The same deadlines, retries and indeterminate rule
+//!   apply; see the `direct` module.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -14,7 +21,8 @@
 //! # #[tokio::main]
 //! # async fn main() -> tessera_client::Result<()> {
 //! let client = Client::builder()
-//!     .endpoints(["10.0.0.1:7000", "10.0.0.2:7000"])
+//!     .routers(["10.0.0.1:7000", "10.0.0.2:7000"])
+//!     // or, in direct mode: .directory(["10.0.0.1:2379", "10.0.0.2:2379"])
 //!     .timeout(Duration::from_secs(5))
 //!     .build()
 //!     .await?;
@@ -34,7 +42,7 @@
 //! # }
 //! ```
 //!
-//! # Failover
+//! # Failover (proxy mode)
 //!
 //! The client keeps one gRPC channel per router endpoint, dialed on first
 //! use with the connect timeout (TCP nodelay) and kept afterwards; building
@@ -90,13 +98,16 @@
 //! - `client`: [`Client`], the operations on the `default` keyspace;
 //! - `keyspace`: [`Keyspace`], the operations themselves;
 //! - `builder`: [`ClientBuilder`] and [`Backoff`];
-//! - `failover`: connections, attempts, backoff, the indeterminate rule;
+//! - `failover`: connections to routers, attempts, backoff, the
+//!   indeterminate rule;
+//! - `direct`: direct mode, the embedded routing library;
 //! - `range`: range bounds to the wire's start and end;
 //! - `types`: [`KvPair`], [`CasOutcome`];
 //! - `error`: [`Error`].
 
 mod builder;
 mod client;
+mod direct;
 mod error;
 mod failover;
 mod keyspace;

@@ -54,9 +54,9 @@ fn error(e: Error) -> Option<routerpb::Error> {
         Error::Unavailable(_)
         | Error::Directory { .. }
         | Error::DirectoryUnreachable(_)
-        // The directory refused the router itself: its certificate or
-        // settings, nothing the client can change.
-        | Error::Refused(_)
+        // The directory or a store refused the router itself: its
+        // certificate or settings, nothing the client can change.
+        | Error::Refused { .. }
         | Error::Setup(_) => Kind::Unavailable,
     };
     Some(routerpb::Error {

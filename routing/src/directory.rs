@@ -211,7 +211,10 @@ impl DirectoryConn {
                     }
                 }
                 Err(status) if is_refusal(status.code()) => {
-                    return Err(Error::Refused(format!("{what}: {}", status.message())));
+                    return Err(Error::Refused {
+                        code: status.code(),
+                        message: format!("{what}: {}", status.message()),
+                    });
                 }
                 Err(status) => {
                     last = format!("{addr}: {}", status.message());

@@ -34,11 +34,13 @@ pub enum Error {
     /// `directorypb::directory_error::Kind`).
     #[error("directory: {message}")]
     Directory { kind: i32, message: String },
-    /// The directory refused the caller: no or the wrong identity, join
-    /// token or store secret, or another cluster. Nothing changed, and
-    /// trying again will not help.
-    #[error("refused: {0}")]
-    Refused(String),
+    /// The directory or a store refused the caller before running
+    /// anything: no or the wrong identity, join token or store secret
+    /// (`Unauthenticated`), a role too small for the call
+    /// (`PermissionDenied`), or another cluster (`FailedPrecondition`).
+    /// Nothing changed, and trying again will not help.
+    #[error("refused: {message}")]
+    Refused { code: tonic::Code, message: String },
     /// No directory member answered in time.
     #[error("directory: {0}")]
     DirectoryUnreachable(String),

@@ -18,6 +18,7 @@
 //! | `NoSpace` (the leader's store or a quorum's is low on disk space) | — | after an election's wait (the leadership may move to a store with space); after a few, fail: no space |
 //! | `RegionNotFound`, `KeyNotInRegion`, `StoreNotMatch`, unknown | reload the region | after the backoff |
 //! | gRPC `InvalidArgument`, `OutOfRange` | — | fail: bad input |
+//! | gRPC `Unauthenticated`, `PermissionDenied` (the store's access check refused the caller before anything ran) | — | fail: refused |
 //! | gRPC `DeadlineExceeded`, at-most-once operation | — | stop: indeterminate |
 //! | any other gRPC error | forget the store's channel and the leader | at-most-once and maybe sent: stop, indeterminate; else after the backoff |
 //!
@@ -90,6 +91,9 @@ pub enum Next {
     Indeterminate(String),
     /// Stop: the request is bad.
     InvalidArgument(String),
+    /// Stop: the store's access check refused the caller (this gRPC code)
+    /// before anything ran.
+    Refused(tonic::Code, String),
     /// The region's stores are low on disk space: nothing was applied.
     /// Try again after an election's wait, a few times, then fail.
     NoSpace(String),
@@ -172,6 +176,11 @@ fn react_to_status(status: &tonic::Status, sent: Sent, policy: SendPolicy) -> Re
             CacheUpdate::Keep,
             Next::InvalidArgument(message()),
             "invalid_argument",
+        ),
+        Code::Unauthenticated | Code::PermissionDenied => Reaction::new(
+            CacheUpdate::Keep,
+            Next::Refused(status.code(), message()),
+            "refused",
         ),
         Code::DeadlineExceeded if policy == SendPolicy::AtMostOnce => Reaction::new(
             CacheUpdate::Keep,
@@ -334,6 +343,10 @@ mod tests {
             (Code::InvalidArgument,  Maybe, Resendable, Keep,        bad("m")),
             (Code::InvalidArgument,  Maybe, AtMostOnce, Keep,        bad("m")),
             (Code::OutOfRange,       Maybe, AtMostOnce, Keep,        bad("m")),
+            // The access check refused the caller: nothing ran, not retried.
+            (Code::Unauthenticated,  Maybe, AtMostOnce, Keep,        Next::Refused(Code::Unauthenticated, "m".into())),
+            (Code::PermissionDenied, Maybe, AtMostOnce, Keep,        Next::Refused(Code::PermissionDenied, "m".into())),
+            (Code::PermissionDenied, Maybe, Resendable, Keep,        Next::Refused(Code::PermissionDenied, "m".into())),
             (Code::DeadlineExceeded, Maybe, AtMostOnce, Keep,        unknown("m")),
             (Code::DeadlineExceeded, No,    AtMostOnce, Keep,        unknown("m")),
             (Code::DeadlineExceeded, Maybe, Resendable, ForgetStore, Next::Backoff),

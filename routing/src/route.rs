@@ -98,6 +98,10 @@ impl Router {
             Next::Election => wait(min * ELECTION_WAIT_FACTOR),
             Next::Indeterminate(m) => Attempt::Unknown(format!("store {store_id}: {m}")),
             Next::InvalidArgument(m) => Attempt::Fatal(Error::InvalidArgument(m)),
+            Next::Refused(code, m) => Attempt::Fatal(Error::Refused {
+                code,
+                message: format!("store {store_id}: {m}"),
+            }),
             Next::NoSpace(m) => Attempt::NoSpace(format!("store {store_id}: {m}")),
         }
     }
@@ -218,6 +222,9 @@ impl Router {
             }
             let c = match self.locate(key).await {
                 Ok(c) => c,
+                // The directory refused the caller (its identity or role):
+                // asking again will not change that.
+                Err(e @ Error::Refused { .. }) => break Err(e),
                 Err(e) => {
                     tracing::debug!(error = %e, "locating a region failed");
                     failures += 1;

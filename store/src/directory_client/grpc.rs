@@ -21,7 +21,7 @@ pub struct GrpcDirectoryClient {
 fn map(e: tessera_routing::Error) -> Error {
     use tessera_routing::Error as E;
     match e {
-        E::Refused(message) => Error::Refused(message),
+        E::Refused { message, .. } => Error::Refused(message),
         E::Directory { message, .. } | E::DirectoryUnreachable(message) => {
             Error::Directory(message)
         }

@@ -158,6 +158,8 @@ impl Cluster {
                 Next::BackoffAtLeast(d) => Some(d.max(RETRY_PAUSE)),
                 Next::Indeterminate(m) => return Err(Error::Indeterminate(m)),
                 Next::InvalidArgument(m) => return Err(Error::InvalidArgument(m)),
+                // The access check refused the caller: the error as it came.
+                Next::Refused(..) => return Err(last_err),
             };
             if wait.is_some() {
                 quick = 0;

@@ -1,0 +1,226 @@
+//! The SDK's direct mode end to end: a client built with the directory's
+//! addresses (no router anywhere) finds regions itself and talks to their
+//! leaders' stores — separate processes on 127.0.0.1, TLS. It serves every
+//! operation, follows a split and the loss of a leader's store, agrees with
+//! a proxy-mode client on every key, and at the stores gets exactly the
+//! role of its user (refusals change nothing). The CLI's `--direct` runs
+//! the same path.
+
+use std::time::Duration;
+
+use tessera_client::{Backoff, Client, Error as SdkError};
+use tessera_e2e::{E2eCluster, Options};
+use tessera_security::{secret, Security};
+
+fn key(i: usize) -> String {
+    format!("user{i:04}")
+}
+
+async fn direct(c: &E2eCluster, security: Security) -> Client {
+    Client::builder()
+        .directory(c.directory_addrs())
+        .security(security)
+        .timeout(Duration::from_secs(30))
+        .backoff(Backoff {
+            min: Duration::from_millis(10),
+            max: Duration::from_millis(300),
+        })
+        .build()
+        .await
+        .expect("direct client")
+}
+
+fn regions_json(c: &E2eCluster) -> Vec<serde_json::Value> {
+    let out = c
+        .try_cli(&["region", "list", "-o", "json"])
+        .expect("region list");
+    serde_json::from_str::<serde_json::Value>(&out)
+        .expect("json")
+        .as_array()
+        .expect("array")
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_mode_serves_every_operation_through_a_split_and_a_lost_leader() {
+    let mut c = E2eCluster::start(Options::default()).await;
+    c.wait_settled(1).await;
+    let client = direct(&c, c.security()).await;
+    assert!(client.is_direct());
+
+    for i in 0..200 {
+        client.put(key(i), format!("v{i}")).await.expect("put");
+    }
+    assert_eq!(
+        client.get(key(7)).await.unwrap().as_deref(),
+        Some(&b"v7"[..])
+    );
+    assert_eq!(client.get("absent").await.unwrap(), None);
+
+    // A split: the client's cached region goes stale, the stores' answers
+    // (epoch not match) correct it, and nothing is lost.
+    let region = regions_json(&c)[0]["id"].to_string();
+    c.try_cli(&["region", "split", &region, "--at", &key(100)])
+        .expect("split");
+    for i in 200..300 {
+        client.put(key(i), format!("v{i}")).await.expect("put");
+    }
+    let all = client.scan::<&[u8]>(.., 0).await.unwrap();
+    assert_eq!(all.len(), 300);
+    assert!(all.windows(2).all(|w| w[0].key < w[1].key), "scan order");
+    let found = client
+        .batch_get([key(5), key(150), key(299), "absent".to_string()])
+        .await
+        .unwrap();
+    assert_eq!(
+        found
+            .iter()
+            .map(|p| String::from_utf8(p.key.clone()).unwrap())
+            .collect::<Vec<_>>(),
+        [key(5), key(150), key(299)]
+    );
+    let back = client.scan_reverse(key(98)..key(102), 0).await.unwrap();
+    assert_eq!(back.len(), 4);
+    assert_eq!(back[0].key, key(101).as_bytes());
+
+    // Compare-and-swap, delete, batch put.
+    let cas = client
+        .compare_and_swap(key(1), Some(b"v1"), Some(b"w1"))
+        .await
+        .unwrap();
+    assert!(cas.succeeded);
+    let cas = client
+        .compare_and_swap(key(1), Some(b"v1"), Some(b"x"))
+        .await
+        .unwrap();
+    assert!(!cas.succeeded);
+    assert_eq!(cas.previous.as_deref(), Some(&b"w1"[..]));
+    client.delete(key(2)).await.unwrap();
+    client
+        .batch_put([(key(98), "b98"), (key(102), "b102")])
+        .await
+        .unwrap();
+
+    // Bad input and unknown keyspaces: clear errors, nothing sent.
+    assert!(matches!(
+        client.put("", "v").await,
+        Err(SdkError::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        client.put("k", vec![0u8; 9 << 20]).await,
+        Err(SdkError::InvalidArgument(_))
+    ));
+    match client.keyspace("nosuch").get("k").await {
+        Err(SdkError::KeyspaceNotFound(name)) => assert_eq!(name, "nosuch"),
+        other => panic!("{other:?}"),
+    }
+
+    // A proxy-mode client sees exactly what the direct one wrote.
+    c.add_router().await;
+    let proxy = Client::builder()
+        .routers(c.router_addrs())
+        .security(c.security())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .await
+        .unwrap();
+    assert!(!proxy.is_direct());
+    let through_router = proxy.scan::<&[u8]>(.., 0).await.unwrap();
+    let direct_view = client.scan::<&[u8]>(.., 0).await.unwrap();
+    assert_eq!(through_router, direct_view);
+    assert_eq!(direct_view.len(), 299);
+
+    // Lose the store leading the region of key(250): reads find the new
+    // leader (the dead store's channel is dropped), then writes go on.
+    let regions = regions_json(&c);
+    let leader = regions
+        .iter()
+        .find(|r| r["start_key"].as_str().is_some_and(|s| s.contains("user0100")))
+        .and_then(|r| r["leader_store"].as_u64())
+        .expect("the upper region's leader");
+    let mut index = None;
+    for i in c.stores.keys().copied().collect::<Vec<_>>() {
+        if c.store_id(i).await == Some(leader) {
+            index = Some(i);
+        }
+    }
+    let index = index.expect("the leader's store index");
+    c.stores.get_mut(&index).unwrap().proc.kill();
+    assert_eq!(
+        client.get(key(250)).await.unwrap().as_deref(),
+        Some(&b"v250"[..])
+    );
+    for i in 300..350 {
+        client.put(key(i), format!("v{i}")).await.expect("put after kill");
+    }
+    assert_eq!(client.scan(key(0)..key(999), 0).await.unwrap().len(), 349);
+
+    // A range delete across both regions.
+    client.delete_range(key(0)..key(999)).await.unwrap();
+    assert!(client.scan::<&[u8]>(.., 0).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_mode_gets_exactly_its_users_role_at_the_stores() {
+    let c = E2eCluster::start(Options::default()).await;
+    c.wait_settled(1).await;
+    let admin = direct(&c, c.security()).await;
+    admin.put("k", "v1").await.unwrap();
+
+    let out = c
+        .try_cli(&["user", "create", "reader", "--role", "readonly"])
+        .expect("user create");
+    let token = out.lines().last().unwrap().trim().to_string();
+    let certs = c.certs.as_ref().unwrap();
+    let reader = direct(&c, Security::with_token(certs, &token).unwrap()).await;
+    assert_eq!(reader.get("k").await.unwrap().as_deref(), Some(&b"v1"[..]));
+    match reader.put("k", "stolen").await {
+        Err(SdkError::PermissionDenied(m)) => {
+            assert!(m.contains("needs the role readwrite"), "{m}")
+        }
+        other => panic!("a readonly user's put: {other:?}"),
+    }
+    assert!(matches!(
+        reader.delete_range::<&[u8]>(..).await,
+        Err(SdkError::PermissionDenied(_))
+    ));
+    assert_eq!(admin.get("k").await.unwrap().as_deref(), Some(&b"v1"[..]));
+
+    // A token the cluster never issued: refused (by the directory, before
+    // any store is asked), never retried to the deadline.
+    let forged = Security::with_token(certs, &secret::generate()).unwrap();
+    let stranger = direct(&c, forged).await;
+    let started = std::time::Instant::now();
+    match stranger.get("k").await {
+        Err(SdkError::Unauthenticated(_)) => {}
+        other => panic!("a forged token: {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(20));
+
+    // Plaintext against the TLS cluster: nothing is served.
+    let err = Client::builder()
+        .directory(c.directory_addrs())
+        .timeout(Duration::from_secs(2))
+        .build()
+        .await
+        .unwrap()
+        .get("k")
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+
+    // The CLI's --direct: the same path, no router in the cluster.
+    assert!(c.routers.is_empty());
+    c.try_cli(&["put", "--direct", "cli-key", "cli-value"])
+        .expect("put --direct");
+    let got = c.try_cli(&["get", "--direct", "cli-key"]).expect("get");
+    assert_eq!(got.trim(), "cli-value");
+    let json = c
+        .try_cli(&["scan", "--direct", "--start", "cli", "-o", "json"])
+        .expect("scan --direct");
+    assert!(json.contains("cli-value"), "{json}");
+    assert_eq!(
+        admin.get("cli-key").await.unwrap().as_deref(),
+        Some(&b"cli-value"[..])
+    );
+}
