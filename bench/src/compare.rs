@@ -3,14 +3,15 @@
 //!
 //! First this machine's fsync p50 (4 KiB append + fdatasync in the
 //! temporary directory the clusters use). Then, for each round and each
-//! workload: a fresh tessera cluster (3 directories, 3 stores, 1 router;
-//! separate processes, production timing) is started, loaded, run and
-//! stopped; then a fresh 3-member etcd cluster the same way — so the
-//! systems alternate (tessera, etcd, tessera, etcd, ...), every run starts
-//! from empty data, and only the system under test is running while it is
-//! measured. Both fsync every commit. Before the rounds, a single-client
-//! pass (workload A, one client) on each system compares the update p50
-//! with the fsync p50.
+//! workload: a fresh cluster of each system in `--systems` is started,
+//! loaded, run and stopped in turn — tessera (3 directories, 3 stores,
+//! 1 router; separate processes, production timing) once with the SDK in
+//! direct mode (`tessera-direct`: straight to the region leaders) and once
+//! through the router (`tessera`), then a fresh 3-member etcd cluster — so
+//! the systems alternate, every run starts from empty data, and only the
+//! system under test is running while it is measured. All fsync every
+//! commit. Before the rounds, a single-client pass (workload A, one
+//! client) on each system compares the update p50 with the fsync p50.
 //!
 //! Both systems run in the same security mode (`--modes`, default
 //! `tls,plaintext`: every workload in both, alternating within a round):
@@ -19,18 +20,20 @@
 //! and `plaintext` neither. The single-client pass runs in the first mode.
 //!
 //! The table gives per workload, mode and system the median over rounds
-//! of the run phase's throughput and p99 (all operations), and
-//! tessera/etcd ratios: throughput (above 1: tessera faster) and p99
-//! (below 1: tessera lower). With both modes, each system's TLS cost: the
-//! median over rounds of its TLS/plaintext throughput ratio (closer to 1:
-//! cheaper TLS). Every run's full results go to `<out>/compare.json`, the
+//! of the run phase's throughput and p99 (all operations), and each
+//! system's ratios to the last of `--systems` (etcd by default):
+//! throughput (above 1: faster) and p99 (below 1: lower). With both
+//! modes, each system's TLS cost: the median over rounds of its
+//! TLS/plaintext throughput ratio (closer to 1: cheaper TLS). Every run's full results go to `<out>/compare.json`, the
 //! plot to `<out>/compare.svg`.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use comfy_table::Table;
 use serde::Serialize;
 
+use crate::procs::{server_procs, CpuProbe};
 use crate::ycsb::{self, AnyBackend, LocalCluster, Mode, Params, System, WorkloadResult};
 
 #[derive(clap::Args)]
@@ -41,12 +44,14 @@ pub struct Args {
     /// Workloads, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "A,B,C,D,E,F")]
     pub workloads: Vec<String>,
-    /// Systems, in the order they alternate.
+    /// Systems, in the order they alternate; every one is compared with
+    /// the last (the baseline). `tessera` runs the clients through a
+    /// router, `tessera-direct` in the SDK's direct mode (no router).
     #[arg(
         long,
         value_delimiter = ',',
         value_enum,
-        default_value = "tessera,etcd"
+        default_value = "tessera-direct,tessera,etcd"
     )]
     pub systems: Vec<System>,
     /// Security modes, each run by both systems: `tls` (every connection,
@@ -81,6 +86,9 @@ pub struct Cell {
     pub p99_us: u64,
     pub errors: u64,
     pub rounds: usize,
+    /// CPU µs per operation of the run phase by kind of process, median
+    /// over rounds.
+    pub cpu_us_per_op: BTreeMap<String, f64>,
 }
 
 #[derive(Serialize, Clone, Debug)]
@@ -89,10 +97,20 @@ pub struct SummaryRow {
     pub mode: Mode,
     pub mix: String,
     pub systems: Vec<(System, Cell)>,
-    /// First system's throughput over the second's.
-    pub throughput_ratio: Option<f64>,
-    /// First system's p99 over the second's.
-    pub p99_ratio: Option<f64>,
+    /// Every system but the last against the last (the baseline, etcd by
+    /// default), in the order of `--systems`.
+    pub ratios: Vec<Ratio>,
+}
+
+/// One system against the baseline in one row.
+#[derive(Serialize, Clone, Debug)]
+pub struct Ratio {
+    pub system: System,
+    pub baseline: System,
+    /// Its throughput over the baseline's (above 1: faster).
+    pub throughput: Option<f64>,
+    /// Its p99 over the baseline's (below 1: lower).
+    pub p99: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -160,8 +178,12 @@ pub async fn one_run(
     progress: bool,
 ) -> anyhow::Result<WorkloadResult> {
     let cluster = LocalCluster::start(system, members, mode).await?;
-    let backend = AnyBackend::connect(system, &cluster.endpoints(), p, &cluster.access()).await?;
-    let r = backend.bench(system, workload, p, false, progress).await;
+    let endpoints = cluster.endpoints(system);
+    let backend = AnyBackend::connect(system, &endpoints, p, &cluster.access()).await?;
+    let cpu = CpuProbe::new(server_procs(&cluster));
+    let r = backend
+        .bench(system, workload, p, false, progress, Some(&cpu))
+        .await;
     drop(backend);
     drop(cluster);
     r
@@ -213,12 +235,13 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
                 let r = one_run(system, mode, w, args.members, p, !json).await?;
                 if !json {
                     println!(
-                        "round {round} workload {} {mode:>9} {system:>8}: load {:>6.0}/s, run {:>7.0} ops/s, p50 {:>6} µs, p99 {:>7} µs, {} errors",
+                        "round {round} workload {} {mode:>9} {system:>14}: load {:>6.0}/s, run {:>7.0} ops/s, p50 {:>6} µs, p99 {:>7} µs, CPU {:>4.0} µs/op, {} errors",
                         r.workload,
                         r.load.as_ref().map(|l| l.ops_per_sec).unwrap_or(0.0),
                         r.run.ops_per_sec,
                         r.run.latency_us.p50,
                         r.run.latency_us.p99,
+                        r.cpu_us_per_op.values().sum::<f64>(),
                         r.run.errors + r.load.as_ref().map(|l| l.errors).unwrap_or(0),
                     );
                     for e in &r.run.first_errors {
@@ -257,6 +280,7 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
     } else {
         println!();
         println!("{}", table(&args, &summary));
+        println!("{}", cpu_table(&summary));
         for c in &tls_cost {
             println!(
                 "TLS cost, workload {}, {}: TLS/plaintext throughput {:.2}× (median of {} rounds)",
@@ -402,26 +426,76 @@ fn summarize(args: &Args, runs: &[RunRecord]) -> Vec<SummaryRow> {
                         as u64,
                     errors: mine.iter().map(|r| r.run.errors).sum(),
                     rounds: mine.len(),
+                    cpu_us_per_op: median_by_kind(&mine),
                 },
             ));
         }
-        let (throughput_ratio, p99_ratio) = match systems.as_slice() {
-            [(_, a), (_, b), ..] => (
-                (b.ops_per_sec > 0.0).then(|| a.ops_per_sec / b.ops_per_sec),
-                (b.p99_us > 0).then(|| a.p99_us as f64 / b.p99_us as f64),
-            ),
-            _ => (None, None),
+        let ratios = match systems.split_last() {
+            Some(((baseline, b), others)) => others
+                .iter()
+                .map(|(system, a)| Ratio {
+                    system: *system,
+                    baseline: *baseline,
+                    throughput: (b.ops_per_sec > 0.0).then(|| a.ops_per_sec / b.ops_per_sec),
+                    p99: (b.p99_us > 0).then(|| a.p99_us as f64 / b.p99_us as f64),
+                })
+                .collect(),
+            None => vec![],
         };
         rows.push(SummaryRow {
             workload: w,
             mode,
             mix,
             systems,
-            throughput_ratio,
-            p99_ratio,
+            ratios,
         });
     }
     rows
+}
+
+/// The median over runs of each kind's CPU µs per operation.
+fn median_by_kind(runs: &[&WorkloadResult]) -> BTreeMap<String, f64> {
+    let kinds: BTreeSet<&String> = runs.iter().flat_map(|r| r.cpu_us_per_op.keys()).collect();
+    kinds
+        .into_iter()
+        .map(|k| {
+            let v = runs
+                .iter()
+                .filter_map(|r| r.cpu_us_per_op.get(k).copied())
+                .collect();
+            (k.clone(), median(v))
+        })
+        .collect()
+}
+
+/// CPU µs per operation of the run phase, by kind of process: where each
+/// system's CPU goes (the machine is CPU-bound, so throughput follows it).
+fn cpu_table(summary: &[SummaryRow]) -> Table {
+    let kinds: BTreeSet<&String> = summary
+        .iter()
+        .flat_map(|r| r.systems.iter().flat_map(|(_, c)| c.cpu_us_per_op.keys()))
+        .collect();
+    let mut t = Table::new();
+    let mut header = vec!["CPU µs/op".to_string(), "system".to_string()];
+    header.extend(kinds.iter().map(|k| k.to_string()));
+    header.push("total".into());
+    t.set_header(header);
+    for r in summary {
+        for (system, c) in &r.systems {
+            let mut row = vec![format!("{}, {}", r.workload, r.mode), system.to_string()];
+            for k in &kinds {
+                row.push(
+                    c.cpu_us_per_op
+                        .get(*k)
+                        .map(|v| format!("{v:.0}"))
+                        .unwrap_or("-".into()),
+                );
+            }
+            row.push(format!("{:.0}", c.cpu_us_per_op.values().sum::<f64>()));
+            t.add_row(row);
+        }
+    }
+    t
 }
 
 fn ms(us: u64) -> String {
@@ -435,9 +509,11 @@ fn table(args: &Args, summary: &[SummaryRow]) -> Table {
         header.push(format!("{s} ops/s"));
         header.push(format!("{s} p99"));
     }
-    if args.systems.len() >= 2 {
-        header.push(format!("{}/{} ops/s", args.systems[0], args.systems[1]));
-        header.push(format!("{}/{} p99", args.systems[0], args.systems[1]));
+    if let Some((baseline, others)) = args.systems.split_last() {
+        for s in others {
+            header.push(format!("{s}/{baseline} ops/s"));
+            header.push(format!("{s}/{baseline} p99"));
+        }
     }
     header.push("errors".into());
     t.set_header(header);
@@ -447,17 +523,10 @@ fn table(args: &Args, summary: &[SummaryRow]) -> Table {
             row.push(format!("{:.0}", c.ops_per_sec));
             row.push(ms(c.p99_us));
         }
-        if args.systems.len() >= 2 {
-            row.push(
-                r.throughput_ratio
-                    .map(|x| format!("{x:.2}×"))
-                    .unwrap_or("-".into()),
-            );
-            row.push(
-                r.p99_ratio
-                    .map(|x| format!("{x:.2}×"))
-                    .unwrap_or("-".into()),
-            );
+        for ratio in &r.ratios {
+            let show = |x: Option<f64>| x.map(|x| format!("{x:.2}×")).unwrap_or("-".into());
+            row.push(show(ratio.throughput));
+            row.push(show(ratio.p99));
         }
         row.push(
             r.systems

@@ -23,6 +23,7 @@ mod compare;
 mod fsync;
 mod overload;
 mod plot;
+mod procs;
 mod region_ops;
 mod repair;
 mod report;

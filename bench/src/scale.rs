@@ -20,6 +20,7 @@ use serde::Serialize;
 use tessera_proto::directorypb::{GetRegionRequest, SplitRegionRequest};
 use tessera_proto::keys;
 
+use crate::procs::{tessera_procs, CpuProbe};
 use crate::ycsb::clusters::LocalTessera;
 use crate::ycsb::{backend, bench_workload, gen, Params, System, WorkloadResult};
 
@@ -41,6 +42,10 @@ pub struct Args {
     /// read paths per operation at 1 and at 256 regions).
     #[arg(long)]
     pub metrics: bool,
+    /// Run the clients in the SDK's direct mode (straight to the stores,
+    /// regions found through the directory) instead of through the router.
+    #[arg(long)]
+    pub direct: bool,
     #[command(flatten)]
     pub params: Params,
 }
@@ -143,9 +148,14 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
         // measures that).
         let c = LocalTessera::start(3, crate::ycsb::Mode::Plaintext).await?;
         let settle = presplit(&c, &split_keys(p.records, n)).await?;
+        let endpoints = match args.direct {
+            true => c.directory(),
+            false => c.routers(),
+        };
         let b = Arc::new(
             backend::Tessera::connect(
-                &c.routers(),
+                &endpoints,
+                args.direct,
                 p.connections,
                 p.op_timeout(),
                 !p.no_busy_retry,
@@ -158,7 +168,12 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
         if args.metrics {
             save_metrics(&c, &metrics_dir.join("before"))?;
         }
-        let r = bench_workload(b, System::Tessera, &args.workload, p, false, !json).await?;
+        let system = match args.direct {
+            true => System::TesseraDirect,
+            false => System::Tessera,
+        };
+        let cpu = CpuProbe::new(tessera_procs(&c));
+        let r = bench_workload(b, system, &args.workload, p, false, !json, Some(&cpu)).await?;
         if args.metrics {
             save_metrics(&c, &metrics_dir.join("after"))?;
         }

@@ -1,7 +1,8 @@
 //! CI smoke of `tessera-bench ycsb` and `overload` (no timing asserted).
 //! `ycsb`: a few hundred operations of workload A and of the scan
-//! workload E through the built binary, against a small tessera cluster started here with the e2e
-//! harness, and against a local etcd cluster (`scripts/deps` installs
+//! workload E through the built binary, against a small tessera cluster
+//! started here with the e2e harness (through its router, and with the
+//! SDK in direct mode), and against a local etcd cluster (`scripts/deps` installs
 //! Debian's etcd-server; without an `etcd` on the PATH the test fails).
 //! Every run must finish with zero errors and JSON results that count the
 //! operations asked for. `overload`: see its test.
@@ -136,6 +137,37 @@ async fn ycsb_against_tessera() {
     .await
     .unwrap();
     check(&doc, "tessera");
+
+    // The same cluster with the SDK in direct mode: no router in the path.
+    let directory = c.directory_addrs().join(",");
+    let certs = c
+        .certs
+        .clone()
+        .expect("a TLS cluster")
+        .display()
+        .to_string();
+    let doc = tokio::task::spawn_blocking({
+        let path = dir.path().to_path_buf();
+        move || {
+            ycsb(
+                &path,
+                "tessera-direct",
+                &[
+                    "--system",
+                    "tessera-direct",
+                    "--endpoints",
+                    &directory,
+                    "--certs-dir",
+                    &certs,
+                    "--workload",
+                    "A,E",
+                ],
+            )
+        }
+    })
+    .await
+    .unwrap();
+    check(&doc, "tessera-direct");
 }
 
 #[test]

@@ -227,8 +227,7 @@ impl ClientBuilder {
             }
             (false, false) => {
                 return Err(Error::Config(
-                    "give routers (proxy mode) or directory members (direct mode), not both"
-                        .into(),
+                    "give routers (proxy mode) or directory members (direct mode), not both".into(),
                 ))
             }
             _ => {}

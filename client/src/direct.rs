@@ -167,10 +167,9 @@ impl Direct {
         match e {
             E::InvalidArgument(m) => Error::InvalidArgument(m),
             E::KeyspaceNotFound(_) => Error::KeyspaceNotFound(keyspace_name(op)),
-            E::Indeterminate(m) => Error::Indeterminate(format!(
-                "{} may or may not have been applied: {m}",
-                op.name
-            )),
+            E::Indeterminate(m) => {
+                Error::Indeterminate(format!("{} may or may not have been applied: {m}", op.name))
+            }
             E::NoSpace(m) => Error::NoSpace(m),
             E::Refused { code, message } => match code {
                 tonic::Code::Unauthenticated => Error::Unauthenticated(message),
@@ -187,6 +186,128 @@ impl Direct {
                 op.name,
                 self.directory.join(",")
             )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Backoff;
+    use tessera_routing::Error as E;
+
+    fn direct(retry_busy: bool, timeout: Duration) -> Direct {
+        let settings = Settings {
+            timeout,
+            connect_timeout: Duration::from_millis(100),
+            backoff: Backoff {
+                min: Duration::from_millis(1),
+                max: Duration::from_millis(5),
+            },
+            security: tessera_security::Security::insecure(),
+            retry_busy,
+            throttle: None,
+        };
+        Direct::new(vec!["127.0.0.1:1".into()], settings).unwrap()
+    }
+
+    fn op(kind: OpKind) -> Op<'static> {
+        Op {
+            name: "put",
+            keyspace: "",
+            kind,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_librarys_errors_become_the_sdks() {
+        let d = direct(true, Duration::from_secs(1));
+        let w = op(OpKind::Write);
+        let refused = |code| E::Refused {
+            code,
+            message: "m".into(),
+        };
+        assert!(matches!(
+            d.error(w, refused(tonic::Code::Unauthenticated)),
+            Error::Unauthenticated(_)
+        ));
+        assert!(matches!(
+            d.error(w, refused(tonic::Code::PermissionDenied)),
+            Error::PermissionDenied(_)
+        ));
+        assert!(matches!(
+            d.error(w, refused(tonic::Code::FailedPrecondition)),
+            Error::Unavailable(_)
+        ));
+        match d.error(w, E::KeyspaceNotFound("x".into())) {
+            Error::KeyspaceNotFound(name) => assert_eq!(name, "default"),
+            other => panic!("{other:?}"),
+        }
+        match d.error(w, E::Indeterminate("lost".into())) {
+            Error::Indeterminate(m) => assert!(m.contains("put may or may not"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            d.error(w, E::DirectoryUnreachable("x".into())),
+            Error::Unavailable(_)
+        ));
+        assert!(matches!(
+            d.error(w, E::NoSpace("x".into())),
+            Error::NoSpace(_)
+        ));
+        // Abandoned past the deadline: a read failed, a write is unknown.
+        assert!(matches!(
+            d.abandoned(op(OpKind::Read)),
+            Error::Unavailable(_)
+        ));
+        assert!(matches!(d.abandoned(w), Error::Indeterminate(_)));
+    }
+
+    fn busy() -> tessera_routing::Result<()> {
+        Err(E::Busy {
+            message: "quota".into(),
+            retry_after: Duration::from_millis(2),
+        })
+    }
+
+    #[tokio::test]
+    async fn busy_refusals_are_waited_out_or_returned() {
+        // Returned at once without retry_busy.
+        let d = direct(false, Duration::from_secs(5));
+        let mut calls = 0;
+        let r = d
+            .run(op(OpKind::Write), |_| {
+                calls += 1;
+                async { busy() }
+            })
+            .await;
+        assert!(matches!(r, Err(Error::ResourceExhausted(_))), "{r:?}");
+        assert_eq!(calls, 1);
+
+        // Waited out until it is accepted.
+        let d = direct(true, Duration::from_secs(5));
+        let mut calls = 0;
+        let r = d
+            .run(op(OpKind::Write), |_| {
+                calls += 1;
+                let n = calls;
+                async move {
+                    match n {
+                        1 | 2 => busy(),
+                        _ => Ok(()),
+                    }
+                }
+            })
+            .await;
+        assert!(r.is_ok(), "{r:?}");
+        assert_eq!(calls, 3);
+
+        // Or until the deadline: nothing applied.
+        let d = direct(true, Duration::from_millis(50));
+        let r = d.run(op(OpKind::Write), |_| async { busy() }).await;
+        match r {
+            Err(Error::ResourceExhausted(m)) => assert!(m.contains("deadline"), "{m}"),
+            other => panic!("{other:?}"),
         }
     }
 }

@@ -54,6 +54,10 @@ struct Args {
     /// ReadIndex) and read from random replicas. The check must fail.
     #[arg(long)]
     negative_control: bool,
+    /// Clients use the SDK's direct mode (straight to the region leaders,
+    /// regions found through the directory) instead of the routers.
+    #[arg(long)]
+    direct: bool,
     /// Keys with more operations are not searched for linearizability
     /// (the lost-write check still covers them).
     #[arg(long, default_value_t = 1_000_000)]
@@ -121,6 +125,7 @@ fn main() -> anyhow::Result<()> {
     }
     spec.workload.clients = args.clients;
     spec.workload.keys = args.keys;
+    spec.workload.direct = args.direct;
     spec.unsafe_reads = args.negative_control;
     spec.check = check_options(&args);
     let out = args

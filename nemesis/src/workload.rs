@@ -1,6 +1,8 @@
 //! The workload: concurrent clients doing reads, blind writes and
-//! compare-and-swaps on a small set of keys through the SDK and routers,
-//! every operation recorded in the history.
+//! compare-and-swaps on a small set of keys through the SDK — through the
+//! routers, or with [`WorkloadSpec::direct`] in the SDK's direct mode
+//! (straight to the region leaders, no router) — every operation recorded
+//! in the history.
 //!
 //! Rules that make the history checkable:
 //! - every written value is unique in the run (one counter), so a read
@@ -58,6 +60,9 @@ pub struct WorkloadSpec {
     /// How long the SDK tries one operation before giving up.
     pub op_timeout: Duration,
     pub read_path: ReadPath,
+    /// The SDK in direct mode (regions found through the directory,
+    /// requests sent to their leaders) instead of through the routers.
+    pub direct: bool,
 }
 
 impl Default for WorkloadSpec {
@@ -69,6 +74,7 @@ impl Default for WorkloadSpec {
             cas_percent: 20,
             op_timeout: Duration::from_secs(5),
             read_path: ReadPath::Router,
+            direct: false,
         }
     }
 }
@@ -85,14 +91,25 @@ struct Ids {
     next_value: AtomicU64,
 }
 
-/// Connects an SDK client to the routers.
+/// Where an SDK client connects: the routers, or in direct mode the
+/// directory.
+pub enum Via<'a> {
+    Routers(&'a [String]),
+    Direct(&'a [String]),
+}
+
+/// Builds an SDK client (dials nothing yet).
 pub async fn connect(
-    routers: &[String],
+    via: Via<'_>,
     timeout: Duration,
     security: &Security,
 ) -> anyhow::Result<Client> {
-    Ok(Client::builder()
-        .endpoints(routers.iter().cloned())
+    let builder = Client::builder();
+    let builder = match via {
+        Via::Routers(routers) => builder.routers(routers.iter().cloned()),
+        Via::Direct(directory) => builder.directory(directory.iter().cloned()),
+    };
+    Ok(builder
         .security(security.clone())
         .timeout(timeout)
         .connect_timeout(Duration::from_millis(500))
@@ -118,11 +135,18 @@ pub async fn run(
     });
     let replicas = match spec.read_path {
         ReadPath::Router => None,
-        ReadPath::AnyReplica => Some(Arc::new(ReplicaReader::new(directory, security.clone())?)),
+        ReadPath::AnyReplica => Some(Arc::new(ReplicaReader::new(
+            directory.clone(),
+            security.clone(),
+        )?)),
     };
     let mut tasks = vec![];
     for c in 0..spec.clients {
-        let client = connect(&routers, spec.op_timeout, &security).await?;
+        let via = match spec.direct {
+            true => Via::Direct(&directory),
+            false => Via::Routers(&routers),
+        };
+        let client = connect(via, spec.op_timeout, &security).await?;
         let worker = Worker {
             client,
             replicas: replicas.clone(),
@@ -358,7 +382,7 @@ pub async fn final_reads(
     recorder: &Recorder,
     deadline: Duration,
 ) -> anyhow::Result<()> {
-    let client = connect(routers, Duration::from_secs(5), security).await?;
+    let client = connect(Via::Routers(routers), Duration::from_secs(5), security).await?;
     let until = tokio::time::Instant::now() + deadline;
     // Client ids far above the workload's, so they never collide.
     let mut me = 1u64 << 40;

@@ -258,7 +258,7 @@ async fn an_engine_write_error_stops_the_store_once_and_it_stays_down_until_clea
 /// An SDK client of the cluster's routers (10 s deadline).
 async fn client(c: &NemesisCluster) -> tessera_client::Client {
     workload::connect(
-        &c.router_addrs(),
+        workload::Via::Routers(&c.router_addrs()),
         Duration::from_secs(10),
         &c.e2e.security(),
     )

@@ -125,6 +125,27 @@ async fn follower_reads_stay_linearizable_under_partitions() {
     assert_clean(seed, &r);
 }
 
+/// The SDK in direct mode: no router between the clients and the stores,
+/// so the clients' own region cache, leader hints and "was it sent" rule
+/// face the kills, partitions, splits and leader moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn direct_mode_clients_stay_linearizable_under_kills_partitions_and_splits() {
+    let seed = 77;
+    let mut s = spec(
+        seed,
+        25,
+        &[
+            Nemesis::KillStore,
+            Nemesis::PartitionMajority,
+            Nemesis::SplitMove,
+            Nemesis::TransferStorm,
+        ],
+    );
+    s.workload.direct = true;
+    let r = run_and_check(s).await;
+    assert_clean(seed, &r);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn full_and_stalled_disks_lose_nothing_and_stay_linearizable() {
     // disk-full puts the stores on tmpfs file systems: this needs root.

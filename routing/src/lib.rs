@@ -1,8 +1,8 @@
 //! `tessera-routing`: getting a request to the leader of the region that
 //! owns its key, and getting to the directory's leader. The `tessera-router`
-//! service serves the public API on top of it; the SDK embeds it (for its
-//! [`Backoff`] and "was it sent" rule today, for talking to stores directly
-//! later). It has no server dependencies: no HTTP server, metrics exporter,
+//! service serves the public API on top of it; the SDK embeds it — for its
+//! [`Backoff`], "was it sent" rule and throttle in proxy mode, and whole in
+//! direct mode, where the client talks to the stores itself. It has no server dependencies: no HTTP server, metrics exporter,
 //! flag or file parsing.
 //!
 //! How a request travels, and where each step lives:

@@ -9,7 +9,7 @@
 //!   directory (bootstrap, ids, store and region heartbeats, store
 //!   registration): nodes only.
 //! - The store's Kv API: nodes, routers and clients (the router forwards
-//!   there; the SDK's direct mode will).
+//!   there; the SDK's direct mode calls it itself).
 //! - The directory's reads (regions, stores, keyspaces, status): anyone
 //!   with an identity (users: `readonly` and up).
 //! - The directory's administration (split, move, transfer leader,
@@ -50,8 +50,8 @@ const TABLE: &[(&str, &str, Access)] = &[
     ("grpc.health.v1.Health", "*", Access::Anyone),
     ("raft_serverpb.Raft", "*", NODE),
     ("adminpb.StoreAdmin", "*", NODE),
-    // Keys, at a store (routers forward there; the SDK's direct mode will)
-    // and at the router.
+    // Keys, at a store (routers forward there; the SDK's direct mode calls
+    // it) and at the router.
     ("kvpb.Kv", "Get", ANY_READER),
     ("kvpb.Kv", "BatchGet", ANY_READER),
     ("kvpb.Kv", "Scan", ANY_READER),

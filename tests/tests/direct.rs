@@ -135,7 +135,11 @@ async fn direct_mode_serves_every_operation_through_a_split_and_a_lost_leader() 
     let regions = regions_json(&c);
     let leader = regions
         .iter()
-        .find(|r| r["start_key"].as_str().is_some_and(|s| s.contains("user0100")))
+        .find(|r| {
+            r["start_key"]
+                .as_str()
+                .is_some_and(|s| s.contains("user0100"))
+        })
         .and_then(|r| r["leader_store"].as_u64())
         .expect("the upper region's leader");
     let mut index = None;
@@ -151,7 +155,10 @@ async fn direct_mode_serves_every_operation_through_a_split_and_a_lost_leader() 
         Some(&b"v250"[..])
     );
     for i in 300..350 {
-        client.put(key(i), format!("v{i}")).await.expect("put after kill");
+        client
+            .put(key(i), format!("v{i}"))
+            .await
+            .expect("put after kill");
     }
     assert_eq!(client.scan(key(0)..key(999), 0).await.unwrap().len(), 349);
 

@@ -31,7 +31,6 @@
 
 mod hostile;
 mod open_loop;
-mod procs;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -41,6 +40,7 @@ use std::time::Duration;
 use comfy_table::Table;
 use serde::Serialize;
 
+use crate::procs::{self, server_procs, CpuMeter, Peaks};
 use crate::ycsb::backend::Backend;
 use crate::ycsb::clusters::LocalTessera;
 use crate::ycsb::runner;
@@ -48,7 +48,6 @@ use crate::ycsb::workload::{Spec, Workload};
 use crate::ycsb::{AnyBackend, LocalCluster, Mode, Params, System};
 use hostile::{AttackResult, HostileParams, Target};
 use open_loop::{OpenLoopResult, Schedule};
-use procs::{CpuMeter, Peaks, ServerProc};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -174,6 +173,11 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
         "--multipliers must be positive"
     );
     Spec::core(&args.workload)?;
+    anyhow::ensure!(
+        !args.systems.contains(&System::TesseraDirect),
+        "the overload bench drives tessera through its routers (their admission is part of \
+         what it measures): use --systems tessera,etcd"
+    );
     let nofile = procs::raise_nofile();
     let mut results = vec![];
     for &system in &args.systems {
@@ -233,67 +237,14 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn server_procs(local: &LocalCluster) -> Vec<ServerProc> {
-    match local {
-        LocalCluster::Tessera(t) => {
-            let c = &t.cluster;
-            let kinds = [
-                (
-                    "directory",
-                    c.directories
-                        .iter()
-                        .map(|(id, d)| (*id, &d.proc))
-                        .collect::<Vec<_>>(),
-                ),
-                (
-                    "store",
-                    c.stores
-                        .iter()
-                        .map(|(id, s)| (*id as u64, &s.proc))
-                        .collect(),
-                ),
-                (
-                    "router",
-                    c.routers
-                        .iter()
-                        .map(|(id, r)| (*id as u64, &r.proc))
-                        .collect(),
-                ),
-            ];
-            kinds
-                .into_iter()
-                .flat_map(|(kind, procs)| {
-                    procs.into_iter().filter_map(move |(id, p)| {
-                        Some(ServerProc {
-                            kind,
-                            name: format!("{kind} {id}"),
-                            pid: p.pid()?,
-                        })
-                    })
-                })
-                .collect()
-        }
-        LocalCluster::Etcd(e) => e
-            .pids()
-            .into_iter()
-            .enumerate()
-            .map(|(i, pid)| ServerProc {
-                kind: "etcd",
-                name: format!("etcd m{}", i + 1),
-                pid,
-            })
-            .collect(),
-    }
-}
-
 async fn one_system(system: System, args: &Args, progress: bool) -> anyhow::Result<SystemResult> {
     let local = match system {
-        System::Tessera => LocalCluster::Tessera(Box::new(
+        System::Tessera | System::TesseraDirect => LocalCluster::Tessera(Box::new(
             LocalTessera::start_with(args.members, args.mode, &args.tessera_serving).await?,
         )),
         System::Etcd => LocalCluster::start(system, args.members, args.mode).await?,
     };
-    let endpoints = local.endpoints();
+    let endpoints = local.endpoints(system);
     let access = local.access();
     let timeout = Duration::from_secs(args.op_timeout.max(1));
     let params = Params {
@@ -314,7 +265,7 @@ async fn one_system(system: System, args: &Args, progress: bool) -> anyhow::Resu
         sdk_throttle: args.sdk_throttle,
     };
     let target = match system {
-        System::Tessera => Target::Tessera {
+        System::Tessera | System::TesseraDirect => Target::Tessera {
             routers: endpoints.clone(),
             security: access.tessera.clone(),
             timeout,

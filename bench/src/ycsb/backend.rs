@@ -56,16 +56,18 @@ pub trait Backend: Send + Sync + 'static {
     ) -> impl Future<Output = Result<usize, OpError>> + Send;
 }
 
-/// tessera through its routers.
+/// tessera, through its routers or (direct mode) straight to the stores.
 pub struct Tessera {
     clients: Vec<tessera_client::Client>,
 }
 
 impl Tessera {
-    /// `security`: how to reach the routers (the bench's own local
-    /// clusters run plaintext; an existing cluster may need certificates).
+    /// `endpoints`: the routers, or with `direct` the directory's members.
+    /// `security`: how to reach them (the bench's own local clusters run
+    /// plaintext or TLS; an existing cluster may need certificates).
     pub async fn connect(
-        routers: &[String],
+        endpoints: &[String],
+        direct: bool,
         connections: usize,
         timeout: Duration,
         retry_busy: bool,
@@ -74,9 +76,13 @@ impl Tessera {
     ) -> anyhow::Result<Tessera> {
         let mut clients = vec![];
         for _ in 0..connections.max(1) {
+            let builder = tessera_client::Client::builder();
+            let builder = match direct {
+                true => builder.directory(endpoints.iter().cloned()),
+                false => builder.routers(endpoints.iter().cloned()),
+            };
             clients.push(
-                tessera_client::Client::builder()
-                    .endpoints(routers.iter().cloned())
+                builder
                     .timeout(timeout)
                     .retry_busy(retry_busy)
                     .throttle(throttle, tessera_routing::throttle::DEFAULT_WINDOW)

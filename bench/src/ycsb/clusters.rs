@@ -74,6 +74,11 @@ impl LocalTessera {
         self.cluster.router_addrs()
     }
 
+    /// The directory's members, for clients in direct mode.
+    pub fn directory(&self) -> Vec<String> {
+        self.cluster.directory_addrs()
+    }
+
     /// How its clients connect: as `client.admin` over TLS, or plaintext.
     pub fn security(&self) -> tessera_security::Security {
         self.cluster.security()

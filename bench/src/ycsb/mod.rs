@@ -15,12 +15,14 @@ pub mod runner;
 pub mod stats;
 pub mod workload;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::procs::{server_procs, CpuProbe};
 use backend::Backend;
 use stats::PhaseResult;
 use workload::{Distribution, Spec, Workload};
@@ -29,7 +31,12 @@ use workload::{Distribution, Spec, Workload};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum System {
+    /// tessera through its routers (the SDK's proxy mode).
     Tessera,
+    /// tessera with the SDK in direct mode: regions found through the
+    /// directory, requests sent straight to their leaders (no router).
+    #[serde(rename = "tessera-direct")]
+    TesseraDirect,
     Etcd,
 }
 
@@ -37,6 +44,7 @@ impl std::fmt::Display for System {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             System::Tessera => "tessera",
+            System::TesseraDirect => "tessera-direct",
             System::Etcd => "etcd",
         })
     }
@@ -177,9 +185,15 @@ pub struct WorkloadResult {
     pub distribution: Vec<String>,
     pub load: Option<PhaseResult>,
     pub run: PhaseResult,
+    /// CPU microseconds per operation of the run phase, by kind of
+    /// process (`store`: all stores together; `client`: this process),
+    /// when the cluster's processes are known (a local cluster).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub cpu_us_per_op: BTreeMap<String, f64>,
 }
 
-/// Loads (unless `skip_load`) and runs workload `name` on `backend`.
+/// Loads (unless `skip_load`) and runs workload `name` on `backend`;
+/// with `cpu`, measures the CPU per operation of the run phase.
 pub async fn bench_workload<B: Backend>(
     backend: Arc<B>,
     system: System,
@@ -187,6 +201,7 @@ pub async fn bench_workload<B: Backend>(
     p: &Params,
     skip_load: bool,
     progress: bool,
+    cpu: Option<&CpuProbe>,
 ) -> anyhow::Result<WorkloadResult> {
     let mut spec = Spec::core(name)?;
     if let Some(d) = p.distribution {
@@ -215,6 +230,7 @@ pub async fn bench_workload<B: Backend>(
             .await,
         )
     };
+    let before = cpu.map(CpuProbe::sample);
     let run = runner::run(
         backend,
         w.clone(),
@@ -228,6 +244,10 @@ pub async fn bench_workload<B: Backend>(
         &format!("{system} {} run", spec.name),
     )
     .await;
+    let cpu_us_per_op = match (cpu, before) {
+        (Some(cpu), Some(before)) => before.per_op_since(&cpu.sample(), run.operations),
+        _ => BTreeMap::new(),
+    };
     Ok(WorkloadResult {
         system,
         workload: spec.name.clone(),
@@ -235,6 +255,7 @@ pub async fn bench_workload<B: Backend>(
         distribution: w.describe(),
         load,
         run,
+        cpu_us_per_op,
     })
 }
 
@@ -252,9 +273,10 @@ impl AnyBackend {
         access: &Access,
     ) -> anyhow::Result<Self> {
         Ok(match system {
-            System::Tessera => AnyBackend::Tessera(Arc::new(
+            System::Tessera | System::TesseraDirect => AnyBackend::Tessera(Arc::new(
                 backend::Tessera::connect(
                     endpoints,
+                    system == System::TesseraDirect,
                     p.connections,
                     p.op_timeout(),
                     !p.no_busy_retry,
@@ -283,13 +305,14 @@ impl AnyBackend {
         p: &Params,
         skip_load: bool,
         progress: bool,
+        cpu: Option<&CpuProbe>,
     ) -> anyhow::Result<WorkloadResult> {
         match self {
             AnyBackend::Tessera(b) => {
-                bench_workload(b.clone(), system, name, p, skip_load, progress).await
+                bench_workload(b.clone(), system, name, p, skip_load, progress, cpu).await
             }
             AnyBackend::Etcd(b) => {
-                bench_workload(b.clone(), system, name, p, skip_load, progress).await
+                bench_workload(b.clone(), system, name, p, skip_load, progress, cpu).await
             }
         }
     }
@@ -304,7 +327,7 @@ pub enum LocalCluster {
 impl LocalCluster {
     pub async fn start(system: System, members: usize, mode: Mode) -> anyhow::Result<LocalCluster> {
         Ok(match system {
-            System::Tessera => LocalCluster::Tessera(Box::new(
+            System::Tessera | System::TesseraDirect => LocalCluster::Tessera(Box::new(
                 clusters::LocalTessera::start(members, mode).await?,
             )),
             System::Etcd => LocalCluster::Etcd(clusters::LocalEtcd::start(members, mode).await?),
@@ -325,8 +348,11 @@ impl LocalCluster {
         }
     }
 
-    pub fn endpoints(&self) -> Vec<String> {
+    /// Where `system`'s clients connect: tessera's routers, or for its
+    /// direct mode the directory; etcd's members.
+    pub fn endpoints(&self, system: System) -> Vec<String> {
         match self {
+            LocalCluster::Tessera(t) if system == System::TesseraDirect => t.directory(),
             LocalCluster::Tessera(t) => t.routers(),
             LocalCluster::Etcd(e) => e.endpoints.clone(),
         }
@@ -338,10 +364,11 @@ pub struct Args {
     /// The system to drive.
     #[arg(long, value_enum, default_value_t = System::Tessera)]
     pub system: System,
-    /// Its addresses: tessera routers (host:port) or etcd client URLs,
-    /// comma-separated. Without: a local cluster of separate processes is
-    /// started (tessera: 3 directories, 3 stores, 1 router; etcd: 3
-    /// members) and stopped at the end.
+    /// Its addresses: tessera routers (host:port), tessera's directory
+    /// members for `tessera-direct`, or etcd client URLs, comma-separated.
+    /// Without: a local cluster of separate processes is started (tessera:
+    /// 3 directories, 3 stores, 1 router; etcd: 3 members) and stopped at
+    /// the end.
     #[arg(long, value_delimiter = ',')]
     pub endpoints: Vec<String>,
     /// With --endpoints: the cluster's certificates directory (TLS,
@@ -405,7 +432,7 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
         None
     };
     let endpoints = match &local {
-        Some(l) => l.endpoints(),
+        Some(l) => l.endpoints(args.system),
         None => args.endpoints.clone(),
     };
     let access = match (&local, &args.certs_dir, &args.token) {
@@ -430,10 +457,11 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
         );
         println!("{}", p.describe());
     }
+    let cpu = local.as_ref().map(|l| CpuProbe::new(server_procs(l)));
     let mut results = vec![];
     for name in &args.workload {
         let r = backend
-            .bench(args.system, name, p, args.skip_load, !json)
+            .bench(args.system, name, p, args.skip_load, !json, cpu.as_ref())
             .await?;
         if !json {
             print_result(&r, !args.no_series);
@@ -512,6 +540,18 @@ pub fn print_result(r: &WorkloadResult, series: bool) {
         r.run.operations, r.run.elapsed_s, r.run.ops_per_sec, r.run.errors
     );
     println!("{}", r.run.table());
+    if !r.cpu_us_per_op.is_empty() {
+        let parts: Vec<String> = r
+            .cpu_us_per_op
+            .iter()
+            .map(|(k, v)| format!("{k} {v:.0}"))
+            .collect();
+        println!(
+            "CPU µs per operation: {} (total {:.0})",
+            parts.join(", "),
+            r.cpu_us_per_op.values().sum::<f64>()
+        );
+    }
     for e in &r.run.first_errors {
         println!("error: {e}");
     }
