@@ -5,6 +5,14 @@
 //! an answer ([`crate::reaction::CacheUpdate::ForgetStore`]), so the next
 //! request asks the directory again: a store that moved is found at its
 //! new address.
+//!
+//! While a request is in flight its connection is watched with HTTP/2
+//! pings ([`KEEPALIVE`] apart, as long to answer): a store host that went
+//! silent without closing its connections (power loss, a partition, a
+//! paused process) fails the requests on them within seconds — reads are
+//! then tried elsewhere, writes end indeterminate — instead of holding
+//! them to the operation's deadline. A live store always answers: its Kv
+//! service bounds every request with its own timeout.
 
 use std::time::Duration;
 
@@ -19,6 +27,9 @@ use crate::{Error, Result};
 
 /// How long dialing a store may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a connection with a request in flight may stay silent before
+/// it is pinged, and how long the ping may go unanswered.
+const KEEPALIVE: Duration = Duration::from_secs(2);
 /// Largest response a store may send (a scan page) and request sent.
 const MAX_DECODING_BYTES: usize = 256 * 1024 * 1024;
 const MAX_ENCODING_BYTES: usize = 64 * 1024 * 1024;
@@ -52,7 +63,10 @@ impl StorePool {
         let endpoint = Endpoint::from_shared(format!("http://{}", store.address))
             .map_err(|e| Error::directory(format!("bad address of store {store_id}: {e}")))?
             .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(KEEPALIVE)
+            .keep_alive_timeout(KEEPALIVE)
+            .keep_alive_while_idle(false);
         let client = KvClient::new(self.security.channel(endpoint))
             .max_decoding_message_size(MAX_DECODING_BYTES)
             .max_encoding_message_size(MAX_ENCODING_BYTES);
