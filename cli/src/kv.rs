@@ -40,10 +40,32 @@ pub struct KeyspaceArg {
     pub direct: bool,
 }
 
+/// Which replica serves a read (`--consistency`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Consistency {
+    /// The region's leader (linearizable).
+    Linearizable,
+    /// Any voter of the region, after a ReadIndex round trip to the leader
+    /// (still linearizable; spreads reads over the replicas).
+    Follower,
+}
+
+impl From<Consistency> for tessera_client::ReadConsistency {
+    fn from(c: Consistency) -> Self {
+        match c {
+            Consistency::Linearizable => tessera_client::ReadConsistency::Linearizable,
+            Consistency::Follower => tessera_client::ReadConsistency::Follower,
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct GetArgs {
     /// The key to read.
     pub key: String,
+    /// Which replica serves the read.
+    #[arg(long, value_enum, default_value_t = Consistency::Linearizable)]
+    pub consistency: Consistency,
     #[command(flatten)]
     pub keyspace: KeyspaceArg,
 }
@@ -82,6 +104,9 @@ pub struct ScanArgs {
     /// Return the pairs in descending key order, from the end of the range.
     #[arg(long)]
     pub reverse: bool,
+    /// Which replica serves each region's part.
+    #[arg(long, value_enum, default_value_t = Consistency::Linearizable)]
+    pub consistency: Consistency,
     #[command(flatten)]
     pub keyspace: KeyspaceArg,
 }
@@ -118,7 +143,9 @@ pub async fn keyspace(ctx: &Ctx, arg: &KeyspaceArg) -> Result<tessera_client::Ke
 }
 
 pub async fn get(ctx: &Ctx, args: GetArgs) -> Result<()> {
-    let ks = keyspace(ctx, &args.keyspace).await?;
+    let ks = keyspace(ctx, &args.keyspace)
+        .await?
+        .with_consistency(args.consistency.into());
     let value = ctx
         .bound(&ctx.kv_peer(), ks.get(args.key.as_bytes()))
         .await?
@@ -187,7 +214,9 @@ pub fn scan_range(start: Option<&str>, end: Option<&str>) -> (Bound<Vec<u8>>, Bo
 }
 
 pub async fn scan(ctx: &Ctx, args: ScanArgs) -> Result<()> {
-    let ks = keyspace(ctx, &args.keyspace).await?;
+    let ks = keyspace(ctx, &args.keyspace)
+        .await?
+        .with_consistency(args.consistency.into());
     let range = scan_range(args.start.as_deref(), args.end.as_deref());
     let pairs = if args.reverse {
         ctx.bound(&ctx.kv_peer(), ks.scan_reverse(range, args.limit))

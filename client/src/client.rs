@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use crate::direct::Direct;
 use crate::failover::Failover;
-use crate::{CasOutcome, ClientBuilder, Keyspace, KvPair, Result};
+use crate::{CasOutcome, ClientBuilder, Keyspace, KvPair, ReadConsistency, Result};
 
 /// How a client reaches the cluster.
 #[derive(Debug)]
@@ -46,6 +46,8 @@ pub(crate) enum Transport {
 #[derive(Clone, Debug)]
 pub struct Client {
     transport: Arc<Transport>,
+    /// How this handle's reads are served.
+    consistency: ReadConsistency,
 }
 
 impl Client {
@@ -57,7 +59,37 @@ impl Client {
     pub(crate) fn from_transport(transport: Transport) -> Client {
         Client {
             transport: Arc::new(transport),
+            consistency: ReadConsistency::Linearizable,
         }
+    }
+
+    /// A handle on the same connections whose reads (`get`, `batch_get`,
+    /// scans, also through [`Client::keyspace`]) are served as
+    /// `consistency` says: [`ReadConsistency::Linearizable`] by each
+    /// region's leader (the default), [`ReadConsistency::Follower`] by any
+    /// of its voters after a ReadIndex round trip to the leader — just as
+    /// linearizable, spread over the replicas, one round trip slower.
+    /// Writes are unaffected.
+    ///
+    /// ```no_run
+    /// # async fn example(client: tessera_client::Client) -> tessera_client::Result<()> {
+    /// use tessera_client::ReadConsistency;
+    ///
+    /// let followers = client.with_consistency(ReadConsistency::Follower);
+    /// let value = followers.get("k").await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_consistency(&self, consistency: ReadConsistency) -> Client {
+        Client {
+            transport: self.transport.clone(),
+            consistency,
+        }
+    }
+
+    /// How this handle's reads are served.
+    pub fn consistency(&self) -> ReadConsistency {
+        self.consistency
     }
 
     pub(crate) fn transport(&self) -> &Transport {
@@ -80,11 +112,11 @@ impl Client {
     /// # }
     /// ```
     pub fn keyspace(&self, name: impl Into<String>) -> Keyspace {
-        Keyspace::new(self.clone(), name.into())
+        Keyspace::new(self.clone(), name.into(), self.consistency)
     }
 
     fn default_keyspace(&self) -> Keyspace {
-        Keyspace::new(self.clone(), String::new())
+        Keyspace::new(self.clone(), String::new(), self.consistency)
     }
 
     /// [`Keyspace::get`] on the `default` keyspace.

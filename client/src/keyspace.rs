@@ -17,7 +17,7 @@ use tessera_proto::routerpb;
 use crate::client::Transport;
 use crate::failover::{request, Op, OpKind};
 use crate::range::WireRange;
-use crate::{CasOutcome, Client, DeleteRangeStep, Error, KvPair, Result};
+use crate::{CasOutcome, Client, DeleteRangeStep, Error, KvPair, ReadConsistency, Result};
 
 /// A handle on one keyspace. Cheap to clone; clones share the client's
 /// connections.
@@ -42,11 +42,26 @@ pub struct Keyspace {
     client: Client,
     /// As sent on the wire; empty for the `default` keyspace.
     name: String,
+    /// How its reads are served.
+    consistency: ReadConsistency,
 }
 
 impl Keyspace {
-    pub(crate) fn new(client: Client, name: String) -> Keyspace {
-        Keyspace { client, name }
+    pub(crate) fn new(client: Client, name: String, consistency: ReadConsistency) -> Keyspace {
+        Keyspace {
+            client,
+            name,
+            consistency,
+        }
+    }
+
+    /// The same keyspace, its reads served as `consistency` says (see
+    /// [`Client::with_consistency`]).
+    pub fn with_consistency(&self, consistency: ReadConsistency) -> Keyspace {
+        Keyspace {
+            consistency,
+            ..self.clone()
+        }
     }
 
     /// The keyspace's name, as given to [`Client::keyspace`].
@@ -82,14 +97,17 @@ impl Keyspace {
         let op = self.op("get", OpKind::Read);
         let failover = match self.client.transport() {
             Transport::Direct(d) => {
-                let (ks, key) = (self.routing_name(), key.as_slice());
-                return d.run(op, |r| async move { r.get(ks, key).await }).await;
+                let (ks, key, c) = (self.routing_name(), key.as_slice(), self.consistency);
+                return d
+                    .run(op, |r| async move { r.get_with(ks, key, c).await })
+                    .await;
             }
             Transport::Routers(f) => f,
         };
         let message = routerpb::GetRequest {
             keyspace: self.name.clone(),
             key,
+            consistency: self.consistency.to_wire(),
         };
         let answer = failover
             .call(op, |mut c, left| {
@@ -213,9 +231,9 @@ impl Keyspace {
         let op = self.op("batch_get", OpKind::Read);
         let failover = match self.client.transport() {
             Transport::Direct(d) => {
-                let ks = self.routing_name();
+                let (ks, c) = (self.routing_name(), self.consistency);
                 let page = d
-                    .run(op, |r| async move { r.batch_get(ks, keys).await })
+                    .run(op, |r| async move { r.batch_get_with(ks, keys, c).await })
                     .await?;
                 return Ok((pairs(page.pairs), page.resume_index));
             }
@@ -224,6 +242,7 @@ impl Keyspace {
         let message = routerpb::BatchGetRequest {
             keyspace: self.name.clone(),
             keys: keys.to_vec(),
+            consistency: self.consistency.to_wire(),
         };
         let answer = failover
             .call(op, |mut c, left| {
@@ -410,16 +429,15 @@ impl Keyspace {
         let failover = match self.client.transport() {
             Transport::Direct(d) => {
                 let ks = self.routing_name();
-                let page = d
-                    .run(op, |r| {
-                        let (start, end) = (range.start.as_deref(), range.end.as_deref());
-                        let resume = resume.as_deref();
-                        async move {
-                            r.scan(ks, start, end, limit as usize, reverse, resume)
-                                .await
-                        }
-                    })
-                    .await?;
+                let scan = tessera_routing::Scan {
+                    start: range.start.as_deref(),
+                    end: range.end.as_deref(),
+                    limit: limit as usize,
+                    reverse,
+                    resume: resume.as_deref(),
+                    consistency: self.consistency,
+                };
+                let page = d.run(op, |r| async move { r.scan(ks, scan).await }).await?;
                 return Ok((pairs(page.pairs), page.resume));
             }
             Transport::Routers(f) => f,
@@ -431,6 +449,7 @@ impl Keyspace {
             limit,
             reverse,
             resume,
+            consistency: self.consistency.to_wire(),
         };
         let answer = failover
             .call(op, |mut c, left| {

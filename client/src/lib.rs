@@ -118,4 +118,6 @@ pub use builder::{Backoff, ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEO
 pub use client::Client;
 pub use error::{Error, Result};
 pub use keyspace::Keyspace;
+/// Which replica serves a read: re-exported from the routing library.
+pub use tessera_routing::ReadConsistency;
 pub use types::{CasOutcome, DeleteRangeStep, KvPair};

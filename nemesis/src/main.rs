@@ -58,6 +58,10 @@ struct Args {
     /// regions found through the directory) instead of the routers.
     #[arg(long)]
     direct: bool,
+    /// Every other client reads with the SDK's follower consistency (any
+    /// replica serves, after a ReadIndex round trip; still linearizable).
+    #[arg(long)]
+    follower_reads: bool,
     /// Keys with more operations are not searched for linearizability
     /// (the lost-write check still covers them).
     #[arg(long, default_value_t = 1_000_000)]
@@ -126,6 +130,7 @@ fn main() -> anyhow::Result<()> {
     spec.workload.clients = args.clients;
     spec.workload.keys = args.keys;
     spec.workload.direct = args.direct;
+    spec.workload.follower_reads = args.follower_reads;
     spec.unsafe_reads = args.negative_control;
     spec.check = check_options(&args);
     let out = args

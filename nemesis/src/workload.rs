@@ -63,6 +63,10 @@ pub struct WorkloadSpec {
     /// The SDK in direct mode (regions found through the directory,
     /// requests sent to their leaders) instead of through the routers.
     pub direct: bool,
+    /// Every other client reads with `ReadConsistency::Follower` (any
+    /// voter serves, after a ReadIndex round trip to the leader), the
+    /// others with the default, linearizable leader reads.
+    pub follower_reads: bool,
 }
 
 impl Default for WorkloadSpec {
@@ -75,6 +79,7 @@ impl Default for WorkloadSpec {
             op_timeout: Duration::from_secs(5),
             read_path: ReadPath::Router,
             direct: false,
+            follower_reads: false,
         }
     }
 }
@@ -146,7 +151,10 @@ pub async fn run(
             true => Via::Direct(&directory),
             false => Via::Routers(&routers),
         };
-        let client = connect(via, spec.op_timeout, &security).await?;
+        let mut client = connect(via, spec.op_timeout, &security).await?;
+        if spec.follower_reads && c % 2 == 1 {
+            client = client.with_consistency(tessera_client::ReadConsistency::Follower);
+        }
         let worker = Worker {
             client,
             replicas: replicas.clone(),

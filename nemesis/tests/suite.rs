@@ -127,7 +127,8 @@ async fn follower_reads_stay_linearizable_under_partitions() {
 
 /// The SDK in direct mode: no router between the clients and the stores,
 /// so the clients' own region cache, leader hints and "was it sent" rule
-/// face the kills, partitions, splits and leader moves.
+/// face the kills, partitions, splits and leader moves. Half the clients
+/// read with follower consistency (any voter serves), half from leaders.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn direct_mode_clients_stay_linearizable_under_kills_partitions_and_splits() {
     let seed = 77;
@@ -142,6 +143,7 @@ async fn direct_mode_clients_stay_linearizable_under_kills_partitions_and_splits
         ],
     );
     s.workload.direct = true;
+    s.workload.follower_reads = true;
     let r = run_and_check(s).await;
     assert_clean(seed, &r);
 }

@@ -12,7 +12,7 @@ use tessera_proto::routerpb::router_server::{Router as RouterRpc, RouterServer};
 use tessera_proto::routerpb::{self, error::Kind, *};
 use tonic::{Request, Response, Status};
 
-use tessera_routing::{Error, Router};
+use tessera_routing::{Error, ReadConsistency, Router, Scan};
 
 /// Largest request the service decodes: a BatchPut of up to 32 MiB of data
 /// plus framing.
@@ -76,7 +76,13 @@ fn pairs(v: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<KvPair> {
 impl RouterRpc for RouterService {
     async fn get(&self, r: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         let (_, extensions, r) = r.into_parts();
-        let resp = match self.router.get(keyspace(&r.keyspace), &r.key).await {
+        let read = async {
+            let consistency = ReadConsistency::from_wire(r.consistency)?;
+            self.router
+                .get_with(keyspace(&r.keyspace), &r.key, consistency)
+                .await
+        };
+        let resp = match read.await {
             Ok(Some(value)) => GetResponse {
                 error: None,
                 found: true,
@@ -118,7 +124,13 @@ impl RouterRpc for RouterService {
         r: Request<BatchGetRequest>,
     ) -> Result<Response<BatchGetResponse>, Status> {
         let (_, extensions, r) = r.into_parts();
-        let resp = match self.router.batch_get(keyspace(&r.keyspace), &r.keys).await {
+        let read = async {
+            let consistency = ReadConsistency::from_wire(r.consistency)?;
+            self.router
+                .batch_get_with(keyspace(&r.keyspace), &r.keys, consistency)
+                .await
+        };
+        let resp = match read.await {
             Ok(page) => BatchGetResponse {
                 error: None,
                 pairs: pairs(page.pairs),
@@ -150,18 +162,18 @@ impl RouterRpc for RouterService {
 
     async fn scan(&self, r: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
         let (_, extensions, r) = r.into_parts();
-        let resp = match self
-            .router
-            .scan(
-                keyspace(&r.keyspace),
-                r.start.as_deref(),
-                r.end.as_deref(),
-                r.limit as usize,
-                r.reverse,
-                r.resume.as_deref(),
-            )
-            .await
-        {
+        let read = async {
+            let scan = Scan {
+                start: r.start.as_deref(),
+                end: r.end.as_deref(),
+                limit: r.limit as usize,
+                reverse: r.reverse,
+                resume: r.resume.as_deref(),
+                consistency: ReadConsistency::from_wire(r.consistency)?,
+            };
+            self.router.scan(keyspace(&r.keyspace), scan).await
+        };
+        let resp = match read.await {
             Ok(page) => ScanResponse {
                 error: None,
                 pairs: pairs(page.pairs),

@@ -26,7 +26,7 @@ use tessera_security::Channel;
 use crate::metrics as m;
 use crate::reaction::{SendPolicy, MAX_NO_SPACE_RETRIES};
 use crate::route::Attempt;
-use crate::{Error, Result, Router};
+use crate::{Error, ReadConsistency, Result, Router};
 
 /// How many parts (one per region) of a batch are sent at once. Bounds the
 /// answers a BatchGet holds at a time to this many store pages.
@@ -151,6 +151,18 @@ impl Router {
         keyspace: Option<&str>,
         keys: &[Vec<u8>],
     ) -> Result<BatchGetPage> {
+        self.batch_get_with(keyspace, keys, ReadConsistency::Linearizable)
+            .await
+    }
+
+    /// [`Router::batch_get`], each region's part read as `consistency`
+    /// says.
+    pub async fn batch_get_with(
+        &self,
+        keyspace: Option<&str>,
+        keys: &[Vec<u8>],
+        consistency: ReadConsistency,
+    ) -> Result<BatchGetPage> {
         tessera_proto::limits::validate_batch_len(keys.len()).map_err(Error::InvalidArgument)?;
         let ks = self.keyspace(keyspace).await?;
         // The distinct keys, and where each was first named.
@@ -169,7 +181,7 @@ impl Router {
             .batch(
                 "batch_get",
                 encoded.clone(),
-                SendPolicy::Resendable,
+                consistency.policy(),
                 |mut c, ctx, keys| async move {
                     c.batch_get(BatchGetRequest {
                         context: Some(ctx),

@@ -14,7 +14,8 @@
 //!    operation's deadline;
 //! 3. [`locate`]: the region holding the key, from the [`cache`] or the
 //!    directory ([`directory`]: the connection that follows its leader),
-//!    and the peer to address;
+//!    and the peer to address (the leader, or for a follower read any
+//!    voter: [`consistency`]);
 //! 4. [`store_pool`]: one channel per store;
 //! 5. [`reaction`]: what a failure means — one pure function from (routing
 //!    or gRPC error, [`sent`] or not, [`reaction::SendPolicy`]) to a cache
@@ -33,6 +34,7 @@
 pub mod backoff;
 pub mod batch;
 pub mod cache;
+pub mod consistency;
 pub mod directory;
 pub mod error;
 pub mod locate;
@@ -49,7 +51,8 @@ pub mod users;
 
 pub use backoff::Backoff;
 pub use batch::BatchGetPage;
+pub use consistency::ReadConsistency;
 pub use error::{Error, Result};
 pub use ops::CasOutcome;
-pub use range::{DeleteRangeProgress, ScanPage};
+pub use range::{DeleteRangeProgress, Scan, ScanPage};
 pub use router::{Router, RouterConfig};

@@ -7,6 +7,7 @@ use tessera_proto::metapb::{Peer, PeerRole, Region};
 
 use crate::cache::CachedRegion;
 use crate::metrics as m;
+use crate::reaction::SendPolicy;
 use crate::{Error, Result, Router};
 
 /// Regions fetched after a missed one.
@@ -100,11 +101,19 @@ impl Router {
 }
 
 /// The peer to address in `c`: the cached leader, else a voter chosen by
-/// `attempt` so retries rotate.
-pub(crate) fn target(c: &CachedRegion, attempt: usize) -> Option<Peer> {
-    if let Some(l) = c.leader {
-        return Some(l);
-    }
+/// `attempt` so retries rotate. A follower read ([`SendPolicy::AnyVoter`])
+/// goes to the voters in turn from `spread` on, leader or not.
+pub(crate) fn target(
+    c: &CachedRegion,
+    attempt: usize,
+    policy: SendPolicy,
+    spread: usize,
+) -> Option<Peer> {
+    let attempt = match (policy, c.leader) {
+        (SendPolicy::AnyVoter, _) => attempt.wrapping_add(spread),
+        (_, Some(l)) => return Some(l),
+        (_, None) => attempt,
+    };
     let voters: Vec<&Peer> = c
         .region
         .peers
@@ -112,4 +121,62 @@ pub(crate) fn target(c: &CachedRegion, attempt: usize) -> Option<Peer> {
         .filter(|p| p.role == PeerRole::Voter as i32)
         .collect();
     (!voters.is_empty()).then(|| *voters[attempt % voters.len()])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(id: u64, role: PeerRole) -> Peer {
+        Peer {
+            id,
+            store_id: id,
+            role: role as i32,
+        }
+    }
+
+    fn cached(leader: Option<u64>) -> CachedRegion {
+        CachedRegion {
+            region: Region {
+                id: 1,
+                peers: vec![
+                    peer(1, PeerRole::Voter),
+                    peer(2, PeerRole::Voter),
+                    peer(3, PeerRole::Voter),
+                    peer(4, PeerRole::Learner),
+                ],
+                ..Default::default()
+            },
+            leader: leader.map(|l| peer(l, PeerRole::Voter)),
+        }
+    }
+
+    #[test]
+    fn leader_reads_and_writes_go_to_the_leader_follower_reads_to_every_voter() {
+        let c = cached(Some(2));
+        for policy in [SendPolicy::Resendable, SendPolicy::AtMostOnce] {
+            for attempt in 0..5 {
+                assert_eq!(target(&c, attempt, policy, 7).unwrap().id, 2);
+            }
+        }
+        // Follower reads rotate over the voters (never the learner), the
+        // leader among them, whatever the cache says of the leader.
+        for c in [cached(Some(2)), cached(None)] {
+            let ids: std::collections::BTreeSet<u64> = (0..6)
+                .map(|spread| target(&c, 0, SendPolicy::AnyVoter, spread).unwrap().id)
+                .collect();
+            assert_eq!(ids, [1, 2, 3].into());
+        }
+        // Without a known leader, attempts rotate over the voters.
+        let c = cached(None);
+        let ids: std::collections::BTreeSet<u64> = (0..3)
+            .map(|a| target(&c, a, SendPolicy::Resendable, 0).unwrap().id)
+            .collect();
+        assert_eq!(ids, [1, 2, 3].into());
+        let empty = CachedRegion {
+            region: Region::default(),
+            leader: None,
+        };
+        assert!(target(&empty, 0, SendPolicy::AnyVoter, 0).is_none());
+    }
 }

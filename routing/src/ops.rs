@@ -5,7 +5,7 @@
 use tessera_proto::kvpb::*;
 
 use crate::reaction::SendPolicy;
-use crate::{Result, Router};
+use crate::{ReadConsistency, Result, Router};
 
 /// The outcome of a compare-and-swap.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -16,11 +16,23 @@ pub struct CasOutcome {
 }
 
 impl Router {
+    /// The value of `key`, read by the leader (linearizable).
     pub async fn get(&self, keyspace: Option<&str>, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.get_with(keyspace, key, ReadConsistency::Linearizable)
+            .await
+    }
+
+    /// The value of `key`, read as `consistency` says.
+    pub async fn get_with(
+        &self,
+        keyspace: Option<&str>,
+        key: &[u8],
+        consistency: ReadConsistency,
+    ) -> Result<Option<Vec<u8>>> {
         let ks = self.keyspace(keyspace).await?;
         let k = Self::encode_key(&ks, key)?;
         let (resp, _) = self
-            .route("get", &k, SendPolicy::Resendable, |mut c, ctx| {
+            .route("get", &k, consistency.policy(), |mut c, ctx| {
                 let req = GetRequest {
                     context: Some(ctx),
                     key: k.clone(),

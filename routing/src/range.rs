@@ -20,7 +20,28 @@ use tessera_proto::kvpb::*;
 use tessera_proto::{keys, limits};
 
 use crate::reaction::SendPolicy;
-use crate::{Error, Result, Router};
+use crate::{Error, ReadConsistency, Result, Router};
+
+/// What one [`Router::scan`] call reads: user keys in `[start, end)` (None:
+/// the keyspace's bound), in key order (descending with `reverse`), up to
+/// `limit` pairs (0: no limit), from where `resume` (an earlier page's)
+/// says, each region read as `consistency` says.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Scan<'a> {
+    pub start: Option<&'a [u8]>,
+    pub end: Option<&'a [u8]>,
+    pub limit: usize,
+    pub reverse: bool,
+    pub resume: Option<&'a [u8]>,
+    pub consistency: ReadConsistency,
+}
+
+/// How a scan walks its regions: which way, and how each is read.
+#[derive(Clone, Copy)]
+struct Walk {
+    reverse: bool,
+    policy: SendPolicy,
+}
 
 /// One page of a scan.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -95,21 +116,23 @@ impl Router {
         })
     }
 
-    /// One page of the pairs in `[start, end)` in key order (descending
-    /// with `reverse`), up to `limit` (0: no limit), across regions, from
-    /// where `resume` (an earlier page's) says. The page stops at
-    /// [`RouterConfig::max_response_bytes`](crate::RouterConfig) and then
-    /// says where the next one starts, so a scan of any size holds one page
-    /// in memory here and at the store.
-    pub async fn scan(
-        &self,
-        keyspace: Option<&str>,
-        start: Option<&[u8]>,
-        end: Option<&[u8]>,
-        limit: usize,
-        reverse: bool,
-        resume: Option<&[u8]>,
-    ) -> Result<ScanPage> {
+    /// One page of the pairs `scan` names, across regions. The page stops
+    /// at [`RouterConfig::max_response_bytes`](crate::RouterConfig) and
+    /// then says where the next one starts, so a scan of any size holds one
+    /// page in memory here and at the store.
+    pub async fn scan(&self, keyspace: Option<&str>, scan: Scan<'_>) -> Result<ScanPage> {
+        let Scan {
+            start,
+            end,
+            limit,
+            reverse,
+            resume,
+            consistency,
+        } = scan;
+        let walk = Walk {
+            reverse,
+            policy: consistency.policy(),
+        };
         let ks = self.keyspace(keyspace).await?;
         let (start, end) = Self::encoded_range(&ks, start, end)?;
         let (start, end) = match resume {
@@ -125,7 +148,7 @@ impl Router {
             loop {
                 let left = limit - out.len();
                 let (region, within) = self
-                    .scan_region(&cursor, (&cursor, &end), left, false, &mut out, &mut page)
+                    .scan_region(&cursor, (&cursor, &end), left, walk, &mut out, &mut page)
                     .await?;
                 if out.len() >= limit {
                     break;
@@ -155,7 +178,7 @@ impl Router {
                 let left = limit - out.len();
                 let key = last.start_key.max(start.clone());
                 let (region, within) = self
-                    .scan_region(&key, (&start, &upper), left, true, &mut out, &mut page)
+                    .scan_region(&key, (&start, &upper), left, walk, &mut out, &mut page)
                     .await?;
                 if out.len() >= limit {
                     break;
@@ -186,13 +209,14 @@ impl Router {
         at: &[u8],
         range: (&[u8], &[u8]),
         left: usize,
-        reverse: bool,
+        walk: Walk,
         out: &mut Vec<(Vec<u8>, Vec<u8>)>,
         page: &mut limits::PageBudget,
     ) -> Result<(tessera_proto::metapb::Region, Option<Vec<u8>>)> {
         let room = page.left().max(1);
+        let reverse = walk.reverse;
         let (resp, region) = self
-            .route("scan", at, SendPolicy::Resendable, |mut c, ctx| {
+            .route("scan", at, walk.policy, |mut c, ctx| {
                 let req = ScanRequest {
                     context: Some(ctx),
                     start_key: range.0.to_vec(),

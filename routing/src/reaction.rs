@@ -42,11 +42,15 @@ pub const BUSY_REASON: &str = "server_is_busy";
 /// fails with [`crate::Error::NoSpace`].
 pub const MAX_NO_SPACE_RETRIES: u32 = 2;
 
-/// Whether an operation may be sent again once it may have arrived.
+/// Whether an operation may be sent again once it may have arrived, and
+/// to which replica.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SendPolicy {
-    /// Reads: sending twice changes nothing.
+    /// Reads: sending twice changes nothing. To the leader.
     Resendable,
+    /// Follower reads: resendable, to any voter (a follower read,
+    /// [`crate::ReadConsistency::Follower`]).
+    AnyVoter,
     /// Writes: a second copy could apply after another client's write.
     AtMostOnce,
 }
@@ -322,7 +326,11 @@ mod tests {
             ),
         ];
         for (e, cache, next) in table {
-            for policy in [SendPolicy::Resendable, SendPolicy::AtMostOnce] {
+            for policy in [
+                SendPolicy::Resendable,
+                SendPolicy::AnyVoter,
+                SendPolicy::AtMostOnce,
+            ] {
                 let r = react(Failure::Region(&e), policy, &region(), &peer(1));
                 assert_eq!((&r.cache, &r.next), (&cache, &next), "{e:?} {policy:?}");
             }
@@ -350,6 +358,9 @@ mod tests {
             (Code::DeadlineExceeded, Maybe, AtMostOnce, Keep,        unknown("m")),
             (Code::DeadlineExceeded, No,    AtMostOnce, Keep,        unknown("m")),
             (Code::DeadlineExceeded, Maybe, Resendable, ForgetStore, Next::Backoff),
+            // A follower read is a read: resent wherever it may have gone.
+            (Code::DeadlineExceeded, Maybe, AnyVoter,   ForgetStore, Next::Backoff),
+            (Code::Unavailable,      Maybe, AnyVoter,   ForgetStore, Next::Backoff),
             (Code::Unavailable,      Maybe, AtMostOnce, ForgetStore, unknown("m")),
             (Code::Unavailable,      No,    AtMostOnce, ForgetStore, Next::Backoff),
             (Code::Unavailable,      Maybe, Resendable, ForgetStore, Next::Backoff),

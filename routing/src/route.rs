@@ -132,7 +132,10 @@ impl Router {
         F: FnMut(KvClient<Channel>, Context) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<R>, tonic::Status>>,
     {
-        let Some(peer) = target(c, attempt) else {
+        let spread = self
+            .spread
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let Some(peer) = target(c, attempt, policy, spread) else {
             self.cache.invalidate(c.region.id);
             return Attempt::Retry {
                 wait: Some(self.cfg.backoff.min),
@@ -153,7 +156,7 @@ impl Router {
             region_id: c.region.id,
             region_epoch: c.region.region_epoch,
             peer: Some(peer),
-            follower_read: false,
+            follower_read: policy == SendPolicy::AnyVoter,
         };
         let reaction = match call(client, ctx).await {
             Ok(resp) => {

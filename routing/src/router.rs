@@ -56,6 +56,8 @@ pub struct Router {
     pub(crate) stores: StorePool,
     keyspaces: DashMap<String, Keyspace>,
     missing_keyspaces: MissingKeyspaces,
+    /// Turns of follower reads, so they spread over a region's voters.
+    pub(crate) spread: std::sync::atomic::AtomicUsize,
 }
 
 /// Keyspace names the directory said do not exist, for
@@ -97,6 +99,7 @@ impl Router {
             stores,
             keyspaces: DashMap::new(),
             missing_keyspaces: MissingKeyspaces::default(),
+            spread: std::sync::atomic::AtomicUsize::new(0),
         }))
     }
 

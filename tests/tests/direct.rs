@@ -231,3 +231,89 @@ async fn direct_mode_gets_exactly_its_users_role_at_the_stores() {
         Some(&b"cli-value"[..])
     );
 }
+
+/// Read-index reads a store served (its followers' reads among them).
+fn read_index_reads(c: &E2eCluster, index: usize) -> f64 {
+    tessera_e2e::metric_value(
+        &c.stores[&index].status,
+        "tessera_reads_total{path=\"read_index\"}",
+    )
+    .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follower_reads_are_served_by_followers_and_see_every_acknowledged_write() {
+    let mut c = E2eCluster::start(Options::default()).await;
+    c.wait_settled(1).await;
+    c.add_router().await;
+    let direct = direct(&c, c.security()).await;
+    let proxy = Client::builder()
+        .routers(c.router_addrs())
+        .security(c.security())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .await
+        .unwrap();
+    let leader = regions_json(&c)[0]["leader_store"]
+        .as_u64()
+        .expect("a leader");
+    let mut followers = vec![];
+    for i in c.stores.keys().copied().collect::<Vec<_>>() {
+        if c.store_id(i).await != Some(leader) {
+            followers.push(i);
+        }
+    }
+    assert_eq!(followers.len(), 2);
+    let before: f64 = followers.iter().map(|&i| read_index_reads(&c, i)).sum();
+
+    // Every read follows the write acknowledged just before it, in both
+    // modes, whichever replica serves it.
+    for (mode, client) in [("direct", &direct), ("proxy", &proxy)] {
+        let follower = client.with_consistency(tessera_client::ReadConsistency::Follower);
+        assert_eq!(
+            follower.consistency(),
+            tessera_client::ReadConsistency::Follower
+        );
+        for i in 0..40 {
+            let value = format!("{mode}-{i}");
+            client.put("k", &value).await.unwrap();
+            assert_eq!(
+                follower.get("k").await.unwrap().as_deref(),
+                Some(value.as_bytes()),
+                "{mode}: a follower read missed the write before it"
+            );
+        }
+        follower.put(key(1), "a").await.unwrap();
+        follower.put(key(2), "b").await.unwrap();
+        let pairs = follower.batch_get([key(1), key(2)]).await.unwrap();
+        assert_eq!(pairs.len(), 2, "{mode}");
+        let scanned = follower
+            .keyspace("default")
+            .scan(key(0)..key(9), 0)
+            .await
+            .unwrap();
+        assert_eq!(scanned.len(), 2, "{mode}");
+    }
+    // The followers served reads (a read-index round each), not only the
+    // leader.
+    let after: f64 = followers.iter().map(|&i| read_index_reads(&c, i)).sum();
+    assert!(
+        after - before >= 20.0,
+        "followers served {} reads",
+        after - before
+    );
+
+    // The CLI's --consistency follower, through the router and direct.
+    let got = c
+        .try_cli(&["get", "k", "--consistency", "follower"])
+        .expect("get --consistency follower");
+    assert_eq!(got.trim(), "proxy-39");
+    let got = c
+        .try_cli(&["get", "--direct", "k", "--consistency", "follower"])
+        .expect("get --direct --consistency follower");
+    assert_eq!(got.trim(), "proxy-39");
+    let err = c
+        .try_cli(&["get", "k", "--consistency", "stale"])
+        .unwrap_err();
+    assert!(err.contains("invalid value"), "{err}");
+}

@@ -117,6 +117,11 @@ fn opt(r: &mut Rng, f: impl FnOnce(&mut Rng) -> Vec<u8>) -> Option<Vec<u8>> {
 }
 
 /// Keys for a batch: a few, none, or past the 10,000-key limit.
+/// A read consistency as sent: the known ones, and values no version knows.
+fn consistency(r: &mut Rng) -> i32 {
+    *r.pick(&[0, 1, 2, -1, i32::MAX])
+}
+
 fn keys(r: &mut Rng) -> Vec<Vec<u8>> {
     let n = match r.below(40) {
         0 => 10_001,
@@ -133,6 +138,7 @@ fn request(r: &mut Rng, method: usize) -> Vec<u8> {
         0 => GetRequest {
             keyspace: ks,
             key: key(r),
+            consistency: consistency(r),
         }
         .encode_to_vec(),
         1 => PutRequest {
@@ -149,6 +155,7 @@ fn request(r: &mut Rng, method: usize) -> Vec<u8> {
         3 => BatchGetRequest {
             keyspace: ks,
             keys: keys(r),
+            consistency: consistency(r),
         }
         .encode_to_vec(),
         4 => BatchPutRequest {
@@ -169,6 +176,7 @@ fn request(r: &mut Rng, method: usize) -> Vec<u8> {
             limit: *r.pick(&[0, 1, 3, 100, u32::MAX]),
             reverse: r.chance(2),
             resume: r.chance(3).then(|| r.bytes(24)),
+            consistency: consistency(r),
         }
         .encode_to_vec(),
         6 => CompareAndSwapRequest {
@@ -346,6 +354,7 @@ async fn hostile_requests_never_take_the_router_down() {
         .get(GetRequest {
             keyspace: String::new(),
             key: b"after-the-fuzz".to_vec(),
+            consistency: 0,
         })
         .await
         .expect("get after the fuzz")

@@ -360,6 +360,7 @@ async fn large_scans_and_batch_gets_come_back_in_bounded_pages() {
         limit: 0,
         reverse: false,
         resume,
+        consistency: 0,
     };
     let mut resume = None;
     let mut pages = 0;
@@ -407,6 +408,7 @@ async fn large_scans_and_batch_gets_come_back_in_bounded_pages() {
         .batch_get(BatchGetRequest {
             keyspace: String::new(),
             keys: asked.iter().map(|k| k.as_bytes().to_vec()).collect(),
+            consistency: 0,
         })
         .await
         .unwrap()
@@ -422,6 +424,7 @@ async fn large_scans_and_batch_gets_come_back_in_bounded_pages() {
         .batch_get(BatchGetRequest {
             keyspace: String::new(),
             keys: vec![b"k".to_vec(); tessera_proto::limits::MAX_BATCH_KEYS + 1],
+            consistency: 0,
         })
         .await
         .unwrap()

@@ -582,7 +582,7 @@ async fn admin_split_and_move_and_hash_keyspaces() {
         .unwrap();
     assert_eq!((got.pairs.len(), got.resume_index), (1000, 0));
     let all = router
-        .scan(Some("events"), None, None, 0, false, None)
+        .scan(Some("events"), tessera_routing::Scan::default())
         .await
         .unwrap();
     assert_eq!((all.pairs.len(), all.resume), (10_000, None));

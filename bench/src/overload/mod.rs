@@ -260,6 +260,7 @@ async fn one_system(system: System, args: &Args, progress: bool) -> anyhow::Resu
         seed: 1,
         connections: args.connections,
         etcd_serializable: false,
+        tessera_follower_reads: false,
         op_timeout: args.op_timeout.max(1),
         no_busy_retry: !args.busy_retry,
         sdk_throttle: args.sdk_throttle,

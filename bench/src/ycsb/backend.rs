@@ -94,6 +94,20 @@ impl Tessera {
         Ok(Tessera { clients })
     }
 
+    /// With `follower`, every read is served by any voter of its region
+    /// (`ReadConsistency::Follower`) instead of the leader.
+    pub fn follower_reads(self, follower: bool) -> Tessera {
+        if !follower {
+            return self;
+        }
+        let clients = self
+            .clients
+            .iter()
+            .map(|c| c.with_consistency(tessera_client::ReadConsistency::Follower))
+            .collect();
+        Tessera { clients }
+    }
+
     fn client(&self, i: usize) -> &tessera_client::Client {
         &self.clients[i % self.clients.len()]
     }

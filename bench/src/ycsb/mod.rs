@@ -131,6 +131,11 @@ pub struct Params {
     /// linearizable ones.
     #[arg(long)]
     pub etcd_serializable: bool,
+    /// tessera: follower reads (any voter serves each read after a
+    /// ReadIndex round trip to the leader; still linearizable) instead of
+    /// leader reads.
+    #[arg(long)]
+    pub tessera_follower_reads: bool,
     /// Deadline of one operation, retries included (seconds).
     #[arg(long, default_value_t = 10)]
     pub op_timeout: u64,
@@ -168,8 +173,14 @@ impl Params {
             Some(t) => format!("open loop at {t:.0} ops/s"),
             None => "closed loop".into(),
         };
+        let reads = match (self.tessera_follower_reads, self.etcd_serializable) {
+            (false, false) => "",
+            (true, false) => ", tessera follower reads",
+            (false, true) => ", etcd serializable reads",
+            (true, true) => ", tessera follower reads, etcd serializable reads",
+        };
         format!(
-            "{} threads ({lp}), {} connection(s), run: {run}, seed {}, op timeout {} s",
+            "{} threads ({lp}), {} connection(s), run: {run}, seed {}, op timeout {} s{reads}",
             self.threads, self.connections, self.seed, self.op_timeout
         )
     }
@@ -283,7 +294,8 @@ impl AnyBackend {
                     p.sdk_throttle,
                     &access.tessera,
                 )
-                .await?,
+                .await?
+                .follower_reads(p.tessera_follower_reads),
             )),
             System::Etcd => AnyBackend::Etcd(Arc::new(
                 backend::Etcd::connect(
