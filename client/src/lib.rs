@@ -83,8 +83,11 @@
 //! limits (keys up to 8 KiB, values up to 8 MiB) and range checks are the
 //! router's.
 //!
-//! Retries are logged with `tracing` at debug level. The SDK records no
-//! metrics.
+//! Retries are logged with `tracing` at debug level. In proxy mode the SDK
+//! records no metrics; in direct mode the embedded routing library counts
+//! what a router does (`tessera_router_requests_total`, retries, region
+//! cache hits, ...) through the `metrics` facade — into the application's
+//! recorder if it installed one, nowhere otherwise.
 //!
 //! # Ranges
 //!
