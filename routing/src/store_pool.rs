@@ -7,7 +7,7 @@
 //! new address.
 //!
 //! While a request is in flight its connection is watched with HTTP/2
-//! pings ([`KEEPALIVE`] apart, as long to answer): a store host that went
+//! pings (`KEEPALIVE` apart, as long to answer): a store host that went
 //! silent without closing its connections (power loss, a partition, a
 //! paused process) fails the requests on them within seconds — reads are
 //! then tried elsewhere, writes end indeterminate — instead of holding
