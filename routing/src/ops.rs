@@ -75,7 +75,7 @@ impl Router {
 
     /// Sets `key` to `new` (None deletes it) if its value is `expected`
     /// (None: absent). Never retried once sent: an unknown outcome is
-    /// [`Error::Indeterminate`].
+    /// [`Error::Indeterminate`](crate::Error::Indeterminate).
     pub async fn compare_and_swap(
         &self,
         keyspace: Option<&str>,
