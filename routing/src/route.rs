@@ -132,9 +132,14 @@ impl Router {
         F: FnMut(KvClient<Channel>, Context) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<R>, tonic::Status>>,
     {
-        let spread = self
-            .spread
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Follower reads take turns over the voters; nothing else touches
+        // the shared counter.
+        let spread = match policy {
+            SendPolicy::AnyVoter => self
+                .spread
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            _ => 0,
+        };
         let Some(peer) = target(c, attempt, policy, spread) else {
             self.cache.invalidate(c.region.id);
             return Attempt::Retry {

@@ -30,6 +30,17 @@ async fn direct(c: &E2eCluster, security: Security) -> Client {
         .expect("direct client")
 }
 
+/// A proxy-mode client of the cluster's routers.
+async fn proxy(c: &E2eCluster) -> Client {
+    Client::builder()
+        .routers(c.router_addrs())
+        .security(c.security())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .await
+        .expect("proxy client")
+}
+
 fn regions_json(c: &E2eCluster) -> Vec<serde_json::Value> {
     let out = c
         .try_cli(&["region", "list", "-o", "json"])
@@ -117,13 +128,7 @@ async fn direct_mode_serves_every_operation_through_a_split_and_a_lost_leader() 
 
     // A proxy-mode client sees exactly what the direct one wrote.
     c.add_router().await;
-    let proxy = Client::builder()
-        .routers(c.router_addrs())
-        .security(c.security())
-        .timeout(Duration::from_secs(30))
-        .build()
-        .await
-        .unwrap();
+    let proxy = proxy(&c).await;
     assert!(!proxy.is_direct());
     let through_router = proxy.scan::<&[u8]>(.., 0).await.unwrap();
     let direct_view = client.scan::<&[u8]>(.., 0).await.unwrap();
@@ -247,13 +252,7 @@ async fn follower_reads_are_served_by_followers_and_see_every_acknowledged_write
     c.wait_settled(1).await;
     c.add_router().await;
     let direct = direct(&c, c.security()).await;
-    let proxy = Client::builder()
-        .routers(c.router_addrs())
-        .security(c.security())
-        .timeout(Duration::from_secs(30))
-        .build()
-        .await
-        .unwrap();
+    let proxy = proxy(&c).await;
     let leader = regions_json(&c)[0]["leader_store"]
         .as_u64()
         .expect("a leader");
