@@ -136,6 +136,7 @@ impl DirectoryNode {
                 transport: Box::new(transport),
                 inbox,
                 removal_reports: None,
+                local_reads: None,
             },
             mailbox.clone(),
         )?;

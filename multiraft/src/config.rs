@@ -25,8 +25,12 @@ pub struct RaftConfig {
     /// in its term).
     pub read_index_retry_ticks: usize,
     /// The leader lease is this fraction of the election timeout, counted from
-    /// the moment a quorum was last known to follow the leader. Below 1 to
-    /// absorb clock drift between stores.
+    /// the moment a quorum was last known to follow the leader (the *send*
+    /// time of the message that proved it; followers start their election
+    /// timers later, on receipt). The rest of the election timeout is the
+    /// stated clock-drift bound ([`RaftConfig::max_clock_drift`]): the lease
+    /// is safe as long as, over one election timeout, a leader's monotonic
+    /// clock falls behind no follower's by more than that.
     pub lease_ratio: f64,
     /// Messages the poller drains from its mailbox in one round at most.
     pub max_msgs_per_round: usize,
@@ -93,6 +97,14 @@ impl RaftConfig {
     /// How long a leader may serve reads locally after a quorum confirmed it.
     pub fn lease_duration(&self) -> Duration {
         self.election_timeout().mul_f64(self.lease_ratio)
+    }
+
+    /// The clock drift the lease tolerates: how far, over one election
+    /// timeout, a leader's clock may fall behind a follower's (200 ms, 20%,
+    /// at the defaults).
+    pub fn max_clock_drift(&self) -> Duration {
+        self.election_timeout()
+            .saturating_sub(self.lease_duration())
     }
 
     /// The raft-rs configuration of one peer.

@@ -15,6 +15,9 @@
 //!   Raft side of a split (`poller/split/`) and of log GC
 //!   (`poller/log_gc.rs`) each live in one module with its process overview;
 //! - [`mailbox`]: the poller's mailbox and the messages it takes;
+//! - [`read`] and [`local_read`]: linearizable reads — the ReadIndex queue
+//!   and the lease on the poller, and lease reads served off the poller's
+//!   thread from the state it publishes per region;
 //! - [`transport`]: how Raft messages reach other stores (gRPC, or an
 //!   in-memory network with fault filters for tests).
 //!
@@ -35,6 +38,7 @@ pub mod conf_change;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod local_read;
 pub mod logger;
 pub mod mailbox;
 pub mod metrics;

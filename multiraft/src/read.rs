@@ -350,6 +350,11 @@ impl Lease {
     pub fn is_valid(&self, now: Instant) -> bool {
         self.expires.is_some_and(|e| now < e)
     }
+
+    /// Until when the lease runs (it may already have expired).
+    pub fn expires(&self) -> Option<Instant> {
+        self.expires
+    }
 }
 
 #[cfg(test)]

@@ -125,6 +125,10 @@ pub struct RaftSection {
     pub log_gc_count_limit: u64,
     /// The same, in MiB of log.
     pub log_gc_size_limit_mib: u64,
+    /// Serve a leader's lease reads on the request's own task, from the
+    /// state the poller publishes (`multiraft/src/local_read.rs`); `false`
+    /// sends every read through the poller (lease or ReadIndex there).
+    pub local_reads: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -176,6 +180,7 @@ impl Default for RaftSection {
             log_gc_threshold: r.log_gc_threshold,
             log_gc_count_limit: r.log_gc_count_limit,
             log_gc_size_limit_mib: r.log_gc_size_limit_bytes >> 20,
+            local_reads: KvConfig::default().local_reads,
         }
     }
 }
@@ -268,6 +273,7 @@ impl StoreConfig {
             kv: KvConfig {
                 request_timeout: Duration::from_millis(self.request_timeout_ms),
                 max_response_bytes: self.max_response_bytes,
+                local_reads: self.raft.local_reads,
                 ..KvConfig::default()
             },
             split_check: SplitCheckConfig {

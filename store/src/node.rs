@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tessera_multiraft::engine::Engine;
+use tessera_multiraft::local_read::LocalReaders;
 use tessera_multiraft::mailbox::{PollerMsg, RegionInfo};
 use tessera_multiraft::poller::{self, PollerSpec};
 use tessera_multiraft::snapshot::SnapManager;
@@ -78,6 +79,7 @@ impl StoreNode {
     ) -> Result<Self> {
         let (mailbox, inbox) = poller::mailbox(cfg.mailbox_capacity);
         let (reports, reported) = tokio::sync::mpsc::channel(stale_peer::REPORTS_CAPACITY);
+        let local_reads = cfg.kv.local_reads.then(LocalReaders::new);
         let spec = PollerSpec {
             store_id,
             config: cfg.raft.clone(),
@@ -87,6 +89,7 @@ impl StoreNode {
             transport: transport(&mailbox),
             inbox,
             removal_reports: Some(reports),
+            local_reads: local_reads.clone(),
         };
         let poller = Poller::spawn(spec, mailbox.clone())?;
         let removal_checker = tokio::spawn(stale_peer::run(
@@ -99,6 +102,7 @@ impl StoreNode {
             store_id,
             mailbox.clone(),
             engine.clone(),
+            local_reads,
             cfg.kv.clone(),
         ));
         let admin = Arc::new(AdminApi::new(
@@ -118,6 +122,12 @@ impl StoreNode {
             removal_checker,
             started: Instant::now(),
         })
+    }
+
+    /// The leases published for reads off the poller's thread (`None`:
+    /// `[raft] local_reads = false`).
+    pub fn local_reads(&self) -> Option<&LocalReaders> {
+        self.kv.local_reads()
     }
 
     pub fn admin(&self) -> &Arc<AdminApi> {

@@ -240,9 +240,9 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
 async fn one_system(system: System, args: &Args, progress: bool) -> anyhow::Result<SystemResult> {
     let local = match system {
         System::Tessera | System::TesseraDirect => LocalCluster::Tessera(Box::new(
-            LocalTessera::start_with(args.members, args.mode, &args.tessera_serving).await?,
+            LocalTessera::start_with(args.members, args.mode, &args.tessera_serving, &[]).await?,
         )),
-        System::Etcd => LocalCluster::start(system, args.members, args.mode).await?,
+        System::Etcd => LocalCluster::start(system, args.members, args.mode, &[]).await?,
     };
     let endpoints = local.endpoints(system);
     let access = local.access();
@@ -264,6 +264,7 @@ async fn one_system(system: System, args: &Args, progress: bool) -> anyhow::Resu
         op_timeout: args.op_timeout.max(1),
         no_busy_retry: !args.busy_retry,
         sdk_throttle: args.sdk_throttle,
+        tessera_store_toml: vec![],
     };
     let target = match system {
         System::Tessera | System::TesseraDirect => Target::Tessera {

@@ -38,15 +38,17 @@ pub struct LocalTessera {
 
 impl LocalTessera {
     pub async fn start(stores: usize, mode: Mode) -> anyhow::Result<LocalTessera> {
-        Self::start_with(stores, mode, &[]).await
+        Self::start_with(stores, mode, &[], &[]).await
     }
 
     /// With `serving` (`key = value` lines) as the `[serving]` table of
-    /// every store and router.
+    /// every store and router, and `store_toml` (TOML lines) appended to
+    /// every store's configuration.
     pub async fn start_with(
         stores: usize,
         mode: Mode,
         serving: &[String],
+        store_toml: &[String],
     ) -> anyhow::Result<LocalTessera> {
         tessera_e2e::ensure_plain_binaries()?;
         let serving: Vec<String> = if serving.is_empty() {
@@ -60,7 +62,7 @@ impl LocalTessera {
             insecure: mode == Mode::Plaintext,
             stores,
             default_timing: true,
-            store_extra: serving.clone(),
+            store_extra: serving.iter().chain(store_toml).cloned().collect(),
             router_extra: serving,
             ..Options::default()
         })

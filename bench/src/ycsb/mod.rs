@@ -148,6 +148,11 @@ pub struct Params {
     /// (`ClientBuilder::throttle`; 0 turns it off).
     #[arg(long, default_value_t = tessera_routing::throttle::DEFAULT_RATIO)]
     pub sdk_throttle: f64,
+    /// tessera: a TOML line appended to every store's configuration
+    /// (repeat it for several), e.g. `--tessera-store-toml '[raft]'
+    /// --tessera-store-toml 'local_reads = false'`.
+    #[arg(long = "tessera-store-toml", value_name = "LINE")]
+    pub tessera_store_toml: Vec<String>,
 }
 
 impl Params {
@@ -179,8 +184,15 @@ impl Params {
             (false, true) => ", etcd serializable reads",
             (true, true) => ", tessera follower reads, etcd serializable reads",
         };
+        let stores = match self.tessera_store_toml.is_empty() {
+            true => String::new(),
+            false => format!(
+                ", tessera stores with `{}`",
+                self.tessera_store_toml.join("; ")
+            ),
+        };
         format!(
-            "{} threads ({lp}), {} connection(s), run: {run}, seed {}, op timeout {} s{reads}",
+            "{} threads ({lp}), {} connection(s), run: {run}, seed {}, op timeout {} s{reads}{stores}",
             self.threads, self.connections, self.seed, self.op_timeout
         )
     }
@@ -337,10 +349,16 @@ pub enum LocalCluster {
 }
 
 impl LocalCluster {
-    pub async fn start(system: System, members: usize, mode: Mode) -> anyhow::Result<LocalCluster> {
+    /// `store_toml`: lines appended to every tessera store's configuration.
+    pub async fn start(
+        system: System,
+        members: usize,
+        mode: Mode,
+        store_toml: &[String],
+    ) -> anyhow::Result<LocalCluster> {
         Ok(match system {
             System::Tessera | System::TesseraDirect => LocalCluster::Tessera(Box::new(
-                clusters::LocalTessera::start(members, mode).await?,
+                clusters::LocalTessera::start_with(members, mode, &[], store_toml).await?,
             )),
             System::Etcd => LocalCluster::Etcd(clusters::LocalEtcd::start(members, mode).await?),
         })
@@ -439,7 +457,10 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
     let p = &args.params;
     let local = if args.endpoints.is_empty() {
         eprintln!("starting a local {} cluster ...", args.system);
-        Some(LocalCluster::start(args.system, args.members, args.mode).await?)
+        Some(
+            LocalCluster::start(args.system, args.members, args.mode, &p.tessera_store_toml)
+                .await?,
+        )
     } else {
         None
     };

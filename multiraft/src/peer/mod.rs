@@ -119,6 +119,9 @@ pub struct Peer<O> {
     proposals: VecDeque<Proposal<O>>,
     pub(crate) reads: ReadQueue,
     lease: Lease,
+    /// The last term known to have a committed entry of its own (see
+    /// `reads.rs`); 0: none yet.
+    term_committed: std::cell::Cell<u64>,
     read_index_retry_ticks: usize,
     /// Bytes of commands applied since this peer started.
     pub(crate) applied_bytes: u64,
@@ -183,6 +186,7 @@ impl<O: Send + 'static> Peer<O> {
             reads: ReadQueue::new(meta.id),
             reported_role: StateRole::Follower,
             lease: Lease::new(cfg.lease_duration()),
+            term_committed: std::cell::Cell::new(0),
             read_index_retry_ticks: cfg.read_index_retry_ticks,
             applied_bytes: 0,
             split_siblings: vec![],

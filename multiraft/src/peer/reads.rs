@@ -1,7 +1,8 @@
 //! A peer's reads: taking them in, turning a round's reads into one lease
 //! read or one ReadIndex request, and handing back the reads whose read
 //! index has applied (the queue and the lease themselves are in
-//! `crate::read`).
+//! `crate::read`), and what the poller publishes of the lease for reads off
+//! its thread (`crate::local_read`).
 
 use std::time::Instant;
 
@@ -9,6 +10,7 @@ use raft::StateRole;
 use tessera_proto::errorpb::RegionError;
 
 use super::{Peer, ReadStep, Refusal};
+use crate::local_read::LeaseView;
 use crate::mailbox::{EpochCheck, ReadCallback, ReadPolicy};
 use crate::read::{Flushed, PendingRead, ReadAnswer};
 use crate::{region, Error};
@@ -39,17 +41,55 @@ impl<O: Send + 'static> Peer<O> {
 
     /// The read index the lease vouches for right now, if any.
     fn lease_read_index(&self, now: Instant) -> Option<u64> {
-        let raft = &self.raw_node.raft;
-        if raft.state != StateRole::Leader
-            || raft.lead_transferee.is_some()
-            || !self.lease.is_valid(now)
-        {
+        if !self.lease.is_valid(now) {
             return None;
         }
-        let committed = raft.raft_log.committed;
-        // Until the leader commits in its own term its commit index may be
-        // behind what an earlier leader acknowledged.
-        (raft.raft_log.term(committed).ok() == Some(raft.term)).then_some(committed)
+        self.lease_holder()
+            .then_some(self.raw_node.raft.raft_log.committed)
+    }
+
+    /// Whether this peer may hold a lease: it leads, hands leadership to
+    /// nobody, and has committed an entry in its own term (until then its
+    /// commit index may be behind what an earlier leader acknowledged).
+    fn lease_holder(&self) -> bool {
+        let raft = &self.raw_node.raft;
+        raft.state == StateRole::Leader
+            && raft.lead_transferee.is_none()
+            && self.committed_in_term()
+    }
+
+    /// Whether the commit index is an entry of the current term. Once it
+    /// is, it stays so for the term (later entries of a leader's log are of
+    /// its term), so the answer is remembered: the entry's term may be
+    /// read from the engine otherwise.
+    fn committed_in_term(&self) -> bool {
+        let raft = &self.raw_node.raft;
+        if self.term_committed.get() == raft.term {
+            return true;
+        }
+        let yes = raft.raft_log.term(raft.raft_log.committed).ok() == Some(raft.term);
+        if yes {
+            self.term_committed.set(raft.term);
+        }
+        yes
+    }
+
+    /// What the poller publishes for lease reads off its thread
+    /// (`crate::local_read`): the lease only while [`Self::lease_holder`].
+    pub fn lease_view(&self) -> LeaseView {
+        let raft = &self.raw_node.raft;
+        LeaseView {
+            term: raft.term,
+            lease_until: self.lease.expires().filter(|_| self.lease_holder()),
+            committed: raft.raft_log.committed,
+            applied_index: self.storage().applied_index(),
+        }
+    }
+
+    /// Whether stepping `msg` may end this peer's leadership (a message of
+    /// a higher term): the published lease must end first.
+    pub fn may_step_down_on(&self, msg: &raft::eraftpb::Message) -> bool {
+        self.is_leader() && msg.term > self.raw_node.raft.term
     }
 
     /// Turns this round's reads into one lease-served batch or one ReadIndex

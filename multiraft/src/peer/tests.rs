@@ -281,3 +281,44 @@ fn every_recent_split_is_remembered_not_only_the_last() {
     assert_eq!(kept.len(), MAX_SPLIT_SIBLINGS);
     assert_eq!(kept[0], 100);
 }
+
+/// What the poller publishes for lease reads off its thread: a lease only
+/// on a leader that has committed an entry of its term, and never while it
+/// hands leadership away.
+#[test]
+fn the_lease_is_published_only_while_this_peer_may_hold_it() {
+    let mut p = peer();
+    let since = Instant::now();
+    p.lease.renew(since);
+    assert_eq!(p.lease_view().lease_until, None, "a follower holds none");
+
+    p.campaign().unwrap();
+    assert!(p.is_leader());
+    assert_eq!(
+        p.lease_view().lease_until,
+        None,
+        "no entry of its term committed yet"
+    );
+    let rd = p.ready();
+    let mut wb = WriteBatch::default();
+    p.storage_mut().append(rd.entries(), &mut wb);
+    let _ = p.advance_append(rd);
+    let view = p.lease_view();
+    assert_eq!(
+        view.committed,
+        raft::Storage::last_index(p.storage()).unwrap()
+    );
+    assert_eq!(
+        view.lease_until,
+        Some(since + RaftConfig::default().lease_duration())
+    );
+    assert_eq!(view.term, p.term());
+
+    let mut higher = raft::eraftpb::Message {
+        term: p.term() + 1,
+        ..Default::default()
+    };
+    assert!(p.may_step_down_on(&higher), "a newer term may end it");
+    higher.term = p.term();
+    assert!(!p.may_step_down_on(&higher));
+}

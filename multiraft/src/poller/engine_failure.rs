@@ -37,6 +37,8 @@ impl<S: StateMachine> Poller<S> {
             "the storage engine failed: {reason}; stopping all Raft work, acknowledging nothing more"
         );
         metrics::counter!(m::ENGINE_FAILURES_TOTAL).increment(1);
+        // Before leaderships are handed away.
+        self.leases.close_all();
         let now = self.now();
         let snap_mgr = self.snap_mgr.clone();
         let mut handed = 0usize;

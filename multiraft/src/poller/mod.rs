@@ -36,6 +36,7 @@
 //! the same way every time (`multiraft/tests/scripts/`).
 
 mod engine_failure;
+mod local_reads;
 pub(crate) mod log_gc;
 mod ready;
 mod regions;
@@ -114,6 +115,10 @@ pub struct PollerSpec<S: StateMachine> {
     /// are ignored (the directory's own group; its members are removed by
     /// applying the change).
     pub removal_reports: Option<RemovalReports>,
+    /// Where the poller publishes each region's lease for reads served off
+    /// its thread (`crate::local_read`); `None`: every read comes through
+    /// the mailbox.
+    pub local_reads: Option<crate::local_read::LocalReaders>,
 }
 
 /// The channel of [`PollerSpec::removal_reports`]: region ids whose local
@@ -208,6 +213,8 @@ pub struct Poller<S: StateMachine> {
     last_slow_handoff: Option<Instant>,
     /// Which stores are low on disk space (`space.rs`).
     space: space::SpaceView,
+    /// Leases published for reads off this thread (`local_reads.rs`).
+    leases: local_reads::Publisher,
 }
 
 impl<S: StateMachine> Poller<S> {
@@ -240,6 +247,7 @@ impl<S: StateMachine> Poller<S> {
     pub fn open(spec: PollerSpec<S>, mailbox: Mailbox<S::Output>) -> Result<Self> {
         let stats = Arc::new(PollerStats::default());
         let early_votes = split::early_votes::EarlyVotes::new(spec.config.election_timeout());
+        let leases = local_reads::Publisher::new(spec.local_reads, &spec.config);
         let mut poller = Poller {
             store_id: spec.store_id,
             next_tick: Instant::now() + spec.config.tick_interval,
@@ -268,6 +276,7 @@ impl<S: StateMachine> Poller<S> {
             clock_origin: Instant::now(),
             last_slow_handoff: None,
             space: space::SpaceView::default(),
+            leases,
         };
         poller.load_regions()?;
         poller.start_snapshot_worker()?;
@@ -399,7 +408,13 @@ impl<S: StateMachine> Poller<S> {
                 .ticks
                 .is_multiple_of(self.cfg.log_gc_tick_interval as u64);
         for (id, peer) in self.peers.iter_mut() {
+            let was_leader = peer.is_leader();
             peer.tick();
+            if was_leader && !peer.is_leader() {
+                // Lost its quorum: long after the lease expired, but no
+                // reader should see it held by a follower.
+                self.leases.end_lease(*id);
+            }
             peer.maybe_leave_joint();
             self.touched.insert(*id);
         }

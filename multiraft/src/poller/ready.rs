@@ -58,7 +58,11 @@ impl<S: StateMachine> Poller<S> {
             let before = wb.len();
             if !rd.snapshot().is_empty() {
                 match snap_apply::stage(peer.storage_mut(), &snap_mgr, rd.snapshot(), &mut wb) {
-                    Ok(p) => snapshots.push(p),
+                    Ok(p) => {
+                        // The snapshot replaces the region's data.
+                        self.leases.invalidate(id);
+                        snapshots.push(p)
+                    }
                     // The files were checked before the snapshot was stepped;
                     // failing here means they went missing since. Nothing of
                     // this Ready is persisted: the region is reloaded from
@@ -80,6 +84,10 @@ impl<S: StateMachine> Poller<S> {
             }
             must_sync |= rd.must_sync();
             peer.on_read_states(rd.read_states());
+            // Before any of the round's messages leave: a MsgTimeoutNow
+            // leaves after the lease is gone; a commit index after it is
+            // published (`local_reads.rs`).
+            self.leases.publish(peer);
             readies.push((id, rd));
         }
         // Leaders' appends leave before the local write: followers persist
@@ -120,6 +128,7 @@ impl<S: StateMachine> Poller<S> {
             let mut light = peer.advance_append(rd);
             if let Some(commit) = light.commit_index() {
                 peer.storage_mut().set_commit(commit);
+                self.leases.publish(peer);
             }
             let msgs = light.take_messages();
             peer.wrap_messages(
@@ -137,8 +146,14 @@ impl<S: StateMachine> Poller<S> {
         let mut outcomes: Vec<(RegionId, ApplyOutcome)> = vec![];
         for (id, committed) in to_apply {
             let peer = self.peers.get_mut(&id).expect("peer of a ready");
+            let epoch_before = region::epoch(peer.region());
             let outcome =
                 apply_entries(peer, committed, &mut self.sm, self.engine.as_ref(), &mut ab);
+            if region::epoch(peer.region()) != epoch_before || outcome.removed_self {
+                // A split or membership change: before it is written, before
+                // new regions start or this peer is destroyed.
+                self.leases.invalidate(id);
+            }
             outcomes.push((id, outcome));
         }
 
@@ -173,12 +188,16 @@ impl<S: StateMachine> Poller<S> {
         for (id, outcome) in outcomes {
             self.after_membership_change(id, &outcome);
         }
+        // Tests pause here: the round's writes are acknowledged, the applied
+        // state they need is not published yet.
+        fail::fail_point!("local_read_before_publish");
         for id in touched {
             let Some(peer) = self.peers.get_mut(&id) else {
                 continue;
             };
             let applied = peer.storage().applied_index();
             peer.advance_apply_to(applied);
+            self.leases.publish(peer);
             for read in peer.take_ready_reads() {
                 read.answer(peer.region());
             }

@@ -188,6 +188,8 @@ impl<S: StateMachine> Poller<S> {
         let Some(mut peer) = self.peers.remove(&region_id) else {
             return Err(Error::region(RegionError::region_not_found(region_id)));
         };
+        // No reader may start on, or keep what it read of, data about to go.
+        self.leases.remove(region_id);
         for answer in peer.fail_pending("the peer was removed from this store") {
             answer();
         }
@@ -317,6 +319,10 @@ impl<S: StateMachine> Poller<S> {
         if let Some(from) = msg.from_peer {
             peer.learn_peer(from);
         }
+        if peer.may_step_down_on(&raft_msg) {
+            // The lease ends before the step that may end the leadership.
+            self.leases.end_lease(region_id);
+        }
         let stepped = tessera_common::contain(|| {
             // Tests make raft-rs "panic" here to check the containment.
             fail::fail_point!("raft_step");
@@ -348,6 +354,7 @@ impl<S: StateMachine> Poller<S> {
         let Some(mut old) = self.peers.remove(&region_id) else {
             return;
         };
+        self.leases.invalidate(region_id);
         metrics::counter!(m::REGION_RELOADS_TOTAL, "reason" => reason).increment(1);
         self.stats
             .region_reloads

@@ -40,6 +40,7 @@ fn spec(
         transport: Box::new(net.transport(store_id)),
         inbox,
         removal_reports: None,
+        local_reads: None,
     };
     (spec, mailbox)
 }

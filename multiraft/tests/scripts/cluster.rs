@@ -193,6 +193,7 @@ impl Cluster {
                     }),
                     inbox,
                     removal_reports: None,
+                    local_reads: None,
                 },
                 mailbox.clone(),
             )?;

@@ -8,7 +8,11 @@
 //! 3. writes go through the region's Raft log (the poller checks leadership
 //!    and epoch when proposing, the state machine re-checks at apply); reads
 //!    wait for a read index (lease or ReadIndex) and then read the engine,
-//!    after re-checking the keys against the region as it is then;
+//!    after re-checking the keys against the region as it is then. A
+//!    leader's lease read is decided on the handler's own task from the
+//!    state the poller publishes (`tessera_multiraft::local_read`): no
+//!    message to the poller; what it read is kept only if the region's data
+//!    was not replaced meanwhile, else the read goes to the poller;
 //! 4. routing errors are returned in the response's `region_error`.
 //!
 //! A request that waits longer than [`KvConfig::request_timeout`] fails with
@@ -19,7 +23,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tessera_multiraft::engine::{Cf, Engine};
+use tessera_multiraft::local_read::LocalReaders;
 use tessera_multiraft::mailbox::{EpochCheck, PollerMsg, ReadPolicy, WriteClass};
+use tessera_multiraft::metrics::READS_TOTAL;
 use tessera_multiraft::region;
 use tessera_multiraft::Mailbox;
 use tessera_proto::errorpb::RegionError;
@@ -57,6 +63,8 @@ pub struct KvConfig {
     /// before it stops and says where to continue (a page always holds at
     /// least one pair).
     pub max_response_bytes: usize,
+    /// Serve leader lease reads on the handler's task (`[raft] local_reads`).
+    pub local_reads: bool,
 }
 
 impl Default for KvConfig {
@@ -65,6 +73,7 @@ impl Default for KvConfig {
             request_timeout: Duration::from_secs(5),
             unsafe_reads: Arc::new(AtomicBool::new(false)),
             max_response_bytes: limits::RESPONSE_PAGE_BYTES,
+            local_reads: true,
         }
     }
 }
@@ -73,6 +82,8 @@ pub struct KvApi {
     store_id: u64,
     mailbox: Mailbox<KvOutput>,
     engine: Arc<dyn Engine>,
+    /// The leases the poller publishes (`None`: local reads are off).
+    local: Option<LocalReaders>,
     cfg: KvConfig,
 }
 
@@ -90,18 +101,25 @@ impl KvApi {
         store_id: u64,
         mailbox: Mailbox<KvOutput>,
         engine: Arc<dyn Engine>,
+        local: Option<LocalReaders>,
         cfg: KvConfig,
     ) -> Self {
         KvApi {
             store_id,
             mailbox,
             engine,
+            local,
             cfg,
         }
     }
 
     pub fn store_id(&self) -> u64 {
         self.store_id
+    }
+
+    /// The leases the poller publishes, if local reads are on.
+    pub fn local_reads(&self) -> Option<&LocalReaders> {
+        self.local.as_ref()
     }
 
     fn context(&self, ctx: Option<Context>) -> Result<Context> {
@@ -128,10 +146,11 @@ impl KvApi {
         }
     }
 
-    /// Waits until the region may be read linearizably; returns the region
-    /// as it is then.
-    async fn read_region(&self, ctx: &Context) -> Result<Region> {
-        let (tx, rx) = oneshot::channel();
+    /// Serves a read linearizably: `serve` reads the engine once the region
+    /// may be read, given the region as it is then. A leader's lease read
+    /// is tried on this task first; `serve` runs again through the poller
+    /// if what it read there cannot be kept.
+    async fn read<T>(&self, ctx: &Context, serve: impl Fn(&Region) -> Result<T>) -> Result<T> {
         let policy = if self.cfg.unsafe_reads.load(Ordering::Relaxed) {
             ReadPolicy::UnsafeLocal
         } else if ctx.follower_read {
@@ -139,6 +158,28 @@ impl KvApi {
         } else {
             ReadPolicy::Leader
         };
+        if let (ReadPolicy::Leader, Some(local)) = (policy, &self.local) {
+            let epoch = EpochCheck::version(ctx.region_epoch.unwrap_or_default());
+            let began =
+                tokio::time::timeout(self.cfg.request_timeout, local.begin(ctx.region_id, &epoch))
+                    .await
+                    .map_err(|_| Error::Timeout(self.cfg.request_timeout))?;
+            if let Some(grant) = began {
+                let served = serve(grant.region());
+                if local.finish(&grant) {
+                    metrics::counter!(READS_TOTAL, "path" => "local").increment(1);
+                    return served;
+                }
+            }
+        }
+        let region = self.read_region(ctx, policy).await?;
+        serve(&region)
+    }
+
+    /// Waits until the poller says the region may be read (per `policy`);
+    /// returns the region as it is then.
+    async fn read_region(&self, ctx: &Context, policy: ReadPolicy) -> Result<Region> {
+        let (tx, rx) = oneshot::channel();
         self.mailbox.send(PollerMsg::Read {
             region_id: ctx.region_id,
             epoch: EpochCheck::version(ctx.region_epoch.unwrap_or_default()),
@@ -184,14 +225,16 @@ impl KvApi {
         respond(
             async {
                 let ctx = self.context(req.context)?;
-                let region = self.read_region(&ctx).await?;
-                Self::check_key_in(&region, &req.key)?;
-                let value = self.engine_get(&req.key)?;
-                Ok(GetResponse {
-                    region_error: None,
-                    found: value.is_some(),
-                    value: value.unwrap_or_default(),
+                self.read(&ctx, |region| {
+                    Self::check_key_in(region, &req.key)?;
+                    let value = self.engine_get(&req.key)?;
+                    Ok(GetResponse {
+                        region_error: None,
+                        found: value.is_some(),
+                        value: value.unwrap_or_default(),
+                    })
                 })
+                .await
             }
             .await,
         )
@@ -207,37 +250,41 @@ impl KvApi {
         respond(
             async {
                 let ctx = self.context(req.context)?;
-                let region = self.read_region(&ctx).await?;
-                for k in &req.keys {
-                    Self::check_key_in(&region, k)?;
-                }
-                let mut pairs = vec![];
-                let mut seen = std::collections::HashSet::with_capacity(req.keys.len());
-                let mut page = limits::PageBudget::new(self.cfg.max_response_bytes);
-                let mut resume_index = 0;
-                for (i, key) in req.keys.iter().enumerate() {
-                    if !seen.insert(key.as_slice()) {
-                        continue;
-                    }
-                    if let Some(value) = self.engine_get(key)? {
-                        if !page.admit(key.len() + value.len()) {
-                            resume_index = i as u32;
-                            break;
-                        }
-                        pairs.push(KvPair {
-                            key: key.clone(),
-                            value,
-                        });
-                    }
-                }
-                Ok(BatchGetResponse {
-                    region_error: None,
-                    pairs,
-                    resume_index,
-                })
+                self.read(&ctx, |region| self.batch_get_in(region, &req.keys))
+                    .await
             }
             .await,
         )
+    }
+
+    fn batch_get_in(&self, region: &Region, keys: &[Vec<u8>]) -> Result<BatchGetResponse> {
+        for k in keys {
+            Self::check_key_in(region, k)?;
+        }
+        let mut pairs = vec![];
+        let mut seen = std::collections::HashSet::with_capacity(keys.len());
+        let mut page = limits::PageBudget::new(self.cfg.max_response_bytes);
+        let mut resume_index = 0;
+        for (i, key) in keys.iter().enumerate() {
+            if !seen.insert(key.as_slice()) {
+                continue;
+            }
+            if let Some(value) = self.engine_get(key)? {
+                if !page.admit(key.len() + value.len()) {
+                    resume_index = i as u32;
+                    break;
+                }
+                pairs.push(KvPair {
+                    key: key.clone(),
+                    value,
+                });
+            }
+        }
+        Ok(BatchGetResponse {
+            region_error: None,
+            pairs,
+            resume_index,
+        })
     }
 
     pub async fn scan(&self, req: ScanRequest) -> Result<ScanResponse> {
@@ -246,47 +293,50 @@ impl KvApi {
         respond(
             async {
                 let ctx = self.context(req.context)?;
-                let region = self.read_region(&ctx).await?;
-                let (start, end) = clip_to_region(&region, &req.start_key, &req.end_key);
-                let limit = if req.limit == 0 {
-                    usize::MAX
-                } else {
-                    req.limit as usize
-                };
-                let mut pairs = vec![];
-                let budget = match req.max_bytes {
-                    0 => self.cfg.max_response_bytes,
-                    asked => self.cfg.max_response_bytes.min(asked as usize),
-                };
-                let mut page = limits::PageBudget::new(budget);
-                let mut resume_key = vec![];
-                self.engine
-                    .scan(Cf::Default, &start, &end, req.reverse, &mut |k, v| {
-                        if !page.admit(k.len() + v.len()) {
-                            // The next page starts with this pair: its start
-                            // is inclusive, a reverse page's end exclusive.
-                            resume_key = if req.reverse {
-                                keys::successor(k)
-                            } else {
-                                k.to_vec()
-                            };
-                            return false;
-                        }
-                        pairs.push(KvPair {
-                            key: k.to_vec(),
-                            value: v.to_vec(),
-                        });
-                        pairs.len() < limit
-                    })
-                    .map_err(|e| Error::Engine(e.to_string()))?;
-                Ok(ScanResponse {
-                    region_error: None,
-                    pairs,
-                    resume_key,
-                })
+                self.read(&ctx, |region| self.scan_in(region, &req)).await
             }
             .await,
         )
+    }
+
+    fn scan_in(&self, region: &Region, req: &ScanRequest) -> Result<ScanResponse> {
+        let (start, end) = clip_to_region(region, &req.start_key, &req.end_key);
+        let limit = if req.limit == 0 {
+            usize::MAX
+        } else {
+            req.limit as usize
+        };
+        let mut pairs = vec![];
+        let budget = match req.max_bytes {
+            0 => self.cfg.max_response_bytes,
+            asked => self.cfg.max_response_bytes.min(asked as usize),
+        };
+        let mut page = limits::PageBudget::new(budget);
+        let mut resume_key = vec![];
+        self.engine
+            .scan(Cf::Default, &start, &end, req.reverse, &mut |k, v| {
+                if !page.admit(k.len() + v.len()) {
+                    // The next page starts with this pair: its start is
+                    // inclusive, a reverse page's end exclusive.
+                    resume_key = if req.reverse {
+                        keys::successor(k)
+                    } else {
+                        k.to_vec()
+                    };
+                    return false;
+                }
+                pairs.push(KvPair {
+                    key: k.to_vec(),
+                    value: v.to_vec(),
+                });
+                pairs.len() < limit
+            })
+            .map_err(|e| Error::Engine(e.to_string()))?;
+        Ok(ScanResponse {
+            region_error: None,
+            pairs,
+            resume_key,
+        })
     }
 
     pub async fn put(&self, req: PutRequest) -> Result<PutResponse> {

@@ -1,0 +1,145 @@
+use std::time::Duration;
+
+use tessera_proto::metapb::RegionEpoch;
+
+use super::*;
+
+fn region(version: u64) -> Region {
+    Region {
+        id: 7,
+        end_key: b"m".to_vec(),
+        region_epoch: Some(RegionEpoch::new(1, version)),
+        ..Default::default()
+    }
+}
+
+fn leader(committed: u64, applied: u64) -> LeaseView {
+    LeaseView {
+        term: 6,
+        lease_until: Some(Instant::now() + Duration::from_secs(60)),
+        committed,
+        applied_index: applied,
+    }
+}
+
+fn at(version: u64) -> EpochCheck {
+    EpochCheck::version(RegionEpoch::new(1, version))
+}
+
+#[tokio::test]
+async fn a_leader_with_a_lease_and_everything_applied_serves_at_once() {
+    let lr = LocalReaders::new();
+    assert!(lr.begin(7, &at(1)).await.is_none(), "nothing published");
+    lr.publish(leader(10, 10), &region(1));
+    let read = lr.begin(7, &at(1)).await.expect("granted");
+    assert_eq!(read.region().end_key, b"m");
+    assert!(read.still_valid());
+}
+
+#[tokio::test]
+async fn no_lease_an_expired_lease_or_another_epoch_goes_to_the_poller() {
+    let lr = LocalReaders::new();
+    let mut view = leader(10, 10);
+    view.lease_until = None;
+    lr.publish(view, &region(1));
+    assert!(lr.begin(7, &at(1)).await.is_none(), "no lease");
+
+    view.lease_until = Some(Instant::now() - Duration::from_millis(1));
+    lr.publish(view, &region(1));
+    assert!(lr.begin(7, &at(1)).await.is_none(), "expired");
+
+    lr.publish(leader(10, 10), &region(1));
+    assert!(lr.begin(7, &at(2)).await.is_none(), "another epoch");
+    lr.end_lease(7);
+    assert!(lr.begin(7, &at(1)).await.is_none(), "lease ended");
+}
+
+#[tokio::test]
+async fn a_read_waits_for_the_applied_index_to_reach_the_commit_index() {
+    let lr = LocalReaders::new();
+    lr.publish(leader(12, 10), &region(1));
+    let waiting = tokio::spawn({
+        let lr = lr.clone();
+        async move { lr.begin(7, &at(1)).await.map(|r| r.region().clone()) }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!waiting.is_finished(), "applied 10 < read index 12");
+    // The lease ending does not matter any more: the read index was taken
+    // while it was valid.
+    lr.end_lease(7);
+    lr.publish(leader(14, 11), &region(1));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(!waiting.is_finished(), "applied 11 < read index 12");
+    lr.publish(leader(14, 12), &region(1));
+    let granted = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(granted.is_some());
+}
+
+#[tokio::test]
+async fn a_split_applied_while_waiting_sends_the_read_to_the_poller() {
+    let lr = LocalReaders::new();
+    lr.publish(leader(12, 10), &region(1));
+    let waiting = tokio::spawn({
+        let lr = lr.clone();
+        async move { lr.begin(7, &at(1)).await.is_some() }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut narrowed = region(2);
+    narrowed.end_key = b"g".to_vec();
+    lr.publish(leader(12, 12), &narrowed);
+    assert!(!waiting.await.unwrap(), "the region changed under the read");
+}
+
+#[tokio::test]
+async fn what_was_read_is_dropped_when_the_region_changed_or_went_away() {
+    let lr = LocalReaders::new();
+    lr.publish(leader(10, 10), &region(1));
+    let read = lr.begin(7, &at(1)).await.unwrap();
+    lr.publish(leader(11, 11), &region(1));
+    assert!(read.still_valid(), "more applied: what was read stands");
+    lr.end_lease(7);
+    assert!(read.still_valid(), "a lease ending does not undo a read");
+    lr.invalidate(7);
+    assert!(!read.still_valid(), "a split or membership change");
+
+    lr.publish(leader(11, 11), &region(1));
+    let read = lr.begin(7, &at(1)).await.unwrap();
+    lr.remove(7);
+    assert!(!read.still_valid(), "the peer's data is being deleted");
+    assert!(lr.begin(7, &at(1)).await.is_none());
+    assert!(lr.state(7).is_none());
+}
+
+#[tokio::test]
+async fn closing_wakes_waiting_reads_and_refuses_new_ones() {
+    let lr = LocalReaders::new();
+    lr.publish(leader(12, 10), &region(1));
+    let waiting = tokio::spawn({
+        let lr = lr.clone();
+        async move { lr.begin(7, &at(1)).await.is_some() }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    lr.close_all();
+    let woke = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!woke);
+    assert!(lr.begin(7, &at(1)).await.is_none());
+}
+
+#[test]
+fn republishing_the_same_state_wakes_nobody_and_keeps_the_generation() {
+    let lr = LocalReaders::new();
+    lr.publish(leader(10, 10), &region(1));
+    let g = lr.state(7).unwrap().generation;
+    lr.publish(leader(10, 10), &region(1));
+    assert_eq!(lr.state(7).unwrap().generation, g);
+    let mut moved = region(1);
+    moved.peers.push(Default::default());
+    lr.publish(leader(10, 10), &moved);
+    assert_eq!(lr.state(7).unwrap().generation, g + 1);
+}
