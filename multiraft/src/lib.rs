@@ -27,7 +27,9 @@
 //! Raft write; `apply_before_write` before the applied state is written;
 //! `split_between_write_and_start` after a split is written and before the
 //! new regions' peers start; `snapshot_before_ingest` /
-//! `snapshot_after_ingest` inside a snapshot's apply.
+//! `snapshot_after_ingest` inside a snapshot's apply;
+//! `local_read_before_publish` after a round's writes were acknowledged and
+//! before the applied state is published for reads off the poller's thread.
 //!
 //! What it leaves to its users: the meaning of a committed entry. The store's
 //! KV state machine and the directory's metadata state machine plug in through
