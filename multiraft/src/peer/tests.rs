@@ -280,6 +280,13 @@ fn every_recent_split_is_remembered_not_only_the_last() {
     let kept = ids(&p.info().split_siblings);
     assert_eq!(kept.len(), MAX_SPLIT_SIBLINGS);
     assert_eq!(kept[0], 100);
+
+    // One split at more keys than the bound (a 256-way presplit): every
+    // region it created is kept, or the directory could never record it.
+    let wide: Vec<Region> = (1000..1255).map(|id| sibling(id, b"x", b"y")).collect();
+    record_siblings(&mut p, wide);
+    let kept = ids(&p.info().split_siblings);
+    assert_eq!(kept, (1000..1255).collect::<Vec<u64>>());
 }
 
 /// What the poller publishes for lease reads off its thread: a lease only

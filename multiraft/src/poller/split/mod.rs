@@ -79,8 +79,10 @@ pub(crate) fn apply<O: Send + 'static>(
 }
 
 /// The most regions split off one peer's region that it remembers: the
-/// oldest are dropped first. Every split adds its regions to one parent
-/// only, so a store's siblings in all stay near its number of splits.
+/// oldest are dropped first — but never one of the newest split's, however
+/// many keys it split at (the directory records a split only with all of
+/// them). Every split adds its regions to one parent only, so a store's
+/// siblings in all stay near its number of splits.
 pub const MAX_SPLIT_SIBLINGS: usize = 32;
 
 /// Adds the regions a split of `peer`'s region created to those it
@@ -94,9 +96,12 @@ pub const MAX_SPLIT_SIBLINGS: usize = 32;
 /// parent are disjoint from each other and from the parent's current range;
 /// the directory ignores the ones it already knows at that epoch or newer.
 pub(crate) fn record_siblings<O: Send + 'static>(peer: &mut Peer<O>, new_regions: Vec<Region>) {
+    let newest = new_regions.len();
     let siblings = &mut peer.split_siblings;
     siblings.extend(new_regions);
-    let over = siblings.len().saturating_sub(MAX_SPLIT_SIBLINGS);
+    let over = siblings
+        .len()
+        .saturating_sub(MAX_SPLIT_SIBLINGS.max(newest));
     siblings.drain(..over);
 }
 
