@@ -78,12 +78,15 @@ pub fn supersedes(a: &Region, b: &Region) -> bool {
     epoch(a).version > epoch(b).version
 }
 
-/// Checks that `keys` can split `region`: at least one, ascending,
+/// Checks that `keys` can split `region`: at least one and at most
+/// [`crate::limits::MAX_BATCH_KEYS`] (every region a split creates rides on
+/// the parent's reports until the directory records them), ascending,
 /// distinct, strictly inside its range.
 pub fn check_split_keys(region: &Region, keys: &[Vec<u8>]) -> Result<(), String> {
     if keys.is_empty() {
         return Err("no split key".into());
     }
+    crate::limits::validate_batch_len(keys.len())?;
     let mut prev: &[u8] = &region.start_key;
     for k in keys {
         if k.is_empty() || k.as_slice() <= prev {
@@ -195,6 +198,14 @@ mod tests {
         ] {
             assert!(check_split_keys(&r, &bad).is_err(), "{bad:?}");
         }
+        let wide = region(8, b"", b"", 1);
+        let many = |n: usize| -> Vec<Vec<u8>> {
+            (0..n).map(|i| format!("k{i:08}").into_bytes()).collect()
+        };
+        let limit = crate::limits::MAX_BATCH_KEYS;
+        assert!(check_split_keys(&wide, &many(limit)).is_ok());
+        let too_many = check_split_keys(&wide, &many(limit + 1)).unwrap_err();
+        assert!(too_many.contains("limit"), "{too_many}");
         assert_eq!(
             normalize_split_keys(&r, &[b"k".to_vec(), b"c".to_vec(), b"k".to_vec()]).unwrap(),
             vec![b"c".to_vec(), b"k".to_vec()]
