@@ -26,6 +26,21 @@ fn at(version: u64) -> EpochCheck {
     EpochCheck::version(RegionEpoch::new(1, version))
 }
 
+/// Starts a read of region 7 at version 1 on its own task; the task
+/// answers whether the read was granted.
+fn begin_on_a_task(lr: &LocalReaders) -> tokio::task::JoinHandle<bool> {
+    let lr = lr.clone();
+    tokio::spawn(async move { lr.begin(7, &at(1)).await.is_some() })
+}
+
+/// What a read started by [`begin_on_a_task`] answered (within 5 s).
+async fn answer(waiting: tokio::task::JoinHandle<bool>) -> bool {
+    tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("the read answered")
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_leader_with_a_lease_and_everything_applied_serves_at_once() {
     let lr = LocalReaders::new();
@@ -58,10 +73,7 @@ async fn no_lease_an_expired_lease_or_another_epoch_goes_to_the_poller() {
 async fn a_read_waits_for_the_applied_index_to_reach_the_commit_index() {
     let lr = LocalReaders::new();
     lr.publish(leader(12, 10), &region(1));
-    let waiting = tokio::spawn({
-        let lr = lr.clone();
-        async move { lr.begin(7, &at(1)).await.map(|r| r.region().clone()) }
-    });
+    let waiting = begin_on_a_task(&lr);
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!waiting.is_finished(), "applied 10 < read index 12");
     // The lease ending does not matter any more: the read index was taken
@@ -71,26 +83,19 @@ async fn a_read_waits_for_the_applied_index_to_reach_the_commit_index() {
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert!(!waiting.is_finished(), "applied 11 < read index 12");
     lr.publish(leader(14, 12), &region(1));
-    let granted = tokio::time::timeout(Duration::from_secs(5), waiting)
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(granted.is_some());
+    assert!(answer(waiting).await, "granted once applied");
 }
 
 #[tokio::test]
 async fn a_split_applied_while_waiting_sends_the_read_to_the_poller() {
     let lr = LocalReaders::new();
     lr.publish(leader(12, 10), &region(1));
-    let waiting = tokio::spawn({
-        let lr = lr.clone();
-        async move { lr.begin(7, &at(1)).await.is_some() }
-    });
+    let waiting = begin_on_a_task(&lr);
     tokio::time::sleep(Duration::from_millis(20)).await;
     let mut narrowed = region(2);
     narrowed.end_key = b"g".to_vec();
     lr.publish(leader(12, 12), &narrowed);
-    assert!(!waiting.await.unwrap(), "the region changed under the read");
+    assert!(!answer(waiting).await, "the region changed under the read");
 }
 
 #[tokio::test]
@@ -117,17 +122,10 @@ async fn what_was_read_is_dropped_when_the_region_changed_or_went_away() {
 async fn closing_wakes_waiting_reads_and_refuses_new_ones() {
     let lr = LocalReaders::new();
     lr.publish(leader(12, 10), &region(1));
-    let waiting = tokio::spawn({
-        let lr = lr.clone();
-        async move { lr.begin(7, &at(1)).await.is_some() }
-    });
+    let waiting = begin_on_a_task(&lr);
     tokio::time::sleep(Duration::from_millis(20)).await;
     lr.close_all();
-    let woke = tokio::time::timeout(Duration::from_secs(5), waiting)
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(!woke);
+    assert!(!answer(waiting).await, "woken, not granted");
     assert!(lr.begin(7, &at(1)).await.is_none());
 }
 

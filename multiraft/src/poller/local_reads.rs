@@ -21,7 +21,6 @@ use crate::local_read::LocalReaders;
 use crate::peer::Peer;
 use crate::RegionId;
 
-#[derive(Default)]
 pub(super) struct Publisher(Option<LocalReaders>);
 
 impl Publisher {
