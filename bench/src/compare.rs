@@ -177,7 +177,14 @@ pub async fn one_run(
     p: &Params,
     progress: bool,
 ) -> anyhow::Result<WorkloadResult> {
-    let cluster = LocalCluster::start(system, members, mode, &p.tessera_store_toml).await?;
+    let cluster = LocalCluster::start(
+        system,
+        members,
+        mode,
+        &p.tessera_store_toml,
+        !p.no_batch_stream,
+    )
+    .await?;
     let endpoints = cluster.endpoints(system);
     let backend = AnyBackend::connect(system, &endpoints, p, &cluster.access()).await?;
     let cpu = CpuProbe::new(server_procs(&cluster));

@@ -156,10 +156,7 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
             backend::Tessera::connect(
                 &endpoints,
                 args.direct,
-                p.connections,
-                p.op_timeout(),
-                !p.no_busy_retry,
-                p.sdk_throttle,
+                p,
                 &tessera_security::Security::insecure(),
             )
             .await?,

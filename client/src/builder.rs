@@ -80,6 +80,7 @@ pub struct ClientBuilder {
     backoff: Backoff,
     security: Security,
     retry_busy: bool,
+    batch_stream: bool,
     throttle_ratio: f64,
     throttle_window: Duration,
 }
@@ -94,6 +95,7 @@ impl Default for ClientBuilder {
             backoff: Backoff::default(),
             security: Security::insecure(),
             retry_busy: true,
+            batch_stream: true,
             throttle_ratio: throttle::DEFAULT_RATIO,
             throttle_window: throttle::DEFAULT_WINDOW,
         }
@@ -180,6 +182,18 @@ impl ClientBuilder {
     /// load generator measuring what the cluster admits.
     pub fn retry_busy(mut self, retry: bool) -> Self {
         self.retry_busy = retry;
+        self
+    }
+
+    /// Direct mode: whether point requests (get, put, delete,
+    /// compare-and-swap) travel to each store over one long-lived
+    /// `BatchCommands` stream that carries many requests per message (the
+    /// default: fewer messages and less CPU per request under load, no
+    /// waiting when idle), or as one unary RPC each. No effect through
+    /// routers (a router streams to the stores itself, as its
+    /// `batch_stream` setting says).
+    pub fn batch_stream(mut self, stream: bool) -> Self {
+        self.batch_stream = stream;
         self
     }
 
@@ -273,6 +287,7 @@ impl ClientBuilder {
             backoff: self.backoff,
             security: self.security,
             retry_busy: self.retry_busy,
+            batch_stream: self.batch_stream,
             throttle,
         };
         let transport = if members.is_empty() {

@@ -65,6 +65,7 @@ impl Direct {
         let mut cfg = RouterConfig::new(directory.clone(), settings.security.clone());
         cfg.timeout = settings.timeout;
         cfg.backoff = settings.backoff.clone();
+        cfg.batch_stream = settings.batch_stream;
         let router = Router::new(cfg).map_err(|e| Error::Config(e.to_string()))?;
         Ok(Direct {
             router,
@@ -206,6 +207,7 @@ mod tests {
             },
             security: tessera_security::Security::insecure(),
             retry_busy,
+            batch_stream: true,
             throttle: None,
         };
         Direct::new(vec!["127.0.0.1:1".into()], settings).unwrap()

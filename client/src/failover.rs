@@ -98,6 +98,8 @@ pub(crate) struct Settings {
     pub security: tessera_security::Security,
     /// Wait out busy refusals until the deadline (else return them).
     pub retry_busy: bool,
+    /// Direct mode: point requests over one stream per store.
+    pub batch_stream: bool,
     /// Holds back what the routers would refuse (`None`: off).
     pub throttle: Option<std::sync::Arc<Throttle>>,
 }

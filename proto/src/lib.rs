@@ -44,6 +44,7 @@ pub mod routerpb {
     tonic::include_proto!("routerpb");
 }
 
+mod commands;
 mod convert;
 pub mod keys;
 pub mod limits;

@@ -32,6 +32,10 @@ pub struct ServerConfig {
     /// before it stops and says where to continue (a page always holds at
     /// least one pair, so it may pass this by one value).
     pub max_response_bytes: usize,
+    /// Forward point requests (get, put, delete, compare-and-swap) to each
+    /// store over one `BatchCommands` stream, many per message; false: one
+    /// unary RPC per request.
+    pub batch_stream: bool,
     /// `text` or `json`.
     pub log_format: String,
     /// Lets a test build (feature `failpoints`) serve its fault endpoints on
@@ -55,6 +59,7 @@ impl Default for ServerConfig {
             max_backoff_ms: 500,
             shutdown_grace_ms: 5_000,
             max_response_bytes: tessera_proto::limits::RESPONSE_PAGE_BYTES,
+            batch_stream: true,
             log_format: "text".into(),
             allow_fault_endpoints: false,
             security: TlsSettings::default(),
@@ -110,6 +115,7 @@ impl ServerConfig {
                 Duration::from_millis(self.max_backoff_ms),
             ),
             max_response_bytes: self.max_response_bytes,
+            batch_stream: self.batch_stream,
         }
     }
 }

@@ -18,14 +18,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tessera_proto::kvpb::kv_client::KvClient;
 use tessera_proto::kvpb::*;
 use tessera_proto::KvResponse;
-use tessera_security::Channel;
 
 use crate::metrics as m;
 use crate::reaction::{SendPolicy, MAX_NO_SPACE_RETRIES};
 use crate::route::Attempt;
+use crate::stream::StoreClient;
 use crate::{Error, ReadConsistency, Result, Router};
 
 /// How many parts (one per region) of a batch are sent at once. Bounds the
@@ -67,7 +66,7 @@ impl Router {
     ) -> Result<Vec<(R, Vec<Vec<u8>>)>>
     where
         R: KvResponse + Send,
-        F: Fn(KvClient<Channel>, Context, Vec<Vec<u8>>) -> Fut + Clone,
+        F: Fn(StoreClient, Context, Vec<Vec<u8>>) -> Fut + Clone,
         Fut: Future<Output = std::result::Result<tonic::Response<R>, tonic::Status>>,
     {
         let started = Instant::now();

@@ -46,6 +46,7 @@ pub mod route;
 pub mod router;
 pub mod sent;
 pub mod store_pool;
+pub mod stream;
 pub mod throttle;
 pub mod users;
 

@@ -17,11 +17,9 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use tessera_proto::kvpb::kv_client::KvClient;
 use tessera_proto::kvpb::Context;
 use tessera_proto::metapb::Region;
 use tessera_proto::KvResponse;
-use tessera_security::Channel;
 
 use crate::cache::CachedRegion;
 use crate::locate::target;
@@ -30,6 +28,7 @@ use crate::reaction::{
     react, CacheUpdate, Failure, Next, Reaction, SendPolicy, BUSY_REASON, MAX_NO_SPACE_RETRIES,
 };
 use crate::sent::sent;
+use crate::stream::StoreClient;
 use crate::{Error, Result, Router};
 
 /// Retries in a row without waiting (following leader hints, fresh
@@ -129,7 +128,7 @@ impl Router {
     ) -> Attempt<R>
     where
         R: KvResponse,
-        F: FnMut(KvClient<Channel>, Context) -> Fut,
+        F: FnMut(StoreClient, Context) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<R>, tonic::Status>>,
     {
         // Follower reads take turns over the voters; nothing else touches
@@ -198,7 +197,7 @@ impl Router {
     ) -> Result<(R, Region)>
     where
         R: KvResponse,
-        F: FnMut(KvClient<Channel>, Context) -> Fut,
+        F: FnMut(StoreClient, Context) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<R>, tonic::Status>>,
     {
         let started = Instant::now();

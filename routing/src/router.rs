@@ -35,6 +35,10 @@ pub struct RouterConfig {
     /// before it stops and says where to continue (a page always holds at
     /// least one pair).
     pub max_response_bytes: usize,
+    /// Send each store's point requests (get, put, delete,
+    /// compare-and-swap) through one `BatchCommands` stream, many per
+    /// message ([`crate::stream`]); off: one unary RPC each.
+    pub batch_stream: bool,
 }
 
 impl RouterConfig {
@@ -45,6 +49,7 @@ impl RouterConfig {
             timeout: Duration::from_secs(10),
             backoff: Backoff::new(Duration::from_millis(10), Duration::from_millis(500)),
             max_response_bytes: limits::RESPONSE_PAGE_BYTES,
+            batch_stream: true,
         }
     }
 }
@@ -91,7 +96,7 @@ impl MissingKeyspaces {
 impl Router {
     pub fn new(cfg: RouterConfig) -> Result<Arc<Self>> {
         let dir = DirectoryConn::new(cfg.directory.clone(), cfg.timeout, cfg.security.clone())?;
-        let stores = StorePool::new(cfg.security.clone());
+        let stores = StorePool::new(cfg.security.clone(), cfg.batch_stream);
         Ok(Arc::new(Router {
             cfg,
             dir,

@@ -19,10 +19,11 @@ use std::time::Duration;
 use dashmap::DashMap;
 use tessera_proto::directorypb::GetStoreRequest;
 use tessera_proto::kvpb::kv_client::KvClient;
-use tessera_security::{Channel, Security};
+use tessera_security::Security;
 use tonic::transport::Endpoint;
 
 use crate::directory::DirectoryConn;
+use crate::stream::StoreClient;
 use crate::{Error, Result};
 
 /// How long dialing a store may take.
@@ -35,21 +36,26 @@ const MAX_DECODING_BYTES: usize = 256 * 1024 * 1024;
 const MAX_ENCODING_BYTES: usize = 64 * 1024 * 1024;
 
 pub struct StorePool {
-    clients: DashMap<u64, KvClient<Channel>>,
+    clients: DashMap<u64, StoreClient>,
     security: Security,
+    /// Point requests go through one `BatchCommands` stream per store.
+    stream: bool,
 }
 
 impl StorePool {
-    /// An empty pool whose channels are secured by `security`.
-    pub fn new(security: Security) -> Self {
+    /// An empty pool whose channels are secured by `security`; with
+    /// `stream`, each store's point requests share one `BatchCommands`
+    /// stream ([`crate::stream`]).
+    pub fn new(security: Security, stream: bool) -> Self {
         StorePool {
             clients: DashMap::new(),
             security,
+            stream,
         }
     }
 
     /// The Kv client of `store_id`, asking `dir` for its address once.
-    pub async fn client(&self, dir: &DirectoryConn, store_id: u64) -> Result<KvClient<Channel>> {
+    pub async fn client(&self, dir: &DirectoryConn, store_id: u64) -> Result<StoreClient> {
         if let Some(c) = self.clients.get(&store_id) {
             return Ok(c.clone());
         }
@@ -67,9 +73,10 @@ impl StorePool {
             .http2_keep_alive_interval(KEEPALIVE)
             .keep_alive_timeout(KEEPALIVE)
             .keep_alive_while_idle(false);
-        let client = KvClient::new(self.security.channel(endpoint))
+        let unary = KvClient::new(self.security.channel(endpoint))
             .max_decoding_message_size(MAX_DECODING_BYTES)
             .max_encoding_message_size(MAX_ENCODING_BYTES);
+        let client = StoreClient::new(unary, self.stream);
         self.clients.insert(store_id, client.clone());
         Ok(client)
     }

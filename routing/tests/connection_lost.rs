@@ -48,20 +48,36 @@ async fn hanging_up_store() -> (SocketAddr, Arc<AtomicUsize>) {
                     return;
                 };
                 if let Some(Ok((request, mut respond))) = conn.accept().await {
-                    let mut body = request.into_body();
-                    while let Some(chunk) = body.data().await {
-                        if chunk.is_err() {
-                            break;
-                        }
-                    }
-                    count.fetch_add(1, Ordering::SeqCst);
-                    // The answer starts, then the connection goes.
                     let response = http::Response::builder()
                         .status(200)
                         .header("content-type", "application/grpc")
                         .body(())
                         .unwrap();
-                    let _stream = respond.send_response(response, false);
+                    // The stream of requests is answered at once and
+                    // never ends: its first message is the request.
+                    let stream = request.uri().path().ends_with("/BatchCommands");
+                    let mut answer = stream.then(|| respond.send_response(response.clone(), false));
+                    let mut body = request.into_body();
+                    if stream {
+                        // The connection is driven while the first
+                        // message is awaited (it comes after the headers).
+                        tokio::select! {
+                            _ = body.data() => {}
+                            _ = futures::future::poll_fn(|cx| conn.poll_closed(cx)) => {}
+                        }
+                    } else {
+                        while let Some(chunk) = body.data().await {
+                            if chunk.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                    count.fetch_add(1, Ordering::SeqCst);
+                    // The answer starts, then the connection goes.
+                    if answer.is_none() {
+                        answer = Some(respond.send_response(response, false));
+                    }
+                    let _answer = answer;
                     let _ = futures::future::poll_fn(|cx| conn.poll_closed(cx)).now_or_never();
                 }
                 // Dropping the connection closes the socket unanswered.
@@ -339,8 +355,9 @@ enum Mode {
     Busy,
 }
 
-/// A store that answers every request as its [`Mode`] says. Counts what it
-/// applied.
+/// A store that answers every request as its [`Mode`] says, unary or in
+/// its stream. Counts what it applied.
+#[derive(Clone)]
 struct FakeStore {
     mode: Mode,
     applied: Arc<AtomicUsize>,
@@ -364,8 +381,65 @@ impl FakeStore {
     }
 }
 
+impl FakeStore {
+    /// The answer to one request carried in the stream.
+    fn answer_carried(
+        &self,
+        cmd: batch_commands_request::request::Cmd,
+    ) -> batch_commands_response::response::Cmd {
+        use batch_commands_request::request::Cmd as Q;
+        use batch_commands_response::response::Cmd as A;
+        fn carried<T>(r: Result<Response<T>, Status>, as_answer: fn(T) -> A) -> A {
+            match r {
+                Ok(r) => as_answer(r.into_inner()),
+                Err(s) => A::Status(CommandStatus::from(&s)),
+            }
+        }
+        match cmd {
+            Q::Get(_) => carried(self.answer(), A::Get),
+            Q::Put(_) => carried(self.answer(), A::Put),
+            Q::Delete(_) => carried(self.answer(), A::Delete),
+            Q::BatchGet(_) => carried(self.answer(), A::BatchGet),
+            Q::BatchPut(_) => carried(self.answer(), A::BatchPut),
+            Q::Scan(_) => carried(self.answer(), A::Scan),
+            Q::CompareAndSwap(_) => carried(self.answer(), A::CompareAndSwap),
+            Q::DeleteRange(_) => carried(self.answer(), A::DeleteRange),
+        }
+    }
+}
+
+type Answers =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<BatchCommandsResponse, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl Kv for FakeStore {
+    type BatchCommandsStream = Answers;
+
+    async fn batch_commands(
+        &self,
+        r: Request<tonic::Streaming<BatchCommandsRequest>>,
+    ) -> Result<Response<Answers>, Status> {
+        let store = self.clone();
+        let answers = futures::stream::unfold(r.into_inner(), move |mut inbound| {
+            let store = store.clone();
+            async move {
+                let message = inbound.message().await.ok()??;
+                let responses = message
+                    .requests
+                    .into_iter()
+                    .filter_map(|q| {
+                        Some(batch_commands_response::Response {
+                            id: q.id,
+                            cmd: Some(store.answer_carried(q.cmd?)),
+                        })
+                    })
+                    .collect();
+                Some((Ok(BatchCommandsResponse { responses }), inbound))
+            }
+        });
+        Ok(Response::new(Box::pin(answers)))
+    }
+
     async fn get(&self, _: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         self.answer()
     }

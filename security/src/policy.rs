@@ -20,6 +20,9 @@
 //!   which enforce roles themselves.
 //! - gRPC health: anyone, even without a certificate (probes).
 //!
+//! - Streams of requests (the store's `BatchCommands`): every carried
+//!   request is checked as the RPC it stands for ([`STREAMS`]).
+//!
 //! A client identity's role comes from the user table
 //! ([`crate::users`]); node and router identities have no role.
 
@@ -60,6 +63,10 @@ const TABLE: &[(&str, &str, Access)] = &[
     ("kvpb.Kv", "BatchPut", ANY_WRITER),
     ("kvpb.Kv", "CompareAndSwap", ANY_WRITER),
     ("kvpb.Kv", "DeleteRange", ANY_WRITER),
+    // A stream of the requests above: opened at the weakest rule it may
+    // carry; each request in it is then checked as its own RPC
+    // (`STREAMS`).
+    ("kvpb.Kv", "BatchCommands", ANY_READER),
     ("routerpb.Router", "Get", READER),
     ("routerpb.Router", "BatchGet", READER),
     ("routerpb.Router", "Scan", READER),
@@ -98,6 +105,15 @@ const TABLE: &[(&str, &str, Access)] = &[
     ("directorypb.Directory", "ListUsers", ADMIN),
     ("directorypb.Directory", "RevokeUser", ADMIN),
 ];
+
+/// Streams that carry many requests, each standing for one of the RPCs
+/// above. The guard lets such a stream open under its own rule (the
+/// weakest of what it may carry) and hands the service an
+/// [`Authority`](crate::tls::Authority), which checks every carried
+/// request against its own RPC's rule with the user table as it is then:
+/// a `readonly` user's stream reads but cannot write, and a user revoked
+/// while a stream is open is refused from its next request on.
+pub const STREAMS: &[&str] = &["/kvpb.Kv/BatchCommands"];
 
 /// Who may call the method at `path` (`/package.Service/Method`); `None`
 /// for a method the policy does not know.

@@ -17,6 +17,13 @@ pub const LOW_SPACE: &str = "tessera_store_low_space";
 /// Bytes of the reserve file now held.
 pub const RESERVE_BYTES: &str = "tessera_store_reserve_bytes";
 
+/// Messages of `BatchCommands` streams, by `direction` (`in`, `out`).
+pub const STREAM_MESSAGES_TOTAL: &str = "tessera_kv_stream_messages_total";
+/// Requests carried in `BatchCommands` streams.
+pub const STREAM_REQUESTS_TOTAL: &str = "tessera_kv_stream_requests_total";
+/// Writes that shared one Raft entry with other writes of their message.
+pub const MERGED_WRITES_TOTAL: &str = "tessera_kv_merged_writes_total";
+
 /// Registers help text for the store's metrics and its Raft groups'.
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, Unit};
@@ -47,6 +54,18 @@ pub fn describe() {
         RESERVE_BYTES,
         Unit::Bytes,
         "Bytes of the space-reserve file now held (released while the store is low on space)"
+    );
+    describe_counter!(
+        STREAM_MESSAGES_TOTAL,
+        "Messages of BatchCommands streams (many requests each), by direction"
+    );
+    describe_counter!(
+        STREAM_REQUESTS_TOTAL,
+        "Requests carried in BatchCommands streams"
+    );
+    describe_counter!(
+        MERGED_WRITES_TOTAL,
+        "Writes that shared one Raft entry with other writes of their stream message"
     );
     describe_gauge!(
         DEGRADED,

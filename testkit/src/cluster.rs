@@ -56,6 +56,8 @@ pub struct ClusterOptions {
     pub node: NodeConfig,
     /// How long the harness client keeps retrying one request.
     pub client_deadline: Duration,
+    /// The stores' serving quotas (gRPC transport).
+    pub serving: tessera_common::admission::ServingLimits,
 }
 
 impl ClusterOptions {
@@ -80,6 +82,7 @@ impl ClusterOptions {
                 ..NodeConfig::default()
             },
             client_deadline: Duration::from_secs(20),
+            serving: Default::default(),
         }
     }
 
@@ -260,7 +263,7 @@ impl Cluster {
                         snap_mgr,
                         net_faults: Default::default(),
                         security: &tessera_security::Security::insecure(),
-                        limits: &Default::default(),
+                        limits: &self.opts.serving,
                     },
                     stop_rx,
                 );

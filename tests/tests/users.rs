@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 use tessera_client::{Client, Error as SdkError};
 use tessera_e2e::{E2eCluster, Options};
 use tessera_proto::kvpb::kv_client::KvClient;
-use tessera_proto::kvpb::{GetRequest, PutRequest};
+use tessera_proto::kvpb::{
+    batch_commands_request, batch_commands_response, BatchCommandsRequest, BatchCommandsResponse,
+    GetRequest, PutRequest,
+};
 use tessera_security::certs::{self, CertsDir};
 use tessera_security::identity::Identity;
 use tessera_security::{secret, Kind, Security};
@@ -63,6 +66,67 @@ async fn at_store(c: &E2eCluster, security: &Security) -> (Code, Code) {
     (put, get)
 }
 
+/// A `BatchCommands` stream to store 1, opened as `security`'s user.
+struct StoreStream {
+    out: tokio::sync::mpsc::UnboundedSender<BatchCommandsRequest>,
+    answers: tonic::Streaming<BatchCommandsResponse>,
+    next_id: u64,
+}
+
+impl StoreStream {
+    async fn open(c: &E2eCluster, security: &Security) -> StoreStream {
+        let endpoint = Endpoint::from_shared(format!("http://{}", c.stores[&1].addr)).unwrap();
+        let mut kv = KvClient::new(security.connect(endpoint).await.unwrap());
+        let (out, rx) = tokio::sync::mpsc::unbounded_channel();
+        let answers = kv
+            .batch_commands(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        StoreStream {
+            out,
+            answers,
+            next_id: 0,
+        }
+    }
+
+    /// Sends a put and a get (neither names a region) in one message; the
+    /// code each is answered with.
+    async fn put_and_get(&mut self) -> (Code, Code) {
+        use batch_commands_request::{request::Cmd, Request};
+        use batch_commands_response::response::Cmd as Answer;
+        let (put, get) = (self.next_id + 1, self.next_id + 2);
+        self.next_id += 2;
+        let requests = vec![
+            Request {
+                id: put,
+                cmd: Some(Cmd::Put(PutRequest {
+                    key: b"k".to_vec(),
+                    value: b"forged".to_vec(),
+                    ..Default::default()
+                })),
+            },
+            Request {
+                id: get,
+                cmd: Some(Cmd::Get(GetRequest::default())),
+            },
+        ];
+        self.out.send(BatchCommandsRequest { requests }).unwrap();
+        let mut codes = std::collections::HashMap::new();
+        while codes.len() < 2 {
+            let message = self.answers.message().await.unwrap().expect("answers");
+            for r in message.responses {
+                let code = match r.cmd.unwrap() {
+                    Answer::Status(s) => s.into_status().code(),
+                    _ => Code::Ok,
+                };
+                codes.insert(r.id, code);
+            }
+        }
+        (codes[&put], codes[&get])
+    }
+}
+
 /// The user commands' CLI run with `--token`.
 fn cli_as(c: &E2eCluster, token: &str, args: &[&str]) -> Result<String, String> {
     let mut all = vec!["--token", token];
@@ -95,6 +159,16 @@ async fn tokens_get_exactly_their_role_everywhere_until_revoked() {
     }
     let (put, _) = at_store(&c, &with_token(&c, &ro)).await;
     assert_eq!(put, Code::PermissionDenied);
+    // In a store's stream of requests each is checked as its own RPC: the
+    // reader's put is refused, its get passes the check (and is refused as
+    // bad input: it names no region), and the stream stays open.
+    let mut reader_stream = StoreStream::open(&c, &with_token(&c, &ro)).await;
+    for _ in 0..2 {
+        assert_eq!(
+            reader_stream.put_and_get().await,
+            (Code::PermissionDenied, Code::InvalidArgument)
+        );
+    }
     assert_eq!(admin.get("k").await.unwrap().as_deref(), Some(&b"v1"[..]));
 
     // readwrite: writes, but no administration.
@@ -235,6 +309,11 @@ async fn tokens_get_exactly_their_role_everywhere_until_revoked() {
         },
     )
     .await;
+    // A stream the user opened before the revocation gets nothing either.
+    assert_eq!(
+        reader_stream.put_and_get().await,
+        (Code::Unauthenticated, Code::Unauthenticated)
+    );
     writer.put("k", "v3").await.unwrap();
     assert_eq!(admin.get("k").await.unwrap().as_deref(), Some(&b"v3"[..]));
 }

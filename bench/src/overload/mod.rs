@@ -240,9 +240,10 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
 async fn one_system(system: System, args: &Args, progress: bool) -> anyhow::Result<SystemResult> {
     let local = match system {
         System::Tessera | System::TesseraDirect => LocalCluster::Tessera(Box::new(
-            LocalTessera::start_with(args.members, args.mode, &args.tessera_serving, &[]).await?,
+            LocalTessera::start_with(args.members, args.mode, &args.tessera_serving, &[], true)
+                .await?,
         )),
-        System::Etcd => LocalCluster::start(system, args.members, args.mode, &[]).await?,
+        System::Etcd => LocalCluster::start(system, args.members, args.mode, &[], true).await?,
     };
     let endpoints = local.endpoints(system);
     let access = local.access();
@@ -265,6 +266,7 @@ async fn one_system(system: System, args: &Args, progress: bool) -> anyhow::Resu
         no_busy_retry: !args.busy_retry,
         sdk_throttle: args.sdk_throttle,
         tessera_store_toml: vec![],
+        no_batch_stream: false,
     };
     let target = match system {
         System::Tessera | System::TesseraDirect => Target::Tessera {

@@ -65,17 +65,16 @@ impl Tessera {
     /// `endpoints`: the routers, or with `direct` the directory's members.
     /// `security`: how to reach them (the bench's own local clusters run
     /// plaintext or TLS; an existing cluster may need certificates).
+    /// `p`: connections, the operation timeout, busy retries, the
+    /// throttle and the batch stream.
     pub async fn connect(
         endpoints: &[String],
         direct: bool,
-        connections: usize,
-        timeout: Duration,
-        retry_busy: bool,
-        throttle: f64,
+        p: &super::Params,
         security: &tessera_security::Security,
     ) -> anyhow::Result<Tessera> {
         let mut clients = vec![];
-        for _ in 0..connections.max(1) {
+        for _ in 0..p.connections.max(1) {
             let builder = tessera_client::Client::builder();
             let builder = match direct {
                 true => builder.directory(endpoints.iter().cloned()),
@@ -83,9 +82,10 @@ impl Tessera {
             };
             clients.push(
                 builder
-                    .timeout(timeout)
-                    .retry_busy(retry_busy)
-                    .throttle(throttle, tessera_routing::throttle::DEFAULT_WINDOW)
+                    .timeout(p.op_timeout())
+                    .retry_busy(!p.no_busy_retry)
+                    .batch_stream(!p.no_batch_stream)
+                    .throttle(p.sdk_throttle, tessera_routing::throttle::DEFAULT_WINDOW)
                     .security(security.clone())
                     .build()
                     .await?,

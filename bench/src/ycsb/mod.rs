@@ -153,6 +153,11 @@ pub struct Params {
     /// --tessera-store-toml 'local_reads = false'`.
     #[arg(long = "tessera-store-toml", value_name = "LINE")]
     pub tessera_store_toml: Vec<String>,
+    /// tessera: send every request to the stores as its own unary RPC (the
+    /// SDK in direct mode, and the router) instead of over one
+    /// `BatchCommands` stream per store.
+    #[arg(long)]
+    pub no_batch_stream: bool,
 }
 
 impl Params {
@@ -191,8 +196,12 @@ impl Params {
                 self.tessera_store_toml.join("; ")
             ),
         };
+        let unary = match self.no_batch_stream {
+            true => ", tessera unary RPCs (no batch stream)",
+            false => "",
+        };
         format!(
-            "{} threads ({lp}), {} connection(s), run: {run}, seed {}, op timeout {} s{reads}{stores}",
+            "{} threads ({lp}), {} connection(s), run: {run}, seed {}, op timeout {} s{reads}{stores}{unary}",
             self.threads, self.connections, self.seed, self.op_timeout
         )
     }
@@ -300,10 +309,7 @@ impl AnyBackend {
                 backend::Tessera::connect(
                     endpoints,
                     system == System::TesseraDirect,
-                    p.connections,
-                    p.op_timeout(),
-                    !p.no_busy_retry,
-                    p.sdk_throttle,
+                    p,
                     &access.tessera,
                 )
                 .await?
@@ -349,16 +355,19 @@ pub enum LocalCluster {
 }
 
 impl LocalCluster {
-    /// `store_toml`: lines appended to every tessera store's configuration.
+    /// `store_toml`: lines appended to every tessera store's configuration;
+    /// `batch_stream` false: the router sends one unary RPC per request.
     pub async fn start(
         system: System,
         members: usize,
         mode: Mode,
         store_toml: &[String],
+        batch_stream: bool,
     ) -> anyhow::Result<LocalCluster> {
         Ok(match system {
             System::Tessera | System::TesseraDirect => LocalCluster::Tessera(Box::new(
-                clusters::LocalTessera::start_with(members, mode, &[], store_toml).await?,
+                clusters::LocalTessera::start_with(members, mode, &[], store_toml, batch_stream)
+                    .await?,
             )),
             System::Etcd => LocalCluster::Etcd(clusters::LocalEtcd::start(members, mode).await?),
         })
@@ -458,8 +467,14 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
     let local = if args.endpoints.is_empty() {
         eprintln!("starting a local {} cluster ...", args.system);
         Some(
-            LocalCluster::start(args.system, args.members, args.mode, &p.tessera_store_toml)
-                .await?,
+            LocalCluster::start(
+                args.system,
+                args.members,
+                args.mode,
+                &p.tessera_store_toml,
+                !p.no_batch_stream,
+            )
+            .await?,
         )
     } else {
         None

@@ -94,6 +94,8 @@ impl Budget {
             bytes: AtomicU64::new(0),
             charged: AtomicBool::new(false),
             serving: AtomicBool::new(true),
+            // Only the adaptive limit needs the service time.
+            started: self.adaptive.as_ref().map(|_| Instant::now()),
         });
         let used = self.bytes.load(Ordering::Acquire);
         if used >= self.limits.max_in_flight_bytes {
@@ -125,6 +127,8 @@ pub struct Ticket {
     charged: AtomicBool,
     /// Counted in `Budget::serving` until its answer is ready.
     serving: AtomicBool,
+    /// When it was admitted, if the adaptive limit samples service times.
+    started: Option<Instant>,
 }
 
 impl Ticket {
@@ -145,6 +149,30 @@ impl Ticket {
     /// The bytes this request holds.
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Acquire)
+    }
+
+    /// The answer of a request carried in a stream ([`Admission::admit`])
+    /// is ready and holds `bytes` until the ticket is dropped (once the
+    /// answer has been handed to the connection): the service time is
+    /// sampled and the request no longer counts as being served.
+    pub fn answered(&self, bytes: usize) {
+        self.sample(false);
+        self.end_service();
+        self.charged.store(true, Ordering::Release);
+        let _ = self.add(bytes as u64, false);
+    }
+
+    /// Feeds the adaptive limit this request's service time, unless it
+    /// ended in an error status (`refused`): a refusal further in or bad
+    /// input ends fast and says nothing about queues.
+    fn sample(&self, refused: bool) {
+        let budget = &self.budget;
+        if let (Some(a), Some(started), false) = (&budget.adaptive, self.started, refused) {
+            let serving = budget.serving.load(Ordering::Relaxed);
+            if let Some(limit) = a.sample(Instant::now(), started.elapsed(), serving) {
+                metrics::gauge!(LIMIT).set(limit as f64);
+            }
+        }
     }
 
     /// The answer is ready (or the request is gone): it no longer counts
@@ -243,6 +271,17 @@ impl Admission {
         self.budget.bytes.load(Ordering::Acquire)
     }
 
+    /// Admits one request carried in a stream this layer exempts (the
+    /// store's `BatchCommands`): the quotas of a unary request, its
+    /// `bytes` counted at once (and refused over the byte quota). Call
+    /// [`Ticket::answered`] when its answer is built and drop the ticket
+    /// once the answer has been handed to the stream.
+    pub fn admit(&self, bytes: usize) -> Result<Arc<Ticket>, tonic::Status> {
+        let ticket = self.budget.admit()?;
+        ticket.add(bytes as u64, true)?;
+        Ok(ticket)
+    }
+
     /// Requests in flight now.
     pub fn in_flight_requests(&self) -> usize {
         self.budget.requests.load(Ordering::Acquire)
@@ -310,24 +349,12 @@ where
             request: true,
         });
         let fut = self.inner.call(http::Request::from_parts(parts, body));
-        // Only the adaptive limit needs the service time.
-        let started = ticket.budget.adaptive.as_ref().map(|_| Instant::now());
         Box::pin(async move {
             let response = fut.await?;
             // The service time: until the answer is ready, not until a
-            // (possibly slow) reader has taken it. A request answered with
-            // an error status and no body (a refusal further in, bad
-            // input) ends fast and says nothing about queues: not a
-            // sample.
-            let budget = &ticket.budget;
-            if let (Some(a), Some(started)) = (&budget.adaptive, started) {
-                if !response.headers().contains_key("grpc-status") {
-                    let serving = budget.serving.load(Ordering::Relaxed);
-                    if let Some(limit) = a.sample(Instant::now(), started.elapsed(), serving) {
-                        metrics::gauge!(LIMIT).set(limit as f64);
-                    }
-                }
-            }
+            // (possibly slow) reader has taken it. An answer that is only
+            // an error status carries it in its headers.
+            ticket.sample(response.headers().contains_key("grpc-status"));
             ticket.end_service();
             Ok(response.map(|inner| {
                 Body::new(Counted {

@@ -162,6 +162,75 @@ pub fn decide(
     }
 }
 
+/// Who opened a stream of requests ([`policy::STREAMS`]), kept so that the
+/// service checks each carried request as the RPC it stands for, against
+/// the user table as it is then. The guard puts it in the request's
+/// extensions when it lets such a stream open.
+#[derive(Clone, Debug)]
+pub struct Authority {
+    peer: Option<Peer>,
+    token: Option<String>,
+    users: Users,
+    enforce: bool,
+}
+
+impl Authority {
+    fn new(
+        enforce: bool,
+        users: &Users,
+        req_peer: Option<&Peer>,
+        headers: &http::HeaderMap,
+    ) -> Self {
+        Authority {
+            peer: req_peer.cloned(),
+            token: bearer_token(headers)
+                .and_then(|t| t.ok())
+                .map(str::to_string),
+            users: users.clone(),
+            enforce,
+        }
+    }
+
+    /// An authority that lets every request through, as the guard does
+    /// without TLS (tests that serve without a guard).
+    pub fn insecure() -> Self {
+        Authority {
+            peer: None,
+            token: None,
+            users: Users::new(),
+            enforce: false,
+        }
+    }
+
+    /// Whether the stream's caller may call `path` now; the refusal is the
+    /// one the guard would answer a unary call with.
+    pub fn check(&self, path: &str) -> Result<(), tonic::Status> {
+        if !self.enforce {
+            return Ok(());
+        }
+        let token = self.token.as_deref().map(Ok);
+        match decide(self.peer.as_ref(), path, token, &self.users.current()) {
+            Decision::Allow => Ok(()),
+            Decision::Refuse(status) => Err(status),
+            Decision::UnknownToken => Err(unknown_token()),
+        }
+    }
+}
+
+/// Hands a stream of requests that may open its [`Authority`].
+fn with_authority<B>(mut req: http::Request<B>, enforce: bool, users: &Users) -> http::Request<B> {
+    if policy::STREAMS.contains(&req.uri().path()) {
+        let authority = Authority::new(
+            enforce,
+            users,
+            req.extensions().get::<Peer>(),
+            req.headers(),
+        );
+        req.extensions_mut().insert(authority);
+    }
+    req
+}
+
 fn unknown_token() -> tonic::Status {
     tonic::Status::unauthenticated(
         "the token is not a current user's: it was revoked, or never issued by this cluster",
@@ -196,6 +265,7 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         if !self.enforce {
+            let req = with_authority(req, false, &self.users);
             return Box::pin(self.inner.call(req));
         }
         let table = self.users.current();
@@ -206,7 +276,10 @@ where
             &table,
         );
         match decision {
-            Decision::Allow => Box::pin(self.inner.call(req)),
+            Decision::Allow => {
+                let req = with_authority(req, true, &self.users);
+                Box::pin(self.inner.call(req))
+            }
             Decision::Refuse(status) => {
                 let response = refusal(req.uri().path(), status);
                 Box::pin(std::future::ready(Ok(response)))
@@ -229,7 +302,7 @@ where
                         &users.current(),
                     );
                     match decision {
-                        Decision::Allow => inner.call(req).await,
+                        Decision::Allow => inner.call(with_authority(req, true, &users)).await,
                         Decision::Refuse(status) => Ok(refusal(&path, status)),
                         Decision::UnknownToken => Ok(refusal(&path, unknown_token())),
                     }

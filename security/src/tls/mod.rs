@@ -58,7 +58,7 @@ use std::sync::Arc;
 
 pub use connect::Connector;
 pub use credentials::{Channel, Credentials};
-pub use guard::Guard;
+pub use guard::{Authority, Guard};
 pub use incoming::{incoming, status_incoming, Conn, Incoming, Peer};
 pub use material::Material;
 pub use networks::Networks;

@@ -339,33 +339,47 @@ impl KvApi {
         })
     }
 
-    pub async fn put(&self, req: PutRequest) -> Result<PutResponse> {
+    /// A put's context and command, its input checked.
+    pub fn put_command(req: PutRequest) -> Result<(Option<Context>, Cmd)> {
         valid(keys::validate_key(&req.key))?;
         valid(keys::validate_value(&req.value))?;
+        let put = Cmd::Put(PutCommand {
+            key: req.key,
+            value: req.value,
+        });
+        Ok((req.context, put))
+    }
+
+    /// A delete's context and command, its input checked.
+    pub fn delete_command(req: DeleteRequest) -> Result<(Option<Context>, Cmd)> {
+        valid(keys::validate_key(&req.key))?;
+        Ok((req.context, Cmd::Delete(DeleteCommand { key: req.key })))
+    }
+
+    /// Proposes the commands of one or more writes sent with the same
+    /// context as one Raft entry and waits until it applies: they apply
+    /// together or not at all (the `BatchCommands` stream merges the puts
+    /// and deletes of one region that arrive in one message).
+    pub async fn write(&self, ctx: Option<Context>, cmds: Vec<Cmd>) -> Result<()> {
+        let ctx = self.context(ctx)?;
+        self.propose(&ctx, cmds).await.map(|_| ())
+    }
+
+    pub async fn put(&self, req: PutRequest) -> Result<PutResponse> {
+        let (ctx, put) = Self::put_command(req)?;
         respond(
-            async {
-                let ctx = self.context(req.context)?;
-                let put = Cmd::Put(PutCommand {
-                    key: req.key,
-                    value: req.value,
-                });
-                self.propose(&ctx, vec![put]).await?;
-                Ok(PutResponse::default())
-            }
-            .await,
+            self.write(ctx, vec![put])
+                .await
+                .map(|()| PutResponse::default()),
         )
     }
 
     pub async fn delete(&self, req: DeleteRequest) -> Result<DeleteResponse> {
-        valid(keys::validate_key(&req.key))?;
+        let (ctx, delete) = Self::delete_command(req)?;
         respond(
-            async {
-                let ctx = self.context(req.context)?;
-                self.propose(&ctx, vec![Cmd::Delete(DeleteCommand { key: req.key })])
-                    .await?;
-                Ok(DeleteResponse::default())
-            }
-            .await,
+            self.write(ctx, vec![delete])
+                .await
+                .map(|()| DeleteResponse::default()),
         )
     }
 

@@ -5,6 +5,7 @@
 mod admin;
 mod kv;
 pub mod serve;
+pub mod stream;
 
 pub use admin::AdminService;
 pub use kv::{KvService, MAX_KV_MESSAGE_BYTES};

@@ -39,6 +39,8 @@ pub struct Serving<'a> {
 
 /// The client-facing service admission governs at a store.
 const GOVERNED: &[&str] = &["/kvpb.Kv/"];
+/// Governed request by request inside the stream, not as one request.
+const STREAMS: &[&str] = &["/kvpb.Kv/BatchCommands"];
 
 /// Serves `node`'s gRPC API on `listener` as `serving` says, until `stop`
 /// turns true.
@@ -66,14 +68,18 @@ pub fn spawn(
     .with_space(node.space().clone())
     .with_stop(stop.clone())
     .into_server();
-    let kv = KvService::new(node.kv().clone()).into_server();
+    let admission = Admission::new(limits, GOVERNED, STREAMS);
+    let kv = KvService::new(node.kv().clone())
+        .with_admission(admission.clone())
+        .with_stop(stop.clone())
+        .into_server();
     let admin = AdminService::new(node.admin().clone()).into_server();
     let mut stop = stop;
     let task = tokio::spawn(
         limits
             .server()
             .layer(security.guard())
-            .layer(Admission::new(limits, GOVERNED, &[]))
+            .layer(admission)
             .add_service(health_service)
             .add_service(raft)
             .add_service(kv)
