@@ -172,10 +172,13 @@ async fn drive(mut client: KvClient<Channel>, mut queue: mpsc::UnboundedReceiver
                     for r in message.responses {
                         // An id not waited for (answered already, or made
                         // up by a broken peer) is dropped.
-                        let (Some(reply), Some(cmd)) = (waiting.remove(&r.id), r.cmd) else {
+                        let Some(reply) = waiting.remove(&r.id) else {
                             continue;
                         };
-                        let _ = reply.send(Ok(cmd));
+                        let answer = r.cmd.ok_or_else(|| {
+                            Failed::lost(Status::internal("the store sent an empty answer"))
+                        });
+                        let _ = reply.send(answer);
                     }
                 }
                 Ok(None) => {
