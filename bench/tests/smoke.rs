@@ -114,12 +114,22 @@ async fn ycsb_against_tessera() {
         .expect("a TLS cluster")
         .display()
         .to_string();
+    // Requests the stores were sent in `BatchCommands` streams.
+    let streamed = |c: &E2eCluster| -> f64 {
+        c.stores
+            .values()
+            .filter_map(|s| {
+                tessera_e2e::metric_value(&s.status, "tessera_kv_stream_requests_total")
+            })
+            .sum()
+    };
     // Through the router, then with the SDK in direct mode (no router in
     // the path: its endpoints are the directory's).
     for (system, endpoints) in [
         ("tessera", c.router_addrs().join(",")),
         ("tessera-direct", c.directory_addrs().join(",")),
     ] {
+        let before = streamed(&c);
         let doc = tokio::task::spawn_blocking({
             let (path, certs) = (dir.path().to_path_buf(), certs.clone());
             move || {
@@ -142,6 +152,13 @@ async fn ycsb_against_tessera() {
         .await
         .unwrap();
         check(&doc, system);
+        // The point requests went over the stores' streams, many per
+        // message (the router's, then the SDK's own).
+        let carried = streamed(&c) - before;
+        assert!(
+            carried >= OPERATIONS as f64,
+            "{system}: {carried} requests came in BatchCommands streams"
+        );
     }
 }
 
