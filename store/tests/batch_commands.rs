@@ -301,3 +301,32 @@ async fn a_stopping_store_answers_what_it_read_and_ends_its_streams() {
     assert!(matches!(end, Ok(None)), "the stream ended with {end:?}");
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_with_too_many_requests_ends_the_stream_and_changes_nothing() {
+    use tessera_store::service::stream::MAX_REQUESTS_PER_MESSAGE;
+    let (cluster, region, leader) = one_region(ClusterOptions::new(3)).await;
+    let ctx = context(&region, leader);
+    let mut stream = Stream::open(&cluster, leader).await;
+    let n = MAX_REQUESTS_PER_MESSAGE as u64 + 1;
+    let requests = (0..n)
+        .map(|i| put(i, &ctx, &key(format!("over{i}")), b"v"))
+        .collect();
+    stream.out.send(BatchCommandsRequest { requests }).unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(10), stream.answers.message())
+        .await
+        .expect("the store answers");
+    match end {
+        Err(s) => {
+            assert_eq!(s.code(), tonic::Code::InvalidArgument, "{s:?}");
+            assert!(s.message().contains("the limit is 10000"), "{s:?}");
+        }
+        other => panic!("the stream went on: {other:?}"),
+    }
+    assert_eq!(cluster.must_get(&key("over0")).await, None);
+    // The store still serves a new stream.
+    let mut again = Stream::open(&cluster, leader).await;
+    let answers = again.send(vec![get(1, &ctx, &key("warm"))]).await;
+    assert!(matches!(&answers[&1], Answer::Get(g) if g.found));
+    cluster.shutdown().await;
+}

@@ -31,6 +31,13 @@
 //!    message. An answer's admission ticket (its place and bytes in the
 //!    quotas) is released once the answer has been handed to the stream.
 //!
+//! A message may carry at most [`MAX_REQUESTS_PER_MESSAGE`] requests (more
+//! ends the stream with `INVALID_ARGUMENT`), and a stream reads no further
+//! message while twice that many of its requests wait for their answers to
+//! be taken: a client that sends without reading is held back by HTTP/2
+//! flow control, and the store's memory for one stream stays bounded,
+//! refusals included.
+//!
 //! Each request is bounded by the store's request timeout as a unary
 //! request is. The stream ends when the client ends its side and every
 //! answer has been sent, or when the store stops: it reads no more
@@ -53,7 +60,7 @@ use tessera_proto::kvpb::*;
 use tessera_proto::raft_serverpb::command::Cmd as RaftCmd;
 use tessera_proto::KvResponse;
 use tessera_security::tls::Authority;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::kv::KvApi;
 use crate::metrics::{MERGED_WRITES_TOTAL, STREAM_MESSAGES_TOTAL, STREAM_REQUESTS_TOTAL};
@@ -65,12 +72,27 @@ pub const MAX_MERGED_WRITES: usize = 256;
 pub const MAX_MERGED_BYTES: usize = 256 * 1024;
 /// The most answers one outgoing message carries.
 const MAX_ANSWERS_PER_MESSAGE: usize = 1024;
+/// The most requests one incoming message may carry; a message with more
+/// ends the stream with `INVALID_ARGUMENT` (the routing library sends at
+/// most 512).
+pub const MAX_REQUESTS_PER_MESSAGE: usize = 10_000;
+/// The most requests of one stream read and not yet answered to the
+/// connection: past it the stream reads nothing more until its reader
+/// takes answers (a client that sends without reading is held back by
+/// HTTP/2 flow control instead of growing the store's memory with
+/// answers, refusals included).
+const MAX_UNSENT_ANSWERS: usize = 2 * MAX_REQUESTS_PER_MESSAGE;
 
-/// One answer on its way out, with the admission ticket it holds.
-struct Outgoing {
-    response: Response,
-    _ticket: Option<Arc<Ticket>>,
+/// What a request holds until its answer is handed to the stream: its
+/// admission ticket (if admitted) and its message's room in the stream.
+struct Hold {
+    ticket: Option<Arc<Ticket>>,
+    _room: Arc<OwnedSemaphorePermit>,
 }
+
+/// One answer on its way out, with what it holds; or the status that ends
+/// the stream.
+type Outgoing = std::result::Result<(Response, Hold), tonic::Status>;
 
 type Out = mpsc::UnboundedSender<Outgoing>;
 
@@ -108,6 +130,7 @@ impl StreamServer {
                 }
             };
             tokio::pin!(stopped);
+            let room = Arc::new(Semaphore::new(MAX_UNSENT_ANSWERS));
             // A broken stream (the client went away, or sent something
             // that is not a message) ends the reading, and so does the
             // store stopping; what was read is still served.
@@ -118,42 +141,86 @@ impl StreamServer {
                 };
                 let Ok(Some(message)) = message else { break };
                 metrics::counter!(STREAM_MESSAGES_TOTAL, "direction" => "in").increment(1);
-                self.dispatch(&authority, message, &out);
+                let n = message.requests.len();
+                if n > MAX_REQUESTS_PER_MESSAGE {
+                    let _ = out.send(Err(tonic::Status::invalid_argument(format!(
+                        "a BatchCommands message carries {n} requests; the limit is \
+                         {MAX_REQUESTS_PER_MESSAGE}"
+                    ))));
+                    break;
+                }
+                let room = tokio::select! {
+                    r = room.clone().acquire_many_owned(n as u32) => r,
+                    _ = &mut stopped => break,
+                };
+                let Ok(room) = room else { break };
+                self.dispatch(&authority, message, &out, Arc::new(room));
             }
         });
-        Box::pin(futures::stream::unfold(rx, |mut rx| async move {
-            let first = rx.recv().await?;
-            let mut responses = vec![first.response];
-            // Tickets are released once the message is handed over.
-            let mut held = vec![first._ticket];
+        // The state: the answers still to come, and a refusal that ends
+        // the stream once the answers before it are out.
+        let start = (Some(rx), None::<tonic::Status>);
+        Box::pin(futures::stream::unfold(start, |(rx, fatal)| async move {
+            if let Some(status) = fatal {
+                return Some((Err(status), (None, None)));
+            }
+            let mut rx = rx?;
+            let mut responses = vec![];
+            // What the answers hold is released once the message is
+            // handed over.
+            let mut held = vec![];
+            let mut fatal = None;
             while responses.len() < MAX_ANSWERS_PER_MESSAGE {
-                match rx.try_recv() {
-                    Ok(o) => {
-                        responses.push(o.response);
-                        held.push(o._ticket);
+                let next = match responses.is_empty() {
+                    true => rx.recv().await,
+                    false => rx.try_recv().ok(),
+                };
+                match next {
+                    Some(Ok((response, hold))) => {
+                        responses.push(response);
+                        held.push(hold);
                     }
-                    Err(_) => break,
+                    Some(Err(status)) => {
+                        fatal = Some(status);
+                        break;
+                    }
+                    None => break,
                 }
+            }
+            if responses.is_empty() {
+                // Every sender is gone (the stream ends), or a refusal
+                // ends it.
+                return fatal.map(|status| (Err(status), (None, None)));
             }
             metrics::counter!(STREAM_MESSAGES_TOTAL, "direction" => "out").increment(1);
             drop(held);
-            Some((Ok(BatchCommandsResponse { responses }), rx))
+            Some((Ok(BatchCommandsResponse { responses }), (Some(rx), fatal)))
         }))
     }
 
     /// Serves the requests of one message (see the module docs).
-    fn dispatch(&self, authority: &Authority, message: BatchCommandsRequest, out: &Out) {
+    fn dispatch(
+        &self,
+        authority: &Authority,
+        message: BatchCommandsRequest,
+        out: &Out,
+        room: Arc<OwnedSemaphorePermit>,
+    ) {
         metrics::counter!(STREAM_REQUESTS_TOTAL).increment(message.requests.len() as u64);
         let mut checked: HashMap<&'static str, std::result::Result<(), tonic::Status>> =
             HashMap::new();
         let mut writes = Merger::default();
         for request in message.requests {
             let id = request.id;
+            let hold = |ticket| Hold {
+                ticket,
+                _room: room.clone(),
+            };
             let Some(cmd) = request.cmd else {
                 answer(
                     out,
                     id,
-                    None,
+                    hold(None),
                     Err(tonic::Status::invalid_argument(
                         "a request in the stream carries no command",
                     )),
@@ -165,7 +232,7 @@ impl StreamServer {
                 .entry(method)
                 .or_insert_with(|| authority.check(method));
             if let Err(refused) = access {
-                answer(out, id, None, Err(refused.clone()));
+                answer(out, id, hold(None), Err(refused.clone()));
                 continue;
             }
             let ticket = match &self.admission {
@@ -173,28 +240,29 @@ impl StreamServer {
                 Some(a) => match a.admit(cmd.encoded_len()) {
                     Ok(t) => Some(t),
                     Err(busy) => {
-                        answer(out, id, None, Err(busy));
+                        answer(out, id, hold(None), Err(busy));
                         continue;
                     }
                 },
             };
+            let hold = hold(ticket);
             let write = match cmd {
                 Cmd::Put(r) => KvApi::put_command(r).map(|w| (w, true)),
                 Cmd::Delete(r) => KvApi::delete_command(r).map(|w| (w, false)),
                 other => {
-                    self.spawn_one(id, other, ticket, out);
+                    self.spawn_one(id, other, hold, out);
                     continue;
                 }
             };
             match write {
                 Ok(((ctx, cmd), is_put)) => writes.add(Pending {
                     id,
-                    ticket,
+                    hold,
                     is_put,
                     ctx,
                     cmd,
                 }),
-                Err(e) => answer(out, id, ticket, Err(e.into())),
+                Err(e) => answer(out, id, hold, Err(e.into())),
             }
         }
         for group in writes.groups() {
@@ -203,7 +271,7 @@ impl StreamServer {
     }
 
     /// Serves one request as its unary RPC.
-    fn spawn_one(&self, id: u64, cmd: Cmd, ticket: Option<Arc<Ticket>>, out: &Out) {
+    fn spawn_one(&self, id: u64, cmd: Cmd, hold: Hold, out: &Out) {
         let api = self.api.clone();
         let out = out.clone();
         tokio::spawn(async move {
@@ -218,7 +286,7 @@ impl StreamServer {
                 Cmd::CompareAndSwap(r) => a.compare_and_swap(r).await.map(Answer::CompareAndSwap),
                 Cmd::DeleteRange(r) => a.delete_range(r).await.map(Answer::DeleteRange),
             };
-            answer(&out, id, ticket, result.map_err(tonic::Status::from));
+            answer(&out, id, hold, result.map_err(tonic::Status::from));
         });
     }
 
@@ -245,7 +313,7 @@ impl StreamServer {
                     }
                     Err(e) => Err(tonic::Status::from(e)),
                 };
-                answer(&out, p.id, p.ticket, result);
+                answer(&out, p.id, p.hold, result);
             }
         });
     }
@@ -253,31 +321,23 @@ impl StreamServer {
 
 /// Sends request `id`'s answer (or the status a unary call would have
 /// ended with).
-fn answer(
-    out: &Out,
-    id: u64,
-    ticket: Option<Arc<Ticket>>,
-    result: std::result::Result<Answer, tonic::Status>,
-) {
+fn answer(out: &Out, id: u64, hold: Hold, result: std::result::Result<Answer, tonic::Status>) {
     let cmd = match result {
         Ok(a) => a,
         Err(status) => Answer::Status(CommandStatus::from(&status)),
     };
     let response = Response { id, cmd: Some(cmd) };
-    if let Some(t) = &ticket {
+    if let Some(t) = &hold.ticket {
         t.answered(response.encoded_len());
     }
     // The stream is gone when the client went away: nobody to tell.
-    let _ = out.send(Outgoing {
-        response,
-        _ticket: ticket,
-    });
+    let _ = out.send(Ok((response, hold)));
 }
 
 /// A write waiting to be proposed with others.
 struct Pending {
     id: u64,
-    ticket: Option<Arc<Ticket>>,
+    hold: Hold,
     is_put: bool,
     ctx: Option<Context>,
     cmd: RaftCmd,
@@ -351,9 +411,13 @@ mod tests {
     use super::*;
 
     fn put(id: u64, region_id: u64, version: u64, bytes: usize) -> Pending {
+        let room = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
         Pending {
             id,
-            ticket: None,
+            hold: Hold {
+                ticket: None,
+                _room: Arc::new(room),
+            },
             is_put: true,
             ctx: Some(Context {
                 region_id,
