@@ -43,7 +43,7 @@ const MAX_REQUESTS_PER_MESSAGE: usize = 512;
 
 /// Why a request has no answer.
 enum Failed {
-    /// It never left: the stream could not be opened (the store is given
+    /// It never left: the stream could not be opened (the caller is given
     /// the command back, for a unary call when the store lacks the stream).
     Unsent(Box<(Status, Cmd)>),
     /// It may have reached the store.
@@ -97,13 +97,13 @@ type Open = (
 
 async fn open(client: &mut KvClient<Channel>) -> Result<Open, Status> {
     let (out, rx) = mpsc::unbounded_channel();
-    let requests = tokio_stream_from(rx);
+    let requests = requests_from(rx);
     let answers = client.batch_commands(requests).await?.into_inner();
     Ok((out, answers))
 }
 
 /// An unbounded receiver as a request stream.
-fn tokio_stream_from(
+fn requests_from(
     mut rx: mpsc::UnboundedReceiver<BatchCommandsRequest>,
 ) -> impl futures::Stream<Item = BatchCommandsRequest> + Send + 'static {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))

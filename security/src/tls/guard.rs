@@ -191,17 +191,6 @@ impl Authority {
         }
     }
 
-    /// An authority that lets every request through, as the guard does
-    /// without TLS (tests that serve without a guard).
-    pub fn insecure() -> Self {
-        Authority {
-            peer: None,
-            token: None,
-            users: Users::new(),
-            enforce: false,
-        }
-    }
-
     /// Whether the stream's caller may call `path` now; the refusal is the
     /// one the guard would answer a unary call with.
     pub fn check(&self, path: &str) -> Result<(), tonic::Status> {
@@ -209,11 +198,13 @@ impl Authority {
             return Ok(());
         }
         let token = self.token.as_deref().map(Ok);
-        match decide(self.peer.as_ref(), path, token, &self.users.current()) {
-            Decision::Allow => Ok(()),
-            Decision::Refuse(status) => Err(status),
-            Decision::UnknownToken => Err(unknown_token()),
-        }
+        let status = match decide(self.peer.as_ref(), path, token, &self.users.current()) {
+            Decision::Allow => return Ok(()),
+            Decision::Refuse(status) => status,
+            Decision::UnknownToken => unknown_token(),
+        };
+        count_refusal(path, &status);
+        Err(status)
     }
 }
 
@@ -237,13 +228,18 @@ fn unknown_token() -> tonic::Status {
     )
 }
 
-fn refusal<R: Default>(path: &str, status: tonic::Status) -> http::Response<R> {
+/// Counts and logs a refused RPC (or a refused request in a stream).
+fn count_refusal(path: &str, status: &tonic::Status) {
     let reason = match status.code() {
         tonic::Code::Unauthenticated => "unauthenticated",
         _ => "permission_denied",
     };
     metrics::counter!(REFUSED_RPCS, "reason" => reason).increment(1);
     tracing::debug!(path, %status, "RPC refused");
+}
+
+fn refusal<R: Default>(path: &str, status: tonic::Status) -> http::Response<R> {
+    count_refusal(path, &status);
     status.into_http()
 }
 
