@@ -299,13 +299,18 @@ impl StreamServer {
         }
         tokio::spawn(async move {
             let ctx = group[0].ctx;
-            let cmds = group.iter().map(|p| p.cmd.clone()).collect();
+            // The keys and values move into the entry; what answers each
+            // request stays.
+            let (cmds, waiting): (Vec<_>, Vec<_>) = group
+                .into_iter()
+                .map(|p| (p.cmd, (p.id, p.hold, p.is_put)))
+                .unzip();
             let outcome = api.write(ctx, cmds).await;
-            for p in group {
+            for (id, hold, is_put) in waiting {
                 let result = match &outcome {
-                    Ok(()) if p.is_put => Ok(Answer::Put(PutResponse::default())),
+                    Ok(()) if is_put => Ok(Answer::Put(PutResponse::default())),
                     Ok(()) => Ok(Answer::Delete(DeleteResponse::default())),
-                    Err(Error::Region(e)) if p.is_put => {
+                    Err(Error::Region(e)) if is_put => {
                         Ok(Answer::Put(PutResponse::refused((**e).clone())))
                     }
                     Err(Error::Region(e)) => {
@@ -313,7 +318,7 @@ impl StreamServer {
                     }
                     Err(e) => Err(tonic::Status::from(e)),
                 };
-                answer(&out, p.id, p.hold, result);
+                answer(&out, id, hold, result);
             }
         });
     }
