@@ -40,22 +40,62 @@ pub struct KeyspaceArg {
     pub direct: bool,
 }
 
-/// Which replica serves a read (`--consistency`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Consistency {
-    /// The region's leader (linearizable).
-    Linearizable,
-    /// Any voter of the region, after a ReadIndex round trip to the leader
-    /// (still linearizable; spreads reads over the replicas).
-    Follower,
+/// Which replica serves a read (`--consistency`): `linearizable` (the
+/// region's leader), `follower` (any voter, after a ReadIndex round trip to
+/// the leader; still linearizable) or `stale:<ms>` (any voter from its own
+/// state, if that is at most <ms> milliseconds old: bounded staleness, not
+/// linearizable; 1 to 3600000).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Consistency(pub tessera_client::ReadConsistency);
+
+impl std::str::FromStr for Consistency {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        use tessera_client::ReadConsistency as C;
+        let c = match s {
+            "linearizable" => C::Linearizable,
+            "follower" => C::Follower,
+            _ => {
+                let Some(age) = s.strip_prefix("stale:") else {
+                    return Err(format!(
+                        "`{s}`: expected linearizable, follower or stale:<ms> (e.g. stale:500)"
+                    ));
+                };
+                let digits = age.strip_suffix("ms").unwrap_or(age);
+                let ms: u64 = digits.parse().map_err(|_| {
+                    format!("`{s}`: the age bound must be whole milliseconds (e.g. stale:500)")
+                })?;
+                tessera_proto::limits::validate_staleness_ms(ms)?;
+                C::Stale {
+                    max_age: std::time::Duration::from_millis(ms),
+                }
+            }
+        };
+        Ok(Consistency(c))
+    }
+}
+
+impl std::fmt::Display for Consistency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use tessera_client::ReadConsistency as C;
+        match self.0 {
+            C::Linearizable => f.write_str("linearizable"),
+            C::Follower => f.write_str("follower"),
+            C::Stale { max_age } => write!(f, "stale:{}", max_age.as_millis()),
+        }
+    }
+}
+
+impl Default for Consistency {
+    fn default() -> Self {
+        Consistency(tessera_client::ReadConsistency::Linearizable)
+    }
 }
 
 impl From<Consistency> for tessera_client::ReadConsistency {
     fn from(c: Consistency) -> Self {
-        match c {
-            Consistency::Linearizable => tessera_client::ReadConsistency::Linearizable,
-            Consistency::Follower => tessera_client::ReadConsistency::Follower,
-        }
+        c.0
     }
 }
 
@@ -63,8 +103,11 @@ impl From<Consistency> for tessera_client::ReadConsistency {
 pub struct GetArgs {
     /// The key to read.
     pub key: String,
-    /// Which replica serves the read.
-    #[arg(long, value_enum, default_value_t = Consistency::Linearizable)]
+    /// Which replica serves the read: linearizable, follower (any voter,
+    /// after a ReadIndex round trip; still linearizable) or stale:<ms> (any
+    /// voter from its own state if at most <ms> old; may miss recent
+    /// writes).
+    #[arg(long, value_name = "MODE", default_value_t = Consistency::default())]
     pub consistency: Consistency,
     #[command(flatten)]
     pub keyspace: KeyspaceArg,
@@ -104,8 +147,9 @@ pub struct ScanArgs {
     /// Return the pairs in descending key order, from the end of the range.
     #[arg(long)]
     pub reverse: bool,
-    /// Which replica serves each region's part.
-    #[arg(long, value_enum, default_value_t = Consistency::Linearizable)]
+    /// Which replica serves each region's part: linearizable, follower or
+    /// stale:<ms> (as for `get`).
+    #[arg(long, value_name = "MODE", default_value_t = Consistency::default())]
     pub consistency: Consistency,
     #[command(flatten)]
     pub keyspace: KeyspaceArg,
@@ -266,6 +310,28 @@ mod tests {
             scan_range(Some("é"), None),
             (Bound::Included("é".as_bytes().to_vec()), Bound::Unbounded)
         );
+    }
+
+    #[test]
+    fn consistency_names_parse_and_bad_ones_say_what_is_expected() {
+        use std::time::Duration;
+        use tessera_client::ReadConsistency as C;
+        let parse = |s: &str| s.parse::<Consistency>().map(|c| c.0);
+        assert_eq!(parse("linearizable").unwrap(), C::Linearizable);
+        assert_eq!(parse("follower").unwrap(), C::Follower);
+        let stale = C::Stale {
+            max_age: Duration::from_millis(500),
+        };
+        assert_eq!(parse("stale:500").unwrap(), stale);
+        assert_eq!(parse("stale:500ms").unwrap(), stale);
+        assert_eq!(Consistency(stale).to_string(), "stale:500");
+        assert!(parse("eventual").unwrap_err().contains("stale:<ms>"));
+        assert!(parse("stale:").unwrap_err().contains("whole milliseconds"));
+        assert!(parse("stale:1.5")
+            .unwrap_err()
+            .contains("whole milliseconds"));
+        assert!(parse("stale:0").unwrap_err().contains("1 to 3600000"));
+        assert!(parse("stale:3600001").is_err());
     }
 
     #[test]

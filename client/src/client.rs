@@ -68,15 +68,25 @@ impl Client {
     /// `consistency` says: [`ReadConsistency::Linearizable`] by each
     /// region's leader (the default), [`ReadConsistency::Follower`] by any
     /// of its voters after a ReadIndex round trip to the leader — just as
-    /// linearizable, spread over the replicas, one round trip slower.
-    /// Writes are unaffected.
+    /// linearizable, spread over the replicas, one round trip slower —
+    /// or [`ReadConsistency::Stale`] by any voter from its own state
+    /// without that round trip, if the state is at most `max_age` old
+    /// (bounded staleness: the read sees every write acknowledged at least
+    /// `max_age` before it was served, and may miss later ones; a bound
+    /// outside 1 ms to an hour is refused as `InvalidArgument`). Writes are
+    /// unaffected.
     ///
     /// ```no_run
     /// # async fn example(client: tessera_client::Client) -> tessera_client::Result<()> {
+    /// use std::time::Duration;
     /// use tessera_client::ReadConsistency;
     ///
     /// let followers = client.with_consistency(ReadConsistency::Follower);
     /// let value = followers.get("k").await?;
+    /// let recent = client.with_consistency(ReadConsistency::Stale {
+    ///     max_age: Duration::from_millis(500),
+    /// });
+    /// let maybe_older = recent.get("k").await?;
     /// # Ok(())
     /// # }
     /// ```

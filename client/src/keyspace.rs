@@ -107,7 +107,8 @@ impl Keyspace {
         let message = routerpb::GetRequest {
             keyspace: self.name.clone(),
             key,
-            consistency: self.consistency.to_wire(),
+            consistency: self.consistency.to_wire().0,
+            stale_max_age_ms: self.consistency.to_wire().1,
         };
         let answer = failover
             .call(op, |mut c, left| {
@@ -242,7 +243,8 @@ impl Keyspace {
         let message = routerpb::BatchGetRequest {
             keyspace: self.name.clone(),
             keys: keys.to_vec(),
-            consistency: self.consistency.to_wire(),
+            consistency: self.consistency.to_wire().0,
+            stale_max_age_ms: self.consistency.to_wire().1,
         };
         let answer = failover
             .call(op, |mut c, left| {
@@ -449,7 +451,8 @@ impl Keyspace {
             limit,
             reverse,
             resume,
-            consistency: self.consistency.to_wire(),
+            consistency: self.consistency.to_wire().0,
+            stale_max_age_ms: self.consistency.to_wire().1,
         };
         let answer = failover
             .call(op, |mut c, left| {

@@ -47,6 +47,15 @@
 //! from the *send* time of what proved a quorum followed; the rest of the
 //! election timeout is the clock-drift bound (`RaftConfig::max_clock_drift`).
 //!
+//! **Stale reads** (a bound `max_age`, any replica) use the same state: a
+//! replica holding the lease serves one as a lease read; any other serves
+//! it at once if its latest safe point (a ReadIndex answer and when its
+//! request was sent, `crate::read`) is at most `max_age` old and already
+//! applied, with the same generation check afterwards. The safe point
+//! stays valid across every event above (it names a log index, and a
+//! replica's applied state only moves forward); a snapshot or split under
+//! a reader bumps the generation like for lease reads.
+//!
 //! Anything this check cannot decide — a follower read, an epoch that does
 //! not match, no lease — goes to the poller as before (lease or ReadIndex
 //! there). Under manual ticks (the poller's logical clock) nothing is
@@ -55,7 +64,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 use tessera_proto::metapb::Region;
@@ -81,6 +90,17 @@ pub struct LeaseState {
     pub generation: u64,
     /// The peer is gone (or the store stopped): no more local reads.
     pub closed: bool,
+    /// The latest safe point for stale reads, if any.
+    pub safe: Option<SafePoint>,
+}
+
+/// A commit index a replica learned from its leader and when: every write
+/// acknowledged before `at` (this process's monotonic clock) is at or
+/// below `index` (`crate::read`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SafePoint {
+    pub index: u64,
+    pub at: Instant,
 }
 
 impl LeaseState {
@@ -96,6 +116,7 @@ pub struct LeaseView {
     pub lease_until: Option<Instant>,
     pub committed: u64,
     pub applied_index: u64,
+    pub safe: Option<SafePoint>,
 }
 
 /// The published state of every region of a store, shared by its poller
@@ -130,6 +151,7 @@ impl LocalReaders {
             region: Arc::new(region.clone()),
             generation: 0,
             closed: false,
+            safe: view.safe,
         };
         let mut map = self.regions.write();
         match map.get(&region.id) {
@@ -244,12 +266,55 @@ impl LocalReaders {
     }
 }
 
+impl LocalReaders {
+    /// Starts a stale read of `region_id` at `epoch` whose state may be at
+    /// most `max_age` old (module docs): a lease read while the lease is
+    /// valid; otherwise granted at once if the safe point is recent enough
+    /// and applied. `None`: serve it as a follower read instead (whose
+    /// ReadIndex round makes a fresh safe point).
+    pub async fn begin_stale(
+        &self,
+        region_id: RegionId,
+        epoch: &EpochCheck,
+        max_age: Duration,
+    ) -> Option<LocalRead> {
+        let rx = self.regions.read().get(&region_id)?.subscribe();
+        // `Some`: served at once from the safe point; `None`: the lease.
+        let granted = {
+            let s = rx.borrow();
+            let now = Instant::now();
+            if s.closed || !epoch.matches(&region::epoch(&s.region)) {
+                return None;
+            }
+            if s.lease_valid(now) {
+                None
+            } else {
+                let safe = s.safe?;
+                if now.saturating_duration_since(safe.at) > max_age || s.applied_index < safe.index
+                {
+                    return None;
+                }
+                Some((s.region.clone(), s.generation))
+            }
+        };
+        match granted {
+            Some((region, generation)) => Some(LocalRead {
+                rx,
+                region,
+                generation,
+            }),
+            None => self.begin(region_id, epoch).await,
+        }
+    }
+}
+
 /// Writes `view` and `region` into the published state; whether waiters
 /// must look again (the applied index or the region moved).
 fn update(s: &mut LeaseState, view: LeaseView, region: &Region) -> bool {
     s.term = view.term;
     s.lease_until = view.lease_until;
     s.committed = view.committed;
+    s.safe = view.safe;
     let mut wake = false;
     if s.applied_index != view.applied_index {
         s.applied_index = view.applied_index;

@@ -24,7 +24,8 @@ pub const PROPOSALS_REJECTED_TOTAL: &str = "tessera_proposals_rejected_total";
 /// Committed entries applied to a state machine.
 pub const APPLIED_ENTRIES_TOTAL: &str = "tessera_applied_entries_total";
 /// Reads served, by path: `local` (a lease read decided on the request's
-/// task, `local_read.rs`), `lease` (on the poller) or `read_index`.
+/// task, `local_read.rs`), `stale` (a stale read served from a recent safe
+/// point on the request's task), `lease` (on the poller) or `read_index`.
 pub const READS_TOTAL: &str = "tessera_reads_total";
 /// Raft messages sent to other stores.
 pub const RAFT_MESSAGES_SENT_TOTAL: &str = "tessera_raft_messages_sent_total";
@@ -144,7 +145,7 @@ pub fn describe() {
     );
     describe_counter!(
         READS_TOTAL,
-        "Linearizable reads served, by path (local, lease or read_index)"
+        "Reads served, by path (local, stale, lease or read_index)"
     );
     describe_counter!(
         RAFT_MESSAGES_SENT_TOTAL,

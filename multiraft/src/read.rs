@@ -22,12 +22,21 @@
 //! refuses to vote for anyone else for a full election timeout after it last
 //! heard from the leader. A leader transfer bypasses that rule, so the lease
 //! is dropped when one starts.
+//!
+//! Every answered ReadIndex request, a follower's included, is also a
+//! **safe point** for stale reads (`crate::local_read`): the batch's send
+//! time `t` and the index `i` it brought back. Every write acknowledged
+//! before `t` was committed before the leader answered, so it is at or
+//! below `i` (the answering leader has committed an entry of its term: its
+//! commit index covers every earlier leader's). A replica that has applied
+//! `i` holds every write acknowledged before `t`.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use tessera_proto::metapb::Region;
 
+use crate::local_read::SafePoint;
 use crate::mailbox::{EpochCheck, ReadCallback};
 use crate::{region, Error};
 use tessera_proto::errorpb::RegionError;
@@ -63,6 +72,8 @@ pub(crate) struct ReadQueue {
     incoming_follower: Vec<PendingRead>,
     batches: VecDeque<ReadBatch>,
     next_id: u64,
+    /// The latest-sent answered batch, as a safe point for stale reads.
+    safe: Option<SafePoint>,
 }
 
 /// A read for the poller to answer: served against the region as it is
@@ -133,6 +144,7 @@ impl ReadQueue {
             incoming_follower: vec![],
             batches: VecDeque::new(),
             next_id: 0,
+            safe: None,
         }
     }
 
@@ -227,9 +239,9 @@ impl ReadQueue {
         self.next_id
     }
 
-    /// Records the read indexes raft-rs returned. Returns the send time of
-    /// the latest batch confirmed by a quorum while leader (to renew the
-    /// lease).
+    /// Records the read indexes raft-rs returned (and the latest safe
+    /// point they make). Returns the send time of the latest batch
+    /// confirmed by a quorum while leader (to renew the lease).
     pub fn on_read_states(&mut self, states: &[raft::ReadState]) -> Option<Instant> {
         let mut confirmed = None;
         for rs in states {
@@ -242,10 +254,22 @@ impl ReadQueue {
                     if b.by_leader {
                         confirmed = confirmed.max(Some(b.sent_at));
                     }
+                    if self.safe.is_none_or(|s| s.at < b.sent_at) {
+                        self.safe = Some(SafePoint {
+                            index: rs.index,
+                            at: b.sent_at,
+                        });
+                    }
                 }
             }
         }
         confirmed
+    }
+
+    /// The latest safe point for stale reads: every write acknowledged
+    /// before its `at` is at or below its `index`.
+    pub fn safe_point(&self) -> Option<SafePoint> {
+        self.safe
     }
 
     /// Takes out every read whose batch's read index has been applied; each
@@ -421,6 +445,40 @@ mod tests {
         assert_eq!(answer_all(ready, &region), 2);
         assert_eq!(*log.lock().unwrap(), vec![Ok(1), Ok(2)]);
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn every_answered_read_index_is_a_safe_point_at_its_send_time() {
+        let log = Log::default();
+        let mut q = ReadQueue::new(1);
+        assert_eq!(q.safe_point(), None);
+        let first = Instant::now();
+        q.push(read(&log, 1), true);
+        let mut sent = vec![];
+        let _ = q.flush(first, false, None, &nl, &mut |ctx| sent.push(ctx));
+        let later = first + Duration::from_millis(5);
+        q.push(read(&log, 2), true);
+        let _ = q.flush(later, false, None, &nl, &mut |ctx| sent.push(ctx));
+        assert_eq!(sent.len(), 2);
+        let answer = |ctx: &Vec<u8>, index| raft::ReadState {
+            index,
+            request_ctx: ctx.clone(),
+        };
+        // A follower's answers renew no lease but make safe points; the
+        // later-sent request wins, whatever order the answers come in.
+        assert_eq!(q.on_read_states(&[answer(&sent[1], 12)]), None);
+        assert_eq!(
+            q.safe_point(),
+            Some(SafePoint {
+                index: 12,
+                at: later
+            })
+        );
+        assert_eq!(q.on_read_states(&[answer(&sent[0], 11)]), None);
+        assert_eq!(q.safe_point().map(|s| s.at), Some(later));
+        // An answer for a batch already answered changes nothing.
+        let _ = q.on_read_states(&[answer(&sent[1], 99)]);
+        assert_eq!(q.safe_point().map(|s| s.index), Some(12));
     }
 
     #[test]

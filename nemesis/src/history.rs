@@ -42,6 +42,10 @@ use serde::{Deserialize, Serialize};
 pub enum OpKind {
     /// Read the key.
     Read,
+    /// Read the key with bounded staleness (`ReadConsistency::Stale`): not
+    /// linearizable, so kept out of the linearizability and lost-write
+    /// checks and checked on its own (`check::stale`).
+    StaleRead { max_age_ms: u64 },
     /// Set the key to `value`.
     Write { value: u64 },
     /// Set the key to `new` if it holds `expected` (`None`: if it is absent,
@@ -53,7 +57,7 @@ impl OpKind {
     /// The value this operation writes if it takes effect.
     pub fn written_value(&self) -> Option<u64> {
         match *self {
-            OpKind::Read => None,
+            OpKind::Read | OpKind::StaleRead { .. } => None,
             OpKind::Write { value } => Some(value),
             OpKind::Cas { new, .. } => Some(new),
         }
@@ -117,13 +121,14 @@ pub struct Op {
 impl Op {
     /// Whether this is a write or CAS the store acknowledged as applied.
     pub fn is_acknowledged_write(&self) -> bool {
-        !matches!(self.kind, OpKind::Read) && matches!(self.outcome, Outcome::Ok { .. })
+        self.kind.written_value().is_some() && matches!(self.outcome, Outcome::Ok { .. })
     }
 
     /// The value of the register this op observed, if it observed one: the
     /// value an `Ok` read returned, the expected value of a successful CAS,
-    /// the actual value of a mismatched CAS. `None` if it observed nothing;
-    /// `Some(None)` if it observed the key absent.
+    /// the actual value of a mismatched CAS. `None` if it observed nothing
+    /// (a stale read observes no linearizable value); `Some(None)` if it
+    /// observed the key absent.
     pub fn observed(&self) -> Option<Option<u64>> {
         match (self.kind, self.outcome) {
             (OpKind::Read, Outcome::Ok { read }) => Some(read),

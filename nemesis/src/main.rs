@@ -62,6 +62,19 @@ struct Args {
     /// replica serves, after a ReadIndex round trip; still linearizable).
     #[arg(long)]
     follower_reads: bool,
+    /// Some clients read with the SDK's stale consistency at this bound in
+    /// milliseconds (any replica serves from its own state if at most that
+    /// old), checked for bounded staleness: no read may miss a write
+    /// acknowledged longer than the bound before it was sent. The clients
+    /// take turns: linearizable, follower (with --follower-reads), stale.
+    #[arg(long, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    stale_reads: Option<u64>,
+    /// Added to every stale read's bound when checking: the clock drift
+    /// between clients and stores, in milliseconds (0 on one host: every
+    /// process reads the same clock).
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    stale_slack: u64,
     /// Keys with more operations are not searched for linearizability
     /// (the lost-write check still covers them).
     #[arg(long, default_value_t = 1_000_000)]
@@ -78,6 +91,7 @@ fn check_options(args: &Args) -> CheckOptions {
     CheckOptions {
         max_ops_per_key: args.max_ops_per_key,
         key_time_budget: Duration::from_secs(args.key_time_budget),
+        stale_slack: Duration::from_millis(args.stale_slack),
         ..CheckOptions::default()
     }
 }
@@ -131,6 +145,7 @@ fn main() -> anyhow::Result<()> {
     spec.workload.keys = args.keys;
     spec.workload.direct = args.direct;
     spec.workload.follower_reads = args.follower_reads;
+    spec.workload.stale_reads = args.stale_reads.map(Duration::from_millis);
     spec.unsafe_reads = args.negative_control;
     spec.check = check_options(&args);
     let out = args

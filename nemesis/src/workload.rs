@@ -63,10 +63,16 @@ pub struct WorkloadSpec {
     /// The SDK in direct mode (regions found through the directory,
     /// requests sent to their leaders) instead of through the routers.
     pub direct: bool,
-    /// Every other client reads with `ReadConsistency::Follower` (any
-    /// voter serves, after a ReadIndex round trip to the leader), the
-    /// others with the default, linearizable leader reads.
+    /// Some clients read with `ReadConsistency::Follower` (any voter
+    /// serves, after a ReadIndex round trip to the leader), the others with
+    /// the default, linearizable leader reads (or stale reads, below).
     pub follower_reads: bool,
+    /// Some clients read with `ReadConsistency::Stale` at this bound (any
+    /// voter from its own state), recorded as stale reads and checked for
+    /// bounded staleness rather than linearizability. The clients take
+    /// turns over the read modes in use: linearizable, then follower (if
+    /// on), then stale (if on).
+    pub stale_reads: Option<Duration>,
 }
 
 impl Default for WorkloadSpec {
@@ -80,6 +86,7 @@ impl Default for WorkloadSpec {
             read_path: ReadPath::Router,
             direct: false,
             follower_reads: false,
+            stale_reads: None,
         }
     }
 }
@@ -145,16 +152,24 @@ pub async fn run(
             security.clone(),
         )?)),
     };
+    use tessera_client::ReadConsistency as C;
+    let mut modes = vec![C::Linearizable];
+    if spec.follower_reads {
+        modes.push(C::Follower);
+    }
+    if let Some(max_age) = spec.stale_reads {
+        modes.push(C::Stale { max_age });
+    }
     let mut tasks = vec![];
     for c in 0..spec.clients {
         let via = match spec.direct {
             true => Via::Direct(&directory),
             false => Via::Routers(&routers),
         };
-        let mut client = connect(via, spec.op_timeout, &security).await?;
-        if spec.follower_reads && c % 2 == 1 {
-            client = client.with_consistency(tessera_client::ReadConsistency::Follower);
-        }
+        let consistency = modes[c % modes.len()];
+        let client = connect(via, spec.op_timeout, &security)
+            .await?
+            .with_consistency(consistency);
         let worker = Worker {
             client,
             replicas: replicas.clone(),
@@ -207,8 +222,18 @@ impl Worker {
     }
 
     async fn read(&mut self, me: u64, key: &str) -> Done {
-        let h = self.recorder.invoke(me, key, OpKind::Read);
-        let result = match &self.replicas {
+        // Stale readers read through the SDK whatever the read path.
+        let (kind, replicas) = match self.client.consistency() {
+            tessera_client::ReadConsistency::Stale { max_age } => (
+                OpKind::StaleRead {
+                    max_age_ms: u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX),
+                },
+                None,
+            ),
+            _ => (OpKind::Read, self.replicas.as_ref()),
+        };
+        let h = self.recorder.invoke(me, key, kind);
+        let result = match replicas {
             None => self.client.get(key).await.map_err(|e| e.to_string()),
             Some(r) => r.get(key.as_bytes(), &mut self.rng).await,
         };
@@ -366,6 +391,7 @@ impl ReplicaReader {
                     region_epoch: info.region_epoch,
                     peer: Some(peer),
                     follower_read: true,
+                    stale_max_age_ms: 0,
                 }),
                 key,
             })

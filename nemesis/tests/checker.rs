@@ -497,7 +497,7 @@ fn generate(seed: u64, n: usize, keys: usize, clients: usize, faulty: u64) -> Ve
             _ => Outcome::Indeterminate,
         };
         match &mut op.kind {
-            OpKind::Read => {
+            OpKind::Read | OpKind::StaleRead { .. } => {
                 if p.fate == 0 {
                     op.outcome = Outcome::read(cur);
                 }
@@ -630,4 +630,52 @@ fn soak_sized_history_checks_quickly() {
         println!("{r}");
         assert!(r.is_complete(), "{r}");
     }
+}
+
+/// Stale reads are not linearizable: a stale read of an old value does not
+/// make the key non-linearizable, is not a lost write, and is judged by
+/// its bound alone (with the checker's slack).
+#[test]
+fn stale_reads_are_judged_by_their_bound_not_by_linearizability() {
+    const MS: u64 = 1_000_000;
+    let stale = |max_age_ms| OpKind::StaleRead { max_age_ms };
+    let mut h = H::default();
+    h.w("k", 1, (0, 10 * MS));
+    h.w("k", 2, (20 * MS, 30 * MS));
+    // Misses 2, acknowledged 70 ms before it was sent: within 100 ms.
+    h.op(
+        "k",
+        stale(100),
+        (100 * MS, 101 * MS),
+        Outcome::read(Some(1)),
+    );
+    h.r("k", Some(2), (200 * MS, 201 * MS));
+    let r = h.check();
+    assert!(r.is_complete(), "{r}");
+    assert_eq!((r.counts.reads, r.counts.stale_reads), (2, 1));
+    assert!(
+        r.to_string().contains("stale reads within their bounds"),
+        "{r}"
+    );
+
+    // The same read with a 20 ms bound is past it.
+    h.op("k", stale(20), (100 * MS, 101 * MS), Outcome::read(Some(1)));
+    let r = h.check();
+    assert!(!r.is_ok(), "{r}");
+    assert_eq!(r.stale_reads.len(), 1, "{r}");
+    assert!(
+        r.linearizability.is_empty() && r.lost_writes.is_empty(),
+        "{r}"
+    );
+    assert!(
+        r.to_string().contains("stale reads beyond their bound: 1"),
+        "{r}"
+    );
+    assert_eq!(r.bad_keys(), vec!["k"]);
+    // A slack of 60 ms (clock drift across hosts) covers it.
+    let slack = CheckOptions {
+        stale_slack: std::time::Duration::from_millis(60),
+        ..CheckOptions::default()
+    };
+    assert!(check(&h.ops, &slack).unwrap().is_ok());
 }

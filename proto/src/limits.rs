@@ -22,6 +22,22 @@ pub const MAX_KEYSPACE_NAME_BYTES: usize = 128;
 /// [`MAX_VALUE_BYTES`](crate::keys::MAX_VALUE_BYTES)).
 pub const RESPONSE_PAGE_BYTES: usize = 4 * 1024 * 1024;
 
+/// The oldest state a stale read may ask for, in milliseconds (an hour):
+/// what a replica learned from its leader longer ago than that is no use.
+pub const MAX_STALENESS_MS: u64 = 3_600_000;
+
+/// Checks a stale read's age bound: at least 1 ms, at most
+/// [`MAX_STALENESS_MS`].
+pub fn validate_staleness_ms(ms: u64) -> Result<(), String> {
+    if (1..=MAX_STALENESS_MS).contains(&ms) {
+        Ok(())
+    } else {
+        Err(format!(
+            "a stale read's age bound is {ms} ms: it must be 1 to {MAX_STALENESS_MS} ms"
+        ))
+    }
+}
+
 /// The bytes of one response page, counted against its budget.
 #[derive(Clone, Debug)]
 pub struct PageBudget {
@@ -190,6 +206,12 @@ mod tests {
         assert!(validate_keyspace_name(&"x".repeat(MAX_KEYSPACE_NAME_BYTES)).is_ok());
         assert!(validate_keyspace_name(&"x".repeat(MAX_KEYSPACE_NAME_BYTES + 1)).is_err());
         assert!(validate_keyspace_name("").is_err());
+        assert!(validate_staleness_ms(1).is_ok());
+        assert!(validate_staleness_ms(MAX_STALENESS_MS).is_ok());
+        assert!(validate_staleness_ms(0).is_err());
+        assert!(validate_staleness_ms(MAX_STALENESS_MS + 1)
+            .unwrap_err()
+            .contains("1 to 3600000 ms"));
         assert!(validate_keyspace_name("a\nb").is_err());
         let mut page = PageBudget::new(10);
         assert!(page.admit(25), "the first pair joins even past the budget");

@@ -77,7 +77,7 @@ impl RouterRpc for RouterService {
     async fn get(&self, r: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         let (_, extensions, r) = r.into_parts();
         let read = async {
-            let consistency = ReadConsistency::from_wire(r.consistency)?;
+            let consistency = ReadConsistency::from_wire(r.consistency, r.stale_max_age_ms)?;
             self.router
                 .get_with(keyspace(&r.keyspace), &r.key, consistency)
                 .await
@@ -125,7 +125,7 @@ impl RouterRpc for RouterService {
     ) -> Result<Response<BatchGetResponse>, Status> {
         let (_, extensions, r) = r.into_parts();
         let read = async {
-            let consistency = ReadConsistency::from_wire(r.consistency)?;
+            let consistency = ReadConsistency::from_wire(r.consistency, r.stale_max_age_ms)?;
             self.router
                 .batch_get_with(keyspace(&r.keyspace), &r.keys, consistency)
                 .await
@@ -169,7 +169,7 @@ impl RouterRpc for RouterService {
                 limit: r.limit as usize,
                 reverse: r.reverse,
                 resume: r.resume.as_deref(),
-                consistency: ReadConsistency::from_wire(r.consistency)?,
+                consistency: ReadConsistency::from_wire(r.consistency, r.stale_max_age_ms)?,
             };
             self.router.scan(keyspace(&r.keyspace), scan).await
         };

@@ -163,6 +163,7 @@ impl Router {
         consistency: ReadConsistency,
     ) -> Result<BatchGetPage> {
         tessera_proto::limits::validate_batch_len(keys.len()).map_err(Error::InvalidArgument)?;
+        let consistency = consistency.validate()?;
         let ks = self.keyspace(keyspace).await?;
         // The distinct keys, and where each was first named.
         let mut seen = HashSet::with_capacity(keys.len());
@@ -183,7 +184,7 @@ impl Router {
                 consistency.policy(),
                 |mut c, ctx, keys| async move {
                     c.batch_get(BatchGetRequest {
-                        context: Some(ctx),
+                        context: Some(consistency.stamp(ctx)),
                         keys,
                     })
                     .await

@@ -29,12 +29,13 @@ impl Router {
         key: &[u8],
         consistency: ReadConsistency,
     ) -> Result<Option<Vec<u8>>> {
+        let consistency = consistency.validate()?;
         let ks = self.keyspace(keyspace).await?;
         let k = Self::encode_key(&ks, key)?;
         let (resp, _) = self
             .route("get", &k, consistency.policy(), |mut c, ctx| {
                 let req = GetRequest {
-                    context: Some(ctx),
+                    context: Some(consistency.stamp(ctx)),
                     key: k.clone(),
                 };
                 async move { c.get(req).await }

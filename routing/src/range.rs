@@ -40,7 +40,7 @@ pub struct Scan<'a> {
 #[derive(Clone, Copy)]
 struct Walk {
     reverse: bool,
-    policy: SendPolicy,
+    consistency: ReadConsistency,
 }
 
 /// One page of a scan.
@@ -131,7 +131,7 @@ impl Router {
         } = scan;
         let walk = Walk {
             reverse,
-            policy: consistency.policy(),
+            consistency: consistency.validate()?,
         };
         let ks = self.keyspace(keyspace).await?;
         let (start, end) = Self::encoded_range(&ks, start, end)?;
@@ -216,9 +216,9 @@ impl Router {
         let room = page.left().max(1);
         let reverse = walk.reverse;
         let (resp, region) = self
-            .route("scan", at, walk.policy, |mut c, ctx| {
+            .route("scan", at, walk.consistency.policy(), |mut c, ctx| {
                 let req = ScanRequest {
-                    context: Some(ctx),
+                    context: Some(walk.consistency.stamp(ctx)),
                     start_key: range.0.to_vec(),
                     end_key: range.1.to_vec(),
                     limit: left.min(u32::MAX as usize) as u32,

@@ -161,6 +161,7 @@ impl Router {
             region_epoch: c.region.region_epoch,
             peer: Some(peer),
             follower_read: policy == SendPolicy::AnyVoter,
+            stale_max_age_ms: 0,
         };
         let reaction = match call(client, ctx).await {
             Ok(resp) => {

@@ -21,6 +21,7 @@ async fn check(cluster: &Cluster, endpoint: &KvEndpoint, leader: u64, grpc: bool
         region_epoch: region.region_epoch,
         peer: tessera_multiraft::region::find_peer_on_store(&region, leader).cloned(),
         follower_read: false,
+        stale_max_age_ms: 0,
     };
     let put = |ctx: &Context, k: Vec<u8>, v: Vec<u8>| PutRequest {
         context: Some(*ctx),
@@ -54,6 +55,28 @@ async fn check(cluster: &Cluster, endpoint: &KvEndpoint, leader: u64, grpc: bool
         endpoint.put(put(&ctx, vec![1, 2], b"v".to_vec())).await,
         "prefix",
     );
+
+    // A stale read's bound: only on a follower read, 1 ms to an hour.
+    for (follower_read, ms, what) in [
+        (false, 5, "not a follower read"),
+        (true, 3_600_001, "1 to 3600000 ms"),
+    ] {
+        let stale = Context {
+            follower_read,
+            stale_max_age_ms: ms,
+            ..ctx
+        };
+        match endpoint
+            .get(GetRequest {
+                context: Some(stale),
+                key: key("k"),
+            })
+            .await
+        {
+            Err(Error::InvalidArgument(m)) => assert!(m.contains(what), "{m}"),
+            other => panic!("expected InvalidArgument about {what}, got {other:?}"),
+        }
+    }
 
     // More keys than a batch may name, even the same key over and over.
     let too_many = endpoint
@@ -325,6 +348,7 @@ async fn random_and_mutated_requests_never_crash_the_store() {
         region_epoch: region.region_epoch,
         peer: tessera_multiraft::region::find_peer_on_store(&region, leader).cloned(),
         follower_read: false,
+        stale_max_age_ms: 0,
     };
     let strategy = bytes_strategy();
     let mut runner = proptest::test_runner::TestRunner::deterministic();

@@ -76,6 +76,7 @@ fn context(region: &Region, leader_store: u64) -> Context {
         region_epoch: region.region_epoch,
         peer,
         follower_read: false,
+        stale_max_age_ms: 0,
     }
 }
 

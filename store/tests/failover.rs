@@ -181,6 +181,7 @@ async fn an_isolated_leader_cannot_commit_nor_serve_stale_reads_and_catches_up_a
                     region_epoch: region.region_epoch,
                     peer: tessera_multiraft::region::find_peer_on_store(region, old).cloned(),
                     follower_read: true,
+                    stale_max_age_ms: 0,
                 }),
                 key: key("k"),
             })

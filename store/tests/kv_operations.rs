@@ -14,6 +14,7 @@ fn context_on(cluster: &Cluster, leader: u64) -> tessera_proto::kvpb::Context {
         region_epoch: region.region_epoch,
         peer: tessera_multiraft::region::find_peer_on_store(region, leader).cloned(),
         follower_read: false,
+        stale_max_age_ms: 0,
     }
 }
 

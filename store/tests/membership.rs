@@ -119,6 +119,7 @@ async fn a_new_peer_catches_up_by_snapshot_and_a_removed_peer_loses_its_data() {
                 region_epoch: r.region_epoch,
                 peer: find_peer_on_store(&r, 4).copied(),
                 follower_read: true,
+                stale_max_age_ms: 0,
             }),
             key: key("k0599"),
         })

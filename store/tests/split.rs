@@ -94,6 +94,7 @@ async fn splits_under_concurrent_writes_reach_256_regions_and_lose_nothing() {
                 region_epoch: first.region_epoch,
                 peer: tessera_multiraft::region::find_peer_on_store(&first, leader).copied(),
                 follower_read: false,
+                stale_max_age_ms: 0,
             }),
             key: key("a"),
             value: b"stale".to_vec(),

@@ -312,7 +312,104 @@ async fn follower_reads_are_served_by_followers_and_see_every_acknowledged_write
         .expect("get --direct --consistency follower");
     assert_eq!(got.trim(), "proxy-39");
     let err = c
-        .try_cli(&["get", "k", "--consistency", "stale"])
+        .try_cli(&["get", "k", "--consistency", "eventual"])
         .unwrap_err();
     assert!(err.contains("invalid value"), "{err}");
+}
+
+/// Reads a store served by `path` (`tessera_reads_total{path}`).
+fn reads_by(c: &E2eCluster, index: usize, path: &str) -> f64 {
+    tessera_e2e::metric_value(
+        &c.stores[&index].status,
+        &format!("tessera_reads_total{{path=\"{path}\"}}"),
+    )
+    .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_reads_are_served_by_followers_without_a_round_trip_within_their_bound() {
+    use tessera_client::ReadConsistency;
+    let mut c = E2eCluster::start(Options::default()).await;
+    c.wait_settled(1).await;
+    c.add_router().await;
+    let direct = direct(&c, c.security()).await;
+    let proxy = proxy(&c).await;
+    let leader = regions_json(&c)[0]["leader_store"]
+        .as_u64()
+        .expect("a leader");
+    let mut followers = vec![];
+    for i in c.stores.keys().copied().collect::<Vec<_>>() {
+        if c.store_id(i).await != Some(leader) {
+            followers.push(i);
+        }
+    }
+    let sum = |path: &str| -> f64 { followers.iter().map(|&i| reads_by(&c, i, path)).sum() };
+
+    // The bound holds: a write acknowledged longer than `max_age` before a
+    // stale read is always seen, in both modes, whichever replica serves.
+    let bound = Duration::from_millis(300);
+    for (mode, client) in [("direct", &direct), ("proxy", &proxy)] {
+        let stale = client.with_consistency(ReadConsistency::Stale { max_age: bound });
+        for i in 0..6 {
+            let value = format!("{mode}-{i}");
+            client.put("s", &value).await.unwrap();
+            tokio::time::sleep(bound + Duration::from_millis(50)).await;
+            for _ in 0..3 {
+                assert_eq!(
+                    stale.get("s").await.unwrap().as_deref(),
+                    Some(value.as_bytes()),
+                    "{mode}: a stale read missed a write acknowledged before its bound"
+                );
+            }
+        }
+    }
+
+    // Under steady stale reads, followers serve them from their own state:
+    // far fewer ReadIndex rounds than reads.
+    let (stale_before, rounds_before) = (sum("stale"), sum("read_index"));
+    let stale = direct.with_consistency(ReadConsistency::Stale {
+        max_age: Duration::from_secs(5),
+    });
+    for _ in 0..300 {
+        assert!(stale.get("s").await.unwrap().is_some());
+    }
+    let served = sum("stale") - stale_before;
+    let rounds = sum("read_index") - rounds_before;
+    assert!(
+        served >= 100.0 && rounds <= served / 4.0,
+        "followers served {served} stale reads locally with {rounds} ReadIndex rounds"
+    );
+    let pairs = stale.batch_get(["s", "absent"]).await.unwrap();
+    assert_eq!(pairs.len(), 1);
+    let scanned = stale.keyspace("default").scan(.."t", 0).await.unwrap();
+    assert!(scanned.iter().any(|p| p.key == b"s"));
+
+    // A bound outside 1 ms to an hour is bad input, in both modes.
+    for (mode, client) in [("direct", &direct), ("proxy", &proxy)] {
+        for bad in [Duration::ZERO, Duration::from_secs(3601)] {
+            let err = client
+                .with_consistency(ReadConsistency::Stale { max_age: bad })
+                .get("s")
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, SdkError::InvalidArgument(_)),
+                "{mode} {bad:?}: {err}"
+            );
+        }
+    }
+
+    // The CLI's --consistency stale:<ms>, through the router and direct.
+    let got = c
+        .try_cli(&["get", "s", "--consistency", "stale:5000"])
+        .expect("get --consistency stale:5000");
+    assert_eq!(got.trim(), "proxy-5");
+    let got = c
+        .try_cli(&["get", "--direct", "s", "--consistency", "stale:5000"])
+        .expect("get --direct --consistency stale:5000");
+    assert_eq!(got.trim(), "proxy-5");
+    let err = c
+        .try_cli(&["get", "s", "--consistency", "stale:0"])
+        .unwrap_err();
+    assert!(err.contains("1 to 3600000"), "{err}");
 }

@@ -119,7 +119,12 @@ fn opt(r: &mut Rng, f: impl FnOnce(&mut Rng) -> Vec<u8>) -> Option<Vec<u8>> {
 /// Keys for a batch: a few, none, or past the 10,000-key limit.
 /// A read consistency as sent: the known ones, and values no version knows.
 fn consistency(r: &mut Rng) -> i32 {
-    *r.pick(&[0, 1, 2, -1, i32::MAX])
+    *r.pick(&[0, 1, 2, 3, -1, i32::MAX])
+}
+
+/// A stale read's age bound: mostly none, some valid, some out of range.
+fn staleness(r: &mut Rng) -> u64 {
+    *r.pick(&[0, 0, 0, 1, 500, 3_600_000, 3_600_001, u64::MAX])
 }
 
 fn keys(r: &mut Rng) -> Vec<Vec<u8>> {
@@ -139,6 +144,7 @@ fn request(r: &mut Rng, method: usize) -> Vec<u8> {
             keyspace: ks,
             key: key(r),
             consistency: consistency(r),
+            stale_max_age_ms: staleness(r),
         }
         .encode_to_vec(),
         1 => PutRequest {
@@ -156,6 +162,7 @@ fn request(r: &mut Rng, method: usize) -> Vec<u8> {
             keyspace: ks,
             keys: keys(r),
             consistency: consistency(r),
+            stale_max_age_ms: staleness(r),
         }
         .encode_to_vec(),
         4 => BatchPutRequest {
@@ -177,6 +184,7 @@ fn request(r: &mut Rng, method: usize) -> Vec<u8> {
             reverse: r.chance(2),
             resume: r.chance(3).then(|| r.bytes(24)),
             consistency: consistency(r),
+            stale_max_age_ms: staleness(r),
         }
         .encode_to_vec(),
         6 => CompareAndSwapRequest {
@@ -355,6 +363,7 @@ async fn hostile_requests_never_take_the_router_down() {
             keyspace: String::new(),
             key: b"after-the-fuzz".to_vec(),
             consistency: 0,
+            stale_max_age_ms: 0,
         })
         .await
         .expect("get after the fuzz")

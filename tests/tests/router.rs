@@ -361,6 +361,7 @@ async fn large_scans_and_batch_gets_come_back_in_bounded_pages() {
         reverse: false,
         resume,
         consistency: 0,
+        stale_max_age_ms: 0,
     };
     let mut resume = None;
     let mut pages = 0;
@@ -409,6 +410,7 @@ async fn large_scans_and_batch_gets_come_back_in_bounded_pages() {
             keyspace: String::new(),
             keys: asked.iter().map(|k| k.as_bytes().to_vec()).collect(),
             consistency: 0,
+            stale_max_age_ms: 0,
         })
         .await
         .unwrap()
@@ -425,6 +427,7 @@ async fn large_scans_and_batch_gets_come_back_in_bounded_pages() {
             keyspace: String::new(),
             keys: vec![b"k".to_vec(); tessera_proto::limits::MAX_BATCH_KEYS + 1],
             consistency: 0,
+            stale_max_age_ms: 0,
         })
         .await
         .unwrap()

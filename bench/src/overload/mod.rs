@@ -262,6 +262,7 @@ async fn one_system(system: System, args: &Args, progress: bool) -> anyhow::Resu
         connections: args.connections,
         etcd_serializable: false,
         tessera_follower_reads: false,
+        tessera_stale_reads_ms: None,
         op_timeout: args.op_timeout.max(1),
         no_busy_retry: !args.busy_retry,
         sdk_throttle: args.sdk_throttle,

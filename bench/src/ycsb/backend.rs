@@ -94,16 +94,13 @@ impl Tessera {
         Ok(Tessera { clients })
     }
 
-    /// With `follower`, every read is served by any voter of its region
-    /// (`ReadConsistency::Follower`) instead of the leader.
-    pub fn follower_reads(self, follower: bool) -> Tessera {
-        if !follower {
-            return self;
-        }
+    /// Every read served as `consistency` says (the default: by the
+    /// region's leader).
+    pub fn with_consistency(self, consistency: tessera_client::ReadConsistency) -> Tessera {
         let clients = self
             .clients
             .iter()
-            .map(|c| c.with_consistency(tessera_client::ReadConsistency::Follower))
+            .map(|c| c.with_consistency(consistency))
             .collect();
         Tessera { clients }
     }

@@ -134,8 +134,15 @@ pub struct Params {
     /// tessera: follower reads (any voter serves each read after a
     /// ReadIndex round trip to the leader; still linearizable) instead of
     /// leader reads.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "tessera_stale_reads_ms")]
     pub tessera_follower_reads: bool,
+    /// tessera: stale reads (any voter serves each read from its own state
+    /// if that is at most this many milliseconds old; bounded staleness,
+    /// not linearizable) instead of leader reads. Compare with etcd's
+    /// `--etcd-serializable`.
+    #[arg(long, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub tessera_stale_reads_ms: Option<u64>,
     /// Deadline of one operation, retries included (seconds).
     #[arg(long, default_value_t = 10)]
     pub op_timeout: u64,
@@ -168,6 +175,19 @@ impl Params {
         }
     }
 
+    /// How tessera's reads are served (`--tessera-follower-reads`,
+    /// `--tessera-stale-reads-ms`).
+    pub fn tessera_consistency(&self) -> tessera_client::ReadConsistency {
+        use tessera_client::ReadConsistency as C;
+        match (self.tessera_follower_reads, self.tessera_stale_reads_ms) {
+            (true, _) => C::Follower,
+            (false, Some(ms)) => C::Stale {
+                max_age: Duration::from_millis(ms),
+            },
+            (false, None) => C::Linearizable,
+        }
+    }
+
     pub fn op_timeout(&self) -> Duration {
         Duration::from_secs(self.op_timeout.max(1))
     }
@@ -183,12 +203,15 @@ impl Params {
             Some(t) => format!("open loop at {t:.0} ops/s"),
             None => "closed loop".into(),
         };
-        let reads = match (self.tessera_follower_reads, self.etcd_serializable) {
-            (false, false) => "",
-            (true, false) => ", tessera follower reads",
-            (false, true) => ", etcd serializable reads",
-            (true, true) => ", tessera follower reads, etcd serializable reads",
-        };
+        let mut reads = String::new();
+        match (self.tessera_follower_reads, self.tessera_stale_reads_ms) {
+            (true, _) => reads.push_str(", tessera follower reads"),
+            (false, Some(ms)) => reads.push_str(&format!(", tessera stale reads (≤ {ms} ms)")),
+            (false, None) => {}
+        }
+        if self.etcd_serializable {
+            reads.push_str(", etcd serializable reads");
+        }
         let stores = match self.tessera_store_toml.is_empty() {
             true => String::new(),
             false => format!(
@@ -313,7 +336,7 @@ impl AnyBackend {
                     &access.tessera,
                 )
                 .await?
-                .follower_reads(p.tessera_follower_reads),
+                .with_consistency(p.tessera_consistency()),
             )),
             System::Etcd => AnyBackend::Etcd(Arc::new(
                 backend::Etcd::connect(

@@ -19,6 +19,22 @@ fn leader(committed: u64, applied: u64) -> LeaseView {
         lease_until: Some(Instant::now() + Duration::from_secs(60)),
         committed,
         applied_index: applied,
+        safe: None,
+    }
+}
+
+/// A follower (no lease) that learned index `index` from its leader `age`
+/// ago and has applied `applied`.
+fn follower(index: u64, age: Duration, applied: u64) -> LeaseView {
+    LeaseView {
+        term: 6,
+        lease_until: None,
+        committed: applied,
+        applied_index: applied,
+        safe: Some(SafePoint {
+            index,
+            at: Instant::now() - age,
+        }),
     }
 }
 
@@ -140,4 +156,71 @@ fn republishing_the_same_state_wakes_nobody_and_keeps_the_generation() {
     moved.peers.push(Default::default());
     lr.publish(leader(10, 10), &moved);
     assert_eq!(lr.state(7).unwrap().generation, g + 1);
+}
+
+#[tokio::test]
+async fn a_follower_serves_a_stale_read_from_a_recent_applied_safe_point_only() {
+    let lr = LocalReaders::new();
+    let max_age = Duration::from_millis(500);
+    assert!(
+        lr.begin_stale(7, &at(1), max_age).await.is_none(),
+        "nothing published"
+    );
+    lr.publish(follower(10, Duration::from_millis(100), 10), &region(1));
+    let read = lr.begin_stale(7, &at(1), max_age).await.expect("granted");
+    assert!(read.still_valid());
+    assert!(
+        lr.begin(7, &at(1)).await.is_none(),
+        "a follower never serves a linearizable read locally"
+    );
+    assert!(
+        lr.begin_stale(7, &at(1), Duration::from_millis(50))
+            .await
+            .is_none(),
+        "the safe point is older than this read allows"
+    );
+    assert!(
+        lr.begin_stale(7, &at(2), max_age).await.is_none(),
+        "another epoch"
+    );
+
+    // Not applied as far as the safe point: not served (not waited for).
+    lr.publish(follower(12, Duration::from_millis(100), 11), &region(1));
+    assert!(lr.begin_stale(7, &at(1), max_age).await.is_none());
+
+    // No safe point at all.
+    let mut view = follower(0, Duration::ZERO, 11);
+    view.safe = None;
+    lr.publish(view, &region(1));
+    assert!(lr.begin_stale(7, &at(1), max_age).await.is_none());
+}
+
+#[tokio::test]
+async fn a_stale_read_under_way_is_dropped_when_the_region_is_replaced_or_closed() {
+    let lr = LocalReaders::new();
+    let max_age = Duration::from_secs(5);
+    lr.publish(follower(10, Duration::ZERO, 10), &region(1));
+    let read = lr.begin_stale(7, &at(1), max_age).await.expect("granted");
+    lr.invalidate(7);
+    assert!(!read.still_valid(), "a snapshot or split under the read");
+    assert!(!lr.finish(&read));
+    let read = lr
+        .begin_stale(7, &at(1), max_age)
+        .await
+        .expect("granted again");
+    lr.remove(7);
+    assert!(!read.still_valid(), "the peer is being destroyed");
+    assert!(lr.begin_stale(7, &at(1), max_age).await.is_none());
+}
+
+#[tokio::test]
+async fn a_leader_with_a_lease_serves_a_stale_read_as_a_lease_read() {
+    let lr = LocalReaders::new();
+    let mut view = leader(10, 10);
+    view.safe = None;
+    lr.publish(view, &region(1));
+    assert!(lr
+        .begin_stale(7, &at(1), Duration::from_millis(1))
+        .await
+        .is_some());
 }

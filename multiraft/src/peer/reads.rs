@@ -83,6 +83,7 @@ impl<O: Send + 'static> Peer<O> {
             lease_until: self.lease.expires().filter(|_| self.lease_holder()),
             committed: raft.raft_log.committed,
             applied_index: self.storage().applied_index(),
+            safe: self.reads.safe_point(),
         }
     }
 

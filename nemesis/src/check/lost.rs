@@ -150,6 +150,7 @@ pub(crate) fn describe_write(op: &Op) -> String {
         OpKind::Write { value } => format!("write of {value}"),
         OpKind::Cas { expected, new } => format!("CAS {} -> {new}", fmt_value(expected)),
         OpKind::Read => "read".to_string(),
+        OpKind::StaleRead { max_age_ms } => format!("stale read (≤ {max_age_ms} ms)"),
     }
 }
 

@@ -8,6 +8,8 @@
 //! - `linear`: checking one key and narrowing a violation to a small window;
 //! - `lost`: the lost-write and phantom-read checks and their precise
 //!   definitions;
+//! - `stale`: the bounded-staleness check of stale reads, which are not
+//!   linearizable and stay out of the two checks above;
 //! - `report`: the [`Report`] and its human-readable form.
 //!
 //! Keys are independent registers, so the history is split per key
@@ -21,6 +23,7 @@ mod linear;
 mod lost;
 mod model;
 mod report;
+mod stale;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,8 +33,9 @@ use std::time::{Duration, Instant};
 pub use linear::LinearizabilityViolation;
 pub use lost::{LastSeen, LostWrite};
 pub use report::{Counts, Report, UncheckedKey};
+pub use stale::StaleReadViolation;
 
-use crate::history::{validate, HistoryError, Op};
+use crate::history::{validate, HistoryError, Op, OpKind};
 
 /// Limits of a check.
 #[derive(Clone, Debug)]
@@ -50,6 +54,9 @@ pub struct CheckOptions {
     pub memory_budget: u64,
     /// Worker threads; 0: the available parallelism.
     pub threads: usize,
+    /// Added to every stale read's bound (`stale`): the clocks' drift
+    /// between the clients and the stores. 0 on one host (one clock).
+    pub stale_slack: Duration,
 }
 
 impl Default for CheckOptions {
@@ -59,6 +66,7 @@ impl Default for CheckOptions {
             key_time_budget: Duration::from_secs(20),
             memory_budget: 2 << 30,
             threads: 0,
+            stale_slack: Duration::ZERO,
         }
     }
 }
@@ -69,8 +77,13 @@ pub fn check(ops: &[Op], opts: &CheckOptions) -> Result<Report, HistoryError> {
     let started = Instant::now();
     validate(ops)?;
     let mut by_key: BTreeMap<&str, Vec<&Op>> = BTreeMap::new();
+    let mut stale_by_key: BTreeMap<&str, Vec<&Op>> = BTreeMap::new();
     for op in ops {
-        by_key.entry(op.key.as_str()).or_default().push(op);
+        let into = match op.kind {
+            OpKind::StaleRead { .. } => &mut stale_by_key,
+            _ => &mut by_key,
+        };
+        into.entry(op.key.as_str()).or_default().push(op);
     }
     for key_ops in by_key.values_mut() {
         key_ops.sort_by_key(|op| (op.invoke_ns, op.id));
@@ -112,6 +125,7 @@ pub fn check(ops: &[Op], opts: &CheckOptions) -> Result<Report, HistoryError> {
         linearizability: Vec::new(),
         lost_writes: Vec::new(),
         phantom_reads: Vec::new(),
+        stale_reads: Vec::new(),
         unverified_writes: 0,
         check_ms: 0,
     };
@@ -136,6 +150,16 @@ pub fn check(ops: &[Op], opts: &CheckOptions) -> Result<Report, HistoryError> {
         report.lost_writes.extend(lost.lost);
         report.phantom_reads.extend(lost.phantom);
         report.unverified_writes += lost.unverified;
+    }
+    let slack_ns = u64::try_from(opts.stale_slack.as_nanos()).unwrap_or(u64::MAX);
+    for (key, reads) in &stale_by_key {
+        let others = keys
+            .iter()
+            .find(|(k, _)| k == key)
+            .map_or(&[][..], |(_, o)| o.as_slice());
+        report
+            .stale_reads
+            .extend(stale::check_key(key, others, reads, slack_ns));
     }
     report.check_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     Ok(report)

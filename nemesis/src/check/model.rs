@@ -278,6 +278,8 @@ pub(crate) fn build(ops: &[&Op], window: Window) -> Vec<Item> {
             (_, Outcome::Fail) => continue,
             (OpKind::Read, Outcome::Ok { read }) => RegOp::Read(read),
             (OpKind::Read, _) => continue,
+            // Checked for bounded staleness instead (`check::stale`).
+            (OpKind::StaleRead { .. }, _) => continue,
             (OpKind::Write { value }, Outcome::Ok { .. } | Outcome::Indeterminate) => {
                 RegOp::Write(value)
             }

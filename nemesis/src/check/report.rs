@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::linear::LinearizabilityViolation;
 use super::lost::{describe_write, fmt_value, LostWrite};
+use super::stale::StaleReadViolation;
 use crate::history::{Op, OpKind, Outcome};
 
 /// How many violations of each kind [`Report`]'s `Display` shows in full.
@@ -29,6 +30,9 @@ pub struct Counts {
     pub reads: usize,
     pub writes: usize,
     pub cas: usize,
+    /// Reads with bounded staleness (also counted in `reads`).
+    #[serde(default)]
+    pub stale_reads: usize,
 }
 
 impl Counts {
@@ -46,6 +50,10 @@ impl Counts {
             }
             match op.kind {
                 OpKind::Read => c.reads += 1,
+                OpKind::StaleRead { .. } => {
+                    c.reads += 1;
+                    c.stale_reads += 1;
+                }
                 OpKind::Write { .. } => c.writes += 1,
                 OpKind::Cas { .. } => c.cas += 1,
             }
@@ -77,6 +85,10 @@ pub struct Report {
     /// Ok reads (and CASes) that saw a value no op that may have taken
     /// effect wrote (see `lost`); found on unchecked keys too.
     pub phantom_reads: Vec<Op>,
+    /// Stale reads that saw a state older than their bound allows, or a
+    /// value never written (see `stale`).
+    #[serde(default)]
+    pub stale_reads: Vec<StaleReadViolation>,
     /// Acknowledged writes with no observation after them (not violations).
     pub unverified_writes: usize,
     /// Wall-clock time of the check.
@@ -89,6 +101,7 @@ impl Report {
         self.linearizability.is_empty()
             && self.lost_writes.is_empty()
             && self.phantom_reads.is_empty()
+            && self.stale_reads.is_empty()
     }
 
     /// No violation found and every key searched.
@@ -104,6 +117,7 @@ impl Report {
             .map(|v| v.key.as_str())
             .chain(self.lost_writes.iter().map(|l| l.key.as_str()))
             .chain(self.phantom_reads.iter().map(|op| op.key.as_str()))
+            .chain(self.stale_reads.iter().map(|v| v.key.as_str()))
             .collect();
         keys.sort_unstable();
         keys.dedup();
@@ -121,16 +135,16 @@ fn secs(ns: u64) -> String {
     }
 }
 
+/// What an op asked for, in words.
 fn kind(op: &Op) -> String {
-    match op.kind {
-        OpKind::Read => "read".to_string(),
-        _ => describe_write(op),
-    }
+    describe_write(op)
 }
 
 fn outcome(op: &Op) -> String {
     match (op.kind, op.outcome) {
-        (OpKind::Read, Outcome::Ok { read }) => format!("ok -> {}", fmt_value(read)),
+        (OpKind::Read | OpKind::StaleRead { .. }, Outcome::Ok { read }) => {
+            format!("ok -> {}", fmt_value(read))
+        }
         (_, Outcome::Ok { .. }) => "ok".to_string(),
         (_, Outcome::Mismatch { actual }) => format!("mismatch, was {}", fmt_value(actual)),
         (_, Outcome::Fail) => "fail".to_string(),
@@ -276,14 +290,24 @@ impl fmt::Display for Report {
             "VIOLATIONS FOUND"
         } else if !self.unchecked.is_empty() {
             "no violation found, but some keys were not checked"
+        } else if c.stale_reads > 0 {
+            "linearizable, nothing lost, stale reads within their bounds"
         } else {
             "linearizable, nothing lost"
         };
         writeln!(f, "check: {verdict}")?;
         writeln!(
             f,
-            "  ops: {} ({} reads, {} writes, {} CAS): {} ok, {} CAS mismatch, {} fail, {} indeterminate",
-            c.total, c.reads, c.writes, c.cas, c.ok, c.mismatch, c.fail, c.indeterminate
+            "  ops: {} ({} reads of which {} stale, {} writes, {} CAS): {} ok, {} CAS mismatch, {} fail, {} indeterminate",
+            c.total,
+            c.reads,
+            c.stale_reads,
+            c.writes,
+            c.cas,
+            c.ok,
+            c.mismatch,
+            c.fail,
+            c.indeterminate
         )?;
         writeln!(
             f,
@@ -312,6 +336,22 @@ impl fmt::Display for Report {
             }
             if self.linearizability.len() > SHOWN {
                 writeln!(f, "... and {} more", self.linearizability.len() - SHOWN)?;
+            }
+        }
+        if !self.stale_reads.is_empty() {
+            writeln!(
+                f,
+                "\nstale reads beyond their bound: {}",
+                self.stale_reads.len()
+            )?;
+            for v in self.stale_reads.iter().take(SHOWN) {
+                writeln!(f, "  key {:?}: {}: {}", v.key, op_line(&v.read), v.reason)?;
+                if let Some(w) = &v.missed {
+                    writeln!(f, "    missed {}", op_line(w))?;
+                }
+            }
+            if self.stale_reads.len() > SHOWN {
+                writeln!(f, "... and {} more", self.stale_reads.len() - SHOWN)?;
             }
         }
         if !self.phantom_reads.is_empty() {

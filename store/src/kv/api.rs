@@ -146,11 +146,27 @@ impl KvApi {
         }
     }
 
-    /// Serves a read linearizably: `serve` reads the engine once the region
-    /// may be read, given the region as it is then. A leader's lease read
-    /// is tried on this task first; `serve` runs again through the poller
-    /// if what it read there cannot be kept.
+    /// Serves a read as `ctx` asks: `serve` reads the engine once the
+    /// region may be read, given the region as it is then. Linearizable
+    /// (the leader) or a follower read (any replica, after a ReadIndex
+    /// round), or a stale read (`stale_max_age_ms`, with `follower_read`:
+    /// any replica, from its own state if recent enough; otherwise as a
+    /// follower read). A lease read, or a stale read, is tried on this task
+    /// first (`tessera_multiraft::local_read`); `serve` runs again through
+    /// the poller if what it read there cannot be kept.
     async fn read<T>(&self, ctx: &Context, serve: impl Fn(&Region) -> Result<T>) -> Result<T> {
+        let stale = match (ctx.follower_read, ctx.stale_max_age_ms) {
+            (_, 0) => None,
+            (true, ms) => {
+                valid(limits::validate_staleness_ms(ms))?;
+                Some(Duration::from_millis(ms))
+            }
+            (false, ms) => {
+                return Err(Error::InvalidArgument(format!(
+                    "stale_max_age_ms is {ms} on a read that is not a follower read"
+                )))
+            }
+        };
         let policy = if self.cfg.unsafe_reads.load(Ordering::Relaxed) {
             ReadPolicy::UnsafeLocal
         } else if ctx.follower_read {
@@ -158,16 +174,27 @@ impl KvApi {
         } else {
             ReadPolicy::Leader
         };
-        if let (ReadPolicy::Leader, Some(local)) = (policy, &self.local) {
+        if let Some(local) = &self.local {
             let epoch = EpochCheck::version(ctx.region_epoch.unwrap_or_default());
-            let began =
-                tokio::time::timeout(self.cfg.request_timeout, local.begin(ctx.region_id, &epoch))
-                    .await
-                    .map_err(|_| Error::Timeout(self.cfg.request_timeout))?;
+            let timeout = self.cfg.request_timeout;
+            let began = match (policy, stale) {
+                (ReadPolicy::Leader, _) => {
+                    tokio::time::timeout(timeout, local.begin(ctx.region_id, &epoch))
+                        .await
+                        .map_err(|_| Error::Timeout(timeout))?
+                }
+                (ReadPolicy::Follower, Some(max_age)) => {
+                    tokio::time::timeout(timeout, local.begin_stale(ctx.region_id, &epoch, max_age))
+                        .await
+                        .map_err(|_| Error::Timeout(timeout))?
+                }
+                _ => None,
+            };
             if let Some(grant) = began {
                 let served = serve(grant.region());
                 if local.finish(&grant) {
-                    metrics::counter!(READS_TOTAL, "path" => "local").increment(1);
+                    let path = if stale.is_some() { "stale" } else { "local" };
+                    metrics::counter!(READS_TOTAL, "path" => path).increment(1);
                     return served;
                 }
             }

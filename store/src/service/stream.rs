@@ -436,6 +436,7 @@ mod tests {
                     ..Default::default()
                 }),
                 follower_read: false,
+                stale_max_age_ms: 0,
             }),
             cmd: RaftCmd::Put(tessera_proto::raft_serverpb::PutCommand {
                 key: b"k".to_vec(),

@@ -66,6 +66,7 @@ impl Cluster {
             region_epoch: region.region_epoch,
             peer: Some(peer),
             follower_read: false,
+            stale_max_age_ms: 0,
         })
     }
 
