@@ -34,6 +34,7 @@ use comfy_table::Table;
 use serde::Serialize;
 
 use crate::procs::{server_procs, CpuProbe};
+use crate::profile::{ProfileSpec, Tools};
 use crate::ycsb::{self, AnyBackend, LocalCluster, Mode, Params, System, WorkloadResult};
 
 #[derive(clap::Args)]
@@ -75,6 +76,12 @@ pub struct Args {
     /// Directory for compare.json and compare.svg.
     #[arg(long, default_value = "bench-results")]
     pub out: PathBuf,
+    /// Profile the first round's run phases with perf: a flamegraph of the
+    /// first store, the router, the first etcd member and the client (this
+    /// process) per workload, mode and system, in <out>/flamegraphs/.
+    /// Needs perf and inferno (scripts/bench-tools).
+    #[arg(long)]
+    pub flamegraphs: bool,
     #[command(flatten)]
     pub params: Params,
 }
@@ -176,6 +183,7 @@ pub async fn one_run(
     members: usize,
     p: &Params,
     progress: bool,
+    profile: Option<ProfileSpec>,
 ) -> anyhow::Result<WorkloadResult> {
     let cluster = LocalCluster::start(
         system,
@@ -187,7 +195,7 @@ pub async fn one_run(
     .await?;
     let endpoints = cluster.endpoints(system);
     let backend = AnyBackend::connect(system, &endpoints, p, &cluster.access()).await?;
-    let cpu = CpuProbe::new(server_procs(&cluster));
+    let cpu = CpuProbe::new(server_procs(&cluster)).with_profile(profile);
     let r = backend
         .bench(system, workload, p, false, progress, Some(&cpu))
         .await;
@@ -205,6 +213,11 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
     if args.systems.contains(&System::Etcd) {
         ycsb::clusters::ensure_etcd()?;
     }
+    // The profiler's tools too: a run asked for flamegraphs has them.
+    let tools = match args.flamegraphs {
+        true => Some(Tools::find()?),
+        false => None,
+    };
     let fsync = crate::fsync::measure(None, 2000, false)?;
     let (fsync_p50, fsync_p99) = (fsync.value_at_quantile(0.5), fsync.value_at_quantile(0.99));
     if !json {
@@ -239,7 +252,16 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
                 .iter()
                 .flat_map(|m| args.systems.iter().map(move |s| (m, s)))
             {
-                let r = one_run(system, mode, w, args.members, p, !json).await?;
+                // The first round only: sampling costs the processes CPU.
+                let profile = tools
+                    .clone()
+                    .filter(|_| round == 1)
+                    .map(|tools| ProfileSpec {
+                        tools,
+                        dir: args.out.join("flamegraphs"),
+                        label: format!("r{round}-{w}-{mode}-{system}"),
+                    });
+                let r = one_run(system, mode, w, args.members, p, !json, profile).await?;
                 if !json {
                     println!(
                         "round {round} workload {} {mode:>9} {system:>14}: load {:>6.0}/s, run {:>7.0} ops/s, p50 {:>6} µs, p99 {:>7} µs, CPU {:>4.0} µs/op, {} errors",
@@ -251,6 +273,9 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
                         r.cpu_us_per_op.values().sum::<f64>(),
                         r.run.errors + r.load.as_ref().map(|l| l.errors).unwrap_or(0),
                     );
+                    for f in &r.flamegraphs {
+                        println!("  flamegraph: {}", f.display());
+                    }
                     for e in &r.run.first_errors {
                         println!("  error: {e}");
                     }
@@ -336,7 +361,7 @@ async fn single_client(
     let mut out = vec![];
     let mode = args.modes[0];
     for &system in &args.systems {
-        let r = one_run(system, mode, "A", args.members, &p, !json).await?;
+        let r = one_run(system, mode, "A", args.members, &p, !json, None).await?;
         let p50 = |op: &str| {
             r.run
                 .ops

@@ -24,6 +24,7 @@ mod fsync;
 mod overload;
 mod plot;
 mod procs;
+mod profile;
 mod region_ops;
 mod repair;
 mod report;

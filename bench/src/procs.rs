@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use crate::profile::{Profile, ProfileSpec};
 use crate::ycsb::clusters::LocalTessera;
 use crate::ycsb::LocalCluster;
 
@@ -216,6 +217,8 @@ fn cpu_seconds_of(pid: u32) -> Option<f64> {
 /// the SDK or etcd client inside it).
 pub struct CpuProbe {
     procs: Vec<ServerProc>,
+    /// With it, the run phase is also profiled (`crate::profile`).
+    profile: Option<ProfileSpec>,
 }
 
 /// CPU seconds by process name at one moment.
@@ -223,7 +226,24 @@ pub struct CpuSample(BTreeMap<String, (&'static str, f64)>);
 
 impl CpuProbe {
     pub fn new(procs: Vec<ServerProc>) -> CpuProbe {
-        CpuProbe { procs }
+        CpuProbe {
+            procs,
+            profile: None,
+        }
+    }
+
+    /// Also profiles the span, as `spec` says.
+    pub fn with_profile(mut self, spec: Option<ProfileSpec>) -> CpuProbe {
+        self.profile = spec;
+        self
+    }
+
+    /// Starts the profile of the span, if one was asked for.
+    pub fn start_profile(&self) -> anyhow::Result<Option<Profile>> {
+        self.profile
+            .as_ref()
+            .map(|spec| Profile::start(spec, &crate::profile::targets(&self.procs)))
+            .transpose()
     }
 
     pub fn sample(&self) -> CpuSample {

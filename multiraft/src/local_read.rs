@@ -39,6 +39,12 @@
 //! - **split, membership change**: invalidated (generation bumped, no lease)
 //!   right after the entries apply in memory, before the apply batch is
 //!   written and before new regions start or a removed peer is destroyed;
+//! - **snapshot** (a follower catching up): at staging, before the
+//!   region's data is deleted and the snapshot's files ingested, the
+//!   generation is bumped and the region marked *replacing* — no read
+//!   starts and nothing is published (the storage already names the
+//!   snapshot's index; the engine does not hold its data) until the data
+//!   is in place, when the new state is published with another bump;
 //! - **peer destroyed**: closed before its data is deleted;
 //! - **engine failure**: every region closed before leaderships are handed
 //!   away.
@@ -92,6 +98,9 @@ pub struct LeaseState {
     pub closed: bool,
     /// The latest safe point for stale reads, if any.
     pub safe: Option<SafePoint>,
+    /// A snapshot is replacing the region's data: no read may start, and
+    /// nothing is published, until it is in place.
+    pub replacing: bool,
 }
 
 /// A commit index a replica learned from its leader and when: every write
@@ -105,7 +114,12 @@ pub struct SafePoint {
 
 impl LeaseState {
     fn lease_valid(&self, now: Instant) -> bool {
-        !self.closed && self.lease_until.is_some_and(|until| now < until)
+        self.readable() && self.lease_until.is_some_and(|until| now < until)
+    }
+
+    /// The region's data is there to be read.
+    fn readable(&self) -> bool {
+        !self.closed && !self.replacing
     }
 }
 
@@ -152,6 +166,7 @@ impl LocalReaders {
             generation: 0,
             closed: false,
             safe: view.safe,
+            replacing: false,
         };
         let mut map = self.regions.write();
         match map.get(&region.id) {
@@ -173,6 +188,53 @@ impl LocalReaders {
                 s.generation += 1;
             });
         }
+    }
+
+    /// A snapshot is about to replace the region's data (its states are
+    /// staged; the data step follows): ends the lease, bumps the
+    /// generation and lets no read start, and publications wait, until
+    /// [`Self::end_replace`].
+    /// A peer that was never published (a new replica getting its first
+    /// snapshot) gets an entry in that state, so that nothing is published
+    /// for it before its data is there.
+    pub(crate) fn begin_replace(&self, region_id: RegionId) {
+        let mut map = self.regions.write();
+        match map.get(&region_id) {
+            Some(tx) => tx.send_modify(|s| {
+                s.lease_until = None;
+                s.generation += 1;
+                s.replacing = true;
+            }),
+            None => {
+                let state = LeaseState {
+                    term: 0,
+                    lease_until: None,
+                    committed: 0,
+                    applied_index: 0,
+                    region: Arc::new(Region {
+                        id: region_id,
+                        ..Default::default()
+                    }),
+                    generation: 0,
+                    closed: false,
+                    safe: None,
+                    replacing: true,
+                };
+                map.insert(region_id, watch::channel(state).0);
+            }
+        }
+    }
+
+    /// The snapshot's data is in place: publishes the peer's state as of
+    /// the snapshot (bumping the generation again) and lets reads start.
+    pub(crate) fn end_replace(&self, view: LeaseView, region: &Region) {
+        if let Some(tx) = self.regions.read().get(&region.id) {
+            tx.send_modify(|s| {
+                s.replacing = false;
+                s.generation += 1;
+            });
+        }
+        self.publish(view, region);
     }
 
     /// Ends the region's lease without touching its generation (a step-down
@@ -231,6 +293,24 @@ impl LocalReaders {
             .map(|tx| tx.borrow().clone())
     }
 
+    /// Watches `region_id`'s data while a read served by the poller reads
+    /// the engine: take it before asking the poller, read, then check
+    /// [`LocalRead::still_valid`] — false if a snapshot replaced the data
+    /// (or anything else bumped the generation) meanwhile. `None`: nothing
+    /// published to watch.
+    pub fn watch(&self, region_id: RegionId) -> Option<LocalRead> {
+        let rx = self.regions.read().get(&region_id)?.subscribe();
+        let (region, generation) = {
+            let s = rx.borrow();
+            (s.region.clone(), s.generation)
+        };
+        Some(LocalRead {
+            rx,
+            region,
+            generation,
+        })
+    }
+
     /// Starts a lease read of `region_id` at `epoch`. `Some`: the engine
     /// may be read now (keys checked against [`LocalRead::region`]), and
     /// the result kept if [`LocalRead::still_valid`] afterwards. `None`:
@@ -249,11 +329,11 @@ impl LocalReaders {
         let region = {
             let s = rx
                 .wait_for(|s| {
-                    s.closed || s.generation != generation || s.applied_index >= read_index
+                    !s.readable() || s.generation != generation || s.applied_index >= read_index
                 })
                 .await
                 .ok()?;
-            if s.closed || s.generation != generation {
+            if !s.readable() || s.generation != generation {
                 return None;
             }
             s.region.clone()
@@ -283,7 +363,7 @@ impl LocalReaders {
         let granted = {
             let s = rx.borrow();
             let now = Instant::now();
-            if s.closed || !epoch.matches(&region::epoch(&s.region)) {
+            if !s.readable() || !epoch.matches(&region::epoch(&s.region)) {
                 return None;
             }
             if s.lease_valid(now) {
@@ -311,6 +391,11 @@ impl LocalReaders {
 /// Writes `view` and `region` into the published state; whether waiters
 /// must look again (the applied index or the region moved).
 fn update(s: &mut LeaseState, view: LeaseView, region: &Region) -> bool {
+    if s.replacing {
+        // The storage already describes the snapshot; the engine does not
+        // hold its data yet (`end_replace` publishes it).
+        return false;
+    }
     s.term = view.term;
     s.lease_until = view.lease_until;
     s.committed = view.committed;
@@ -346,7 +431,7 @@ impl LocalRead {
     /// began: what it read may be returned.
     pub fn still_valid(&self) -> bool {
         let s = self.rx.borrow();
-        !s.closed && s.generation == self.generation
+        s.readable() && s.generation == self.generation
     }
 }
 

@@ -3,8 +3,11 @@
 //! leader's poller is paused (failpoint `local_read_before_publish`, only
 //! on that store's poller thread, only in the round the test picks) after
 //! a round's writes were acknowledged or a leader transfer was sent, and
-//! reads at that store must not return what a newer write replaced.
-//! Needs the failpoints build (`scripts/test`).
+//! reads at that store must not return what a newer write replaced. A
+//! follower's poller is paused while a snapshot replaces its data
+//! (failpoint `snapshot_before_ingest`: the old data deleted, the
+//! snapshot's files not yet ingested), and a stale read there must not be
+//! served from it. Needs the failpoints build (`scripts/test`).
 #![cfg(feature = "failpoints")]
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,9 +18,10 @@ use raft::eraftpb::MessageType;
 use tessera_multiraft::engine::Cf;
 use tessera_multiraft::mailbox::PollerMsg;
 use tessera_multiraft::transport::memory::{Filter, FilterAction, MessageFilter};
+use tessera_multiraft::RaftConfig;
 use tessera_proto::kvpb::GetResponse;
 use tessera_proto::raft_serverpb::RaftMessage;
-use tessera_testkit::{key, Cluster, ClusterOptions};
+use tessera_testkit::{key, Cluster, ClusterOptions, EngineKind};
 
 const FAILPOINT: &str = "local_read_before_publish";
 
@@ -27,18 +31,28 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// Pauses one store's poller thread once, at the failpoint, in the first
 /// round where `when` holds; [`Pause::release`] lets it go on.
 struct Pause {
+    failpoint: &'static str,
     paused: Arc<AtomicBool>,
     released: Arc<(Mutex<bool>, Condvar)>,
 }
 
 impl Pause {
     fn arm(store_id: u64, when: impl Fn() -> bool + Send + Sync + 'static) -> Pause {
+        Pause::arm_at(FAILPOINT, store_id, when)
+    }
+
+    /// Like [`Pause::arm`], at `failpoint`.
+    fn arm_at(
+        failpoint: &'static str,
+        store_id: u64,
+        when: impl Fn() -> bool + Send + Sync + 'static,
+    ) -> Pause {
         let thread = format!("poller-{store_id}");
         let armed = Arc::new(AtomicBool::new(true));
         let paused = Arc::new(AtomicBool::new(false));
         let released = Arc::new((Mutex::new(false), Condvar::new()));
         let (p, r) = (paused.clone(), released.clone());
-        fail::cfg_callback(FAILPOINT, move || {
+        fail::cfg_callback(failpoint, move || {
             if std::thread::current().name() != Some(thread.as_str()) || !when() {
                 return;
             }
@@ -54,7 +68,11 @@ impl Pause {
                 .unwrap();
         })
         .unwrap();
-        Pause { paused, released }
+        Pause {
+            failpoint,
+            paused,
+            released,
+        }
     }
 
     fn is_paused(&self) -> bool {
@@ -79,7 +97,7 @@ impl Pause {
 impl Drop for Pause {
     fn drop(&mut self) {
         self.release();
-        fail::remove(FAILPOINT);
+        fail::remove(self.failpoint);
     }
 }
 
@@ -243,5 +261,92 @@ async fn a_leader_transfer_ends_the_lease_before_the_new_leader_takes_writes() {
     drop(node);
     // The write stands, wherever it is read.
     assert_eq!(cluster.must_get(&k()).await, Some(b"v2".to_vec()));
+    cluster.shutdown().await;
+}
+
+/// A follower catching up by snapshot: from the snapshot's staging until
+/// its data is in place, the storage names the snapshot's applied index
+/// but the engine does not hold its data. A stale read there (whose safe
+/// point the new applied index passes) must wait for the poller to finish
+/// the snapshot, never read the half-replaced data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_read_waits_while_a_snapshot_replaces_a_followers_data() {
+    let _serial = SERIAL.lock().await;
+    let mut opts = ClusterOptions::new(3).engine(EngineKind::Rocks);
+    opts.node.raft = RaftConfig {
+        log_gc_tick_interval: 5,
+        log_gc_threshold: 10,
+        log_gc_count_limit: 200,
+        ..opts.node.raft
+    };
+    let cluster = Arc::new(Cluster::start(opts).await.unwrap());
+    let region_id = cluster.bootstrap_regions(&[]).await.unwrap()[0].id;
+    cluster.must_put(&k(), b"v1").await;
+    let leader = cluster
+        .wait_leader(region_id, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let lagging = (1..=3).find(|s| *s != leader).unwrap();
+    cluster
+        .wait_replicas_caught_up(region_id, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let max_age = Duration::from_secs(60);
+    // The first stale read makes a safe point (a ReadIndex round); the
+    // second is served from it.
+    for _ in 0..2 {
+        let got = cluster
+            .stale_get_from(lagging, &k(), max_age)
+            .await
+            .unwrap();
+        assert_eq!(value_of(&got), Some(&b"v1"[..]));
+    }
+
+    // The follower falls behind the compacted log: it will need a snapshot.
+    cluster.isolate(lagging);
+    for i in 0..600 {
+        cluster
+            .must_put(&key(format!("f{i:04}")), format!("v{i}").as_bytes())
+            .await;
+    }
+    cluster.must_put(&k(), b"v2").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let infos = cluster.region_infos(region_id).await;
+        let truncated = infos
+            .iter()
+            .find(|(s, _)| *s == leader)
+            .map_or(0, |(_, i)| i.truncated_index);
+        if truncated > 100 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the log was never compacted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Heal; the follower's poller stops with its data deleted and the
+    // snapshot's files not ingested.
+    let pause = Pause::arm_at("snapshot_before_ingest", lagging, || true);
+    cluster.heal();
+    pause.wait_paused().await;
+    let read = tokio::spawn({
+        let c = cluster.clone();
+        async move { c.stale_get_from(lagging, &k(), max_age).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !read.is_finished(),
+        "a stale read was answered while the snapshot replaced the data: {:?}",
+        read.await
+    );
+    pause.release();
+    let got = read.await.unwrap().unwrap();
+    assert_eq!(value_of(&got), Some(&b"v2"[..]), "{got:?}");
+    drop(pause);
+    let got = cluster
+        .stale_get_from(lagging, &k(), max_age)
+        .await
+        .unwrap();
+    assert_eq!(value_of(&got), Some(&b"v2"[..]));
     cluster.shutdown().await;
 }

@@ -245,6 +245,10 @@ pub struct WorkloadResult {
     /// when the cluster's processes are known (a local cluster).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub cpu_us_per_op: BTreeMap<String, f64>,
+    /// Flamegraphs of the run phase, when profiled (`compare
+    /// --flamegraphs`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub flamegraphs: Vec<std::path::PathBuf>,
 }
 
 /// Loads (unless `skip_load`) and runs workload `name` on `backend`;
@@ -286,6 +290,10 @@ pub async fn bench_workload<B: Backend>(
         )
     };
     let before = cpu.map(CpuProbe::sample);
+    let profile = match cpu {
+        Some(cpu) => cpu.start_profile()?,
+        None => None,
+    };
     let run = runner::run(
         backend,
         w.clone(),
@@ -303,6 +311,10 @@ pub async fn bench_workload<B: Backend>(
         (Some(cpu), Some(before)) => before.per_op_since(&cpu.sample(), run.operations),
         _ => BTreeMap::new(),
     };
+    let flamegraphs = match profile {
+        Some(p) => p.finish()?,
+        None => vec![],
+    };
     Ok(WorkloadResult {
         system,
         workload: spec.name.clone(),
@@ -311,6 +323,7 @@ pub async fn bench_workload<B: Backend>(
         load,
         run,
         cpu_us_per_op,
+        flamegraphs,
     })
 }
 

@@ -224,3 +224,46 @@ async fn a_leader_with_a_lease_serves_a_stale_read_as_a_lease_read() {
         .await
         .is_some());
 }
+
+#[tokio::test]
+async fn while_a_snapshot_replaces_the_data_no_read_starts_and_none_under_way_is_kept() {
+    let lr = LocalReaders::new();
+    let max_age = Duration::from_secs(5);
+    lr.publish(follower(10, Duration::ZERO, 10), &region(1));
+    let before = lr.begin_stale(7, &at(1), max_age).await.expect("granted");
+    let watched = lr.watch(7).expect("published");
+    lr.begin_replace(7);
+    assert!(
+        !before.still_valid(),
+        "began before the snapshot was staged"
+    );
+    assert!(
+        !watched.still_valid(),
+        "a poller read under way is dropped too"
+    );
+    assert!(lr.begin_stale(7, &at(1), max_age).await.is_none());
+    // The storage already names the snapshot (applied 50); the engine does
+    // not hold its data: publications wait.
+    lr.publish(follower(10, Duration::ZERO, 50), &region(1));
+    assert_eq!(lr.state(7).unwrap().applied_index, 10);
+    assert!(lr.begin_stale(7, &at(1), max_age).await.is_none());
+    let during = lr.watch(7).expect("published");
+
+    lr.end_replace(follower(10, Duration::ZERO, 50), &region(1));
+    assert_eq!(lr.state(7).unwrap().applied_index, 50);
+    assert!(!during.still_valid(), "watched while the data was replaced");
+    let after = lr.begin_stale(7, &at(1), max_age).await.expect("granted");
+    assert!(after.still_valid());
+}
+
+#[tokio::test]
+async fn a_new_replica_is_not_published_before_its_first_snapshot_is_in_place() {
+    let lr = LocalReaders::new();
+    let max_age = Duration::from_secs(5);
+    lr.begin_replace(7);
+    lr.publish(follower(10, Duration::ZERO, 50), &region(1));
+    assert!(lr.begin_stale(7, &at(1), max_age).await.is_none());
+    assert_eq!(lr.state(7).unwrap().applied_index, 0);
+    lr.end_replace(follower(10, Duration::ZERO, 50), &region(1));
+    assert!(lr.begin_stale(7, &at(1), max_age).await.is_some());
+}

@@ -8,7 +8,8 @@
 //!   written (the failpoint `local_read_before_publish` pauses just before,
 //!   after the round's writes were acknowledged);
 //! - a region whose epoch an apply changed (split, membership change) or
-//!   that takes a snapshot or is reloaded is invalidated at once; a peer
+//!   that is reloaded is invalidated at once; one that takes a snapshot is
+//!   marked replacing from its staging until its data is in place; a peer
 //!   being destroyed is removed before its data is deleted; a leader about
 //!   to step a message of a higher term, or that stepped down on a tick,
 //!   ends its lease; an engine failure closes everything.
@@ -39,6 +40,18 @@ impl Publisher {
     pub fn invalidate(&self, region_id: RegionId) {
         if let Some(r) = &self.0 {
             r.invalidate(region_id);
+        }
+    }
+
+    pub fn begin_replace(&self, region_id: RegionId) {
+        if let Some(r) = &self.0 {
+            r.begin_replace(region_id);
+        }
+    }
+
+    pub fn end_replace<O: Send + 'static>(&self, peer: &Peer<O>) {
+        if let Some(r) = &self.0 {
+            r.end_replace(peer.lease_view(), peer.region());
         }
     }
 

@@ -59,8 +59,9 @@ impl<S: StateMachine> Poller<S> {
             if !rd.snapshot().is_empty() {
                 match snap_apply::stage(peer.storage_mut(), &snap_mgr, rd.snapshot(), &mut wb) {
                     Ok(p) => {
-                        // The snapshot replaces the region's data.
-                        self.leases.invalidate(id);
+                        // The snapshot replaces the region's data: no
+                        // read off this thread until it is in place.
+                        self.leases.begin_replace(id);
                         snapshots.push(p)
                     }
                     // The files were checked before the snapshot was stepped;
@@ -268,6 +269,7 @@ impl<S: StateMachine> Poller<S> {
         self.index_region(&p.region);
         self.sm.on_snapshot_applied(self.engine.as_ref(), &p.region);
         if let Some(peer) = self.peers.get_mut(&p.region_id) {
+            self.leases.end_replace(peer);
             for answer in peer.on_snapshot_applied(p.index) {
                 answer();
             }

@@ -43,6 +43,10 @@ use crate::{Error, Result};
 
 /// A key, value or bound that breaks the rules of `tessera_proto::keys` is
 /// bad input.
+/// Reads served through the poller that may find the region's data
+/// replaced under them (a snapshot) before the read gives up as busy.
+const MAX_REPLACED_READS: usize = 3;
+
 fn valid(check: std::result::Result<(), String>) -> Result<()> {
     check.map_err(Error::InvalidArgument)
 }
@@ -199,8 +203,22 @@ impl KvApi {
                 }
             }
         }
-        let region = self.read_region(ctx, policy).await?;
-        serve(&region)
+        // Through the poller: it answers once the region may be read, and
+        // this task reads the engine after. A snapshot applied in between
+        // (a follower catching up) replaces the data under the read: what
+        // was read then is dropped and the read asked for again.
+        for _ in 0..MAX_REPLACED_READS {
+            let watch = self.local.as_ref().and_then(|l| l.watch(ctx.region_id));
+            let region = self.read_region(ctx, policy).await?;
+            let served = serve(&region);
+            if watch.is_none_or(|w| w.still_valid()) {
+                return served;
+            }
+        }
+        Err(Error::region(RegionError::server_is_busy(
+            "the region's data was replaced by snapshots while it was read",
+            10,
+        )))
     }
 
     /// Waits until the poller says the region may be read (per `policy`);

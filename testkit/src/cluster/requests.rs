@@ -366,6 +366,25 @@ impl Cluster {
             .await
     }
 
+    /// Reads `key` from exactly `store_id` as a stale read (any replica,
+    /// from its own state if at most `max_age` old), once, without retries.
+    pub async fn stale_get_from(
+        &self,
+        store_id: u64,
+        key: &[u8],
+        max_age: Duration,
+    ) -> Result<GetResponse> {
+        let (endpoint, mut ctx) = self.single_shot(store_id, key)?;
+        ctx.follower_read = true;
+        ctx.stale_max_age_ms = u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX);
+        endpoint
+            .get(GetRequest {
+                context: Some(ctx),
+                key: key.to_vec(),
+            })
+            .await
+    }
+
     /// Writes `key` through exactly `store_id`, once, without retries.
     pub async fn put_to(&self, store_id: u64, key: &[u8], value: &[u8]) -> Result<PutResponse> {
         let (endpoint, ctx) = self.single_shot(store_id, key)?;
