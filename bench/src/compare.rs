@@ -76,10 +76,11 @@ pub struct Args {
     /// Directory for compare.json and compare.svg.
     #[arg(long, default_value = "bench-results")]
     pub out: PathBuf,
-    /// Profile the first round's run phases with perf: a flamegraph of the
+    /// After the measured rounds, one more run of every workload, mode and
+    /// system, profiled with perf and not counted: a flamegraph of the
     /// first store, the router, the first etcd member and the client (this
-    /// process) per workload, mode and system, in <out>/flamegraphs/.
-    /// Needs perf and inferno (scripts/bench-tools).
+    /// process) each, in <out>/flamegraphs/. Needs perf and inferno
+    /// (scripts/bench-tools).
     #[arg(long)]
     pub flamegraphs: bool,
     #[command(flatten)]
@@ -160,6 +161,9 @@ struct Output<'a> {
     summary: &'a [SummaryRow],
     tls_cost: &'a [TlsCost],
     runs: &'a [RunRecord],
+    /// From the profiling pass (`--flamegraphs`), if any.
+    #[serde(skip_serializing_if = "<[PathBuf]>::is_empty")]
+    flamegraphs: &'a [PathBuf],
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -252,16 +256,7 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
                 .iter()
                 .flat_map(|m| args.systems.iter().map(move |s| (m, s)))
             {
-                // The first round only: sampling costs the processes CPU.
-                let profile = tools
-                    .clone()
-                    .filter(|_| round == 1)
-                    .map(|tools| ProfileSpec {
-                        tools,
-                        dir: args.out.join("flamegraphs"),
-                        label: format!("r{round}-{w}-{mode}-{system}"),
-                    });
-                let r = one_run(system, mode, w, args.members, p, !json, profile).await?;
+                let r = one_run(system, mode, w, args.members, p, !json, None).await?;
                 if !json {
                     println!(
                         "round {round} workload {} {mode:>9} {system:>14}: load {:>6.0}/s, run {:>7.0} ops/s, p50 {:>6} µs, p99 {:>7} µs, CPU {:>4.0} µs/op, {} errors",
@@ -273,9 +268,6 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
                         r.cpu_us_per_op.values().sum::<f64>(),
                         r.run.errors + r.load.as_ref().map(|l| l.errors).unwrap_or(0),
                     );
-                    for f in &r.flamegraphs {
-                        println!("  flamegraph: {}", f.display());
-                    }
                     for e in &r.run.first_errors {
                         println!("  error: {e}");
                     }
@@ -285,6 +277,36 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
                     mode,
                     result: r,
                 });
+            }
+        }
+    }
+
+    // Sampling slows the sampled processes: the profiles come from a pass
+    // of their own, after the measured rounds, not counted in them.
+    let mut flamegraphs = vec![];
+    if let Some(tools) = &tools {
+        for w in &args.workloads {
+            for (&mode, &system) in args
+                .modes
+                .iter()
+                .flat_map(|m| args.systems.iter().map(move |s| (m, s)))
+            {
+                let spec = ProfileSpec {
+                    tools: tools.clone(),
+                    dir: args.out.join("flamegraphs"),
+                    label: format!("{w}-{mode}-{system}"),
+                };
+                let r = one_run(system, mode, w, args.members, p, !json, Some(spec)).await?;
+                if !json {
+                    println!(
+                        "profiled workload {w} {mode:>9} {system:>14} (not counted): {:>7.0} ops/s",
+                        r.run.ops_per_sec
+                    );
+                    for f in &r.flamegraphs {
+                        println!("  flamegraph: {}", f.display());
+                    }
+                }
+                flamegraphs.extend(r.flamegraphs);
             }
         }
     }
@@ -301,6 +323,7 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
         summary: &summary,
         tls_cost: &tls_cost,
         runs: &runs,
+        flamegraphs: &flamegraphs,
     };
     let doc = serde_json::to_string_pretty(&out)?;
     let json_path = args.out.join("compare.json");
