@@ -21,6 +21,7 @@ use tessera_proto::directorypb::{GetRegionRequest, SplitRegionRequest};
 use tessera_proto::keys;
 
 use crate::procs::{tessera_procs, CpuProbe};
+use crate::profile::{ProfileSpec, Tools};
 use crate::ycsb::clusters::LocalTessera;
 use crate::ycsb::{backend, bench_workload, gen, Params, System, WorkloadResult};
 
@@ -46,6 +47,13 @@ pub struct Args {
     /// regions found through the directory) instead of through the router.
     #[arg(long)]
     pub direct: bool,
+    /// Profile each region count's run phase with perf: flamegraphs of the
+    /// first store and the client in `<out>/flamegraphs/` (needs perf and
+    /// inferno: scripts/bench-tools). Sampling slows the run about a tenth
+    /// at every region count alike: compare shapes, not the numbers of a
+    /// profiled run with an unprofiled one.
+    #[arg(long)]
+    pub flamegraphs: bool,
     #[command(flatten)]
     pub params: Params,
 }
@@ -133,6 +141,10 @@ fn save_metrics(c: &LocalTessera, dir: &std::path::Path) -> anyhow::Result<()> {
 pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
     let p = &args.params;
     std::fs::create_dir_all(&args.out)?;
+    let tools = match args.flamegraphs {
+        true => Some(Tools::find()?),
+        false => None,
+    };
     if !json {
         println!(
             "tessera-bench ycsb-scale: workload {} over {:?} regions; {}",
@@ -169,7 +181,12 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
             true => System::TesseraDirect,
             false => System::Tessera,
         };
-        let cpu = CpuProbe::new(tessera_procs(&c));
+        let profile = tools.clone().map(|tools| ProfileSpec {
+            tools,
+            dir: args.out.join("flamegraphs"),
+            label: format!("{}-{n}-regions", args.workload),
+        });
+        let cpu = CpuProbe::new(tessera_procs(&c)).with_profile(profile);
         let r = bench_workload(b, system, &args.workload, p, false, !json, Some(&cpu)).await?;
         if args.metrics {
             save_metrics(&c, &metrics_dir.join("after"))?;
@@ -184,6 +201,9 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
                 r.run.latency_us.p99,
                 r.run.errors
             );
+            for f in &r.flamegraphs {
+                println!("  flamegraph: {}", f.display());
+            }
         }
         points.push(Point {
             regions: n,

@@ -60,7 +60,10 @@
 //! applied, with the same generation check afterwards. The safe point
 //! stays valid across every event above (it names a log index, and a
 //! replica's applied state only moves forward); a snapshot or split under
-//! a reader bumps the generation like for lease reads.
+//! a reader bumps the generation like for lease reads, and no stale read
+//! starts while a snapshot replaces the data (a follower is the replica
+//! that takes snapshots: a soak caught stale reads reading the deleted
+//! range before this rule).
 //!
 //! Anything this check cannot decide — a follower read, an epoch that does
 //! not match, no lease — goes to the poller as before (lease or ReadIndex
@@ -194,6 +197,7 @@ impl LocalReaders {
     /// staged; the data step follows): ends the lease, bumps the
     /// generation and lets no read start, and publications wait, until
     /// [`Self::end_replace`].
+    ///
     /// A peer that was never published (a new replica getting its first
     /// snapshot) gets an entry in that state, so that nothing is published
     /// for it before its data is there.
