@@ -104,11 +104,12 @@ impl Keyspace {
             }
             Transport::Routers(f) => f,
         };
+        let (consistency, stale_max_age_ms) = self.consistency.to_wire();
         let message = routerpb::GetRequest {
             keyspace: self.name.clone(),
             key,
-            consistency: self.consistency.to_wire().0,
-            stale_max_age_ms: self.consistency.to_wire().1,
+            consistency,
+            stale_max_age_ms,
         };
         let answer = failover
             .call(op, |mut c, left| {
@@ -240,11 +241,12 @@ impl Keyspace {
             }
             Transport::Routers(f) => f,
         };
+        let (consistency, stale_max_age_ms) = self.consistency.to_wire();
         let message = routerpb::BatchGetRequest {
             keyspace: self.name.clone(),
             keys: keys.to_vec(),
-            consistency: self.consistency.to_wire().0,
-            stale_max_age_ms: self.consistency.to_wire().1,
+            consistency,
+            stale_max_age_ms,
         };
         let answer = failover
             .call(op, |mut c, left| {
@@ -444,6 +446,7 @@ impl Keyspace {
             }
             Transport::Routers(f) => f,
         };
+        let (consistency, stale_max_age_ms) = self.consistency.to_wire();
         let message = routerpb::ScanRequest {
             keyspace: self.name.clone(),
             start: range.start.clone(),
@@ -451,8 +454,8 @@ impl Keyspace {
             limit,
             reverse,
             resume,
-            consistency: self.consistency.to_wire().0,
-            stale_max_age_ms: self.consistency.to_wire().1,
+            consistency,
+            stale_max_age_ms,
         };
         let answer = failover
             .call(op, |mut c, left| {

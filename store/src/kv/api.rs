@@ -41,12 +41,12 @@ use super::apply::clip_to_region;
 use super::command::{self, CmdResult, KvOutput};
 use crate::{Error, Result};
 
-/// A key, value or bound that breaks the rules of `tessera_proto::keys` is
-/// bad input.
 /// Reads served through the poller that may find the region's data
 /// replaced under them (a snapshot) before the read gives up as busy.
 const MAX_REPLACED_READS: usize = 3;
 
+/// A key, value or bound that breaks the rules of `tessera_proto::keys` is
+/// bad input.
 fn valid(check: std::result::Result<(), String>) -> Result<()> {
     check.map_err(Error::InvalidArgument)
 }
