@@ -348,9 +348,7 @@ impl LocalReaders {
             generation,
         })
     }
-}
 
-impl LocalReaders {
     /// Starts a stale read of `region_id` at `epoch` whose state may be at
     /// most `max_age` old (module docs): a lease read while the lease is
     /// valid; otherwise granted at once if the safe point is recent enough

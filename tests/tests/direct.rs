@@ -237,13 +237,27 @@ async fn direct_mode_gets_exactly_its_users_role_at_the_stores() {
     );
 }
 
-/// Read-index reads a store served (its followers' reads among them).
-fn read_index_reads(c: &E2eCluster, index: usize) -> f64 {
+/// Reads a store served by `path` (`tessera_reads_total{path}`).
+fn reads_by(c: &E2eCluster, index: usize, path: &str) -> f64 {
     tessera_e2e::metric_value(
         &c.stores[&index].status,
-        "tessera_reads_total{path=\"read_index\"}",
+        &format!("tessera_reads_total{{path=\"{path}\"}}"),
     )
     .unwrap_or(0.0)
+}
+
+/// The indexes of the stores that follow the (only) region's leader.
+async fn followers(c: &E2eCluster) -> Vec<usize> {
+    let leader = regions_json(c)[0]["leader_store"]
+        .as_u64()
+        .expect("a leader");
+    let mut followers = vec![];
+    for i in c.stores.keys().copied().collect::<Vec<_>>() {
+        if c.store_id(i).await != Some(leader) {
+            followers.push(i);
+        }
+    }
+    followers
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -253,17 +267,12 @@ async fn follower_reads_are_served_by_followers_and_see_every_acknowledged_write
     c.add_router().await;
     let direct = direct(&c, c.security()).await;
     let proxy = proxy(&c).await;
-    let leader = regions_json(&c)[0]["leader_store"]
-        .as_u64()
-        .expect("a leader");
-    let mut followers = vec![];
-    for i in c.stores.keys().copied().collect::<Vec<_>>() {
-        if c.store_id(i).await != Some(leader) {
-            followers.push(i);
-        }
-    }
+    let followers = followers(&c).await;
     assert_eq!(followers.len(), 2);
-    let before: f64 = followers.iter().map(|&i| read_index_reads(&c, i)).sum();
+    let before: f64 = followers
+        .iter()
+        .map(|&i| reads_by(&c, i, "read_index"))
+        .sum();
 
     // Every read follows the write acknowledged just before it, in both
     // modes, whichever replica serves it.
@@ -295,7 +304,10 @@ async fn follower_reads_are_served_by_followers_and_see_every_acknowledged_write
     }
     // The followers served reads (a read-index round each), not only the
     // leader.
-    let after: f64 = followers.iter().map(|&i| read_index_reads(&c, i)).sum();
+    let after: f64 = followers
+        .iter()
+        .map(|&i| reads_by(&c, i, "read_index"))
+        .sum();
     assert!(
         after - before >= 20.0,
         "followers served {} reads",
@@ -317,15 +329,6 @@ async fn follower_reads_are_served_by_followers_and_see_every_acknowledged_write
     assert!(err.contains("invalid value"), "{err}");
 }
 
-/// Reads a store served by `path` (`tessera_reads_total{path}`).
-fn reads_by(c: &E2eCluster, index: usize, path: &str) -> f64 {
-    tessera_e2e::metric_value(
-        &c.stores[&index].status,
-        &format!("tessera_reads_total{{path=\"{path}\"}}"),
-    )
-    .unwrap_or(0.0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_reads_are_served_by_followers_without_a_round_trip_within_their_bound() {
     use tessera_client::ReadConsistency;
@@ -334,15 +337,7 @@ async fn stale_reads_are_served_by_followers_without_a_round_trip_within_their_b
     c.add_router().await;
     let direct = direct(&c, c.security()).await;
     let proxy = proxy(&c).await;
-    let leader = regions_json(&c)[0]["leader_store"]
-        .as_u64()
-        .expect("a leader");
-    let mut followers = vec![];
-    for i in c.stores.keys().copied().collect::<Vec<_>>() {
-        if c.store_id(i).await != Some(leader) {
-            followers.push(i);
-        }
-    }
+    let followers = followers(&c).await;
     let sum = |path: &str| -> f64 { followers.iter().map(|&i| reads_by(&c, i, path)).sum() };
 
     // The bound holds: a write acknowledged longer than `max_age` before a
