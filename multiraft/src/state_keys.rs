@@ -13,6 +13,11 @@
 use crate::RegionId;
 
 const REGION_META_PREFIX: u8 = 0x01;
+
+/// Bytes of a `raft` key that name its region (the region id).
+pub const RAFT_LOG_PREFIX_LEN: usize = 8;
+/// Bytes of a region's `meta` key that name its region (`0x01 ‖ region id`).
+pub const REGION_META_PREFIX_LEN: usize = 9;
 const RAFT_STATE_SUFFIX: u8 = 0x01;
 const APPLY_STATE_SUFFIX: u8 = 0x02;
 const REGION_STATE_SUFFIX: u8 = 0x03;

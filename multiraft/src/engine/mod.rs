@@ -380,6 +380,165 @@ mod tests {
         check_engine_contract(&engine);
     }
 
+    /// Raft logs and states of many regions written interleaved, as a store
+    /// writes them: every scan a store makes sees exactly its region's keys,
+    /// in order both ways, from the memtable and from flushed files.
+    fn check_raft_state_layout(engine: &dyn Engine, flush: &dyn Fn()) {
+        use crate::state_keys::{apply_state_key, raft_log_key, region_meta_bounds};
+        let regions: Vec<u64> = (1..=300).map(|i| i * 7919).collect();
+        for round in 1..=20u64 {
+            let mut wb = WriteBatch::default();
+            for &r in &regions {
+                wb.put(
+                    Cf::Raft,
+                    raft_log_key(r, round).to_vec(),
+                    r.to_be_bytes().to_vec(),
+                );
+                wb.put(
+                    Cf::Meta,
+                    apply_state_key(r).to_vec(),
+                    round.to_be_bytes().to_vec(),
+                );
+            }
+            engine.write(&wb, false).unwrap();
+            if round == 10 {
+                flush();
+            }
+        }
+        let mut wb = WriteBatch::default();
+        wb.put(
+            Cf::Meta,
+            crate::state_keys::STORE_IDENT_KEY.to_vec(),
+            b"id".to_vec(),
+        );
+        // Region 2's log is truncated to 15..
+        wb.delete_range(
+            Cf::Raft,
+            raft_log_key(regions[1], 0).to_vec(),
+            raft_log_key(regions[1], 15).to_vec(),
+        );
+        engine.write(&wb, true).unwrap();
+
+        let log = |r: u64, lo: u64, hi: u64, reverse: bool| {
+            let mut seen = vec![];
+            engine
+                .scan(
+                    Cf::Raft,
+                    &raft_log_key(r, lo),
+                    &raft_log_key(r, hi),
+                    reverse,
+                    &mut |k, v| {
+                        assert_eq!(
+                            v,
+                            r.to_be_bytes(),
+                            "a key of region {r} holds another's value"
+                        );
+                        seen.push(crate::state_keys::raft_log_index(k).unwrap());
+                        true
+                    },
+                )
+                .unwrap();
+            seen
+        };
+        for &r in &regions {
+            let expect_first = if r == regions[1] { 15 } else { 1 };
+            assert_eq!(
+                log(r, 0, u64::MAX, false),
+                (expect_first..=20).collect::<Vec<_>>()
+            );
+            assert_eq!(log(r, 0, u64::MAX, true).first(), Some(&20));
+            assert_eq!(
+                log(r, 8, 13, false),
+                if r == regions[1] {
+                    vec![]
+                } else {
+                    (8..13).collect()
+                }
+            );
+            assert_eq!(
+                log(r, 8, 13, true),
+                if r == regions[1] {
+                    vec![]
+                } else {
+                    (8..13).rev().collect()
+                }
+            );
+            assert_eq!(
+                engine.get(Cf::Meta, &apply_state_key(r)).unwrap(),
+                Some(20u64.to_be_bytes().to_vec())
+            );
+        }
+        // A region nobody wrote has no log; a scan across regions sees all.
+        assert_eq!(log(5, 0, u64::MAX, true), Vec::<u64>::new());
+        assert_eq!(
+            engine
+                .count(
+                    Cf::Raft,
+                    &raft_log_key(regions[0], 0),
+                    &raft_log_key(regions[3], 0)
+                )
+                .unwrap(),
+            20 + 6 + 20
+        );
+        let (start, end) = region_meta_bounds();
+        assert_eq!(engine.count(Cf::Meta, &start, &end).unwrap(), regions.len());
+        assert_eq!(engine.count(Cf::Meta, b"", b"").unwrap(), regions.len() + 1);
+        assert_eq!(
+            engine
+                .get(Cf::Meta, crate::state_keys::STORE_IDENT_KEY)
+                .unwrap(),
+            Some(b"id".to_vec())
+        );
+    }
+
+    #[test]
+    fn engines_keep_each_regions_raft_state_apart() {
+        check_raft_state_layout(&MemoryEngine::new(), &|| {});
+        let dir = tempfile::tempdir().unwrap();
+        let engine = RocksEngine::open(dir.path(), &RocksOptions::default()).unwrap();
+        check_raft_state_layout(&engine, &|| engine.flush().unwrap());
+    }
+
+    /// A store whose data was written before the `raft` and `meta` column
+    /// families had a region prefix reads it back as before.
+    #[test]
+    fn rocks_engine_reads_state_written_without_a_prefix_extractor() {
+        use crate::state_keys::{raft_log_key, raft_state_key};
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut opts = rocksdb::Options::default();
+            opts.create_if_missing(true);
+            opts.create_missing_column_families(true);
+            let db = rocksdb::DB::open_cf(&opts, dir.path(), ["raft", "meta"]).unwrap();
+            let raft = db.cf_handle("raft").unwrap();
+            for i in 1..=5u64 {
+                db.put_cf(raft, raft_log_key(3, i), [i as u8]).unwrap();
+            }
+            db.put_cf(db.cf_handle("meta").unwrap(), raft_state_key(3), b"hs")
+                .unwrap();
+            db.flush_cf(raft).unwrap();
+        }
+        let engine = RocksEngine::open(dir.path(), &RocksOptions::default()).unwrap();
+        let mut seen = vec![];
+        engine
+            .scan(
+                Cf::Raft,
+                &raft_log_key(3, 2),
+                &raft_log_key(3, u64::MAX),
+                true,
+                &mut |_, v| {
+                    seen.push(v[0]);
+                    true
+                },
+            )
+            .unwrap();
+        assert_eq!(seen, vec![5, 4, 3, 2]);
+        assert_eq!(
+            engine.get(Cf::Meta, &raft_state_key(3)).unwrap(),
+            Some(b"hs".to_vec())
+        );
+    }
+
     #[test]
     fn rocks_engine_keeps_data_across_reopen() {
         let dir = tempfile::tempdir().unwrap();

@@ -5,17 +5,37 @@
 //! `raft` column family is written and deleted in order, so it gets a smaller
 //! memtable budget than user data; everything else keeps RocksDB's defaults
 //! tuned for a small machine (two background jobs).
+//!
+//! **Memtable layout of Raft state.** Every key of the `raft` and `meta`
+//! column families starts with its region (see [`state_keys`]), and a store
+//! with many active regions writes a few keys of each of them per round. In
+//! one skip list those inserts land at scattered places, each a full search
+//! from the top level (at one region the log is appended in order and RocksDB
+//! reuses the last insert's position). So these two column families keep a
+//! *hash skip list* memtable keyed by the region prefix
+//! ([`state_keys::RAFT_LOG_PREFIX_LEN`], [`state_keys::REGION_META_PREFIX_LEN`]):
+//! a small skip list per region. The price is on the read side: a prefix
+//! extractor makes RocksDB iterate within one prefix unless told otherwise,
+//! so [`read_options`] asks for total order whenever a scan's bounds do not
+//! share one prefix or it runs backwards (a region's log entries are read
+//! forwards within their prefix; the log's last entry is found by forward
+//! seeks), and a total-order iterator over a hash memtable sorts a copy of
+//! it (start-up scans of every region's state only). Measured with `tessera-bench ycsb-scale` (README).
+//!
+//! [`state_keys`]: crate::state_keys
+//! [`state_keys::RAFT_LOG_PREFIX_LEN`]: crate::state_keys::RAFT_LOG_PREFIX_LEN
+//! [`state_keys::REGION_META_PREFIX_LEN`]: crate::state_keys::REGION_META_PREFIX_LEN
 
 use std::path::Path;
 
 use rocksdb::{
     BlockBasedOptions, ColumnFamilyDescriptor, DBCompressionType, IngestExternalFileOptions,
-    Options, ReadOptions, SnapshotWithThreadMode, SstFileWriter, WriteBatch as RocksBatch,
-    WriteOptions, DB,
+    MemtableFactory, Options, ReadOptions, SliceTransform, SnapshotWithThreadMode, SstFileWriter,
+    WriteBatch as RocksBatch, WriteOptions, DB,
 };
 
 use super::{file_crc32, Cf, Engine, EngineView, ExportPlan, ExportedFile, WriteBatch, WriteOp};
-use crate::{Error, Result};
+use crate::{state_keys, Error, Result};
 
 /// Tuning knobs of the RocksDB engine.
 #[derive(Clone, Debug)]
@@ -46,6 +66,57 @@ fn engine_err(e: rocksdb::Error) -> Error {
     Error::Engine(e.into_string())
 }
 
+/// Buckets of a hash skip list memtable: 8 bytes each per memtable; more
+/// regions than buckets share skip lists, which stays correct.
+const MEMTABLE_BUCKETS: usize = 64 * 1024;
+
+/// The region prefix of `cf`'s keys, for column families that keep one
+/// skip list per region in the memtable.
+fn region_prefix_len(cf: Cf) -> Option<usize> {
+    match cf {
+        Cf::Default => None,
+        Cf::Raft => Some(state_keys::RAFT_LOG_PREFIX_LEN),
+        Cf::Meta => Some(state_keys::REGION_META_PREFIX_LEN),
+    }
+}
+
+/// The region prefix extractor of `cf`: a key's first bytes, or all of a
+/// shorter key (the store's identity key in `meta`), so that every key is in
+/// its domain.
+fn region_prefix(cf: Cf) -> Option<SliceTransform> {
+    fn raft(key: &[u8]) -> &[u8] {
+        &key[..key.len().min(state_keys::RAFT_LOG_PREFIX_LEN)]
+    }
+    fn meta(key: &[u8]) -> &[u8] {
+        &key[..key.len().min(state_keys::REGION_META_PREFIX_LEN)]
+    }
+    match cf {
+        Cf::Default => None,
+        Cf::Raft => Some(SliceTransform::create("tessera.raft_prefix", raft, None)),
+        Cf::Meta => Some(SliceTransform::create("tessera.meta_prefix", meta, None)),
+    }
+}
+
+/// Read options for `[start, end)` of `cf`: bounded, and in total order
+/// unless the scan runs forward with both bounds in one region prefix of a
+/// hash-memtable family (RocksDB's hash memtable cannot seek backwards by
+/// prefix: a reverse scan there would miss the memtable's keys).
+fn read_options(cf: Cf, start: &[u8], end: &[u8], reverse: bool) -> ReadOptions {
+    let mut opts = ReadOptions::default();
+    opts.set_iterate_lower_bound(start.to_vec());
+    if !end.is_empty() {
+        opts.set_iterate_upper_bound(end.to_vec());
+    }
+    let one_prefix = !reverse
+        && region_prefix_len(cf).is_some_and(|len| {
+            start.len() >= len && end.len() >= len && start[..len] == end[..len]
+        });
+    if !one_prefix {
+        opts.set_total_order_seek(true);
+    }
+    opts
+}
+
 impl RocksEngine {
     /// Opens (creating if needed) the database in `path`.
     pub fn open(path: &Path, opts: &RocksOptions) -> Result<Self> {
@@ -55,6 +126,8 @@ impl RocksEngine {
         db_opts.set_max_background_jobs(opts.max_background_jobs);
         db_opts.set_bytes_per_sync(1024 * 1024);
         db_opts.set_keep_log_file_num(4);
+        // Hash skip list memtables take one writer at a time.
+        db_opts.set_allow_concurrent_memtable_write(false);
 
         let cache = rocksdb::Cache::new_lru_cache(opts.block_cache_bytes);
         let cf_opts = |cf: Cf| {
@@ -69,6 +142,15 @@ impl RocksEngine {
                 Cf::Raft => opts.write_buffer_bytes / 2,
                 Cf::Meta => 8 * 1024 * 1024,
             });
+            if let Some(prefix) = region_prefix(cf) {
+                o.set_prefix_extractor(prefix);
+                o.set_memtable_factory(MemtableFactory::HashSkipList {
+                    bucket_count: MEMTABLE_BUCKETS,
+                    // A region's log can hold ~10⁵ entries in one memtable.
+                    height: 12,
+                    branching_factor: 4,
+                });
+            }
             o
         };
         let cfs = Cf::ALL
@@ -145,11 +227,7 @@ impl Engine for RocksEngine {
         if !end.is_empty() && start >= end {
             return Ok(());
         }
-        let mut opts = ReadOptions::default();
-        opts.set_iterate_lower_bound(start.to_vec());
-        if !end.is_empty() {
-            opts.set_iterate_upper_bound(end.to_vec());
-        }
+        let opts = read_options(cf, start, end, reverse);
         let mut it = self.db.raw_iterator_cf_opt(self.cf(cf), opts);
         if reverse {
             it.seek_to_last();
@@ -185,12 +263,8 @@ impl Engine for RocksEngine {
             if !r.end.is_empty() && r.start >= r.end {
                 continue;
             }
-            let mut opts = ReadOptions::default();
+            let mut opts = read_options(r.cf, &r.start, &r.end, false);
             opts.set_snapshot(&snap);
-            opts.set_iterate_lower_bound(r.start.clone());
-            if !r.end.is_empty() {
-                opts.set_iterate_upper_bound(r.end.clone());
-            }
             opts.fill_cache(false);
             let mut it = self.db.raw_iterator_cf_opt(self.cf(r.cf), opts);
             it.seek(&r.start);

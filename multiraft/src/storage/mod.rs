@@ -361,23 +361,45 @@ impl PeerStorage {
 }
 
 /// The last entry of `region_id`'s log on `engine`, if it holds any.
+///
+/// Found by forward seeks only, a binary search on "some entry at or after
+/// index i": the RocksDB engine keeps the `raft` family's memtable by region,
+/// where a seek backwards would copy and sort the whole memtable (see
+/// `engine::rocks`), and this runs on the poller whenever a split creates a
+/// region. Each probe jumps to the entry it finds, so ≤ 64 probes.
 fn last_log_entry(engine: &dyn Engine, region_id: RegionId) -> Result<Option<Entry>> {
-    let mut last = None;
-    engine.scan(
-        Cf::Raft,
-        &state_keys::raft_log_key(region_id, 0),
-        &state_keys::raft_log_key(region_id, u64::MAX),
-        true,
-        &mut |_, v| {
-            last = Some(v.to_vec());
-            false
-        },
-    )?;
-    last.map(|bytes| {
-        Entry::parse_from_bytes(&bytes)
-            .map_err(|e| Error::corruption(format!("last log entry of region {region_id}"), e))
-    })
-    .transpose()
+    let first_at_or_after = |index: u64| -> Result<Option<(u64, Vec<u8>)>> {
+        let mut found = None;
+        engine.scan(
+            Cf::Raft,
+            &state_keys::raft_log_key(region_id, index),
+            &state_keys::raft_log_key(region_id, u64::MAX),
+            false,
+            &mut |k, v| {
+                found = state_keys::raft_log_index(k).map(|i| (i, v.to_vec()));
+                false
+            },
+        )?;
+        Ok(found)
+    };
+    let Some(mut last) = first_at_or_after(0)? else {
+        return Ok(None);
+    };
+    // Every entry is at most `last` or in [lo, hi); none is at or after `hi`.
+    let (mut lo, mut hi) = (last.0 + 1, u64::MAX);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        match first_at_or_after(mid)? {
+            Some(found) => {
+                lo = found.0 + 1;
+                last = found;
+            }
+            None => hi = mid,
+        }
+    }
+    Entry::parse_from_bytes(&last.1)
+        .map(Some)
+        .map_err(|e| Error::corruption(format!("last log entry of region {region_id}"), e))
 }
 
 impl raft::Storage for PeerStorage {

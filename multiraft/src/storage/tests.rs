@@ -278,3 +278,29 @@ fn an_uninitialized_peer_keeps_the_persisted_term_and_vote_but_no_commit() {
         HardState::default()
     );
 }
+
+#[test]
+fn the_last_log_entry_is_found_among_neighbours_logs_of_any_length() {
+    let engine = MemoryEngine::new();
+    let put = |region: u64, indexes: &mut dyn Iterator<Item = u64>| {
+        let mut wb = WriteBatch::default();
+        for i in indexes {
+            wb.put(
+                Cf::Raft,
+                state_keys::raft_log_key(region, i).to_vec(),
+                entry(i, 1).write_to_bytes().unwrap(),
+            );
+        }
+        engine.write(&wb, false).unwrap();
+    };
+    put(8, &mut (1..=3000));
+    put(10, &mut (7..=9));
+    let last = |region| last_log_entry(&engine, region).unwrap().map(|e| e.index);
+    assert_eq!(last(9), None);
+    for (first, end) in [(5, 5), (5, 6), (6, 1_000), (1 << 40, (1 << 40) + 77)] {
+        put(9, &mut (first..=end));
+        assert_eq!(last(9), Some(end), "log {first}..={end}");
+    }
+    assert_eq!(last(8), Some(3000));
+    assert_eq!(last(10), Some(9));
+}
