@@ -20,7 +20,8 @@
 //! share one prefix or it runs backwards (a region's log entries are read
 //! forwards within their prefix; the log's last entry is found by forward
 //! seeks), and a total-order iterator over a hash memtable sorts a copy of
-//! it (start-up scans of every region's state only). Measured with `tessera-bench ycsb-scale` (README).
+//! it (start-up scans of every region's state only). Measured with
+//! `tessera-bench ycsb-scale` (README).
 //!
 //! [`state_keys`]: crate::state_keys
 //! [`state_keys::RAFT_LOG_PREFIX_LEN`]: crate::state_keys::RAFT_LOG_PREFIX_LEN

@@ -366,7 +366,8 @@ impl PeerStorage {
 /// index i": the RocksDB engine keeps the `raft` family's memtable by region,
 /// where a seek backwards would copy and sort the whole memtable (see
 /// `engine::rocks`), and this runs on the poller whenever a split creates a
-/// region. Each probe jumps to the entry it finds, so ≤ 64 probes.
+/// region. About 2·log₂ of the log's length probes (a split's new region:
+/// one).
 fn last_log_entry(engine: &dyn Engine, region_id: RegionId) -> Result<Option<Entry>> {
     let first_at_or_after = |index: u64| -> Result<Option<(u64, Vec<u8>)>> {
         let mut found = None;
@@ -385,8 +386,19 @@ fn last_log_entry(engine: &dyn Engine, region_id: RegionId) -> Result<Option<Ent
     let Some(mut last) = first_at_or_after(0)? else {
         return Ok(None);
     };
+    // Gallop past the first entry until a probe finds nothing at or after
+    // it: logs are short (compacted), so this bounds the search cheaply.
+    let mut step = 1u64;
+    let mut hi = loop {
+        let probe = last.0.saturating_add(step);
+        match first_at_or_after(probe)? {
+            Some(found) => last = found,
+            None => break probe,
+        }
+        step = step.saturating_mul(2);
+    };
     // Every entry is at most `last` or in [lo, hi); none is at or after `hi`.
-    let (mut lo, mut hi) = (last.0 + 1, u64::MAX);
+    let mut lo = last.0 + 1;
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
         match first_at_or_after(mid)? {
