@@ -45,6 +45,17 @@ pub fn apply<O: Send + 'static>(
     wb: &mut WriteBatch,
 ) -> ConfChangeOutcome {
     let region_id = peer.region_id();
+    if peer.merge.is_merging() {
+        // Proposed before the region prepared to merge, committed after:
+        // a merging region's membership is frozen (`crate::merge`), on
+        // every replica alike.
+        tracing::warn!(
+            region_id,
+            index = entry.index,
+            "membership change of a merging region ignored"
+        );
+        return ConfChangeOutcome::Ignored;
+    }
     let cc: ConfChangeV2 = match entry.get_entry_type() {
         EntryType::EntryConfChange => match ConfChange::parse_from_bytes(&entry.data) {
             Ok(cc) => cc.into_v2(),

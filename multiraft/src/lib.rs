@@ -14,6 +14,8 @@
 //!   (group commit), then sends messages and applies committed entries; the
 //!   Raft side of a split (`poller/split/`) and of log GC
 //!   (`poller/log_gc.rs`) each live in one module with its process overview;
+//! - [`merge`]: region merge — prepare on the source, commit on the
+//!   target, rollback — with its process overview and safety argument;
 //! - [`mailbox`]: the poller's mailbox and the messages it takes;
 //! - [`read`] and [`local_read`]: linearizable reads — the ReadIndex queue
 //!   and the lease on the poller, and lease reads served off the poller's
@@ -28,6 +30,8 @@
 //! `split_between_write_and_start` after a split is written and before the
 //! new regions' peers start; `snapshot_before_ingest` /
 //! `snapshot_after_ingest` inside a snapshot's apply;
+//! `merge_after_prepare`, `merge_before_commit` and
+//! `merge_before_rollback` around a merge's steps (see [`merge`]);
 //! `local_read_before_publish` after a round's writes were acknowledged and
 //! before the applied state is published for reads off the poller's thread.
 //!
@@ -43,6 +47,7 @@ pub mod error;
 pub mod local_read;
 pub mod logger;
 pub mod mailbox;
+pub mod merge;
 pub mod metrics;
 pub mod peer;
 pub mod poller;

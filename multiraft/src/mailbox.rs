@@ -116,6 +116,8 @@ pub struct RegionInfo {
     /// The regions this peer's splits created, oldest first (at most
     /// `poller::split::MAX_SPLIT_SIBLINGS`).
     pub split_siblings: Vec<Region>,
+    /// Set while the region is a merging source (`crate::merge`).
+    pub merge_state: Option<tessera_proto::raft_serverpb::MergeState>,
 }
 
 /// Replication progress of one peer, as its leader sees it.

@@ -54,6 +54,12 @@ pub const SNAPSHOT_APPLY_SECONDS: &str = "tessera_snapshot_apply_seconds";
 pub const CONF_CHANGES_TOTAL: &str = "tessera_conf_changes_total";
 /// Splits applied (one per region split, on every replica).
 pub const SPLITS_TOTAL: &str = "tessera_splits_total";
+/// Merges applied, by outcome (`merged` on every target replica,
+/// `rolled_back` on every source replica).
+pub const MERGES_TOTAL: &str = "tessera_merges_total";
+/// Target replicas holding their committed entries until their local
+/// merge source is ready (`crate::merge`).
+pub const MERGE_HOLDS: &str = "tessera_merge_holds";
 /// Raft log compactions applied, and the entries they dropped.
 pub const LOG_GC_TOTAL: &str = "tessera_raft_log_gc_total";
 pub const LOG_GC_ENTRIES_TOTAL: &str = "tessera_raft_log_gc_entries_total";
@@ -208,6 +214,14 @@ pub fn describe() {
         SPLITS_TOTAL,
         "Region splits applied (one per split, on every replica)"
     );
+    describe_counter!(
+        MERGES_TOTAL,
+        "Region merges applied, by outcome (merged on targets, rolled_back on sources)"
+    );
+    describe_gauge!(
+        MERGE_HOLDS,
+        "Target replicas waiting for their local merge source to be ready"
+    );
     describe_counter!(LOG_GC_TOTAL, "Raft log compactions applied");
     describe_counter!(
         LOG_GC_ENTRIES_TOTAL,
@@ -264,6 +278,9 @@ pub fn describe() {
         LOG_GC_ENTRIES_TOTAL,
     ] {
         metrics::counter!(name).increment(0);
+    }
+    for outcome in ["merged", "rolled_back"] {
+        metrics::counter!(MERGES_TOTAL, "outcome" => outcome).increment(0);
     }
     for reason in REFUSAL_REASONS {
         metrics::counter!(RAFT_MESSAGES_REFUSED_TOTAL, "reason" => *reason).increment(0);

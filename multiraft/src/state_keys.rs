@@ -4,8 +4,9 @@
 //!   encoded `eraftpb::Entry`. Big-endian keeps a region's log contiguous and
 //!   in index order.
 //! - `meta` column family: `0x01 ‖ region id (u64 BE) ‖ suffix` → the region's
-//!   Raft hard state (`0x01`), apply state (`0x02`) and region state (`0x03`);
-//!   `0x02` → the store's identity.
+//!   Raft hard state (`0x01`), apply state (`0x02`), region state (`0x03`),
+//!   merge state while it is a merging source (`0x04`) and merge record as
+//!   a target (`0x05`; see `crate::merge`); `0x02` → the store's identity.
 //!
 //! User data lives in the `default` column family under encoded keys, which
 //! the store defines; this crate never looks inside them.
@@ -21,6 +22,8 @@ pub const REGION_META_PREFIX_LEN: usize = 9;
 const RAFT_STATE_SUFFIX: u8 = 0x01;
 const APPLY_STATE_SUFFIX: u8 = 0x02;
 const REGION_STATE_SUFFIX: u8 = 0x03;
+const MERGE_STATE_SUFFIX: u8 = 0x04;
+const MERGE_RECORD_SUFFIX: u8 = 0x05;
 
 /// The key of the store's identity in the `meta` column family.
 pub const STORE_IDENT_KEY: &[u8] = &[0x02];
@@ -72,6 +75,16 @@ pub fn apply_state_key(region_id: RegionId) -> [u8; 10] {
 
 pub fn region_state_key(region_id: RegionId) -> [u8; 10] {
     region_meta_key(region_id, REGION_STATE_SUFFIX)
+}
+
+/// A merging source's `MergeState` (absent: not merging).
+pub fn merge_state_key(region_id: RegionId) -> [u8; 10] {
+    region_meta_key(region_id, MERGE_STATE_SUFFIX)
+}
+
+/// A target's `MergeRecord`.
+pub fn merge_record_key(region_id: RegionId) -> [u8; 10] {
+    region_meta_key(region_id, MERGE_RECORD_SUFFIX)
 }
 
 /// The bounds `[start, end)` of every region's meta keys.

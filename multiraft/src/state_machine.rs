@@ -7,10 +7,11 @@
 //! therefore never applies an entry twice nor skips one.
 
 use tessera_proto::metapb::Region;
-use tessera_proto::raft_serverpb::RaftApplyState;
+use tessera_proto::raft_serverpb::{MergeState, RaftApplyState};
 
 use crate::engine::Cf;
 use crate::engine::{Engine, WriteBatch};
+use crate::merge::MergeView;
 use crate::state_keys;
 use crate::Result;
 
@@ -43,6 +44,23 @@ pub enum ApplyEffect {
     },
     /// The log up to `index` (of `term`) is no longer needed.
     CompactLog { index: u64, term: u64 },
+    /// The region (a merge source) is now `region` and merging (`state`).
+    PrepareMerge { region: Region, state: MergeState },
+    /// The region (a merge target) becomes `merged`, taking `source`'s
+    /// range, once its local source replica is ready (`crate::merge`).
+    /// The entry must change nothing else: it may be held and applied
+    /// again later.
+    CommitMerge {
+        merged: Region,
+        source: Region,
+        state: MergeState,
+    },
+    /// The region (a merge target) refuses this merge, for good.
+    RefuseMerge {
+        refusal: tessera_proto::raft_serverpb::RefusedMerge,
+    },
+    /// The region (a merging source) is `region` again and serves.
+    RollbackMerge { region: Region },
 }
 
 /// What `apply` may see and touch.
@@ -54,6 +72,7 @@ pub struct ApplyContext<'a> {
     pub(crate) index: u64,
     pub(crate) term: u64,
     pub(crate) effects: &'a mut Vec<ApplyEffect>,
+    pub(crate) merge: &'a MergeView,
 }
 
 impl ApplyContext<'_> {
@@ -89,6 +108,44 @@ impl ApplyContext<'_> {
             derived,
             new_regions,
         });
+    }
+
+    /// The region's merge state and record (`crate::merge`).
+    pub fn merge(&self) -> &MergeView {
+        self.merge
+    }
+
+    /// Makes the region a merging source: it becomes `region` (the caller
+    /// moved its epoch) with `state` (see `crate::merge`).
+    pub fn prepare_merge(&mut self, region: Region, state: MergeState) {
+        self.effects
+            .push(ApplyEffect::PrepareMerge { region, state });
+    }
+
+    /// Merges `source` into the region, which becomes `merged` (decided by
+    /// `crate::merge::decide_commit`). Nothing else may change with it.
+    pub fn commit_merge(&mut self, merged: Region, source: Region, state: MergeState) {
+        self.effects.push(ApplyEffect::CommitMerge {
+            merged,
+            source,
+            state,
+        });
+    }
+
+    /// Records that the region refused to merge `source_id` as prepared
+    /// at `prepare_index`.
+    pub fn refuse_merge(&mut self, source_id: u64, prepare_index: u64) {
+        self.effects.push(ApplyEffect::RefuseMerge {
+            refusal: tessera_proto::raft_serverpb::RefusedMerge {
+                source_id,
+                prepare_index,
+            },
+        });
+    }
+
+    /// Ends the region's merge: it becomes `region` and serves again.
+    pub fn rollback_merge(&mut self, region: Region) {
+        self.effects.push(ApplyEffect::RollbackMerge { region });
     }
 
     /// Drops the log up to `index` (of `term`), which is already applied.

@@ -294,6 +294,7 @@ fn first_chunk() -> impl Strategy<Value = Vec<u8>> {
                         ..Default::default()
                     }),
                     files,
+                    ..Default::default()
                 };
                 let mut snap = Snapshot::default();
                 snap.set_data(data.encode_to_vec().into());
@@ -582,6 +583,7 @@ fn hostile_stream_framing_never_takes_the_store_down() {
                     crc32: 0xbad,
                     ..Default::default()
                 }],
+                ..Default::default()
             };
             let mut m = Message::default();
             m.set_msg_type(MessageType::MsgSnapshot);

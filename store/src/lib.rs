@@ -26,6 +26,7 @@ pub mod fault;
 pub mod heartbeat;
 pub mod kv;
 pub mod log_gc;
+pub mod merge;
 pub mod metrics;
 pub mod node;
 pub mod operator;

@@ -1,7 +1,11 @@
 //! The cluster: stores, their engines and network, the region layout;
-//! its client is in `requests.rs`, region operations in `operations.rs`.
+//! its client is in `requests.rs`, region operations in `operations.rs`
+//! (merges in `merge.rs`).
 
+mod merge;
 mod operations;
+
+pub use merge::MergeEnd;
 mod requests;
 
 use std::collections::{BTreeMap, HashMap};

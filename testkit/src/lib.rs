@@ -21,7 +21,7 @@ mod cluster;
 mod directory;
 mod endpoint;
 
-pub use cluster::{Cluster, ClusterOptions, EngineKind, SplitCheckers, TransportKind};
+pub use cluster::{Cluster, ClusterOptions, EngineKind, MergeEnd, SplitCheckers, TransportKind};
 pub use directory::TestDirectory;
 pub use endpoint::KvEndpoint;
 pub use tessera_routing::reaction::SendPolicy;

@@ -23,6 +23,7 @@ fn snapshot(region_id: u64, to_store: u64, files: Vec<SnapshotFile>) -> RaftMess
             ..Default::default()
         }),
         files,
+        ..Default::default()
     };
     let mut snap = Snapshot::default();
     snap.set_data(prost::Message::encode_to_vec(&data).into());
@@ -177,6 +178,7 @@ fn snapshot_of(region: &Region, from: &Peer, to: &Peer, files: Vec<SnapshotFile>
     let data = SnapshotData {
         region: Some(region.clone()),
         files,
+        ..Default::default()
     };
     let s = snap.mut_snapshot();
     s.set_data(prost::Message::encode_to_vec(&data).into());

@@ -44,6 +44,7 @@ use crate::storage::PeerStorage;
 use crate::{logger, region, Error, RegionId, Result, StoreId};
 
 mod guard;
+mod merge;
 mod messages;
 mod reads;
 #[cfg(test)]
@@ -128,6 +129,8 @@ pub struct Peer<O> {
     /// The regions this peer's splits created, oldest first (kept by
     /// `poller::split::record_siblings`).
     pub(crate) split_siblings: Vec<Region>,
+    /// Its merge as a source or decisions as a target (`crate::merge`).
+    pub(crate) merge: crate::merge::MergeView,
     /// Peers learned from incoming messages, for replying to peers the
     /// region does not list yet (an uninitialized peer knows nobody).
     peer_cache: std::collections::HashMap<u64, metapb::Peer>,
@@ -156,11 +159,14 @@ impl<O: Send + 'static> Peer<O> {
                     format!("has no peer on store {store_id}"),
                 )
             })?;
+        let merge = crate::merge::MergeView::load(engine.as_ref(), region.id)?;
         let storage = PeerStorage::load(engine, region, cfg.entry_cache_limit)?;
         let raft_cfg = cfg.raft_config(meta.id, storage.applied_index());
         let logger = logger::peer_logger(storage.region_id(), meta.id);
         let raw_node = RawNode::new(&raft_cfg, storage, &logger)?;
-        Ok(Self::with_node(raw_node, meta, cfg))
+        let mut peer = Self::with_node(raw_node, meta, cfg);
+        peer.merge = merge;
+        Ok(peer)
     }
 
     /// A peer created because another store sent it a message: it has no
@@ -190,6 +196,7 @@ impl<O: Send + 'static> Peer<O> {
             read_index_retry_ticks: cfg.read_index_retry_ticks,
             applied_bytes: 0,
             split_siblings: vec![],
+            merge: Default::default(),
             peer_cache: std::collections::HashMap::new(),
             last_append_to: std::collections::HashMap::new(),
             heartbeat_interval: cfg.tick_interval * cfg.heartbeat_tick as u32,
@@ -689,6 +696,7 @@ impl<O: Send + 'static> Peer<O> {
             initialized: self.is_initialized(),
             progress: self.progress(),
             split_siblings: self.split_siblings.clone(),
+            merge_state: self.merge.state.clone(),
         }
     }
 }

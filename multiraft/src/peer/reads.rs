@@ -19,6 +19,9 @@ impl<O: Send + 'static> Peer<O> {
     /// Queues a read; it is confirmed by [`Peer::flush_reads`] later in the
     /// round. Refused, or served at once, it comes back to the poller.
     pub fn read(&mut self, epoch: EpochCheck, policy: ReadPolicy, cb: ReadCallback) -> ReadStep {
+        if let Some(error) = self.merging_refusal() {
+            return ReadStep::Refused(Refusal { cb, error });
+        }
         if policy == ReadPolicy::Leader && !self.is_leader() {
             return ReadStep::Refused(Refusal {
                 cb,
@@ -56,6 +59,7 @@ impl<O: Send + 'static> Peer<O> {
         raft.state == StateRole::Leader
             && raft.lead_transferee.is_none()
             && self.committed_in_term()
+            && !self.merge.is_merging()
     }
 
     /// Whether the commit index is an entry of the current term. Once it

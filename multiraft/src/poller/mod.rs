@@ -38,6 +38,7 @@
 mod engine_failure;
 mod local_reads;
 pub(crate) mod log_gc;
+mod merge;
 mod ready;
 mod regions;
 pub mod slow;
@@ -215,6 +216,9 @@ pub struct Poller<S: StateMachine> {
     space: space::SpaceView,
     /// Leases published for reads off this thread (`local_reads.rs`).
     leases: local_reads::Publisher,
+    /// Merge targets holding committed entries until their local source
+    /// is ready (`crate::merge`), applied again every round.
+    merge_holds: BTreeSet<RegionId>,
 }
 
 impl<S: StateMachine> Poller<S> {
@@ -277,6 +281,7 @@ impl<S: StateMachine> Poller<S> {
             last_slow_handoff: None,
             space: space::SpaceView::default(),
             leases,
+            merge_holds: BTreeSet::new(),
         };
         poller.load_regions()?;
         poller.start_snapshot_worker()?;
@@ -442,6 +447,13 @@ impl<S: StateMachine> Poller<S> {
                 cb,
             } => match self.peers.get_mut(&region_id) {
                 Some(peer) => {
+                    if class != space::WriteClass::Merge {
+                        if let Some(e) = peer.merging_refusal() {
+                            metrics::counter!(m::PROPOSALS_REJECTED_TOTAL).increment(1);
+                            cb(Err(e));
+                            return;
+                        }
+                    }
                     // Only a leader that would take the write refuses it
                     // for space; others answer as they always do.
                     let no_space = (class == space::WriteClass::User
@@ -470,6 +482,9 @@ impl<S: StateMachine> Poller<S> {
                 changes,
                 cb,
             } => match self.peers.get_mut(&region_id) {
+                Some(peer) if peer.merge.is_merging() => {
+                    cb(Err(peer.merging_refusal().expect("merging")));
+                }
                 Some(peer) => {
                     if let Err(refusal) = peer.propose_conf_change(&epoch, changes, cb, now) {
                         refusal.answer();

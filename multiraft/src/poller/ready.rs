@@ -62,6 +62,9 @@ impl<S: StateMachine> Poller<S> {
                         // The snapshot replaces the region's data: no
                         // read off this thread until it is in place.
                         self.leases.begin_replace(id);
+                        peer.merge.state = p.merge_state.clone();
+                        peer.merge.record = p.merge_record.clone();
+                        peer.merge.held.retain(|e| e.index > p.index);
                         snapshots.push(p)
                     }
                     // The files were checked before the snapshot was stepped;
@@ -142,24 +145,59 @@ impl<S: StateMachine> Poller<S> {
             to_apply.push((id, committed));
         }
         self.flush_outbox();
+        // Merge targets holding entries try again after the round's
+        // sources applied (`merge.rs`).
+        for id in self.held_targets(&in_round) {
+            to_apply.push((id, vec![]));
+        }
 
         let mut ab = ApplyBatch::default();
         let mut outcomes: Vec<(RegionId, ApplyOutcome)> = vec![];
+        let mut merged_away: Vec<RegionId> = vec![];
         for (id, committed) in to_apply {
-            let peer = self.peers.get_mut(&id).expect("peer of a ready");
+            if merged_away.contains(&id) {
+                // Merged into its target earlier in this batch: nothing
+                // after its PrepareMerge concerns it.
+                continue;
+            }
+            // Out of the map while it applies: a merge looks at the others.
+            let Some(mut peer) = self.peers.remove(&id) else {
+                continue;
+            };
             let epoch_before = region::epoch(peer.region());
-            let outcome =
-                apply_entries(peer, committed, &mut self.sm, self.engine.as_ref(), &mut ab);
+            let outcome = apply_entries(
+                &mut peer,
+                committed,
+                &self.peers,
+                &mut self.sm,
+                self.engine.as_ref(),
+                &mut ab,
+            );
             if region::epoch(peer.region()) != epoch_before || outcome.removed_self {
-                // A split or membership change: before it is written, before
-                // new regions start or this peer is destroyed.
+                // A split, merge or membership change: before it is
+                // written, before new regions start or this peer is
+                // destroyed.
                 self.leases.invalidate(id);
             }
+            if let Some(source) = &outcome.merged_source {
+                // The source serves nothing from now on either.
+                self.leases.invalidate(source.id);
+                merged_away.push(source.id);
+            }
+            self.peers.insert(id, peer);
             outcomes.push((id, outcome));
         }
 
         // Regions split off in this round are born in the same batch.
         let born = self.born_regions(&outcomes, &mut ab.wb);
+        let merges = outcomes.iter().any(|(_, o)| o.merged_source.is_some());
+        let rollbacks = outcomes.iter().any(|(_, o)| o.rolled_back_merge);
+        if merges {
+            fail::fail_point!("merge_before_commit");
+        }
+        if rollbacks {
+            fail::fail_point!("merge_before_rollback");
+        }
         if !ab.wb.is_empty() {
             fail::fail_point!("apply_before_write");
             if let Err(e) = self.write_applied(&ab.wb) {
@@ -174,6 +212,9 @@ impl<S: StateMachine> Poller<S> {
             // regions' peers are not started yet.
             fail::fail_point!("split_between_write_and_start");
         }
+        if outcomes.iter().any(|(_, o)| o.prepared_merge) {
+            fail::fail_point!("merge_after_prepare");
+        }
         if ab.entries > 0 {
             metrics::counter!(m::APPLIED_ENTRIES_TOTAL).increment(ab.entries);
             self.stats
@@ -187,6 +228,10 @@ impl<S: StateMachine> Poller<S> {
             self.start_split_region(parent, r);
         }
         for (id, outcome) in outcomes {
+            if let Some(source) = &outcome.merged_source {
+                self.finish_merge(id, source);
+            }
+            self.track_merge_wait(id, &outcome);
             self.after_membership_change(id, &outcome);
         }
         // Tests pause here: the round's writes are acknowledged, the applied

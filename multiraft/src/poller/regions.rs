@@ -185,6 +185,17 @@ impl<S: StateMachine> Poller<S> {
         region_id: RegionId,
         tombstone: Option<RegionEpoch>,
     ) -> Result<()> {
+        if self
+            .peers
+            .get(&region_id)
+            .is_some_and(|p| p.merge.is_merging())
+        {
+            // Its data becomes its target's: it leaves with its merge (or
+            // serves again after a rollback), never on its own.
+            return Err(Error::InvalidArgument(format!(
+                "region {region_id} is merging; it cannot be destroyed"
+            )));
+        }
         let Some(mut peer) = self.peers.remove(&region_id) else {
             return Err(Error::region(RegionError::region_not_found(region_id)));
         };
@@ -209,6 +220,7 @@ impl<S: StateMachine> Poller<S> {
         );
         wb.delete(Cf::Meta, state_keys::raft_state_key(region_id).to_vec());
         wb.delete(Cf::Meta, state_keys::apply_state_key(region_id).to_vec());
+        wb.delete(Cf::Meta, state_keys::merge_record_key(region_id).to_vec());
         match tombstone {
             Some(epoch) => {
                 let mut r = region.clone();
@@ -247,7 +259,7 @@ impl<S: StateMachine> Poller<S> {
     /// The synced write that creates or removes a peer outside a round: a
     /// failure stops the poller as a failed round does (`engine_failure.rs`),
     /// whatever the caller does with the error it gets back.
-    fn write_peer_change(&mut self, wb: &WriteBatch, what: &str) -> Result<()> {
+    pub(super) fn write_peer_change(&mut self, wb: &WriteBatch, what: &str) -> Result<()> {
         let written = synced_write(self.engine.as_ref(), wb);
         if let Err(e) = &written {
             self.fail_engine(&format!("{what} failed: {e}"), &Default::default());
@@ -503,7 +515,7 @@ impl<S: StateMachine> Poller<S> {
     /// a `MsgSnapshot` sent in a plain message batch has none) and hold
     /// only keys inside the region the snapshot describes. A snapshot that
     /// fails is dropped with its files; the leader sends another.
-    fn snapshot_fits(&self, region_id: RegionId, msg: &Message) -> bool {
+    fn snapshot_fits(&mut self, region_id: RegionId, msg: &Message) -> bool {
         let Ok(data) = snapshot::decode_data(msg.get_snapshot()) else {
             self.refuse_snapshot(region_id, msg, "snapshot_undecodable", "unreadable data");
             return false;
@@ -518,7 +530,10 @@ impl<S: StateMachine> Poller<S> {
             );
             return false;
         }
-        if let Some(other) = self.overlapping(&r.start_key, &r.end_key, region_id) {
+        while let Some(other) = self.overlapping(&r.start_key, &r.end_key, region_id) {
+            if self.end_source_covered_by_snapshot(region_id, other) {
+                continue;
+            }
             tracing::info!(
                 region_id,
                 overlaps = other,

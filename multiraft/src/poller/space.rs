@@ -71,6 +71,9 @@ pub enum WriteClass {
     User,
     /// An internal command (a split, log compaction): always proposed.
     System,
+    /// A merge's own command (prepare, commit, rollback): always
+    /// proposed, and the only one a merging region takes.
+    Merge,
 }
 
 /// The local flag and the last flag heard from every other store.

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use raft::eraftpb::Snapshot;
 use tessera_proto::metapb::Region;
-use tessera_proto::raft_serverpb::{PeerState, RegionLocalState};
+use tessera_proto::raft_serverpb::{MergeRecord, MergeState, PeerState, RegionLocalState};
 
 use super::{decode_data, SnapManager};
 use crate::engine::{Cf, Engine, ExportedFile, WriteBatch};
@@ -27,6 +27,10 @@ pub struct PendingApply {
     pub term: u64,
     pub dir: PathBuf,
     pub files: Vec<ExportedFile>,
+    /// The region's merge state and record as of the snapshot (written
+    /// with the staged states).
+    pub merge_state: Option<MergeState>,
+    pub merge_record: MergeRecord,
 }
 
 /// Stages the states of `snap` for the peer whose storage is `storage` into
@@ -52,6 +56,16 @@ pub fn stage(
     let files = SnapManager::received_files(&dir)?;
     let old_region = storage.region().clone();
     storage.apply_snapshot(region.clone(), index, term, wb);
+    let merge_record = data.merge_record.clone().unwrap_or_default();
+    match &data.merge_state {
+        Some(m) => wb.put_msg(Cf::Meta, state_keys::merge_state_key(region_id), m),
+        None => wb.delete(Cf::Meta, state_keys::merge_state_key(region_id).to_vec()),
+    }
+    wb.put_msg(
+        Cf::Meta,
+        state_keys::merge_record_key(region_id),
+        &merge_record,
+    );
     Ok(PendingApply {
         region_id,
         old_region,
@@ -60,6 +74,8 @@ pub fn stage(
         term,
         dir,
         files,
+        merge_state: data.merge_state,
+        merge_record,
     })
 }
 
@@ -109,5 +125,8 @@ pub fn resume(mgr: &SnapManager, region: Region, term: u64, index: u64) -> Resul
         term,
         dir,
         files,
+        // Written with the staged states before the restart.
+        merge_state: None,
+        merge_record: MergeRecord::default(),
     })
 }

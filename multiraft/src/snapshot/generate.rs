@@ -2,7 +2,9 @@
 
 use protobuf::Message as _;
 use raft::eraftpb::{Entry, Snapshot, SnapshotMetadata};
-use tessera_proto::raft_serverpb::{RaftApplyState, RegionLocalState, SnapshotData, SnapshotFile};
+use tessera_proto::raft_serverpb::{
+    MergeRecord, MergeState, RaftApplyState, RegionLocalState, SnapshotData, SnapshotFile,
+};
 
 use super::SnapManager;
 use crate::engine::{Cf, Engine, ExportRange};
@@ -12,6 +14,7 @@ use crate::{region, state_keys, Error, RegionId, Result};
 pub fn generate(engine: &dyn Engine, mgr: &SnapManager, region_id: RegionId) -> Result<Snapshot> {
     let tmp = mgr.tmp_dir(region_id);
     let mut seen = None;
+    let mut merge = (None, None);
     let exported = engine.export(&tmp, &mut |view| {
         let state: RegionLocalState = decode(
             view.get(Cf::Meta, &state_keys::region_state_key(region_id))?,
@@ -37,6 +40,14 @@ pub fn generate(engine: &dyn Engine, mgr: &SnapManager, region_id: RegionId) -> 
                 .map_err(|e| Error::corruption("raft entry", e))?
                 .term
         };
+        merge = (
+            view.get(Cf::Meta, &state_keys::merge_state_key(region_id))?
+                .map(|b| decode::<MergeState>(Some(b), "merge state"))
+                .transpose()?,
+            view.get(Cf::Meta, &state_keys::merge_record_key(region_id))?
+                .map(|b| decode::<MergeRecord>(Some(b), "merge record"))
+                .transpose()?,
+        );
         let region = state.region.unwrap_or_default();
         let range = ExportRange {
             cf: Cf::Default,
@@ -75,6 +86,8 @@ pub fn generate(engine: &dyn Engine, mgr: &SnapManager, region_id: RegionId) -> 
     let data = SnapshotData {
         region: Some(region.clone()),
         files,
+        merge_state: merge.0,
+        merge_record: merge.1,
     };
     let mut snap = Snapshot {
         data: prost::Message::encode_to_vec(&data).into(),

@@ -244,6 +244,7 @@ mod tests {
                 keys: 1,
                 crc32: crc32fast::hash(body),
             }],
+            ..Default::default()
         };
         std::fs::write(dir.join(META_FILE), prost::Message::encode_to_vec(&data)).unwrap();
     }

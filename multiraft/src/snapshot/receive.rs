@@ -155,6 +155,7 @@ mod tests {
                 ..Default::default()
             }),
             files,
+            ..Default::default()
         };
         let mut snap = Snapshot::default();
         snap.set_data(prost::Message::encode_to_vec(&data).into());

@@ -43,6 +43,7 @@ fn generated(region: &Region, index: u64) -> Snapshot {
     let data = tessera_proto::raft_serverpb::SnapshotData {
         region: Some(region.clone()),
         files: vec![],
+        ..Default::default()
     };
     let mut snap = Snapshot {
         data: prost::Message::encode_to_vec(&data).into(),

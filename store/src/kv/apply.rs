@@ -8,7 +8,8 @@
 //! round's apply batch, which the poller writes together with the region's
 //! new apply state.
 //!
-//! Admin commands (split, log compaction) are handled by their own modules.
+//! Admin commands (split, log compaction, the merge's three) are handled by
+//! their own modules.
 //!
 //! A compare-and-swap reads the current value, so it first flushes what the
 //! round has staged so far (the poller's flush writes a consistent apply
@@ -25,7 +26,7 @@ use tessera_proto::raft_serverpb::{admin_command, command::Cmd, RaftCommand};
 use super::command::{CmdResult, KvOutput};
 use tessera_proto::keys;
 
-use crate::{log_gc, split};
+use crate::{log_gc, merge, split};
 
 #[derive(Default)]
 pub struct KvStateMachine;
@@ -100,6 +101,9 @@ impl StateMachine for KvStateMachine {
             return match admin {
                 admin_command::Cmd::Split(s) => split::apply(cx, proposed, s),
                 admin_command::Cmd::CompactLog(c) => Ok(log_gc::apply(cx, c)),
+                admin_command::Cmd::PrepareMerge(c) => merge::apply_prepare(cx, proposed, c),
+                admin_command::Cmd::CommitMerge(c) => merge::apply_commit(cx, c),
+                admin_command::Cmd::RollbackMerge(c) => merge::apply_rollback(cx, c),
             };
         }
         check(cx.region(), &cmd)?;

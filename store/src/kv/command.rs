@@ -28,6 +28,15 @@ pub enum CmdResult {
     /// An admin command that was refused at apply, and why; nothing
     /// changed.
     Refused(String),
+    /// A merge source froze: the source as it now is, and its merge state.
+    MergePrepared {
+        region: Region,
+        state: tessera_proto::raft_serverpb::MergeState,
+    },
+    /// A merge target took its source's range (or had before).
+    Merged { region: Region },
+    /// A merge source whose merge was refused serves again.
+    RolledBack { region: Region },
 }
 
 /// What applying one `RaftCommand` returns: a result per command, or the
