@@ -135,11 +135,29 @@ impl Directory {
     }
 
     pub async fn region_by_id(&self, region_id: u64) -> Result<RegionInfo> {
-        let req = GetRegionByIdRequest { region_id };
-        let resp = call!(self, "get region", get_region_by_id, req)?;
-        resp.region
-            .filter(|r| r.region.is_some())
+        self.find_region_by_id(region_id)
+            .await?
             .ok_or_else(|| anyhow!("region {region_id} not found"))
+    }
+
+    /// The region with this id, or `None` when the directory does not know
+    /// it (never was, or merged away).
+    pub async fn find_region_by_id(&self, region_id: u64) -> Result<Option<RegionInfo>> {
+        let what = "get region";
+        let req = GetRegionByIdRequest { region_id };
+        let fut = self.conn.call(what, |mut client| async move {
+            client.get_region_by_id(req).await
+        });
+        let peer = format!("directory at {}", self.addrs);
+        match bound(self.timeout, &peer, fut).await? {
+            Ok(resp) => Ok(resp.region.filter(|r| r.region.is_some())),
+            Err(tessera_routing::Error::Directory { kind, .. })
+                if kind == directory_error::Kind::NotFound as i32 =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(self.explain(what, e)),
+        }
     }
 
     /// The region holding encoded key `key`.
@@ -158,6 +176,15 @@ impl Directory {
             split_keys,
         };
         Ok(call!(self, "split region", split_region, req)?.operator)
+    }
+
+    /// Starts merging `source` into `target`; returns the operator id.
+    pub async fn merge_region(&self, source: u64, target: u64) -> Result<String> {
+        let req = MergeRegionRequest {
+            source_region_id: source,
+            target_region_id: target,
+        };
+        Ok(call!(self, "merge regions", merge_region, req)?.operator)
     }
 
     /// Starts moving a replica; returns the operator id.

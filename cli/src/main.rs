@@ -26,6 +26,7 @@ mod delete_range;
 mod directory;
 mod keyspace;
 mod kv;
+mod merge;
 mod output;
 mod playground;
 mod region;

@@ -55,6 +55,9 @@ pub enum Command {
     /// Make the region's replica on another store its leader, and wait
     /// until it leads.
     TransferLeader(TransferLeaderArgs),
+    /// Merge a region into an adjacent one (moving its replicas onto the
+    /// other's stores first) and wait until it is gone.
+    Merge(crate::merge::MergeArgs),
 }
 
 #[derive(Args, Debug)]
@@ -144,6 +147,7 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<()> {
         Command::Split(args) => split(ctx, &dir, args).await,
         Command::Move(args) => move_region(ctx, &dir, args).await,
         Command::TransferLeader(args) => transfer_leader(ctx, &dir, args).await,
+        Command::Merge(args) => crate::merge::run(ctx, &dir, args).await,
     }
 }
 
@@ -489,7 +493,7 @@ async fn transfer_leader(ctx: &Ctx, dir: &Directory, args: TransferLeaderArgs) -
 }
 
 /// What `--no-wait` prints: the operator the directory started.
-fn print_started(ctx: &Ctx, region_id: u64, operator: &str, kind: &str) -> Result<()> {
+pub(crate) fn print_started(ctx: &Ctx, region_id: u64, operator: &str, kind: &str) -> Result<()> {
     #[derive(Serialize)]
     struct Started<'a> {
         region_id: u64,
@@ -511,14 +515,14 @@ fn print_started(ctx: &Ctx, region_id: u64, operator: &str, kind: &str) -> Resul
 
 /// Follows one operator in `cluster status` while a command waits for its
 /// result.
-struct OperatorWatch {
+pub(crate) struct OperatorWatch {
     region_id: u64,
     operator: String,
     gone_since: Option<Instant>,
 }
 
 impl OperatorWatch {
-    fn new(region_id: u64, operator: &str) -> Self {
+    pub(crate) fn new(region_id: u64, operator: &str) -> Self {
         OperatorWatch {
             region_id,
             operator: operator.to_string(),
@@ -529,7 +533,7 @@ impl OperatorWatch {
     /// The wait goes on with the operator's progress and `region` (what the
     /// region shows now), or fails if the operator has been gone for
     /// longer than [`OPERATOR_GONE_GRACE`].
-    async fn poll<T>(&mut self, dir: &Directory, region: String) -> Result<Poll<T>> {
+    pub(crate) async fn poll<T>(&mut self, dir: &Directory, region: String) -> Result<Poll<T>> {
         let status = dir.cluster_status().await?;
         let op = status
             .operators

@@ -1,5 +1,6 @@
 //! Operators an administrator asks for (`tessera region split | move |
-//! transfer-leader`, `tessera store remove`), checked before they start.
+//! transfer-leader`, `tessera store remove`; `region merge` is in
+//! `merge.rs`), checked before they start.
 //!
 //! A request is refused, and nothing changes, when it cannot make sense: a
 //! region or store that does not exist, a split key outside the region, a
@@ -20,7 +21,7 @@ use crate::{metrics as m, Error, Result};
 
 impl Core {
     /// The region as the directory knows it, or `NotFound`.
-    fn known_region(&self, region_id: u64) -> Result<Region> {
+    pub(crate) fn known_region(&self, region_id: u64) -> Result<Region> {
         self.state()
             .regions
             .get(&region_id)
@@ -30,7 +31,7 @@ impl Core {
 
     /// Starts an admin operator on a region, cancelling a balance operator
     /// there; any other operator makes the request fail.
-    fn admin_operator(
+    pub(crate) fn admin_operator(
         &self,
         term: u64,
         region_id: u64,

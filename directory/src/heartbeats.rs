@@ -53,6 +53,8 @@ impl Core {
             _ => {}
         }
         let mut ls = self.leader_view(term);
+        // A report that replaced a merged source ends its operator.
+        crate::merge::finish_merged(&self.state(), &mut ls);
         ls.regions.insert(
             region.id,
             RegionStats {

@@ -17,7 +17,8 @@
 //!   region leaders in heartbeat replies; one module per rule;
 //! - [`core`]: what the service and the scheduler share, and the leader's
 //!   reads; by feature: [`ids`] (the id allocator), [`heartbeats`],
-//!   [`admin`] (operators an administrator asks for), [`status`],
+//!   [`admin`] (operators an administrator asks for), [`merge`] (region
+//!   merges: checks, the plan, the operator's end), [`status`],
 //!   [`join`] (cluster identity, store registration, join tokens) and
 //!   [`round`] (the scheduler's round);
 //! - [`service`]: the gRPC service, a thin shell over [`core::Core`];
@@ -31,6 +32,7 @@ pub mod heartbeats;
 pub mod ids;
 pub mod join;
 pub mod leader;
+pub mod merge;
 pub mod metrics;
 pub mod node;
 pub mod records;

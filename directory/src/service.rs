@@ -330,6 +330,14 @@ impl Directory for DirectoryService {
         respond!(self.core, r, SplitRegionResponse { operator: |id| id })
     }
 
+    async fn merge_region(
+        &self,
+        r: Request<MergeRegionRequest>,
+    ) -> Result<Response<MergeRegionResponse>, Status> {
+        let r = self.core.merge_region(r.into_inner()).await;
+        respond!(self.core, r, MergeRegionResponse { operator: |id| id })
+    }
+
     async fn move_region(
         &self,
         r: Request<MoveRegionRequest>,

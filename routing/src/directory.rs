@@ -54,6 +54,7 @@ headed!(
     ListKeyspacesResponse,
     SplitRegionResponse,
     MoveRegionResponse,
+    MergeRegionResponse,
     TransferLeaderResponse,
     RemoveStoreResponse,
     ClusterStatusResponse,

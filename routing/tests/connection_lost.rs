@@ -164,6 +164,7 @@ directory_impl! {
         list_keyspaces(ListKeyspacesRequest) -> ListKeyspacesResponse;
         split_region(SplitRegionRequest) -> SplitRegionResponse;
         move_region(MoveRegionRequest) -> MoveRegionResponse;
+        merge_region(MergeRegionRequest) -> MergeRegionResponse;
         transfer_leader(TransferLeaderRequest) -> TransferLeaderResponse;
         remove_store(RemoveStoreRequest) -> RemoveStoreResponse;
         cluster_status(ClusterStatusRequest) -> ClusterStatusResponse;

@@ -96,6 +96,7 @@ const TABLE: &[(&str, &str, Access)] = &[
     ("directorypb.Directory", "CreateKeyspace", ADMIN),
     ("directorypb.Directory", "SplitRegion", ADMIN),
     ("directorypb.Directory", "MoveRegion", ADMIN),
+    ("directorypb.Directory", "MergeRegion", ADMIN),
     ("directorypb.Directory", "TransferLeader", ADMIN),
     ("directorypb.Directory", "RemoveStore", ADMIN),
     ("directorypb.Directory", "AddMember", ADMIN),

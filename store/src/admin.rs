@@ -1,5 +1,5 @@
 //! The store's admin operations, for the directory and the CLI: split,
-//! membership changes, leader transfer and region status. Each operation
+//! merge, membership changes, leader transfer and region status. Each operation
 //! lives in its own module; this one holds what they share and maps them to
 //! the `StoreAdmin` gRPC service's messages.
 //!
@@ -18,6 +18,7 @@ use tokio::sync::oneshot;
 
 use crate::directory_client::DirectoryClient;
 use crate::kv::KvOutput;
+use crate::merge::TargetLeaders;
 use crate::{Error, Result};
 
 pub struct AdminApi {
@@ -26,6 +27,12 @@ pub struct AdminApi {
     engine: Arc<dyn Engine>,
     directory: Arc<dyn DirectoryClient>,
     timeout: Duration,
+    /// How merges reach their target's leader on other stores (set once
+    /// the process can dial them; see `merge`).
+    target_leaders: std::sync::OnceLock<Arc<dyn TargetLeaders>>,
+    /// Merging sources a driver runs for on this store.
+    merge_drivers: parking_lot::Mutex<std::collections::HashSet<u64>>,
+    merge_catch_up_timeout: parking_lot::Mutex<Duration>,
 }
 
 impl AdminApi {
@@ -42,7 +49,32 @@ impl AdminApi {
             engine,
             directory,
             timeout,
+            target_leaders: std::sync::OnceLock::new(),
+            merge_drivers: Default::default(),
+            merge_catch_up_timeout: parking_lot::Mutex::new(crate::merge::CATCH_UP_TIMEOUT),
         }
+    }
+
+    /// How long a merging source led here waits for its peers to catch up.
+    pub fn set_merge_catch_up_timeout(&self, timeout: Duration) {
+        *self.merge_catch_up_timeout.lock() = timeout;
+    }
+
+    pub fn merge_catch_up_timeout(&self) -> Duration {
+        *self.merge_catch_up_timeout.lock()
+    }
+
+    /// Lets merges driven here reach target leaders on other stores.
+    pub fn set_target_leaders(&self, remote: Arc<dyn TargetLeaders>) {
+        let _ = self.target_leaders.set(remote);
+    }
+
+    pub fn target_leaders(&self) -> Option<&Arc<dyn TargetLeaders>> {
+        self.target_leaders.get()
+    }
+
+    pub fn merge_drivers(&self) -> &parking_lot::Mutex<std::collections::HashSet<u64>> {
+        &self.merge_drivers
     }
 
     pub fn store_id(&self) -> u64 {

@@ -32,6 +32,9 @@ pub enum Error {
     Engine(String),
     #[error("directory: {0}")]
     Directory(String),
+    /// Another store could not be reached.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     /// The directory refused this store: no or the wrong join token, another
     /// process's store id, or another identity. Trying again will not help.
     #[error("the directory refused this store: {0}")]
@@ -87,7 +90,7 @@ impl From<&Error> for tonic::Status {
             Error::Timeout(_) | Error::Indeterminate(_) => {
                 tonic::Status::deadline_exceeded(e.to_string())
             }
-            Error::Shutdown => tonic::Status::unavailable(e.to_string()),
+            Error::Shutdown | Error::Unavailable(_) => tonic::Status::unavailable(e.to_string()),
             Error::Region(r) => tonic::Status::failed_precondition(r.to_string()),
             other => tonic::Status::internal(other.to_string()),
         }

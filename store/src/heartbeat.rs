@@ -129,6 +129,8 @@ pub async fn run_heartbeats(
             tokio::select! {
                 _ = ticker.tick() => {
                     let Ok(regions) = node.regions().await else { return };
+                    // Whoever leads a merging source drives its merge.
+                    crate::merge::resume(node.admin(), &regions);
                     let reports = regions
                         .into_iter()
                         .filter(|i| i.is_leader)

@@ -39,6 +39,9 @@ pub struct NodeConfig {
     /// How often the removal checker asks the directory about the regions
     /// this store does not lead (`stale_peer`).
     pub stale_peer_check: Duration,
+    /// How long a merging source waits for all its peers to have its
+    /// PrepareMerge before it gives up and rolls back (`merge`).
+    pub merge_catch_up_timeout: Duration,
 }
 
 impl Default for NodeConfig {
@@ -50,6 +53,7 @@ impl Default for NodeConfig {
             split_check: SplitCheckConfig::default(),
             admin_timeout: Duration::from_secs(20),
             stale_peer_check: Duration::from_secs(10),
+            merge_catch_up_timeout: crate::merge::CATCH_UP_TIMEOUT,
         }
     }
 }
@@ -112,6 +116,7 @@ impl StoreNode {
             directory,
             cfg.admin_timeout,
         ));
+        admin.set_merge_catch_up_timeout(cfg.merge_catch_up_timeout);
         Ok(StoreNode {
             store_id,
             engine,

@@ -13,14 +13,14 @@ use tessera_proto::directorypb::RegionHeartbeatResponse;
 use tessera_proto::metapb::PeerRole;
 
 use crate::admin::AdminApi;
-use crate::{conf_change, split, transfer_leader, Error};
+use crate::{conf_change, merge, split, transfer_leader, Error};
 
 /// How long one step may take here; the directory sends it again if it
 /// is still wanted.
 const STEP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs one operator step; failures are logged (the directory retries).
-pub async fn execute(admin: &AdminApi, resp: RegionHeartbeatResponse) {
+pub async fn execute(admin: &std::sync::Arc<AdminApi>, resp: RegionHeartbeatResponse) {
     let (region_id, operator) = (resp.region_id, resp.operator.clone());
     if tokio::time::timeout(STEP_TIMEOUT, execute_step(admin, resp))
         .await
@@ -30,7 +30,7 @@ pub async fn execute(admin: &AdminApi, resp: RegionHeartbeatResponse) {
     }
 }
 
-async fn execute_step(admin: &AdminApi, resp: RegionHeartbeatResponse) {
+async fn execute_step(admin: &std::sync::Arc<AdminApi>, resp: RegionHeartbeatResponse) {
     let region_id = resp.region_id;
     let Some(step) = resp.step.and_then(|s| s.step) else {
         return;
@@ -110,6 +110,7 @@ async fn execute_step(admin: &AdminApi, resp: RegionHeartbeatResponse) {
         Step::Split(s) => split::split_region(admin, region_id, s.split_keys)
             .await
             .map(|_| ()),
+        Step::Merge(s) => merge::start(admin, region_id, s.target_region_id).await,
     };
     match result {
         Ok(()) => tracing::info!(region_id, operator = %resp.operator, "operator step done"),

@@ -150,7 +150,7 @@ pub async fn run(
     };
 
     let store_id = joined.store_id;
-    let resolver = Arc::new(DirectoryResolver::new(directory.clone()));
+    let resolver: Arc<DirectoryResolver> = Arc::new(DirectoryResolver::new(directory.clone()));
     let runtime = tokio::runtime::Handle::current();
     let snap_mgr = SnapManager::new(cfg.data_dir.join("snap"))?;
     let mut node_cfg = cfg.node_config();
@@ -168,7 +168,7 @@ pub async fn run(
                     store_id,
                     joined.cluster_id,
                     runtime,
-                    resolver,
+                    resolver.clone(),
                     security.clone(),
                     mailbox.clone(),
                 )
@@ -176,6 +176,11 @@ pub async fn run(
             )
         },
     )?);
+    node.admin()
+        .set_target_leaders(Arc::new(crate::merge::GrpcTargetLeaders::new(
+            resolver.clone(),
+            security.clone(),
+        )));
     // An engine write that fails stops the poller; the process then stops
     // for good (tessera_common::engine_failure).
     let poller_stats = node.stats().clone();

@@ -316,3 +316,99 @@ async fn a_replica_down_during_the_merge_merges_when_it_restarts() {
     assert!(data.contains(&(key("z0"), b"after".to_vec())));
     cluster.shutdown().await;
 }
+
+/// The merge state of `region_id` as its leader sees it, once it has one.
+async fn leader_view(cluster: &Cluster, region_id: u64) -> tessera_multiraft::RegionInfo {
+    let leader = cluster.wait_leader(region_id, TIMEOUT).await.unwrap();
+    cluster
+        .admin(leader)
+        .unwrap()
+        .region_info(region_id)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merge_started_on_the_source_leader_drives_itself_to_the_end() {
+    let cluster = Cluster::start(ClusterOptions::new(3)).await.unwrap();
+    let regions = cluster.bootstrap_regions(&[key("m")]).await.unwrap();
+    let (left, right) = (regions[0].clone(), regions[1].clone());
+    cluster.must_put(&key("a"), b"1").await;
+    cluster.must_put(&key("x"), b"2").await;
+    let leader = cluster.wait_leader(left.id, TIMEOUT).await.unwrap();
+    tessera_store::merge::start(&cluster.admin(leader).unwrap(), left.id, right.id)
+        .await
+        .unwrap();
+    wait_gone(&cluster, left.id).await;
+    assert_eq!(
+        cluster.must_get(&key("a")).await.as_deref(),
+        Some(&b"1"[..])
+    );
+    assert_eq!(
+        cluster.must_get(&key("x")).await.as_deref(),
+        Some(&b"2"[..])
+    );
+    cluster.must_put(&key("b"), b"3").await;
+    let merged = leader_view(&cluster, right.id).await.region;
+    assert_eq!(
+        (merged.start_key.as_slice(), merged.end_key.as_slice()),
+        (&b""[..], &b""[..])
+    );
+    cluster.assert_consistent(TIMEOUT).await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_whose_replica_never_catches_up_gives_up_and_rolls_back() {
+    let mut opts = ClusterOptions::new(3);
+    opts.node.merge_catch_up_timeout = Duration::from_secs(1);
+    let cluster = Cluster::start(opts).await.unwrap();
+    let regions = cluster.bootstrap_regions(&[key("m")]).await.unwrap();
+    let (left, right) = (regions[0].clone(), regions[1].clone());
+    cluster.must_put(&key("a"), b"1").await;
+    let mut leaders = vec![];
+    for r in [left.id, right.id] {
+        leaders.push(cluster.wait_leader(r, TIMEOUT).await.unwrap());
+    }
+    let cut = cluster
+        .store_ids()
+        .into_iter()
+        .find(|s| !leaders.contains(s))
+        .unwrap();
+    // The cut store's source replica never gets the PrepareMerge.
+    cluster.isolate(cut);
+    tessera_store::merge::start(&cluster.admin(leaders[1]).unwrap(), right.id, left.id)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let info = leader_view(&cluster, right.id).await;
+        if info.merge_state.is_none()
+            && info.region.region_epoch.unwrap().version > right.region_epoch.unwrap().version + 1
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the merge did not roll back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Both serve; once healed, the same regions merge.
+    cluster.must_put(&key("x"), b"2").await;
+    cluster.must_put(&key("b"), b"3").await;
+    cluster.heal();
+    cluster.assert_consistent(TIMEOUT).await;
+    cluster.must_merge(right.id, left.id).await;
+    wait_gone(&cluster, right.id).await;
+    assert_eq!(
+        cluster.must_get(&key("x")).await.as_deref(),
+        Some(&b"2"[..])
+    );
+    assert_eq!(
+        cluster.must_get(&key("a")).await.as_deref(),
+        Some(&b"1"[..])
+    );
+    cluster.assert_consistent(TIMEOUT).await;
+    cluster.shutdown().await;
+}

@@ -129,6 +129,9 @@ pub struct Cluster {
     /// The layout the client believes, by region id.
     regions: Mutex<BTreeMap<u64, Region>>,
     leader_hint: Mutex<HashMap<u64, u64>>,
+    /// The admin APIs of running stores, for merges driven by a store on
+    /// the in-memory network (`merge.rs`).
+    admins: merge::Admins,
 }
 
 impl Cluster {
@@ -149,6 +152,7 @@ impl Cluster {
             slots: Mutex::new(BTreeMap::new()),
             regions: Mutex::new(BTreeMap::new()),
             leader_hint: Mutex::new(HashMap::new()),
+            admins: Default::default(),
             opts,
         };
         for id in 1..=cluster.opts.stores as u64 {
@@ -232,6 +236,8 @@ impl Cluster {
                     },
                 )?;
                 let node = Arc::new(node);
+                node.admin()
+                    .set_target_leaders(Arc::new(merge::LocalTargetLeaders(self.admins.clone())));
                 let endpoint = KvEndpoint::Local(node.kv().clone());
                 (node, None, endpoint)
             }
@@ -258,6 +264,12 @@ impl Cluster {
                         ))
                     },
                 )?);
+                node.admin().set_target_leaders(Arc::new(
+                    tessera_store::merge::GrpcTargetLeaders::new(
+                        Arc::new(self.resolver.clone()),
+                        tessera_security::Security::insecure(),
+                    ),
+                ));
                 let (stop, stop_rx) = tokio::sync::watch::channel(false);
                 let served = serve::spawn(
                     listener,
@@ -297,6 +309,7 @@ impl Cluster {
                 join_token: None,
             })
             .await?;
+        self.admins.lock().insert(store_id, node.admin().clone());
         let mut slots = self.slots.lock();
         let slot = slots.get_mut(&store_id).expect("store slot exists");
         slot.engine = Some(engine);
@@ -317,6 +330,7 @@ impl Cluster {
             (slot.node.take(), slot.server.take())
         };
         self.net.unregister(store_id);
+        self.admins.lock().remove(&store_id);
         if let Some(server) = server {
             let _ = server.stop.send(true);
             let abort = server.done.abort_handle();

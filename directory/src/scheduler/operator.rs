@@ -34,6 +34,13 @@ pub enum Step {
         keys: Vec<Vec<u8>>,
         from_version: u64,
     },
+    /// Merge the region into `target_id` (adjacent, replicas on the same
+    /// stores): its leader prepares and drives the merge. The operator
+    /// ends once the directory no longer records the region (its target's
+    /// report replaced it; see `heartbeats.rs`).
+    Merge {
+        target_id: u64,
+    },
 }
 
 fn peer_on(region: &Region, store_id: u64) -> Option<&Peer> {
@@ -56,6 +63,7 @@ impl Step {
             Step::Split { from_version, .. } => {
                 region.region_epoch.unwrap_or_default().version > *from_version
             }
+            Step::Merge { .. } => false,
         }
     }
 
@@ -101,6 +109,9 @@ impl Step {
             Step::Split { keys, .. } => StepProto::Split(operator_step::Split {
                 split_keys: keys.clone(),
             }),
+            Step::Merge { target_id } => StepProto::Merge(operator_step::Merge {
+                target_region_id: *target_id,
+            }),
         };
         OperatorStep { step: Some(step) }
     }
@@ -113,7 +124,7 @@ impl Step {
                 Some(*store_id)
             }
             Step::TransferLeader { to_store_id } => Some(*to_store_id),
-            Step::RemovePeer { .. } | Step::Split { .. } => None,
+            Step::RemovePeer { .. } | Step::Split { .. } | Step::Merge { .. } => None,
         }
     }
 
@@ -123,7 +134,7 @@ impl Step {
             | Step::PromoteLearner { store_id }
             | Step::RemovePeer { store_id } => Some(*store_id),
             Step::TransferLeader { to_store_id } => Some(*to_store_id),
-            Step::Split { .. } => None,
+            Step::Split { .. } | Step::Merge { .. } => None,
         }
     }
 }
@@ -152,6 +163,8 @@ pub enum OperatorKind {
     AdminMove,
     /// `tessera region transfer-leader`.
     AdminTransferLeader,
+    /// `tessera region merge`.
+    AdminMerge,
 }
 
 impl OperatorKind {
@@ -169,7 +182,13 @@ impl OperatorKind {
             OperatorKind::BalanceRegion => "balance-region",
             OperatorKind::AdminMove => "move",
             OperatorKind::AdminTransferLeader => "transfer-leader",
+            OperatorKind::AdminMerge => "merge",
         }
+    }
+
+    /// Merge operators: they end when their region is gone.
+    pub fn is_merge(self) -> bool {
+        matches!(self, OperatorKind::AdminMerge)
     }
 
     /// Operators of the balance rules, which an admin operator may cancel.
@@ -228,6 +247,14 @@ impl Operator {
             timeout,
             stores,
         }
+    }
+
+    /// The region this operator merges its region into, if it does.
+    pub fn merge_target(&self) -> Option<u64> {
+        self.steps.iter().find_map(|s| match s {
+            Step::Merge { target_id } => Some(*target_id),
+            _ => None,
+        })
     }
 
     pub fn involves(&self, store_id: u64) -> bool {

@@ -151,8 +151,15 @@ impl<'a> Round<'a> {
             && self.leader.operators_on(store_id) >= self.cfg.max_operators_per_store
     }
 
+    /// Whether an operator runs on `region_id`, or a merge into it: the
+    /// rules leave a merge's target alone until the merge ends.
     pub fn has_operator(&self, region_id: u64) -> bool {
         self.leader.operators.contains_key(&region_id)
+            || self
+                .leader
+                .operators
+                .values()
+                .any(|op| op.merge_target() == Some(region_id))
     }
 
     /// The store leading `region_id`, as last reported.

@@ -41,7 +41,10 @@
 //! 6. **Rollback** (`RollbackMergeCommand`, in the source's log): only after
 //!    the target recorded a refusal for this source (which is final: the
 //!    target's epoch never returns to the recorded one, and a refusal is
-//!    remembered). The source leaves the merging state with a new epoch.
+//!    remembered). A source whose replicas do not catch up in time asks
+//!    for that refusal (a CommitMerge with `refuse`, answered "already
+//!    merged" if a merge came first). The source leaves the merging state
+//!    with a new epoch.
 //!
 //! # Why nothing acknowledged is lost or applied twice
 //! - A write to the source is acknowledged only once applied; everything
@@ -188,6 +191,7 @@ pub fn decide_commit(
     view: &MergeView,
     source: &Region,
     state: &MergeState,
+    refuse: bool,
 ) -> CommitDecision {
     if view.record.merged.contains(&source.id) {
         return CommitDecision::AlreadyMerged;
@@ -200,6 +204,12 @@ pub fn decide_commit(
         return CommitDecision::Refused(format!(
             "region {} refused to merge region {} before",
             region.id, source.id
+        ));
+    }
+    if refuse {
+        return CommitDecision::Refused(format!(
+            "region {} gave up waiting for its replicas to catch up",
+            source.id
         ));
     }
     let expected = state.target.clone().unwrap_or_default();

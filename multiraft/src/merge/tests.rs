@@ -89,14 +89,14 @@ fn a_target_decides_once_and_keeps_its_answer() {
     let target = region(2, b"m", b"", &[1, 2, 3], 2);
     let st = state(&target);
     let mut view = MergeView::default();
-    let CommitDecision::Merge(merged) = decide_commit(&target, &view, &source, &st) else {
+    let CommitDecision::Merge(merged) = decide_commit(&target, &view, &source, &st, false) else {
         panic!("an unchanged target merges");
     };
     assert_eq!(merged.start_key, b"");
     // Sent again after it merged: the same answer, not a refusal.
     view.record.merged.push(source.id);
     assert_eq!(
-        decide_commit(&merged, &view, &source, &st),
+        decide_commit(&merged, &view, &source, &st, false),
         CommitDecision::AlreadyMerged
     );
 
@@ -105,7 +105,7 @@ fn a_target_decides_once_and_keeps_its_answer() {
     let mut view = MergeView::default();
     let split = bumped(&target, false);
     assert!(matches!(
-        decide_commit(&split, &view, &source, &st),
+        decide_commit(&split, &view, &source, &st, false),
         CommitDecision::Refused(r) if r.contains("changed")
     ));
     view.record.refused.push(RefusedMerge {
@@ -113,7 +113,7 @@ fn a_target_decides_once_and_keeps_its_answer() {
         prepare_index: st.prepare_index,
     });
     assert!(matches!(
-        decide_commit(&target, &view, &source, &st),
+        decide_commit(&target, &view, &source, &st, false),
         CommitDecision::Refused(r) if r.contains("before")
     ));
     // Prepared again later (after its rollback): decided afresh.
@@ -122,9 +122,21 @@ fn a_target_decides_once_and_keeps_its_answer() {
         ..st.clone()
     };
     assert!(matches!(
-        decide_commit(&target, &view, &source, &again),
+        decide_commit(&target, &view, &source, &again, false),
         CommitDecision::Merge(_)
     ));
+
+    // A source that gives up gets a refusal, unless it merged already.
+    assert!(matches!(
+        decide_commit(&target, &MergeView::default(), &source, &st, true),
+        CommitDecision::Refused(r) if r.contains("gave up")
+    ));
+    let mut merged_view = MergeView::default();
+    merged_view.record.merged.push(source.id);
+    assert_eq!(
+        decide_commit(&target, &merged_view, &source, &st, true),
+        CommitDecision::AlreadyMerged
+    );
 
     // A target that is itself merging refuses.
     let busy = MergeView {
@@ -132,13 +144,13 @@ fn a_target_decides_once_and_keeps_its_answer() {
         ..Default::default()
     };
     assert!(matches!(
-        decide_commit(&target, &busy, &source, &st),
+        decide_commit(&target, &busy, &source, &st, false),
         CommitDecision::Refused(r) if r.contains("merging")
     ));
     // A command for another target is refused.
     let other = region(9, b"m", b"", &[1, 2, 3], 2);
     assert!(matches!(
-        decide_commit(&other, &MergeView::default(), &source, &st),
+        decide_commit(&other, &MergeView::default(), &source, &st, false),
         CommitDecision::Refused(r) if r.contains("not 9")
     ));
 }

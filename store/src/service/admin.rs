@@ -9,7 +9,8 @@ use tessera_proto::errorpb::RegionError;
 use tonic::{Request, Response, Status};
 
 use crate::admin::AdminApi;
-use crate::{conf_change, split, transfer_leader, Error};
+use crate::merge::CommitOutcome;
+use crate::{conf_change, merge, split, transfer_leader, Error};
 
 #[derive(Clone)]
 pub struct AdminService {
@@ -78,6 +79,32 @@ impl StoreAdmin for AdminService {
         Ok(Response::new(TransferLeaderResponse {
             region_error,
             leader,
+        }))
+    }
+
+    async fn commit_merge(
+        &self,
+        r: Request<CommitMergeRequest>,
+    ) -> Result<Response<CommitMergeResponse>, Status> {
+        let req = r.into_inner();
+        let source = req
+            .source
+            .ok_or_else(|| Status::invalid_argument("a merge needs its source"))?;
+        let state = req
+            .state
+            .ok_or_else(|| Status::invalid_argument("a merge needs its source's merge state"))?;
+        let (region_error, outcome) = split_err(
+            merge::commit_merge(&self.api, req.target_region_id, source, state, req.refuse).await,
+        )?;
+        let (merged, refused) = match outcome {
+            Some(CommitOutcome::Merged(r)) => (Some(r), String::new()),
+            Some(CommitOutcome::Refused(why)) => (None, why),
+            None => (None, String::new()),
+        };
+        Ok(Response::new(CommitMergeResponse {
+            region_error,
+            merged,
+            refused,
         }))
     }
 

@@ -4,7 +4,13 @@
 //! the target's leader, and roll the source back only when the target
 //! refused.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tessera_proto::adminpb::{CommitMergeRequest, CommitMergeResponse};
+use tessera_store::admin::AdminApi;
 
 use tessera_proto::metapb::Region;
 use tessera_proto::raft_serverpb::MergeState;
@@ -12,6 +18,45 @@ use tessera_store::merge::{self, CommitOutcome};
 use tessera_store::{Error, Result};
 
 use super::Cluster;
+
+/// The running stores' admin APIs.
+pub(super) type Admins = Arc<Mutex<HashMap<u64, Arc<AdminApi>>>>;
+
+/// A merge's target leader on another store of the in-memory network:
+/// called in process, as the gRPC service would.
+pub(super) struct LocalTargetLeaders(pub(super) Admins);
+
+#[tonic::async_trait]
+impl merge::TargetLeaders for LocalTargetLeaders {
+    async fn commit_merge(
+        &self,
+        store_id: u64,
+        req: CommitMergeRequest,
+    ) -> Result<CommitMergeResponse> {
+        let api = self
+            .0
+            .lock()
+            .get(&store_id)
+            .cloned()
+            .ok_or_else(|| Error::Unavailable(format!("store {store_id} is down")))?;
+        let outcome = merge::commit_merge(
+            &api,
+            req.target_region_id,
+            req.source.unwrap_or_default(),
+            req.state.unwrap_or_default(),
+            req.refuse,
+        )
+        .await;
+        let mut resp = CommitMergeResponse::default();
+        match outcome {
+            Ok(CommitOutcome::Merged(r)) => resp.merged = Some(r),
+            Ok(CommitOutcome::Refused(why)) => resp.refused = why,
+            Err(Error::Region(e)) => resp.region_error = Some(*e),
+            Err(e) => return Err(e),
+        }
+        Ok(resp)
+    }
+}
 
 /// How a merge ended.
 #[derive(Clone, Debug, PartialEq)]
@@ -82,7 +127,7 @@ impl Cluster {
         let outcome = self
             .on_leader(target_id, |admin| {
                 let (source, state) = (source.clone(), state.clone());
-                async move { merge::commit_merge(&admin, target_id, source, state).await }
+                async move { merge::commit_merge(&admin, target_id, source, state, false).await }
             })
             .await?;
         match outcome {

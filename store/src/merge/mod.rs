@@ -11,8 +11,18 @@
 //! - [`rollback_merge`] on the source's leader, only after the target
 //!   refused: the source serves again.
 //!
-//! A coordinator runs these steps in order (the directory's merge
-//! operator; the test harness); each is safe to send again.
+//! The source's leader runs them in order ([`drive`]): the directory's
+//! merge operator starts a merge with a `Merge` step (after moving the
+//! source's replicas onto the target's stores), and whichever store leads a
+//! merging source drives it to its end — a leader change or a directory
+//! outage in the middle leaves nothing half done. Each step is safe to
+//! send again.
+
+mod drive;
+
+pub use drive::{
+    drive, resume, start, DriveEnd, GrpcTargetLeaders, TargetLeaders, CATCH_UP_TIMEOUT,
+};
 
 use tessera_multiraft::mailbox::{EpochCheck, PollerMsg, WriteClass};
 use tessera_multiraft::merge::{self, CommitDecision};
@@ -67,7 +77,7 @@ pub fn apply_commit(
     let source = cmd.source.unwrap_or_default();
     let state = cmd.state.unwrap_or_default();
     let named_here = state.target.as_ref().map(|t| t.id) == Some(cx.region().id);
-    match merge::decide_commit(cx.region(), cx.merge(), &source, &state) {
+    match merge::decide_commit(cx.region(), cx.merge(), &source, &state, cmd.refuse) {
         CommitDecision::Merge(merged) => {
             cx.commit_merge(merged.clone(), source, state);
             Ok(vec![CmdResult::Merged { region: merged }])
@@ -200,18 +210,21 @@ pub enum CommitOutcome {
 }
 
 /// Step 3, on the target's leader: proposes the merge of `source` (as
-/// after its prepare, with `state`).
+/// after its prepare, with `state`) — or with `refuse`, its refusal unless
+/// it merged already.
 pub async fn commit_merge(
     api: &AdminApi,
     target_id: u64,
     source: Region,
     state: MergeState,
+    refuse: bool,
 ) -> Result<CommitOutcome> {
     let info = api.leader_info(target_id).await?;
     let epoch = region::epoch(&info.region);
     let commit = admin_command::Cmd::CommitMerge(CommitMergeCommand {
         source: Some(source),
         state: Some(state),
+        refuse,
     });
     match propose(api, target_id, epoch, commit).await? {
         CmdResult::Merged { region } => Ok(CommitOutcome::Merged(region)),

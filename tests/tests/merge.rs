@@ -1,0 +1,219 @@
+//! `tessera region merge` end to end, on separate processes with TLS: the
+//! source's replicas first move onto the target's stores, the merge runs
+//! while a client writes, nothing is lost, the source is gone from the
+//! directory and every listing, and bad or unauthorised requests are
+//! refused with a clear error and change nothing.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use tessera_e2e::{E2eCluster, Options};
+
+fn key(i: usize) -> String {
+    format!("m{i:04}")
+}
+
+fn regions_json(c: &E2eCluster) -> Vec<serde_json::Value> {
+    let out = c
+        .try_cli(&["region", "list", "-o", "json"])
+        .expect("region list");
+    serde_json::from_str::<serde_json::Value>(&out)
+        .expect("json")
+        .as_array()
+        .expect("array")
+        .clone()
+}
+
+fn stores_of(region: &serde_json::Value) -> Vec<u64> {
+    let mut s: Vec<u64> = region["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["store_id"].as_u64().unwrap())
+        .collect();
+    s.sort();
+    s
+}
+
+/// Waits until no operator runs and every region has three voters.
+async fn settled(c: &E2eCluster) {
+    c.wait_for(
+        "the cluster to settle",
+        std::time::Duration::from_secs(120),
+        |c| async move {
+            let quiet = c.status().await.is_ok_and(|s| s.operators.is_empty());
+            quiet
+                && regions_json(c).iter().all(|r| {
+                    let peers = r["peers"].as_array().unwrap();
+                    peers.len() == 3 && peers.iter().all(|p| p["role"] == "voter")
+                })
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn region_merge_aligns_merges_under_writes_and_refuses_bad_requests() {
+    let c = E2eCluster::start(Options {
+        stores: 4,
+        ..Options::default()
+    })
+    .await;
+    c.wait_settled(1).await;
+    let router = c.router();
+    for i in 0..300 {
+        router
+            .put(None, key(i).as_bytes(), b"before")
+            .await
+            .expect("put");
+    }
+    let first = regions_json(&c)[0]["id"].to_string();
+    c.try_cli(&["region", "split", &first, "--at", &key(100)])
+        .expect("split");
+    // Listed in key order: the new region is the second.
+    let second = regions_json(&c)[1]["id"].to_string();
+    c.try_cli(&["region", "split", &second, "--at", &key(200)])
+        .expect("split");
+    c.wait_for(
+        "four stores",
+        std::time::Duration::from_secs(60),
+        |c| async move { c.list_stores().await.is_ok_and(|s| s.len() == 4) },
+    )
+    .await;
+    settled(&c).await;
+    let regions = regions_json(&c);
+    assert_eq!(regions.len(), 3, "{regions:?}");
+    let (a, b, d) = (&regions[0], &regions[1], &regions[2]);
+    let (a_id, b_id, d_id) = (
+        a["id"].to_string(),
+        b["id"].to_string(),
+        d["id"].to_string(),
+    );
+
+    // Unaligned on purpose: move one of the middle region's replicas to
+    // the store the first region does not use.
+    let a_stores = stores_of(a);
+    let all: Vec<u64> = c
+        .list_stores()
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.store.as_ref().unwrap().id)
+        .collect();
+    let spare = *all
+        .iter()
+        .find(|s| !a_stores.contains(s))
+        .unwrap_or_else(|| panic!("stores {all:?}, regions {regions:?}"));
+    if !stores_of(b).contains(&spare) {
+        let from = stores_of(b)[0].to_string();
+        c.try_cli(&[
+            "region",
+            "move",
+            &b_id,
+            "--from",
+            &from,
+            "--to",
+            &spare.to_string(),
+        ])
+        .expect("move");
+    }
+    settled(&c).await;
+    assert_ne!(
+        stores_of(&regions_json(&c)[1]),
+        stores_of(&regions_json(&c)[0])
+    );
+
+    // Bad requests: refused, nothing changes.
+    let err = c.try_cli(&["region", "merge", &a_id, &a_id]).unwrap_err();
+    assert!(err.contains("cannot merge into itself"), "{err}");
+    let err = c.try_cli(&["region", "merge", &a_id, &d_id]).unwrap_err();
+    assert!(err.contains("not adjacent"), "{err}");
+    let err = c
+        .try_cli(&["region", "merge", &a_id, "999999"])
+        .unwrap_err();
+    assert!(err.contains("999999"), "{err}");
+    let out = c
+        .try_cli(&["user", "create", "writer", "--role", "readwrite"])
+        .expect("user create");
+    let token = out.lines().last().unwrap().trim().to_string();
+    let err = c
+        .try_cli(&["--token", &token, "region", "merge", &b_id, &a_id])
+        .unwrap_err();
+    assert!(err.contains("needs the role admin"), "{err}");
+    assert_eq!(regions_json(&c).len(), 3);
+
+    // The merge, while a client writes.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (router, stop) = (router.clone(), stop.clone());
+        tokio::spawn(async move {
+            // Per key: the last acknowledged value and every value tried
+            // since (a failed put may still have applied).
+            let mut allowed: BTreeMap<String, (bool, Vec<String>)> = BTreeMap::new();
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let k = key(i % 300);
+                let v = format!("during{i}");
+                let ok = router.put(None, k.as_bytes(), v.as_bytes()).await.is_ok();
+                let (acked, values) = allowed.entry(k).or_default();
+                if ok {
+                    *acked = true;
+                    values.clear();
+                }
+                values.push(v);
+                i += 1;
+            }
+            allowed
+        })
+    };
+    let out = c
+        .try_cli(&[
+            "region",
+            "merge",
+            &b_id,
+            &a_id,
+            "--wait-timeout",
+            "120",
+            "-o",
+            "json",
+        ])
+        .expect("merge");
+    stop.store(true, Ordering::Relaxed);
+    let allowed = writer.await.unwrap();
+    let merged: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(merged["id"].to_string(), a_id);
+    assert_eq!(merged["start_key"], a["start_key"]);
+    assert_eq!(merged["end_key"], d["start_key"]);
+    let now = regions_json(&c);
+    assert_eq!(now.len(), 2, "{now:?}");
+    assert!(now.iter().all(|r| r["id"] != b["id"]));
+    assert!(!allowed.is_empty());
+
+    // Every key is there, with its last acknowledged value (or a later
+    // one whose put failed but applied).
+    for i in 0..300 {
+        let k = key(i);
+        let got = router.get(None, k.as_bytes()).await.expect("get");
+        let got = String::from_utf8(got.expect("every key is there")).unwrap();
+        let ok = match allowed.get(&k) {
+            Some((acked, values)) => values.contains(&got) || (!acked && got == "before"),
+            None => got == "before",
+        };
+        assert!(ok, "key {k} holds {got}, allowed {:?}", allowed.get(&k));
+    }
+    router
+        .put(None, key(150).as_bytes(), b"after")
+        .await
+        .unwrap();
+    assert_eq!(
+        router
+            .get(None, key(150).as_bytes())
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(&b"after"[..])
+    );
+    let status = c.status().await.unwrap();
+    assert!(status.operators.iter().all(|o| o.kind != "merge"));
+}
