@@ -195,8 +195,10 @@ def store():
     p.append(timeseries(lay, "Regions", [(f"tessera_regions{{{sel}}}", "{{instance}}")], w=8))
     p.append(timeseries(lay, "Leaders", [(f"tessera_leaders{{{sel}}}", "{{instance}}")], w=8))
     p.append(timeseries(lay, "Ready", [(f"tessera_ready{{{sel}}}", "{{instance}}")], w=8))
-    p.append(timeseries(lay, "Splits, membership changes, log GC", [
+    p.append(timeseries(lay, "Splits, merges, membership changes, log GC", [
         (f"sum by (instance) (rate(tessera_splits_total{{{sel}}}[$__rate_interval]))", "splits {{instance}}"),
+        (f"sum by (instance, outcome) (rate(tessera_merges_total{{{sel}}}[$__rate_interval]))",
+         "merges {{outcome}} {{instance}}"),
         (f"sum by (instance) (rate(tessera_conf_changes_total{{{sel}}}[$__rate_interval]))",
          "conf changes {{instance}}"),
         (f"sum by (instance) (rate(tessera_raft_log_gc_total{{{sel}}}[$__rate_interval]))", "log GC {{instance}}"),

@@ -21,7 +21,8 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context as _};
 use tessera_e2e::{http_request, E2eCluster, Options};
 use tessera_proto::directorypb::{
-    MoveRegionRequest, RegionInfo, ScanRegionsRequest, SplitRegionRequest, TransferLeaderRequest,
+    MergeRegionRequest, MoveRegionRequest, RegionInfo, ScanRegionsRequest, SplitRegionRequest,
+    TransferLeaderRequest,
 };
 
 /// Settings of the cluster under test.
@@ -387,6 +388,20 @@ impl NemesisCluster {
             c.split_region(SplitRegionRequest {
                 region_id,
                 split_keys: vec![],
+            })
+            .await
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Asks the directory to merge `source` into the adjacent `target`.
+    pub async fn merge(&self, source: u64, target: u64) -> anyhow::Result<()> {
+        let conn = self.e2e.directory_conn();
+        conn.call("merge regions", |mut c| async move {
+            c.merge_region(MergeRegionRequest {
+                source_region_id: source,
+                target_region_id: target,
             })
             .await
         })

@@ -39,6 +39,10 @@ pub enum Nemesis {
     TransferStorm,
     /// Split regions and move replicas between stores.
     SplitMove,
+    /// Merge a region into its neighbour (moving its replicas onto the
+    /// neighbour's stores first), after splitting one so there is
+    /// something to merge.
+    Merge,
     /// SIGKILL a store and start it at a new address: it registers the
     /// address itself, and the other stores and the routers must follow.
     MoveStore,
@@ -53,7 +57,7 @@ pub enum Nemesis {
 impl Nemesis {
     /// Every nemesis that runs on any cluster (`disk-full` also needs its
     /// stores on a tmpfs).
-    pub const ALL: [Nemesis; 11] = [
+    pub const ALL: [Nemesis; 12] = [
         Nemesis::KillStore,
         Nemesis::KillDirectory,
         Nemesis::KillRouter,
@@ -63,6 +67,7 @@ impl Nemesis {
         Nemesis::IsolateLeader,
         Nemesis::TransferStorm,
         Nemesis::SplitMove,
+        Nemesis::Merge,
         Nemesis::MoveStore,
         Nemesis::DiskStall,
     ];
@@ -328,6 +333,53 @@ async fn inflict(
             }
             hold_for(hold, stop).await;
         }
+        Nemesis::Merge => {
+            split_and_merge(c, rng, log).await?;
+            hold_for(hold, stop).await;
+        }
+    }
+    Ok(())
+}
+
+/// Splits a random region, then merges a random region into a neighbour
+/// of the same keyspace (either side), and holds.
+async fn split_and_merge(
+    c: &NemesisCluster,
+    rng: &mut impl rand::Rng,
+    log: &mut Log,
+) -> anyhow::Result<()> {
+    let regions = c.regions().await?;
+    if let Some(r) = regions.get(rng.random_range(0..regions.len().max(1))) {
+        let id = r.region.as_ref().map(|r| r.id).unwrap_or_default();
+        match c.split(id).await {
+            Ok(()) => log.note(format!("split region {id} (to merge later)")),
+            Err(e) => log.note(format!("split region {id} refused: {e:#}")),
+        }
+    }
+    // Neighbours in key order; the directory refuses pairs across a
+    // keyspace boundary (noted, not an error).
+    let regions: Vec<_> = c
+        .regions()
+        .await?
+        .into_iter()
+        .filter_map(|r| r.region)
+        .collect();
+    if regions.len() < 2 {
+        log.note("nothing to merge: one region");
+        return Ok(());
+    }
+    let i = rng.random_range(0..regions.len() - 1);
+    let (left, right) = (&regions[i], &regions[i + 1]);
+    let (source, target) = if rng.random_bool(0.5) {
+        (left.id, right.id)
+    } else {
+        (right.id, left.id)
+    };
+    match c.merge(source, target).await {
+        Ok(()) => log.note(format!("merge region {source} into {target}")),
+        Err(e) => log.note(format!(
+            "merge of region {source} into {target} refused: {e:#}"
+        )),
     }
     Ok(())
 }

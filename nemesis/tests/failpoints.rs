@@ -8,6 +8,9 @@
 //!   armed with `panic` on a running store, which aborts at its next write;
 //! - `split_between_write_and_start`: armed on one store, then a split of a
 //!   region it holds is requested;
+//! - `merge_after_prepare`, `merge_before_commit`: armed on two stores,
+//!   then a merge of the split's halves is requested; each crashes in
+//!   turn, restarts, and the merge ends;
 //! - `snapshot_before_ingest`, `snapshot_after_ingest`: a store is killed,
 //!   the workload runs until its regions' logs are compacted past it, and
 //!   it restarts with `FAILPOINTS` set, so it aborts while applying the
@@ -158,6 +161,38 @@ async fn a_store_crashed_at_any_failpoint_restarts_and_loses_no_acknowledged_wri
     )
     .await;
     c.restart(ProcKind::Store, 1).expect("restart");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // A merge of the split's two halves: store 2 crashes right after it
+    // wrote the source's PrepareMerge, store 3 right before it writes the
+    // target's merge; each restarts, and the merge ends on every store.
+    let before = c.regions().await.expect("regions").len();
+    let regions: Vec<_> = c
+        .regions()
+        .await
+        .expect("regions")
+        .into_iter()
+        .filter_map(|r| r.region)
+        .collect();
+    let (target, source) = (regions[0].id, regions[1].id);
+    c.arm_failpoint(2, "merge_after_prepare", "panic")
+        .expect("arm");
+    c.arm_failpoint(3, "merge_before_commit", "panic")
+        .expect("arm");
+    c.merge(source, target).await.expect("merge");
+    for (index, fp) in [(2, "merge_after_prepare"), (3, "merge_before_commit")] {
+        wait_for_crash(&mut c, index, fp, Duration::from_secs(60)).await;
+        c.restart(ProcKind::Store, index).expect("restart");
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while c.regions().await.map(|r| r.len()).unwrap_or(before) >= before {
+        assert!(
+            Instant::now() < deadline,
+            "the merge did not end after the crashes:\n{}",
+            c.tails(30)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     // Snapshot applies: store 2 misses enough of the log to need one.

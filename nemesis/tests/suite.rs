@@ -97,7 +97,7 @@ async fn partitions_lose_nothing_and_stay_linearizable() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn leader_storms_splits_and_moves_stay_linearizable() {
+async fn leader_storms_splits_merges_and_moves_stay_linearizable() {
     let seed = 33;
     let r = run_and_check(spec(
         seed,
@@ -105,6 +105,7 @@ async fn leader_storms_splits_and_moves_stay_linearizable() {
         &[
             Nemesis::TransferStorm,
             Nemesis::SplitMove,
+            Nemesis::Merge,
             Nemesis::MoveStore,
         ],
     ))
@@ -141,6 +142,7 @@ async fn direct_mode_clients_stay_linearizable_under_kills_partitions_and_splits
             Nemesis::KillStore,
             Nemesis::PartitionMajority,
             Nemesis::SplitMove,
+            Nemesis::Merge,
             Nemesis::TransferStorm,
         ],
     );
