@@ -13,11 +13,14 @@ use crate::{metrics as m, region, RegionId};
 
 impl<S: StateMachine> Poller<S> {
     /// Targets whose held entries are applied again this round, though
-    /// raft-rs has nothing new for them.
+    /// raft-rs has nothing new for them (a target whose peer went away
+    /// holds nothing any more).
     pub(super) fn held_targets(
-        &self,
+        &mut self,
         in_round: &std::collections::BTreeSet<RegionId>,
     ) -> Vec<RegionId> {
+        let peers = &self.peers;
+        self.merge_holds.retain(|id| peers.contains_key(id));
         self.merge_holds
             .iter()
             .filter(|id| !in_round.contains(id))
