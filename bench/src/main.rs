@@ -21,6 +21,7 @@
 mod cluster_put;
 mod compare;
 mod fsync;
+mod merge;
 mod overload;
 mod plot;
 mod procs;
@@ -71,6 +72,9 @@ enum Command {
     /// Workload A against tessera with the key range pre-split into 1, 16
     /// and 256 regions.
     YcsbScale(scale::Args),
+    /// Many small regions (1,000 by default) merged down to one under a
+    /// read/update load: time per merge and the load's dip.
+    Merge(merge::Args),
     /// Overload and hostile requests, tessera and etcd in one run: the
     /// closed-loop capacity, then open-loop load at 0.8, 2, 5 and 10× of
     /// it, then a hostile mix; goodput, p99, refusals, peak RSS.
@@ -104,6 +108,7 @@ fn main() -> anyhow::Result<()> {
         Command::Ycsb(a) => return runtime.block_on(interruptible(ycsb::run(a, args.json))),
         Command::Compare(a) => return runtime.block_on(interruptible(compare::run(a, args.json))),
         Command::YcsbScale(a) => return runtime.block_on(interruptible(scale::run(a, args.json))),
+        Command::Merge(a) => return runtime.block_on(interruptible(merge::run(a, args.json))),
         Command::Overload(a) => {
             return runtime.block_on(interruptible(overload::run(a, args.json)))
         }

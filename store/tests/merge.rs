@@ -1,12 +1,15 @@
 //! Merging regions: under concurrent writes down to one region, a merge
 //! the target refuses (rolled back, both regions serve), a merging
-//! region's answers, and a replica that was down while its target merged.
+//! region's answers, a replica that was down while its target merged, the
+//! source leader's driver (to the end, and giving up), and a merge racing
+//! a move of either region.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tessera_proto::adminpb::ChangePeerKind;
 use tessera_proto::errorpb::region_error::Error as Kind;
 use tessera_testkit::{key, Cluster, ClusterOptions, MergeEnd};
 
@@ -409,6 +412,92 @@ async fn a_source_whose_replica_never_catches_up_gives_up_and_rolls_back() {
         cluster.must_get(&key("a")).await.as_deref(),
         Some(&b"1"[..])
     );
+    cluster.assert_consistent(TIMEOUT).await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merge_racing_a_move_rolls_back_and_moved_regions_merge_once_aligned() {
+    let cluster = Cluster::start(ClusterOptions::new(4)).await.unwrap();
+    let regions = cluster.bootstrap_regions(&[key("m")]).await.unwrap();
+    let (left, right) = (regions[0].clone(), regions[1].clone());
+    let stores = |r: &tessera_proto::metapb::Region| {
+        let mut s: Vec<u64> = r.peers.iter().map(|p| p.store_id).collect();
+        s.sort();
+        s
+    };
+    cluster.must_put(&key("a"), b"1").await;
+    cluster.must_put(&key("x"), b"2").await;
+
+    // Laid out on different stores: refused until aligned.
+    let (l, r) = (stores(&left), stores(&right));
+    if l != r {
+        let err = cluster.merge(left.id, right.id).await.unwrap_err();
+        assert!(err.to_string().contains("same stores"), "{err}");
+        let from = *l.iter().find(|s| !r.contains(s)).unwrap();
+        let to = *r.iter().find(|s| !l.contains(s)).unwrap();
+        cluster.move_peer(left.id, from, to).await.unwrap();
+    }
+    let on = stores(&right);
+    let spare = cluster
+        .store_ids()
+        .into_iter()
+        .find(|s| !on.contains(s))
+        .unwrap();
+
+    let (prepared, state) = cluster.prepare_merge(left.id, right.id).await.unwrap();
+    // The merging source takes no membership change...
+    let leader = cluster.wait_leader(left.id, TIMEOUT).await.unwrap();
+    let err = tessera_store::conf_change::change_peer(
+        &cluster.admin(leader).unwrap(),
+        left.id,
+        ChangePeerKind::AddLearner,
+        spare,
+        0,
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("merging"), "{err}");
+    // ...but its target may still move: the merge is refused and rolls back.
+    cluster
+        .must_change_peer(right.id, ChangePeerKind::AddLearner, spare)
+        .await;
+    let end = cluster.finish_merge(prepared, state).await.unwrap();
+    assert!(
+        matches!(&end, MergeEnd::RolledBack(_, reason) if reason.contains("changed")),
+        "{end:?}"
+    );
+    cluster.must_put(&key("b"), b"3").await;
+    cluster.must_put(&key("y"), b"4").await;
+
+    // A learner on the target: refused before anything starts.
+    let err = cluster.merge(left.id, right.id).await.unwrap_err();
+    assert!(err.to_string().contains("not a voter"), "{err}");
+    // The target's move ends (promote, remove); the source follows; then
+    // they merge.
+    cluster
+        .must_change_peer(right.id, ChangePeerKind::PromoteLearner, spare)
+        .await;
+    let leader = cluster.wait_leader(right.id, TIMEOUT).await.unwrap();
+    let victim = *on.iter().find(|s| **s != leader).unwrap();
+    cluster
+        .must_change_peer(right.id, ChangePeerKind::RemovePeer, victim)
+        .await;
+    let err = cluster.merge(left.id, right.id).await.unwrap_err();
+    assert!(err.to_string().contains("same stores"), "{err}");
+    cluster.move_peer(left.id, victim, spare).await.unwrap();
+    let merged = cluster.must_merge(left.id, right.id).await;
+    assert_eq!(
+        (merged.start_key.as_slice(), merged.end_key.as_slice()),
+        (&b""[..], &b""[..])
+    );
+    wait_gone(&cluster, left.id).await;
+    for (k, v) in [("a", "1"), ("x", "2"), ("b", "3"), ("y", "4")] {
+        assert_eq!(
+            cluster.must_get(&key(k)).await.as_deref(),
+            Some(v.as_bytes())
+        );
+    }
     cluster.assert_consistent(TIMEOUT).await;
     cluster.shutdown().await;
 }
