@@ -118,6 +118,8 @@ pub struct RegionInfo {
     pub split_siblings: Vec<Region>,
     /// Set while the region is a merging source (`crate::merge`).
     pub merge_state: Option<tessera_proto::raft_serverpb::MergeState>,
+    /// What the region decided as a merge target.
+    pub merge_record: tessera_proto::raft_serverpb::MergeRecord,
 }
 
 /// Replication progress of one peer, as its leader sees it.

@@ -219,6 +219,26 @@ async fn a_merging_region_answers_busy_then_not_found_and_bad_merges_are_refused
     let err = cluster.merge(a.id, a.id).await.unwrap_err();
     assert!(err.to_string().contains("itself"), "{err}");
     cluster.must_put(&key("a"), b"0").await;
+    // A commit naming a source that never prepared: refused at the
+    // target's leader before anything is proposed (it would make every
+    // replica of the target wait for a source that never comes).
+    let leader = cluster.wait_leader(c.id, TIMEOUT).await.unwrap();
+    let forged = tessera_proto::raft_serverpb::MergeState {
+        target: Some(c.clone()),
+        prepare_index: 5,
+        prepare_term: 5,
+    };
+    let err = tessera_store::merge::commit_merge(
+        &cluster.admin(leader).unwrap(),
+        c.id,
+        b.clone(),
+        forged,
+        false,
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("is not merging into"), "{err}");
+    cluster.must_put(&key("q"), b"still serving").await;
 
     let (prepared, state) = cluster.prepare_merge(b.id, c.id).await.unwrap();
     assert!(prepared.region_epoch.unwrap().version > b.region_epoch.unwrap().version);

@@ -697,6 +697,7 @@ impl<O: Send + 'static> Peer<O> {
             progress: self.progress(),
             split_siblings: self.split_siblings.clone(),
             merge_state: self.merge.state.clone(),
+            merge_record: self.merge.record.clone(),
         }
     }
 }

@@ -220,6 +220,9 @@ pub async fn commit_merge(
     refuse: bool,
 ) -> Result<CommitOutcome> {
     let info = api.leader_info(target_id).await?;
+    if !refuse && !info.merge_record.merged.contains(&source.id) {
+        check_local_source(api, target_id, &source, &state).await?;
+    }
     let epoch = region::epoch(&info.region);
     let commit = admin_command::Cmd::CommitMerge(CommitMergeCommand {
         source: Some(source),
@@ -231,6 +234,40 @@ pub async fn commit_merge(
         CmdResult::Refused(reason) => Ok(CommitOutcome::Refused(reason)),
         other => Err(Error::InvalidArgument(format!(
             "unexpected commit result {other:?}"
+        ))),
+    }
+}
+
+/// Before it proposes a merge, the target's leader checks it against its
+/// own replica of the source (aligned regions: it has one): a CommitMerge
+/// naming a source that is not merging into this target at that prepare
+/// would make every target replica wait for a source that never comes.
+/// A replica that has not applied that far yet is given the benefit of
+/// the doubt (it catches up once the merge commits).
+async fn check_local_source(
+    api: &AdminApi,
+    target_id: u64,
+    source: &Region,
+    state: &MergeState,
+) -> Result<()> {
+    let info = api.region_info(source.id).await.map_err(|_| {
+        Error::InvalidArgument(format!(
+            "this store has no replica of region {} to merge",
+            source.id
+        ))
+    })?;
+    match &info.merge_state {
+        Some(s)
+            if s.prepare_index == state.prepare_index
+                && s.prepare_term == state.prepare_term
+                && s.target.as_ref().map(|t| t.id) == Some(target_id) =>
+        {
+            Ok(())
+        }
+        None if info.applied_index < state.prepare_index => Ok(()),
+        _ => Err(Error::InvalidArgument(format!(
+            "region {} is not merging into region {target_id} at index {}",
+            source.id, state.prepare_index
         ))),
     }
 }
