@@ -348,11 +348,36 @@ impl DirectoryState {
     /// every range they replace.
     pub fn plan_regions(&self, batch: Vec<Region>) -> Result<Vec<Region>> {
         let fresh: Vec<Region> = batch
-            .into_iter()
-            .filter(|r| match self.regions.get(&r.id) {
+            .iter()
+            .enumerate()
+            .filter(|(i, r)| match self.regions.get(&r.id) {
+                // A split sibling (after the report's own region) that the
+                // directory does not know and that a region as new or
+                // newer — recorded, or in this batch — overlaps is long
+                // gone (merged away since the split): dropped, so it
+                // neither blocks nor revives anything.
+                None if *i > 0 => {
+                    let v = epoch(r).version;
+                    let superseded = self
+                        .overlapping(&r.start_key, &r.end_key)
+                        .iter()
+                        .any(|o| epoch(o).version >= v)
+                        || batch.iter().any(|b| {
+                            b.id != r.id
+                                && ranges_overlap(
+                                    &b.start_key,
+                                    &b.end_key,
+                                    &r.start_key,
+                                    &r.end_key,
+                                )
+                                && epoch(b).version > v
+                        });
+                    !superseded
+                }
                 None => true,
                 Some(known) => is_newer_report(&epoch(r), &epoch(known)),
             })
+            .map(|(_, r)| r.clone())
             .collect();
         if fresh.is_empty() {
             return Err(Error::Stale("no newer region in the report".into()));

@@ -101,6 +101,32 @@ fn two_splits_between_reports_are_recorded_from_one_report() {
     }
 }
 
+/// A merged target still remembers the siblings of its old split, some of
+/// which merged away since: its report is recorded, and a gone sibling is
+/// neither an obstacle nor brought back.
+#[test]
+fn a_merged_region_is_recorded_past_the_stale_siblings_it_remembers() {
+    let mut s = bootstrapped();
+    let (a, b, c, d) = (
+        region(2, b"", b"g", 2, 1),
+        region(3, b"g", b"m", 2, 1),
+        region(4, b"m", b"t", 2, 1),
+        region(5, b"t", b"", 2, 1),
+    );
+    put(&mut s, vec![a.clone(), b.clone(), c.clone(), d.clone()]).unwrap();
+    // 5 merged into 4 (recorded), then 3 into 2.
+    put(&mut s, vec![region(4, b"m", b"", 4, 2)]).unwrap();
+    assert!(!s.regions.contains_key(&5));
+    let merged = region(2, b"", b"m", 4, 2);
+    // The report of 2 carries its old split's siblings, 5 among them.
+    put(&mut s, vec![merged, b, c, d]).unwrap();
+    s.check_coverage().unwrap();
+    let ids: Vec<u64> = s.regions.keys().copied().collect();
+    assert_eq!(ids, vec![2, 4]);
+    assert_eq!(s.region_for_key(b"h").unwrap().id, 2);
+    assert_eq!(s.region_for_key(b"z").unwrap().id, 4);
+}
+
 #[test]
 fn ids_are_handed_out_once() {
     let mut s = bootstrapped();
