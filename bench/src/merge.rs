@@ -6,11 +6,10 @@
 //! quantiles of the records' keys (as `ycsb-scale` does), the records are
 //! loaded, and `--threads` clients run 50% reads and 50% updates on
 //! uniformly chosen records through the router, counting what completes in
-//! every 100 ms. After `--baseline` seconds the regions are merged down in
-//! rounds: each round pairs neighbours and asks the directory to merge the
-//! right one of each pair into the left (`MergeRegion`, all pairs of a
-//! round at once), and waits until every source of the round is gone from
-//! the directory; then the next round, until one region is left. Every
+//! every 100 ms. After `--baseline` seconds the regions are merged down,
+//! `--concurrency` merges at a time: whenever fewer run, the next pair of
+//! neighbours neither of which is merging is asked to merge, the right one
+//! into the left (`MergeRegion`), until one region is left. Every
 //! merge's time is from its request until the directory no longer lists
 //! its source (seen by scanning the regions every 100 ms). Client errors
 //! are counted by kind: a merging region answers busy and a merged one
@@ -21,6 +20,7 @@
 //! before (median of 1 s windows), during the merges (median and the
 //! lowest 1 s window) and errors. Written to `<out>/merge.json`.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -43,6 +43,10 @@ pub struct Args {
     /// Seconds of load before the first merge.
     #[arg(long, default_value_t = 10)]
     pub baseline: u64,
+    /// Merges in flight at once (as an operator, or the directory's merge
+    /// rule with `max_merges_in_flight`, would pace them).
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
     /// Directory for merge.json.
     #[arg(long, default_value = "bench-results")]
     pub out: PathBuf,
@@ -57,12 +61,13 @@ struct Report {
     merge_ms_p50: f64,
     merge_ms_p99: f64,
     merge_ms_max: f64,
-    rounds: usize,
+    concurrency: usize,
     merging_s: f64,
     baseline_ops_per_sec: f64,
     during_ops_per_sec_median: f64,
     during_ops_per_sec_min_1s: f64,
     client_errors: u64,
+    client_error_kinds: BTreeMap<String, u64>,
     refused_requests: u64,
 }
 
@@ -161,7 +166,8 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
 
     let timeline = Arc::new(Timeline::new(36_000));
     let stop = Arc::new(AtomicBool::new(false));
-    let errors = Arc::new(AtomicU64::new(0));
+    // Client errors by message (the first 100 characters).
+    let errors: Arc<std::sync::Mutex<BTreeMap<String, u64>>> = Arc::default();
     let mut clients = vec![];
     for i in 0..p.threads.max(1) {
         let (b, timeline, stop, errors, value) = (
@@ -183,8 +189,9 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
                 };
                 match r {
                     Ok(()) => timeline.tick(),
-                    Err(_) => {
-                        errors.fetch_add(1, Ordering::Relaxed);
+                    Err(e) => {
+                        let kind: String = e.chars().take(100).collect();
+                        *errors.lock().unwrap().entry(kind).or_default() += 1;
                     }
                 }
             }
@@ -210,16 +217,32 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
     let merging_from = Instant::now();
     let mut times_ms: Vec<f64> = vec![];
     let mut refused = 0u64;
-    let mut rounds = 0;
+    // Merges in flight: source -> (target, asked at).
+    let mut pending: HashMap<u64, (u64, Instant)> = HashMap::new();
+    let mut last_report = Instant::now();
     loop {
         let regions = scan().await?;
-        if regions.len() <= 1 {
+        let ids: HashSet<u64> = regions.iter().map(|r| r.id).collect();
+        pending.retain(|s, (_, asked)| {
+            if ids.contains(s) {
+                return true;
+            }
+            times_ms.push(asked.elapsed().as_secs_f64() * 1000.0);
+            false
+        });
+        if regions.len() <= 1 && pending.is_empty() {
             break;
         }
-        rounds += 1;
-        let mut pending: Vec<(u64, Instant)> = vec![];
-        for pair in regions.chunks(2) {
-            let [target, source] = pair else { continue };
+        // Neighbours neither of which is in a merge yet: the right one goes
+        // into the left, up to --concurrency at once.
+        let busy: HashSet<u64> = pending.iter().flat_map(|(s, (t, _))| [*s, *t]).collect();
+        let mut i = 0;
+        while i + 1 < regions.len() && pending.len() < args.concurrency {
+            let (target, source) = (&regions[i], &regions[i + 1]);
+            if busy.contains(&target.id) || busy.contains(&source.id) {
+                i += 1;
+                continue;
+            }
             let (s, t) = (source.id, target.id);
             let asked = Instant::now();
             let r = conn
@@ -232,7 +255,9 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
                 })
                 .await;
             match r {
-                Ok(_) => pending.push((s, asked)),
+                Ok(_) => {
+                    pending.insert(s, (t, asked));
+                }
                 Err(e) => {
                     refused += 1;
                     if !json {
@@ -240,33 +265,25 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
                     }
                 }
             }
+            i += 2;
         }
-        let round_started = Instant::now();
-        while !pending.is_empty() {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            let ids: std::collections::HashSet<u64> =
-                scan().await?.into_iter().map(|r| r.id).collect();
-            pending.retain(|(s, asked)| {
-                if ids.contains(s) {
-                    return true;
-                }
-                times_ms.push(asked.elapsed().as_secs_f64() * 1000.0);
-                false
-            });
-            anyhow::ensure!(
-                round_started.elapsed() < Duration::from_secs(600),
-                "{} merges did not end within 10 minutes",
-                pending.len()
-            );
-        }
-        if !json {
+        anyhow::ensure!(
+            pending
+                .values()
+                .all(|(_, asked)| asked.elapsed() < Duration::from_secs(600)),
+            "a merge did not end within 10 minutes"
+        );
+        if !json && last_report.elapsed() >= Duration::from_secs(5) {
+            last_report = Instant::now();
             println!(
-                "round {rounds}: {} regions before, {} merges done so far, {:.1} s",
+                "{} regions, {} merges done, {} in flight, {:.1} s",
                 regions.len(),
                 times_ms.len(),
+                pending.len(),
                 merging_from.elapsed().as_secs_f64()
             );
         }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let merging_to = Instant::now();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -283,12 +300,13 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
         merge_ms_p50: percentile(&times_ms, 0.5),
         merge_ms_p99: percentile(&times_ms, 0.99),
         merge_ms_max: times_ms.last().copied().unwrap_or(0.0),
-        rounds,
+        concurrency: args.concurrency,
         merging_s: (merging_to - merging_from).as_secs_f64(),
         baseline_ops_per_sec: median(before),
         during_ops_per_sec_median: median(during.clone()),
         during_ops_per_sec_min_1s: during.iter().copied().fold(f64::INFINITY, f64::min),
-        client_errors: errors.load(Ordering::Relaxed),
+        client_errors: errors.lock().unwrap().values().sum(),
+        client_error_kinds: errors.lock().unwrap().clone(),
         refused_requests: refused,
     };
     let doc = serde_json::to_string_pretty(&serde_json::json!({
@@ -300,11 +318,11 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
         println!("{doc}");
     } else {
         println!(
-            "{} merges in {} rounds over {:.1} s: per merge p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms\n\
+            "{} merges ({} at once) over {:.1} s: per merge p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms\n\
              load: {:.0} ops/s before; during the merges median {:.0} ops/s, lowest 1 s {:.0} ops/s; \
              {} client errors; {} merge requests refused",
             report.merges,
-            report.rounds,
+            report.concurrency,
             report.merging_s,
             report.merge_ms_p50,
             report.merge_ms_p99,
@@ -315,6 +333,9 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
             report.client_errors,
             report.refused_requests
         );
+        for (kind, n) in &report.client_error_kinds {
+            println!("  {n} × {kind}");
+        }
     }
     Ok(())
 }

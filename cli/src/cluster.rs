@@ -15,6 +15,8 @@ use std::collections::BTreeMap;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use serde::Serialize;
+
+use crate::operator::OperatorView;
 use tessera_proto::directorypb::{ClusterStatusResponse, Member};
 
 use crate::conn::Ctx;
@@ -151,17 +153,6 @@ pub struct MemberView {
     pub role: &'static str,
 }
 
-#[derive(Debug, Serialize)]
-pub struct OperatorView {
-    pub id: String,
-    pub region_id: u64,
-    pub kind: String,
-    pub step: u32,
-    pub steps: u32,
-    pub state: String,
-    pub age_ms: u64,
-}
-
 fn member_role(m: &Member) -> &'static str {
     if m.is_leader {
         "leader"
@@ -184,20 +175,7 @@ impl StatusView {
             })
             .collect();
         members.sort_by_key(|m| m.id);
-        let mut operators: Vec<OperatorView> = s
-            .operators
-            .into_iter()
-            .map(|o| OperatorView {
-                id: o.id,
-                region_id: o.region_id,
-                kind: o.kind,
-                step: o.step,
-                steps: o.steps,
-                state: o.state,
-                age_ms: o.age_ms,
-            })
-            .collect();
-        operators.sort_by(|a, b| (a.region_id, &a.id).cmp(&(b.region_id, &b.id)));
+        let operators = crate::operator::views(s.operators);
         StatusView {
             cluster_id: s.cluster_id,
             bootstrapped: s.bootstrapped,
@@ -294,18 +272,7 @@ fn print_status(s: &StatusView) {
 
     if !s.operators.is_empty() {
         output::say("\nOperators in flight");
-        let mut ops = output::table(&["ID", "REGION", "KIND", "STEP", "STATE", "AGE"]);
-        for o in &s.operators {
-            ops.add_row(vec![
-                o.id.clone(),
-                o.region_id.to_string(),
-                o.kind.clone(),
-                format!("{}/{}", o.step, o.steps),
-                o.state.clone(),
-                output::human_seconds(o.age_ms / 1000),
-            ]);
-        }
-        output::print_table(&ops);
+        crate::operator::print_table(&s.operators);
     }
 }
 

@@ -27,6 +27,7 @@ mod directory;
 mod keyspace;
 mod kv;
 mod merge;
+mod operator;
 mod output;
 mod playground;
 mod region;
@@ -91,6 +92,10 @@ pub enum Command {
     /// Cluster status and directory membership.
     #[command(subcommand)]
     Cluster(cluster::Command),
+    /// The scheduler's operators in flight (splits, moves, merges,
+    /// repairs, balancing) and why each exists.
+    #[command(subcommand)]
+    Operator(operator::Command),
     /// Create, list and revoke users: who may read, write or administer,
     /// with a bearer token or a client certificate (admin role).
     #[command(subcommand)]
@@ -179,6 +184,7 @@ async fn run_command(cli: Cli) -> Result<()> {
         Command::Region(command) => region::run(&ctx, command).await,
         Command::Keyspace(command) => keyspace::run(&ctx, command).await,
         Command::Cluster(command) => cluster::run(&ctx, command).await,
+        Command::Operator(command) => operator::run(&ctx, command).await,
         Command::User(command) => user::run(&ctx, command).await,
         Command::Cert(command) => cert::run(&ctx, command),
         Command::Serve(_) => unreachable!("served before the runtime starts"),

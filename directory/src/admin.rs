@@ -8,7 +8,9 @@
 //! transfer to a learner, removing a store twice. An admin operator cancels
 //! a balance operator on its region (an admin knows what it wants; whatever
 //! a cancelled balance leaves behind, such as an extra learner, the repair
-//! rule tidies up) and is refused while any other operator runs there.
+//! rule tidies up) and is refused while any other operator runs there, or
+//! while a merge into the region runs. A merge treats its target the same
+//! way: a balance operator there is cancelled, any other refuses it.
 
 use tessera_proto::directorypb::directory_command::Cmd;
 use tessera_proto::directorypb::*;
@@ -39,19 +41,42 @@ impl Core {
         steps: Vec<Step>,
     ) -> Result<String> {
         let mut ls = self.leader_view(term);
-        if let Some(op) = ls.operators.get(&region_id) {
-            if !op.kind.is_balance() {
+        // A merge also holds its target: nothing else may change it.
+        let merge_target = steps.iter().find_map(|s| match s {
+            Step::Merge { target_id, .. } => Some(*target_id),
+            _ => None,
+        });
+        for id in std::iter::once(region_id).chain(merge_target) {
+            if let Some(op) = ls.operators.values().find(|o| o.merge_target() == Some(id)) {
                 return Err(Error::Busy(format!(
-                    "region {region_id} has operator {} ({}) in progress; retry once it \
-                     finishes (`tessera cluster status` lists it)",
-                    op.id,
-                    op.kind.as_str()
+                    "region {id} is the target of operator {} (merge of region {}); retry once \
+                     it finishes (`tessera operator list` lists it)",
+                    op.id, op.region_id
                 )));
             }
-            tracing::info!(region_id, operator = %op.id, "operator cancelled for an admin operator");
-            metrics::counter!(m::OPERATORS_TOTAL, "kind" => op.kind.as_str(), "outcome" => "cancelled")
-                .increment(1);
-            ls.operators.remove(&region_id);
+            if ls.reported_merges(&self.state()).contains(&id) {
+                return Err(Error::Busy(format!(
+                    "region {id} takes part in a merge still running at its source's leader; \
+                     retry once it ends"
+                )));
+            }
+            if let Some(op) = ls.operators.get(&id) {
+                if !op.kind.is_balance() {
+                    return Err(Error::Busy(format!(
+                        "region {id} has operator {} ({}) in progress; retry once it \
+                         finishes (`tessera operator list` lists it)",
+                        op.id,
+                        op.kind.as_str()
+                    )));
+                }
+            }
+        }
+        for id in std::iter::once(region_id).chain(merge_target) {
+            if let Some(op) = ls.operators.remove(&id) {
+                tracing::info!(region_id = id, operator = %op.id, "operator cancelled for an admin operator");
+                metrics::counter!(m::OPERATORS_TOTAL, "kind" => op.kind.as_str(), "outcome" => "cancelled")
+                    .increment(1);
+            }
         }
         let op = Operator::new(
             ls.next_operator,

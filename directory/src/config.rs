@@ -10,7 +10,7 @@ use tessera_multiraft::engine::RocksOptions;
 use tessera_multiraft::RaftConfig;
 
 use crate::leader::LifecycleConfig;
-use crate::scheduler::ScheduleConfig;
+use crate::scheduler::{MergeConfig, ScheduleConfig};
 use crate::{Error, Result};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -78,6 +78,20 @@ pub struct ScheduleSection {
     /// A store silent this long is Down; its replicas are rebuilt elsewhere.
     pub down_after_ms: u64,
     pub zone_label: String,
+    /// The merge rule: the most two neighbours may hold together to be
+    /// merged (default: a fifth of the split size; 0 turns merging off;
+    /// at most half the split size, so merges and splits never undo each
+    /// other).
+    pub merge_max_size_mib: Option<u64>,
+    /// A region serving more read and written keys per second than this is
+    /// not merged.
+    pub merge_max_keys_per_sec: u64,
+    /// How long both neighbours must have been cold (and known to the
+    /// directory leader) before they merge; a split's new region waits
+    /// this long.
+    pub merge_quiet_for_ms: u64,
+    /// Merges that may run at once.
+    pub max_merges_in_flight: usize,
 }
 
 impl Default for DirectoryConfig {
@@ -129,6 +143,10 @@ impl Default for ScheduleSection {
             disconnect_after_ms: s.lifecycle.disconnect_after.as_millis() as u64,
             down_after_ms: s.lifecycle.down_after.as_millis() as u64,
             zone_label: s.zone_label,
+            merge_max_size_mib: None,
+            merge_max_keys_per_sec: s.merge.max_keys_per_sec,
+            merge_quiet_for_ms: s.merge.quiet_for.as_millis() as u64,
+            max_merges_in_flight: s.merge.max_in_flight,
         }
     }
 }
@@ -198,6 +216,15 @@ impl DirectoryConfig {
                 "schedule.max_replicas must be at least 1".into(),
             ));
         }
+        if let Some(merge) = self.schedule.merge_max_size_mib {
+            if merge * 2 > self.schedule.region_split_size_mib {
+                return Err(Error::Config(format!(
+                    "schedule.merge_max_size_mib ({merge}) must be at most half of \
+                     schedule.region_split_size_mib ({}): a merged region must not be split again",
+                    self.schedule.region_split_size_mib
+                )));
+            }
+        }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(Error::Config(format!(
                 "log_format must be text or json, not {:?}",
@@ -239,6 +266,17 @@ impl DirectoryConfig {
                 down_after: Duration::from_millis(s.down_after_ms),
             },
             zone_label: s.zone_label.clone(),
+            merge: {
+                let split = s.region_split_size_mib << 20;
+                let mut merge = MergeConfig::for_split_size(split);
+                if let Some(mib) = s.merge_max_size_mib {
+                    merge.max_size_bytes = mib << 20;
+                }
+                merge.max_keys_per_sec = s.merge_max_keys_per_sec;
+                merge.quiet_for = Duration::from_millis(s.merge_quiet_for_ms);
+                merge.max_in_flight = s.max_merges_in_flight;
+                merge
+            },
         }
     }
 }
@@ -246,6 +284,24 @@ impl DirectoryConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_merge_size_that_a_split_would_undo_is_refused() {
+        let cfg: DirectoryConfig =
+            toml::from_str("[schedule]\nregion_split_size_mib = 64\nmerge_max_size_mib = 40\n")
+                .unwrap();
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("at most half"), "{err}");
+        let cfg: DirectoryConfig =
+            toml::from_str("[schedule]\nregion_split_size_mib = 64\nmerge_max_size_mib = 32\n")
+                .unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.schedule_config().merge.max_size_bytes, 32 << 20);
+        // By default, a fifth of the split size.
+        let cfg: DirectoryConfig =
+            toml::from_str("[schedule]\nregion_split_size_mib = 10\n").unwrap();
+        assert_eq!(cfg.schedule_config().merge.max_size_bytes, 2 << 20);
+    }
 
     #[test]
     fn defaults_are_valid_and_members_parse() {

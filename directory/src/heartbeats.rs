@@ -55,17 +55,24 @@ impl Core {
         let mut ls = self.leader_view(term);
         // A report that replaced a merged source ends its operator.
         crate::merge::finish_merged(&self.state(), &mut ls);
-        ls.regions.insert(
-            region.id,
-            RegionStats {
-                leader: report.leader,
-                term: report.term,
-                approximate_size_bytes: report.approximate_size_bytes,
-                down_peers: report.down_peers.clone(),
-                progress: report.progress.clone(),
-                seen: Instant::now(),
-            },
-        );
+        let now = Instant::now();
+        let stats = ls
+            .regions
+            .entry(region.id)
+            .or_insert_with(|| RegionStats::new(now));
+        stats.leader = report.leader;
+        stats.term = report.term;
+        stats.approximate_size_bytes = report.approximate_size_bytes;
+        stats.down_peers = report.down_peers.clone();
+        stats.progress = report.progress.clone();
+        stats.seen = now;
+        stats.merging_into = report.merging_into;
+        if let Some(load) = &report.load {
+            stats.keys_per_sec = keys_per_sec(load);
+            if stats.keys_per_sec > self.schedule.merge.max_keys_per_sec as f64 {
+                stats.quiet_since = now;
+            }
+        }
         let mut reply = None;
         if let Some(op) = ls.operators.get_mut(&region.id) {
             let op_id = op.id.clone();
@@ -128,4 +135,12 @@ impl Core {
         );
         Ok(())
     }
+}
+
+/// A region's read and written keys per second over a reported interval
+/// (an interval under 100 ms counts as 100 ms: a report sent right after
+/// another says little about a rate).
+fn keys_per_sec(load: &RegionLoad) -> f64 {
+    let keys = load.read_keys.saturating_add(load.write_keys);
+    keys as f64 * 1000.0 / load.interval_ms.max(100) as f64
 }

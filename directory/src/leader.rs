@@ -8,13 +8,14 @@
 //! are derived here from heartbeat times. `Offline` (decommissioning) and
 //! `Tombstone` (gone for good) are decisions, recorded through Raft.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use tessera_proto::directorypb::{PeerProgress, StoreStats};
 use tessera_proto::metapb::{Peer, Store, StoreState};
 
 use crate::scheduler::operator::Operator;
+use crate::state::DirectoryState;
 
 /// The last heartbeat of a region, from its leader.
 #[derive(Clone, Debug)]
@@ -25,6 +26,33 @@ pub struct RegionStats {
     pub down_peers: Vec<Peer>,
     pub progress: Vec<PeerProgress>,
     pub seen: Instant,
+    /// Keys read and written per second over the last reported interval.
+    pub keys_per_sec: f64,
+    /// Since when this leader has known the region with no report of more
+    /// than `merge_max_keys_per_sec` (its first report to this leader, or
+    /// the last busy one). A region split or merged gets a new epoch, not a
+    /// new id: only a new region (a split's new half) starts afresh here.
+    pub quiet_since: Instant,
+    /// The target this region merges into, while it is a merge's source
+    /// (0 otherwise), as its leader reported.
+    pub merging_into: u64,
+}
+
+impl RegionStats {
+    /// The stats of a region's first report to this leader.
+    pub fn new(seen: Instant) -> Self {
+        RegionStats {
+            leader: None,
+            term: 0,
+            approximate_size_bytes: 0,
+            down_peers: vec![],
+            progress: vec![],
+            seen,
+            keys_per_sec: 0.0,
+            quiet_since: seen,
+            merging_into: 0,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -98,6 +126,19 @@ impl LeaderState {
     }
 
     /// Operators that involve `store_id` (as source or target).
+    /// The regions taking part in a merge their leaders reported running
+    /// (sources and targets), whoever started it (a previous directory
+    /// leader, say): the rules leave them alone until it ends.
+    /// Only regions `state` still records count: a merged source's last
+    /// report said it was merging.
+    pub fn reported_merges(&self, state: &DirectoryState) -> HashSet<u64> {
+        self.regions
+            .iter()
+            .filter(|(id, s)| s.merging_into != 0 && state.regions.contains_key(id))
+            .flat_map(|(id, s)| [*id, s.merging_into])
+            .collect()
+    }
+
     pub fn operators_on(&self, store_id: u64) -> usize {
         self.operators
             .values()

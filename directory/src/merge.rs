@@ -125,15 +125,22 @@ pub fn plan(source: &Region, target: &Region, next_id: &mut dyn FnMut() -> u64) 
             }
         }
     }
+    let mut target_stores: Vec<u64> = want.into_iter().collect();
+    target_stores.sort_unstable();
     steps.push(Step::Merge {
         target_id: target.id,
+        target_stores,
     });
     steps
 }
 
 /// Ends the merge operators whose source the directory no longer records
-/// (merged away). Returns how many ended.
+/// (merged away), and forgets what merged-away sources last reported.
+/// Returns how many operators ended.
 pub fn finish_merged(state: &DirectoryState, leader: &mut LeaderState) -> usize {
+    leader
+        .regions
+        .retain(|id, s| s.merging_into == 0 || state.regions.contains_key(id));
     let done: Vec<u64> = leader
         .operators
         .values()
@@ -262,10 +269,19 @@ mod tests {
                 },
                 Step::PromoteLearner { store_id: 4 },
                 Step::RemovePeer { store_id: 1 },
-                Step::Merge { target_id: 2 },
+                Step::Merge {
+                    target_id: 2,
+                    target_stores: vec![2, 3, 4]
+                },
             ]
         );
         let aligned = plan(&region(1, b"", b"m", &[3, 2, 4]), &target, &mut || 0);
-        assert_eq!(aligned, vec![Step::Merge { target_id: 2 }]);
+        assert_eq!(
+            aligned,
+            vec![Step::Merge {
+                target_id: 2,
+                target_stores: vec![2, 3, 4]
+            }]
+        );
     }
 }

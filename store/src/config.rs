@@ -49,6 +49,9 @@ pub struct StoreConfig {
     pub region_split_size_mib: u64,
     /// How often the split checker looks at the regions this store leads.
     pub split_check_interval_ms: u64,
+    /// How long a merge's source waits for all its replicas to have its
+    /// PrepareMerge before it asks the target to refuse and rolls back.
+    pub merge_catch_up_timeout_ms: u64,
     /// `text` or `json`.
     pub log_format: String,
     /// Lets a test build (feature `failpoints`) serve its fault endpoints on
@@ -154,6 +157,7 @@ impl Default for StoreConfig {
             shutdown_grace_ms: 10_000,
             region_split_size_mib: 96,
             split_check_interval_ms: 10_000,
+            merge_catch_up_timeout_ms: crate::merge::CATCH_UP_TIMEOUT.as_millis() as u64,
             log_format: "text".into(),
             allow_fault_endpoints: false,
             raft: RaftSection::default(),
@@ -280,6 +284,7 @@ impl StoreConfig {
                 region_split_size_bytes: self.region_split_size_mib << 20,
                 interval: Duration::from_millis(self.split_check_interval_ms),
             },
+            merge_catch_up_timeout: Duration::from_millis(self.merge_catch_up_timeout_ms),
             ..NodeConfig::default()
         }
     }

@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 use tessera_multiraft::engine::Cf;
 use tessera_multiraft::mailbox::RegionInfo;
 use tessera_multiraft::state_keys as raft_keys;
-use tessera_proto::directorypb::{PeerProgress, RegionReport, StoreStats};
+use tessera_proto::directorypb::{PeerProgress, RegionLoad, RegionReport, StoreStats};
 
 use crate::directory_client::DirectoryClient;
 use crate::disk_space::Usage;
@@ -49,8 +49,10 @@ pub async fn send_store_heartbeat(
         .await
 }
 
-/// What a leader reports about one region.
-pub fn region_report(node: &StoreNode, info: RegionInfo) -> RegionReport {
+/// What a leader reports about one region; `load` is what it served since
+/// the last periodic report (none in a report sent right after an operator
+/// step: the directory keeps the last figures).
+pub fn region_report(node: &StoreNode, info: RegionInfo, load: Option<RegionLoad>) -> RegionReport {
     let r = &info.region;
     let size = node
         .engine()
@@ -82,7 +84,13 @@ pub fn region_report(node: &StoreNode, info: RegionInfo) -> RegionReport {
                 recent_active: p.recent_active,
             })
             .collect(),
+        merging_into: info
+            .merge_state
+            .as_ref()
+            .and_then(|m| m.target.as_ref())
+            .map_or(0, |t| t.id),
         region: Some(info.region),
+        load,
     }
 }
 
@@ -131,10 +139,15 @@ pub async fn run_heartbeats(
                     let Ok(regions) = node.regions().await else { return };
                     // Whoever leads a merging source drives its merge.
                     crate::merge::resume(node.admin(), &regions);
+                    let sampler = node.kv().load();
+                    sampler.retain(&regions.iter().map(|i| i.region.id).collect());
                     let reports = regions
                         .into_iter()
                         .filter(|i| i.is_leader)
-                        .map(|info| region_report(&node, info));
+                        .map(|info| {
+                            let load = sampler.take(info.region.id);
+                            region_report(&node, info, Some(load))
+                        });
                     if !send_reports(&stream.reports, reports, interval).await {
                         break;
                     }
@@ -164,7 +177,7 @@ pub async fn run_heartbeats(
                     // leader's store does.
                     let Ok(info) = node.admin().region_info(region_id).await else { continue };
                     if info.is_leader
-                        && !send_reports(&stream.reports, [region_report(&node, info)], interval).await
+                        && !send_reports(&stream.reports, [region_report(&node, info, None)], interval).await
                     {
                         break;
                     }

@@ -7,6 +7,7 @@
 //! - region operations, one module each: [`split`] (and the size-based
 //!   [`split_check`]), [`conf_change`], [`transfer_leader`], [`log_gc`];
 //!   [`admin`] serves them;
+//! - [`load`]: what each region served since its last report;
 //! - [`node`]: a running store (engine + poller + Kv and admin APIs);
 //! - [`service`]: the gRPC services;
 //! - [`directory_client`]: what the store asks of the directory, and
@@ -25,6 +26,7 @@ pub mod error;
 pub mod fault;
 pub mod heartbeat;
 pub mod kv;
+pub mod load;
 pub mod log_gc;
 pub mod merge;
 pub mod metrics;

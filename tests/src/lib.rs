@@ -85,6 +85,9 @@ pub struct Options {
     pub region_split_size_mib: u64,
     /// Extra TOML for every store (e.g. labels), after its other tables.
     pub store_extra: Vec<String>,
+    /// Extra `key = value` lines for every directory member's `[schedule]`
+    /// table (e.g. the merge rule's settings).
+    pub schedule_extra: Vec<String>,
     /// Extra TOML for every router, after its other settings (e.g. a
     /// `[serving]` table).
     pub router_extra: Vec<String>,
@@ -109,6 +112,7 @@ impl Default for Options {
             down_after_ms: 4_000,
             region_split_size_mib: 96,
             store_extra: vec![],
+            schedule_extra: vec![],
             router_extra: vec![],
             store_raft_extra: vec![],
             default_timing: false,
@@ -251,8 +255,11 @@ impl E2eCluster {
                 format!(
                     "id = {id}\ndata_dir = {data:?}\nlisten_addr = \"127.0.0.1:{port}\"\nstatus_addr = {status:?}\n\
                      initial_members = {members:?}\njoin = {join}\njoin_token = {:?}\n\
-                     [schedule]\ndown_after_ms = {}\nregion_split_size_mib = {}\n",
-                    self.join_token, self.opts.down_after_ms, self.opts.region_split_size_mib
+                     [schedule]\ndown_after_ms = {}\nregion_split_size_mib = {}\n{}\n",
+                    self.join_token,
+                    self.opts.down_after_ms,
+                    self.opts.region_split_size_mib,
+                    self.opts.schedule_extra.join("\n")
                 )
             } else {
                 format!(
@@ -260,8 +267,11 @@ impl E2eCluster {
                      initial_members = {members:?}\njoin = {join}\njoin_token = {:?}\n\
                      [raft]\ntick_interval_ms = 50\nelection_ticks = 10\nheartbeat_ticks = 2\n\
                      [schedule]\ninterval_ms = 200\ndisconnect_after_ms = 1000\ndown_after_ms = {}\n\
-                     operator_timeout_ms = 30000\nregion_split_size_mib = {}\nmax_balance_per_round = 8\n",
-                    self.join_token, self.opts.down_after_ms, self.opts.region_split_size_mib
+                     operator_timeout_ms = 30000\nregion_split_size_mib = {}\nmax_balance_per_round = 8\n{}\n",
+                    self.join_token,
+                    self.opts.down_after_ms,
+                    self.opts.region_split_size_mib,
+                    self.opts.schedule_extra.join("\n")
                 )
             },
         )
@@ -335,7 +345,7 @@ impl E2eCluster {
                 format!(
                     "data_dir = {data:?}\nlisten_addr = {addr:?}\nstatus_addr = {status:?}\ndirectory = {:?}\n\
                      join_token = {:?}\nheartbeat_interval_ms = 200\nrequest_timeout_ms = 5000\nshutdown_grace_ms = 3000\n\
-                     region_split_size_mib = {}\nsplit_check_interval_ms = 500\n\
+                     region_split_size_mib = {}\nsplit_check_interval_ms = 500\nmerge_catch_up_timeout_ms = 5000\n\
                      [raft]\ntick_interval_ms = 50\nelection_ticks = 10\nheartbeat_ticks = 2\n{}\n\
                      [rocksdb]\nblock_cache_mib = 16\nwrite_buffer_mib = 8\nmax_background_jobs = 1\n{extra}\n",
                     self.directory_addrs(),

@@ -167,18 +167,49 @@ async fn region_merge_aligns_merges_under_writes_and_refuses_bad_requests() {
             allowed
         })
     };
-    let out = c
-        .try_cli(&[
-            "region",
-            "merge",
-            &b_id,
-            &a_id,
-            "--wait-timeout",
-            "120",
-            "-o",
-            "json",
-        ])
-        .expect("merge");
+    // `tessera operator list` shows the merge while it runs (aligning the
+    // replicas takes a few seconds), and why.
+    let merging = AtomicBool::new(true);
+    let (out, listed) = std::thread::scope(|s| {
+        let lister = s.spawn(|| {
+            let mut listed = vec![];
+            while merging.load(Ordering::Relaxed) {
+                let out = c
+                    .try_cli(&["operator", "list", "-o", "json"])
+                    .expect("operator list");
+                let ops: Vec<serde_json::Value> = serde_json::from_str(&out).expect("json");
+                listed.extend(ops.into_iter().filter(|o| o["kind"] == "merge"));
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            listed
+        });
+        let out = c
+            .try_cli(&[
+                "region",
+                "merge",
+                &b_id,
+                &a_id,
+                "--wait-timeout",
+                "120",
+                "-o",
+                "json",
+            ])
+            .expect("merge");
+        merging.store(false, Ordering::Relaxed);
+        (out, lister.join().unwrap())
+    });
+    assert!(!listed.is_empty(), "operator list never showed the merge");
+    for op in &listed {
+        assert_eq!(op["region_id"].to_string(), b_id, "{op}");
+        assert_eq!(op["reason"], "asked for by an administrator", "{op}");
+    }
+    assert!(
+        listed
+            .iter()
+            .any(|o| o["state"] == format!("merge into region {a_id}")
+                || o["state"].as_str().unwrap().contains("learner")),
+        "{listed:?}"
+    );
     stop.store(true, Ordering::Relaxed);
     let allowed = writer.await.unwrap();
     let merged: serde_json::Value = serde_json::from_str(&out).expect("json");
@@ -216,4 +247,84 @@ async fn region_merge_aligns_merges_under_writes_and_refuses_bad_requests() {
     );
     let status = c.status().await.unwrap();
     assert!(status.operators.iter().all(|o| o.kind != "merge"));
+}
+
+/// The scheduler's merge rule, end to end: a keyspace split into three
+/// regions is merged back once the regions have been cold for
+/// `merge_quiet_for_ms` — except a region a client keeps busy, which stays
+/// until it cools down. Every key survives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduler_merges_small_cold_neighbours_but_not_busy_ones() {
+    let c = E2eCluster::start(Options {
+        schedule_extra: vec![
+            "merge_quiet_for_ms = 3000".into(),
+            "merge_max_keys_per_sec = 20".into(),
+        ],
+        ..Options::default()
+    })
+    .await;
+    c.wait_settled(1).await;
+    let router = c.router();
+    for i in 0..300 {
+        router
+            .put(None, key(i).as_bytes(), b"v")
+            .await
+            .expect("put");
+    }
+    let first = regions_json(&c)[0]["id"].to_string();
+    c.try_cli(&["region", "split", &first, "--at", &key(100)])
+        .expect("split");
+    let second = regions_json(&c)[1]["id"].to_string();
+    c.try_cli(&["region", "split", &second, "--at", &key(200)])
+        .expect("split");
+    let hot = regions_json(&c)[2].clone();
+    assert_eq!(regions_json(&c).len(), 3);
+
+    // Keep the last region busy: it holds keys 200..300.
+    let stop = Arc::new(AtomicBool::new(false));
+    let busy = {
+        let (router, stop) = (router.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let _ = router
+                    .put(None, key(200 + i % 100).as_bytes(), b"busy")
+                    .await;
+                i += 1;
+            }
+        })
+    };
+    c.wait_for(
+        "the two cold regions to merge",
+        std::time::Duration::from_secs(90),
+        |c| async move { regions_json(c).len() == 2 },
+    )
+    .await;
+    // The busy one stays on its own while it is busy (several merge rounds).
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    let regions = regions_json(&c);
+    assert_eq!(regions.len(), 2, "the busy region was merged: {regions:?}");
+    assert_eq!(
+        (&regions[1]["id"], &regions[1]["start_key"]),
+        (&hot["id"], &hot["start_key"]),
+        "{regions:?}"
+    );
+    stop.store(true, Ordering::Relaxed);
+    busy.await.unwrap();
+
+    // Cold again: it goes too.
+    c.wait_for(
+        "the last region to merge once cold",
+        std::time::Duration::from_secs(90),
+        |c| async move { regions_json(c).len() == 1 },
+    )
+    .await;
+    for i in 0..300 {
+        let got = router.get(None, key(i).as_bytes()).await.expect("get");
+        let want: &[u8] = if i >= 200 { b"busy" } else { b"v" };
+        assert!(
+            got.as_deref() == Some(want) || (i >= 200 && got.as_deref() == Some(&b"v"[..])),
+            "key {i}: {got:?}"
+        );
+    }
 }

@@ -18,8 +18,12 @@
 //!    consistent hash ring over the stores (recorded through Raft) and
 //!    replicas move to match it;
 //! 6. **split**: a region reported above 1.5 × the split size is split;
-//! 7. **balance-leader**, 8. **balance-region**: leader and replica counts
+//! 7. **merge**: small, cold neighbours of one range keyspace are merged
+//!    (with hysteresis against the split rules);
+//! 8. **balance-leader**, 9. **balance-region**: leader and replica counts
 //!    are evened out across `Up` stores.
+//!
+//! Merging waits, like balancing, while anything needs repair.
 //!
 //! Each rule is a module of [`rules`] with its invariants in prose;
 //! [`round::Round`] is what they share (the view of stores and replicas,
@@ -46,6 +50,7 @@ use crate::leader::{LeaderState, LifecycleConfig};
 use crate::state::DirectoryState;
 use operator::OperatorKind;
 use round::Round;
+pub use rules::merge::MergeConfig;
 
 /// What one round decided.
 #[derive(Default, Debug)]
@@ -104,6 +109,7 @@ pub fn plan(
             .iter()
             .any(|r| r.peers.iter().any(|p| round.is_bad(p.store_id)));
     if !repairing {
+        rules::merge::plan(&mut round, &ready);
         rules::balance_leader::plan(&mut round, &ready);
         rules::balance_region::plan(&mut round, &ready, &placed);
     }
@@ -133,6 +139,21 @@ fn drop_stale_operators(round: &mut Round) {
             round.out.cancelled.push(op.kind);
         }
     }
+    // A merge whose target changed under it: the source's leader would
+    // only be refused (or roll back); the rules decide again.
+    let outdated: Vec<(u64, String)> = round
+        .leader
+        .operators
+        .values()
+        .filter(|op| round.state.regions.contains_key(&op.region_id))
+        .filter_map(|op| Some((op.region_id, op.merge_outdated(round.state)?)))
+        .collect();
+    for (region_id, why) in outdated {
+        if let Some(op) = round.leader.operators.remove(&region_id) {
+            tracing::info!(region_id, operator = %op.id, why, "merge operator cancelled");
+            round.out.cancelled.push(op.kind);
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -151,6 +172,8 @@ pub struct ScheduleConfig {
     pub lifecycle: LifecycleConfig,
     /// The label whose values are zones.
     pub zone_label: String,
+    /// The merge rule's settings.
+    pub merge: MergeConfig,
 }
 
 impl Default for ScheduleConfig {
@@ -165,6 +188,7 @@ impl Default for ScheduleConfig {
             balance_threshold: 1,
             lifecycle: LifecycleConfig::default(),
             zone_label: "zone".into(),
+            merge: MergeConfig::for_split_size(96 * 1024 * 1024),
         }
     }
 }

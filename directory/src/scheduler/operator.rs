@@ -37,9 +37,12 @@ pub enum Step {
     /// Merge the region into `target_id` (adjacent, replicas on the same
     /// stores): its leader prepares and drives the merge. The operator
     /// ends once the directory no longer records the region (its target's
-    /// report replaced it; see `heartbeats.rs`).
+    /// report replaced it; see `heartbeats.rs`). `target_stores` are the
+    /// target's stores the plan aligned the source to (sorted): if the
+    /// target's replicas move meanwhile, the operator is dropped.
     Merge {
         target_id: u64,
+        target_stores: Vec<u64>,
     },
 }
 
@@ -109,7 +112,7 @@ impl Step {
             Step::Split { keys, .. } => StepProto::Split(operator_step::Split {
                 split_keys: keys.clone(),
             }),
-            Step::Merge { target_id } => StepProto::Merge(operator_step::Merge {
+            Step::Merge { target_id, .. } => StepProto::Merge(operator_step::Merge {
                 target_region_id: *target_id,
             }),
         };
@@ -139,6 +142,25 @@ impl Step {
     }
 }
 
+/// The step as `tessera operator list` shows it.
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Step::AddLearner { store_id, .. } => write!(f, "add a learner on store {store_id}"),
+            Step::PromoteLearner { store_id } => {
+                write!(f, "promote the learner on store {store_id}")
+            }
+            Step::RemovePeer { store_id } => write!(f, "remove the replica on store {store_id}"),
+            Step::TransferLeader { to_store_id } => {
+                write!(f, "transfer leadership to store {to_store_id}")
+            }
+            Step::Split { keys, .. } if keys.is_empty() => f.write_str("split at the middle"),
+            Step::Split { keys, .. } => write!(f, "split at {} key(s)", keys.len()),
+            Step::Merge { target_id, .. } => write!(f, "merge into region {target_id}"),
+        }
+    }
+}
+
 /// What decided an operator: a scheduler rule or an administrator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum OperatorKind {
@@ -153,9 +175,11 @@ pub enum OperatorKind {
     Placement,
     /// Rule 6: a region above 1.5 × the split size.
     SizeSplit,
-    /// Rule 7.
-    BalanceLeader,
+    /// Rule 7: small, cold neighbours.
+    Merge,
     /// Rule 8.
+    BalanceLeader,
+    /// Rule 9.
     BalanceRegion,
     /// `tessera region split`.
     AdminSplit,
@@ -170,7 +194,7 @@ pub enum OperatorKind {
 impl OperatorKind {
     /// The name in operator ids (`move-12`), `cluster status` and the
     /// `kind` label of `tessera_directory_operators_total`. A split reads
-    /// `split` whoever asked for it.
+    /// `split`, a merge `merge`, whoever asked for it.
     pub fn as_str(self) -> &'static str {
         match self {
             OperatorKind::Repair => "repair",
@@ -182,13 +206,33 @@ impl OperatorKind {
             OperatorKind::BalanceRegion => "balance-region",
             OperatorKind::AdminMove => "move",
             OperatorKind::AdminTransferLeader => "transfer-leader",
-            OperatorKind::AdminMerge => "merge",
+            OperatorKind::Merge | OperatorKind::AdminMerge => "merge",
         }
     }
 
     /// Merge operators: they end when their region is gone.
     pub fn is_merge(self) -> bool {
-        matches!(self, OperatorKind::AdminMerge)
+        matches!(self, OperatorKind::Merge | OperatorKind::AdminMerge)
+    }
+
+    /// Why an operator of this kind exists, when its rule says no more.
+    pub fn reason(self) -> &'static str {
+        match self {
+            OperatorKind::Repair => {
+                "a replica on a down, offline or removed store, or the wrong number of voters"
+            }
+            OperatorKind::Zone => "two replicas in one zone while another zone has room",
+            OperatorKind::Keyspace => "a keyspace boundary inside the region",
+            OperatorKind::Placement => "the hash keyspace's ring places the region elsewhere",
+            OperatorKind::SizeSplit => "above 1.5 × the split size",
+            OperatorKind::Merge => "small and cold next to a small and cold neighbour",
+            OperatorKind::BalanceLeader => "leaders uneven across stores",
+            OperatorKind::BalanceRegion => "replicas uneven across stores",
+            OperatorKind::AdminSplit
+            | OperatorKind::AdminMove
+            | OperatorKind::AdminTransferLeader
+            | OperatorKind::AdminMerge => "asked for by an administrator",
+        }
     }
 
     /// Operators of the balance rules, which an admin operator may cancel.
@@ -225,6 +269,8 @@ pub struct Operator {
     pub timeout: Duration,
     /// Stores the operator moves data off or onto.
     pub stores: Vec<u64>,
+    /// Why it exists, for `tessera operator list`.
+    pub reason: String,
 }
 
 impl Operator {
@@ -246,14 +292,38 @@ impl Operator {
             created: Instant::now(),
             timeout,
             stores,
+            reason: kind.reason().to_string(),
         }
     }
 
     /// The region this operator merges its region into, if it does.
     pub fn merge_target(&self) -> Option<u64> {
         self.steps.iter().find_map(|s| match s {
-            Step::Merge { target_id } => Some(*target_id),
+            Step::Merge { target_id, .. } => Some(*target_id),
             _ => None,
+        })
+    }
+
+    /// Why a merge operator can no longer end well: its target is gone
+    /// (merged away) or its replicas moved off the stores the plan aligned
+    /// the source to. `None` for other operators.
+    pub fn merge_outdated(&self, state: &crate::state::DirectoryState) -> Option<String> {
+        let (target_id, target_stores) = self.steps.iter().find_map(|s| match s {
+            Step::Merge {
+                target_id,
+                target_stores,
+            } => Some((*target_id, target_stores)),
+            _ => None,
+        })?;
+        let Some(target) = state.regions.get(&target_id) else {
+            return Some(format!("its target, region {target_id}, is gone"));
+        };
+        let mut now: Vec<u64> = target.peers.iter().map(|p| p.store_id).collect();
+        now.sort_unstable();
+        (&now != target_stores).then(|| {
+            format!(
+                "its target, region {target_id}, moved from stores {target_stores:?} to {now:?}"
+            )
         })
     }
 
@@ -292,12 +362,12 @@ impl Operator {
             kind: self.kind.as_str().to_string(),
             step: self.current as u32,
             steps: self.steps.len() as u32,
-            state: if self.current == self.steps.len() {
-                "finished".into()
-            } else {
-                format!("{:?}", self.steps[self.current])
+            state: match self.steps.get(self.current) {
+                None => "finished".into(),
+                Some(step) => step.to_string(),
             },
             age_ms: self.created.elapsed().as_millis() as u64,
+            reason: self.reason.clone(),
         }
     }
 }

@@ -7,7 +7,7 @@
 //! that is not down takes part in at most `max_operators_per_store`
 //! operators ([`Round::busy`]).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use tessera_proto::directorypb::StoreStats;
 use tessera_proto::metapb::{Peer, PeerRole, Region, StoreState};
@@ -28,6 +28,8 @@ pub(super) struct Round<'a> {
     pub store_states: BTreeMap<u64, StoreState>,
     /// Replicas per store.
     pub region_counts: HashMap<u64, usize>,
+    /// Regions in a merge their leaders reported (`LeaderState::reported_merges`).
+    pub merging: HashSet<u64>,
 }
 
 impl<'a> Round<'a> {
@@ -48,7 +50,9 @@ impl<'a> Round<'a> {
                 *region_counts.entry(p.store_id).or_default() += 1;
             }
         }
+        let merging = leader.reported_merges(state);
         Round {
+            merging,
             state,
             cfg,
             leader,
@@ -151,10 +155,12 @@ impl<'a> Round<'a> {
             && self.leader.operators_on(store_id) >= self.cfg.max_operators_per_store
     }
 
-    /// Whether an operator runs on `region_id`, or a merge into it: the
-    /// rules leave a merge's target alone until the merge ends.
+    /// Whether an operator runs on `region_id`, or a merge into it, or a
+    /// merge its leader (or its source's) reports: the rules leave a
+    /// merge's source and target alone until the merge ends.
     pub fn has_operator(&self, region_id: u64) -> bool {
         self.leader.operators.contains_key(&region_id)
+            || self.merging.contains(&region_id)
             || self
                 .leader
                 .operators
@@ -178,16 +184,29 @@ impl<'a> Round<'a> {
     /// Starts an operator on `region_id` unless it has one already (or
     /// there is nothing to do).
     pub fn add_operator(&mut self, region_id: u64, kind: OperatorKind, steps: Vec<Step>) {
+        self.add_operator_because(region_id, kind, steps, kind.reason().to_string());
+    }
+
+    /// [`Round::add_operator`], saying why in the rule's own words (shown
+    /// by `tessera operator list`).
+    pub fn add_operator_because(
+        &mut self,
+        region_id: u64,
+        kind: OperatorKind,
+        steps: Vec<Step>,
+        reason: String,
+    ) {
         if self.has_operator(region_id) || steps.is_empty() {
             return;
         }
-        let op = Operator::new(
+        let mut op = Operator::new(
             self.leader.next_operator,
             region_id,
             kind,
             steps,
             self.cfg.operator_timeout,
         );
+        op.reason = reason;
         self.leader.next_operator += 1;
         self.leader.operators.insert(region_id, op);
         self.out.created.push(kind);

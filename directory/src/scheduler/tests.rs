@@ -71,10 +71,7 @@ fn cluster(regions: u64, silent: &[u64]) -> (DirectoryState, LeaderState) {
             RegionStats {
                 leader: Some(peers[0]),
                 term: 5,
-                approximate_size_bytes: 0,
-                down_peers: vec![],
-                progress: vec![],
-                seen: Instant::now(),
+                ..RegionStats::new(Instant::now())
             },
         );
     }
@@ -304,4 +301,109 @@ fn repair_skips_stores_low_on_space_and_prefers_free_space() {
     assert_eq!(with_spare(50, 80), Some(5));
     assert_eq!(with_spare(80, 50), Some(4));
     assert_eq!(with_spare(20, 5), Some(4), "store 5 is 95% full");
+}
+
+/// `cluster(n, &[])` with every region known and cold for two hours.
+fn quiet_cluster(regions: u64) -> (DirectoryState, LeaderState) {
+    let (state, mut leader) = cluster(regions, &[]);
+    for s in leader.regions.values_mut() {
+        s.quiet_since = Instant::now() - Duration::from_secs(7200);
+    }
+    (state, leader)
+}
+
+fn merges(leader: &LeaderState) -> Vec<(u64, u64)> {
+    leader
+        .operators
+        .values()
+        .filter(|o| o.kind == OperatorKind::Merge)
+        .map(|o| (o.region_id, o.merge_target().unwrap()))
+        .collect()
+}
+
+#[test]
+fn small_cold_neighbours_merge_and_hot_or_young_ones_do_not() {
+    let cfg = ScheduleConfig::default();
+    let mut next = 100;
+
+    let (state, mut leader) = quiet_cluster(4);
+    plan(&state, &mut leader, &cfg, &mut ids(&mut next));
+    // 10 into 20; 20 is then held as a target, so 30 goes into 40.
+    assert_eq!(merges(&leader), vec![(10, 20), (30, 40)]);
+    let op = &leader.operators[&10];
+    assert!(op.reason.contains("merge into region 20"), "{}", op.reason);
+    assert_eq!(
+        op.steps,
+        vec![Step::Merge {
+            target_id: 20,
+            target_stores: vec![1, 2, 3]
+        }]
+    );
+
+    // A busy region is neither a source nor a target; a region the leader
+    // has known for a moment only (a split's new half) neither.
+    let (state, mut leader) = quiet_cluster(4);
+    leader.regions.get_mut(&20).unwrap().keys_per_sec = 500.0;
+    leader.regions.get_mut(&40).unwrap().quiet_since = Instant::now();
+    plan(&state, &mut leader, &cfg, &mut ids(&mut next));
+    assert_eq!(merges(&leader), vec![]);
+
+    // A merge a previous directory leader started (30 into 40, as 30's
+    // leader reports) holds both: only 10 and 20 merge.
+    let (state, mut leader) = quiet_cluster(4);
+    leader.regions.get_mut(&30).unwrap().merging_into = 40;
+    plan(&state, &mut leader, &cfg, &mut ids(&mut next));
+    assert_eq!(merges(&leader), vec![(10, 20)]);
+
+    // Once 30 is gone (merged), what it last reported holds nothing.
+    let (mut state, mut leader) = quiet_cluster(4);
+    leader.regions.get_mut(&30).unwrap().merging_into = 40;
+    state.regions.remove(&30);
+    state.ranges.retain(|_, id| *id != 30);
+    state.regions.get_mut(&40).unwrap().start_key = vec![3];
+    state.ranges.retain(|_, id| *id != 40);
+    state.ranges.insert(vec![3], 40);
+    leader.regions.get_mut(&10).unwrap().keys_per_sec = 500.0;
+    plan(&state, &mut leader, &cfg, &mut ids(&mut next));
+    assert_eq!(merges(&leader), vec![(20, 40)]);
+}
+
+#[test]
+fn merges_stay_under_the_size_limit_and_the_in_flight_limit() {
+    let mut cfg = ScheduleConfig::default();
+    let mut next = 100;
+    let (state, mut leader) = quiet_cluster(6);
+    cfg.merge.max_size_bytes = 1000;
+    // 10 + 20 is one byte too many; 20 + 30 fits.
+    leader.regions.get_mut(&10).unwrap().approximate_size_bytes = 501;
+    leader.regions.get_mut(&20).unwrap().approximate_size_bytes = 500;
+    leader.regions.get_mut(&30).unwrap().approximate_size_bytes = 500;
+    cfg.merge.max_in_flight = 2;
+    plan(&state, &mut leader, &cfg, &mut ids(&mut next));
+    assert_eq!(merges(&leader), vec![(20, 30), (40, 50)]);
+
+    // Turned off.
+    let (state, mut leader) = quiet_cluster(6);
+    cfg.merge.max_size_bytes = 0;
+    plan(&state, &mut leader, &cfg, &mut ids(&mut next));
+    assert_eq!(merges(&leader), vec![]);
+}
+
+#[test]
+fn a_merge_whose_target_moved_is_cancelled() {
+    let cfg = ScheduleConfig::default();
+    let mut next = 100;
+    let (mut state, mut leader) = quiet_cluster(2);
+    plan(&state, &mut leader, &cfg, &mut ids(&mut next));
+    assert_eq!(merges(&leader), vec![(10, 20)]);
+    // The target's replica on store 3 moved to store 4.
+    let target = state.regions.get_mut(&20).unwrap();
+    target.peers[2].store_id = 4;
+    // Both now hot: nothing new is planned once the old one is dropped.
+    for s in leader.regions.values_mut() {
+        s.keys_per_sec = 1000.0;
+    }
+    let d = plan(&state, &mut leader, &cfg, &mut ids(&mut next));
+    assert_eq!(d.cancelled, vec![OperatorKind::Merge]);
+    assert_eq!(merges(&leader), vec![]);
 }

@@ -39,6 +39,7 @@ use tokio::sync::oneshot;
 
 use super::apply::clip_to_region;
 use super::command::{self, CmdResult, KvOutput};
+use crate::load::LoadSampler;
 use crate::{Error, Result};
 
 /// Reads served through the poller that may find the region's data
@@ -89,6 +90,7 @@ pub struct KvApi {
     /// The leases the poller publishes (`None`: local reads are off).
     local: Option<LocalReaders>,
     cfg: KvConfig,
+    load: Arc<LoadSampler>,
 }
 
 /// Turns a routing error into a response carrying it; other errors stay
@@ -114,7 +116,13 @@ impl KvApi {
             engine,
             local,
             cfg,
+            load: Arc::default(),
         }
+    }
+
+    /// What each region served here since its last report.
+    pub fn load(&self) -> &Arc<LoadSampler> {
+        &self.load
     }
 
     pub fn store_id(&self) -> u64 {
@@ -239,10 +247,13 @@ impl KvApi {
     /// Proposes `cmds` to the region's log and waits until they apply.
     async fn propose(&self, ctx: &Context, cmds: Vec<Cmd>) -> Result<Vec<CmdResult>> {
         let (tx, rx) = oneshot::channel();
+        let keys = cmds.len() as u64;
+        let data = command::encode(ctx, cmds);
+        self.load.write(ctx.region_id, keys, data.len() as u64);
         self.mailbox.send(PollerMsg::Propose {
             region_id: ctx.region_id,
             epoch: EpochCheck::version(ctx.region_epoch.unwrap_or_default()),
-            data: command::encode(ctx, cmds),
+            data,
             class: WriteClass::User,
             cb: Box::new(move |r| {
                 let _ = tx.send(r);
@@ -272,6 +283,7 @@ impl KvApi {
                 let ctx = self.context(req.context)?;
                 self.read(&ctx, |region| {
                     Self::check_key_in(region, &req.key)?;
+                    self.load.read(region.id, 1);
                     let value = self.engine_get(&req.key)?;
                     Ok(GetResponse {
                         region_error: None,
@@ -306,6 +318,7 @@ impl KvApi {
         for k in keys {
             Self::check_key_in(region, k)?;
         }
+        self.load.read(region.id, keys.len() as u64);
         let mut pairs = vec![];
         let mut seen = std::collections::HashSet::with_capacity(keys.len());
         let mut page = limits::PageBudget::new(self.cfg.max_response_bytes);
@@ -377,6 +390,7 @@ impl KvApi {
                 pairs.len() < limit
             })
             .map_err(|e| Error::Engine(e.to_string()))?;
+        self.load.read(region.id, pairs.len().max(1) as u64);
         Ok(ScanResponse {
             region_error: None,
             pairs,
