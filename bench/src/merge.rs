@@ -294,6 +294,7 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
     times_ms.sort_by(f64::total_cmp);
     let before = timeline.per_second(10, timeline.slot_of(merging_from));
     let during = timeline.per_second(timeline.slot_of(merging_from), timeline.slot_of(merging_to));
+    let error_kinds = errors.lock().unwrap().clone();
     let report = Report {
         regions: args.regions,
         merges: times_ms.len(),
@@ -305,8 +306,8 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
         baseline_ops_per_sec: median(before),
         during_ops_per_sec_median: median(during.clone()),
         during_ops_per_sec_min_1s: during.iter().copied().fold(f64::INFINITY, f64::min),
-        client_errors: errors.lock().unwrap().values().sum(),
-        client_error_kinds: errors.lock().unwrap().clone(),
+        client_errors: error_kinds.values().sum(),
+        client_error_kinds: error_kinds,
         refused_requests: refused,
     };
     let doc = serde_json::to_string_pretty(&serde_json::json!({

@@ -5,7 +5,7 @@
 
 use tessera_proto::errorpb::RegionError;
 
-use super::Peer;
+use super::{Deferred, Peer};
 use crate::Error;
 
 /// How long a client should wait before retrying a merging region.
@@ -25,6 +25,46 @@ impl<O: Send + 'static> Peer<O> {
             ),
             MERGING_BACKOFF_MS,
         )))
+    }
+
+    /// This (source) replica was merged into its target: what still waits
+    /// on it is answered. A proposal after the PrepareMerge gets
+    /// `RegionNotFound` (reload the range and retry): unlike a destroyed
+    /// peer's proposals, it is known not to have applied anywhere — its
+    /// entry carries the epoch from before the prepare, so the epoch check
+    /// refuses it at apply, and no replica of the source applies anything
+    /// once merged — so a write the SDK retries cannot apply twice. One at
+    /// or before the prepare did apply everywhere if this replica merely
+    /// lagged (its target's snapshot ended it): outcome unknown, as for
+    /// any destroyed peer. (A replica that applied up to the prepare has
+    /// answered all of those already.)
+    pub fn end_merged_source(&mut self) -> Vec<Deferred> {
+        let region_id = self.region_id();
+        let prepare_index = self
+            .merge
+            .state
+            .as_ref()
+            .map_or(u64::MAX, |s| s.prepare_index);
+        let mut answers: Vec<Deferred> = self
+            .proposals
+            .drain(..)
+            .map(|p| {
+                let err = if p.index > prepare_index {
+                    Error::region(RegionError::region_not_found(region_id))
+                } else {
+                    Error::Indeterminate(format!(
+                        "region {region_id} merged before this replica applied the write"
+                    ))
+                };
+                p.waiter.fail(err)
+            })
+            .collect();
+        for cb in self.reads.take_all() {
+            answers.push(Box::new(move || {
+                cb(Err(Error::region(RegionError::region_not_found(region_id))))
+            }));
+        }
+        answers
     }
 
     /// A target replica merges this (source) replica once it has applied

@@ -126,6 +126,38 @@ fn a_leaders_pending_proposal_fails_through_the_answers_it_returns() {
     assert!(matches!(answered, Err(Error::Indeterminate(_))));
 }
 
+/// A merged source's proposals after its PrepareMerge never apply: they
+/// are answered `RegionNotFound` (retry elsewhere); one at or before it
+/// may have applied elsewhere: outcome unknown.
+#[test]
+fn a_merged_sources_proposals_after_the_prepare_are_known_not_applied() {
+    let mut p = peer();
+    p.campaign().unwrap();
+    let (before, cb) = recorder::<u32>();
+    assert!(p
+        .propose(&current(), b"x".to_vec(), cb, Instant::now())
+        .is_ok());
+    let prepare_index = p.raw_node.raft.raft_log.last_index();
+    let (after, cb) = recorder::<u32>();
+    assert!(p
+        .propose(&current(), b"y".to_vec(), cb, Instant::now())
+        .is_ok());
+    p.merge.state = Some(tessera_proto::raft_serverpb::MergeState {
+        prepare_index,
+        ..Default::default()
+    });
+    for a in p.end_merged_source() {
+        a();
+    }
+    let before = before.lock().unwrap().take().expect("answered");
+    assert!(matches!(before, Err(Error::Indeterminate(_))), "{before:?}");
+    let after = after.lock().unwrap().take().expect("answered");
+    assert!(
+        matches!(&after, Err(Error::Region(r)) if matches!(r.error, Some(Kind::RegionNotFound(_)))),
+        "{after:?}"
+    );
+}
+
 /// Each message raft-rs would abort on is refused, naming why; the honest
 /// form of each passes.
 #[test]

@@ -105,7 +105,7 @@ impl<S: StateMachine> Poller<S> {
         );
         self.leases.remove(source_id);
         if let Some(mut peer) = self.peers.remove(&source_id) {
-            for answer in peer.fail_pending("the region merged into another") {
+            for answer in peer.end_merged_source() {
                 answer();
             }
             self.unindex_region(peer.region());
@@ -122,7 +122,7 @@ impl<S: StateMachine> Poller<S> {
         let source_id = source.id;
         self.leases.remove(source_id);
         if let Some(mut peer) = self.peers.remove(&source_id) {
-            for answer in peer.fail_pending("the region merged into another") {
+            for answer in peer.end_merged_source() {
                 answer();
             }
             self.unindex_region(peer.region());
