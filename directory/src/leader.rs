@@ -125,7 +125,6 @@ impl LeaderState {
         }
     }
 
-    /// Operators that involve `store_id` (as source or target).
     /// The regions taking part in a merge their leaders reported running
     /// (sources and targets), whoever started it (a previous directory
     /// leader, say): the rules leave them alone until it ends.
@@ -139,6 +138,7 @@ impl LeaderState {
             .collect()
     }
 
+    /// Operators that involve `store_id` (as source or target).
     pub fn operators_on(&self, store_id: u64) -> usize {
         self.operators
             .values()

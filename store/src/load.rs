@@ -4,7 +4,9 @@
 //! neighbours; later, load-based split and hot-region balancing).
 //!
 //! The Kv API counts every request it serves for a region, whatever the
-//! outcome of the engine read or the proposal, on the request's task:
+//! outcome of the engine read or the proposal (a lease read redone through
+//! the poller counts twice; an estimate is all the rules need), on the
+//! request's task:
 //! three relaxed atomic adds in a `DashMap` entry, no lock held across an
 //! await. The heartbeat loop takes a region's counts when it reports the
 //! region ([`LoadSampler::take`]), which starts the next interval, and
