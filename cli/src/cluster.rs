@@ -15,11 +15,10 @@ use std::collections::BTreeMap;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use serde::Serialize;
-
-use crate::operator::OperatorView;
 use tessera_proto::directorypb::{ClusterStatusResponse, Member};
 
 use crate::conn::Ctx;
+use crate::operator::OperatorView;
 use crate::output;
 
 /// Cluster commands.
