@@ -36,6 +36,24 @@ fn stores_of(region: &serde_json::Value) -> Vec<u64> {
     s
 }
 
+/// Writes keys 0..300 with `value`, then splits the one region at keys
+/// 100 and 200.
+async fn three_regions(c: &E2eCluster, router: &tessera_routing::Router, value: &[u8]) {
+    for i in 0..300 {
+        router
+            .put(None, key(i).as_bytes(), value)
+            .await
+            .expect("put");
+    }
+    let first = regions_json(c)[0]["id"].to_string();
+    c.try_cli(&["region", "split", &first, "--at", &key(100)])
+        .expect("split");
+    // Listed in key order: the new region is the second.
+    let second = regions_json(c)[1]["id"].to_string();
+    c.try_cli(&["region", "split", &second, "--at", &key(200)])
+        .expect("split");
+}
+
 /// Waits until no operator runs and every region has three voters.
 async fn settled(c: &E2eCluster) {
     c.wait_for(
@@ -62,19 +80,7 @@ async fn region_merge_aligns_merges_under_writes_and_refuses_bad_requests() {
     .await;
     c.wait_settled(1).await;
     let router = c.router();
-    for i in 0..300 {
-        router
-            .put(None, key(i).as_bytes(), b"before")
-            .await
-            .expect("put");
-    }
-    let first = regions_json(&c)[0]["id"].to_string();
-    c.try_cli(&["region", "split", &first, "--at", &key(100)])
-        .expect("split");
-    // Listed in key order: the new region is the second.
-    let second = regions_json(&c)[1]["id"].to_string();
-    c.try_cli(&["region", "split", &second, "--at", &key(200)])
-        .expect("split");
+    three_regions(&c, &router, b"before").await;
     c.wait_for(
         "four stores",
         std::time::Duration::from_secs(60),
@@ -265,18 +271,7 @@ async fn the_scheduler_merges_small_cold_neighbours_but_not_busy_ones() {
     .await;
     c.wait_settled(1).await;
     let router = c.router();
-    for i in 0..300 {
-        router
-            .put(None, key(i).as_bytes(), b"v")
-            .await
-            .expect("put");
-    }
-    let first = regions_json(&c)[0]["id"].to_string();
-    c.try_cli(&["region", "split", &first, "--at", &key(100)])
-        .expect("split");
-    let second = regions_json(&c)[1]["id"].to_string();
-    c.try_cli(&["region", "split", &second, "--at", &key(200)])
-        .expect("split");
+    three_regions(&c, &router, b"v").await;
     let hot = regions_json(&c)[2].clone();
     assert_eq!(regions_json(&c).len(), 3);
 
