@@ -76,7 +76,12 @@ impl Core {
         let mut reply = None;
         if let Some(op) = ls.operators.get_mut(&region.id) {
             let op_id = op.id.clone();
-            let (outcome, step) = op.advance(&region, report.leader.as_ref(), &report.progress);
+            let (outcome, step) = op.advance(
+                &region,
+                report.leader.as_ref(),
+                &report.progress,
+                report.merging_into,
+            );
             match outcome {
                 Outcome::Running => {
                     reply = step.map(|s| RegionHeartbeatResponse {

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tessera_proto::adminpb::ChangePeerKind;
 use tessera_proto::errorpb::region_error::Error as Kind;
+use tessera_store::merge::CommitOutcome;
 use tessera_testkit::{key, Cluster, ClusterOptions, MergeEnd};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -149,7 +150,10 @@ async fn a_merge_the_target_refuses_rolls_back_and_both_regions_serve() {
     let (prepared, state) = cluster.prepare_merge(left.id, right.id).await.unwrap();
     // The target changes after the source prepared: it must refuse.
     cluster.must_split(right.id, &key("t")).await;
-    let end = cluster.finish_merge(prepared, state).await.unwrap();
+    let end = cluster
+        .finish_merge(prepared.clone(), state.clone())
+        .await
+        .unwrap();
     let MergeEnd::RolledBack(source, reason) = end else {
         panic!("a changed target merged: {end:?}");
     };
@@ -187,9 +191,29 @@ async fn a_merge_the_target_refuses_rolls_back_and_both_regions_serve() {
         );
     }
 
-    // Asked again, the target keeps its answer; a merge into the region as
-    // it is now succeeds.
-    let merged = cluster.must_merge(left.id, right.id).await;
+    // A merge into the region as it is now is prepared again; the first
+    // merge, asked again (a driver from before a restart does that), still
+    // gets its refusal, although the source replicas now hold another
+    // merge; and the second merge succeeds.
+    let (again, again_state) = cluster.prepare_merge(left.id, right.id).await.unwrap();
+    assert!(again_state.prepare_index > state.prepare_index);
+    let target_leader = cluster.wait_leader(right.id, TIMEOUT).await.unwrap();
+    let answer = tessera_store::merge::commit_merge(
+        &cluster.admin(target_leader).unwrap(),
+        right.id,
+        prepared,
+        state,
+        false,
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(&answer, CommitOutcome::Refused(why) if why.contains("before")),
+        "{answer:?}"
+    );
+    let MergeEnd::Merged(merged) = cluster.finish_merge(again, again_state).await.unwrap() else {
+        panic!("the second merge did not end merged");
+    };
     assert_eq!(
         (merged.start_key.as_slice(), merged.end_key),
         (&b""[..], key("t"))

@@ -71,9 +71,13 @@ impl Step {
     }
 
     /// Whether the step may be sent now: a learner is promoted only once it
-    /// has caught up.
-    pub fn is_ready(&self, region: &Region, progress: &[PeerProgress]) -> bool {
+    /// has caught up; a merge is not asked for again while the source
+    /// reports it under way (`merging_into`: its leader drives it to its
+    /// end, and a step sent again would be answered "done" at once, and
+    /// reported, and sent again, for as long as the merge takes).
+    pub fn is_ready(&self, region: &Region, progress: &[PeerProgress], merging_into: u64) -> bool {
         match self {
+            Step::Merge { target_id, .. } => merging_into != *target_id,
             Step::PromoteLearner { store_id } => {
                 let Some(p) = peer_on(region, *store_id) else {
                     return false;
@@ -332,12 +336,14 @@ impl Operator {
     }
 
     /// Moves past the steps the region shows done; returns the outcome and
-    /// the step to send, if any.
+    /// the step to send, if any. `merging_into` is the region the report
+    /// says the region is merging into (0: none).
     pub fn advance(
         &mut self,
         region: &Region,
         leader: Option<&Peer>,
         progress: &[PeerProgress],
+        merging_into: u64,
     ) -> (Outcome, Option<&Step>) {
         while self.current < self.steps.len() && self.steps[self.current].is_done(region, leader) {
             self.current += 1;
@@ -351,7 +357,8 @@ impl Operator {
         let step = &self.steps[self.current];
         (
             Outcome::Running,
-            step.is_ready(region, progress).then_some(step),
+            step.is_ready(region, progress, merging_into)
+                .then_some(step),
         )
     }
 
@@ -412,7 +419,7 @@ mod tests {
             ..Default::default()
         };
         let leader = Some(peer(20, 2, PeerRole::Voter));
-        let (o, step) = op.advance(&region, leader.as_ref(), &[]);
+        let (o, step) = op.advance(&region, leader.as_ref(), &[], 0);
         assert_eq!(
             (o, step.cloned()),
             (
@@ -437,7 +444,7 @@ mod tests {
                 recent_active: true,
             },
         ];
-        let (o, step) = op.advance(&region, leader.as_ref(), &lagging);
+        let (o, step) = op.advance(&region, leader.as_ref(), &lagging, 0);
         assert_eq!(
             (o, step),
             (Outcome::Running, None),
@@ -455,14 +462,49 @@ mod tests {
                 recent_active: true,
             },
         ];
-        let (_, step) = op.advance(&region, leader.as_ref(), &caught_up);
+        let (_, step) = op.advance(&region, leader.as_ref(), &caught_up, 0);
         assert_eq!(step, Some(&Step::PromoteLearner { store_id: 4 }));
 
         region.peers[3].role = PeerRole::Voter as i32;
         region.peers.remove(0);
-        let (o, _) = op.advance(&region, leader.as_ref(), &caught_up);
+        let (o, _) = op.advance(&region, leader.as_ref(), &caught_up, 0);
         assert_eq!(o, Outcome::Finished);
         assert!(op.involves(4) && op.involves(1) && !op.involves(2));
         assert_eq!(op.id, "move-1");
+    }
+
+    #[test]
+    fn a_merge_is_not_asked_for_again_while_the_source_reports_it() {
+        let mut op = Operator::new(
+            2,
+            9,
+            OperatorKind::AdminMerge,
+            vec![Step::Merge {
+                target_id: 8,
+                target_stores: vec![1, 2, 3],
+            }],
+            Duration::from_secs(60),
+        );
+        let region = Region {
+            id: 9,
+            region_epoch: Some(RegionEpoch::new(1, 1)),
+            peers: vec![peer(10, 1, PeerRole::Voter)],
+            ..Default::default()
+        };
+        let leader = Some(peer(10, 1, PeerRole::Voter));
+        let merge = |op: &mut Operator, merging_into| {
+            op.advance(&region, leader.as_ref(), &[], merging_into)
+                .1
+                .cloned()
+        };
+        assert!(
+            merge(&mut op, 0).is_some(),
+            "not merging yet: the step goes"
+        );
+        assert_eq!(merge(&mut op, 8), None, "merging into the target");
+        assert!(
+            merge(&mut op, 7).is_some(),
+            "merging elsewhere: the step goes (and is refused)"
+        );
     }
 }

@@ -46,6 +46,14 @@
 //!    merged" if a merge came first). The source leaves the merging state
 //!    with a new epoch.
 //!
+//! A source can only end through its target's answer, so the target must
+//! stay to give it: a target that merged away itself (a tombstone) or lost
+//! its replicas answers nothing, and its merging source would stay frozen.
+//! The coordinator keeps targets in place: the directory refuses any
+//! operator on a region that is the target of a merge operator, or that a
+//! merging source reports as its target (`RegionReport.merging_into`),
+//! until that merge has ended.
+//!
 //! # Why nothing acknowledged is lost or applied twice
 //! - A write to the source is acknowledged only once applied; everything
 //!   the source applied is at or below the prepare index (it takes nothing

@@ -137,6 +137,7 @@ pub async fn drive(api: &AdminApi, source_id: u64) -> Result<DriveEnd> {
     let source = info.region;
     let deadline = Instant::now() + api.merge_catch_up_timeout();
     let refuse = loop {
+        still_merging(&api.leader_info(source_id).await?, &state)?;
         if source_caught_up(api, source_id, state.prepare_index).await? {
             break false;
         }
@@ -158,6 +159,22 @@ pub async fn drive(api: &AdminApi, source_id: u64) -> Result<DriveEnd> {
     }
 }
 
+/// Fails once the source no longer holds the merge a driver was started
+/// for: it rolled back (a driver from before a restart may find its
+/// rollback already applied from the log) or prepared again, at another
+/// index, which a driver of its own drives. A driver that went on would
+/// ask for a commit no one can give, and hold the region's one driver slot
+/// so that the new merge never got one.
+fn still_merging(info: &RegionInfo, state: &MergeState) -> Result<()> {
+    match &info.merge_state {
+        Some(s) if s.prepare_index == state.prepare_index => Ok(()),
+        _ => Err(Error::InvalidArgument(format!(
+            "region {}'s merge prepared at index {} ended (rolled back, or prepared again)",
+            info.region.id, state.prepare_index
+        ))),
+    }
+}
+
 /// Asks the target's leader until it answers, as long as this store leads
 /// the source (a merged source is gone from here: merged).
 async fn ask_target(
@@ -170,7 +187,7 @@ async fn ask_target(
     let mut hint: Option<u64> = None;
     loop {
         match api.leader_info(source.id).await {
-            Ok(_) => {}
+            Ok(info) => still_merging(&info, state)?,
             Err(Error::Region(e)) if matches!(e.error, Some(Kind::RegionNotFound(_))) => {
                 // Merged here while we asked: the answer was yes.
                 let merged = api.region_info(target_id).await?.region;

@@ -30,7 +30,8 @@ use tessera_multiraft::{region, ApplyContext};
 use tessera_proto::errorpb::RegionError;
 use tessera_proto::metapb::{Region, RegionEpoch};
 use tessera_proto::raft_serverpb::{
-    admin_command, CommitMergeCommand, MergeState, PrepareMergeCommand, RollbackMergeCommand,
+    admin_command, CommitMergeCommand, MergeState, PrepareMergeCommand, RefusedMerge,
+    RollbackMergeCommand,
 };
 use tokio::sync::oneshot;
 
@@ -220,7 +221,15 @@ pub async fn commit_merge(
     refuse: bool,
 ) -> Result<CommitOutcome> {
     let info = api.leader_info(target_id).await?;
-    if !refuse && !info.merge_record.merged.contains(&source.id) {
+    let refused = RefusedMerge {
+        source_id: source.id,
+        prepare_index: state.prepare_index,
+    };
+    // A decision taken before is given again, whatever the source's
+    // replica here has done since (rolled back, prepared again).
+    let decided = info.merge_record.merged.contains(&source.id)
+        || info.merge_record.refused.contains(&refused);
+    if !refuse && !decided {
         check_local_source(api, target_id, &source, &state).await?;
     }
     let epoch = region::epoch(&info.region);
