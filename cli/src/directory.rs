@@ -197,6 +197,13 @@ impl Directory {
         Ok(call!(self, "move region", move_region, req)?.operator)
     }
 
+    /// Starts decommissioning a store (it becomes `Offline`).
+    pub async fn remove_store(&self, store_id: u64) -> Result<()> {
+        let req = RemoveStoreRequest { store_id };
+        call!(self, "remove store", remove_store, req)?;
+        Ok(())
+    }
+
     /// Starts a leader transfer; returns the operator id.
     pub async fn transfer_leader(&self, region_id: u64, to: u64) -> Result<String> {
         let req = TransferLeaderRequest {

@@ -18,6 +18,7 @@
 //! Results go to stdout only, as a table or as one JSON document
 //! (`--output`).
 
+mod batch;
 mod boundaries;
 mod cert;
 mod cluster;
@@ -76,6 +77,13 @@ pub enum Command {
     Delete(kv::DeleteArgs),
     /// List the keys and values in a range, in key order.
     Scan(kv::ScanArgs),
+    /// Swap a key's value only if it holds what is expected (or is absent);
+    /// exit status 1 if it did not.
+    Cas(batch::CasArgs),
+    /// Read many keys in one call; every key is listed, found or not.
+    BatchGet(batch::BatchGetArgs),
+    /// Write many KEY=VALUE pairs in one call (not atomic across regions).
+    BatchPut(batch::BatchPutArgs),
     /// Delete every key in a range, region by region, with progress; a run
     /// that stops prints how to resume it (--resume).
     DeleteRange(delete_range::DeleteRangeArgs),
@@ -171,6 +179,9 @@ async fn run_command(cli: Cli) -> Result<()> {
         Command::Delete(a) => a.keyspace.direct,
         Command::Scan(a) => a.keyspace.direct,
         Command::DeleteRange(a) => a.keyspace.direct,
+        Command::Cas(a) => a.keyspace.direct,
+        Command::BatchGet(a) => a.keyspace.direct,
+        Command::BatchPut(a) => a.keyspace.direct,
         _ => false,
     };
     match cli.command {
@@ -180,6 +191,9 @@ async fn run_command(cli: Cli) -> Result<()> {
         Command::Delete(args) => kv::delete(&ctx, args).await,
         Command::Scan(args) => kv::scan(&ctx, args).await,
         Command::DeleteRange(args) => delete_range::run(&ctx, args).await,
+        Command::Cas(args) => batch::cas(&ctx, args).await,
+        Command::BatchGet(args) => batch::batch_get(&ctx, args).await,
+        Command::BatchPut(args) => batch::batch_put(&ctx, args).await,
         Command::Store(command) => store::run(&ctx, command).await,
         Command::Region(command) => region::run(&ctx, command).await,
         Command::Keyspace(command) => keyspace::run(&ctx, command).await,

@@ -1,10 +1,20 @@
 //! `tessera store list`: the stores the directory knows, with their state
-//! and the load they last reported.
+//! and the load they last reported; `tessera store remove N`: decommission
+//! a store, following it until it is a tombstone.
 //!
 //! The state is the directory leader's live view (`up`, `disconnected`,
 //! `down`, `offline`, `tombstone`), not only what was last recorded through
 //! Raft. Statistics come from store heartbeats and are missing for a store
 //! the current directory leader has not heard from yet.
+//!
+//! A removed store is `offline` while the scheduler moves its replicas to
+//! other stores (its repair rule treats an offline store's replicas as
+//! lost, one region at a time), and `tombstone` once it holds none. The
+//! directory refuses the removal when fewer working stores than a region's
+//! replicas would remain. A removed store's process may be stopped once
+//! it is a tombstone; it cannot register again.
+
+use std::time::Duration;
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
@@ -12,8 +22,10 @@ use serde::Serialize;
 use tessera_proto::directorypb::StoreInfo;
 use tessera_proto::metapb::StoreState;
 
-use crate::conn::Ctx;
+use crate::conn::{parse_seconds, Ctx};
+use crate::directory::Directory;
 use crate::output::{self, human_bytes, human_seconds};
+use crate::wait::{self, Poll};
 
 /// Store commands.
 #[derive(Subcommand, Debug)]
@@ -21,6 +33,23 @@ pub enum Command {
     /// List the stores: id, address, state, regions, leaders, space and the
     /// time since their last heartbeat.
     List(ListArgs),
+    /// Decommission a store: its replicas move to other stores, then it
+    /// becomes a tombstone (it can never rejoin). Shows progress until it
+    /// is one. Refused when fewer stores than a region's replicas would
+    /// remain. Admin role.
+    Remove(RemoveArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RemoveArgs {
+    /// The store to remove.
+    pub id: u64,
+    /// Give up waiting after this many seconds (the removal goes on).
+    #[arg(long, value_name = "SECONDS", default_value = "1800", value_parser = parse_seconds)]
+    pub wait_timeout: Duration,
+    /// Return as soon as the directory accepted the removal.
+    #[arg(long)]
+    pub no_wait: bool,
 }
 
 #[derive(Args, Debug)]
@@ -33,7 +62,82 @@ pub struct ListArgs {
 pub async fn run(ctx: &Ctx, command: Command) -> Result<()> {
     match command {
         Command::List(args) => list(ctx, args).await,
+        Command::Remove(args) => remove(ctx, args).await,
     }
+}
+
+/// What `store remove` prints at the end.
+#[derive(Debug, Serialize)]
+pub struct RemovedView {
+    pub id: u64,
+    pub state: &'static str,
+    /// Replicas the directory still records on the store.
+    pub replicas: usize,
+}
+
+async fn remove(ctx: &Ctx, args: RemoveArgs) -> Result<()> {
+    let dir = ctx.directory()?;
+    dir.remove_store(args.id).await?;
+    let id = args.id;
+    let view = if args.no_wait {
+        RemovedView {
+            id,
+            state: "offline",
+            replicas: replicas_on(&dir, id).await?,
+        }
+    } else {
+        let hint = "the removal goes on in the background: see `tessera store list --all` and \
+             `tessera operator list`";
+        wait::until(
+            &format!("store {id} to empty and become a tombstone"),
+            args.wait_timeout,
+            hint,
+            async || {
+                let stores = dir.list_stores(true).await?;
+                let state = stores
+                    .iter()
+                    .filter_map(|s| s.store.as_ref())
+                    .find(|s| s.id == id)
+                    .map(|s| s.state);
+                let replicas = replicas_on(&dir, id).await?;
+                Ok(match state {
+                    Some(s) if s == StoreState::Tombstone as i32 => Poll::Done(RemovedView {
+                        id,
+                        state: "tombstone",
+                        replicas,
+                    }),
+                    Some(s) => Poll::Pending(format!(
+                        "store {id} is {} and still holds {replicas} replica(s)",
+                        state_name(s)
+                    )),
+                    None => Poll::Failed(anyhow::anyhow!("store {id} is not known any more")),
+                })
+            },
+        )
+        .await?
+    };
+    if ctx.output.is_json() {
+        return output::print_json(&view);
+    }
+    output::say(match view.state {
+        "tombstone" => format!("store {id} removed: it is a tombstone and holds no replica"),
+        _ => format!(
+            "store {id} is being removed ({} replica(s) to move); `tessera store list --all` shows when it is a tombstone",
+            view.replicas
+        ),
+    });
+    Ok(())
+}
+
+/// How many regions the directory records with a replica on `store_id`.
+async fn replicas_on(dir: &Directory, store_id: u64) -> Result<usize> {
+    Ok(dir
+        .scan_regions(vec![], vec![], 0)
+        .await?
+        .iter()
+        .filter_map(|r| r.region.as_ref())
+        .filter(|r| r.peers.iter().any(|p| p.store_id == store_id))
+        .count())
 }
 
 /// A store as the CLI shows it.

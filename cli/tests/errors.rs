@@ -116,6 +116,15 @@ fn malformed_arguments_are_usage_errors() {
         (vec!["--timeout", "0", "get", "k"], "positive"),
         (vec!["region", "move", "1", "--to", "2"], "--from"),
         (vec!["frobnicate"], "frobnicate"),
+        (vec!["cas", "k", "--new", "v"], "--expect"),
+        (
+            vec!["cas", "k", "--expect", "a", "--expect-absent", "--delete"],
+            "--expect",
+        ),
+        (vec!["cas", "k", "--expect", "a"], "--new"),
+        (vec!["batch-get"], "KEYS"),
+        (vec!["batch-put"], "KEY=VALUE"),
+        (vec!["store", "remove", "two"], "two"),
     ] {
         let (out, _) = tessera(&args);
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -140,6 +149,9 @@ fn help_teaches_every_command() {
         "delete",
         "scan",
         "delete-range",
+        "cas",
+        "batch-get",
+        "batch-put",
         "store",
         "region",
         "keyspace",

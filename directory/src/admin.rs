@@ -187,8 +187,12 @@ impl Core {
     }
 
     /// Decommissions a store: `Offline`, then `Tombstone` once its replicas
-    /// have moved away.
+    /// have moved away. Refused when the stores left that can take
+    /// replicas (`Up` or `Disconnected`) would be fewer than a region's
+    /// replicas (`max_replicas`): its regions could not be rebuilt
+    /// elsewhere, and the store would stay `Offline` for good.
     pub async fn remove_store(&self, id: u64) -> Result<()> {
+        let term = self.leading_term().await?;
         let store = self
             .state()
             .stores
@@ -203,6 +207,28 @@ impl Core {
             }
             StoreState::Offline => return Ok(()),
             _ => {}
+        }
+        let left = {
+            let state = self.state();
+            let ls = self.leader_view(term);
+            state
+                .stores
+                .values()
+                .filter(|s| s.id != id)
+                .filter(|s| {
+                    matches!(
+                        ls.store_state(s, &self.schedule.lifecycle),
+                        StoreState::Up | StoreState::Disconnected
+                    )
+                })
+                .count()
+        };
+        let needed = self.schedule.max_replicas;
+        if left < needed {
+            return Err(Error::InvalidArgument(format!(
+                "removing store {id} would leave {left} working store(s), and regions keep \
+                 {needed} replicas: add a store first"
+            )));
         }
         self.node
             .propose(Cmd::SetStoreState(SetStoreState {

@@ -93,7 +93,7 @@ pub enum ReadPolicy {
 }
 
 /// A snapshot of one region as its peer on this store sees it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct RegionInfo {
     pub region: Region,
     pub peer_id: u64,

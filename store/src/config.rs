@@ -42,6 +42,10 @@ pub struct StoreConfig {
     pub max_response_bytes: usize,
     /// Interval between heartbeats to the directory, in milliseconds.
     pub heartbeat_interval_ms: u64,
+    /// How long a region's leader goes without hearing from a peer before
+    /// it reports the peer down (shown by `tessera region list`), in
+    /// milliseconds.
+    pub peer_down_after_ms: u64,
     /// On SIGTERM, how long to wait for leadership to move away, in
     /// milliseconds, before stopping anyway.
     pub shutdown_grace_ms: u64,
@@ -154,6 +158,7 @@ impl Default for StoreConfig {
             request_timeout_ms: 5_000,
             max_response_bytes: tessera_proto::limits::RESPONSE_PAGE_BYTES,
             heartbeat_interval_ms: 1_000,
+            peer_down_after_ms: crate::down_peers::PEER_DOWN_AFTER.as_millis() as u64,
             shutdown_grace_ms: 10_000,
             region_split_size_mib: 96,
             split_check_interval_ms: 10_000,

@@ -16,6 +16,7 @@ use tessera_proto::directorypb::{PeerProgress, RegionLoad, RegionReport, StoreSt
 
 use crate::directory_client::DirectoryClient;
 use crate::disk_space::Usage;
+use crate::down_peers::DownPeers;
 use crate::node::StoreNode;
 use crate::{operator, Result};
 
@@ -51,8 +52,14 @@ pub async fn send_store_heartbeat(
 
 /// What a leader reports about one region; `load` is what it served since
 /// the last periodic report (none in a report sent right after an operator
-/// step: the directory keeps the last figures).
-pub fn region_report(node: &StoreNode, info: RegionInfo, load: Option<RegionLoad>) -> RegionReport {
+/// step: the directory keeps the last figures); `down` says which peers
+/// count as down.
+pub fn region_report(
+    node: &StoreNode,
+    info: RegionInfo,
+    load: Option<RegionLoad>,
+    down: &DownPeers,
+) -> RegionReport {
     let r = &info.region;
     let size = node
         .engine()
@@ -62,12 +69,7 @@ pub fn region_report(node: &StoreNode, info: RegionInfo, load: Option<RegionLoad
             &raft_keys::data_range_end(&r.end_key),
         )
         .unwrap_or(0);
-    let down_peers = info
-        .progress
-        .iter()
-        .filter(|p| !p.recent_active)
-        .filter_map(|p| r.peers.iter().find(|q| q.id == p.peer_id).copied())
-        .collect();
+    let down_peers = down.observe(&info, std::time::Instant::now());
     RegionReport {
         approximate_size_bytes: size,
         leader: info.leader,
@@ -95,7 +97,9 @@ pub fn region_report(node: &StoreNode, info: RegionInfo, load: Option<RegionLoad
 }
 
 /// Reports every `interval` until the node's poller stops, reconnecting the
-/// region heartbeat stream whenever it ends (the directory leader changed).
+/// region heartbeat stream whenever it ends (the directory leader changed);
+/// a peer is reported down after `peer_down_after` without an answer
+/// ([`DownPeers`]).
 /// Errors are logged and retried: a directory outage must not stop a store
 /// from serving.
 ///
@@ -109,8 +113,10 @@ pub async fn run_heartbeats(
     node: Arc<StoreNode>,
     directory: Arc<dyn DirectoryClient>,
     interval: Duration,
+    peer_down_after: Duration,
     usage: impl Fn() -> Usage + Send + 'static,
 ) {
+    let down = DownPeers::new(peer_down_after);
     let _store_heartbeats = AbortOnDrop(tokio::spawn(run_store_heartbeats(
         node.clone(),
         directory.clone(),
@@ -141,12 +147,15 @@ pub async fn run_heartbeats(
                     crate::merge::resume(node.admin(), &regions);
                     let sampler = node.kv().load();
                     sampler.retain(&regions.iter().map(|i| i.region.id).collect());
+                    let leading: Vec<u64> =
+                        regions.iter().filter(|i| i.is_leader).map(|i| i.region.id).collect();
+                    down.retain_leading(&leading);
                     let reports = regions
                         .into_iter()
                         .filter(|i| i.is_leader)
                         .map(|info| {
                             let load = sampler.take(info.region.id);
-                            region_report(&node, info, Some(load))
+                            region_report(&node, info, Some(load), &down)
                         });
                     if !send_reports(&stream.reports, reports, interval).await {
                         break;
@@ -177,7 +186,7 @@ pub async fn run_heartbeats(
                     // leader's store does.
                     let Ok(info) = node.admin().region_info(region_id).await else { continue };
                     if info.is_leader
-                        && !send_reports(&stream.reports, [region_report(&node, info, None)], interval).await
+                        && !send_reports(&stream.reports, [region_report(&node, info, None, &down)], interval).await
                     {
                         break;
                     }

@@ -22,6 +22,7 @@ pub mod conf_change;
 pub mod config;
 pub mod directory_client;
 pub mod disk_space;
+pub mod down_peers;
 pub mod error;
 pub mod fault;
 pub mod heartbeat;

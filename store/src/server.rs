@@ -247,6 +247,7 @@ pub async fn run(
         node.clone(),
         directory.clone(),
         Duration::from_millis(cfg.heartbeat_interval_ms),
+        Duration::from_millis(cfg.peer_down_after_ms),
         move || disk.usage(),
     ));
     health

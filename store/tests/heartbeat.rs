@@ -85,6 +85,7 @@ async fn store_heartbeats_continue_while_a_region_stream_is_not_read() {
         node,
         deaf.clone(),
         Duration::from_millis(50),
+        Duration::from_secs(10),
         tessera_store::disk_space::Usage::default,
     ));
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -345,7 +345,7 @@ impl E2eCluster {
                 format!(
                     "data_dir = {data:?}\nlisten_addr = {addr:?}\nstatus_addr = {status:?}\ndirectory = {:?}\n\
                      join_token = {:?}\nheartbeat_interval_ms = 200\nrequest_timeout_ms = 5000\nshutdown_grace_ms = 3000\n\
-                     region_split_size_mib = {}\nsplit_check_interval_ms = 500\nmerge_catch_up_timeout_ms = 5000\n\
+                     region_split_size_mib = {}\nsplit_check_interval_ms = 500\nmerge_catch_up_timeout_ms = 5000\npeer_down_after_ms = 2000\n\
                      [raft]\ntick_interval_ms = 50\nelection_ticks = 10\nheartbeat_ticks = 2\n{}\n\
                      [rocksdb]\nblock_cache_mib = 16\nwrite_buffer_mib = 8\nmax_background_jobs = 1\n{extra}\n",
                     self.directory_addrs(),

@@ -439,7 +439,7 @@ async fn large_scans_and_batch_gets_come_back_in_bounded_pages() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_range_delete_over_many_regions_shows_progress_and_resumes() {
+async fn the_cli_deletes_ranges_with_progress_and_resume_and_runs_batches_and_cas() {
     let mut c = E2eCluster::start(Options::default()).await;
     c.add_router().await;
     let client = client(&c).await;
@@ -528,5 +528,56 @@ async fn a_range_delete_over_many_regions_shows_progress_and_resumes() {
     assert_eq!(
         client.get("dq-kept").await.unwrap().as_deref(),
         Some(&b"stays"[..])
+    );
+
+    // The batch commands and compare-and-swap, across the split regions.
+    let out = cli(&c, &["batch-put", "dr005=a", "dr015=b=c", "dr025="]);
+    assert!(out.contains("OK (3 keys)"), "{out}");
+    let out = cli(
+        &c,
+        &["-o", "json", "batch-get", "dr025", "dr015", "nope", "dr005"],
+    );
+    let got: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(
+        got,
+        serde_json::json!([
+            {"key": "dr025", "found": true, "value": ""},
+            {"key": "dr015", "found": true, "value": "b=c"},
+            {"key": "nope", "found": false},
+            {"key": "dr005", "found": true, "value": "a"},
+        ])
+    );
+    let table = cli(&c, &["batch-get", "nope", "dr005"]);
+    assert!(
+        table.contains("(not found)") && table.contains('a'),
+        "{table}"
+    );
+    let err = c.try_cli(&["batch-put", "dr006=x", "novalue"]).unwrap_err();
+    assert!(err.contains("\"novalue\" has no '='"), "{err}");
+    assert_eq!(client.get("dr006").await.unwrap(), None, "nothing written");
+
+    let err = c
+        .try_cli(&["cas", "dr005", "--expect", "zzz", "--new", "b"])
+        .unwrap_err();
+    assert!(err.contains("holds \"a\""), "{err}");
+    let out = cli(
+        &c,
+        &["-o", "json", "cas", "dr005", "--expect", "a", "--new", "b"],
+    );
+    let swapped: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(
+        swapped,
+        serde_json::json!({"key": "dr005", "succeeded": true, "previous": "a"})
+    );
+    let err = c
+        .try_cli(&["cas", "dr005", "--expect-absent", "--new", "c"])
+        .unwrap_err();
+    assert!(err.contains("not swapped"), "{err}");
+    cli(&c, &["cas", "dr005", "--expect", "b", "--delete"]);
+    assert_eq!(client.get("dr005").await.unwrap(), None);
+    cli(&c, &["cas", "dr005", "--expect-absent", "--new", "back"]);
+    assert_eq!(
+        client.get("dr005").await.unwrap().as_deref(),
+        Some(&b"back"[..])
     );
 }

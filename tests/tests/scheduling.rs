@@ -291,11 +291,55 @@ async fn replicas_of_a_dead_store_are_rebuilt_and_a_decommissioned_store_empties
     })
     .await
     .unwrap();
+    // A leader transfer shows no peer down (the new leader has heard from
+    // no follower yet, but a peer is down only after `peer_down_after_ms`,
+    // 2 s in these clusters, of silence).
+    let conn = c.directory_conn();
+    let moved = regions(&conn).await[0].clone();
+    let region_id = moved.region.as_ref().unwrap().id;
+    let to = moved
+        .region
+        .as_ref()
+        .unwrap()
+        .peers
+        .iter()
+        .map(|p| p.store_id)
+        .find(|s| Some(*s) != moved.leader.map(|l| l.store_id))
+        .unwrap();
+    // Refused while the scheduler still works on the region: asked again.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Err(e) = transfer_leader(&conn, region_id, to).await {
+        assert!(Instant::now() < deadline, "transfer refused: {e}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let watch_until = Instant::now() + Duration::from_secs(4);
+    let mut transferred = false;
+    while Instant::now() < watch_until {
+        for r in regions(&conn).await {
+            assert!(r.down_peers.is_empty(), "a healthy peer shown down: {r:?}");
+            let id = r.region.as_ref().unwrap().id;
+            transferred |= id == region_id && r.leader.is_some_and(|l| l.store_id == to);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(transferred, "the leader did not move to store {to}");
     // Kill a store for good.
     let victim = 1;
     let victim_id = c.store_id(victim).await.unwrap();
     c.stores.get_mut(&victim).unwrap().proc.kill();
     let killed_at = Instant::now();
+    // Its peers are shown down (before the scheduler replaces them).
+    c.wait_for(
+        "the dead store's peers to be reported down",
+        Duration::from_secs(30),
+        |c| async move {
+            regions(&c.directory_conn())
+                .await
+                .iter()
+                .any(|r| r.down_peers.iter().any(|p| p.store_id == victim_id))
+        },
+    )
+    .await;
     c.wait_for(
         "the dead store to be marked down",
         Duration::from_secs(30),
@@ -355,29 +399,43 @@ async fn replicas_of_a_dead_store_are_rebuilt_and_a_decommissioned_store_empties
     .await;
     let leaving = 2;
     let leaving_id = c.store_id(leaving).await.unwrap();
-    let conn = c.directory_conn();
-    conn.call("remove store", |mut cl| async move {
-        cl.remove_store(RemoveStoreRequest {
-            store_id: leaving_id,
-        })
-        .await
-    })
-    .await
-    .unwrap();
-    c.wait_for(
-        "the decommissioned store to end as a tombstone",
-        Duration::from_secs(120),
-        |c| async move {
-            let stores = c.list_stores().await.unwrap_or_default();
-            stores.iter().any(|s| {
-                s.store.as_ref().is_some_and(|st| {
-                    st.id == leaving_id
-                        && st.state == tessera_proto::metapb::StoreState::Tombstone as i32
-                })
-            })
-        },
-    )
-    .await;
+    // `tessera store remove` follows the store until it is a tombstone.
+    let out = c
+        .try_cli(&[
+            "-o",
+            "json",
+            "store",
+            "remove",
+            &leaving_id.to_string(),
+            "--wait-timeout",
+            "120",
+        ])
+        .unwrap_or_else(|e| panic!("store remove: {e}"));
+    let removed: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(
+        removed,
+        serde_json::json!({"id": leaving_id, "state": "tombstone", "replicas": 0})
+    );
+    let stores = c.list_stores().await.unwrap();
+    assert!(stores.iter().any(|s| s.store.as_ref().is_some_and(|st| {
+        st.id == leaving_id && st.state == tessera_proto::metapb::StoreState::Tombstone as i32
+    })));
+    // Three working stores are left (one is dead, one removed): removing
+    // another would leave two for three replicas, and is refused.
+    let other = c.store_id(3).await.unwrap();
+    let err = c
+        .try_cli(&["store", "remove", &other.to_string()])
+        .unwrap_err();
+    assert!(
+        err.contains("would leave 2 working store(s)") && err.contains("add a store first"),
+        "{err}"
+    );
+    assert!(c.list_stores().await.unwrap().iter().any(|s| s
+        .store
+        .as_ref()
+        .is_some_and(
+            |st| st.id == other && st.state == tessera_proto::metapb::StoreState::Up as i32
+        )));
     let conn = c.directory_conn();
     for r in regions(&conn).await {
         assert!(r
