@@ -204,6 +204,13 @@ impl Directory {
         Ok(())
     }
 
+    /// Evicts a store's leaders (`evict`) or lets it lead again.
+    pub async fn set_evict_leaders(&self, store_id: u64, evict: bool) -> Result<()> {
+        let req = SetEvictLeadersRequest { store_id, evict };
+        call!(self, "set evict leaders", set_evict_leaders, req)?;
+        Ok(())
+    }
+
     /// Starts a leader transfer; returns the operator id.
     pub async fn transfer_leader(&self, region_id: u64, to: u64) -> Result<String> {
         let req = TransferLeaderRequest {

@@ -1,6 +1,9 @@
 //! `tessera store list`: the stores the directory knows, with their state
 //! and the load they last reported; `tessera store remove N`: decommission
-//! a store, following it until it is a tombstone.
+//! a store, following it until it is a tombstone; `tessera store
+//! evict-leaders N` / `restore-leaders N`: drain a store of leaderships
+//! for maintenance (recorded in the directory, so it holds across
+//! restarts of the store and of directory leaders), and end that.
 //!
 //! The state is the directory leader's live view (`up`, `disconnected`,
 //! `down`, `offline`, `tombstone`), not only what was last recorded through
@@ -19,7 +22,7 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use serde::Serialize;
-use tessera_proto::directorypb::StoreInfo;
+use tessera_proto::directorypb::{RegionInfo, StoreInfo};
 use tessera_proto::metapb::StoreState;
 
 use crate::conn::{parse_seconds, Ctx};
@@ -38,6 +41,31 @@ pub enum Command {
     /// is one. Refused when fewer stores than a region's replicas would
     /// remain. Admin role.
     Remove(RemoveArgs),
+    /// Move every leadership off a store (before maintenance) and give it
+    /// none until `restore-leaders`; shows progress until it leads no
+    /// region. Admin role.
+    EvictLeaders(EvictArgs),
+    /// Let a store lead again after `evict-leaders` (the balancer moves
+    /// leaderships back over the next minutes). Admin role.
+    RestoreLeaders(RestoreArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct EvictArgs {
+    /// The store to drain of leaders.
+    pub id: u64,
+    /// Give up waiting after this many seconds (the eviction goes on).
+    #[arg(long, value_name = "SECONDS", default_value = "300", value_parser = parse_seconds)]
+    pub wait_timeout: Duration,
+    /// Return as soon as the directory recorded the eviction.
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// The store that may lead again.
+    pub id: u64,
 }
 
 #[derive(Args, Debug)]
@@ -63,7 +91,89 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<()> {
     match command {
         Command::List(args) => list(ctx, args).await,
         Command::Remove(args) => remove(ctx, args).await,
+        Command::EvictLeaders(args) => evict_leaders(ctx, args).await,
+        Command::RestoreLeaders(args) => restore_leaders(ctx, args).await,
     }
+}
+
+/// What `evict-leaders` and `restore-leaders` print at the end.
+#[derive(Debug, Serialize)]
+pub struct LeadersView {
+    pub id: u64,
+    pub evict_leaders: bool,
+    /// Regions the directory last saw led from the store.
+    pub leaders: usize,
+}
+
+async fn evict_leaders(ctx: &Ctx, args: EvictArgs) -> Result<()> {
+    let dir = ctx.directory()?;
+    let id = args.id;
+    dir.set_evict_leaders(id, true).await?;
+    let leaders = if args.no_wait {
+        leaders_on(&dir, id).await?
+    } else {
+        wait::until(
+            &format!("store {id} to lead no region"),
+            args.wait_timeout,
+            "the eviction goes on in the background: see `tessera store list` and \
+             `tessera operator list`",
+            async || {
+                Ok(match leaders_on(&dir, id).await? {
+                    0 => Poll::Done(0),
+                    n => Poll::Pending(format!("store {id} still leads {n} region(s)")),
+                })
+            },
+        )
+        .await?
+    };
+    let view = LeadersView {
+        id,
+        evict_leaders: true,
+        leaders,
+    };
+    if ctx.output.is_json() {
+        return output::print_json(&view);
+    }
+    output::say(match leaders {
+        0 => format!(
+            "store {id} leads no region; `tessera store restore-leaders {id}` ends the eviction"
+        ),
+        n => format!("store {id} is handing over its leaderships ({n} left)"),
+    });
+    Ok(())
+}
+
+async fn restore_leaders(ctx: &Ctx, args: RestoreArgs) -> Result<()> {
+    let dir = ctx.directory()?;
+    dir.set_evict_leaders(args.id, false).await?;
+    let view = LeadersView {
+        id: args.id,
+        evict_leaders: false,
+        leaders: leaders_on(&dir, args.id).await?,
+    };
+    if ctx.output.is_json() {
+        return output::print_json(&view);
+    }
+    output::say(format!(
+        "store {} may lead again; the balancer moves leaderships back to it",
+        args.id
+    ));
+    Ok(())
+}
+
+/// How many regions the directory last saw led from `store_id`.
+async fn leaders_on(dir: &Directory, store_id: u64) -> Result<usize> {
+    count_regions(dir, |r| r.leader.is_some_and(|l| l.store_id == store_id)).await
+}
+
+/// How many regions the directory knows that `keep` accepts.
+async fn count_regions(dir: &Directory, keep: impl Fn(&RegionInfo) -> bool) -> Result<usize> {
+    Ok(dir
+        .scan_regions(vec![], vec![], 0)
+        .await?
+        .iter()
+        .filter(|r| keep(r))
+        .count())
 }
 
 /// What `store remove` prints at the end.
@@ -131,13 +241,12 @@ async fn remove(ctx: &Ctx, args: RemoveArgs) -> Result<()> {
 
 /// How many regions the directory records with a replica on `store_id`.
 async fn replicas_on(dir: &Directory, store_id: u64) -> Result<usize> {
-    Ok(dir
-        .scan_regions(vec![], vec![], 0)
-        .await?
-        .iter()
-        .filter_map(|r| r.region.as_ref())
-        .filter(|r| r.peers.iter().any(|p| p.store_id == store_id))
-        .count())
+    count_regions(dir, |r| {
+        r.region
+            .as_ref()
+            .is_some_and(|r| r.peers.iter().any(|p| p.store_id == store_id))
+    })
+    .await
 }
 
 /// A store as the CLI shows it.
@@ -147,6 +256,8 @@ pub struct StoreView {
     pub address: String,
     pub status_address: String,
     pub state: &'static str,
+    /// `tessera store evict-leaders` is in force: it leads nothing.
+    pub evict_leaders: bool,
     pub labels: Vec<String>,
     /// From the last heartbeat; absent until the directory leader heard one.
     pub stats: Option<StatsView>,
@@ -189,6 +300,7 @@ impl StoreView {
             address: store.address,
             status_address: store.status_address,
             state: state_name(store.state),
+            evict_leaders: store.evict_leaders,
             labels: store
                 .labels
                 .iter()
@@ -218,6 +330,7 @@ impl StoreView {
             match &self.stats {
                 Some(s) if s.low_space => format!("{} (NOSPACE)", self.state),
                 Some(s) if s.degraded => format!("{} (slow disk)", self.state),
+                _ if self.evict_leaders => format!("{} (leaders evicted)", self.state),
                 _ => self.state.to_string(),
             },
             stat(&|s| s.region_count.to_string()),
@@ -283,6 +396,7 @@ mod tests {
                     value: "a".into(),
                 }],
                 status_address: String::new(),
+                evict_leaders: false,
             }),
             stats: None,
             seconds_since_heartbeat: 0,
@@ -301,5 +415,10 @@ mod tests {
         let row = StoreView::new(&info).row();
         assert_eq!(row[3..6], ["7", "3", "2.0 KiB"]);
         assert_eq!(row[8], "4s ago");
+        info.store.as_mut().unwrap().state = StoreState::Up as i32;
+        info.store.as_mut().unwrap().evict_leaders = true;
+        let v = StoreView::new(&info);
+        assert!(v.evict_leaders);
+        assert_eq!(v.row()[2], "up (leaders evicted)");
     }
 }

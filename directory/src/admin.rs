@@ -1,6 +1,7 @@
 //! Operators an administrator asks for (`tessera region split | move |
-//! transfer-leader`, `tessera store remove`; `region merge` is in
-//! `merge.rs`), checked before they start.
+//! transfer-leader`, `tessera store remove | evict-leaders |
+//! restore-leaders`; `region merge` is in `merge.rs`), checked before they
+//! start.
 //!
 //! A request is refused, and nothing changes, when it cannot make sense: a
 //! region or store that does not exist, a split key outside the region, a
@@ -14,7 +15,7 @@
 
 use tessera_proto::directorypb::directory_command::Cmd;
 use tessera_proto::directorypb::*;
-use tessera_proto::metapb::{PeerRole, Region, StoreState};
+use tessera_proto::metapb::{PeerRole, Region, Store, StoreState};
 
 use crate::core::Core;
 use crate::leader::state_name;
@@ -176,6 +177,17 @@ impl Core {
                 region.id, req.to_store_id
             )));
         }
+        if self
+            .state()
+            .stores
+            .get(&req.to_store_id)
+            .is_some_and(|s| s.evict_leaders)
+        {
+            return Err(Error::InvalidArgument(format!(
+                "store {} has its leaders evicted (tessera store restore-leaders {} ends that)",
+                req.to_store_id, req.to_store_id
+            )));
+        }
         self.admin_operator(
             term,
             region.id,
@@ -184,6 +196,42 @@ impl Core {
                 to_store_id: req.to_store_id,
             }],
         )
+    }
+
+    /// How many stores `keep` accepts, with their state as this leader
+    /// sees it now.
+    fn count_stores(&self, term: u64, keep: impl Fn(&Store, StoreState) -> bool) -> usize {
+        let state = self.state();
+        let ls = self.leader_view(term);
+        state
+            .stores
+            .values()
+            .filter(|s| keep(s, ls.store_state(s, &self.schedule.lifecycle)))
+            .count()
+    }
+
+    /// Evicts every leadership from a store (`evict`), or lets it lead again.
+    /// Recorded through Raft, so it outlives a directory leader change and
+    /// the store's restarts; the scheduler's evict-leader rule carries it
+    /// out. Refused for an unknown or removed store, and when no other
+    /// store could lead.
+    pub async fn set_evict_leaders(&self, req: SetEvictLeadersRequest) -> Result<()> {
+        let term = self.leading_term().await?;
+        if req.evict {
+            let others = self.count_stores(term, |s, state| {
+                s.id != req.store_id && !s.evict_leaders && state == StoreState::Up
+            });
+            if others == 0 {
+                return Err(Error::InvalidArgument(format!(
+                    "no store but {} could lead: nothing to hand its leaders to",
+                    req.store_id
+                )));
+            }
+        }
+        self.node
+            .propose(Cmd::SetEvictLeaders(req))
+            .await
+            .map(|_| ())
     }
 
     /// Decommissions a store: `Offline`, then `Tombstone` once its replicas
@@ -208,21 +256,9 @@ impl Core {
             StoreState::Offline => return Ok(()),
             _ => {}
         }
-        let left = {
-            let state = self.state();
-            let ls = self.leader_view(term);
-            state
-                .stores
-                .values()
-                .filter(|s| s.id != id)
-                .filter(|s| {
-                    matches!(
-                        ls.store_state(s, &self.schedule.lifecycle),
-                        StoreState::Up | StoreState::Disconnected
-                    )
-                })
-                .count()
-        };
+        let left = self.count_stores(term, |s, state| {
+            s.id != id && matches!(state, StoreState::Up | StoreState::Disconnected)
+        });
         let needed = self.schedule.max_replicas;
         if left < needed {
             return Err(Error::InvalidArgument(format!(

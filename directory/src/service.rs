@@ -362,6 +362,14 @@ impl Directory for DirectoryService {
         respond!(self.core, r, RemoveStoreResponse {})
     }
 
+    async fn set_evict_leaders(
+        &self,
+        r: Request<SetEvictLeadersRequest>,
+    ) -> Result<Response<SetEvictLeadersResponse>, Status> {
+        let r = self.core.set_evict_leaders(r.into_inner()).await;
+        respond!(self.core, r, SetEvictLeadersResponse {})
+    }
+
     async fn cluster_status(
         &self,
         _r: Request<ClusterStatusRequest>,

@@ -23,7 +23,7 @@ use prost::Message as _;
 use tessera_multiraft::engine::{Cf, Engine};
 use tessera_proto::directorypb::{
     directory_command::Cmd, BootstrapRequest, ClusterMeta, Keyspace, KeyspaceKind, Member,
-    Placement, SetStoreState, StoreSecret, User,
+    Placement, SetEvictLeadersRequest, SetStoreState, StoreSecret, User,
 };
 use tessera_proto::keys::{DEFAULT_KEYSPACE_ID, HASH_KEYSPACE_BIT};
 use tessera_proto::metapb::{Region, Store, StoreState};
@@ -196,6 +196,7 @@ impl DirectoryState {
             // service proposes RegisterStore.
             Cmd::PutStore(store) => self.put_store(store, out),
             Cmd::SetStoreState(s) => self.set_store_state(s, out),
+            Cmd::SetEvictLeaders(s) => self.set_evict_leaders(s, out),
             Cmd::PutRegion(region) => self.put_regions(vec![region], out),
             Cmd::PutRegions(batch) => self.put_regions(batch.regions, out),
             Cmd::CreateKeyspace(k) => self.create_keyspace(k, out),
@@ -269,8 +270,9 @@ impl DirectoryState {
         }
         self.refuse_if_removed(store.id)?;
         if let Some(known) = self.stores.get(&store.id) {
-            // Registering again keeps a decommission going.
+            // Registering again keeps a decommission and an eviction going.
             store.state = known.state;
+            store.evict_leaders = known.evict_leaders;
         } else {
             store.state = StoreState::Up as i32;
         }
@@ -297,6 +299,20 @@ impl DirectoryState {
             return Err(Error::NotFound(format!("store {}", s.store_id)));
         };
         store.state = s.state;
+        out.push(Change::Put(records::store(store.id), store.encode_to_vec()));
+        Ok(Applied::Done)
+    }
+
+    fn set_evict_leaders(
+        &mut self,
+        s: SetEvictLeadersRequest,
+        out: &mut Vec<Change>,
+    ) -> Result<Applied> {
+        self.refuse_if_removed(s.store_id)?;
+        let Some(store) = self.stores.get_mut(&s.store_id) else {
+            return Err(Error::NotFound(format!("store {}", s.store_id)));
+        };
+        store.evict_leaders = s.evict;
         out.push(Change::Put(records::store(store.id), store.encode_to_vec()));
         Ok(Applied::Done)
     }

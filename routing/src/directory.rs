@@ -57,6 +57,7 @@ headed!(
     MergeRegionResponse,
     TransferLeaderResponse,
     RemoveStoreResponse,
+    SetEvictLeadersResponse,
     ClusterStatusResponse,
     AddMemberResponse,
     RemoveMemberResponse,

@@ -167,6 +167,7 @@ directory_impl! {
         merge_region(MergeRegionRequest) -> MergeRegionResponse;
         transfer_leader(TransferLeaderRequest) -> TransferLeaderResponse;
         remove_store(RemoveStoreRequest) -> RemoveStoreResponse;
+        set_evict_leaders(SetEvictLeadersRequest) -> SetEvictLeadersResponse;
         cluster_status(ClusterStatusRequest) -> ClusterStatusResponse;
         add_member(AddMemberRequest) -> AddMemberResponse;
         remove_member(RemoveMemberRequest) -> RemoveMemberResponse;

@@ -99,6 +99,7 @@ const TABLE: &[(&str, &str, Access)] = &[
     ("directorypb.Directory", "MergeRegion", ADMIN),
     ("directorypb.Directory", "TransferLeader", ADMIN),
     ("directorypb.Directory", "RemoveStore", ADMIN),
+    ("directorypb.Directory", "SetEvictLeaders", ADMIN),
     ("directorypb.Directory", "AddMember", ADMIN),
     ("directorypb.Directory", "RemoveMember", ADMIN),
     ("directorypb.Directory", "RotateJoinToken", ADMIN),

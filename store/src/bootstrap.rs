@@ -48,6 +48,8 @@ impl StoreDescriptor {
                 })
                 .collect(),
             status_address: self.status_address.clone(),
+            // Recorded by the directory; a registration never sets it.
+            evict_leaders: false,
         }
     }
 }

@@ -20,6 +20,10 @@
 //! 6. **split**: a region reported above 1.5 × the split size is split;
 //! 7. **merge**: small, cold neighbours of one range keyspace are merged
 //!    (with hysteresis against the split rules);
+//!
+//!    before it, **evict-leader**: regions led from a store whose leaders
+//!    an administrator evicted hand their leadership to another voter
+//!    (this one runs during repairs too);
 //! 8. **balance-leader**, 9. **balance-region**: leader and replica counts
 //!    are evened out across `Up` stores.
 //!
@@ -98,6 +102,7 @@ pub fn plan(
     for region in &ready {
         rules::split::plan_region(&mut round, region);
     }
+    rules::evict_leader::plan(&mut round, &ready);
     // Balancing waits while anything needs repair, and counts what the
     // operators in flight will change.
     let repairing = round

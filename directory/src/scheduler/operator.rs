@@ -181,6 +181,8 @@ pub enum OperatorKind {
     SizeSplit,
     /// Rule 7: small, cold neighbours.
     Merge,
+    /// A store whose leaders are evicted (`tessera store evict-leaders`).
+    EvictLeader,
     /// Rule 8.
     BalanceLeader,
     /// Rule 9.
@@ -206,6 +208,7 @@ impl OperatorKind {
             OperatorKind::Keyspace => "keyspace",
             OperatorKind::Placement => "placement",
             OperatorKind::SizeSplit | OperatorKind::AdminSplit => "split",
+            OperatorKind::EvictLeader => "evict-leader",
             OperatorKind::BalanceLeader => "balance-leader",
             OperatorKind::BalanceRegion => "balance-region",
             OperatorKind::AdminMove => "move",
@@ -230,6 +233,9 @@ impl OperatorKind {
             OperatorKind::Placement => "the hash keyspace's ring places the region elsewhere",
             OperatorKind::SizeSplit => "above 1.5 × the split size",
             OperatorKind::Merge => "small and cold next to a small and cold neighbour",
+            OperatorKind::EvictLeader => {
+                "its leader's store has its leaders evicted (tessera store evict-leaders)"
+            }
             OperatorKind::BalanceLeader => "leaders uneven across stores",
             OperatorKind::BalanceRegion => "replicas uneven across stores",
             OperatorKind::AdminSplit

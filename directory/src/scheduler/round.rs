@@ -96,6 +96,17 @@ impl<'a> Round<'a> {
             .collect()
     }
 
+    /// The stores whose leaders are evicted (`tessera store
+    /// evict-leaders`): they lead nothing the scheduler can move away.
+    pub fn evicted_stores(&self) -> HashSet<u64> {
+        self.state
+            .stores
+            .values()
+            .filter(|s| s.evict_leaders)
+            .map(|s| s.id)
+            .collect()
+    }
+
     /// What `store_id` said in its last heartbeat, if it said anything.
     fn stats(&self, store_id: u64) -> Option<&StoreStats> {
         self.leader.stores.get(&store_id).map(|r| &r.stats)

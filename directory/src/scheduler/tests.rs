@@ -407,3 +407,54 @@ fn a_merge_whose_target_moved_is_cancelled() {
     assert_eq!(d.cancelled, vec![OperatorKind::Merge]);
     assert_eq!(merges(&leader), vec![]);
 }
+
+fn transfers(leader: &LeaderState) -> Vec<(OperatorKind, u64)> {
+    leader
+        .operators
+        .values()
+        .flat_map(|op| op.steps.iter().map(move |s| (op.kind, s)))
+        .filter_map(|(kind, s)| match s {
+            Step::TransferLeader { to_store_id } => Some((kind, *to_store_id)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_evicted_store_hands_every_leadership_away_and_gets_none_back() {
+    // Every leader is on store 1, whose leaders are evicted: each region
+    // hands its leadership over, spread over stores 2 and 3 (store 4 is
+    // down and holds no replica).
+    let (mut state, mut leader) = cluster(6, &[4]);
+    state.stores.get_mut(&1).expect("store 1").evict_leaders = true;
+    let cfg = ScheduleConfig::default();
+    let mut next = 100;
+    plan(&state, &mut leader, &cfg, &mut ids(&mut next));
+    let moved = transfers(&leader);
+    assert_eq!(moved.len(), 6, "{moved:?}");
+    assert!(moved.iter().all(|(k, _)| *k == OperatorKind::EvictLeader));
+    let to_2 = moved.iter().filter(|(_, s)| *s == 2).count();
+    assert_eq!((to_2, moved.len() - to_2), (3, 3), "{moved:?}");
+
+    // Once they moved (store 2 leads everything now), balancing spreads
+    // leaders over stores 2 and 3 only, never back to store 1.
+    let (mut state, mut leader) = cluster(8, &[]);
+    state.stores.get_mut(&1).expect("store 1").evict_leaders = true;
+    for stats in leader.regions.values_mut() {
+        stats.leader = Some(Peer {
+            id: 0,
+            store_id: 2,
+            role: PeerRole::Voter as i32,
+        });
+    }
+    let mut next = 100;
+    plan(&state, &mut leader, &cfg, &mut ids(&mut next));
+    let moved = transfers(&leader);
+    assert!(!moved.is_empty(), "no leader was balanced at all");
+    assert!(
+        moved
+            .iter()
+            .all(|(k, s)| *k == OperatorKind::BalanceLeader && *s == 3),
+        "{moved:?}"
+    );
+}

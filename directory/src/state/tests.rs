@@ -142,17 +142,21 @@ fn ids_are_handed_out_once() {
     }
 }
 
-#[test]
-fn a_removed_store_cannot_register_again() {
-    let mut s = bootstrapped();
+fn remove_store(s: &mut DirectoryState, store_id: u64) {
     s.apply(
         Cmd::SetStoreState(tessera_proto::directorypb::SetStoreState {
-            store_id: 1,
+            store_id,
             state: StoreState::Tombstone as i32,
         }),
         &mut vec![],
     )
     .unwrap();
+}
+
+#[test]
+fn a_removed_store_cannot_register_again() {
+    let mut s = bootstrapped();
+    remove_store(&mut s, 1);
     let err = s
         .apply(
             Cmd::PutStore(Store {
@@ -163,6 +167,34 @@ fn a_removed_store_cannot_register_again() {
             &mut vec![],
         )
         .unwrap_err();
+    assert!(err.to_string().contains("removed"), "{err}");
+}
+
+#[test]
+fn an_eviction_outlives_the_store_registering_again_and_needs_a_known_store() {
+    let mut s = bootstrapped();
+    let evict = |store_id, evict| {
+        Cmd::SetEvictLeaders(tessera_proto::directorypb::SetEvictLeadersRequest { store_id, evict })
+    };
+    s.apply(evict(1, true), &mut vec![]).unwrap();
+    // The store restarts and registers again: still evicted.
+    s.apply(
+        Cmd::PutStore(Store {
+            id: 1,
+            address: "y".into(),
+            ..Default::default()
+        }),
+        &mut vec![],
+    )
+    .unwrap();
+    assert!(s.stores[&1].evict_leaders);
+    assert_eq!(s.stores[&1].address, "y");
+    s.apply(evict(1, false), &mut vec![]).unwrap();
+    assert!(!s.stores[&1].evict_leaders);
+    let err = s.apply(evict(9, true), &mut vec![]).unwrap_err();
+    assert!(matches!(err, Error::NotFound(_)), "{err}");
+    remove_store(&mut s, 1);
+    let err = s.apply(evict(1, true), &mut vec![]).unwrap_err();
     assert!(err.to_string().contains("removed"), "{err}");
 }
 

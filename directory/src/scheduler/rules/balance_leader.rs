@@ -1,6 +1,7 @@
-//! Rule 7, **balance-leader**: leaders spread evenly over the `Up` stores
+//! Rule 8, **balance-leader**: leaders spread evenly over the `Up` stores
 //! that are not degraded (a degraded store hands its leaderships away by
-//! itself; balancing them back would undo that).
+//! itself; balancing them back would undo that) and whose leaders are not
+//! evicted (see `evict_leader`).
 //!
 //! Leaders are counted per store, a leader transfer in flight counting at
 //! its destination. While the most and the fewest differ by more than
@@ -17,7 +18,9 @@ use crate::scheduler::operator::{OperatorKind, Step};
 use crate::scheduler::round::{is_voter, Round};
 
 pub(in crate::scheduler) fn plan(round: &mut Round, ready: &[&Region]) {
-    let up = round.healthy_stores();
+    let evicted = round.evicted_stores();
+    let mut up = round.healthy_stores();
+    up.retain(|s| !evicted.contains(s));
     if up.len() < 2 {
         return;
     }
