@@ -17,17 +17,17 @@
 //! 5. **placement**: a hash keyspace's regions are placed once with a
 //!    consistent hash ring over the stores (recorded through Raft) and
 //!    replicas move to match it;
-//! 6. **split**: a region reported above 1.5 × the split size is split;
+//! 6. **split**: a region reported above 1.5 × the split size is split,
+//!    and **evict-leader**: a region led from a store whose leaders an
+//!    administrator evicted hands its leadership to another voter;
 //! 7. **merge**: small, cold neighbours of one range keyspace are merged
 //!    (with hysteresis against the split rules);
-//!
-//!    before it, **evict-leader**: regions led from a store whose leaders
-//!    an administrator evicted hand their leadership to another voter
-//!    (this one runs during repairs too);
 //! 8. **balance-leader**, 9. **balance-region**: leader and replica counts
-//!    are evened out across `Up` stores.
+//!    are evened out across `Up` stores (no leader goes to an evicted
+//!    store).
 //!
-//! Merging waits, like balancing, while anything needs repair.
+//! Merging waits, like balancing, while anything needs repair; evicting
+//! leaders does not.
 //!
 //! Each rule is a module of [`rules`] with its invariants in prose;
 //! [`round::Round`] is what they share (the view of stores and replicas,
