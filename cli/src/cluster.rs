@@ -32,6 +32,9 @@ pub enum Command {
     AddMember(AddMemberArgs),
     /// Remove a member from the directory's Raft group.
     RemoveMember(RemoveMemberArgs),
+    /// Hand the directory's leadership to another member (before
+    /// restarting or removing the leader, which `remove-member` refuses).
+    TransferLeader(TransferLeaderArgs),
     /// Replace the cluster's join token: new stores and directory members
     /// need the new one; registered stores are not affected. Prints the new
     /// token as the last line, once.
@@ -54,6 +57,13 @@ pub struct AddMemberArgs {
         value_name = "TOKEN"
     )]
     pub join_token: String,
+}
+
+#[derive(Args, Debug)]
+pub struct TransferLeaderArgs {
+    /// The member to lead (see `tessera cluster status`).
+    #[arg(long, value_name = "N")]
+    pub to: u64,
 }
 
 #[derive(Args, Debug)]
@@ -96,6 +106,10 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<()> {
         Command::RemoveMember(args) => {
             dir.remove_member(args.id).await?;
             done(ctx, "removed", args.id, None)
+        }
+        Command::TransferLeader(args) => {
+            dir.transfer_directory_leader(args.to).await?;
+            done(ctx, "leader is now", args.to, None)
         }
     }
 }

@@ -254,6 +254,18 @@ impl Directory {
         call!(self, "remove member", remove_member, req).map(|_| ())
     }
 
+    /// Hands the directory's leadership to member `id`.
+    pub async fn transfer_directory_leader(&self, id: u64) -> Result<()> {
+        let req = TransferDirectoryLeaderRequest { id };
+        call!(
+            self,
+            "transfer directory leader",
+            transfer_directory_leader,
+            req
+        )
+        .map(|_| ())
+    }
+
     /// Creates a user; returns it (without its token hash) and its token.
     pub async fn create_user(&self, name: &str, role: Role) -> Result<(User, String)> {
         let req = CreateUserRequest {

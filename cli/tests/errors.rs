@@ -126,6 +126,7 @@ fn malformed_arguments_are_usage_errors() {
         (vec!["batch-put"], "KEY=VALUE"),
         (vec!["store", "remove", "two"], "two"),
         (vec!["store", "evict-leaders"], "<ID>"),
+        (vec!["cluster", "transfer-leader"], "--to"),
     ] {
         let (out, _) = tessera(&args);
         let stderr = String::from_utf8_lossy(&out.stderr);

@@ -370,6 +370,55 @@ impl DirectoryNode {
         }
     }
 
+    /// Hands the group's leadership to member `id` (`tessera cluster
+    /// transfer-leader`) and waits until it leads. Refused for an unknown
+    /// member, a learner, or one the leader has not heard from lately (it
+    /// could not take over); a no-op when `id` leads already.
+    pub async fn transfer_leader(&self, id: u64) -> Result<()> {
+        let info = self.raft_info().await?.ok_or(Error::NotLeader(None))?;
+        if info.leader.map(|l| l.id) == Some(id) {
+            return Ok(());
+        }
+        if !info.is_leader {
+            return Err(Error::NotLeader(
+                info.leader.and_then(|l| self.resolver.address(l.id)),
+            ));
+        }
+        let peer = *region::find_peer(&info.region, id)
+            .ok_or_else(|| Error::NotFound(format!("directory member {id}")))?;
+        if peer.role != tessera_proto::metapb::PeerRole::Voter as i32 {
+            return Err(Error::InvalidArgument(format!(
+                "directory member {id} does not vote and cannot lead"
+            )));
+        }
+        if info
+            .progress
+            .iter()
+            .any(|p| p.peer_id == id && !p.recent_active)
+        {
+            return Err(Error::InvalidArgument(format!(
+                "directory member {id} is not responding; not handing it leadership"
+            )));
+        }
+        self.mailbox().send(PollerMsg::TransferLeader {
+            region_id: DIRECTORY_REGION_ID,
+            to_peer: id,
+        })?;
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let now = self.raft_info().await?.ok_or(Error::NotLeader(None))?;
+            if now.leader.map(|l| l.id) == Some(id) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout(format!(
+                    "leadership transfer to directory member {id}"
+                )));
+            }
+        }
+    }
+
     /// Hands leadership to another member (on shutdown).
     pub async fn transfer_leadership_away(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;

@@ -411,6 +411,15 @@ impl Directory for DirectoryService {
         respond!(self.core, r, RemoveMemberResponse {})
     }
 
+    async fn transfer_directory_leader(
+        &self,
+        r: Request<TransferDirectoryLeaderRequest>,
+    ) -> Result<Response<TransferDirectoryLeaderResponse>, Status> {
+        let id = r.into_inner().id;
+        let r = self.core.node.transfer_leader(id).await;
+        respond!(self.core, r, TransferDirectoryLeaderResponse {})
+    }
+
     async fn rotate_join_token(
         &self,
         _r: Request<RotateJoinTokenRequest>,

@@ -61,6 +61,7 @@ headed!(
     ClusterStatusResponse,
     AddMemberResponse,
     RemoveMemberResponse,
+    TransferDirectoryLeaderResponse,
     RotateJoinTokenResponse,
     CreateUserResponse,
     ListUsersResponse,

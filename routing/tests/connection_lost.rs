@@ -171,6 +171,7 @@ directory_impl! {
         cluster_status(ClusterStatusRequest) -> ClusterStatusResponse;
         add_member(AddMemberRequest) -> AddMemberResponse;
         remove_member(RemoveMemberRequest) -> RemoveMemberResponse;
+        transfer_directory_leader(TransferDirectoryLeaderRequest) -> TransferDirectoryLeaderResponse;
         rotate_join_token(RotateJoinTokenRequest) -> RotateJoinTokenResponse;
         create_user(CreateUserRequest) -> CreateUserResponse;
         list_users(ListUsersRequest) -> ListUsersResponse;

@@ -102,6 +102,7 @@ const TABLE: &[(&str, &str, Access)] = &[
     ("directorypb.Directory", "SetEvictLeaders", ADMIN),
     ("directorypb.Directory", "AddMember", ADMIN),
     ("directorypb.Directory", "RemoveMember", ADMIN),
+    ("directorypb.Directory", "TransferDirectoryLeader", ADMIN),
     ("directorypb.Directory", "RotateJoinToken", ADMIN),
     ("directorypb.Directory", "CreateUser", ADMIN),
     ("directorypb.Directory", "ListUsers", ADMIN),
