@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use crate::boundaries::text;
 use crate::conn::Ctx;
-use crate::kv::{keyspace, Consistency, KeyspaceArg};
+use crate::kv::{keyspace, Consistency, GetView, KeyspaceArg};
 use crate::output;
 
 #[derive(Args, Debug)]
@@ -81,15 +81,6 @@ pub struct CasView {
     pub previous: Option<String>,
 }
 
-/// One key of `batch-get` as shown.
-#[derive(Debug, Serialize, PartialEq, Eq)]
-pub struct FoundView {
-    pub key: String,
-    pub found: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub value: Option<String>,
-}
-
 /// What `batch-put` prints with `--output json`.
 #[derive(Debug, Serialize)]
 pub struct BatchPutView {
@@ -128,8 +119,8 @@ pub async fn cas(ctx: &Ctx, args: CasArgs) -> Result<()> {
 }
 
 /// Every key asked for, in the order given (each once), with what was
-/// found.
-fn found_views(keys: &[String], pairs: Vec<tessera_client::KvPair>) -> Vec<FoundView> {
+/// found: shown as `get` shows one key.
+fn found_views(keys: &[String], pairs: Vec<tessera_client::KvPair>) -> Vec<GetView> {
     let found: std::collections::HashMap<Vec<u8>, Vec<u8>> =
         pairs.into_iter().map(|p| (p.key, p.value)).collect();
     let mut seen = std::collections::HashSet::new();
@@ -137,7 +128,7 @@ fn found_views(keys: &[String], pairs: Vec<tessera_client::KvPair>) -> Vec<Found
         .filter(|k| seen.insert(k.as_str()))
         .map(|k| {
             let value = found.get(k.as_bytes()).map(|v| text(v));
-            FoundView {
+            GetView {
                 key: k.clone(),
                 found: value.is_some(),
                 value,
@@ -231,12 +222,12 @@ mod tests {
         assert_eq!(
             found_views(&keys, pairs),
             vec![
-                FoundView {
+                GetView {
                     key: "a".into(),
                     found: false,
                     value: None
                 },
-                FoundView {
+                GetView {
                     key: "b".into(),
                     found: true,
                     value: Some("2".into())

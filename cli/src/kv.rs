@@ -162,8 +162,8 @@ pub struct PairView {
     pub value: String,
 }
 
-/// What `get` prints with `--output json`.
-#[derive(Debug, Serialize)]
+/// What `get` prints with `--output json` (and `batch-get`, for each key).
+#[derive(Debug, Serialize, PartialEq, Eq)]
 pub struct GetView {
     pub key: String,
     pub found: bool,

@@ -11,10 +11,6 @@
 //! - `merge_after_prepare`, `merge_before_commit`: armed on two stores,
 //!   then a merge of the split's halves is requested; each crashes in
 //!   turn, restarts, and the merge ends;
-//! - `merge_before_rollback`: a merge requested while the third store is
-//!   down rolls back (its replica there cannot catch up); the live stores
-//!   crash before writing the rollback, all three restart, and the merge,
-//!   asked again, ends;
 //! - `snapshot_before_ingest`, `snapshot_after_ingest`: a store is killed,
 //!   the workload runs until its regions' logs are compacted past it, and
 //!   it restarts with `FAILPOINTS` set, so it aborts while applying the
@@ -195,81 +191,6 @@ async fn a_store_crashed_at_any_failpoint_restarts_and_loses_no_acknowledged_wri
             "the merge did not end after the crashes:\n{}",
             c.tails(30)
         );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    tokio::time::sleep(Duration::from_secs(3)).await;
-
-    // A merge that rolls back: with store 3 down, the source's replica
-    // there cannot catch up, so after the catch-up timeout (5 s in tests)
-    // the target refuses and the source rolls back — and the live stores
-    // crash right before writing the rollback. Once all three are back,
-    // the rollback applies, the directory's operator asks again, and the
-    // merge ends.
-    let region = c.regions().await.expect("regions")[0]
-        .region
-        .clone()
-        .expect("region");
-    c.split(region.id).await.expect("split");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let regions = loop {
-        let now = c.regions().await.unwrap_or_default();
-        if now.len() > before - 1 {
-            break now;
-        }
-        assert!(Instant::now() < deadline, "the split did not happen");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    let before = regions.len();
-    let regions: Vec<_> = regions.into_iter().filter_map(|r| r.region).collect();
-    let (target, source) = (regions[0].id, regions[1].id);
-    c.kill(ProcKind::Store, 3).expect("kill");
-    for index in [1, 2] {
-        c.arm_failpoint(index, "merge_before_rollback", "panic")
-            .expect("arm");
-    }
-    c.merge(source, target).await.expect("merge");
-    // The source's leader applies the rollback first; a follower learns
-    // that it is committed from the leader's next message, which may never
-    // come. So: one crash, then the other store is disarmed (or crashed).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let crashed = loop {
-        let exited: Vec<usize> = [1, 2]
-            .into_iter()
-            .filter(|i| c.e2e.stores.get_mut(i).expect("store").proc.has_exited())
-            .collect();
-        if !exited.is_empty() {
-            break exited;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no store crashed at merge_before_rollback within 60 s:\n{}",
-            c.tails(30)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    for index in [1, 2] {
-        if !crashed.contains(&index) {
-            let _ = c.arm_failpoint(index, "merge_before_rollback", "off");
-        }
-    }
-    for index in [1, 2, 3] {
-        c.restart(ProcKind::Store, index).expect("restart");
-    }
-    // The merge is asked for again (refused while the first operator still
-    // runs, which then sends its step again itself) until it ends.
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut asked = Instant::now();
-    while c.regions().await.map(|r| r.len()).unwrap_or(before) >= before {
-        assert!(
-            Instant::now() < deadline,
-            "the merge did not end after the rollback and the crashes:\n{}",
-            c.tails(30)
-        );
-        if asked.elapsed() > Duration::from_secs(5) {
-            let _ = c.merge(source, target).await;
-            asked = Instant::now();
-        }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     tokio::time::sleep(Duration::from_secs(3)).await;

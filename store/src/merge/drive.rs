@@ -22,7 +22,7 @@ use tessera_proto::metapb::Region;
 use tessera_proto::raft_serverpb::MergeState;
 use tessera_security::Security;
 
-use super::{commit_merge, prepare_merge, rollback_merge, source_caught_up, CommitOutcome};
+use super::{caught_up, commit_merge, prepare_merge, rollback_merge, CommitOutcome};
 use crate::admin::AdminApi;
 use crate::{Error, Result};
 
@@ -137,8 +137,9 @@ pub async fn drive(api: &AdminApi, source_id: u64) -> Result<DriveEnd> {
     let source = info.region;
     let deadline = Instant::now() + api.merge_catch_up_timeout();
     let refuse = loop {
-        still_merging(&api.leader_info(source_id).await?, &state)?;
-        if source_caught_up(api, source_id, state.prepare_index).await? {
+        let now = api.leader_info(source_id).await?;
+        still_merging(&now, &state)?;
+        if caught_up(&now, state.prepare_index) {
             break false;
         }
         if Instant::now() > deadline {

@@ -24,7 +24,7 @@ pub use drive::{
     drive, resume, start, DriveEnd, GrpcTargetLeaders, TargetLeaders, CATCH_UP_TIMEOUT,
 };
 
-use tessera_multiraft::mailbox::{EpochCheck, PollerMsg, WriteClass};
+use tessera_multiraft::mailbox::{EpochCheck, PollerMsg, RegionInfo, WriteClass};
 use tessera_multiraft::merge::{self, CommitDecision};
 use tessera_multiraft::{region, ApplyContext};
 use tessera_proto::errorpb::RegionError;
@@ -194,11 +194,13 @@ pub async fn prepare_merge(
 /// Step 2, on the source's leader: whether every source peer has the log
 /// up to the PrepareMerge at `prepare_index`.
 pub async fn source_caught_up(api: &AdminApi, source_id: u64, prepare_index: u64) -> Result<bool> {
-    let info = api.leader_info(source_id).await?;
-    if info.applied_index < prepare_index {
-        return Ok(false);
-    }
-    Ok(info.progress.iter().all(|p| p.matched >= prepare_index))
+    Ok(caught_up(&api.leader_info(source_id).await?, prepare_index))
+}
+
+/// Whether the source's leader (`info`) and every peer it replicates to
+/// have the log up to `prepare_index`.
+fn caught_up(info: &RegionInfo, prepare_index: u64) -> bool {
+    info.applied_index >= prepare_index && info.progress.iter().all(|p| p.matched >= prepare_index)
 }
 
 /// What the target decided.
