@@ -11,6 +11,10 @@
 //! - `merge_after_prepare`, `merge_before_commit`: armed on two stores,
 //!   then a merge of the split's halves is requested; each crashes in
 //!   turn, restarts, and the merge ends;
+//! - `merge_before_rollback`: a merge whose drivers see a source peer that
+//!   never catches up (`merge_catch_up_stall`) rolls back; the stores crash
+//!   before writing the rollback, all three restart, and the merge, asked
+//!   again, ends;
 //! - `snapshot_before_ingest`, `snapshot_after_ingest`: a store is killed,
 //!   the workload runs until its regions' logs are compacted past it, and
 //!   it restarts with `FAILPOINTS` set, so it aborts while applying the
@@ -191,6 +195,84 @@ async fn a_store_crashed_at_any_failpoint_restarts_and_loses_no_acknowledged_wri
             "the merge did not end after the crashes:\n{}",
             c.tails(30)
         );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // A merge that rolls back: every store's merge driver sees a source
+    // peer that never catches up (`merge_catch_up_stall`), so after the
+    // catch-up timeout (5 s in tests) the target refuses and the source
+    // rolls back — and the stores crash right before writing the rollback.
+    // Once all three are back, the rollback applies, the directory's
+    // operator asks again, and the merge ends.
+    let count = c.regions().await.expect("regions").len();
+    let region = c.regions().await.expect("regions")[0]
+        .region
+        .clone()
+        .expect("region");
+    c.split(region.id).await.expect("split");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let regions = loop {
+        let now = c.regions().await.unwrap_or_default();
+        if now.len() > count {
+            break now;
+        }
+        assert!(Instant::now() < deadline, "the split did not happen");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let before = regions.len();
+    let regions: Vec<_> = regions.into_iter().filter_map(|r| r.region).collect();
+    let (target, source) = (regions[0].id, regions[1].id);
+    for index in [1, 2, 3] {
+        c.arm_failpoint(index, "merge_catch_up_stall", "return")
+            .expect("arm");
+        c.arm_failpoint(index, "merge_before_rollback", "panic")
+            .expect("arm");
+    }
+    c.merge(source, target).await.expect("merge");
+    // The source's leader applies the rollback first; a follower learns
+    // that it is committed from the leader's next message, which may never
+    // come. So: one crash, then the others are disarmed (or crashed).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let crashed = loop {
+        let exited: Vec<usize> = [1, 2, 3]
+            .into_iter()
+            .filter(|i| c.e2e.stores.get_mut(i).expect("store").proc.has_exited())
+            .collect();
+        if !exited.is_empty() {
+            break exited;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no store crashed at merge_before_rollback within 60 s:\n{}",
+            c.tails(30)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for index in [1, 2, 3] {
+        if !crashed.contains(&index) {
+            let _ = c.arm_failpoint(index, "merge_before_rollback", "off");
+        }
+    }
+    for index in [1, 2, 3] {
+        // A restart also clears `merge_catch_up_stall`.
+        c.restart(ProcKind::Store, index).expect("restart");
+    }
+    // The merge is asked for again (refused while the first operator still
+    // runs, which then sends its step again itself) until it ends.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut asked = Instant::now();
+    while c.regions().await.map(|r| r.len()).unwrap_or(before) >= before {
+        assert!(
+            Instant::now() < deadline,
+            "the merge did not end after the rollback and the crashes:\n{}",
+            c.tails(30)
+        );
+        if asked.elapsed() > Duration::from_secs(5) {
+            let _ = c.merge(source, target).await;
+            asked = Instant::now();
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     tokio::time::sleep(Duration::from_secs(3)).await;

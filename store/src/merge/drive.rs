@@ -139,7 +139,7 @@ pub async fn drive(api: &AdminApi, source_id: u64) -> Result<DriveEnd> {
     let refuse = loop {
         let now = api.leader_info(source_id).await?;
         still_merging(&now, &state)?;
-        if caught_up(&now, state.prepare_index) {
+        if caught_up(&now, state.prepare_index) && !catch_up_stalled() {
             break false;
         }
         if Instant::now() > deadline {
@@ -158,6 +158,16 @@ pub async fn drive(api: &AdminApi, source_id: u64) -> Result<DriveEnd> {
             Ok(DriveEnd::RolledBack(region, reason))
         }
     }
+}
+
+/// Tests make a source peer look as if it never caught up (failpoint
+/// `merge_catch_up_stall` armed with `return`), so that the merge rolls
+/// back. A real lagging peer is hard to arrange: a peer that stops answering
+/// makes the prepare refused, and one that falls behind the compacted log
+/// catches up by snapshot.
+fn catch_up_stalled() -> bool {
+    fail::fail_point!("merge_catch_up_stall", |_| true);
+    false
 }
 
 /// Fails once the source no longer holds the merge a driver was started
