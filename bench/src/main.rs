@@ -14,13 +14,17 @@
 //!   alternating rounds (`compare.rs`);
 //! - `ycsb-scale`: workload A over 1, 16 and 256 regions (`scale.rs`);
 //! - `overload`: capacity, then open-loop load at multiples of it and a
-//!   hostile mix, tessera and etcd in one run (`overload/`).
+//!   hostile mix, tessera and etcd in one run (`overload/`);
+//! - `merge`: 1,000 regions merged down under load (`merge.rs`);
+//! - `hot-range`: workload A on a zipfian hot range, what each store
+//!   serves over time while the scheduler spreads it (`hot_range.rs`).
 //!
 //! Results print as a table and, with `--json`, as one JSON object.
 
 mod cluster_put;
 mod compare;
 mod fsync;
+mod hot_range;
 mod merge;
 mod overload;
 mod plot;
@@ -75,6 +79,9 @@ enum Command {
     /// Many small regions (1,000 by default) merged down to one under a
     /// read/update load: time per merge and the load's dip.
     Merge(merge::Args),
+    /// YCSB A on a zipfian hot range of keys: how load-based split and
+    /// hot-leader balancing spread what each store serves, over time.
+    HotRange(hot_range::Args),
     /// Overload and hostile requests, tessera and etcd in one run: the
     /// closed-loop capacity, then open-loop load at 0.8, 2, 5 and 10× of
     /// it, then a hostile mix; goodput, p99, refusals, peak RSS.
@@ -109,6 +116,9 @@ fn main() -> anyhow::Result<()> {
         Command::Compare(a) => return runtime.block_on(interruptible(compare::run(a, args.json))),
         Command::YcsbScale(a) => return runtime.block_on(interruptible(scale::run(a, args.json))),
         Command::Merge(a) => return runtime.block_on(interruptible(merge::run(a, args.json))),
+        Command::HotRange(a) => {
+            return runtime.block_on(interruptible(hot_range::run(a, args.json)))
+        }
         Command::Overload(a) => {
             return runtime.block_on(interruptible(overload::run(a, args.json)))
         }

@@ -156,6 +156,75 @@ fn draw_panel<DB: DrawingBackend>(
     Ok(())
 }
 
+/// One panel of [`lines`]: `series[i].1[j]` is series `i`'s value at
+/// `x[j]`.
+pub struct LinePanel {
+    pub title: String,
+    pub y_label: String,
+    pub x: Vec<f64>,
+    pub series: Vec<(String, Vec<f64>)>,
+}
+
+/// Writes line charts side by side under `title` to `path` (SVG), x in
+/// seconds.
+pub fn lines(path: &Path, title: &str, panels: &[LinePanel]) -> anyhow::Result<()> {
+    let width = 560 * panels.len().max(1) as u32;
+    let root = SVGBackend::new(path, (width, 440)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let root = root
+        .titled(title, ("sans-serif", 18))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let areas = root.split_evenly((1, panels.len().max(1)));
+    for (panel, area) in panels.iter().zip(areas.iter()) {
+        draw_lines(panel, area).map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
+}
+
+fn draw_lines<DB: DrawingBackend>(
+    panel: &LinePanel,
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let x_max = panel.x.iter().copied().fold(1.0f64, f64::max);
+    let y_max = panel
+        .series
+        .iter()
+        .flat_map(|(_, v)| v.iter().copied())
+        .filter(|v| v.is_finite())
+        .fold(0.0f64, f64::max);
+    let y_max = if y_max > 0.0 { y_max * 1.1 } else { 1.0 };
+    let mut chart = ChartBuilder::on(area)
+        .caption(&panel.title, ("sans-serif", 16))
+        .margin(12)
+        .x_label_area_size(30)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..x_max, 0f64..y_max)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds")
+        .y_desc(&panel.y_label)
+        .y_label_formatter(&|y| short(*y))
+        .draw()?;
+    for (s, (name, values)) in panel.series.iter().enumerate() {
+        let color = COLORS[s % COLORS.len()];
+        chart
+            .draw_series(LineSeries::new(
+                panel.x.iter().copied().zip(values.iter().copied()),
+                color.stroke_width(2),
+            ))?
+            .label(name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 12, y)], color));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -220,6 +220,15 @@ def store():
         (f"sum by (instance, path) (rate(tessera_reads_total{{{sel}}}[$__rate_interval]))",
          "{{path}} {{instance}}"),
     ], unit="ops", desc="lease: served on the leader's lease; read_index: a ReadIndex round trip."))
+    p.append(timeseries(lay, "Keys served", [
+        (f"sum by (instance, op) (rate(tessera_kv_served_keys_total{{{sel}}}[$__rate_interval]))",
+         "{{op}} {{instance}}"),
+    ], unit="ops", desc="Keys read and proposed for clients: the load the directory's hot-leader rule "
+                        "balances across stores."))
+    p.append(timeseries(lay, "Bytes served", [
+        (f"sum by (instance, op) (rate(tessera_kv_served_bytes_total{{{sel}}}[$__rate_interval]))",
+         "{{op}} {{instance}}"),
+    ], unit="Bps", desc="Bytes of keys and values read and proposed for clients."))
     p.append(lay.row("Group commit"))
     p.append(timeseries(lay, "fsync", quantiles("tessera_fsync_seconds", sel, "instance"), unit="s",
                         desc="One synced write batch (the fsync of a group commit)."))

@@ -10,7 +10,7 @@ use tessera_multiraft::engine::RocksOptions;
 use tessera_multiraft::RaftConfig;
 
 use crate::leader::LifecycleConfig;
-use crate::scheduler::{MergeConfig, ScheduleConfig};
+use crate::scheduler::{HotLeaderConfig, LoadSplitConfig, MergeConfig, ScheduleConfig};
 use crate::{Error, Result};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -92,6 +92,18 @@ pub struct ScheduleSection {
     pub merge_quiet_for_ms: u64,
     /// Merges that may run at once.
     pub max_merges_in_flight: usize,
+    /// Load-based split: a range keyspace's region serving more read and
+    /// written keys per second than this, in every report for
+    /// `load_split_hot_for_ms`, is split where its load divides (0 turns
+    /// it off; otherwise at least 4 × `merge_max_keys_per_sec`).
+    pub load_split_keys_per_sec: u64,
+    pub load_split_hot_for_ms: u64,
+    /// Hot-leader balancing: leaderships move while the store whose leaders
+    /// serve the most keys per second serves more than this ratio times
+    /// the least (at least 1.1) ...
+    pub hot_leader_ratio: f64,
+    /// ... and more than this many keys per second (0 turns it off).
+    pub hot_leader_min_keys_per_sec: u64,
 }
 
 impl Default for DirectoryConfig {
@@ -147,6 +159,10 @@ impl Default for ScheduleSection {
             merge_max_keys_per_sec: s.merge.max_keys_per_sec,
             merge_quiet_for_ms: s.merge.quiet_for.as_millis() as u64,
             max_merges_in_flight: s.merge.max_in_flight,
+            load_split_keys_per_sec: s.load_split.keys_per_sec,
+            load_split_hot_for_ms: s.load_split.hot_for.as_millis() as u64,
+            hot_leader_ratio: s.hot_leader.ratio,
+            hot_leader_min_keys_per_sec: s.hot_leader.min_keys_per_sec,
         }
     }
 }
@@ -225,6 +241,22 @@ impl DirectoryConfig {
                 )));
             }
         }
+        let (split, merge) = (
+            self.schedule.load_split_keys_per_sec,
+            self.schedule.merge_max_keys_per_sec,
+        );
+        if split != 0 && split < merge.saturating_mul(4) {
+            return Err(Error::Config(format!(
+                "schedule.load_split_keys_per_sec ({split}) must be 0 or at least 4 × \
+                 schedule.merge_max_keys_per_sec ({merge}): a load split's halves must not merge back"
+            )));
+        }
+        let ratio = self.schedule.hot_leader_ratio;
+        if ratio.is_nan() || ratio < 1.1 {
+            return Err(Error::Config(format!(
+                "schedule.hot_leader_ratio ({ratio}) must be at least 1.1: leaderships would move back and forth"
+            )));
+        }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(Error::Config(format!(
                 "log_format must be text or json, not {:?}",
@@ -276,6 +308,14 @@ impl DirectoryConfig {
                 merge.quiet_for = Duration::from_millis(s.merge_quiet_for_ms);
                 merge.max_in_flight = s.max_merges_in_flight;
                 merge
+            },
+            load_split: LoadSplitConfig {
+                keys_per_sec: s.load_split_keys_per_sec,
+                hot_for: Duration::from_millis(s.load_split_hot_for_ms),
+            },
+            hot_leader: HotLeaderConfig {
+                ratio: s.hot_leader_ratio,
+                min_keys_per_sec: s.hot_leader_min_keys_per_sec,
             },
         }
     }

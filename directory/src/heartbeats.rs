@@ -68,10 +68,18 @@ impl Core {
         stats.seen = now;
         stats.merging_into = report.merging_into;
         if let Some(load) = &report.load {
-            stats.keys_per_sec = keys_per_sec(load);
+            stats.keys_per_sec = per_sec(load, load.read_keys.saturating_add(load.write_keys));
+            stats.bytes_per_sec = per_sec(load, load.read_bytes.saturating_add(load.write_bytes));
             if stats.keys_per_sec > self.schedule.merge.max_keys_per_sec as f64 {
                 stats.quiet_since = now;
             }
+            let hot = self.schedule.load_split.is_hot(stats.keys_per_sec);
+            stats.hot_since = if hot {
+                stats.hot_since.or(Some(now))
+            } else {
+                None
+            };
+            stats.load_split_key = load.load_split_key.clone();
         }
         let mut reply = None;
         if let Some(op) = ls.operators.get_mut(&region.id) {
@@ -142,10 +150,9 @@ impl Core {
     }
 }
 
-/// A region's read and written keys per second over a reported interval
-/// (an interval under 100 ms counts as 100 ms: a report sent right after
+/// `count` (keys or bytes) per second over a reported interval (an
+/// interval under 100 ms counts as 100 ms: a report sent right after
 /// another says little about a rate).
-fn keys_per_sec(load: &RegionLoad) -> f64 {
-    let keys = load.read_keys.saturating_add(load.write_keys);
-    keys as f64 * 1000.0 / load.interval_ms.max(100) as f64
+fn per_sec(load: &RegionLoad, count: u64) -> f64 {
+    count as f64 * 1000.0 / load.interval_ms.max(100) as f64
 }

@@ -28,6 +28,14 @@ pub struct RegionStats {
     pub seen: Instant,
     /// Keys read and written per second over the last reported interval.
     pub keys_per_sec: f64,
+    /// Bytes read and written per second over the last reported interval.
+    pub bytes_per_sec: f64,
+    /// Since when every report has said the region serves more than
+    /// `load_split_keys_per_sec` (None while it does not).
+    pub hot_since: Option<Instant>,
+    /// The key its leader's samples of the last interval divide at (empty:
+    /// none); see the store's `load` module.
+    pub load_split_key: Vec<u8>,
     /// Since when this leader has known the region with no report of more
     /// than `merge_max_keys_per_sec` (its first report to this leader, or
     /// the last busy one). A region split or merged gets a new epoch, not a
@@ -49,6 +57,9 @@ impl RegionStats {
             progress: vec![],
             seen,
             keys_per_sec: 0.0,
+            bytes_per_sec: 0.0,
+            hot_since: None,
+            load_split_key: vec![],
             quiet_since: seen,
             merging_into: 0,
         }

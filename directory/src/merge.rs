@@ -33,7 +33,7 @@ use crate::{metrics as m, Error, Result};
 
 /// The keyspace id a region's keys belong to (by its start key; the first
 /// region starts at the default keyspace).
-fn keyspace_of(region: &Region) -> u32 {
+pub(crate) fn keyspace_of(region: &Region) -> u32 {
     let mut prefix = [0u8; 4];
     for (i, b) in region.start_key.iter().take(4).enumerate() {
         prefix[i] = *b;

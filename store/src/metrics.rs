@@ -23,6 +23,11 @@ pub const STREAM_MESSAGES_TOTAL: &str = "tessera_kv_stream_messages_total";
 pub const STREAM_REQUESTS_TOTAL: &str = "tessera_kv_stream_requests_total";
 /// Writes that shared one Raft entry with other writes of their message.
 pub const MERGED_WRITES_TOTAL: &str = "tessera_kv_merged_writes_total";
+/// Keys this store read or wrote for clients, by `op` (`read`, `write`):
+/// the load the directory balances (`load.rs`).
+pub const SERVED_KEYS_TOTAL: &str = "tessera_kv_served_keys_total";
+/// Bytes of keys and values this store read or wrote for clients, by `op`.
+pub const SERVED_BYTES_TOTAL: &str = "tessera_kv_served_bytes_total";
 
 /// Registers help text for the store's metrics and its Raft groups'.
 pub fn describe() {
@@ -66,6 +71,15 @@ pub fn describe() {
     describe_counter!(
         MERGED_WRITES_TOTAL,
         "Writes that shared one Raft entry with other writes of their stream message"
+    );
+    describe_counter!(
+        SERVED_KEYS_TOTAL,
+        "Keys read (op=read) or proposed for writing (op=write) for clients by this store"
+    );
+    describe_counter!(
+        SERVED_BYTES_TOTAL,
+        Unit::Bytes,
+        "Bytes of keys and values read (op=read) or proposed (op=write) for clients by this store"
     );
     describe_gauge!(
         DEGRADED,

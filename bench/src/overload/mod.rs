@@ -240,8 +240,15 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
 async fn one_system(system: System, args: &Args, progress: bool) -> anyhow::Result<SystemResult> {
     let local = match system {
         System::Tessera | System::TesseraDirect => LocalCluster::Tessera(Box::new(
-            LocalTessera::start_with(args.members, args.mode, &args.tessera_serving, &[], true)
-                .await?,
+            LocalTessera::start_with(
+                args.members,
+                args.mode,
+                &args.tessera_serving,
+                &[],
+                true,
+                &[],
+            )
+            .await?,
         )),
         System::Etcd => LocalCluster::start(system, args.members, args.mode, &[], true).await?,
     };

@@ -38,19 +38,21 @@ pub struct LocalTessera {
 
 impl LocalTessera {
     pub async fn start(stores: usize, mode: Mode) -> anyhow::Result<LocalTessera> {
-        Self::start_with(stores, mode, &[], &[], true).await
+        Self::start_with(stores, mode, &[], &[], true, &[]).await
     }
 
     /// With `serving` (`key = value` lines) as the `[serving]` table of
     /// every store and router, and `store_toml` (TOML lines) appended to
     /// every store's configuration; `batch_stream` false makes the router
-    /// send one unary RPC per request to the stores.
+    /// send one unary RPC per request to the stores; `schedule` (`key =
+    /// value` lines) in every directory member's `[schedule]` table.
     pub async fn start_with(
         stores: usize,
         mode: Mode,
         serving: &[String],
         store_toml: &[String],
         batch_stream: bool,
+        schedule: &[String],
     ) -> anyhow::Result<LocalTessera> {
         tessera_e2e::ensure_plain_binaries()?;
         let serving: Vec<String> = if serving.is_empty() {
@@ -65,6 +67,7 @@ impl LocalTessera {
             stores,
             default_timing: true,
             store_extra: serving.iter().chain(store_toml).cloned().collect(),
+            schedule_extra: schedule.to_vec(),
             // Top-level keys before the `[serving]` table.
             router_extra: (!batch_stream)
                 .then(|| "batch_stream = false".to_string())

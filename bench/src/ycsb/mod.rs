@@ -402,8 +402,15 @@ impl LocalCluster {
     ) -> anyhow::Result<LocalCluster> {
         Ok(match system {
             System::Tessera | System::TesseraDirect => LocalCluster::Tessera(Box::new(
-                clusters::LocalTessera::start_with(members, mode, &[], store_toml, batch_stream)
-                    .await?,
+                clusters::LocalTessera::start_with(
+                    members,
+                    mode,
+                    &[],
+                    store_toml,
+                    batch_stream,
+                    &[],
+                )
+                .await?,
             )),
             System::Etcd => LocalCluster::Etcd(clusters::LocalEtcd::start(members, mode).await?),
         })

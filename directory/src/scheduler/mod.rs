@@ -18,13 +18,17 @@
 //!    consistent hash ring over the stores (recorded through Raft) and
 //!    replicas move to match it;
 //! 6. **split**: a region reported above 1.5 × the split size is split,
-//!    and **evict-leader**: a region led from a store whose leaders an
-//!    administrator evicted hands its leadership to another voter;
+//!    and so is a range keyspace's region hot for a while (where its load
+//!    divides); **evict-leader**: a region led from a store whose leaders
+//!    an administrator evicted hands its leadership to another voter;
 //! 7. **merge**: small, cold neighbours of one range keyspace are merged
 //!    (with hysteresis against the split rules);
-//! 8. **balance-leader**, 9. **balance-region**: leader and replica counts
-//!    are evened out across `Up` stores (no leader goes to an evicted
-//!    store).
+//! 8. **hot-leader**: leaderships of busy regions move from the store
+//!    whose leaders serve the most keys per second to one serving fewer,
+//!    then **balance-leader**, 9. **balance-region**: leader and replica
+//!    counts are evened out across `Up` stores (no leader goes to an
+//!    evicted store; a count move that would undo the load balance is
+//!    skipped).
 //!
 //! Merging waits, like balancing, while anything needs repair; evicting
 //! leaders does not.
@@ -54,7 +58,9 @@ use crate::leader::{LeaderState, LifecycleConfig};
 use crate::state::DirectoryState;
 use operator::OperatorKind;
 use round::Round;
+pub use rules::hot_leader::HotLeaderConfig;
 pub use rules::merge::MergeConfig;
+pub use rules::split::LoadSplitConfig;
 
 /// What one round decided.
 #[derive(Default, Debug)]
@@ -115,6 +121,7 @@ pub fn plan(
             .any(|r| r.peers.iter().any(|p| round.is_bad(p.store_id)));
     if !repairing {
         rules::merge::plan(&mut round, &ready);
+        rules::hot_leader::plan(&mut round, &ready);
         rules::balance_leader::plan(&mut round, &ready);
         rules::balance_region::plan(&mut round, &ready, &placed);
     }
@@ -179,6 +186,10 @@ pub struct ScheduleConfig {
     pub zone_label: String,
     /// The merge rule's settings.
     pub merge: MergeConfig,
+    /// The load-based split's settings.
+    pub load_split: LoadSplitConfig,
+    /// The hot-leader rule's settings.
+    pub hot_leader: HotLeaderConfig,
 }
 
 impl Default for ScheduleConfig {
@@ -194,6 +205,8 @@ impl Default for ScheduleConfig {
             lifecycle: LifecycleConfig::default(),
             zone_label: "zone".into(),
             merge: MergeConfig::for_split_size(96 * 1024 * 1024),
+            load_split: LoadSplitConfig::default(),
+            hot_leader: HotLeaderConfig::default(),
         }
     }
 }

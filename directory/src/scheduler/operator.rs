@@ -179,10 +179,14 @@ pub enum OperatorKind {
     Placement,
     /// Rule 6: a region above 1.5 × the split size.
     SizeSplit,
+    /// Rule 6: a region hot for a while, split where its load divides.
+    LoadSplit,
     /// Rule 7: small, cold neighbours.
     Merge,
     /// A store whose leaders are evicted (`tessera store evict-leaders`).
     EvictLeader,
+    /// Rule 8: leaders of hot regions spread by load.
+    HotLeader,
     /// Rule 8.
     BalanceLeader,
     /// Rule 9.
@@ -207,7 +211,8 @@ impl OperatorKind {
             OperatorKind::Zone => "zone",
             OperatorKind::Keyspace => "keyspace",
             OperatorKind::Placement => "placement",
-            OperatorKind::SizeSplit | OperatorKind::AdminSplit => "split",
+            OperatorKind::SizeSplit | OperatorKind::LoadSplit | OperatorKind::AdminSplit => "split",
+            OperatorKind::HotLeader => "hot-leader",
             OperatorKind::EvictLeader => "evict-leader",
             OperatorKind::BalanceLeader => "balance-leader",
             OperatorKind::BalanceRegion => "balance-region",
@@ -232,6 +237,10 @@ impl OperatorKind {
             OperatorKind::Keyspace => "a keyspace boundary inside the region",
             OperatorKind::Placement => "the hash keyspace's ring places the region elsewhere",
             OperatorKind::SizeSplit => "above 1.5 × the split size",
+            OperatorKind::LoadSplit => {
+                "hotter than load_split_keys_per_sec for load_split_hot_for_ms"
+            }
+            OperatorKind::HotLeader => "leaders' load uneven across stores",
             OperatorKind::Merge => "small and cold next to a small and cold neighbour",
             OperatorKind::EvictLeader => {
                 "its leader's store has its leaders evicted (tessera store evict-leaders)"

@@ -188,6 +188,30 @@ impl<'a> Round<'a> {
             .map(|l| l.store_id)
     }
 
+    /// Where `region_id`'s leadership will be: the destination of a
+    /// leader transfer its operator has still to make, or the store
+    /// leading it now (the leader rules count leaders this way).
+    pub fn leader_destination(&self, region_id: u64) -> Option<u64> {
+        let pending = self.leader.operators.get(&region_id).and_then(|o| {
+            o.steps[o.current.min(o.steps.len() - 1)..]
+                .iter()
+                .find_map(|s| match s {
+                    Step::TransferLeader { to_store_id } => Some(*to_store_id),
+                    _ => None,
+                })
+        });
+        pending.or(self.leader_store(region_id))
+    }
+
+    /// Read and written keys per second its leader last reported for
+    /// `region_id` (0 before any report).
+    pub fn keys_per_sec(&self, region_id: u64) -> f64 {
+        self.leader
+            .regions
+            .get(&region_id)
+            .map_or(0.0, |s| s.keys_per_sec)
+    }
+
     pub fn next_id(&mut self) -> Option<u64> {
         (self.alloc_id)()
     }

@@ -248,8 +248,10 @@ impl KvApi {
     async fn propose(&self, ctx: &Context, cmds: Vec<Cmd>) -> Result<Vec<CmdResult>> {
         let (tx, rx) = oneshot::channel();
         let keys = cmds.len() as u64;
+        let first_key = cmds.first().map(command_key).unwrap_or_default().to_vec();
         let data = command::encode(ctx, cmds);
-        self.load.write(ctx.region_id, keys, data.len() as u64);
+        self.load
+            .write(ctx.region_id, keys, data.len() as u64, &first_key);
         self.mailbox.send(PollerMsg::Propose {
             region_id: ctx.region_id,
             epoch: EpochCheck::version(ctx.region_epoch.unwrap_or_default()),
@@ -283,8 +285,9 @@ impl KvApi {
                 let ctx = self.context(req.context)?;
                 self.read(&ctx, |region| {
                     Self::check_key_in(region, &req.key)?;
-                    self.load.read(region.id, 1);
                     let value = self.engine_get(&req.key)?;
+                    let bytes = req.key.len() + value.as_ref().map_or(0, Vec::len);
+                    self.load.read(region.id, 1, bytes as u64, &req.key);
                     Ok(GetResponse {
                         region_error: None,
                         found: value.is_some(),
@@ -318,7 +321,6 @@ impl KvApi {
         for k in keys {
             Self::check_key_in(region, k)?;
         }
-        self.load.read(region.id, keys.len() as u64);
         let mut pairs = vec![];
         let mut seen = std::collections::HashSet::with_capacity(keys.len());
         let mut page = limits::PageBudget::new(self.cfg.max_response_bytes);
@@ -338,6 +340,10 @@ impl KvApi {
                 });
             }
         }
+        let bytes: usize = pairs.iter().map(|p| p.key.len() + p.value.len()).sum();
+        let first_key = keys.first().map(Vec::as_slice).unwrap_or_default();
+        self.load
+            .read(region.id, keys.len() as u64, bytes as u64, first_key);
         Ok(BatchGetResponse {
             region_error: None,
             pairs,
@@ -390,7 +396,9 @@ impl KvApi {
                 pairs.len() < limit
             })
             .map_err(|e| Error::Engine(e.to_string()))?;
-        self.load.read(region.id, pairs.len().max(1) as u64);
+        let bytes: usize = pairs.iter().map(|p| p.key.len() + p.value.len()).sum();
+        self.load
+            .read(region.id, pairs.len().max(1) as u64, bytes as u64, &start);
         Ok(ScanResponse {
             region_error: None,
             pairs,
@@ -535,5 +543,15 @@ impl KvApi {
             }
             .await,
         )
+    }
+}
+
+/// The key a write command starts at (load sampling).
+fn command_key(cmd: &Cmd) -> &[u8] {
+    match cmd {
+        Cmd::Put(c) => &c.key,
+        Cmd::Delete(c) => &c.key,
+        Cmd::CompareAndSwap(c) => &c.key,
+        Cmd::DeleteRange(c) => &c.start_key,
     }
 }
