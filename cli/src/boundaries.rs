@@ -52,6 +52,7 @@ impl Keyspaces {
                 name: DEFAULT_KEYSPACE.into(),
                 kind: KeyspaceKind::Range as i32,
                 initial_regions: 0,
+                ring_stores: vec![],
             });
         Keyspaces { by_id }
     }
@@ -175,12 +176,14 @@ mod tests {
                 name: "orders".into(),
                 kind: KeyspaceKind::Range as i32,
                 initial_regions: 0,
+                ring_stores: vec![],
             },
             Keyspace {
                 id: HASH_KEYSPACE_BIT | 2,
                 name: "users".into(),
                 kind: KeyspaceKind::Hash as i32,
                 initial_regions: 4,
+                ring_stores: vec![],
             },
         ])
     }

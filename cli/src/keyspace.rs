@@ -90,6 +90,9 @@ pub struct KeyspaceView {
     pub kind: &'static str,
     /// For hash keyspaces: the regions it was created with.
     pub initial_regions: u32,
+    /// For hash keyspaces: the stores its placement ring is built over
+    /// (empty until its regions are first placed).
+    pub ring_stores: Vec<u64>,
 }
 
 impl KeyspaceView {
@@ -101,23 +104,31 @@ impl KeyspaceView {
             name: k.name.clone(),
             kind: if hash { "hash" } else { "range" },
             initial_regions: k.initial_regions,
+            ring_stores: k.ring_stores.clone(),
         }
     }
 }
 
 fn print_table(keyspaces: &[KeyspaceView]) {
-    let mut t = output::table(&["ID", "NAME", "KIND", "INITIAL REGIONS"]);
+    let mut t = output::table(&["ID", "NAME", "KIND", "INITIAL REGIONS", "PLACED ON STORES"]);
     for k in keyspaces {
-        let regions = if k.kind == "hash" {
-            k.initial_regions.to_string()
+        let (regions, ring) = if k.kind == "hash" {
+            let ring: Vec<String> = k.ring_stores.iter().map(u64::to_string).collect();
+            let ring = if ring.is_empty() {
+                "(not yet)".into()
+            } else {
+                ring.join(",")
+            };
+            (k.initial_regions.to_string(), ring)
         } else {
-            "-".into()
+            ("-".into(), "-".into())
         };
         t.add_row(vec![
             k.id.to_string(),
             k.name.clone(),
             k.kind.into(),
             regions,
+            ring,
         ]);
     }
     output::print_table(&t);

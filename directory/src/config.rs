@@ -104,6 +104,10 @@ pub struct ScheduleSection {
     pub hot_leader_ratio: f64,
     /// ... and more than this many keys per second (0 turns it off).
     pub hot_leader_min_keys_per_sec: u64,
+    /// How long the `Up` stores must stay the same set before a hash
+    /// keyspace whose ring was built over other stores is rebalanced
+    /// over them.
+    pub placement_rebalance_after_ms: u64,
 }
 
 impl Default for DirectoryConfig {
@@ -163,6 +167,7 @@ impl Default for ScheduleSection {
             load_split_hot_for_ms: s.load_split.hot_for.as_millis() as u64,
             hot_leader_ratio: s.hot_leader.ratio,
             hot_leader_min_keys_per_sec: s.hot_leader.min_keys_per_sec,
+            placement_rebalance_after_ms: s.placement_rebalance_after.as_millis() as u64,
         }
     }
 }
@@ -317,6 +322,7 @@ impl DirectoryConfig {
                 ratio: s.hot_leader_ratio,
                 min_keys_per_sec: s.hot_leader_min_keys_per_sec,
             },
+            placement_rebalance_after: Duration::from_millis(s.placement_rebalance_after_ms),
         }
     }
 }

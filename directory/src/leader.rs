@@ -98,6 +98,10 @@ pub struct LeaderState {
     /// Ids reserved through Raft and not handed out yet: `[next, end)`.
     pub ids: (u64, u64),
     pub next_operator: u64,
+    /// The `Up` stores (sorted) as the scheduler last saw them, and since
+    /// when they have been exactly these (hash keyspaces rebalance once
+    /// this set has held `placement_rebalance_after`).
+    pub up_stores_since: Option<(Vec<u64>, Instant)>,
 }
 
 impl LeaderState {
@@ -110,6 +114,7 @@ impl LeaderState {
             operators: BTreeMap::new(),
             ids: (0, 0),
             next_operator: 1,
+            up_stores_since: None,
         }
     }
 

@@ -223,6 +223,7 @@ mod tests {
                 name: "five".into(),
                 kind: KeyspaceKind::Range as i32,
                 initial_regions: 1,
+                ring_stores: vec![],
             },
         );
         assert!(check(&state, &b, &c)

@@ -282,6 +282,7 @@ impl Directory for DirectoryService {
                     name: req.name,
                     kind: req.kind,
                     initial_regions: req.regions,
+                    ring_stores: vec![],
                 }))
                 .await
             {

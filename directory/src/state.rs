@@ -23,7 +23,7 @@ use prost::Message as _;
 use tessera_multiraft::engine::{Cf, Engine};
 use tessera_proto::directorypb::{
     directory_command::Cmd, BootstrapRequest, ClusterMeta, Keyspace, KeyspaceKind, Member,
-    Placement, SetEvictLeadersRequest, SetStoreState, StoreSecret, User,
+    Placement, RebalancePlacement, SetEvictLeadersRequest, SetStoreState, StoreSecret, User,
 };
 use tessera_proto::keys::{DEFAULT_KEYSPACE_ID, HASH_KEYSPACE_BIT};
 use tessera_proto::metapb::{Region, Store, StoreState};
@@ -201,13 +201,10 @@ impl DirectoryState {
             Cmd::PutRegions(batch) => self.put_regions(batch.regions, out),
             Cmd::CreateKeyspace(k) => self.create_keyspace(k, out),
             Cmd::PutPlacement(p) => {
-                out.push(Change::Put(
-                    records::placement(p.region_id),
-                    p.encode_to_vec(),
-                ));
-                self.placements.insert(p.region_id, p.store_ids);
+                self.put_placement(p, out);
                 Ok(Applied::Done)
             }
+            Cmd::RebalancePlacement(r) => self.rebalance_placement(r, out),
             Cmd::PutMember(m) => {
                 out.push(Change::Put(records::member(m.id), m.encode_to_vec()));
                 self.members.insert(m.id, m);
@@ -346,6 +343,39 @@ impl DirectoryState {
         Ok(Applied::Keyspace(k))
     }
 
+    fn put_placement(&mut self, p: Placement, out: &mut Vec<Change>) {
+        out.push(Change::Put(
+            records::placement(p.region_id),
+            p.encode_to_vec(),
+        ));
+        self.placements.insert(p.region_id, p.store_ids);
+    }
+
+    /// Records that hash keyspace `r.keyspace_id`'s ring is now built over
+    /// `r.ring_stores`, with the placements that changed.
+    fn rebalance_placement(
+        &mut self,
+        r: RebalancePlacement,
+        out: &mut Vec<Change>,
+    ) -> Result<Applied> {
+        let Some(k) = self
+            .keyspaces
+            .values_mut()
+            .find(|k| k.id == r.keyspace_id && k.kind == KeyspaceKind::Hash as i32)
+        else {
+            return Err(Error::InvalidArgument(format!(
+                "no hash keyspace with id {}",
+                r.keyspace_id
+            )));
+        };
+        k.ring_stores = r.ring_stores;
+        out.push(Change::Put(records::keyspace(&k.name), k.encode_to_vec()));
+        for p in r.placements {
+            self.put_placement(p, out);
+        }
+        Ok(Applied::Done)
+    }
+
     /// The keyspace named `name` (`default` is always there).
     pub fn keyspace(&self, name: &str) -> Option<Keyspace> {
         if name == "default" || name.is_empty() {
@@ -353,7 +383,7 @@ impl DirectoryState {
                 id: DEFAULT_KEYSPACE_ID,
                 name: "default".into(),
                 kind: KeyspaceKind::Range as i32,
-                initial_regions: 0,
+                ..Default::default()
             });
         }
         self.keyspaces.get(name).cloned()

@@ -129,6 +129,7 @@ impl Router {
                 name: "default".into(),
                 kind: KeyspaceKind::Range as i32,
                 initial_regions: 0,
+                ring_stores: vec![],
             });
         }
         if let Some(k) = self.keyspaces.get(name) {

@@ -45,6 +45,11 @@ pub const SAMPLES: usize = 64;
 /// Samples needed before a split key is offered.
 const MIN_SAMPLES: usize = 16;
 
+/// Bytes of a sampled key kept (its prefix: still a boundary inside the
+/// region, at most a little left of the key), so that a region's samples
+/// take at most 16 KiB however long its keys are.
+const MAX_SAMPLED_KEY: usize = 256;
+
 struct Counters {
     read_keys: AtomicU64,
     read_bytes: AtomicU64,
@@ -82,12 +87,13 @@ impl Counters {
         if slot >= SAMPLES {
             return;
         }
+        let key = key[..key.len().min(MAX_SAMPLED_KEY)].to_vec();
         let mut samples = self.samples.lock();
         if let Some(s) = samples.get_mut(slot) {
-            *s = key.to_vec();
+            *s = key;
         } else if samples.len() < SAMPLES {
             // Racing requests may fill the slots out of order.
-            samples.push(key.to_vec());
+            samples.push(key);
         }
     }
 }
@@ -226,6 +232,14 @@ mod tests {
         // One side would hold less than a quarter of the requests.
         assert_eq!(split_key(&mut keys(&[("a", 4), ("hot", 60)])), None);
         assert_eq!(split_key(&mut keys(&[("a", 5), ("b", 5)])), None);
+    }
+
+    #[test]
+    fn a_long_key_is_sampled_by_its_prefix() {
+        let s = LoadSampler::default();
+        s.read(1, 1, 1, &[7u8; 8192]);
+        let c = s.regions.get(&1).expect("counted");
+        assert_eq!(c.samples.lock()[0], vec![7u8; MAX_SAMPLED_KEY]);
     }
 
     #[test]

@@ -316,6 +316,19 @@ impl E2eCluster {
         new_addr
     }
 
+    /// Starts one more store and waits until it registered; returns its
+    /// index and id.
+    pub async fn add_registered_store(&mut self) -> (usize, u64) {
+        let index = self.add_store();
+        self.wait_for(
+            "the new store to register",
+            Duration::from_secs(30),
+            |c| async move { c.store_id(index).await.is_some() },
+        )
+        .await;
+        (index, self.store_id(index).await.expect("registered"))
+    }
+
     /// Starts one more store; returns its index.
     pub fn add_store(&mut self) -> usize {
         let index = self.stores.keys().max().map(|i| i + 1).unwrap_or(1);

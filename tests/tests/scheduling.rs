@@ -86,14 +86,7 @@ async fn a_new_store_takes_its_share_of_regions_and_leaders() {
             .unwrap();
     }
     let added_at = Instant::now();
-    let index = c.add_store();
-    c.wait_for(
-        "the fourth store to register",
-        Duration::from_secs(30),
-        |c| async move { c.store_id(index).await.is_some() },
-    )
-    .await;
-    let new_id = c.store_id(index).await.unwrap();
+    let (_, new_id) = c.add_registered_store().await;
     // 12 regions × 3 replicas over 4 stores: 9 each; leaders 3 each.
     c.wait_for(
         "regions and leaders to spread onto the new store",
@@ -390,13 +383,7 @@ async fn replicas_of_a_dead_store_are_rebuilt_and_a_decommissioned_store_empties
     }
 
     // Add a store, then decommission another: it ends empty and Tombstone.
-    let added = c.add_store();
-    c.wait_for(
-        "the new store to register",
-        Duration::from_secs(30),
-        |c| async move { c.store_id(added).await.is_some() },
-    )
-    .await;
+    c.add_registered_store().await;
     let leaving = 2;
     let leaving_id = c.store_id(leaving).await.unwrap();
     // `tessera store remove` follows the store until it is a tombstone.

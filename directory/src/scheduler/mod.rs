@@ -14,9 +14,10 @@
 //!    unused zone can take one;
 //! 4. **keyspace**: a keyspace's boundaries (and a hash keyspace's hash
 //!    ranges) become region boundaries;
-//! 5. **placement**: a hash keyspace's regions are placed once with a
-//!    consistent hash ring over the stores (recorded through Raft) and
-//!    replicas move to match it;
+//! 5. **placement**: a hash keyspace's regions are placed with a
+//!    consistent hash ring over the stores (recorded through Raft, and
+//!    rebuilt by a recorded decision once the `Up` stores have changed for
+//!    `placement_rebalance_after`) and replicas move to match it;
 //! 6. **split**: a region reported above 1.5 × the split size is split,
 //!    and so is a range keyspace's region hot for a while (where its load
 //!    divides); **evict-leader**: a region led from a store whose leaders
@@ -102,6 +103,7 @@ pub fn plan(
     }
     let complete = rules::keyspace::plan(&mut round);
     let placed = rules::placement::place(&mut round, &complete);
+    rules::placement::rebalance(&mut round, &complete);
     for region in &ready {
         rules::placement::plan_region(&mut round, region);
     }
@@ -190,6 +192,9 @@ pub struct ScheduleConfig {
     pub load_split: LoadSplitConfig,
     /// The hot-leader rule's settings.
     pub hot_leader: HotLeaderConfig,
+    /// How long the `Up` stores must stay the same before a hash
+    /// keyspace's ring is rebuilt over them.
+    pub placement_rebalance_after: Duration,
 }
 
 impl Default for ScheduleConfig {
@@ -207,6 +212,7 @@ impl Default for ScheduleConfig {
             merge: MergeConfig::for_split_size(96 * 1024 * 1024),
             load_split: LoadSplitConfig::default(),
             hot_leader: HotLeaderConfig::default(),
+            placement_rebalance_after: Duration::from_secs(300),
         }
     }
 }

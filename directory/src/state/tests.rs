@@ -206,6 +206,7 @@ fn keyspaces_get_ids_by_kind() {
         name: name.into(),
         kind: kind as i32,
         initial_regions: 0,
+        ring_stores: vec![],
     };
     let Applied::Keyspace(a) = s
         .apply(
