@@ -28,8 +28,13 @@ pub enum Command {
     /// regions, operators in flight and store alarms (NOSPACE, SLOW_DISK).
     Status,
     /// Add a member to the directory's Raft group (start its process first,
-    /// pointed at the current members).
+    /// pointed at the current members); with --learner it does not vote.
     AddMember(AddMemberArgs),
+    /// Make a non-voting member (a learner) a voter once it has caught up.
+    PromoteMember(MemberArgs),
+    /// Make a voting member a learner: it keeps a full copy of the log and
+    /// stops voting (refused for the leader, and below three voters).
+    DemoteMember(MemberArgs),
     /// Remove a member from the directory's Raft group.
     RemoveMember(RemoveMemberArgs),
     /// Hand the directory's leadership to another member (before
@@ -57,6 +62,17 @@ pub struct AddMemberArgs {
         value_name = "TOKEN"
     )]
     pub join_token: String,
+    /// Add it as a non-voting member: it follows the log (a standby in
+    /// another zone, say) without counting towards the quorum; promote it
+    /// later with `promote-member`.
+    #[arg(long)]
+    pub learner: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct MemberArgs {
+    /// The member's id.
+    pub id: u64,
 }
 
 #[derive(Args, Debug)]
@@ -90,9 +106,22 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<()> {
         Command::AddMember(args) => {
             crate::conn::parse_addrs(&args.address)
                 .map_err(|e| anyhow::anyhow!("--address: {e}"))?;
-            dir.add_member(args.id, &args.address, &args.join_token)
+            dir.add_member(args.id, &args.address, &args.join_token, args.learner)
                 .await?;
-            done(ctx, "added", args.id, Some(&args.address))
+            let what = if args.learner {
+                "added non-voting"
+            } else {
+                "added"
+            };
+            done(ctx, what, args.id, Some(&args.address))
+        }
+        Command::PromoteMember(args) => {
+            dir.set_member_role(args.id, false).await?;
+            done(ctx, "promoted", args.id, None)
+        }
+        Command::DemoteMember(args) => {
+            dir.set_member_role(args.id, true).await?;
+            done(ctx, "demoted", args.id, None)
         }
         Command::RotateJoinToken => {
             let token = dir.rotate_join_token().await?;

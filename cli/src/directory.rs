@@ -229,13 +229,26 @@ impl Directory {
         )
     }
 
-    pub async fn add_member(&self, id: u64, address: &str, join_token: &str) -> Result<()> {
+    pub async fn add_member(
+        &self,
+        id: u64,
+        address: &str,
+        join_token: &str,
+        learner: bool,
+    ) -> Result<()> {
         let req = AddMemberRequest {
             id,
             address: address.to_string(),
             join_token: join_token.to_string(),
+            learner,
         };
         call!(self, "add member", add_member, req).map(|_| ())
+    }
+
+    /// Makes member `id` a learner, or with `learner` false a voter.
+    pub async fn set_member_role(&self, id: u64, learner: bool) -> Result<()> {
+        let req = SetMemberRoleRequest { id, learner };
+        call!(self, "set member role", set_member_role, req).map(|_| ())
     }
 
     /// Replaces the cluster's join token; returns the new one.

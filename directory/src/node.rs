@@ -8,6 +8,13 @@
 //! with `join`: it has no region until the leader adds it and sends a
 //! snapshot.
 //!
+//! **Roles.** Every member joins as a Raft learner; `add_member` promotes
+//! it once it has caught up, unless it is to stay a non-voting member.
+//! `promote_member` and `demote_member` change a member's role later
+//! (demotion is a learner conf change on a voter: one voter changes, a
+//! simple change). The group never has fewer than three voters by
+//! demotion, and the leader neither demotes nor removes itself.
+//!
 //! Members find each other through [`MemberResolver`]: addresses recorded
 //! in the replicated state, else those given at start.
 
@@ -291,13 +298,14 @@ impl DirectoryNode {
         info.leader.and_then(|l| self.resolver.address(l.id))
     }
 
-    /// Adds a member: records its address, adds it as a learner, waits until
-    /// it caught up, promotes it.
-    pub async fn add_member(&self, id: u64, address: String) -> Result<()> {
+    /// Adds a member: records its address and adds it as a learner; unless
+    /// `learner`, waits until it caught up and promotes it.
+    pub async fn add_member(&self, id: u64, address: String, learner: bool) -> Result<()> {
         self.propose(Cmd::PutMember(Member {
             id,
             address,
             is_leader: false,
+            // The group's configuration says who is a learner (status).
             is_learner: false,
         }))
         .await?;
@@ -307,9 +315,28 @@ impl DirectoryNode {
             role: PeerRole::Learner as i32,
         };
         self.change(ConfChangeKind::AddLearner, peer).await?;
+        if learner {
+            return Ok(());
+        }
+        self.promote_member(id).await
+    }
+
+    /// Makes the learner member `id` a voter once it has caught up with
+    /// the log (`tessera cluster promote-member`); a voter stays one.
+    pub async fn promote_member(&self, id: u64) -> Result<()> {
+        let info = self.leader_raft_info().await?;
+        let peer = member_peer(&info, id)?;
+        if peer.role == PeerRole::Voter as i32 {
+            return Ok(());
+        }
+        if peer.role != PeerRole::Learner as i32 {
+            return Err(Error::InvalidArgument(format!(
+                "directory member {id} is in a membership change; try again"
+            )));
+        }
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let info = self.raft_info().await?.ok_or(Error::NotLeader(None))?;
+            let info = self.leader_raft_info().await?;
             let matched = info
                 .progress
                 .iter()
@@ -333,23 +360,68 @@ impl DirectoryNode {
         .await
     }
 
+    /// Makes the voter member `id` a learner: it keeps following the log
+    /// without voting (`tessera cluster demote-member`); a learner stays
+    /// one. Refused for the leader itself (transfer leadership first) and
+    /// when fewer than three voters would remain (one failure would then
+    /// stop the directory).
+    pub async fn demote_member(&self, id: u64) -> Result<()> {
+        let info = self.leader_raft_info().await?;
+        let peer = member_peer(&info, id)?;
+        if peer.role == PeerRole::Learner as i32 {
+            return Ok(());
+        }
+        if id == self.member_id {
+            return Err(Error::InvalidArgument(
+                "the leader cannot demote itself; transfer leadership first".into(),
+            ));
+        }
+        let voters = info
+            .region
+            .peers
+            .iter()
+            .filter(|p| p.role == PeerRole::Voter as i32)
+            .count();
+        if voters <= 3 {
+            return Err(Error::InvalidArgument(format!(
+                "demoting directory member {id} would leave {} voters; keep at least three \
+                 (promote or add a member first)",
+                voters - 1
+            )));
+        }
+        self.change(
+            ConfChangeKind::AddLearner,
+            Peer {
+                role: PeerRole::Learner as i32,
+                ..peer
+            },
+        )
+        .await
+    }
+
     /// Removes a member from the group.
     pub async fn remove_member(&self, id: u64) -> Result<()> {
+        let info = self.leader_raft_info().await?;
+        if id == self.member_id {
+            return Err(Error::InvalidArgument(
+                "the leader cannot remove itself; transfer leadership first".into(),
+            ));
+        }
+        let peer = member_peer(&info, id)?;
+        self.change(ConfChangeKind::RemovePeer, peer).await?;
+        self.propose(Cmd::RemoveMember(id)).await.map(|_| ())
+    }
+
+    /// The group's Raft state, if this member leads it; else `NotLeader`
+    /// with the leader's address when known.
+    async fn leader_raft_info(&self) -> Result<RegionInfo> {
         let info = self.raft_info().await?.ok_or(Error::NotLeader(None))?;
         if !info.is_leader {
             return Err(Error::NotLeader(
                 info.leader.and_then(|l| self.resolver.address(l.id)),
             ));
         }
-        if id == self.member_id {
-            return Err(Error::InvalidArgument(
-                "the leader cannot remove itself; transfer leadership first".into(),
-            ));
-        }
-        let peer = *region::find_peer(&info.region, id)
-            .ok_or_else(|| Error::NotFound(format!("directory member {id}")))?;
-        self.change(ConfChangeKind::RemovePeer, peer).await?;
-        self.propose(Cmd::RemoveMember(id)).await.map(|_| ())
+        Ok(info)
     }
 
     async fn change(&self, kind: ConfChangeKind, peer: Peer) -> Result<()> {
@@ -379,13 +451,8 @@ impl DirectoryNode {
         if info.leader.map(|l| l.id) == Some(id) {
             return Ok(());
         }
-        if !info.is_leader {
-            return Err(Error::NotLeader(
-                info.leader.and_then(|l| self.resolver.address(l.id)),
-            ));
-        }
-        let peer = *region::find_peer(&info.region, id)
-            .ok_or_else(|| Error::NotFound(format!("directory member {id}")))?;
+        let info = self.leader_raft_info().await?;
+        let peer = member_peer(&info, id)?;
         if peer.role != tessera_proto::metapb::PeerRole::Voter as i32 {
             return Err(Error::InvalidArgument(format!(
                 "directory member {id} does not vote and cannot lead"
@@ -448,4 +515,11 @@ impl DirectoryNode {
     pub fn shutdown(self) {
         self.poller.shutdown();
     }
+}
+
+/// Member `id`'s peer in the group's region.
+fn member_peer(info: &RegionInfo, id: u64) -> Result<Peer> {
+    region::find_peer(&info.region, id)
+        .copied()
+        .ok_or_else(|| Error::NotFound(format!("directory member {id}")))
 }

@@ -397,7 +397,10 @@ impl Directory for DirectoryService {
                 ));
             }
             self.core.check_join_token(&req.join_token)?;
-            self.core.node.add_member(req.id, req.address).await
+            self.core
+                .node
+                .add_member(req.id, req.address, req.learner)
+                .await
         }
         .await;
         respond!(self.core, r, AddMemberResponse {})
@@ -419,6 +422,19 @@ impl Directory for DirectoryService {
         let id = r.into_inner().id;
         let r = self.core.node.transfer_leader(id).await;
         respond!(self.core, r, TransferDirectoryLeaderResponse {})
+    }
+
+    async fn set_member_role(
+        &self,
+        r: Request<SetMemberRoleRequest>,
+    ) -> Result<Response<SetMemberRoleResponse>, Status> {
+        let req = r.into_inner();
+        let r = if req.learner {
+            self.core.node.demote_member(req.id).await
+        } else {
+            self.core.node.promote_member(req.id).await
+        };
+        respond!(self.core, r, SetMemberRoleResponse {})
     }
 
     async fn rotate_join_token(

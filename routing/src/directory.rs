@@ -62,6 +62,7 @@ headed!(
     AddMemberResponse,
     RemoveMemberResponse,
     TransferDirectoryLeaderResponse,
+    SetMemberRoleResponse,
     RotateJoinTokenResponse,
     CreateUserResponse,
     ListUsersResponse,

@@ -172,6 +172,7 @@ directory_impl! {
         add_member(AddMemberRequest) -> AddMemberResponse;
         remove_member(RemoveMemberRequest) -> RemoveMemberResponse;
         transfer_directory_leader(TransferDirectoryLeaderRequest) -> TransferDirectoryLeaderResponse;
+        set_member_role(SetMemberRoleRequest) -> SetMemberRoleResponse;
         rotate_join_token(RotateJoinTokenRequest) -> RotateJoinTokenResponse;
         create_user(CreateUserRequest) -> CreateUserResponse;
         list_users(ListUsersRequest) -> ListUsersResponse;

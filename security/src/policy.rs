@@ -103,6 +103,7 @@ const TABLE: &[(&str, &str, Access)] = &[
     ("directorypb.Directory", "AddMember", ADMIN),
     ("directorypb.Directory", "RemoveMember", ADMIN),
     ("directorypb.Directory", "TransferDirectoryLeader", ADMIN),
+    ("directorypb.Directory", "SetMemberRole", ADMIN),
     ("directorypb.Directory", "RotateJoinToken", ADMIN),
     ("directorypb.Directory", "CreateUser", ADMIN),
     ("directorypb.Directory", "ListUsers", ADMIN),

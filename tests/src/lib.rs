@@ -525,14 +525,28 @@ impl E2eCluster {
             c.remove_member(RemoveMemberRequest { id: old }).await
         })
         .await?;
+        self.join_directory(old, false).await
+    }
+
+    /// Starts one more directory member with `join` and adds it (with
+    /// `learner`, as a non-voting member); returns its id.
+    pub async fn add_directory(&mut self, learner: bool) -> anyhow::Result<u64> {
+        self.join_directory(0, learner).await
+    }
+
+    /// [`E2eCluster::add_directory`] with an id above every member's and
+    /// `floor` (a removed member's id is never reused).
+    async fn join_directory(&mut self, floor: u64, learner: bool) -> anyhow::Result<u64> {
         let id = self
             .directories
             .keys()
-            .max()
             .copied()
-            .unwrap_or(old)
-            .max(old)
+            .max()
+            .unwrap_or(0)
+            .max(floor)
             + 1;
+        // The members there are now: the new one does not answer yet.
+        let conn = self.directory_conn();
         let port = free_port();
         let members: Vec<String> = self
             .directories
@@ -549,6 +563,7 @@ impl E2eCluster {
                     id,
                     address,
                     join_token,
+                    learner,
                 })
                 .await
             }

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use tessera_e2e::{http_get, E2eCluster, Options};
 use tessera_proto::directorypb::directory_client::DirectoryClient;
 use tessera_proto::directorypb::{
-    GetRegionRequest, RegionHeartbeatRequest, RegionReport, SplitRegionRequest,
+    ClusterStatusResponse, GetRegionRequest, RegionHeartbeatRequest, RegionReport,
+    SplitRegionRequest,
 };
 use tessera_proto::keys;
 
@@ -217,6 +218,83 @@ async fn a_failed_directory_member_is_replaced_by_a_new_one() {
         },
     )
     .await;
+}
+
+/// Non-voting directory members: a learner added with `cluster add-member
+/// --learner` follows the log without voting and cannot lead; `cluster
+/// promote-member` makes it a voter that can; `cluster demote-member`
+/// makes a voter a learner — refused for the leader and below three
+/// voters, changing nothing — and the directory keeps serving with the
+/// demoted member down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn learner_members_follow_without_voting_and_are_promoted_and_demoted() {
+    let mut c = E2eCluster::start(Options::default()).await;
+    c.wait_settled(1).await;
+    let learner = c.add_directory(true).await.expect("add a learner");
+    let is_learner = |status: &ClusterStatusResponse, id: u64| {
+        status
+            .members
+            .iter()
+            .find(|m| m.id == id)
+            .map(|m| m.is_learner)
+    };
+    let status = c.status().await.expect("status");
+    assert_eq!(status.members.len(), 4);
+    assert_eq!(is_learner(&status, learner), Some(true));
+    let table = c.try_cli(&["cluster", "status"]).expect("cluster status");
+    assert!(table.contains("learner"), "{table}");
+    let cli_err = |args: &[&str]| c.try_cli(args).expect_err("refused");
+
+    // A learner cannot lead, and three voters cannot lose one.
+    let err = cli_err(&["cluster", "transfer-leader", "--to", &learner.to_string()]);
+    assert!(err.contains("does not vote"), "{err}");
+    let leader = c.directory_leader().await.expect("leader");
+    let voter = *c
+        .directories
+        .keys()
+        .find(|id| **id != leader && **id != learner)
+        .expect("a follower");
+    let err = cli_err(&["cluster", "demote-member", &voter.to_string()]);
+    assert!(err.contains("keep at least three"), "{err}");
+    let err = cli_err(&["cluster", "promote-member", "99"]);
+    assert!(err.contains("directory member 99"), "{err}");
+    let status = c.status().await.expect("status");
+    assert_eq!(is_learner(&status, voter), Some(false), "nothing changed");
+
+    // Promoted, it votes and can lead: it holds the whole log.
+    let out = c
+        .try_cli(&[
+            "-o",
+            "json",
+            "cluster",
+            "promote-member",
+            &learner.to_string(),
+        ])
+        .expect("promote");
+    let done: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(done["result"], "promoted", "{out}");
+    let status = c.status().await.expect("status");
+    assert!(status.members.iter().all(|m| !m.is_learner), "{status:?}");
+    c.try_cli(&["cluster", "transfer-leader", "--to", &learner.to_string()])
+        .expect("the promoted member takes the lead");
+    assert_eq!(c.directory_leader().await, Some(learner));
+
+    // Four voters: one may be demoted, but not the leader.
+    let err = cli_err(&["cluster", "demote-member", &learner.to_string()]);
+    assert!(err.contains("transfer leadership first"), "{err}");
+    c.try_cli(&["cluster", "demote-member", &voter.to_string()])
+        .expect("demote");
+    let status = c.status().await.expect("status");
+    assert_eq!(is_learner(&status, voter), Some(true));
+    // The demoted member is not needed for a quorum: with it down, the
+    // directory still records changes.
+    c.directories
+        .get_mut(&voter)
+        .expect("demoted member")
+        .proc
+        .kill();
+    c.try_cli(&["keyspace", "create", "after-demote", "--range"])
+        .expect("the directory serves without the demoted member");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
