@@ -161,20 +161,7 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
     let key = |n: i64| format!("hot{n:08}");
     let value = vec![b'v'; p.fields * p.field_length];
     let bar = progress(records as u64, "records loaded", json);
-    for chunk in (0..records).collect::<Vec<_>>().chunks(256) {
-        let tasks: Vec<_> = chunk
-            .iter()
-            .enumerate()
-            .map(|(i, &n)| {
-                let (b, value, k) = (b.clone(), value.clone(), key(n));
-                tokio::spawn(async move { b.put(i, k.as_bytes(), &value).await })
-            })
-            .collect();
-        for t in tasks {
-            t.await?.map_err(anyhow::Error::msg)?;
-        }
-        bar.inc(chunk.len() as u64);
-    }
+    backend::load_records(&b, records, key, &value, 256, |k| bar.inc(k)).await?;
     bar.finish_and_clear();
 
     let stop = Arc::new(AtomicBool::new(false));

@@ -148,21 +148,15 @@ pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {
         .await?,
     );
     let value = vec![b'v'; p.fields * p.field_length];
-    for chunk in (0..p.records)
-        .collect::<Vec<_>>()
-        .chunks(p.threads.max(1) * 16)
-    {
-        let mut tasks = vec![];
-        for (i, &n) in chunk.iter().enumerate() {
-            let (b, value) = (b.clone(), value.clone());
-            tasks.push(tokio::spawn(async move {
-                b.put(i, gen::key_name(n).as_bytes(), &value).await
-            }));
-        }
-        for t in tasks {
-            t.await?.map_err(anyhow::Error::msg)?;
-        }
-    }
+    backend::load_records(
+        &b,
+        p.records,
+        gen::key_name,
+        &value,
+        p.threads.max(1) * 16,
+        |_| {},
+    )
+    .await?;
 
     let timeline = Arc::new(Timeline::new(36_000));
     let stop = Arc::new(AtomicBool::new(false));

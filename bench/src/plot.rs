@@ -37,15 +37,27 @@ fn short(v: f64) -> String {
 
 /// Writes `panels` side by side under `title` to `path` (SVG).
 pub fn bars(path: &Path, title: &str, panels: &[Panel]) -> anyhow::Result<()> {
+    side_by_side(path, title, 20, panels, draw_panel)
+}
+
+/// An SVG at `path`: `title` (in `title_size` points) over one 560-wide
+/// area per panel, each drawn by `draw`.
+fn side_by_side<'p, P, E: std::fmt::Display>(
+    path: &'p Path,
+    title: &str,
+    title_size: u32,
+    panels: &[P],
+    draw: impl Fn(&P, &DrawingArea<SVGBackend<'p>, plotters::coord::Shift>) -> Result<(), E>,
+) -> anyhow::Result<()> {
     let width = 560 * panels.len().max(1) as u32;
     let root = SVGBackend::new(path, (width, 440)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
     let root = root
-        .titled(title, ("sans-serif", 20))
+        .titled(title, ("sans-serif", title_size))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let areas = root.split_evenly((1, panels.len().max(1)));
     for (panel, area) in panels.iter().zip(areas.iter()) {
-        draw_panel(panel, area).map_err(|e| anyhow::anyhow!("{e}"))?;
+        draw(panel, area).map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(())
@@ -168,18 +180,7 @@ pub struct LinePanel {
 /// Writes line charts side by side under `title` to `path` (SVG), x in
 /// seconds.
 pub fn lines(path: &Path, title: &str, panels: &[LinePanel]) -> anyhow::Result<()> {
-    let width = 560 * panels.len().max(1) as u32;
-    let root = SVGBackend::new(path, (width, 440)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let root = root
-        .titled(title, ("sans-serif", 18))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let areas = root.split_evenly((1, panels.len().max(1)));
-    for (panel, area) in panels.iter().zip(areas.iter()) {
-        draw_lines(panel, area).map_err(|e| anyhow::anyhow!("{e}"))?;
-    }
-    root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(())
+    side_by_side(path, title, 18, panels, draw_lines)
 }
 
 fn draw_lines<DB: DrawingBackend>(

@@ -36,6 +36,34 @@ pub const KEY_RANGE_END: &[u8] = b"uses";
 /// Why an operation failed, as text (kept short for the report).
 pub type OpError = String;
 
+/// Puts records `0..records` (`key(n)` → `value`) through `b`, `parallel`
+/// at a time (client `i` of a batch puts its `i`-th record); `loaded(k)`
+/// after each batch of `k` records. The first failed put ends the load.
+pub async fn load_records<B: Backend>(
+    b: &std::sync::Arc<B>,
+    records: i64,
+    key: impl Fn(i64) -> String,
+    value: &[u8],
+    parallel: usize,
+    mut loaded: impl FnMut(u64),
+) -> anyhow::Result<()> {
+    for chunk in (0..records).collect::<Vec<_>>().chunks(parallel.max(1)) {
+        let tasks: Vec<_> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                let (b, value, k) = (b.clone(), value.to_vec(), key(n));
+                tokio::spawn(async move { b.put(i, k.as_bytes(), &value).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await?.map_err(anyhow::Error::msg)?;
+        }
+        loaded(chunk.len() as u64);
+    }
+    Ok(())
+}
+
 /// One system under test. Clones are cheap; `client` picks the connection.
 pub trait Backend: Send + Sync + 'static {
     /// The record, or an error when it is missing.
