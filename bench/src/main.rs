@@ -17,7 +17,10 @@
 //!   hostile mix, tessera and etcd in one run (`overload/`);
 //! - `merge`: 1,000 regions merged down under load (`merge.rs`);
 //! - `hot-range`: workload A on a zipfian hot range, what each store
-//!   serves over time while the scheduler spreads it (`hot_range.rs`).
+//!   serves over time while the scheduler spreads it (`hot_range.rs`);
+//! - `idle-regions`: ~100,000 hibernating regions per store — CPU, memory
+//!   per idle peer, and the latency of a write that wakes one
+//!   (`idle_regions.rs`).
 //!
 //! Results print as a table and, with `--json`, as one JSON object.
 
@@ -25,6 +28,7 @@ mod cluster_put;
 mod compare;
 mod fsync;
 mod hot_range;
+mod idle_regions;
 mod merge;
 mod overload;
 mod plot;
@@ -82,6 +86,10 @@ enum Command {
     /// YCSB A on a zipfian hot range of keys: how load-based split and
     /// hot-leader balancing spread what each store serves, over time.
     HotRange(hot_range::Args),
+    /// Separate processes: ~100,000 idle regions on 3 stores, all
+    /// hibernating: each process's CPU, the memory per idle peer, and the
+    /// latency of a write that wakes a region.
+    IdleRegions(idle_regions::Args),
     /// Overload and hostile requests, tessera and etcd in one run: the
     /// closed-loop capacity, then open-loop load at 0.8, 2, 5 and 10× of
     /// it, then a hostile mix; goodput, p99, refusals, peak RSS.
@@ -118,6 +126,9 @@ fn main() -> anyhow::Result<()> {
         Command::Merge(a) => return runtime.block_on(interruptible(merge::run(a, args.json))),
         Command::HotRange(a) => {
             return runtime.block_on(interruptible(hot_range::run(a, args.json)))
+        }
+        Command::IdleRegions(a) => {
+            return runtime.block_on(interruptible(idle_regions::run(a, args.json)))
         }
         Command::Overload(a) => {
             return runtime.block_on(interruptible(overload::run(a, args.json)))

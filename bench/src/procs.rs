@@ -201,7 +201,7 @@ pub fn tessera_procs(t: &LocalTessera) -> Vec<ServerProc> {
 }
 
 /// CPU seconds (user + system) `pid` has used, from `/proc/PID/stat`.
-fn cpu_seconds_of(pid: u32) -> Option<f64> {
+pub fn cpu_seconds_of(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // After the command name (in parentheses): state is field 3, utime
     // and stime fields 14 and 15.

@@ -195,6 +195,13 @@ def store():
     p.append(timeseries(lay, "Regions", [(f"tessera_regions{{{sel}}}", "{{instance}}")], w=8))
     p.append(timeseries(lay, "Leaders", [(f"tessera_leaders{{{sel}}}", "{{instance}}")], w=8))
     p.append(timeseries(lay, "Ready", [(f"tessera_ready{{{sel}}}", "{{instance}}")], w=8))
+    p.append(timeseries(lay, "Hibernating regions", [
+        (f"tessera_raft_hibernating_regions{{{sel}}}", "{{instance}}"),
+    ], desc="Peers that do not tick: their region was idle, every replica agreed to sleep."))
+    p.append(timeseries(lay, "Region wake-ups", [
+        (f"sum by (instance) (rate(tessera_raft_region_wakeups_total{{{sel}}}[$__rate_interval]))",
+         "{{instance}}"),
+    ], unit="ops", desc="Hibernating peers woken by a request, a message or a silent leader store."))
     p.append(timeseries(lay, "Splits, merges, membership changes, log GC", [
         (f"sum by (instance) (rate(tessera_splits_total{{{sel}}}[$__rate_interval]))", "splits {{instance}}"),
         (f"sum by (instance, outcome) (rate(tessera_merges_total{{{sel}}}[$__rate_interval]))",

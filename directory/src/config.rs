@@ -276,6 +276,9 @@ impl DirectoryConfig {
             tick_interval: Duration::from_millis(self.raft.tick_interval_ms),
             election_tick: self.raft.election_ticks,
             heartbeat_tick: self.raft.heartbeat_ticks,
+            // One group, always in use (store heartbeats, leases for
+            // reads): it never hibernates.
+            hibernate_regions: false,
             ..RaftConfig::default()
         }
     }

@@ -2,7 +2,10 @@
 //! regions they lead.
 //!
 //! A store heartbeat refreshes the store's statistics and its last-seen
-//! time (from which the store lifecycle Up → Disconnected → Down follows).
+//! time (from which the store lifecycle Up → Disconnected → Down follows);
+//! its reply names the regions the store leads that have an operator, so
+//! that a hibernating one reports now rather than at its next low-rate
+//! report.
 //! A region report puts a region through Raft only when its epoch is newer
 //! than the recorded one (a split's siblings with it); sizes, leaders and
 //! replication progress stay in the leader's memory. The reply carries the
@@ -123,12 +126,27 @@ impl Core {
     }
 
     /// Records a store's heartbeat (leader only; the store must be
-    /// registered).
-    pub async fn store_heartbeat(&self, stats: StoreStats) -> Result<()> {
+    /// registered); returns the regions it leads that have an operator,
+    /// for it to report at once (see `StoreHeartbeatResponse`).
+    pub async fn store_heartbeat(&self, stats: StoreStats) -> Result<Vec<u64>> {
         let started = Instant::now();
+        let store_id = stats.store_id;
         let r = self.record_store_heartbeat(stats).await;
         metrics::histogram!(m::HEARTBEAT_SECONDS).record(started.elapsed().as_secs_f64());
-        r
+        r?;
+        let term = self.leading_term().await?;
+        let ls = self.leader_view(term);
+        Ok(ls
+            .operators
+            .keys()
+            .copied()
+            .filter(|id| {
+                ls.regions
+                    .get(id)
+                    .and_then(|r| r.leader.as_ref())
+                    .is_some_and(|l| l.store_id == store_id)
+            })
+            .collect())
     }
 
     async fn record_store_heartbeat(&self, stats: StoreStats) -> Result<()> {

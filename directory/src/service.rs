@@ -150,7 +150,13 @@ impl Directory for DirectoryService {
             }
             Err(e) => Err(e),
         };
-        respond!(self.core, r, StoreHeartbeatResponse {})
+        respond!(
+            self.core,
+            r,
+            StoreHeartbeatResponse {
+                report_regions: |v| v
+            }
+        )
     }
 
     type RegionHeartbeatStream = ReceiverStream<Result<RegionHeartbeatResponse, Status>>;

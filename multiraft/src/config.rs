@@ -55,6 +55,27 @@ pub struct RaftConfig {
     /// A poller round slower than this (a slow fsync, a slow disk) marks
     /// the store degraded and hands its leaderships away (`poller/slow.rs`).
     pub slow_round: Duration,
+    /// Idle regions hibernate (`crate::hibernate`): their peers stop
+    /// ticking and their leaders stop heartbeating until something happens.
+    pub hibernate_regions: bool,
+    /// Ticks a leader must have had nothing to do (no proposal, no read,
+    /// everything replicated and applied) before it asks its followers to
+    /// hibernate.
+    pub hibernate_after_ticks: usize,
+    /// A hibernating follower wakes (and, its election timeout later,
+    /// campaigns) as soon as the transport reports its leader's store
+    /// unreachable (its process is gone: stores with asleep followers ping
+    /// their leaders' stores every `heartbeat_tick` ticks, and a ping that
+    /// cannot be delivered says so), or once it has heard nothing from that
+    /// store for this many ticks (a partition, a hung store: stores whose
+    /// leaders hibernate ping the stores of their followers as often). A
+    /// hibernating region whose leader's store died or was cut off has a
+    /// new leader within [`RaftConfig::hibernated_failover_ticks`] (on a
+    /// store whose mailbox stays backed up, where a ping may wait unread,
+    /// silence counts twice as long). Followers woken this way sleep again
+    /// if the store is heard from before they elect: a store that stalled a
+    /// few seconds (a long round) does not wake the cluster.
+    pub store_liveness_ticks: usize,
     /// Tests only: the poller never ticks on its own — every tick is a
     /// `PollerMsg::Tick` — and election timeouts are pinned to exactly
     /// `election_tick` ticks (not randomized), so a test decides when each
@@ -83,6 +104,9 @@ impl Default for RaftConfig {
             max_uninitialized_peers: 1024,
             uninitialized_peer_ttl: Duration::from_secs(300),
             slow_round: Duration::from_secs(2),
+            hibernate_regions: true,
+            hibernate_after_ticks: 20,
+            store_liveness_ticks: 50,
             manual_ticks: false,
         }
     }
@@ -105,6 +129,21 @@ impl RaftConfig {
     pub fn max_clock_drift(&self) -> Duration {
         self.election_timeout()
             .saturating_sub(self.lease_duration())
+    }
+
+    /// The most ticks between a hibernating region's leader's store going
+    /// silent (cut off, hung) and a new leader: the followers notice after
+    /// `store_liveness_ticks` (checked every tick), the first of them
+    /// campaigns within `2 × election_tick` of waking (raft-rs' randomized
+    /// timeout), and a follower woken a tick later may turn down that first
+    /// pre-vote (it is still in its leader's lease), which costs one more
+    /// randomized timeout: `store_liveness_ticks + 1 + 4 × election_tick`
+    /// (91 ticks, 9.1 s, at the defaults). A store whose process died is
+    /// reported unreachable by the transport at the next ping instead (a
+    /// `heartbeat_tick` and a failed connection), which replaces
+    /// `store_liveness_ticks` in that sum: about 1–3 s at the defaults.
+    pub fn hibernated_failover_ticks(&self) -> usize {
+        self.store_liveness_ticks + 1 + 4 * self.election_tick
     }
 
     /// The raft-rs configuration of one peer.

@@ -16,6 +16,8 @@
 //!   (`poller/log_gc.rs`) each live in one module with its process overview;
 //! - [`merge`]: region merge — prepare on the source, commit on the
 //!   target, rollback — with its process overview and safety argument;
+//! - [`hibernate`]: idle regions stop ticking on every replica — the
+//!   process, who notices a dead leader, and why leases stay sound;
 //! - [`mailbox`]: the poller's mailbox and the messages it takes;
 //! - [`read`] and [`local_read`]: linearizable reads — the ReadIndex queue
 //!   and the lease on the poller, and lease reads served off the poller's
@@ -44,6 +46,7 @@ pub mod conf_change;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod hibernate;
 pub mod local_read;
 pub mod logger;
 pub mod mailbox;

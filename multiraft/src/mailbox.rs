@@ -120,6 +120,25 @@ pub struct RegionInfo {
     pub merge_state: Option<tessera_proto::raft_serverpb::MergeState>,
     /// What the region decided as a merge target.
     pub merge_record: tessera_proto::raft_serverpb::MergeRecord,
+    /// The peer hibernates (`crate::hibernate`): it does not tick.
+    pub hibernating: bool,
+}
+
+/// What a filter of [`PollerMsg::InspectWhere`] sees of a region.
+#[derive(Clone, Copy, Debug)]
+pub struct RegionBrief {
+    pub id: RegionId,
+    pub is_leader: bool,
+    pub initialized: bool,
+    pub hibernating: bool,
+}
+
+/// How many regions a store hosts, leads, and has hibernating.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RegionCounts {
+    pub regions: usize,
+    pub leaders: usize,
+    pub hibernating: usize,
 }
 
 /// Replication progress of one peer, as its leader sees it.
@@ -200,6 +219,13 @@ pub enum PollerMsg<O> {
     /// Report every region's state.
     Inspect {
         cb: Box<dyn FnOnce(Vec<RegionInfo>) + Send>,
+    },
+    /// Report the state of the regions `filter` picks, and counts of all:
+    /// a store of many idle regions does not copy each one's state for a
+    /// periodic task that wants a few.
+    InspectWhere {
+        filter: Box<dyn Fn(&RegionBrief) -> bool + Send>,
+        cb: Box<dyn FnOnce(Vec<RegionInfo>, RegionCounts) + Send>,
     },
     /// Stop the poller after this round.
     Shutdown,
@@ -295,6 +321,21 @@ impl<O: Send + 'static> Mailbox<O> {
         self.send(PollerMsg::Inspect {
             cb: Box::new(move |infos| {
                 let _ = tx.send(infos);
+            }),
+        })?;
+        rx.await.map_err(|_| Error::Shutdown)
+    }
+
+    /// The state of the regions `filter` picks, and counts of all of them.
+    pub async fn inspect_where(
+        &self,
+        filter: impl Fn(&RegionBrief) -> bool + Send + 'static,
+    ) -> Result<(Vec<RegionInfo>, RegionCounts)> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(PollerMsg::InspectWhere {
+            filter: Box::new(filter),
+            cb: Box::new(move |infos, counts| {
+                let _ = tx.send((infos, counts));
             }),
         })?;
         rx.await.map_err(|_| Error::Shutdown)

@@ -86,6 +86,7 @@ pub const REFUSAL_REASONS: &[&str] = &[
     "snapshot_other_region",
     "snapshot_not_received",
     "snapshot_files_refused",
+    "unknown_hibernation",
 ];
 /// Peers reloaded from their durable state because raft-rs panicked on a
 /// message or a received snapshot could not be staged (`reason`): the
@@ -102,6 +103,11 @@ pub const UNINITIALIZED_PEERS: &str = "tessera_uninitialized_peers";
 pub const REGIONS: &str = "tessera_regions";
 /// Regions whose leader is on this store.
 pub const LEADERS: &str = "tessera_leaders";
+/// Peers of this store that hibernate (`crate::hibernate`): they do not
+/// tick.
+pub const HIBERNATING_REGIONS: &str = "tessera_raft_hibernating_regions";
+/// Peers that woke from hibernation.
+pub const REGION_WAKEUPS_TOTAL: &str = "tessera_raft_region_wakeups_total";
 
 /// Registers the help text and unit of every metric above with the
 /// installed recorder (Prometheus `# HELP` lines), and exports the
@@ -258,6 +264,14 @@ pub fn describe() {
         "Peers waiting for their first snapshot"
     );
     describe_gauge!(LEADERS, "Regions whose leader is on this store");
+    describe_gauge!(
+        HIBERNATING_REGIONS,
+        "Peers of this store that hibernate (do not tick)"
+    );
+    describe_counter!(
+        REGION_WAKEUPS_TOTAL,
+        "Peers of this store that woke from hibernation"
+    );
     for name in [
         PROPOSALS_TOTAL,
         PROPOSALS_REJECTED_TOTAL,
@@ -276,6 +290,7 @@ pub fn describe() {
         SPLITS_TOTAL,
         LOG_GC_TOTAL,
         LOG_GC_ENTRIES_TOTAL,
+        REGION_WAKEUPS_TOTAL,
     ] {
         metrics::counter!(name).increment(0);
     }

@@ -173,9 +173,15 @@ impl ReadQueue {
         !self.incoming.is_empty() || !self.incoming_follower.is_empty()
     }
 
-    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         !self.has_incoming() && self.batches.is_empty()
+    }
+
+    /// Gives back the capacity of the (empty) queues.
+    pub fn shrink(&mut self) {
+        self.incoming.shrink_to_fit();
+        self.incoming_follower.shrink_to_fit();
+        self.batches.shrink_to_fit();
     }
 
     /// Turns this round's reads into batches. `lease_index` is the read index

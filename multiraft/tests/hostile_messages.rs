@@ -8,10 +8,11 @@
 //! raft-rs messages with random fields (any type, term, index, entries,
 //! snapshot metadata), and those encodings with a byte flipped — for the
 //! region, for unknown regions, from peers it has and peers it has not,
-//! tombstones included — interleaved with ticks. After every batch the
-//! poller must still run its rounds and answer for its region. A panic
-//! inside raft-rs is contained by the poller (the peer is reloaded from
-//! its durable state); anything else fails the test.
+//! tombstones and hibernation messages of every kind included —
+//! interleaved with ticks. After every batch the poller must still run its
+//! rounds and answer for its region. A panic inside raft-rs is contained
+//! by the poller (the peer is reloaded from its durable state); anything
+//! else fails the test.
 //!
 //! `TESSERA_FUZZ_CASES` sets the number of batches (default 2,000; each
 //! has up to 8 messages).
@@ -24,7 +25,7 @@ use raft::eraftpb::{Entry, EntryType, Message, MessageType, Snapshot};
 use tessera_multiraft::mailbox::PollerMsg;
 use tessera_multiraft::snapshot::SnapManager;
 use tessera_proto::metapb::{Peer, RegionEpoch};
-use tessera_proto::raft_serverpb::RaftMessage;
+use tessera_proto::raft_serverpb::{Hibernation, RaftMessage};
 
 mod common;
 
@@ -119,9 +120,22 @@ fn message() -> impl Strategy<Value = RaftMessage> {
         inner(),
         prop::bool::weighted(0.05),
         any::<bool>(),
+        // Hibernation requests, answers, pings and unknown kinds, at any
+        // term and index.
+        prop::option::of((0i32..6, 0u64..12, 0u64..60)),
     )
         .prop_map(
-            |(region_id, from_peer, to_peer, epoch, (start_key, end_key), message, tomb, low)| {
+            |(
+                region_id,
+                from_peer,
+                to_peer,
+                epoch,
+                (start_key, end_key),
+                message,
+                tomb,
+                low,
+                h,
+            )| {
                 RaftMessage {
                     region_id,
                     from_peer,
@@ -132,6 +146,7 @@ fn message() -> impl Strategy<Value = RaftMessage> {
                     message,
                     is_tombstone: tomb,
                     from_store_low_space: low,
+                    hibernation: h.map(|(kind, term, index)| Hibernation { kind, term, index }),
                 }
             },
         )

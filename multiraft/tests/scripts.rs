@@ -96,8 +96,13 @@ impl goldenscript::Runner for Runner {
             "cluster" => {
                 let stores = required(&mut args, "stores")?;
                 let regions = key_num(&mut args, "regions")?.unwrap_or(1);
+                let hibernate = match args.take_key("hibernate") {
+                    None | Some("false") => false,
+                    Some("true") => true,
+                    Some(other) => return Err(format!("hibernate=true|false, not {other}").into()),
+                };
                 args.reject_next()?;
-                self.cluster = Some(Cluster::new(stores, regions)?);
+                self.cluster = Some(Cluster::new(stores, regions, hibernate)?);
             }
             "tick" => {
                 let count = key_num(&mut args, "count")?.unwrap_or(1) as usize;
@@ -162,10 +167,9 @@ impl goldenscript::Runner for Runner {
                 let c = self.cluster()?;
                 for m in c.take_messages(from, to, region) {
                     let verb = if dropping { "dropped " } else { "" };
-                    writeln!(out, "{verb}{}", describe(&m))?;
-                    if !dropping {
-                        c.deliver(m)?;
-                    }
+                    let line = describe(&m);
+                    let lost = !dropping && !c.deliver(m)?;
+                    writeln!(out, "{verb}{line}{}", if lost { " (lost)" } else { "" })?;
                 }
             }
             "stabilize" => {
@@ -176,6 +180,41 @@ impl goldenscript::Runner for Runner {
                 };
                 args.reject_next()?;
                 stabilize(self.cluster()?, quiet, &mut out)?;
+            }
+            "hibernate-request" | "hibernate-ack" => {
+                // A hibernation message as store `from`'s peer would send
+                // it (forged or stale, for the hostile cases).
+                let from = required(&mut args, "from")?;
+                let to = required(&mut args, "to")?;
+                let region = required(&mut args, "r")?;
+                let term = required(&mut args, "term")?;
+                let index = required(&mut args, "index")?;
+                args.reject_next()?;
+                use tessera_proto::raft_serverpb::{hibernation::Kind, Hibernation, RaftMessage};
+                let kind = if command.name == "hibernate-request" {
+                    Kind::Request
+                } else {
+                    Kind::Ack
+                };
+                let msg = RaftMessage {
+                    region_id: region,
+                    from_peer: Some(cluster::peer(region, from)),
+                    to_peer: Some(cluster::peer(region, to)),
+                    hibernation: Some(Hibernation {
+                        kind: kind as i32,
+                        term,
+                        index,
+                    }),
+                    ..Default::default()
+                };
+                let c = self.cluster()?;
+                c.deliver((from, to, msg))?;
+                c.store(to)?.poller.run_round();
+            }
+            "kill" => {
+                let store = num(args.next_pos().ok_or("a store is required")?)?;
+                args.reject_next()?;
+                self.cluster()?.kill(store)?;
             }
             "status" => {
                 let c = self.cluster()?;
@@ -218,10 +257,11 @@ fn stabilize(c: &mut Cluster, quiet: bool, out: &mut String) -> Result<(), Box<d
         }
         for m in c.take_messages(None, None, None) {
             moved = true;
+            let line = describe(&m);
+            let lost = !c.deliver(m)?;
             if !quiet {
-                writeln!(out, "{}", describe(&m))?;
+                writeln!(out, "{line}{}", if lost { " (lost)" } else { "" })?;
             }
-            c.deliver(m)?;
         }
         for e in c.take_events() {
             writeln!(out, "{e}")?;
@@ -246,8 +286,9 @@ fn status_line(store: u64, info: &tessera_multiraft::RegionInfo) -> String {
         }
     };
     let epoch = r.region_epoch.unwrap_or_default();
+    let asleep = if info.hibernating { " asleep" } else { "" };
     format!(
-        "s{store} r{} [{}..{}) v{} peer {} {role} term={} commit={} applied={} last={}",
+        "s{store} r{} [{}..{}) v{} peer {} {role} term={} commit={} applied={} last={}{asleep}",
         r.id,
         key(&r.start_key),
         key(&r.end_key),
@@ -266,6 +307,22 @@ fn describe((from, to, m): &InFlight) -> String {
     let head = format!("s{from}→s{to} r{}", m.region_id);
     if m.is_tombstone {
         return format!("{head} tombstone");
+    }
+    if let Some(h) = &m.hibernation {
+        let kind = format!("{:?}", h.kind());
+        let (from, to) = (
+            m.from_peer.unwrap_or_default(),
+            m.to_peer.unwrap_or_default(),
+        );
+        return match h.kind() {
+            tessera_proto::raft_serverpb::hibernation::Kind::Ping => {
+                format!("s{from}→s{to} ping", from = from.store_id, to = to.store_id)
+            }
+            _ => format!(
+                "{head} {}→{} Hibernate{kind} term={} index={}",
+                from.id, to.id, h.term, h.index
+            ),
+        };
     }
     let Ok(msg) = Message::parse_from_bytes(&m.message) else {
         return format!("{head} undecodable");
@@ -360,4 +417,14 @@ fn a_read_index_read_waits_for_a_quorum_heartbeat_round() {
 #[test]
 fn a_lease_read_is_served_without_messages_until_the_lease_runs_out() {
     run("lease_read.txt");
+}
+
+#[test]
+fn idle_regions_hibernate_and_wake() {
+    run("hibernation.txt");
+}
+
+#[test]
+fn hibernation_messages_that_do_not_match_change_nothing() {
+    run("hibernation_hostile.txt");
 }

@@ -89,6 +89,10 @@ impl NemesisCluster {
             stores: spec.stores,
             region_split_size_mib: spec.region_split_size_mib,
             store_raft_extra: vec![
+                // Regions hibernate 200 ms after their last request (4 ticks
+                // of 50 ms): the run keeps putting regions to sleep and
+                // waking them, under every fault.
+                "hibernate_after_ticks = 4".into(),
                 "log_gc_tick_interval = 10".into(),
                 "log_gc_threshold = 20".into(),
                 format!("log_gc_count_limit = {}", spec.log_gc_count_limit),
@@ -422,6 +426,15 @@ impl NemesisCluster {
         })
         .await?;
         Ok(())
+    }
+
+    /// The sum of a store metric over the stores running now.
+    pub fn store_metric_sum(&self, series: &str) -> f64 {
+        self.e2e
+            .stores
+            .values()
+            .filter_map(|s| tessera_e2e::metric_value(&s.status, series))
+            .sum()
     }
 
     /// The last lines of every process's log (for failure reports).

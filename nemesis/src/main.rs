@@ -187,6 +187,7 @@ fn main() -> anyhow::Result<()> {
     let result = result?;
     println!("{}", result.report);
     println!("events: {}", result.events.len());
+    println!("hibernation wake-ups: {}", result.wakeups);
     println!("history, events, report and logs: {}", out.display());
     std::process::exit(verdict(&result.report));
 }

@@ -54,6 +54,10 @@ pub struct RunResult {
     pub events: Vec<Event>,
     /// The processes' last log lines, for a failing test's message.
     pub tails: String,
+    /// Peers that woke from hibernation during the run, summed over the
+    /// stores running at its end (a restarted store counts from its
+    /// restart): shows that regions slept and woke under the faults.
+    pub wakeups: u64,
 }
 
 /// Progress of a run, for a progress bar: (phase, operations so far).
@@ -160,6 +164,7 @@ pub async fn run(
     {
         return Err(e.context(cluster.tails(30)));
     }
+    let wakeups = cluster.store_metric_sum("tessera_raft_region_wakeups_total") as u64;
     let ops = recorder.finish().context("recording the history")?;
     say("checking", ops.len());
     let checked = ops.clone();
@@ -180,5 +185,6 @@ pub async fn run(
         report,
         events,
         tails,
+        wakeups,
     })
 }

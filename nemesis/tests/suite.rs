@@ -3,7 +3,9 @@
 //! of nemeses, checked for linearizability and lost writes. Between them
 //! the runs cover every nemesis kind; each test asserts that every nemesis
 //! of its mix actually struck and that the workload made progress, so a
-//! run that silently did nothing fails.
+//! run that silently did nothing fails. Hibernation is on, with regions
+//! asleep 200 ms after their last request, and each run must have woken
+//! hibernating regions.
 //!
 //! The negative control switches the stores to unsafe reads and must be
 //! caught. A failing run prints the seed: `tessera-nemesis --seed N
@@ -60,6 +62,12 @@ fn assert_clean(seed: u64, r: &RunResult) {
         r.report.counts.ok >= 200,
         "seed {seed}: too little progress to prove anything:\n{}",
         r.report
+    );
+    // Hibernation is on (regions sleep 200 ms after their last request):
+    // the run must have put regions to sleep and woken them.
+    assert!(
+        r.wakeups > 0,
+        "seed {seed}: no region hibernated and woke during the run"
     );
 }
 

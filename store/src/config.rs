@@ -42,6 +42,9 @@ pub struct StoreConfig {
     pub max_response_bytes: usize,
     /// Interval between heartbeats to the directory, in milliseconds.
     pub heartbeat_interval_ms: u64,
+    /// A hibernating region's leader reports it to the directory this often
+    /// (milliseconds) instead of every heartbeat interval.
+    pub hibernated_report_interval_ms: u64,
     /// How long a region's leader goes without hearing from a peer before
     /// it reports the peer down (shown by `tessera region list`), in
     /// milliseconds.
@@ -136,6 +139,17 @@ pub struct RaftSection {
     /// state the poller publishes (`multiraft/src/local_read.rs`); `false`
     /// sends every read through the poller (lease or ReadIndex there).
     pub local_reads: bool,
+    /// Idle regions hibernate: no tick and no heartbeat on any replica
+    /// until a request or message wakes them (`multiraft/src/hibernate.rs`).
+    pub hibernate_regions: bool,
+    /// Ticks a leader has nothing to do before it asks to hibernate.
+    pub hibernate_after_ticks: usize,
+    /// Ticks without a word from a hibernating leader's store before its
+    /// followers wake and, an election timeout later, elect a new leader
+    /// (at once when the store is unreachable: its process is gone). A
+    /// cut-off leader of a hibernating region is replaced within
+    /// `store_liveness_ticks + 1 + 4 × election_ticks` ticks.
+    pub store_liveness_ticks: usize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -158,6 +172,7 @@ impl Default for StoreConfig {
             request_timeout_ms: 5_000,
             max_response_bytes: tessera_proto::limits::RESPONSE_PAGE_BYTES,
             heartbeat_interval_ms: 1_000,
+            hibernated_report_interval_ms: 60_000,
             peer_down_after_ms: crate::down_peers::PEER_DOWN_AFTER.as_millis() as u64,
             shutdown_grace_ms: 10_000,
             region_split_size_mib: 96,
@@ -190,6 +205,9 @@ impl Default for RaftSection {
             log_gc_count_limit: r.log_gc_count_limit,
             log_gc_size_limit_mib: r.log_gc_size_limit_bytes >> 20,
             local_reads: KvConfig::default().local_reads,
+            hibernate_regions: r.hibernate_regions,
+            hibernate_after_ticks: r.hibernate_after_ticks,
+            store_liveness_ticks: r.store_liveness_ticks,
         }
     }
 }
@@ -250,6 +268,20 @@ impl StoreConfig {
                     .into(),
             ));
         }
+        if self.raft.hibernate_after_ticks == 0
+            || self.raft.store_liveness_ticks < 2 * self.raft.heartbeat_ticks
+        {
+            return Err(Error::Config(format!(
+                "raft.hibernate_after_ticks must be above 0 and raft.store_liveness_ticks ({}) at least twice raft.heartbeat_ticks ({}): stores ping once per heartbeat",
+                self.raft.store_liveness_ticks, self.raft.heartbeat_ticks
+            )));
+        }
+        if self.hibernated_report_interval_ms < self.heartbeat_interval_ms {
+            return Err(Error::Config(format!(
+                "hibernated_report_interval_ms ({}) must be at least heartbeat_interval_ms ({})",
+                self.hibernated_report_interval_ms, self.heartbeat_interval_ms
+            )));
+        }
         if self.raft.tick_interval_ms == 0 {
             return Err(Error::Config(
                 "raft.tick_interval_ms must be above 0".into(),
@@ -277,6 +309,9 @@ impl StoreConfig {
                 log_gc_count_limit: self.raft.log_gc_count_limit,
                 log_gc_size_limit_bytes: self.raft.log_gc_size_limit_mib << 20,
                 slow_round: Duration::from_millis(self.disk.slow_round_ms),
+                hibernate_regions: self.raft.hibernate_regions,
+                hibernate_after_ticks: self.raft.hibernate_after_ticks,
+                store_liveness_ticks: self.raft.store_liveness_ticks,
                 ..RaftConfig::default()
             },
             kv: KvConfig {
@@ -345,5 +380,33 @@ mod tests {
         cfg.raft.election_ticks = 1;
         let err = cfg.validate().unwrap_err().to_string();
         assert!(err.contains("election_ticks"), "{err}");
+    }
+
+    #[test]
+    fn hibernation_settings_that_cannot_work_are_refused() {
+        let refused = |edit: &dyn Fn(&mut StoreConfig), what: &str| {
+            let mut cfg = StoreConfig::default();
+            edit(&mut cfg);
+            let err = cfg.validate().unwrap_err().to_string();
+            assert!(err.contains(what), "{err}");
+        };
+        refused(
+            &|c| c.raft.hibernate_after_ticks = 0,
+            "hibernate_after_ticks",
+        );
+        // Pings go once per heartbeat: a liveness timeout of one heartbeat
+        // would wake followers between two pings.
+        refused(&|c| c.raft.store_liveness_ticks = 3, "store_liveness_ticks");
+        refused(
+            &|c| c.hibernated_report_interval_ms = 500,
+            "hibernated_report_interval_ms",
+        );
+        let mut off = StoreConfig::default();
+        off.raft.hibernate_regions = false;
+        off.validate().unwrap();
+        assert!(!off.node_config().raft.hibernate_regions);
+        let on = StoreConfig::default().node_config().raft;
+        assert!(on.hibernate_regions, "on by default");
+        assert_eq!(on.store_liveness_ticks, 50);
     }
 }

@@ -10,24 +10,24 @@ use std::time::Duration;
 use futures::StreamExt;
 use parking_lot::Mutex;
 use tessera_multiraft::engine::Cf;
-use tessera_multiraft::mailbox::RegionInfo;
+use tessera_multiraft::mailbox::{RegionCounts, RegionInfo};
 use tessera_multiraft::state_keys as raft_keys;
 use tessera_proto::directorypb::{PeerProgress, RegionLoad, RegionReport, StoreStats};
 
 use crate::directory_client::DirectoryClient;
 use crate::disk_space::Usage;
 use crate::down_peers::DownPeers;
-use crate::node::StoreNode;
+use crate::node::{turn, StoreNode, Turn};
 use crate::{operator, Result};
 
-/// The store's own report.
+/// The store's own report, with its region `counts`; returns the regions
+/// the directory wants reported at once.
 pub async fn send_store_heartbeat(
     node: &StoreNode,
     directory: &dyn DirectoryClient,
     usage: Usage,
-) -> Result<()> {
-    let regions = node.regions().await?;
-    let leaders = regions.iter().filter(|r| r.is_leader).count();
+    counts: RegionCounts,
+) -> Result<Vec<u64>> {
     let Usage {
         capacity_bytes,
         available_bytes,
@@ -41,8 +41,8 @@ pub async fn send_store_heartbeat(
             capacity_bytes,
             available_bytes,
             used_bytes: capacity_bytes.saturating_sub(available_bytes),
-            region_count: regions.len() as u32,
-            leader_count: leaders as u32,
+            region_count: counts.regions as u32,
+            leader_count: counts.leaders as u32,
             uptime_seconds: node.uptime().as_secs(),
             degraded: node.stats().is_degraded(),
             low_space: low,
@@ -99,7 +99,9 @@ pub fn region_report(
 /// Reports every `interval` until the node's poller stops, reconnecting the
 /// region heartbeat stream whenever it ends (the directory leader changed);
 /// a peer is reported down after `peer_down_after` without an answer
-/// ([`DownPeers`]).
+/// ([`DownPeers`]). A hibernating region is reported once every
+/// `hibernated_every` intervals (spread by region id), with the load it
+/// served since its last report.
 /// Errors are logged and retried: a directory outage must not stop a store
 /// from serving.
 ///
@@ -114,20 +116,25 @@ pub async fn run_heartbeats(
     directory: Arc<dyn DirectoryClient>,
     interval: Duration,
     peer_down_after: Duration,
+    hibernated_every: u64,
     usage: impl Fn() -> Usage + Send + 'static,
 ) {
     let down = DownPeers::new(peer_down_after);
+    let hibernated_every = hibernated_every.max(1);
+    let mut ticks = 0u64;
+    // Regions to report at once: those whose operator step just finished
+    // (so the directory sees the new epoch and sends the next step without
+    // waiting for the next interval), and those the directory has a step
+    // for (a hibernating region otherwise reports only now and then).
+    let (stepped_tx, mut stepped) = tokio::sync::mpsc::unbounded_channel::<u64>();
     let _store_heartbeats = AbortOnDrop(tokio::spawn(run_store_heartbeats(
         node.clone(),
         directory.clone(),
         interval,
         usage,
+        stepped_tx.clone(),
     )));
     let busy: Arc<Mutex<HashSet<u64>>> = Arc::default();
-    // Regions whose operator step just finished: reported at once, so the
-    // directory sees the new epoch and sends the next step without waiting
-    // for the next interval.
-    let (stepped_tx, mut stepped) = tokio::sync::mpsc::unbounded_channel::<u64>();
     loop {
         let mut stream = match directory.region_heartbeats().await {
             Ok(s) => s,
@@ -142,17 +149,36 @@ pub async fn run_heartbeats(
         loop {
             tokio::select! {
                 _ = ticker.tick() => {
-                    let Ok(regions) = node.regions().await else { return };
+                    ticks += 1;
+                    // The leaders to report: every awake one, and the
+                    // hibernating ones whose turn it is.
+                    let due = move |id: u64| (ticks + id).is_multiple_of(hibernated_every);
+                    let picked = node
+                        .regions_where(move |b| b.is_leader && (!b.hibernating || due(b.id)))
+                        .await;
+                    let regions = match turn(picked, "region heartbeats") {
+                        Turn::Go((regions, _)) => regions,
+                        Turn::Skip => continue,
+                        Turn::Stop => return,
+                    };
                     // Whoever leads a merging source drives its merge.
                     crate::merge::resume(node.admin(), &regions);
                     let sampler = node.kv().load();
-                    sampler.retain(&regions.iter().map(|i| i.region.id).collect());
-                    let leading: Vec<u64> =
-                        regions.iter().filter(|i| i.is_leader).map(|i| i.region.id).collect();
-                    down.retain_leading(&leading);
+                    if ticks.is_multiple_of(hibernated_every) {
+                        // Once a round of hibernating reports: forget the
+                        // regions no longer led here.
+                        match turn(node.regions_where(|b| b.is_leader).await, "region heartbeats") {
+                            Turn::Go((led, _)) => {
+                                let leading: Vec<u64> = led.iter().map(|i| i.region.id).collect();
+                                sampler.retain(&leading.iter().copied().collect());
+                                down.retain_leading(&leading);
+                            }
+                            Turn::Skip => {}
+                            Turn::Stop => return,
+                        }
+                    }
                     let reports = regions
                         .into_iter()
-                        .filter(|i| i.is_leader)
                         .map(|info| {
                             let load = sampler.take(info.region.id);
                             region_report(&node, info, Some(load), &down)
@@ -197,19 +223,33 @@ pub async fn run_heartbeats(
     }
 }
 
-/// The store's own heartbeat every `interval`, until the node stops.
+/// The store's own heartbeat every `interval`, until the node stops; the
+/// regions its replies name go to `report_now`.
 async fn run_store_heartbeats(
     node: Arc<StoreNode>,
     directory: Arc<dyn DirectoryClient>,
     interval: Duration,
     usage: impl Fn() -> Usage + Send + 'static,
+    report_now: tokio::sync::mpsc::UnboundedSender<u64>,
 ) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A busy poller (its mailbox full) must not silence the store: the
+    // heartbeat then goes with the last counts.
+    let mut counts = RegionCounts::default();
     loop {
         ticker.tick().await;
-        match send_store_heartbeat(&node, directory.as_ref(), usage()).await {
-            Ok(()) => {}
+        match turn(node.regions_where(|_| false).await, "store heartbeats") {
+            Turn::Go((_, now)) => counts = now,
+            Turn::Skip => {}
+            Turn::Stop => return,
+        }
+        match send_store_heartbeat(&node, directory.as_ref(), usage(), counts).await {
+            Ok(wanted) => {
+                for region_id in wanted {
+                    let _ = report_now.send(region_id);
+                }
+            }
             Err(crate::Error::Shutdown) => return,
             Err(e) => tracing::warn!(error = %e, "store heartbeat failed"),
         }

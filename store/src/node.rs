@@ -177,6 +177,16 @@ impl StoreNode {
         Ok(self.mailbox().inspect().await?)
     }
 
+    /// The regions `filter` picks, and counts of all (periodic tasks of a
+    /// store with many idle regions: see `Mailbox::inspect_where`). A
+    /// periodic task hands the answer to [`turn`].
+    pub async fn regions_where(
+        &self,
+        filter: impl Fn(&tessera_multiraft::mailbox::RegionBrief) -> bool + Send + 'static,
+    ) -> Result<(Vec<RegionInfo>, tessera_multiraft::mailbox::RegionCounts)> {
+        Ok(self.mailbox().inspect_where(filter).await?)
+    }
+
     /// Creates this store's peer of a new region (bootstrap, or a test that
     /// lays out regions by hand).
     pub async fn create_region(&self, region: Region) -> Result<()> {
@@ -213,5 +223,49 @@ impl StoreNode {
     pub fn shutdown(self) {
         self.removal_checker.abort();
         self.poller.shutdown();
+    }
+}
+
+/// What a periodic task does with its look at the poller this turn.
+pub enum Turn<T> {
+    Go(T),
+    /// The poller was busy (its mailbox full, under a burst of messages):
+    /// try again next turn.
+    Skip,
+    /// The poller is gone: the store is stopping.
+    Stop,
+}
+
+/// Sorts a periodic task's inspection: only a stopped poller ends the task.
+/// (A full mailbox once ended the region heartbeats — and with them the
+/// store heartbeats — for good, and the directory declared a working store
+/// Down.)
+pub fn turn<T>(r: Result<T>, task: &'static str) -> Turn<T> {
+    match r {
+        Ok(v) => Turn::Go(v),
+        Err(crate::Error::Shutdown) => Turn::Stop,
+        Err(e) => {
+            tracing::debug!(task, error = %e, "the poller is busy; trying again next turn");
+            Turn::Skip
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_stopped_poller_ends_a_periodic_task() {
+        let busy: Result<()> = Err(tessera_multiraft::Error::region(
+            tessera_proto::errorpb::RegionError::server_is_busy("raft mailbox is full", 10),
+        )
+        .into());
+        assert!(matches!(turn(busy, "test"), Turn::Skip));
+        assert!(matches!(
+            turn::<()>(Err(crate::Error::Shutdown), "test"),
+            Turn::Stop
+        ));
+        assert!(matches!(turn(Ok(7), "test"), Turn::Go(7)));
     }
 }

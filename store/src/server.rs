@@ -248,6 +248,7 @@ pub async fn run(
         directory.clone(),
         Duration::from_millis(cfg.heartbeat_interval_ms),
         Duration::from_millis(cfg.peer_down_after_ms),
+        cfg.hibernated_report_interval_ms / cfg.heartbeat_interval_ms.max(1),
         move || disk.usage(),
     ));
     health

@@ -1,6 +1,7 @@
 //! The split checker: keeps regions near a target size.
 //!
-//! Every `interval` it looks at the regions this store leads. A region is
+//! Every `interval` it looks at the regions this store leads and that are
+//! awake (a hibernating region has taken no write since it slept). A region is
 //! measured when it has grown by an eighth of the split size since it was
 //! last measured (by the bytes its commands carried) or, the first time,
 //! when the engine's estimate says it may be large. Measuring scans the
@@ -15,6 +16,7 @@ use tessera_multiraft::engine::Cf;
 use tessera_multiraft::state_keys as raft_keys;
 
 use crate::admin::AdminApi;
+use crate::node::{turn, Turn};
 use crate::split;
 use crate::Error;
 
@@ -34,20 +36,46 @@ impl Default for SplitCheckConfig {
     }
 }
 
+/// Every this many passes the checker forgets the regions it no longer
+/// leads.
+const FORGET_EVERY: u64 = 30;
+
 /// Runs the checker until the store stops.
 pub async fn run(api: Arc<AdminApi>, cfg: SplitCheckConfig) {
     let mut measured_at: HashMap<u64, u64> = HashMap::new();
     let mut ticker = tokio::time::interval(cfg.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let step = (cfg.region_split_size_bytes / 8).max(1);
+    let mut passes = 0u64;
     loop {
         ticker.tick().await;
-        let infos = match api.mailbox().inspect().await {
-            Ok(i) => i,
-            Err(_) => return,
+        // A hibernating region took no write since it fell asleep: it is
+        // measured again once a write wakes it.
+        let picked = api
+            .mailbox()
+            .inspect_where(|b| b.is_leader && b.initialized && !b.hibernating)
+            .await;
+        let candidates = match turn(picked.map_err(crate::Error::from), "split checker") {
+            Turn::Go((candidates, _)) => candidates,
+            Turn::Skip => continue,
+            Turn::Stop => return,
         };
-        measured_at.retain(|id, _| infos.iter().any(|i| i.region.id == *id));
-        for info in infos.into_iter().filter(|i| i.is_leader && i.initialized) {
+        passes += 1;
+        if passes.is_multiple_of(FORGET_EVERY) {
+            // Forget the regions no longer led here (a hibernating one
+            // keeps its measure: it is not measured again on waking).
+            let led = api.mailbox().inspect_where(|b| b.is_leader).await;
+            match turn(led.map_err(crate::Error::from), "split checker") {
+                Turn::Go((led, _)) => {
+                    let here: std::collections::HashSet<u64> =
+                        led.iter().map(|i| i.region.id).collect();
+                    measured_at.retain(|id, _| here.contains(id));
+                }
+                Turn::Skip => {}
+                Turn::Stop => return,
+            }
+        }
+        for info in candidates {
             let region = info.region;
             let due = match measured_at.get(&region.id) {
                 Some(&at) => info.applied_bytes >= at + step,

@@ -12,7 +12,9 @@
 //!   region here ([`tessera_multiraft::poller::RemovalReports`]), and the
 //!   region is checked at once;
 //! - **every `interval`**, every initialized region this store does not
-//!   lead.
+//!   lead — a hibernating one (`multiraft/src/hibernate.rs`) only every
+//!   `HIBERNATING_EVERY` intervals, so an idle store does not ask about
+//!   each of its regions every few seconds.
 //!
 //! A peer is destroyed (leaving a tombstone at the directory's epoch) only
 //! if the directory knows the region at a newer membership (`conf_ver`)
@@ -27,10 +29,14 @@ use tokio::sync::mpsc::Receiver;
 
 use crate::directory_client::DirectoryClient;
 use crate::kv::KvOutput;
+use crate::node::{turn, Turn};
 
 /// Reports the poller may queue before further ones are dropped (the
 /// periodic pass still covers their regions).
 pub const REPORTS_CAPACITY: usize = 64;
+
+/// A hibernating follower is checked once in this many passes.
+const HIBERNATING_EVERY: u64 = 30;
 
 /// Checks reported regions as they come and every region every `interval`,
 /// until the poller stops.
@@ -42,21 +48,36 @@ pub async fn run(
 ) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pass = 0u64;
     loop {
         let only = tokio::select! {
-            _ = ticker.tick() => None,
+            _ = ticker.tick() => {
+                pass += 1;
+                None
+            }
             r = reports.recv() => match r {
                 Some(region_id) => Some(region_id),
                 None => return,
             },
         };
-        let Ok(infos) = mailbox.inspect().await else {
-            return;
+        // A hibernating follower was in step with its leader when it fell
+        // asleep, and the change that removes it normally wakes it: it is
+        // checked once every HIBERNATING_EVERY passes.
+        let picked = mailbox
+            .inspect_where(move |b| match only {
+                Some(region_id) => b.id == region_id && b.initialized,
+                None => {
+                    !b.is_leader
+                        && b.initialized
+                        && (!b.hibernating || (pass + b.id).is_multiple_of(HIBERNATING_EVERY))
+                }
+            })
+            .await;
+        let candidates = match turn(picked.map_err(crate::Error::from), "removal checker") {
+            Turn::Go((candidates, _)) => candidates,
+            Turn::Skip => continue,
+            Turn::Stop => return,
         };
-        let candidates = infos.into_iter().filter(|i| match only {
-            Some(region_id) => i.region.id == region_id && i.initialized,
-            None => !i.is_leader && i.initialized,
-        });
         for info in candidates {
             check(&mailbox, directory.as_ref(), &info).await;
         }

@@ -118,9 +118,9 @@ impl DirectoryClient for TestDirectory {
             .and_then(|r| r.region.clone()))
     }
 
-    async fn store_heartbeat(&self, stats: StoreStats) -> Result<()> {
+    async fn store_heartbeat(&self, stats: StoreStats) -> Result<Vec<u64>> {
         self.state.lock().store_stats.insert(stats.store_id, stats);
-        Ok(())
+        Ok(vec![])
     }
 
     async fn region_heartbeats(&self) -> Result<RegionHeartbeatStream> {

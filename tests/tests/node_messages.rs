@@ -292,6 +292,7 @@ async fn forged_raft_messages_lose_no_replica_and_abort_no_store() {
             region_epoch: Some(epoch),
             is_tombstone: true,
             from_store_low_space: false,
+            hibernation: None,
             ..Default::default()
         };
         // A heartbeat committing far past anything in the log.

@@ -89,6 +89,7 @@ impl<O: Send + 'static> Peer<O> {
                     .expect("encoding a raft message cannot fail"),
                 is_tombstone: false,
                 from_store_low_space: false, // stamped when sent (space.rs)
+                hibernation: None,
             };
             out.push(match snapshot {
                 Some((dir, files)) => {

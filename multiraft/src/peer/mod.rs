@@ -14,7 +14,8 @@
 //! time (`now`) is passed in by the poller. Only this module touches the
 //! raft-rs node: the poller takes Readies, advances and reports through
 //! `Peer`'s methods. Reads are in `reads.rs`, outgoing messages in
-//! `messages.rs`.
+//! `messages.rs`, hibernation in `hibernate.rs`, what it reports of itself
+//! in `report.rs`.
 //!
 //! Proposals are kept in (term, index) order. When an entry (i, t) applies,
 //! the proposal at exactly (i, t) succeeds; any proposal of an older term, or
@@ -36,17 +37,18 @@ use tessera_proto::raft_serverpb::ConfChangeContext;
 use crate::config::RaftConfig;
 use crate::engine::Engine;
 use crate::mailbox::{
-    ConfChangeCallback, ConfChangeItem, ConfChangeKind, EpochCheck, PeerProgress, ProposeCallback,
-    ReadCallback, RegionInfo,
+    ConfChangeCallback, ConfChangeItem, ConfChangeKind, EpochCheck, ProposeCallback, ReadCallback,
 };
 use crate::read::{Lease, ReadAnswer, ReadQueue};
 use crate::storage::PeerStorage;
 use crate::{logger, region, Error, RegionId, Result, StoreId};
 
 mod guard;
+mod hibernate;
 mod merge;
 mod messages;
 mod reads;
+mod report;
 #[cfg(test)]
 mod tests;
 
@@ -141,6 +143,8 @@ pub struct Peer<O> {
     /// when the poller takes the Ready that says so, so "was leader" is
     /// this, never `is_leader()`.
     reported_role: StateRole,
+    /// Where it is in hibernation (`crate::hibernate`).
+    sleep: crate::hibernate::Sleep,
 }
 
 impl<O: Send + 'static> Peer<O> {
@@ -200,6 +204,7 @@ impl<O: Send + 'static> Peer<O> {
             peer_cache: std::collections::HashMap::new(),
             last_append_to: std::collections::HashMap::new(),
             heartbeat_interval: cfg.tick_interval * cfg.heartbeat_tick as u32,
+            sleep: Default::default(),
         }
     }
 
@@ -307,6 +312,7 @@ impl<O: Send + 'static> Peer<O> {
         if let Some(error) = self.refusal_reason(epoch) {
             return Err(Refusal { cb, error });
         }
+        self.wake();
         let last_before = self.raw_node.raft.raft_log.last_index();
         if let Err(e) = self.raw_node.propose(vec![], data) {
             // ProposalDropped: a leader transfer is in progress.
@@ -339,6 +345,7 @@ impl<O: Send + 'static> Peer<O> {
         if let Some(error) = self.refusal_reason(epoch) {
             return Err(Refusal { cb, error });
         }
+        self.wake();
         if self.raw_node.raft.has_pending_conf() {
             return Err(Refusal {
                 cb,
@@ -534,6 +541,7 @@ impl<O: Send + 'static> Peer<O> {
     }
 
     pub fn campaign(&mut self) -> Result<()> {
+        self.wake();
         self.raw_node.campaign()?;
         Ok(())
     }
@@ -544,6 +552,7 @@ impl<O: Send + 'static> Peer<O> {
         if !self.is_leader() || to_peer == self.peer_id() {
             return;
         }
+        self.wake();
         self.lease.expire();
         self.raw_node.transfer_leader(to_peer);
     }
@@ -657,47 +666,5 @@ impl<O: Send + 'static> Peer<O> {
             }));
         }
         answers
-    }
-
-    /// Replication progress of the other peers (leader only).
-    pub fn progress(&self) -> Vec<PeerProgress> {
-        if !self.is_leader() {
-            return vec![];
-        }
-        let mut out: Vec<PeerProgress> = self
-            .raw_node
-            .raft
-            .prs()
-            .iter()
-            .map(|(id, pr)| PeerProgress {
-                peer_id: *id,
-                matched: pr.matched,
-                recent_active: pr.recent_active,
-            })
-            .collect();
-        out.sort_by_key(|p| p.peer_id);
-        out
-    }
-
-    pub fn info(&self) -> RegionInfo {
-        let raft = &self.raw_node.raft;
-        RegionInfo {
-            region: self.region().clone(),
-            peer_id: self.peer_id(),
-            leader: self.leader(),
-            is_leader: self.is_leader(),
-            term: raft.term,
-            commit_index: raft.raft_log.committed,
-            applied_index: self.storage().applied_index(),
-            last_index: raft.raft_log.last_index(),
-            truncated_index: self.storage().truncated_index(),
-            log_bytes: self.storage().log_bytes(),
-            applied_bytes: self.applied_bytes,
-            initialized: self.is_initialized(),
-            progress: self.progress(),
-            split_siblings: self.split_siblings.clone(),
-            merge_state: self.merge.state.clone(),
-            merge_record: self.merge.record.clone(),
-        }
     }
 }

@@ -37,6 +37,7 @@ impl<O: Send + 'static> Peer<O> {
         if policy == ReadPolicy::UnsafeLocal {
             return ReadStep::ServeNow(cb);
         }
+        self.wake();
         self.reads
             .push(PendingRead { cb, epoch }, policy == ReadPolicy::Follower);
         ReadStep::Queued

@@ -36,6 +36,7 @@
 //! the same way every time (`multiraft/tests/scripts/`).
 
 mod engine_failure;
+mod hibernate;
 mod local_reads;
 pub(crate) mod log_gc;
 mod merge;
@@ -75,6 +76,9 @@ const MANUAL_TICKS_IDLE_WAIT: Duration = Duration::from_millis(100);
 #[derive(Debug, Default)]
 pub struct PollerStats {
     pub rounds: AtomicU64,
+    /// Ticks of single peers (a tick of the poller ticks every awake peer:
+    /// hibernating ones are not ticked, `hibernate.rs`).
+    pub peer_ticks: AtomicU64,
     /// Synced writes of Raft state (fsyncs).
     pub synced_writes: AtomicU64,
     /// Sum over synced writes of the regions each one served.
@@ -219,6 +223,8 @@ pub struct Poller<S: StateMachine> {
     /// Merge targets holding committed entries until their local source
     /// is ready (`crate::merge`), applied again every round.
     merge_holds: BTreeSet<RegionId>,
+    /// Which peers tick, and the asleep ones (`hibernate.rs`).
+    sleepers: hibernate::Sleepers,
 }
 
 impl<S: StateMachine> Poller<S> {
@@ -282,6 +288,7 @@ impl<S: StateMachine> Poller<S> {
             space: space::SpaceView::default(),
             leases,
             merge_holds: BTreeSet::new(),
+            sleepers: Default::default(),
         };
         poller.load_regions()?;
         poller.start_snapshot_worker()?;
@@ -297,6 +304,34 @@ impl<S: StateMachine> Poller<S> {
         let mut infos: Vec<_> = self.peers.values().map(|p| p.info()).collect();
         infos.sort_by_key(|i| i.region.id);
         infos
+    }
+
+    /// The regions `filter` picks (by region id), and counts of all.
+    pub fn regions_where(
+        &self,
+        filter: &dyn Fn(&crate::mailbox::RegionBrief) -> bool,
+    ) -> (
+        Vec<crate::mailbox::RegionInfo>,
+        crate::mailbox::RegionCounts,
+    ) {
+        let mut counts = crate::mailbox::RegionCounts::default();
+        let mut infos = vec![];
+        for (&id, p) in &self.peers {
+            let brief = crate::mailbox::RegionBrief {
+                id,
+                is_leader: p.is_leader(),
+                initialized: p.is_initialized(),
+                hibernating: p.is_asleep(),
+            };
+            counts.regions += 1;
+            counts.leaders += usize::from(brief.is_leader);
+            counts.hibernating += usize::from(brief.hibernating);
+            if filter(&brief) {
+                infos.push(p.info());
+            }
+        }
+        infos.sort_by_key(|i| i.region.id);
+        (infos, counts)
     }
 
     /// Runs one round on the caller's thread over what is in the mailbox
@@ -376,6 +411,7 @@ impl<S: StateMachine> Poller<S> {
                 self.tick_all();
             }
         }
+        self.reconcile_ticking();
         let now = self.now();
         for id in &self.touched {
             if let Some(peer) = self.peers.get_mut(id) {
@@ -412,17 +448,7 @@ impl<S: StateMachine> Poller<S> {
             && self
                 .ticks
                 .is_multiple_of(self.cfg.log_gc_tick_interval as u64);
-        for (id, peer) in self.peers.iter_mut() {
-            let was_leader = peer.is_leader();
-            peer.tick();
-            if was_leader && !peer.is_leader() {
-                // Lost its quorum: long after the lease expired, but no
-                // reader should see it held by a follower.
-                self.leases.end_lease(*id);
-            }
-            peer.maybe_leave_joint();
-            self.touched.insert(*id);
-        }
+        self.tick_awake();
         if gc_due {
             self.collect_logs();
         }
@@ -544,9 +570,11 @@ impl<S: StateMachine> Poller<S> {
                 cb(started);
             }
             PollerMsg::StoreUnreachable { store_id } => {
-                for peer in self.peers.values_mut() {
+                // Asleep leaders send nothing: they learn it if they wake.
+                for peer in self.peers.values_mut().filter(|p| !p.is_asleep()) {
                     peer.report_store_unreachable(store_id);
                 }
+                self.on_store_unreachable(store_id);
             }
             PollerMsg::SnapshotStatus {
                 region_id,
@@ -567,6 +595,10 @@ impl<S: StateMachine> Poller<S> {
                 }
             }
             PollerMsg::Inspect { cb } => cb(self.regions()),
+            PollerMsg::InspectWhere { filter, cb } => {
+                let (infos, counts) = self.regions_where(filter.as_ref());
+                cb(infos, counts)
+            }
             PollerMsg::Shutdown => self.stopping = true,
         }
     }

@@ -350,6 +350,7 @@ impl<S: StateMachine> Poller<S> {
                             message: vec![],
                             is_tombstone: true,
                             from_store_low_space: false, // stamped when sent (space.rs)
+                            hibernation: None,
                         },
                     ));
                 }

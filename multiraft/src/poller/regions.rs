@@ -73,7 +73,7 @@ impl<S: StateMachine> Poller<S> {
                 resumed.push(pending);
             }
             self.index_region(&region);
-            self.peers.insert(region.id, peer);
+            self.add_peer(region.id, peer);
         }
         self.snap_mgr.clean_on_start(&keep_snapshots);
         for p in resumed {
@@ -171,7 +171,7 @@ impl<S: StateMachine> Poller<S> {
             &self.cfg,
         )?;
         self.index_region(&region);
-        self.peers.insert(region.id, peer);
+        self.add_peer(region.id, peer);
         self.touched.insert(region.id);
         self.roles_changed = true;
         Ok(())
@@ -270,6 +270,9 @@ impl<S: StateMachine> Poller<S> {
     /// Steps a received Raft message into its peer (counted as received by
     /// the caller: held vote requests come back through here).
     pub(super) fn on_raft_message(&mut self, msg: RaftMessage) {
+        if !self.on_hibernation_message(&msg) {
+            return;
+        }
         let region_id = msg.region_id;
         let to = msg.to_peer.unwrap_or_default();
         let epoch = msg.region_epoch.unwrap_or_default();
@@ -331,6 +334,9 @@ impl<S: StateMachine> Poller<S> {
         if let Some(from) = msg.from_peer {
             peer.learn_peer(from);
         }
+        if peer.is_asleep() && !peer.keeps_sleeping_on(&raft_msg) {
+            peer.wake();
+        }
         if peer.may_step_down_on(&raft_msg) {
             // The lease ends before the step that may end the leadership.
             self.leases.end_lease(region_id);
@@ -390,7 +396,7 @@ impl<S: StateMachine> Poller<S> {
         };
         match fresh {
             Ok(peer) => {
-                self.peers.insert(region_id, peer);
+                self.add_peer(region_id, peer);
                 self.touched.insert(region_id);
                 tracing::warn!(region_id, reason, "region reloaded from its durable state");
             }
@@ -497,7 +503,7 @@ impl<S: StateMachine> Poller<S> {
                     peer_id = to.id,
                     "created a peer for a message from its region"
                 );
-                self.peers.insert(region_id, peer);
+                self.add_peer(region_id, peer);
                 self.created_uninitialized(region_id);
                 self.roles_changed = true;
                 true

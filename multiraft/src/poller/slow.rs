@@ -9,8 +9,9 @@
 //! A round that finishes but took longer than `RaftConfig::slow_round` is a
 //! slow disk (or a starved machine): it is counted, the store is
 //! *degraded* for [`DEGRADED_FOR`] after it ([`PollerStats::is_degraded`]),
-//! and the poller hands leadership of every region it leads to that
-//! region's most up-to-date voter, at most once per [`HANDOFF_INTERVAL`],
+//! and the poller hands leadership of every awake region it leads (not the
+//! hibernating ones: they wait on no disk) to that region's most
+//! up-to-date voter, at most once per [`HANDOFF_INTERVAL`],
 //! between rounds — so the regions stop waiting on this disk while it
 //! still answers. A hung poller hands off nothing; its leaders stop
 //! heartbeating and their followers elect by timeout.
@@ -63,7 +64,7 @@ impl<S: StateMachine> Poller<S> {
     }
 
     /// Marks the end of a round that took `took`; a slow one degrades the
-    /// store and hands its leaderships away.
+    /// store and hands its leaderships away (those of awake regions).
     pub(super) fn round_ends(&mut self, took: Duration) {
         self.stats.round_started_ms.store(0, Ordering::Release);
         if self.cfg.manual_ticks || took < self.cfg.slow_round {
@@ -83,7 +84,10 @@ impl<S: StateMachine> Poller<S> {
         self.last_slow_handoff = Some(Instant::now());
         let mut handed = 0usize;
         for (&id, peer) in self.peers.iter_mut() {
-            if !peer.is_leader() {
+            // A hibernating region serves nothing: waking thousands of them
+            // to move their leaderships would only load a store that is
+            // already slow (and wake their followers' stores).
+            if !peer.is_leader() || peer.is_asleep() {
                 continue;
             }
             if let Some(to) = peer.best_transferee() {

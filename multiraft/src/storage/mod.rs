@@ -93,6 +93,13 @@ impl PeerStorage {
     /// Loads the Raft state of `region` from the engine. A region with no
     /// stored Raft state starts empty (an uninitialized peer waiting for a
     /// snapshot).
+    /// Empties the in-memory entry cache and frees it (a hibernating
+    /// region's, or after a snapshot replaced the log); entries are read
+    /// from the engine until appends fill it again.
+    pub fn drop_entry_cache(&mut self) {
+        self.cache = EntryCache::new(self.cache.limit);
+    }
+
     pub fn load(engine: Arc<dyn Engine>, region: Region, cache_limit: usize) -> Result<Self> {
         let id = region.id;
         let mut raft_state: RaftLocalState = engine
@@ -278,7 +285,7 @@ impl PeerStorage {
             truncated_index: index,
             truncated_term: term,
         };
-        self.cache = EntryCache::new(self.cache.limit);
+        self.drop_entry_cache();
         self.log_bytes = 0;
         self.region = region;
         self.raft_state_dirty = true;

@@ -127,28 +127,37 @@ pub struct Cluster {
     pub stores: BTreeMap<u64, Store>,
     pub queue: Arc<Mutex<VecDeque<InFlight>>>,
     pub events: Events,
+    /// Stores stopped by `kill`.
+    pub killed: std::collections::BTreeSet<u64>,
     _dir: tempfile::TempDir,
 }
 
 /// The configuration every store runs: ticks only when told, an election
 /// timeout of exactly 10 ticks, a heartbeat every 2, a lease of 8 ticks
-/// (0.8 of the election timeout), no log GC.
-pub fn config() -> RaftConfig {
+/// (0.8 of the election timeout), no log GC; with `hibernate`, a leader
+/// asks to hibernate after 4 idle ticks and a follower wakes after 6 ticks
+/// without hearing from its leader's store (otherwise no region
+/// hibernates).
+pub fn config(hibernate: bool) -> RaftConfig {
     RaftConfig {
         tick_interval: Duration::from_millis(100),
         election_tick: 10,
         heartbeat_tick: 2,
         manual_ticks: true,
         log_gc_tick_interval: 0,
+        hibernate_regions: hibernate,
+        hibernate_after_ticks: 4,
+        store_liveness_ticks: 6,
         ..RaftConfig::default()
     }
 }
 
 impl Cluster {
-    /// `stores` stores holding `regions` regions, each on every store:
+    /// `stores` stores holding `regions` regions, each on every store
+    /// (hibernating when idle if `hibernate`):
     /// region 1 starts at the empty key, each next one at the next letter
     /// from `m` (`m`, `n`, ...), the last one ends at the end of the keys.
-    pub fn new(stores: u64, regions: u64) -> Result<Self, Error> {
+    pub fn new(stores: u64, regions: u64, hibernate: bool) -> Result<Self, Error> {
         let dir = tempfile::tempdir()?;
         let queue = Arc::new(Mutex::new(VecDeque::new()));
         let events = Events::default();
@@ -182,7 +191,7 @@ impl Cluster {
             let poller = Poller::open(
                 PollerSpec {
                     store_id,
-                    config: config(),
+                    config: config(hibernate),
                     engine: engine.clone(),
                     snap_mgr: SnapManager::new(dir.path().join(format!("snap-{store_id}")))?,
                     state_machine: Kv,
@@ -210,6 +219,7 @@ impl Cluster {
             stores: out,
             queue,
             events,
+            killed: Default::default(),
             _dir: dir,
         })
     }
@@ -298,11 +308,25 @@ impl Cluster {
         taken
     }
 
-    /// Hands a message to its destination store's mailbox.
-    pub fn deliver(&mut self, (_, to, msg): InFlight) -> Result<(), Error> {
+    /// Hands a message to its destination store's mailbox; false when that
+    /// store was killed (the message is lost).
+    pub fn deliver(&mut self, (_, to, msg): InFlight) -> Result<bool, Error> {
+        if self.killed.contains(&to) {
+            return Ok(false);
+        }
         if !self.store(to)?.mailbox.send_raft_message(msg) {
             return Err(format!("store {to}'s mailbox refused a message").into());
         }
+        Ok(true)
+    }
+
+    /// Stops store `id` for good: its poller is dropped, and messages to it
+    /// are lost from now on.
+    pub fn kill(&mut self, id: u64) -> Result<(), Error> {
+        self.stores
+            .remove(&id)
+            .ok_or_else(|| format!("no store {id}"))?;
+        self.killed.insert(id);
         Ok(())
     }
 

@@ -144,8 +144,9 @@ impl DirectoryClient for GrpcDirectoryClient {
         Ok(r.region.and_then(|r| r.region))
     }
 
-    async fn store_heartbeat(&self, stats: StoreStats) -> Result<()> {
-        self.conn
+    async fn store_heartbeat(&self, stats: StoreStats) -> Result<Vec<u64>> {
+        let r = self
+            .conn
             .call("store heartbeat", |mut c| {
                 let req = StoreHeartbeatRequest {
                     stats: Some(stats),
@@ -155,7 +156,7 @@ impl DirectoryClient for GrpcDirectoryClient {
             })
             .await
             .map_err(map)?;
-        Ok(())
+        Ok(r.report_regions)
     }
 
     async fn region_heartbeats(&self) -> Result<RegionHeartbeatStream> {

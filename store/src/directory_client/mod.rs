@@ -39,7 +39,9 @@ pub trait DirectoryClient: Send + Sync + 'static {
     async fn get_store(&self, store_id: u64) -> Result<Store>;
     /// The directory's view of a region (`None`: it does not know it).
     async fn get_region(&self, region_id: u64) -> Result<Option<Region>>;
-    async fn store_heartbeat(&self, stats: StoreStats) -> Result<()>;
+    /// Sends the store's heartbeat; returns the regions this store leads
+    /// that the directory has an operator step for, to report at once.
+    async fn store_heartbeat(&self, stats: StoreStats) -> Result<Vec<u64>>;
     /// Opens the stream of region heartbeats with the directory leader:
     /// reports go out through `reports`, operator steps come back on
     /// `replies`. The stream ends when the leader changes; open another.

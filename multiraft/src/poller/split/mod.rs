@@ -150,7 +150,7 @@ impl<S: StateMachine> Poller<S> {
             Err(e) => panic!("region {}: cannot start after a split: {e}", region.id),
         };
         self.index_region(&region);
-        self.peers.insert(region.id, peer);
+        self.add_peer(region.id, peer);
         let parent_leads = self.peers.get(&parent).is_some_and(|p| p.is_leader());
         if parent_leads {
             if let Some(p) = self.peers.get_mut(&region.id) {
