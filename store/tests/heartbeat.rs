@@ -31,7 +31,7 @@ async fn store_heartbeats_continue_while_a_region_stream_is_not_read() {
             .unwrap();
     }
     let node = cluster.node(1).unwrap();
-    let deaf = Arc::new(TestDirectory::deaf());
+    let deaf = Arc::new(TestDirectory::new(false));
     let heartbeats = tokio::spawn(tessera_store::heartbeat::run_heartbeats(
         node,
         deaf.clone(),

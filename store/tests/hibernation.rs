@@ -186,7 +186,7 @@ async fn hibernating_regions_report_at_a_low_rate() {
             }
         })
     };
-    let directory = Arc::new(common::TestDirectory::counting());
+    let directory = Arc::new(common::TestDirectory::new(true));
     // Every 50 ms; a hibernating region every 100 intervals (5 s).
     let heartbeats = tokio::spawn(tessera_store::heartbeat::run_heartbeats(
         cluster.node(1).unwrap(),

@@ -26,13 +26,11 @@ pub struct TestDirectory {
 }
 
 impl TestDirectory {
-    pub fn deaf() -> Self {
-        TestDirectory::default()
-    }
-
-    pub fn counting() -> Self {
+    /// One that takes and counts region reports (`reads_reports`), or one
+    /// whose streams are never read.
+    pub fn new(reads_reports: bool) -> Self {
         TestDirectory {
-            reads_reports: true,
+            reads_reports,
             ..TestDirectory::default()
         }
     }
