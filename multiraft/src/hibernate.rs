@@ -43,7 +43,9 @@
 //!    restarts while its store lives comes back awake, without a leader,
 //!    and its campaign wakes the others.
 //! 6. **Reports.** The store reports an asleep leader's region to the
-//!    directory at a low rate (`hibernated_report_interval` on the store).
+//!    directory at a low rate (`hibernated_report_interval_ms` on the
+//!    store); the directory's reply to a store heartbeat names the regions
+//!    it has an operator for, and those are reported at once.
 //!
 //! # Why leases and check-quorum stay correct
 //!
