@@ -127,14 +127,15 @@ async fn served(c: &LocalTessera) -> anyhow::Result<BTreeMap<u64, (f64, f64)>> {
     Ok(out)
 }
 
-/// A progress bar of `len` steps, hidden with `--json`.
-fn progress(len: u64, what: &str, json: bool) -> ProgressBar {
+/// A progress bar of `len` steps, hidden with `--json`; its message
+/// (`set_message`) follows the label.
+pub(crate) fn progress(len: u64, what: &str, json: bool) -> ProgressBar {
     if json {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(len);
     bar.set_style(
-        ProgressStyle::with_template(&format!("{{bar:40}} {{pos}}/{{len}} {what}"))
+        ProgressStyle::with_template(&format!("{{bar:40}} {{pos}}/{{len}} {what} {{msg}}"))
             .expect("template"),
     );
     bar

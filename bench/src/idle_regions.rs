@@ -26,10 +26,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use tessera_e2e::{E2eCluster, Options};
 use tessera_proto::directorypb::{CreateKeyspaceRequest, KeyspaceKind};
+
+use crate::hot_range::progress as bar;
 
 /// Regions per hash keyspace (the most a hash keyspace starts with).
 const PER_KEYSPACE: u32 = 4096;
@@ -107,14 +108,7 @@ fn percentiles(mut v: Vec<f64>) -> Percentiles {
 }
 
 fn rss_bytes(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
-        .map_or(0.0, |kib| kib * 1024.0)
+    crate::procs::status_field_kib(pid, "VmRSS:").map_or(0.0, |kib| kib as f64 * 1024.0)
 }
 
 /// The server processes: (name, pid).
@@ -138,18 +132,6 @@ fn store_sum(c: &E2eCluster, series: &str) -> f64 {
         .values()
         .filter_map(|s| tessera_e2e::metric_value(&s.status, series))
         .sum()
-}
-
-fn bar(len: u64, what: &str, json: bool) -> ProgressBar {
-    if json {
-        return ProgressBar::hidden();
-    }
-    let b = ProgressBar::new(len);
-    b.set_style(
-        ProgressStyle::with_template(&format!("{{bar:40}} {{pos}}/{{len}} {what} {{msg}}"))
-            .expect("template"),
-    );
-    b
 }
 
 pub async fn run(args: Args, json: bool) -> anyhow::Result<()> {

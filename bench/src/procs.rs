@@ -22,7 +22,7 @@ pub struct ServerProc {
     pub pid: u32,
 }
 
-fn status_field_kib(pid: u32, field: &str) -> Option<u64> {
+pub fn status_field_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
