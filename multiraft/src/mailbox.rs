@@ -220,6 +220,12 @@ pub enum PollerMsg<O> {
     Inspect {
         cb: Box<dyn FnOnce(Vec<RegionInfo>) + Send>,
     },
+    /// Report one region's state (`None`: this store has no peer of it),
+    /// without copying every other region's as `Inspect` does.
+    InspectRegion {
+        region_id: RegionId,
+        cb: Box<dyn FnOnce(Option<RegionInfo>) + Send>,
+    },
     /// Report the state of the regions `filter` picks, and counts of all:
     /// a store of many idle regions does not copy each one's state for a
     /// periodic task that wants a few.
@@ -321,6 +327,18 @@ impl<O: Send + 'static> Mailbox<O> {
         self.send(PollerMsg::Inspect {
             cb: Box::new(move |infos| {
                 let _ = tx.send(infos);
+            }),
+        })?;
+        rx.await.map_err(|_| Error::Shutdown)
+    }
+
+    /// One region's state (`None`: this store has no peer of it).
+    pub async fn inspect_region(&self, region_id: RegionId) -> Result<Option<RegionInfo>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(PollerMsg::InspectRegion {
+            region_id,
+            cb: Box::new(move |info| {
+                let _ = tx.send(info);
             }),
         })?;
         rx.await.map_err(|_| Error::Shutdown)

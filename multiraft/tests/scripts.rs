@@ -1,6 +1,7 @@
 //! Step-level scripts of the Raft side: election, a replicated write, group
-//! commit across regions, a split with held votes, a leader transfer, a
-//! ReadIndex read and a lease read, each a goldenscript in
+//! commit across regions, a split with held votes, a bulk split spreading
+//! its leaders, a leader transfer, a ReadIndex read and a lease read,
+//! hibernation, each a goldenscript in
 //! `tests/scripts/*.txt` run against real pollers stepped by hand (see
 //! `scripts/cluster.rs`). A script states what it expects in comments; the
 //! output under each command is the expectation, checked on every run.
@@ -11,7 +12,8 @@
 //! - `cluster stores=N regions=M` — a new cluster (see `Cluster::new`);
 //! - `tick STORE... [count=N]` — ticks every peer of the stores;
 //! - `campaign STORE r=R`, `transfer-leader STORE r=R to=PEER`;
-//! - `put STORE r=R KEY VALUE`, `split STORE r=R KEY new=R2` — proposals;
+//! - `put STORE r=R KEY VALUE`, `split STORE r=R KEY[,KEY...] new=R2` —
+//!   proposals (a split numbers its new regions from R2);
 //! - `read STORE r=R KEY [policy=leader|follower]`;
 //! - `round STORE...` — one poller round on each store (no delivery);
 //! - `deliver [from=S] [to=S] [r=R]`, `drop [...]` — messages in flight;
@@ -402,6 +404,11 @@ fn writes_to_several_regions_in_one_round_share_one_synced_write() {
 #[test]
 fn votes_for_a_split_off_region_wait_for_the_split_to_apply() {
     run("split_held_votes.txt");
+}
+
+#[test]
+fn a_bulk_split_spreads_its_new_leaders_over_the_stores() {
+    run("bulk_split_spreads_leaders.txt");
 }
 
 #[test]

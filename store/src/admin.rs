@@ -109,10 +109,8 @@ impl AdminApi {
     /// This store's view of `region_id`.
     pub async fn region_info(&self, region_id: u64) -> Result<RegionInfo> {
         self.mailbox
-            .inspect()
+            .inspect_region(region_id)
             .await?
-            .into_iter()
-            .find(|i| i.region.id == region_id)
             .ok_or_else(|| Error::region(RegionError::region_not_found(region_id)))
     }
 

@@ -595,6 +595,9 @@ impl<S: StateMachine> Poller<S> {
                 }
             }
             PollerMsg::Inspect { cb } => cb(self.regions()),
+            PollerMsg::InspectRegion { region_id, cb } => {
+                cb(self.peers.get(&region_id).map(|p| p.info()))
+            }
             PollerMsg::InspectWhere { filter, cb } => {
                 let (infos, counts) = self.regions_where(filter.as_ref());
                 cb(infos, counts)

@@ -224,8 +224,8 @@ impl<S: StateMachine> Poller<S> {
         for cb in ab.deferred {
             cb();
         }
-        for (parent, r) in born {
-            self.start_split_region(parent, r);
+        for (parent, r, first) in born {
+            self.start_split_region(parent, r, first);
         }
         for (id, outcome) in outcomes {
             if let Some(source) = &outcome.merged_source {

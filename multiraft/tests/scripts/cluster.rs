@@ -9,8 +9,9 @@
 //! same messages, in the same order, on every run.
 //!
 //! The state machine is a toy key-value map with two commands, `put K V`
-//! and `split K REGION` (the new region's peers are `REGION*10 + store`,
-//! as are the first region's: peer 12 is region 1's peer on store 2).
+//! and `split K1[,K2...] REGION` (the new regions are numbered from
+//! REGION, one per key; their peers are `REGION*10 + store`, as are the
+//! first region's: peer 12 is region 1's peer on store 2).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -48,28 +49,37 @@ impl StateMachine for Kv {
                 cx.batch().put(Cf::Default, *key, *value);
                 format!("ok at index {}", cx.index())
             }
-            ["split", key, id] => {
+            ["split", keys, id] => {
                 let Ok(id) = id.parse::<u64>() else {
                     return format!("bad region id {id}");
                 };
                 let region = cx.region().clone();
-                let keys = [key.as_bytes().to_vec()];
+                let keys: Vec<Vec<u8>> = keys.split(',').map(|k| k.as_bytes().to_vec()).collect();
                 if let Err(e) = tessera_proto::region::check_split_keys(&region, &keys) {
                     return format!("refused: {e}");
                 }
                 let old = region::epoch(&region);
                 let epoch = RegionEpoch::new(old.conf_ver, old.version + 1);
                 let mut derived = region.clone();
-                derived.end_key = key.as_bytes().to_vec();
+                derived.end_key = keys[0].clone();
                 derived.region_epoch = Some(epoch);
-                let new = Region {
-                    id,
-                    start_key: key.as_bytes().to_vec(),
-                    end_key: region.end_key.clone(),
-                    region_epoch: Some(epoch),
-                    peers: region.peers.iter().map(|p| peer(id, p.store_id)).collect(),
-                };
-                cx.split(derived, vec![new]);
+                let new = (0..keys.len())
+                    .map(|i| {
+                        let new_id = id + i as u64;
+                        Region {
+                            id: new_id,
+                            start_key: keys[i].clone(),
+                            end_key: keys.get(i + 1).unwrap_or(&region.end_key).clone(),
+                            region_epoch: Some(epoch),
+                            peers: region
+                                .peers
+                                .iter()
+                                .map(|p| peer(new_id, p.store_id))
+                                .collect(),
+                        }
+                    })
+                    .collect();
+                cx.split(derived, new);
                 format!("split at index {}", cx.index())
             }
             _ => format!("unknown command {text:?}"),

@@ -20,7 +20,14 @@
 //!    written, each new peer starts; where the parent led, it campaigns at
 //!    once, and vote requests held for it ([`early_votes`]: they arrived
 //!    before this store applied the split, while the parent still held the
-//!    range) are delivered through the normal message path.
+//!    range) are delivered through the normal message path. A bulk split
+//!    (at least [`SPREAD_LEADERS_FROM`] new regions, as a hash keyspace's
+//!    creation) spreads the first campaigns instead: new region *i*'s voter
+//!    number *i mod voters* campaigns, on whichever store it lives, so the
+//!    new leaders start evenly spread and the directory has no thousands
+//!    of leaders to move afterwards (each move wakes a region that would
+//!    otherwise hibernate untouched). If that voter's store is down, the
+//!    region elects after an election timeout, as any leaderless region.
 //!
 //! A replica that missed the split catches up by log or, once the log is
 //! gone, by a snapshot of the region *as it is now*: one taken before a
@@ -32,7 +39,7 @@
 
 pub(super) mod early_votes;
 
-use tessera_proto::metapb::Region;
+use tessera_proto::metapb::{PeerRole, Region};
 use tessera_proto::raft_serverpb::{PeerState, RegionLocalState};
 
 use super::Poller;
@@ -105,6 +112,39 @@ pub(crate) fn record_siblings<O: Send + 'static>(peer: &mut Peer<O>, new_regions
     siblings.drain(..over);
 }
 
+/// A split into at least this many new regions spreads their first
+/// leaders over the stores (step 4); a smaller one keeps them where the
+/// parent led, as a split by size or load wants.
+pub const SPREAD_LEADERS_FROM: usize = 8;
+
+/// Who campaigns first for a region a split created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum FirstCampaign {
+    /// The peer on the store whose parent peer leads.
+    ParentLeader,
+    /// The voter at this position (modulo the voter count) of the region's
+    /// peer list: the region's place among the split's new regions.
+    Spread(usize),
+}
+
+impl FirstCampaign {
+    /// Whether the peer on `store_id` of `region` campaigns at once.
+    fn campaigns_here(self, region: &Region, store_id: u64, parent_leads: bool) -> bool {
+        match self {
+            FirstCampaign::ParentLeader => parent_leads,
+            FirstCampaign::Spread(i) => {
+                let voters: Vec<u64> = region
+                    .peers
+                    .iter()
+                    .filter(|p| p.role == PeerRole::Voter as i32)
+                    .map(|p| p.store_id)
+                    .collect();
+                !voters.is_empty() && voters[i % voters.len()] == store_id
+            }
+        }
+    }
+}
+
 impl<S: StateMachine> Poller<S> {
     /// Step 3: writes into `wb` the initial state of every region this
     /// round's splits created with a peer here; returns them with their
@@ -113,10 +153,11 @@ impl<S: StateMachine> Poller<S> {
         &self,
         outcomes: &[(RegionId, ApplyOutcome)],
         wb: &mut WriteBatch,
-    ) -> Vec<(RegionId, Region)> {
-        let mut born: Vec<(RegionId, Region)> = vec![];
+    ) -> Vec<(RegionId, Region, FirstCampaign)> {
+        let mut born = vec![];
         for (parent, outcome) in outcomes.iter() {
-            for r in &outcome.new_regions {
+            let spread = outcome.new_regions.len() >= SPREAD_LEADERS_FROM;
+            for (i, r) in outcome.new_regions.iter().enumerate() {
                 if self.peers.contains_key(&r.id) || self.tombstones.contains_key(&r.id) {
                     tracing::warn!(
                         region_id = r.id,
@@ -128,18 +169,28 @@ impl<S: StateMachine> Poller<S> {
                     continue;
                 }
                 region::write_initial_state(r, wb);
-                born.push((*parent, r.clone()));
+                let first = if spread {
+                    FirstCampaign::Spread(i)
+                } else {
+                    FirstCampaign::ParentLeader
+                };
+                born.push((*parent, r.clone(), first));
             }
         }
         born
     }
 
     /// Starts the local peer of a region a split just created (its state is
-    /// already written). The leader of the split region campaigns for it at
-    /// once, so the new region does not wait an election timeout; vote
-    /// requests that came before the split applied here are handed to the
-    /// new peer (see `early_votes`).
-    pub(super) fn start_split_region(&mut self, parent: RegionId, region: Region) {
+    /// already written). The peer `first` names campaigns for it at once,
+    /// so the new region does not wait an election timeout; vote requests
+    /// that came before the split applied here are handed to the new peer
+    /// (see `early_votes`).
+    pub(super) fn start_split_region(
+        &mut self,
+        parent: RegionId,
+        region: Region,
+        first: FirstCampaign,
+    ) {
         let peer = match Peer::load(
             self.store_id,
             region.clone(),
@@ -152,7 +203,7 @@ impl<S: StateMachine> Poller<S> {
         self.index_region(&region);
         self.add_peer(region.id, peer);
         let parent_leads = self.peers.get(&parent).is_some_and(|p| p.is_leader());
-        if parent_leads {
+        if first.campaigns_here(&region, self.store_id, parent_leads) {
             if let Some(p) = self.peers.get_mut(&region.id) {
                 if let Err(e) = p.campaign() {
                     tracing::warn!(region_id = region.id, error = %e, "campaign after split failed");
