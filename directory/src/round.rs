@@ -26,6 +26,9 @@ impl Core {
         let decisions = {
             let state = self.state();
             let mut ls = self.leader_view(term);
+            // Merges recorded since the last round end their operators
+            // (reports check this only when they change the records).
+            crate::merge::finish_merged(&state, &mut ls);
             let mut ids = ls.ids;
             let d = scheduler::plan(&state, &mut ls, &self.schedule, &mut || {
                 (ids.0 < ids.1).then(|| {

@@ -429,7 +429,6 @@ impl<S: StateMachine> Poller<S> {
             }
         }
         self.handle_readies();
-        self.request_snapshots();
         if self.roles_changed {
             self.roles_changed = false;
             let leaders = self.peers.values().filter(|p| p.is_leader()).count();

@@ -237,7 +237,7 @@ impl<S: StateMachine> Poller<S> {
         // Tests pause here: the round's writes are acknowledged, the applied
         // state they need is not published yet.
         fail::fail_point!("local_read_before_publish");
-        for id in touched {
+        for &id in &touched {
             let Some(peer) = self.peers.get_mut(&id) else {
                 continue;
             };
@@ -251,6 +251,7 @@ impl<S: StateMachine> Poller<S> {
                 self.touched.insert(id);
             }
         }
+        self.request_snapshots(&touched);
         self.flush_outbox();
     }
 

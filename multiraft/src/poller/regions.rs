@@ -9,6 +9,7 @@
 //! removed peer leaves a tombstone with its epoch, and messages for that
 //! region at that epoch or older are ignored.
 
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 use protobuf::Message as _;
@@ -613,12 +614,20 @@ impl<S: StateMachine> Poller<S> {
         Ok(())
     }
 
-    /// Hands raft-rs' snapshot requests of this round to the worker.
-    pub(super) fn request_snapshots(&mut self) {
+    /// Hands raft-rs' snapshot requests of this round to the worker. Only
+    /// the round's `touched` peers can have asked (raft-rs asks while a
+    /// message, a tick or a Ready moves a peer, and each of those touches
+    /// it), so a store of 100,000 idle regions does not look at every peer
+    /// each round; a request left unseen stays set and is seen the next
+    /// time its peer is touched.
+    pub(super) fn request_snapshots(&mut self, touched: &BTreeSet<RegionId>) {
         let Some(worker) = &self.snap_worker else {
             return;
         };
-        for (id, peer) in &self.peers {
+        for id in touched {
+            let Some(peer) = self.peers.get(id) else {
+                continue;
+            };
             if peer.storage().take_snapshot_request() && self.generating.insert(*id) {
                 let _ = worker.send(*id);
             }
