@@ -11,6 +11,8 @@ pub const OPERATORS_TOTAL: &str = "tessera_directory_operators_total";
 pub const HEARTBEAT_SECONDS: &str = "tessera_directory_heartbeat_seconds";
 /// Seconds from proposing a command to its apply.
 pub const RAFT_COMMIT_SECONDS: &str = "tessera_directory_raft_commit_seconds";
+/// Seconds one scheduler round took (it paces itself by this).
+pub const SCHEDULE_ROUND_SECONDS: &str = "tessera_directory_schedule_round_seconds";
 /// 1 on the member that leads the directory group.
 pub const IS_LEADER: &str = "tessera_directory_is_leader";
 
@@ -35,6 +37,11 @@ pub fn describe() {
         Unit::Seconds,
         "Seconds from proposing a directory command to its apply"
     );
+    describe_histogram!(
+        SCHEDULE_ROUND_SECONDS,
+        Unit::Seconds,
+        "Seconds one scheduler round took (rounds are spaced so they use at most a tenth of the leader's time)"
+    );
     describe_gauge!(
         IS_LEADER,
         "1 on the member that leads the directory group, else 0"
@@ -47,6 +54,9 @@ pub fn histogram_buckets() -> Vec<(&'static str, Vec<f64>)> {
     ];
     let mut all = tessera_multiraft::metrics::histogram_buckets();
     all.push((HEARTBEAT_SECONDS, seconds.clone()));
-    all.push((RAFT_COMMIT_SECONDS, seconds));
+    all.push((RAFT_COMMIT_SECONDS, seconds.clone()));
+    let mut round = seconds;
+    round.extend([2.5, 5.0, 10.0]);
+    all.push((SCHEDULE_ROUND_SECONDS, round));
     all
 }

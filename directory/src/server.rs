@@ -167,9 +167,13 @@ pub async fn run(
                 None => scheduler_readiness.set_not_ready("the directory group has no leader"),
             }
             if leading {
+                let started = std::time::Instant::now();
                 if let Err(e) = scheduler_core.schedule_once().await {
                     tracing::debug!(error = %e, "scheduling round failed");
                 }
+                let took = started.elapsed();
+                metrics::histogram!(m::SCHEDULE_ROUND_SECONDS).record(took.as_secs_f64());
+                tokio::time::sleep(crate::round::pause_after(took, interval)).await;
             }
         }
     });

@@ -231,6 +231,9 @@ pub enum PollerMsg<O> {
     /// periodic task that wants a few.
     InspectWhere {
         filter: Box<dyn Fn(&RegionBrief) -> bool + Send>,
+        /// Look only at awake peers: the cost is then that of the awake
+        /// ones, not of every region the store hosts.
+        awake_only: bool,
         cb: Box<dyn FnOnce(Vec<RegionInfo>, RegionCounts) + Send>,
     },
     /// Stop the poller after this round.
@@ -349,9 +352,27 @@ impl<O: Send + 'static> Mailbox<O> {
         &self,
         filter: impl Fn(&RegionBrief) -> bool + Send + 'static,
     ) -> Result<(Vec<RegionInfo>, RegionCounts)> {
+        self.inspect_where_among(filter, false).await
+    }
+
+    /// [`Mailbox::inspect_where`] among the awake peers only (hibernating
+    /// ones are not looked at); the counts are still of all.
+    pub async fn inspect_awake_where(
+        &self,
+        filter: impl Fn(&RegionBrief) -> bool + Send + 'static,
+    ) -> Result<(Vec<RegionInfo>, RegionCounts)> {
+        self.inspect_where_among(filter, true).await
+    }
+
+    async fn inspect_where_among(
+        &self,
+        filter: impl Fn(&RegionBrief) -> bool + Send + 'static,
+        awake_only: bool,
+    ) -> Result<(Vec<RegionInfo>, RegionCounts)> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.send(PollerMsg::InspectWhere {
             filter: Box::new(filter),
+            awake_only,
             cb: Box::new(move |infos, counts| {
                 let _ = tx.send((infos, counts));
             }),

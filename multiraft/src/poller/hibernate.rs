@@ -99,9 +99,14 @@ impl<S: StateMachine> Poller<S> {
         for id in asleep {
             self.fell_asleep(id);
         }
+        let asleep = self.peers.len().saturating_sub(self.sleepers.ticking.len());
+        let relaxed = std::sync::atomic::Ordering::Relaxed;
+        self.stats.hibernating.store(asleep as u64, relaxed);
+        self.stats.regions.store(self.peers.len() as u64, relaxed);
         if !hibernate {
             return;
         }
+        metrics::gauge!(m::HIBERNATING_REGIONS).set(asleep as f64);
         self.wake_followers_of_silent_stores(now);
         if self
             .ticks
@@ -112,8 +117,14 @@ impl<S: StateMachine> Poller<S> {
         if self.ticks.is_multiple_of(REBUILD_TICKS) {
             self.rebuild_sleep_index(now);
         }
-        let asleep = self.peers.len().saturating_sub(self.sleepers.ticking.len());
-        metrics::gauge!(m::HIBERNATING_REGIONS).set(asleep as f64);
+    }
+
+    /// The awake peers (the ticking set), without looking at the others.
+    pub(super) fn awake_peers(&self) -> impl Iterator<Item = (&RegionId, &Peer<S::Output>)> {
+        self.sleepers
+            .ticking
+            .iter()
+            .filter_map(|id| self.peers.get_key_value(id))
     }
 
     /// Peer `id` just fell asleep: it stops ticking, is indexed by the

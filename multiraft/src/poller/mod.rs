@@ -67,6 +67,17 @@ use crate::state_machine::StateMachine;
 use crate::transport::Transport;
 use crate::{metrics as m, Error, RegionId, Result, StoreId};
 
+impl PollerStats {
+    /// How many regions the store hosts, leads and has hibernating.
+    pub fn counts(&self) -> crate::mailbox::RegionCounts {
+        crate::mailbox::RegionCounts {
+            regions: self.regions.load(Ordering::Relaxed) as usize,
+            leaders: self.leaders.load(Ordering::Relaxed) as usize,
+            hibernating: self.hibernating.load(Ordering::Relaxed) as usize,
+        }
+    }
+}
+
 /// How long an idle poller with manual ticks waits for a message before it
 /// looks again (nothing falls due in between: time does not tick it).
 const MANUAL_TICKS_IDLE_WAIT: Duration = Duration::from_millis(100);
@@ -96,6 +107,12 @@ pub struct PollerStats {
     /// When the work of the round now running began ([`slow::mono_ms`]);
     /// 0 between rounds. See `slow.rs`.
     pub round_started_ms: AtomicU64,
+    /// Regions hosted, led and hibernating, as of the last round that
+    /// changed a role (regions, leaders) and the last tick (hibernating):
+    /// read by the store's heartbeat without asking the poller.
+    pub regions: AtomicU64,
+    pub leaders: AtomicU64,
+    pub hibernating: AtomicU64,
     /// Rounds slower than `RaftConfig::slow_round`.
     pub slow_rounds: AtomicU64,
     /// When the last slow round ended ([`slow::mono_ms`]; 0: never).
@@ -306,32 +323,32 @@ impl<S: StateMachine> Poller<S> {
         infos
     }
 
-    /// The regions `filter` picks (by region id), and counts of all.
+    /// The regions `filter` picks (by region id) among all peers, or the
+    /// awake ones only; and counts of all (as `PollerStats` has them).
     pub fn regions_where(
         &self,
         filter: &dyn Fn(&crate::mailbox::RegionBrief) -> bool,
+        awake_only: bool,
     ) -> (
         Vec<crate::mailbox::RegionInfo>,
         crate::mailbox::RegionCounts,
     ) {
-        let mut counts = crate::mailbox::RegionCounts::default();
-        let mut infos = vec![];
-        for (&id, p) in &self.peers {
+        let pick = |(&id, p): (&RegionId, &Peer<S::Output>)| {
             let brief = crate::mailbox::RegionBrief {
                 id,
                 is_leader: p.is_leader(),
                 initialized: p.is_initialized(),
                 hibernating: p.is_asleep(),
             };
-            counts.regions += 1;
-            counts.leaders += usize::from(brief.is_leader);
-            counts.hibernating += usize::from(brief.hibernating);
-            if filter(&brief) {
-                infos.push(p.info());
-            }
-        }
+            filter(&brief).then(|| p.info())
+        };
+        let mut infos: Vec<_> = if awake_only {
+            self.awake_peers().filter_map(pick).collect()
+        } else {
+            self.peers.iter().filter_map(pick).collect()
+        };
         infos.sort_by_key(|i| i.region.id);
-        (infos, counts)
+        (infos, self.stats.counts())
     }
 
     /// Runs one round on the caller's thread over what is in the mailbox
@@ -434,6 +451,10 @@ impl<S: StateMachine> Poller<S> {
             let leaders = self.peers.values().filter(|p| p.is_leader()).count();
             metrics::gauge!(m::LEADERS).set(leaders as f64);
             metrics::gauge!(m::REGIONS).set(self.peers.len() as f64);
+            self.stats.leaders.store(leaders as u64, Ordering::Relaxed);
+            self.stats
+                .regions
+                .store(self.peers.len() as u64, Ordering::Relaxed);
         }
         self.stats.rounds.fetch_add(1, Ordering::Relaxed);
         let took = started.elapsed();
@@ -597,8 +618,12 @@ impl<S: StateMachine> Poller<S> {
             PollerMsg::InspectRegion { region_id, cb } => {
                 cb(self.peers.get(&region_id).map(|p| p.info()))
             }
-            PollerMsg::InspectWhere { filter, cb } => {
-                let (infos, counts) = self.regions_where(filter.as_ref());
+            PollerMsg::InspectWhere {
+                filter,
+                awake_only,
+                cb,
+            } => {
+                let (infos, counts) = self.regions_where(filter.as_ref(), awake_only);
                 cb(infos, counts)
             }
             PollerMsg::Shutdown => self.stopping = true,
