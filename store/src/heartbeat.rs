@@ -17,7 +17,7 @@ use tessera_proto::directorypb::{PeerProgress, RegionLoad, RegionReport, StoreSt
 use crate::directory_client::DirectoryClient;
 use crate::disk_space::Usage;
 use crate::down_peers::DownPeers;
-use crate::node::{turn, StoreNode, Turn};
+use crate::node::{hibernating_due, turn, StoreNode, Turn};
 use crate::{operator, Result};
 
 /// The store's own report, with its region `counts`; returns the regions
@@ -96,35 +96,12 @@ pub fn region_report(
     }
 }
 
-/// Every this many intervals the region heartbeat looks at every region,
-/// for the hibernating leaders due a report; in between it looks at the
-/// awake ones only (at 100,000 regions a look at all costs tens of
-/// milliseconds of the poller's time).
-pub const FULL_SCAN_EVERY: u64 = 10;
-
-/// Which hibernating leaders report on heartbeat `tick`: none, unless the
-/// tick looks at every region; then one slice of them (by region id), so
-/// that each reports once every `hibernated_every` ticks, rounded down to a
-/// multiple of [`FULL_SCAN_EVERY`].
-pub fn hibernated_due(
-    tick: u64,
-    hibernated_every: u64,
-) -> Option<impl Fn(u64) -> bool + Send + 'static> {
-    let scan_every = FULL_SCAN_EVERY.min(hibernated_every).max(1);
-    if !tick.is_multiple_of(scan_every) {
-        return None;
-    }
-    let slices = (hibernated_every / scan_every).max(1);
-    let slot = tick / scan_every;
-    Some(move |id: u64| (slot + id).is_multiple_of(slices))
-}
-
 /// Reports every `interval` until the node's poller stops, reconnecting the
 /// region heartbeat stream whenever it ends (the directory leader changed);
 /// a peer is reported down after `peer_down_after` without an answer
 /// ([`DownPeers`]). A hibernating region is reported once every
 /// `hibernated_every` intervals (spread by region id, see
-/// [`hibernated_due`]), with the load it served since its last report.
+/// [`hibernating_due`]), with the load it served since its last report.
 /// Errors are logged and retried: a directory outage must not stop a store
 /// from serving.
 ///
@@ -176,7 +153,7 @@ pub async fn run_heartbeats(
                     // The leaders to report: every awake one, and the
                     // hibernating ones whose turn it is (looking at every
                     // region only on the ticks that have any).
-                    let picked = match hibernated_due(ticks, hibernated_every) {
+                    let picked = match hibernating_due(ticks, hibernated_every) {
                         Some(due) => {
                             node.regions_where(move |b| b.is_leader && (!b.hibernating || due(b.id)))
                                 .await
@@ -312,39 +289,5 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Each hibernating leader reports once per `every` ticks, spread over
-    /// the full-scan ticks; no other tick looks at every region.
-    fn reports_per_region(every: u64, ticks: u64) -> (Vec<u64>, u64) {
-        let mut per_region = vec![0u64; 50];
-        let mut scans = 0;
-        for tick in 1..=ticks {
-            if let Some(due) = hibernated_due(tick, every) {
-                scans += 1;
-                for (id, n) in per_region.iter_mut().enumerate() {
-                    *n += u64::from(due(id as u64));
-                }
-            }
-        }
-        (per_region, scans)
-    }
-
-    #[test]
-    fn hibernating_leaders_report_once_per_period_and_full_scans_are_rare() {
-        let (per_region, scans) = reports_per_region(60, 600);
-        assert!(per_region.iter().all(|&n| n == 10), "{per_region:?}");
-        assert_eq!(scans, 60, "one tick in ten looks at every region");
-        // A period shorter than the scan spacing: a scan on every period.
-        let (per_region, scans) = reports_per_region(3, 30);
-        assert!(per_region.iter().all(|&n| n == 10), "{per_region:?}");
-        assert_eq!(scans, 10);
-        let (per_region, _) = reports_per_region(1, 5);
-        assert!(per_region.iter().all(|&n| n == 5), "{per_region:?}");
     }
 }

@@ -261,9 +261,58 @@ pub fn turn<T>(r: Result<T>, task: &'static str) -> Turn<T> {
     }
 }
 
+/// A periodic task that must look at hibernating regions too (the region
+/// heartbeat, the removal checker) walks every region only one turn in
+/// this many; in between it looks at the awake ones only (at 100,000
+/// regions a walk over all costs the poller tens of milliseconds).
+pub const FULL_SCAN_EVERY: u64 = 10;
+
+/// Which hibernating regions a periodic task looks at on its turn `tick`:
+/// none, unless the turn walks every region; then one slice of them (by
+/// region id), so that each is looked at once every `every` turns, rounded
+/// down to a multiple of [`FULL_SCAN_EVERY`].
+pub fn hibernating_due(tick: u64, every: u64) -> Option<impl Fn(u64) -> bool + Send + 'static> {
+    let scan_every = FULL_SCAN_EVERY.min(every).max(1);
+    if !tick.is_multiple_of(scan_every) {
+        return None;
+    }
+    let slices = (every / scan_every).max(1);
+    let slot = tick / scan_every;
+    Some(move |id: u64| (slot + id).is_multiple_of(slices))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// How often each of 50 regions is looked at over `ticks` turns, and
+    /// how many turns walk every region.
+    fn looks_per_region(every: u64, ticks: u64) -> (Vec<u64>, u64) {
+        let mut per_region = vec![0u64; 50];
+        let mut walks = 0;
+        for tick in 1..=ticks {
+            if let Some(due) = hibernating_due(tick, every) {
+                walks += 1;
+                for (id, n) in per_region.iter_mut().enumerate() {
+                    *n += u64::from(due(id as u64));
+                }
+            }
+        }
+        (per_region, walks)
+    }
+
+    #[test]
+    fn each_hibernating_region_is_looked_at_once_per_period_and_walks_are_rare() {
+        let (per_region, walks) = looks_per_region(60, 600);
+        assert!(per_region.iter().all(|&n| n == 10), "{per_region:?}");
+        assert_eq!(walks, 60, "one turn in ten walks every region");
+        // A period shorter than the walk spacing: a walk every period.
+        let (per_region, walks) = looks_per_region(3, 30);
+        assert!(per_region.iter().all(|&n| n == 10), "{per_region:?}");
+        assert_eq!(walks, 10);
+        let (per_region, _) = looks_per_region(1, 5);
+        assert!(per_region.iter().all(|&n| n == 5), "{per_region:?}");
+    }
 
     #[test]
     fn only_a_stopped_poller_ends_a_periodic_task() {

@@ -53,7 +53,7 @@ pub async fn run(api: Arc<AdminApi>, cfg: SplitCheckConfig) {
         // measured again once a write wakes it.
         let picked = api
             .mailbox()
-            .inspect_where(|b| b.is_leader && b.initialized && !b.hibernating)
+            .inspect_awake_where(|b| b.is_leader && b.initialized && !b.hibernating)
             .await;
         let candidates = match turn(picked.map_err(crate::Error::from), "split checker") {
             Turn::Go((candidates, _)) => candidates,

@@ -29,7 +29,7 @@ use tokio::sync::mpsc::Receiver;
 
 use crate::directory_client::DirectoryClient;
 use crate::kv::KvOutput;
-use crate::node::{turn, Turn};
+use crate::node::{hibernating_due, turn, Turn};
 
 /// Reports the poller may queue before further ones are dropped (the
 /// periodic pass still covers their regions).
@@ -62,17 +62,26 @@ pub async fn run(
         };
         // A hibernating follower was in step with its leader when it fell
         // asleep, and the change that removes it normally wakes it: it is
-        // checked once every HIBERNATING_EVERY passes.
-        let picked = mailbox
-            .inspect_where(move |b| match only {
-                Some(region_id) => b.id == region_id && b.initialized,
-                None => {
-                    !b.is_leader
-                        && b.initialized
-                        && (!b.hibernating || (pass + b.id).is_multiple_of(HIBERNATING_EVERY))
-                }
-            })
-            .await;
+        // checked once every HIBERNATING_EVERY passes, and only one pass in
+        // FULL_SCAN_EVERY looks at hibernating regions at all.
+        let picked = match (only, hibernating_due(pass, HIBERNATING_EVERY)) {
+            (Some(region_id), _) => mailbox.inspect_region(region_id).await.map(|info| {
+                let info = info.filter(|i| i.initialized);
+                (info.into_iter().collect(), Default::default())
+            }),
+            (None, Some(due)) => {
+                mailbox
+                    .inspect_where(move |b| {
+                        !b.is_leader && b.initialized && (!b.hibernating || due(b.id))
+                    })
+                    .await
+            }
+            (None, None) => {
+                mailbox
+                    .inspect_awake_where(|b| !b.is_leader && b.initialized && !b.hibernating)
+                    .await
+            }
+        };
         let candidates = match turn(picked.map_err(crate::Error::from), "removal checker") {
             Turn::Go((candidates, _)) => candidates,
             Turn::Skip => continue,

@@ -2,7 +2,9 @@
 //! happens.
 //!
 //! 1. **When** ([`Poller::collect_logs`]): every `log_gc_tick_interval`
-//!    ticks the poller asks each leader for a candidate
+//!    ticks the poller asks each awake leader (every leader, one pass in
+//!    [`FULL_PASS_EVERY`], and the size of hibernating logs is measured
+//!    then) for a candidate
 //!    (`Peer::log_gc_candidate`): what every recently active follower has
 //!    replicated, if that is at least `log_gc_threshold` entries past the
 //!    last cut — or everything applied once the log is past
@@ -23,6 +25,11 @@ use crate::peer::Peer;
 use crate::state_machine::StateMachine;
 use crate::{metrics as m, RegionId};
 
+/// One log GC pass in this many looks at every leader, hibernating ones
+/// included, and publishes the logs' size (every 90 s at the defaults);
+/// the others look at awake leaders only.
+pub const FULL_PASS_EVERY: u64 = 30;
+
 /// Step 3: drops `peer`'s log up to `index` (of `term`).
 pub(crate) fn apply<O: Send + 'static>(
     peer: &mut Peer<O>,
@@ -40,23 +47,42 @@ pub(crate) fn apply<O: Send + 'static>(
 }
 
 impl<S: StateMachine> Poller<S> {
-    /// Step 1: proposes a compaction for every leader whose log is due one,
-    /// and publishes the size of the store's logs.
+    /// Step 1: proposes a compaction for every awake leader whose log is
+    /// due one. One pass in [`FULL_PASS_EVERY`] looks at every leader, the
+    /// hibernating ones too (one may have fallen asleep with a log due a
+    /// cut), and publishes the size of the store's logs: a store of 100,000
+    /// idle regions does not walk them all every few seconds.
     pub(super) fn collect_logs(&mut self) {
-        let due: Vec<(RegionId, u64, u64)> = self
-            .peers
-            .iter()
-            .filter_map(|(id, peer)| {
-                peer.log_gc_candidate(&self.cfg)
-                    .map(|(index, term)| (*id, index, term))
-            })
-            .collect();
+        self.log_gc_passes += 1;
+        let full = self.log_gc_passes.is_multiple_of(FULL_PASS_EVERY);
+        let candidate = |(id, peer): (&RegionId, &Peer<S::Output>)| {
+            peer.log_gc_candidate(&self.cfg)
+                .map(|(index, term)| (*id, index, term))
+        };
+        let due: Vec<(RegionId, u64, u64)> = if full {
+            self.peers.iter().filter_map(candidate).collect()
+        } else {
+            self.awake_peers().filter_map(candidate).collect()
+        };
         for (region_id, index, term) in due {
             self.propose_compact_log(region_id, index, term);
         }
-        let (entries, bytes) = self.peers.values().fold((0u64, 0u64), |(e, b), p| {
+        // The logs' size: the awake peers' now, the hibernating ones' as of
+        // the last full pass (a hibernating log does not grow).
+        let size = |(e, b): (u64, u64), p: &Peer<S::Output>| {
             (e + p.storage().log_entries(), b + p.storage().log_bytes())
-        });
+        };
+        if full {
+            self.asleep_logs = self
+                .peers
+                .values()
+                .filter(|p| p.is_asleep())
+                .fold((0, 0), size);
+        }
+        let (entries, bytes) = self
+            .awake_peers()
+            .map(|(_, p)| p)
+            .fold(self.asleep_logs, size);
         metrics::gauge!(m::RAFT_LOG_ENTRIES).set(entries as f64);
         metrics::gauge!(m::RAFT_LOG_BYTES).set(bytes as f64);
     }

@@ -221,6 +221,10 @@ pub struct Poller<S: StateMachine> {
     stats: Arc<PollerStats>,
     next_tick: Instant,
     ticks: u64,
+    /// Log GC passes so far, and the hibernating peers' log entries and
+    /// bytes as of the last full one (`log_gc.rs`).
+    log_gc_passes: u64,
+    asleep_logs: (u64, u64),
     stopping: bool,
     roles_changed: bool,
     outbox: Vec<Outgoing>,
@@ -295,6 +299,8 @@ impl<S: StateMachine> Poller<S> {
             snap_worker_thread: None,
             stats: stats.clone(),
             ticks: 0,
+            log_gc_passes: 0,
+            asleep_logs: (0, 0),
             stopping: false,
             roles_changed: true,
             outbox: vec![],
