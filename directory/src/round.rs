@@ -79,10 +79,12 @@ impl Core {
 /// Scheduler rounds take at most one part in this of the leader's time.
 pub const ROUND_SHARE: u32 = 10;
 
-/// How long to wait, beyond the usual interval, after a round that took
-/// `took`, so that rounds take at most 1/[`ROUND_SHARE`] of the time.
-pub fn pause_after(took: Duration, interval: Duration) -> Duration {
-    (took * (ROUND_SHARE - 1)).saturating_sub(interval)
+/// How long to pause after a round that took `took`, so that rounds take
+/// at most 1/[`ROUND_SHARE`] of the time. The scheduler's ticker then
+/// waits for the rest of its interval, if any is left: a quick round still
+/// runs once per interval, a slow one once per `ROUND_SHARE × took`.
+pub fn pause_after(took: Duration) -> Duration {
+    took * (ROUND_SHARE - 1)
 }
 
 #[cfg(test)]
@@ -91,14 +93,15 @@ mod tests {
 
     #[test]
     fn a_slow_round_spaces_the_next_so_rounds_take_a_tenth_of_the_time() {
-        let s = Duration::from_secs(1);
-        // A quick round: the usual interval only.
-        assert_eq!(pause_after(Duration::from_millis(20), s), Duration::ZERO);
-        assert_eq!(pause_after(Duration::from_millis(111), s), Duration::ZERO);
-        // 400 ms of work: 3.6 s until the next, 2.6 s beyond the interval.
+        // 400 ms of work: 3.6 s of pause, a round every 4 s at most.
         assert_eq!(
-            pause_after(Duration::from_millis(400), s),
-            Duration::from_millis(2600)
+            pause_after(Duration::from_millis(400)),
+            Duration::from_millis(3600)
+        );
+        // 20 ms: a 180 ms pause, well within a 1 s interval's wait.
+        assert_eq!(
+            pause_after(Duration::from_millis(20)),
+            Duration::from_millis(180)
         );
     }
 }

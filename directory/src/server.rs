@@ -173,7 +173,7 @@ pub async fn run(
                 }
                 let took = started.elapsed();
                 metrics::histogram!(m::SCHEDULE_ROUND_SECONDS).record(took.as_secs_f64());
-                tokio::time::sleep(crate::round::pause_after(took, interval)).await;
+                tokio::time::sleep(crate::round::pause_after(took)).await;
             }
         }
     });
