@@ -32,14 +32,7 @@ async fn store_heartbeats_continue_while_a_region_stream_is_not_read() {
     }
     let node = cluster.node(1).unwrap();
     let deaf = Arc::new(TestDirectory::new(false));
-    let heartbeats = tokio::spawn(tessera_store::heartbeat::run_heartbeats(
-        node,
-        deaf.clone(),
-        Duration::from_millis(50),
-        Duration::from_secs(10),
-        60,
-        tessera_store::disk_space::Usage::default,
-    ));
+    let heartbeats = deaf.hear_from(node, 60);
     tokio::time::sleep(Duration::from_secs(2)).await;
     heartbeats.abort();
     let beats = deaf.store_heartbeats.load(Ordering::SeqCst);

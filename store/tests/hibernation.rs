@@ -188,14 +188,7 @@ async fn hibernating_regions_report_at_a_low_rate() {
     };
     let directory = Arc::new(common::TestDirectory::new(true));
     // Every 50 ms; a hibernating region every 100 intervals (5 s).
-    let heartbeats = tokio::spawn(tessera_store::heartbeat::run_heartbeats(
-        cluster.node(1).unwrap(),
-        directory.clone(),
-        Duration::from_millis(50),
-        Duration::from_secs(10),
-        100,
-        tessera_store::disk_space::Usage::default,
-    ));
+    let heartbeats = directory.hear_from(cluster.node(1).unwrap(), 100);
     tokio::time::sleep(Duration::from_secs(2)).await;
     heartbeats.abort();
     stop.store(true, Ordering::Relaxed);

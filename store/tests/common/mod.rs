@@ -34,6 +34,24 @@ impl TestDirectory {
             ..TestDirectory::default()
         }
     }
+
+    /// Runs `node`'s store and region heartbeats to this directory every
+    /// 50 ms (a peer down after 10 s silent; a hibernating region reported
+    /// every `hibernated_every` intervals) until the task is aborted.
+    pub fn hear_from(
+        self: &Arc<Self>,
+        node: Arc<tessera_store::node::StoreNode>,
+        hibernated_every: u64,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(tessera_store::heartbeat::run_heartbeats(
+            node,
+            self.clone(),
+            std::time::Duration::from_millis(50),
+            std::time::Duration::from_secs(10),
+            hibernated_every,
+            tessera_store::disk_space::Usage::default,
+        ))
+    }
 }
 
 #[tonic::async_trait]
