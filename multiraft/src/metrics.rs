@@ -71,6 +71,12 @@ pub const RAFT_LOG_BYTES: &str = "tessera_raft_log_bytes";
 /// done with them (`outcome`): `reported` to the store's removal checker,
 /// `checker_busy`, `stale`, `unconfirmable`, `uninitialized_kept`.
 pub const TOMBSTONE_MESSAGES_TOTAL: &str = "tessera_raft_tombstone_messages_total";
+/// Messages for a peer of a region whose local peer has another id, by what
+/// was done with them (`outcome`): from a newer membership, the local peer
+/// was likely removed and is `reported` to the removal checker (or
+/// `checker_busy`, `unconfirmable`, `uninitialized_kept`); from an older or
+/// the same one, `stale` (dropped).
+pub const SUPERSEDED_PEER_MESSAGES_TOTAL: &str = "tessera_raft_superseded_peer_messages_total";
 /// Raft messages from other nodes refused before they reached raft-rs,
 /// because stepping them would break an invariant raft-rs aborts on, or
 /// because a snapshot's files did not pass their checks (`reason`).
@@ -245,6 +251,10 @@ pub fn describe() {
     describe_counter!(
         TOMBSTONE_MESSAGES_TOTAL,
         "Tombstone messages received, by what was done with them (a peer is destroyed only once the directory confirms)"
+    );
+    describe_counter!(
+        SUPERSEDED_PEER_MESSAGES_TOTAL,
+        "Messages for another peer of a local region, by what was done with them (one from a newer membership reports the local peer to the removal checker)"
     );
     describe_counter!(
         RAFT_MESSAGES_REFUSED_TOTAL,

@@ -6,11 +6,14 @@
 //! again and keeps answering with stale leader hints. Two things send this
 //! checker looking:
 //!
-//! - **tombstone messages**: a leader that removed a peer tells it so. The
-//!   poller does not act on that claim — any node may send it, and three
-//!   forged ones would erase every replica of a region — but reports the
-//!   region here ([`tessera_multiraft::poller::RemovalReports`]), and the
-//!   region is checked at once;
+//! - **claims in messages**: a tombstone message (a leader that removed a
+//!   peer tells it so), or a message for a newer peer of the region on this
+//!   store (`multiraft/src/poller/removed.rs`). The poller does not
+//!   act on a claim — any node may send one, and three forged ones would
+//!   erase every replica of a region — but reports the region here
+//!   ([`tessera_multiraft::poller::RemovalReports`]), and the region is
+//!   checked at once, at most once per [`REPORT_GAP`] (a new peer's leader
+//!   sends it several messages a second, each a claim);
 //! - **every `interval`**, every initialized region this store does not
 //!   lead — a hibernating one (`multiraft/src/hibernate.rs`) only every
 //!   `HIBERNATING_EVERY` intervals, so an idle store does not ask about
@@ -21,8 +24,9 @@
 //! that no longer lists it. A directory that cannot be reached, or does not
 //! know the region, changes nothing.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tessera_multiraft::{region, Mailbox, RegionInfo};
 use tokio::sync::mpsc::Receiver;
@@ -38,6 +42,33 @@ pub const REPORTS_CAPACITY: usize = 64;
 /// A hibernating follower is checked once in this many passes.
 const HIBERNATING_EVERY: u64 = 30;
 
+/// A reported region is checked again at most this often.
+pub const REPORT_GAP: Duration = Duration::from_secs(1);
+
+/// The reported regions checked within the last [`REPORT_GAP`].
+#[derive(Default)]
+struct RecentReports(HashMap<u64, Instant>);
+
+impl RecentReports {
+    /// Whether a report of `region_id` at `now` is checked (and if so, it
+    /// is remembered as checked then).
+    fn admit(&mut self, region_id: u64, now: Instant) -> bool {
+        if self
+            .0
+            .get(&region_id)
+            .is_some_and(|at| now.saturating_duration_since(*at) < REPORT_GAP)
+        {
+            return false;
+        }
+        if self.0.len() >= 1024 {
+            self.0
+                .retain(|_, at| now.saturating_duration_since(*at) < REPORT_GAP);
+        }
+        self.0.insert(region_id, now);
+        true
+    }
+}
+
 /// Checks reported regions as they come and every region every `interval`,
 /// until the poller stops.
 pub async fn run(
@@ -49,6 +80,7 @@ pub async fn run(
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut pass = 0u64;
+    let mut recent = RecentReports::default();
     loop {
         let only = tokio::select! {
             _ = ticker.tick() => {
@@ -56,7 +88,8 @@ pub async fn run(
                 None
             }
             r = reports.recv() => match r {
-                Some(region_id) => Some(region_id),
+                Some(region_id) if recent.admit(region_id, Instant::now()) => Some(region_id),
+                Some(_) => continue,
                 None => return,
             },
         };
@@ -117,5 +150,37 @@ async fn check(mailbox: &Mailbox<KvOutput>, directory: &dyn DirectoryClient, inf
         if let Err(e) = mailbox.destroy_removed_peer(region_id, newer).await {
             tracing::warn!(region_id, error = %e, "cannot destroy a stale peer");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_region_reported_again_within_the_gap_is_not_checked_again() {
+        let mut recent = RecentReports::default();
+        let t0 = Instant::now();
+        assert!(recent.admit(7, t0), "the first report is checked");
+        assert!(!recent.admit(7, t0 + REPORT_GAP / 2), "a repeat is not");
+        assert!(recent.admit(8, t0 + REPORT_GAP / 2), "another region is");
+        assert!(
+            recent.admit(7, t0 + REPORT_GAP),
+            "after the gap it is again"
+        );
+        assert!(!recent.admit(7, t0 + REPORT_GAP + REPORT_GAP / 2));
+    }
+
+    #[test]
+    fn old_reports_are_forgotten_once_many_regions_were_reported() {
+        let mut recent = RecentReports::default();
+        let t0 = Instant::now();
+        for id in 0..1024 {
+            assert!(recent.admit(id, t0));
+        }
+        let later = t0 + REPORT_GAP;
+        assert!(recent.admit(5000, later));
+        assert_eq!(recent.0.len(), 1, "every older entry was dropped");
+        assert!(recent.admit(3, later), "and its region is checked again");
     }
 }

@@ -399,3 +399,54 @@ async fn a_store_that_once_lost_a_peer_of_a_region_can_lead_it_and_add_learners(
     );
     cluster.shutdown().await;
 }
+
+/// Regression: a learner cut off while its removal committed never hears
+/// of it (the leader stops sending to a removed peer, and a silent learner
+/// draws no tombstone message). When the region added a peer on that store
+/// again, the new peer's messages were dropped as "for another peer" while
+/// the removed one lingered, and the new peer never started (seen in CI as
+/// a re-added learner that never caught up). Now a message for a newer
+/// peer sends the store's removal checker to the directory at once; the
+/// removed peer goes, and its tombstone lets the newer peer's messages in
+/// even at the directory's epoch, which already lists the newer peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learner_removed_while_cut_off_gives_way_when_its_store_is_added_again() {
+    let cluster = Cluster::start(gc_options(4)).await.unwrap();
+    let region = cluster.bootstrap_regions(&[]).await.unwrap()[0].clone();
+    for i in 0..30 {
+        cluster.must_put(&key(format!("k{i:03}")), b"v").await;
+    }
+    cluster
+        .must_change_peer(region.id, ChangePeerKind::AddLearner, 4)
+        .await;
+    cluster
+        .wait_peer_caught_up(region.id, 4, Duration::from_secs(20))
+        .await
+        .unwrap();
+    let removed = find_peer_on_store(&cluster.region_of(&key("k000")).unwrap(), 4)
+        .unwrap()
+        .id;
+    cluster.isolate(4);
+    cluster
+        .must_change_peer(region.id, ChangePeerKind::RemovePeer, 4)
+        .await;
+    cluster.must_put(&key("after-removal"), b"v").await;
+    cluster.heal();
+    let readded = cluster
+        .must_change_peer(region.id, ChangePeerKind::AddLearner, 4)
+        .await;
+    let new_peer = find_peer_on_store(&readded, 4).unwrap().id;
+    assert!(new_peer > removed);
+    // Well within the removal checker's 10 s pass: only the claim can do it.
+    cluster
+        .wait_peer_caught_up(region.id, 4, Duration::from_secs(5))
+        .await
+        .expect("the re-added learner catches up");
+    let infos = cluster.region_infos(region.id).await;
+    let on_4 = infos.iter().find(|(store, _)| *store == 4).unwrap();
+    assert_eq!(on_4.1.peer_id, new_peer, "store 4 hosts the new peer only");
+    cluster.assert_consistent(Duration::from_secs(20)).await;
+    let data = cluster.region_data(4, &readded);
+    assert!(data.iter().any(|(k, _)| k.ends_with(b"after-removal")));
+    cluster.shutdown().await;
+}

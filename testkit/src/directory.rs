@@ -48,6 +48,28 @@ impl TestDirectory {
         self.state.lock().regions.values().cloned().collect()
     }
 
+    /// Learns `region` as its leader's report right after a change would
+    /// tell it (the test cluster runs no region heartbeats; the real
+    /// directory hears of a finished change at once), unless it knows a
+    /// newer epoch.
+    pub fn learn(&self, region: Region) {
+        let mut state = self.state.lock();
+        if state
+            .regions
+            .get(&region.id)
+            .is_some_and(|known| known.region.as_ref() == Some(&region))
+        {
+            return; // known already, maybe with more (a leader's report)
+        }
+        record(
+            &mut state,
+            RegionReport {
+                region: Some(region),
+                ..Default::default()
+            },
+        );
+    }
+
     pub fn store_stats(&self, store_id: u64) -> Option<StoreStats> {
         self.state.lock().store_stats.get(&store_id).cloned()
     }

@@ -219,7 +219,9 @@ fn sst_holding(dir: &std::path::Path, key: &[u8]) -> (SnapshotFile, Vec<u8>) {
 
 /// The attacks the security issue traced, replayed from a valid node
 /// identity against a running cluster with a region `[m, +inf)`: forged
-/// tombstones for every replica, a heartbeat committing past the log, a
+/// tombstones for every replica and messages for a newer peer of the region
+/// on each replica's store (both claim the replica was removed), a
+/// heartbeat committing past the log, a
 /// read-index request without its context, a `MsgSnapshot` sent without
 /// its files, and a snapshot whose SST holds a key outside the region. No
 /// replica is lost, no process aborts, nothing is written, each refusal is
@@ -301,10 +303,24 @@ async fn forged_raft_messages_lose_no_replica_and_abort_no_store() {
         heartbeat.commit = 1 << 40;
         // A snapshot message in a plain batch: its files never came.
         let snap = snapshot_of(&region, other, peer, vec![file("default", "a.sst", 10)]);
+        // A message for a newer peer of the region on the same store, at
+        // a newer membership: a claim that the local peer was removed.
+        let newer = Peer {
+            id: peer.id + 1000,
+            ..*peer
+        };
+        let mut for_newer = raft_message(
+            &region,
+            other,
+            &newer,
+            message(MessageType::MsgHeartbeat, other, &newer),
+        );
+        for_newer.region_epoch = Some(epoch);
         let mut messages = vec![
             tombstone,
             raft_message(&region, other, peer, heartbeat),
             raft_message(&region, other, peer, snap),
+            for_newer,
         ];
         if peer.id == leader.id {
             // A read-index request without its context, to the leader.
@@ -362,6 +378,10 @@ async fn forged_raft_messages_lose_no_replica_and_abort_no_store() {
                     && counted(
                         status,
                         "tessera_raft_tombstone_messages_total{outcome=\"reported\"}",
+                    ) >= 1.0
+                    && counted(
+                        status,
+                        "tessera_raft_superseded_peer_messages_total{outcome=\"reported\"}",
                     ) >= 1.0
             }) && counted(
                 &status1,

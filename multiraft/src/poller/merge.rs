@@ -5,11 +5,12 @@
 
 use tessera_proto::metapb::Region;
 
+use super::removed::Tombstone;
 use super::Poller;
 use crate::apply::ApplyOutcome;
 use crate::merge::SourceReadiness;
 use crate::state_machine::StateMachine;
-use crate::{metrics as m, region, RegionId};
+use crate::{metrics as m, RegionId};
 
 impl<S: StateMachine> Poller<S> {
     /// Targets whose held entries are applied again this round, though
@@ -110,7 +111,8 @@ impl<S: StateMachine> Poller<S> {
             }
             self.unindex_region(peer.region());
         }
-        self.tombstones.insert(source_id, region::epoch(&region));
+        self.tombstones
+            .insert(source_id, Tombstone::of(&region, self.store_id));
         self.roles_changed = true;
         true
     }
@@ -129,7 +131,8 @@ impl<S: StateMachine> Poller<S> {
         }
         self.merge_holds.remove(&source_id);
         self.uninitialized.remove(&source_id);
-        self.tombstones.insert(source_id, region::epoch(source));
+        self.tombstones
+            .insert(source_id, Tombstone::of(source, self.store_id));
         self.snap_mgr.remove_generated_except(source_id, None);
         self.generating.remove(&source_id);
         if let Some(target) = self.peers.get(&target_id) {

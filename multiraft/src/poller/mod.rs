@@ -42,6 +42,7 @@ pub(crate) mod log_gc;
 mod merge;
 mod ready;
 mod regions;
+mod removed;
 pub mod slow;
 pub mod space;
 pub(crate) mod split;
@@ -55,7 +56,6 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use tessera_proto::errorpb::RegionError;
-use tessera_proto::metapb::RegionEpoch;
 
 use crate::config::RaftConfig;
 use crate::engine::Engine;
@@ -210,7 +210,7 @@ pub struct Poller<S: StateMachine> {
     /// Initialized regions by start key (ranges never overlap).
     ranges: BTreeMap<Vec<u8>, RegionId>,
     /// Regions whose peer here was removed, with the epoch at removal.
-    tombstones: HashMap<RegionId, RegionEpoch>,
+    tombstones: HashMap<RegionId, removed::Tombstone>,
     removal_reports: Option<RemovalReports>,
     /// Regions with something to do this round.
     touched: BTreeSet<RegionId>,

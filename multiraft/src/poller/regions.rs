@@ -6,8 +6,8 @@
 //! Invariants: initialized peers' ranges never overlap (a message or
 //! snapshot whose range overlaps another local region is dropped, except
 //! that vote requests wait a while for a split to create their region); a
-//! removed peer leaves a tombstone with its epoch, and messages for that
-//! region at that epoch or older are ignored.
+//! removed peer leaves a tombstone, and messages for it or from before its
+//! removal are ignored (`removed.rs`).
 
 use std::collections::BTreeSet;
 use std::time::Instant;
@@ -18,6 +18,7 @@ use tessera_proto::errorpb::RegionError;
 use tessera_proto::metapb::{Region, RegionEpoch};
 use tessera_proto::raft_serverpb::{PeerState, RaftMessage, RegionLocalState};
 
+use super::removed::Tombstone;
 use super::Poller;
 use crate::engine::{Cf, Engine, EngineExt, WriteBatch};
 use crate::mailbox::PollerMsg;
@@ -52,7 +53,8 @@ impl<S: StateMachine> Poller<S> {
             let state: RegionLocalState = prost::Message::decode(bytes.as_slice())?;
             let region = state.region.unwrap_or_default();
             if state.state == PeerState::Tombstone as i32 {
-                self.tombstones.insert(region.id, region::epoch(&region));
+                self.tombstones
+                    .insert(region.id, Tombstone::of(&region, self.store_id));
                 continue;
             }
             let peer = Peer::load(
@@ -226,6 +228,9 @@ impl<S: StateMachine> Poller<S> {
             Some(epoch) => {
                 let mut r = region.clone();
                 r.region_epoch = Some(epoch);
+                let peer_id = peer.peer_id();
+                self.tombstones
+                    .insert(region_id, Tombstone { epoch, peer_id });
                 wb.put_msg(
                     Cf::Meta,
                     state_keys::region_state_key(region_id),
@@ -234,7 +239,6 @@ impl<S: StateMachine> Poller<S> {
                         state: PeerState::Tombstone as i32,
                     },
                 );
-                self.tombstones.insert(region_id, epoch);
             }
             None => wb.delete(Cf::Meta, state_keys::region_state_key(region_id).to_vec()),
         }
@@ -281,11 +285,12 @@ impl<S: StateMachine> Poller<S> {
             self.on_tombstone_message(region_id, to.id, epoch);
             return;
         }
-        // A tombstone guards against reviving the removed peer; once a new
-        // peer of the region lives here, messages are checked against it
-        // (by peer id) instead — its new followers have no epoch yet.
+        // A tombstone guards against reviving the removed peer (`removed.rs`);
+        // once a new peer of the region lives here, messages are checked
+        // against it (by peer id) instead — its new followers have no epoch
+        // yet.
         if let Some(t) = self.tombstones.get(&region_id) {
-            if epoch.conf_ver <= t.conf_ver && !self.peers.contains_key(&region_id) {
+            if !self.peers.contains_key(&region_id) && t.ignores(to.id, &epoch) {
                 tracing::debug!(region_id, "message for a removed peer ignored");
                 return;
             }
@@ -302,12 +307,7 @@ impl<S: StateMachine> Poller<S> {
         }
         let local = self.peers[&region_id].peer_id();
         if to.id != local {
-            tracing::debug!(
-                region_id,
-                to = to.id,
-                local,
-                "message for another peer of the region dropped"
-            );
+            self.on_message_for_another_peer(region_id, to.id, epoch);
             return;
         }
         // After the cheap checks: this one may read the snapshot's files.
@@ -413,61 +413,6 @@ impl<S: StateMachine> Poller<S> {
                 );
             }
         }
-    }
-
-    /// Someone says `peer_id` is no longer in the region (at `epoch`). A
-    /// tombstone message is a claim, not a decision: any node could send
-    /// one, and three of them would erase every replica of a region. An
-    /// initialized peer is therefore destroyed only after the store has
-    /// confirmed with the directory that it was removed: the claim is
-    /// handed to the store's removal checker ([`PollerSpec::removal_reports`],
-    /// which asks the directory and sends `DestroyRegion`), or ignored where
-    /// nothing can confirm it (the directory's own group). An uninitialized
-    /// peer (no data, no range) is kept: the directory cannot speak for a
-    /// peer it may not know yet, and destroying it would forget its vote.
-    ///
-    /// [`PollerSpec::removal_reports`]: super::PollerSpec::removal_reports
-    fn on_tombstone_message(&mut self, region_id: RegionId, peer_id: u64, epoch: RegionEpoch) {
-        let Some(peer) = self.peers.get(&region_id) else {
-            return;
-        };
-        if peer.peer_id() != peer_id {
-            return;
-        }
-        if !peer.is_initialized() {
-            // Nothing confirms it, and destroying would forget a vote the
-            // peer may have cast this term (a recreated peer could vote
-            // twice). It holds no data or range; a restart drops it.
-            tracing::info!(
-                region_id,
-                peer_id,
-                "uninitialized peer told it was removed; kept"
-            );
-            metrics::counter!(m::TOMBSTONE_MESSAGES_TOTAL, "outcome" => "uninitialized_kept")
-                .increment(1);
-            return;
-        }
-        let local = region::epoch(peer.region());
-        if epoch.conf_ver <= local.conf_ver {
-            metrics::counter!(m::TOMBSTONE_MESSAGES_TOTAL, "outcome" => "stale").increment(1);
-            return;
-        }
-        let outcome = match &self.removal_reports {
-            Some(reports) => match reports.try_send(region_id) {
-                Ok(()) => "reported",
-                // The checker is busy; its periodic pass covers this peer.
-                Err(_) => "checker_busy",
-            },
-            None => "unconfirmable",
-        };
-        tracing::info!(
-            region_id,
-            peer_id,
-            conf_ver = epoch.conf_ver,
-            outcome,
-            "told that this peer was removed; the directory decides"
-        );
-        metrics::counter!(m::TOMBSTONE_MESSAGES_TOTAL, "outcome" => outcome).increment(1);
     }
 
     /// Creates an empty peer for a message from a region this store does not

@@ -47,6 +47,7 @@ impl Cluster {
             })
             .await?;
         self.learn_region(region.clone());
+        self.directory.learn(region.clone());
         Ok(region)
     }
 
