@@ -10,7 +10,9 @@ use tessera_multiraft::engine::RocksOptions;
 use tessera_multiraft::RaftConfig;
 
 use crate::leader::LifecycleConfig;
-use crate::scheduler::{HotLeaderConfig, LoadSplitConfig, MergeConfig, ScheduleConfig};
+use crate::scheduler::{
+    HotLeaderConfig, HotRegionConfig, LoadSplitConfig, MergeConfig, ScheduleConfig,
+};
 use crate::{Error, Result};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -104,6 +106,14 @@ pub struct ScheduleSection {
     pub hot_leader_ratio: f64,
     /// ... and more than this many keys per second (0 turns it off).
     pub hot_leader_min_keys_per_sec: u64,
+    /// Hot-region balancing (more stores than replicas): replicas move
+    /// while the store whose replicas apply the most written keys per
+    /// second applies more than this ratio times another (at least 1.1)
+    /// ...
+    pub hot_region_ratio: f64,
+    /// ... and more than this many written keys per second (0 turns it
+    /// off).
+    pub hot_region_min_write_keys_per_sec: u64,
     /// How long the `Up` stores must stay the same set before a hash
     /// keyspace whose ring was built over other stores is rebalanced
     /// over them.
@@ -167,6 +177,8 @@ impl Default for ScheduleSection {
             load_split_hot_for_ms: s.load_split.hot_for.as_millis() as u64,
             hot_leader_ratio: s.hot_leader.ratio,
             hot_leader_min_keys_per_sec: s.hot_leader.min_keys_per_sec,
+            hot_region_ratio: s.hot_region.ratio,
+            hot_region_min_write_keys_per_sec: s.hot_region.min_write_keys_per_sec,
             placement_rebalance_after_ms: s.placement_rebalance_after.as_millis() as u64,
         }
     }
@@ -256,11 +268,23 @@ impl DirectoryConfig {
                  schedule.merge_max_keys_per_sec ({merge}): a load split's halves must not merge back"
             )));
         }
-        let ratio = self.schedule.hot_leader_ratio;
-        if ratio.is_nan() || ratio < 1.1 {
-            return Err(Error::Config(format!(
-                "schedule.hot_leader_ratio ({ratio}) must be at least 1.1: leaderships would move back and forth"
-            )));
+        for (name, ratio, what) in [
+            (
+                "hot_leader_ratio",
+                self.schedule.hot_leader_ratio,
+                "leaderships",
+            ),
+            (
+                "hot_region_ratio",
+                self.schedule.hot_region_ratio,
+                "replicas",
+            ),
+        ] {
+            if ratio.is_nan() || ratio < 1.1 {
+                return Err(Error::Config(format!(
+                    "schedule.{name} ({ratio}) must be at least 1.1: {what} would move back and forth"
+                )));
+            }
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(Error::Config(format!(
@@ -324,6 +348,10 @@ impl DirectoryConfig {
             hot_leader: HotLeaderConfig {
                 ratio: s.hot_leader_ratio,
                 min_keys_per_sec: s.hot_leader_min_keys_per_sec,
+            },
+            hot_region: HotRegionConfig {
+                ratio: s.hot_region_ratio,
+                min_write_keys_per_sec: s.hot_region_min_write_keys_per_sec,
             },
             placement_rebalance_after: Duration::from_millis(s.placement_rebalance_after_ms),
         }

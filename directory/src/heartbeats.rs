@@ -82,6 +82,7 @@ impl Core {
         if let Some(load) = &report.load {
             stats.keys_per_sec = per_sec(load, load.read_keys.saturating_add(load.write_keys));
             stats.bytes_per_sec = per_sec(load, load.read_bytes.saturating_add(load.write_bytes));
+            stats.write_keys_per_sec = per_sec(load, load.write_keys);
             if stats.keys_per_sec > self.schedule.merge.max_keys_per_sec as f64 {
                 stats.quiet_since = now;
             }

@@ -30,6 +30,9 @@ pub struct RegionStats {
     pub keys_per_sec: f64,
     /// Bytes read and written per second over the last reported interval.
     pub bytes_per_sec: f64,
+    /// Keys written per second over the last reported interval (what
+    /// every replica applies).
+    pub write_keys_per_sec: f64,
     /// Since when every report has said the region serves more than
     /// `load_split_keys_per_sec` (None while it does not).
     pub hot_since: Option<Instant>,
@@ -58,6 +61,7 @@ impl RegionStats {
             seen,
             keys_per_sec: 0.0,
             bytes_per_sec: 0.0,
+            write_keys_per_sec: 0.0,
             hot_since: None,
             load_split_key: vec![],
             quiet_since: seen,

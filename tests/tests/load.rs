@@ -1,7 +1,8 @@
 //! Scheduling by load across separate processes: a hot range is split
-//! where its load divides (load-based split), and the leaderships of hot
+//! where its load divides (load-based split), the leaderships of hot
 //! regions spread over the stores although their counts are even
-//! (hot-leader).
+//! (hot-leader), and with more stores than replicas the replicas of hot
+//! regions spread onto a store that held none (hot-region).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -211,4 +212,93 @@ async fn leaders_of_hot_regions_spread_by_load_where_counts_are_even() {
         operators_ended(&c, "hot-leader") >= 1.0,
         "store {busy_store} led both hot regions; no hot-leader operator ended"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_of_hot_regions_spread_onto_a_store_that_held_none() {
+    // Four stores, three replicas; count balancing and the other load
+    // rules off, so only the hot-region rule can move a replica.
+    let c = E2eCluster::start(Options {
+        stores: 4,
+        schedule_extra: vec![
+            "load_split_keys_per_sec = 0".into(),
+            "hot_leader_min_keys_per_sec = 0".into(),
+            "balance_threshold = 100".into(),
+            "hot_region_min_write_keys_per_sec = 50".into(),
+            "hot_region_ratio = 1.5".into(),
+        ],
+        ..Options::default()
+    })
+    .await;
+    c.wait_settled(1).await;
+    let conn = c.directory_conn();
+    let first = regions(&c).await[0].region.clone().expect("region");
+    let split_keys: Vec<Vec<u8>> = (1..3)
+        .map(|i| keys::encode(0, format!("k{i:03}").as_bytes()))
+        .collect();
+    conn.call("split", |mut cl| {
+        let req = SplitRegionRequest {
+            region_id: first.id,
+            split_keys: split_keys.clone(),
+        };
+        async move { cl.split_region(req).await }
+    })
+    .await
+    .expect("split");
+    c.wait_settled(3).await;
+    // The split kept every region's replicas on the first region's three
+    // stores: the fourth holds nothing.
+    let stores_of = |rs: &[RegionInfo], start: &str| -> Vec<u64> {
+        let start = if start.is_empty() {
+            vec![]
+        } else {
+            keys::encode(0, start.as_bytes())
+        };
+        let mut stores: Vec<u64> = rs
+            .iter()
+            .filter_map(|r| r.region.as_ref())
+            .filter(|r| r.start_key == start)
+            .flat_map(|r| r.peers.iter().map(|p| p.store_id))
+            .collect();
+        stores.sort_unstable();
+        stores
+    };
+    let before = regions(&c).await;
+    let original = stores_of(&before, "");
+    assert_eq!(original.len(), 3, "{before:?}");
+    assert_eq!(stores_of(&before, "k001"), original);
+    assert_eq!(stores_of(&before, "k002"), original);
+
+    // The regions from k001 and from k002 take every write.
+    let hot: Vec<String> = (1..3)
+        .flat_map(|i| (0..50).map(move |j| format!("k{i:03}/{j:02}")))
+        .collect();
+    let router = c.router();
+    let (stop, writers) = hammer(&router, hot.clone(), 4);
+    c.wait_for(
+        "a replica of a hot region on the store that held none",
+        Duration::from_secs(90),
+        |c| {
+            let original = original.clone();
+            async move {
+                let rs = regions(c).await;
+                ["k001", "k002"].iter().any(|s| {
+                    let now = stores_of(&rs, s);
+                    now.len() == 3 && now.iter().any(|st| !original.contains(st))
+                })
+            }
+        },
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.expect("writer");
+    }
+    assert!(operators_ended(&c, "hot-region") >= 1.0);
+    // The cold region stayed where it was, and every hot key reads back.
+    assert_eq!(stores_of(&regions(&c).await, ""), original);
+    for k in &hot {
+        let got = router.get(None, k.as_bytes()).await.expect("get");
+        assert_eq!(got.as_deref(), Some(&b"hot"[..]), "{k}");
+    }
 }

@@ -25,11 +25,14 @@
 //! 7. **merge**: small, cold neighbours of one range keyspace are merged
 //!    (with hysteresis against the split rules);
 //! 8. **hot-leader**: leaderships of busy regions move from the store
-//!    whose leaders serve the most keys per second to one serving fewer,
-//!    then **balance-leader**, 9. **balance-region**: leader and replica
-//!    counts are evened out across `Up` stores (no leader goes to an
-//!    evicted store; a count move that would undo the load balance is
-//!    skipped).
+//!    whose leaders serve the most keys per second to one serving fewer;
+//!    **hot-region**: with more stores than replicas, replicas of busy
+//!    regions move from the store applying the most written keys per
+//!    second to one applying fewer; then **balance-leader**, 9.
+//!    **balance-region**: leader and replica counts are evened out across
+//!    `Up` stores (no leader goes to an evicted store; a count move that
+//!    would undo the load balance is skipped, and the coldest region
+//!    moves).
 //!
 //! Merging waits, like balancing, while anything needs repair; evicting
 //! leaders does not.
@@ -60,6 +63,7 @@ use crate::state::DirectoryState;
 use operator::OperatorKind;
 use round::Round;
 pub use rules::hot_leader::HotLeaderConfig;
+pub use rules::hot_region::HotRegionConfig;
 pub use rules::merge::MergeConfig;
 pub use rules::split::LoadSplitConfig;
 
@@ -124,6 +128,7 @@ pub fn plan(
     if !repairing {
         rules::merge::plan(&mut round, &ready);
         rules::hot_leader::plan(&mut round, &ready);
+        rules::hot_region::plan(&mut round, &ready, &placed);
         rules::balance_leader::plan(&mut round, &ready);
         rules::balance_region::plan(&mut round, &ready, &placed);
     }
@@ -192,6 +197,8 @@ pub struct ScheduleConfig {
     pub load_split: LoadSplitConfig,
     /// The hot-leader rule's settings.
     pub hot_leader: HotLeaderConfig,
+    /// The hot-region rule's settings.
+    pub hot_region: HotRegionConfig,
     /// How long the `Up` stores must stay the same before a hash
     /// keyspace's ring is rebuilt over them.
     pub placement_rebalance_after: Duration,
@@ -212,6 +219,7 @@ impl Default for ScheduleConfig {
             merge: MergeConfig::for_split_size(96 * 1024 * 1024),
             load_split: LoadSplitConfig::default(),
             hot_leader: HotLeaderConfig::default(),
+            hot_region: HotRegionConfig::default(),
             placement_rebalance_after: Duration::from_secs(300),
         }
     }

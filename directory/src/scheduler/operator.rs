@@ -187,6 +187,8 @@ pub enum OperatorKind {
     EvictLeader,
     /// Rule 8: leaders of hot regions spread by load.
     HotLeader,
+    /// Rule 8: replicas of hot regions spread by the writes they apply.
+    HotRegion,
     /// Rule 8.
     BalanceLeader,
     /// Rule 9.
@@ -213,6 +215,7 @@ impl OperatorKind {
             OperatorKind::Placement => "placement",
             OperatorKind::SizeSplit | OperatorKind::LoadSplit | OperatorKind::AdminSplit => "split",
             OperatorKind::HotLeader => "hot-leader",
+            OperatorKind::HotRegion => "hot-region",
             OperatorKind::EvictLeader => "evict-leader",
             OperatorKind::BalanceLeader => "balance-leader",
             OperatorKind::BalanceRegion => "balance-region",
@@ -241,6 +244,7 @@ impl OperatorKind {
                 "hotter than load_split_keys_per_sec for load_split_hot_for_ms"
             }
             OperatorKind::HotLeader => "leaders' load uneven across stores",
+            OperatorKind::HotRegion => "replicas' write load uneven across stores",
             OperatorKind::Merge => "small and cold next to a small and cold neighbour",
             OperatorKind::EvictLeader => {
                 "its leader's store has its leaders evicted (tessera store evict-leaders)"

@@ -203,6 +203,34 @@ impl<'a> Round<'a> {
         pending.or(self.leader_store(region_id))
     }
 
+    /// Where `region`'s replicas will be once its operator's remaining
+    /// steps are made: its stores, with the replica an operator adds and
+    /// without the one it removes (the replica rules count them this way).
+    pub fn replica_destinations(&self, region: &Region) -> Vec<u64> {
+        let mut stores: Vec<u64> = region.peers.iter().map(|p| p.store_id).collect();
+        if let Some(op) = self.leader.operators.get(&region.id) {
+            for s in &op.steps[op.current.min(op.steps.len())..] {
+                match s {
+                    Step::AddLearner { store_id, .. } if !stores.contains(store_id) => {
+                        stores.push(*store_id)
+                    }
+                    Step::RemovePeer { store_id } => stores.retain(|s| s != store_id),
+                    _ => {}
+                }
+            }
+        }
+        stores
+    }
+
+    /// Written keys per second its leader last reported for `region_id`
+    /// (0 before any report): what each of its replicas applies.
+    pub fn write_keys_per_sec(&self, region_id: u64) -> f64 {
+        self.leader
+            .regions
+            .get(&region_id)
+            .map_or(0.0, |s| s.write_keys_per_sec)
+    }
+
     /// Read and written keys per second its leader last reported for
     /// `region_id` (0 before any report).
     pub fn keys_per_sec(&self, region_id: u64) -> f64 {

@@ -21,10 +21,10 @@
 //! (balance-leader) moves the coldest regions it can and never makes a
 //! move this rule would call uneven ([`HotLeaderConfig::unbalances`]).
 //!
-//! Replicas are not moved by load: every replica applies every write, so
-//! with three replicas on three stores the leaders are all there is to
-//! spread; more stores than replicas get their share of replicas from
-//! balance-region by count.
+//! Replicas are this rule's sibling's (`hot_region`): every replica
+//! applies every write, so with three replicas on three stores the leaders
+//! are all there is to spread; with more stores than replicas, replicas
+//! move by the writes they apply.
 
 use std::collections::HashMap;
 

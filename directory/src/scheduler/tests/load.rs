@@ -1,5 +1,5 @@
-//! Load-based split and hot-leader balancing, and how count balancing
-//! yields to them.
+//! Load-based split, hot-leader and hot-region balancing, and how count
+//! balancing yields to them.
 
 use std::time::{Duration, Instant};
 
@@ -154,6 +154,127 @@ fn hot_leaders_spread_by_load_and_count_balancing_does_not_undo_it() {
     assert_eq!(of_kind(&leader, OperatorKind::HotLeader), vec![]);
 }
 
+/// Sets the written keys per second region `id` reported.
+fn writes(leader: &mut LeaderState, id: u64, write_keys_per_sec: f64) {
+    let stats = leader.regions.get_mut(&id).expect("region");
+    stats.write_keys_per_sec = write_keys_per_sec;
+}
+
+/// Leaderships of regions 10, 20, ... round-robin over stores 1, 2, 3
+/// (the leader rules have nothing to do), serving no reads.
+fn spread_leaders(leader: &mut LeaderState, regions: u64) {
+    for n in 0..regions {
+        led(leader, (n + 1) * 10, 1 + n % 3, 0.0);
+    }
+}
+
+/// The (region, from, to) of each operator of `kind` moving a replica.
+fn replica_moves(leader: &LeaderState, kind: OperatorKind) -> Vec<(u64, u64, u64)> {
+    let mut out: Vec<_> = leader
+        .operators
+        .values()
+        .filter(|o| o.kind == kind)
+        .map(|o| {
+            let to = match &o.steps[0] {
+                Step::AddLearner { store_id, .. } => *store_id,
+                other => panic!("{other:?}"),
+            };
+            let from = match o.steps.last() {
+                Some(Step::RemovePeer { store_id }) => *store_id,
+                other => panic!("{other:?}"),
+            };
+            (o.region_id, from, to)
+        })
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+#[test]
+fn hot_replicas_spread_onto_a_store_holding_none_and_count_balancing_moves_cold_ones() {
+    // Four stores up; every region on stores 1, 2, 3. Regions 10 and 20
+    // take 3000 written keys per second each, the other four 10.
+    let (state, mut leader) = cluster(6, &[]);
+    spread_leaders(&mut leader, 6);
+    for id in [10, 20] {
+        writes(&mut leader, id, 3000.0);
+    }
+    for id in [30, 40, 50, 60] {
+        writes(&mut leader, id, 10.0);
+    }
+    let cfg = ScheduleConfig {
+        max_operators_per_store: 64,
+        ..ScheduleConfig::default()
+    };
+    let mut next = 100;
+    plan(&state, &mut leader, &cfg, &mut ids(&mut next));
+    // Stores 1-3 apply 6040 keys/s each, store 4 none. One hot replica
+    // moves to store 4 (from store 3, the busiest by id), then the other
+    // (from store 2): store 4 applying two is as even as six hot replicas
+    // on four stores get. Region 10 is not moved twice.
+    assert_eq!(
+        replica_moves(&leader, OperatorKind::HotRegion),
+        vec![(10, 3, 4), (20, 2, 4)]
+    );
+    let op = &leader.operators[&10];
+    assert!(op.reason.contains("6040 written keys/s"), "{}", op.reason);
+    // Count balancing then moves replicas to store 4 too, the cold ones.
+    let counted = replica_moves(&leader, OperatorKind::BalanceRegion);
+    assert!(!counted.is_empty());
+    assert!(
+        counted.iter().all(|(id, _, to)| *id >= 30 && *to == 4),
+        "{counted:?}"
+    );
+
+    // Three stores only: every store holds every region; nothing moves by
+    // load.
+    let (state, mut leader) = cluster(6, &[4]);
+    spread_leaders(&mut leader, 6);
+    for id in [10, 20] {
+        writes(&mut leader, id, 3000.0);
+    }
+    plan(&state, &mut leader, &cfg, &mut ids(&mut next));
+    assert_eq!(replica_moves(&leader, OperatorKind::HotRegion), vec![]);
+}
+
+#[test]
+fn a_region_hotter_than_the_gap_stays_and_count_balancing_never_moves_it() {
+    // Region 10 applies 9000 keys/s, regions 20 and 30 nothing. Moving 10
+    // to store 4 would only make store 4 the busy one.
+    let (state, mut leader) = cluster(3, &[]);
+    spread_leaders(&mut leader, 3);
+    writes(&mut leader, 10, 9000.0);
+    let cfg = ScheduleConfig::default();
+    let mut next = 100;
+    plan(&state, &mut leader, &cfg, &mut ids(&mut next));
+    assert_eq!(replica_moves(&leader, OperatorKind::HotRegion), vec![]);
+    // Counts 3, 3, 3, 0: count balancing moves the idle regions, never 10.
+    let counted = replica_moves(&leader, OperatorKind::BalanceRegion);
+    assert!(!counted.is_empty());
+    assert!(counted.iter().all(|(id, ..)| *id != 10), "{counted:?}");
+
+    // With the rule off, nothing moves by load and count balancing still
+    // moves the coldest region first.
+    let (state, mut leader) = cluster(3, &[]);
+    spread_leaders(&mut leader, 3);
+    writes(&mut leader, 10, 9000.0);
+    writes(&mut leader, 20, 5.0);
+    let off = ScheduleConfig {
+        hot_region: crate::scheduler::HotRegionConfig {
+            min_write_keys_per_sec: 0,
+            ..Default::default()
+        },
+        max_balance_per_round: 1,
+        ..ScheduleConfig::default()
+    };
+    plan(&state, &mut leader, &off, &mut ids(&mut next));
+    assert_eq!(replica_moves(&leader, OperatorKind::HotRegion), vec![]);
+    assert_eq!(
+        replica_moves(&leader, OperatorKind::BalanceRegion),
+        vec![(30, 3, 4)]
+    );
+}
+
 #[test]
 fn load_split_and_hot_leader_settings_that_would_flap_are_refused() {
     use crate::config::DirectoryConfig;
@@ -165,6 +286,12 @@ fn load_split_and_hot_leader_settings_that_would_flap_are_refused() {
     let cfg: DirectoryConfig = toml::from_str("[schedule]\nhot_leader_ratio = 1.0\n").unwrap();
     let err = cfg.validate().unwrap_err().to_string();
     assert!(err.contains("at least 1.1"), "{err}");
+    let cfg: DirectoryConfig = toml::from_str("[schedule]\nhot_region_ratio = 1.05\n").unwrap();
+    let err = cfg.validate().unwrap_err().to_string();
+    assert!(
+        err.contains("hot_region_ratio") && err.contains("at least 1.1"),
+        "{err}"
+    );
     let cfg: DirectoryConfig = toml::from_str(
         "[schedule]\nload_split_keys_per_sec = 400\nload_split_hot_for_ms = 2000\nhot_leader_ratio = 1.5\n",
     )
@@ -174,4 +301,6 @@ fn load_split_and_hot_leader_settings_that_would_flap_are_refused() {
     assert_eq!(s.load_split.keys_per_sec, 400);
     assert_eq!(s.load_split.hot_for, Duration::from_secs(2));
     assert_eq!(s.hot_leader.ratio, 1.5);
+    assert_eq!(s.hot_region.ratio, 1.25, "the default");
+    assert_eq!(s.hot_region.min_write_keys_per_sec, 1000);
 }
