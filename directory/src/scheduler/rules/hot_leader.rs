@@ -58,11 +58,28 @@ impl HotLeaderConfig {
     /// which its source's leaders serve `from_after` and its destination's
     /// `to_after`, leaves them uneven by this rule's measure.
     pub fn unbalances(&self, moved: f64, from_after: f64, to_after: f64) -> bool {
-        self.min_keys_per_sec > 0
-            && moved > 0.0
-            && to_after > self.min_keys_per_sec as f64
-            && to_after > self.ratio * from_after
+        uneven(
+            self.ratio,
+            self.min_keys_per_sec,
+            moved,
+            from_after,
+            to_after,
+        )
     }
+}
+
+/// The load rules' shared test (hot-leader, hot-region): whether a move of
+/// `moved` load, after which its source carries `from_after` and its
+/// destination `to_after`, leaves the destination above `min` (0: the rule
+/// is off) and more than `ratio` times the source.
+pub(in crate::scheduler) fn uneven(
+    ratio: f64,
+    min: u64,
+    moved: f64,
+    from_after: f64,
+    to_after: f64,
+) -> bool {
+    min > 0 && moved > 0.0 && to_after > min as f64 && to_after > ratio * from_after
 }
 
 /// Keys per second served by the leaders of `ready` regions on each of

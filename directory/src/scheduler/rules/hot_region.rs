@@ -62,10 +62,13 @@ impl HotRegionConfig {
     /// after which its source applies `from_after` and its destination
     /// `to_after`, leaves them uneven by this rule's measure.
     pub fn unbalances(&self, moved: f64, from_after: f64, to_after: f64) -> bool {
-        self.min_write_keys_per_sec > 0
-            && moved > 0.0
-            && to_after > self.min_write_keys_per_sec as f64
-            && to_after > self.ratio * from_after
+        super::hot_leader::uneven(
+            self.ratio,
+            self.min_write_keys_per_sec,
+            moved,
+            from_after,
+            to_after,
+        )
     }
 }
 
