@@ -20,6 +20,27 @@ async fn regions(c: &E2eCluster) -> Vec<RegionInfo> {
         .unwrap_or_default()
 }
 
+/// Splits the cluster's one region into `n` at k001, k002, ... (region i
+/// holds the keys k{i}/...) and waits until they settle.
+async fn split_into(c: &E2eCluster, n: u32) {
+    c.wait_settled(1).await;
+    let first = regions(c).await[0].region.clone().expect("region");
+    let split_keys: Vec<Vec<u8>> = (1..n)
+        .map(|i| keys::encode(0, format!("k{i:03}").as_bytes()))
+        .collect();
+    c.directory_conn()
+        .call("split", |mut cl| {
+            let req = SplitRegionRequest {
+                region_id: first.id,
+                split_keys: split_keys.clone(),
+            };
+            async move { cl.split_region(req).await }
+        })
+        .await
+        .expect("split");
+    c.wait_settled(n).await;
+}
+
 /// Writers putting `keys` round and round until the returned flag is set.
 fn hammer(
     router: &Arc<Router>,
@@ -142,22 +163,7 @@ async fn leaders_of_hot_regions_spread_by_load_where_counts_are_even() {
         ..Options::default()
     })
     .await;
-    c.wait_settled(1).await;
-    let conn = c.directory_conn();
-    let first = regions(&c).await[0].region.clone().expect("region");
-    let split_keys: Vec<Vec<u8>> = (1..6)
-        .map(|i| keys::encode(0, format!("k{i:03}").as_bytes()))
-        .collect();
-    conn.call("split", |mut cl| {
-        let req = SplitRegionRequest {
-            region_id: first.id,
-            split_keys: split_keys.clone(),
-        };
-        async move { cl.split_region(req).await }
-    })
-    .await
-    .expect("split");
-    c.wait_settled(6).await;
+    split_into(&c, 6).await;
 
     // Counts even: every store leads two of the six regions.
     let leaders_by_store = |rs: &[RegionInfo]| {
@@ -230,22 +236,7 @@ async fn replicas_of_hot_regions_spread_onto_a_store_that_held_none() {
         ..Options::default()
     })
     .await;
-    c.wait_settled(1).await;
-    let conn = c.directory_conn();
-    let first = regions(&c).await[0].region.clone().expect("region");
-    let split_keys: Vec<Vec<u8>> = (1..3)
-        .map(|i| keys::encode(0, format!("k{i:03}").as_bytes()))
-        .collect();
-    conn.call("split", |mut cl| {
-        let req = SplitRegionRequest {
-            region_id: first.id,
-            split_keys: split_keys.clone(),
-        };
-        async move { cl.split_region(req).await }
-    })
-    .await
-    .expect("split");
-    c.wait_settled(3).await;
+    split_into(&c, 3).await;
     // The split kept every region's replicas on the first region's three
     // stores: the fourth holds nothing.
     let stores_of = |rs: &[RegionInfo], start: &str| -> Vec<u64> {
