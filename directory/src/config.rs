@@ -95,10 +95,15 @@ pub struct ScheduleSection {
     /// Merges that may run at once.
     pub max_merges_in_flight: usize,
     /// Load-based split: a range keyspace's region serving more read and
-    /// written keys per second than this, in every report for
-    /// `load_split_hot_for_ms`, is split where its load divides (0 turns
-    /// it off; otherwise at least 4 × `merge_max_keys_per_sec`).
+    /// written keys per second than the hot threshold, in every report for
+    /// `load_split_hot_for_ms`, is split where its load divides; this is
+    /// the highest threshold (0 turns it off; otherwise at least 4 ×
+    /// `merge_max_keys_per_sec`).
     pub load_split_keys_per_sec: u64,
+    /// The load-split threshold follows the cluster's load (its keys per
+    /// second over three times the `Up` stores) between this and
+    /// `load_split_keys_per_sec`.
+    pub load_split_min_keys_per_sec: u64,
     pub load_split_hot_for_ms: u64,
     /// Hot-leader balancing: leaderships move while the store whose leaders
     /// serve the most keys per second serves more than this ratio times
@@ -174,6 +179,7 @@ impl Default for ScheduleSection {
             merge_quiet_for_ms: s.merge.quiet_for.as_millis() as u64,
             max_merges_in_flight: s.merge.max_in_flight,
             load_split_keys_per_sec: s.load_split.keys_per_sec,
+            load_split_min_keys_per_sec: s.load_split.min_keys_per_sec,
             load_split_hot_for_ms: s.load_split.hot_for.as_millis() as u64,
             hot_leader_ratio: s.hot_leader.ratio,
             hot_leader_min_keys_per_sec: s.hot_leader.min_keys_per_sec,
@@ -268,6 +274,13 @@ impl DirectoryConfig {
                  schedule.merge_max_keys_per_sec ({merge}): a load split's halves must not merge back"
             )));
         }
+        let least = self.schedule.load_split_min_keys_per_sec;
+        if split != 0 && least.min(split) < merge.saturating_mul(4) {
+            return Err(Error::Config(format!(
+                "schedule.load_split_min_keys_per_sec ({least}) must be at least 4 × \
+                 schedule.merge_max_keys_per_sec ({merge}): a load split's halves must not merge back"
+            )));
+        }
         for (name, ratio, what) in [
             (
                 "hot_leader_ratio",
@@ -343,6 +356,7 @@ impl DirectoryConfig {
             },
             load_split: LoadSplitConfig {
                 keys_per_sec: s.load_split_keys_per_sec,
+                min_keys_per_sec: s.load_split_min_keys_per_sec,
                 hot_for: Duration::from_millis(s.load_split_hot_for_ms),
             },
             hot_leader: HotLeaderConfig {

@@ -68,6 +68,7 @@ impl Core {
             crate::merge::finish_merged(&self.state(), &mut ls);
         }
         let now = Instant::now();
+        let threshold = ls.load_split_threshold;
         let stats = ls
             .regions
             .entry(region.id)
@@ -86,7 +87,7 @@ impl Core {
             if stats.keys_per_sec > self.schedule.merge.max_keys_per_sec as f64 {
                 stats.quiet_since = now;
             }
-            let hot = self.schedule.load_split.is_hot(stats.keys_per_sec);
+            let hot = stats.keys_per_sec > threshold;
             stats.hot_since = if hot {
                 stats.hot_since.or(Some(now))
             } else {

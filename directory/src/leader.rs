@@ -34,7 +34,7 @@ pub struct RegionStats {
     /// every replica applies).
     pub write_keys_per_sec: f64,
     /// Since when every report has said the region serves more than
-    /// `load_split_keys_per_sec` (None while it does not).
+    /// the load-split threshold (None while it does not).
     pub hot_since: Option<Instant>,
     /// The key its leader's samples of the last interval divide at (empty:
     /// none); see the store's `load` module.
@@ -106,6 +106,10 @@ pub struct LeaderState {
     /// when they have been exactly these (hash keyspaces rebalance once
     /// this set has held `placement_rebalance_after`).
     pub up_stores_since: Option<(Vec<u64>, Instant)>,
+    /// Keys per second above which a region is hot (load-based split), as
+    /// the last scheduler round set it (`rules/split.rs`; infinite until
+    /// the first round).
+    pub load_split_threshold: f64,
 }
 
 impl LeaderState {
@@ -119,6 +123,7 @@ impl LeaderState {
             ids: (0, 0),
             next_operator: 1,
             up_stores_since: None,
+            load_split_threshold: f64::INFINITY,
         }
     }
 

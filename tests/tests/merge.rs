@@ -265,6 +265,9 @@ async fn the_scheduler_merges_small_cold_neighbours_but_not_busy_ones() {
         schedule_extra: vec![
             "merge_quiet_for_ms = 3000".into(),
             "merge_max_keys_per_sec = 20".into(),
+            // Only merges are under test: the busy region must not be
+            // split by load either.
+            "load_split_keys_per_sec = 0".into(),
         ],
         ..Options::default()
     })

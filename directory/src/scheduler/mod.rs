@@ -20,7 +20,7 @@
 //!    `placement_rebalance_after`) and replicas move to match it;
 //! 6. **split**: a region reported above 1.5 × the split size is split,
 //!    and so is a range keyspace's region hot for a while (where its load
-//!    divides); **evict-leader**: a region led from a store whose leaders
+//!    divides; "hot" follows the cluster's load); **evict-leader**: a region led from a store whose leaders
 //!    an administrator evicted hands its leadership to another voter;
 //! 7. **merge**: small, cold neighbours of one range keyspace are merged
 //!    (with hysteresis against the split rules);
@@ -111,6 +111,7 @@ pub fn plan(
     for region in &ready {
         rules::placement::plan_region(&mut round, region);
     }
+    rules::split::measure(&mut round);
     for region in &ready {
         rules::split::plan_region(&mut round, region);
     }

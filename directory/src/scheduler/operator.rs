@@ -241,7 +241,7 @@ impl OperatorKind {
             OperatorKind::Placement => "the hash keyspace's ring places the region elsewhere",
             OperatorKind::SizeSplit => "above 1.5 × the split size",
             OperatorKind::LoadSplit => {
-                "hotter than load_split_keys_per_sec for load_split_hot_for_ms"
+                "hotter than the load-split threshold for load_split_hot_for_ms"
             }
             OperatorKind::HotLeader => "leaders' load uneven across stores",
             OperatorKind::HotRegion => "replicas' write load uneven across stores",
@@ -317,6 +317,18 @@ impl Operator {
             stores,
             reason: kind.reason().to_string(),
         }
+    }
+
+    /// The replicas its steps still to make add (`true`) and remove
+    /// (`false`), by store: what the replica rules count as done.
+    pub fn pending_replica_changes(&self) -> impl Iterator<Item = (u64, bool)> + '_ {
+        self.steps[self.current.min(self.steps.len())..]
+            .iter()
+            .filter_map(|s| match s {
+                Step::AddLearner { store_id, .. } => Some((*store_id, true)),
+                Step::RemovePeer { store_id } => Some((*store_id, false)),
+                _ => None,
+            })
     }
 
     /// The region this operator merges its region into, if it does.

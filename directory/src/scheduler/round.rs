@@ -209,13 +209,11 @@ impl<'a> Round<'a> {
     pub fn replica_destinations(&self, region: &Region) -> Vec<u64> {
         let mut stores: Vec<u64> = region.peers.iter().map(|p| p.store_id).collect();
         if let Some(op) = self.leader.operators.get(&region.id) {
-            for s in &op.steps[op.current.min(op.steps.len())..] {
-                match s {
-                    Step::AddLearner { store_id, .. } if !stores.contains(store_id) => {
-                        stores.push(*store_id)
-                    }
-                    Step::RemovePeer { store_id } => stores.retain(|s| s != store_id),
-                    _ => {}
+            for (store_id, added) in op.pending_replica_changes() {
+                if !added {
+                    stores.retain(|s| *s != store_id);
+                } else if !stores.contains(&store_id) {
+                    stores.push(store_id);
                 }
             }
         }

@@ -209,7 +209,7 @@ pub struct Poller<S: StateMachine> {
     peers: HashMap<RegionId, Peer<S::Output>>,
     /// Initialized regions by start key (ranges never overlap).
     ranges: BTreeMap<Vec<u8>, RegionId>,
-    /// Regions whose peer here was removed, with the epoch at removal.
+    /// Regions whose peer here was removed, with what it left (`removed.rs`).
     tombstones: HashMap<RegionId, removed::Tombstone>,
     removal_reports: Option<RemovalReports>,
     /// Regions with something to do this round.

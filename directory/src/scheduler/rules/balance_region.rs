@@ -18,7 +18,7 @@ use std::collections::{BTreeSet, HashMap};
 use tessera_proto::metapb::Region;
 
 use super::hot_region::replica_loads;
-use crate::scheduler::operator::{OperatorKind, Step};
+use crate::scheduler::operator::OperatorKind;
 use crate::scheduler::round::{move_steps, Round};
 
 pub(in crate::scheduler) fn plan(round: &mut Round, ready: &[&Region], placed: &BTreeSet<u64>) {
@@ -31,19 +31,9 @@ pub(in crate::scheduler) fn plan(round: &mut Round, ready: &[&Region], placed: &
     let mut counts: HashMap<u64, usize> = up.iter().map(|s| (*s, round.replicas_on(*s))).collect();
     // Replicas that operators in flight will add or remove.
     for op in round.leader.operators.values() {
-        for s in &op.steps[op.current.min(op.steps.len())..] {
-            match s {
-                Step::AddLearner { store_id, .. } => {
-                    if let Some(c) = counts.get_mut(store_id) {
-                        *c += 1;
-                    }
-                }
-                Step::RemovePeer { store_id } => {
-                    if let Some(c) = counts.get_mut(store_id) {
-                        *c = c.saturating_sub(1);
-                    }
-                }
-                _ => {}
+        for (store_id, added) in op.pending_replica_changes() {
+            if let Some(c) = counts.get_mut(&store_id) {
+                *c = if added { *c + 1 } else { c.saturating_sub(1) };
             }
         }
     }

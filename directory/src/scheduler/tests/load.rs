@@ -83,6 +83,56 @@ fn a_region_hot_for_long_enough_splits_where_its_load_divides() {
 }
 
 #[test]
+fn the_load_split_threshold_follows_the_clusters_load_within_its_bounds() {
+    let cfg = crate::scheduler::LoadSplitConfig::default();
+    // Three stores: the cluster's keys per second over nine.
+    assert_eq!(cfg.threshold(18_000.0, 3), 2000.0);
+    assert_eq!(cfg.threshold(9_000.0, 3), 1000.0);
+    assert_eq!(cfg.threshold(100.0, 3), 1000.0, "never below the least");
+    assert_eq!(cfg.threshold(90_000.0, 3), 3000.0, "never above the most");
+    assert_eq!(
+        cfg.threshold(36_000.0, 6),
+        2000.0,
+        "more stores, more pieces"
+    );
+    assert_eq!(cfg.threshold(0.0, 0), 1000.0);
+    let low = crate::scheduler::LoadSplitConfig {
+        keys_per_sec: 100,
+        ..Default::default()
+    };
+    assert_eq!(low.threshold(1_000_000.0, 3), 100.0, "the most wins");
+    let off = crate::scheduler::LoadSplitConfig {
+        keys_per_sec: 0,
+        ..Default::default()
+    };
+    assert_eq!(off.threshold(1_000_000.0, 3), f64::INFINITY);
+
+    // Each round sets it from what the recorded regions' leaders reported
+    // (three stores up; six regions of 3000 keys/s); a region merged away
+    // keeps its last report in the leader's view but does not count.
+    let (state, mut leader) = cluster(6, &[4]);
+    for n in 1..=6 {
+        leader
+            .regions
+            .get_mut(&(n * 10))
+            .expect("region")
+            .keys_per_sec = 3000.0;
+    }
+    let mut gone = leader.regions[&10].clone();
+    gone.keys_per_sec = 1e6;
+    leader.regions.insert(999, gone);
+    assert_eq!(leader.load_split_threshold, f64::INFINITY, "before a round");
+    let mut next = 100;
+    plan(
+        &state,
+        &mut leader,
+        &ScheduleConfig::default(),
+        &mut ids(&mut next),
+    );
+    assert_eq!(leader.load_split_threshold, 2000.0);
+}
+
+#[test]
 fn a_hash_keyspace_region_is_not_split_by_load() {
     let (mut state, mut leader) = cluster(1, &[4]);
     let hash_ks = tessera_proto::keys::HASH_KEYSPACE_BIT | 7;
@@ -286,6 +336,12 @@ fn load_split_and_hot_leader_settings_that_would_flap_are_refused() {
     let cfg: DirectoryConfig = toml::from_str("[schedule]\nhot_leader_ratio = 1.0\n").unwrap();
     let err = cfg.validate().unwrap_err().to_string();
     assert!(err.contains("at least 1.1"), "{err}");
+    let cfg: DirectoryConfig = toml::from_str(
+        "[schedule]\nmerge_max_keys_per_sec = 100\nload_split_min_keys_per_sec = 300\n",
+    )
+    .unwrap();
+    let err = cfg.validate().unwrap_err().to_string();
+    assert!(err.contains("load_split_min_keys_per_sec (300)"), "{err}");
     let cfg: DirectoryConfig = toml::from_str("[schedule]\nhot_region_ratio = 1.05\n").unwrap();
     let err = cfg.validate().unwrap_err().to_string();
     assert!(
@@ -300,6 +356,7 @@ fn load_split_and_hot_leader_settings_that_would_flap_are_refused() {
     let s = cfg.schedule_config();
     assert_eq!(s.load_split.keys_per_sec, 400);
     assert_eq!(s.load_split.hot_for, Duration::from_secs(2));
+    assert_eq!(s.load_split.min_keys_per_sec, 1000, "the default");
     assert_eq!(s.hot_leader.ratio, 1.5);
     assert_eq!(s.hot_region.ratio, 1.25, "the default");
     assert_eq!(s.hot_region.min_write_keys_per_sec, 1000);
