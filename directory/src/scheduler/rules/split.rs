@@ -10,7 +10,11 @@
 //! served more read and written keys per second than the hot threshold is
 //! split at the key its leader's samples divide at (the store's `load`
 //! module: a key with at least a quarter of the sampled requests on each
-//! side, so one hot key is never "split").
+//! side, so one hot key is never "split"). The halves then go where the
+//! hot-leader rule and the balancers send them. Regions of a hash keyspace
+//! are not split by load: their boundaries are the keyspace's hash ranges
+//! and hashing already spreads their keys; a hot one's leadership moves
+//! instead (hot-leader).
 //!
 //! **The hot threshold follows the cluster's load**: each round it is set
 //! to the read and written keys per second of the whole cluster over three
@@ -23,15 +27,11 @@
 //! a few hundred keys per second). A fixed threshold suited one machine
 //! only: on this project's 2-core test machine, whose three stores serve
 //! about 9,000 keys per second in all, 3,000 left four regions that three
-//! stores could not share within 1.5× (README, `hot-range`). The halves then go where
-//! the hot-leader rule and the balancers send them. Regions of a hash
-//! keyspace are not split by load: their boundaries are the keyspace's hash
-//! ranges and hashing already spreads their keys; a hot one's leadership
-//! moves instead (hot-leader).
+//! stores could not share within 1.5× (README, `hot-range`).
 //!
-//! **Hysteresis against merges**: `keys_per_sec` must be at least four
-//! times the merge rule's `max_keys_per_sec` (the configuration refuses
-//! less), so each half of a load split still serves twice what a merge
+//! **Hysteresis against merges**: `keys_per_sec` and `min_keys_per_sec`
+//! must be at least four times the merge rule's `max_keys_per_sec` (the
+//! configuration refuses less), so each half of a load split still serves twice what a merge
 //! allows, and a split's new region waits the merge rule's `quiet_for`
 //! anyway. A region whose load split was refused (no key, a key outside
 //! it) is looked at again at the next report.
