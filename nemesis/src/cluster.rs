@@ -43,6 +43,10 @@ pub struct ClusterSpec {
     /// [`RESERVE_MIB`] and [`LOW_SPACE_MIB`] as its `[disk]` settings, so
     /// the `disk-full` nemesis and tests can fill it.
     pub store_disk_mib: Option<u64>,
+    /// Extra `key = value` lines for every directory member's `[schedule]`
+    /// table (e.g. load-driven rules off where a test picks the regions it
+    /// splits and merges).
+    pub schedule_extra: Vec<String>,
 }
 
 /// `[disk] reserve_mib` of stores on a tmpfs ([`ClusterSpec::store_disk_mib`]).
@@ -60,6 +64,7 @@ impl Default for ClusterSpec {
             region_split_size_mib: 1,
             store_extra: vec![],
             store_disk_mib: None,
+            schedule_extra: vec![],
         }
     }
 }
@@ -114,6 +119,7 @@ impl NemesisCluster {
                 None => spec.store_extra.clone(),
             },
             store_disk_mib: spec.store_disk_mib,
+            schedule_extra: spec.schedule_extra.clone(),
             ..Options::default()
         })
         .await;

@@ -127,6 +127,15 @@ async fn a_store_crashed_at_any_failpoint_restarts_and_loses_no_acknowledged_wri
         stores: 3,
         routers: 1,
         log_gc_count_limit: 100,
+        // The test splits and merges regions it picks: no load-based split
+        // may change their epochs, and no hot-leader or hot-region operator
+        // may hold them (a merge is refused while one runs). The nemesis
+        // suite runs with these rules on.
+        schedule_extra: vec![
+            "load_split_keys_per_sec = 0".into(),
+            "hot_leader_min_keys_per_sec = 0".into(),
+            "hot_region_min_write_keys_per_sec = 0".into(),
+        ],
         ..ClusterSpec::default()
     })
     .await

@@ -630,8 +630,12 @@ impl Cluster {
                     tracing::debug!(region_id, error = %e, "admin operation retried");
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
+                // Refusals of a moment: another admin command runs, or a
+                // merge's source has a peer that lags (the directory's
+                // operator sends its step again too).
                 Err(Error::InvalidArgument(m))
-                    if m.contains("in progress") && Instant::now() < deadline =>
+                    if (m.contains("in progress") || m.ends_with("; try again"))
+                        && Instant::now() < deadline =>
                 {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
