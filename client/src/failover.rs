@@ -6,7 +6,9 @@
 //! re-dials a broken connection by itself on the next request. An operation
 //! starts at the endpoint that last answered, and on a failure backs off
 //! and moves to the next endpoint, round-robin, until its deadline. Every
-//! attempt's gRPC deadline is the time left. The endpoints come from the
+//! attempt's gRPC deadline is the time left; a write that ends
+//! indeterminate moves the next operation's start to the next endpoint
+//! too. The endpoints come from the
 //! builder with HTTP/2 keepalive pings on, so a connection to a router host
 //! that went silent fails its requests in seconds instead of holding them
 //! to the deadline.
@@ -339,6 +341,15 @@ impl Failover {
                             keyspace = op.keyspace,
                             error = %e,
                             "the write may have been sent; not retrying"
+                        );
+                        // The router did not answer properly: the next
+                        // operation starts at the next one (unless another
+                        // operation already moved on).
+                        let _ = self.preferred.compare_exchange(
+                            at,
+                            (at + 1) % n,
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
                         );
                         return Err(Error::Indeterminate(format!(
                             "{} may or may not have been applied: {e}",
