@@ -47,6 +47,10 @@ pub struct ClusterSpec {
     /// table (e.g. load-driven rules off where a test picks the regions it
     /// splits and merges).
     pub schedule_extra: Vec<String>,
+    /// Run every process on a network host of its own
+    /// (`tessera_e2e::netns`; needs root), for the nemeses that cut links
+    /// from outside the processes.
+    pub network_hosts: bool,
 }
 
 /// `[disk] reserve_mib` of stores on a tmpfs ([`ClusterSpec::store_disk_mib`]).
@@ -65,6 +69,7 @@ impl Default for ClusterSpec {
             store_extra: vec![],
             store_disk_mib: None,
             schedule_extra: vec![],
+            network_hosts: false,
         }
     }
 }
@@ -120,6 +125,7 @@ impl NemesisCluster {
             },
             store_disk_mib: spec.store_disk_mib,
             schedule_extra: spec.schedule_extra.clone(),
+            network_namespaces: spec.network_hosts,
             ..Options::default()
         })
         .await;
@@ -175,6 +181,40 @@ impl NemesisCluster {
             .iter()
             .find(|(_, v)| **v == id)
             .map(|(k, _)| *k)
+    }
+
+    /// The network host of a process (`store-2`; see `tessera_e2e::netns`).
+    pub fn host(&self, kind: ProcKind, index: usize) -> String {
+        match kind {
+            ProcKind::Directory => format!("directory-{index}"),
+            ProcKind::Store => format!("store-{index}"),
+            ProcKind::Router => format!("router-{index}"),
+        }
+    }
+
+    /// Every process's network host.
+    pub fn hosts(&self) -> Vec<String> {
+        [ProcKind::Directory, ProcKind::Store, ProcKind::Router]
+            .into_iter()
+            .flat_map(|kind| {
+                self.indexes(kind)
+                    .into_iter()
+                    .map(move |i| self.host(kind, i))
+            })
+            .collect()
+    }
+
+    /// Cuts every link between a host of `a` and a host of `b`, in the
+    /// network between them; [`NemesisCluster::heal`] heals them.
+    pub fn cut_links(&mut self, a: &[String], b: &[String]) -> anyhow::Result<()> {
+        let net = self
+            .e2e
+            .net
+            .as_mut()
+            .ok_or_else(|| anyhow!("link cuts need the cluster on network hosts"))?;
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let b: Vec<&str> = b.iter().map(String::as_str).collect();
+        net.cut_between(&a, &b).map_err(|e| anyhow!(e))
     }
 
     pub fn indexes(&self, kind: ProcKind) -> Vec<usize> {
@@ -342,6 +382,10 @@ impl NemesisCluster {
 
     /// Every process running and unpaused, no partition.
     pub async fn heal(&mut self) -> anyhow::Result<()> {
+        if let Some(net) = self.e2e.net.as_mut() {
+            net.heal_all()
+                .map_err(|e| anyhow!("cannot heal the network: {e}"))?;
+        }
         for (kind, index) in std::mem::take(&mut self.paused) {
             self.signal_pause(kind, index, false)?;
         }

@@ -15,6 +15,8 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
 
+use tessera_e2e::netns::HARNESS;
+
 use crate::cluster::{NemesisCluster, ProcKind, LOW_SPACE_MIB};
 
 /// One kind of fault.
@@ -52,6 +54,18 @@ pub enum Nemesis {
     /// Make every Raft write of one store take 0.5–5 s (a slow or stalled
     /// disk; the `raft_before_persist` failpoint), then let it go.
     DiskStall,
+    /// Network hosts: cut every link between two random groups of
+    /// processes (directory members, stores and routers mixed), from
+    /// outside the processes; the clients still reach every process.
+    PartitionLinks,
+    /// Network hosts: cut one store off from every directory member; its
+    /// links to the other stores, the routers and the clients stay.
+    IsolateFromDirectory,
+    /// Network hosts: cut one router off from the store leading a region.
+    RouterStoreCut,
+    /// Network hosts: cut the clients off from one router (the SDK fails
+    /// over to another).
+    ClientRouterCut,
 }
 
 impl Nemesis {
@@ -71,6 +85,21 @@ impl Nemesis {
         Nemesis::MoveStore,
         Nemesis::DiskStall,
     ];
+
+    /// The nemeses that cut links from outside the processes: they need
+    /// every process on a network host of its own (network namespaces,
+    /// root), which a run whose mix has one of them starts.
+    pub const NETWORK: [Nemesis; 4] = [
+        Nemesis::PartitionLinks,
+        Nemesis::IsolateFromDirectory,
+        Nemesis::RouterStoreCut,
+        Nemesis::ClientRouterCut,
+    ];
+
+    /// Whether this nemesis needs network hosts ([`Nemesis::NETWORK`]).
+    pub fn needs_network_hosts(self) -> bool {
+        Nemesis::NETWORK.contains(&self)
+    }
 }
 
 /// A fault inflicted or undone, at `at_ms` since the run started.
@@ -238,17 +267,7 @@ async fn inflict(
             hold_for(hold, stop).await;
         }
         Nemesis::IsolateLeader => {
-            let regions = c.regions().await?;
-            let leaders: Vec<u64> = regions
-                .iter()
-                .filter_map(|r| r.leader.as_ref().map(|l| l.store_id))
-                .collect();
-            let Some(&leader) = leaders.get(rng.random_range(0..leaders.len().max(1))) else {
-                anyhow::bail!("no region has a known leader");
-            };
-            let index = c
-                .store_index(leader)
-                .ok_or_else(|| anyhow::anyhow!("leader store {leader} unknown"))?;
+            let index = random_leader_store(c, rng).await?;
             let others: Vec<usize> = stores.iter().copied().filter(|&s| s != index).collect();
             note_errors(log, c.partition(&[vec![index], others]));
             log.note(format!("isolate store {index} (a region leader)"));
@@ -337,8 +356,67 @@ async fn inflict(
             split_and_merge(c, rng, log).await?;
             hold_for(hold, stop).await;
         }
+        Nemesis::PartitionLinks => {
+            let mut hosts = c.hosts();
+            hosts.shuffle(rng);
+            let cut = rng.random_range(1..=hosts.len() / 2);
+            let (a, b) = hosts.split_at(cut);
+            c.cut_links(a, b)?;
+            log.note(format!("cut every link between {a:?} and {b:?}"));
+            hold_for(hold, stop).await;
+        }
+        Nemesis::IsolateFromDirectory => {
+            let store = c.host(ProcKind::Store, stores[0]);
+            let directories: Vec<String> = c
+                .indexes(ProcKind::Directory)
+                .into_iter()
+                .map(|i| c.host(ProcKind::Directory, i))
+                .collect();
+            c.cut_links(std::slice::from_ref(&store), &directories)?;
+            log.note(format!("cut {store} from every directory member"));
+            hold_for(hold, stop).await;
+        }
+        Nemesis::RouterStoreCut => {
+            let router = random_router(c, rng)?;
+            let store = c.host(ProcKind::Store, random_leader_store(c, rng).await?);
+            c.cut_links(std::slice::from_ref(&router), std::slice::from_ref(&store))?;
+            log.note(format!("cut {router} from {store} (a region leader's)"));
+            hold_for(hold, stop).await;
+        }
+        Nemesis::ClientRouterCut => {
+            let router = random_router(c, rng)?;
+            c.cut_links(&[HARNESS.to_string()], std::slice::from_ref(&router))?;
+            log.note(format!("cut the clients from {router}"));
+            hold_for(hold, stop).await;
+        }
     }
     Ok(())
+}
+
+/// The index of the store leading a random region (as the directory
+/// knows its leaders).
+async fn random_leader_store(c: &NemesisCluster, rng: &mut StdRng) -> anyhow::Result<usize> {
+    let leaders: Vec<u64> = c
+        .regions()
+        .await?
+        .iter()
+        .filter_map(|r| r.leader.as_ref().map(|l| l.store_id))
+        .collect();
+    let Some(&leader) = leaders.get(rng.random_range(0..leaders.len().max(1))) else {
+        anyhow::bail!("no region has a known leader");
+    };
+    c.store_index(leader)
+        .ok_or_else(|| anyhow::anyhow!("leader store {leader} unknown"))
+}
+
+/// A random router's network host.
+fn random_router(c: &NemesisCluster, rng: &mut StdRng) -> anyhow::Result<String> {
+    let routers = c.indexes(ProcKind::Router);
+    anyhow::ensure!(!routers.is_empty(), "the cluster has no router");
+    Ok(c.host(
+        ProcKind::Router,
+        routers[rng.random_range(0..routers.len())],
+    ))
 }
 
 /// Splits a random region, then merges a random region into a neighbour

@@ -5,7 +5,9 @@
 //! routers) from the binaries next to this one, runs the workload for
 //! `--duration` while the chosen nemeses strike, heals, reads every key and
 //! checks the history. Writes `history.jsonl`, `events.json`,
-//! `report.json` and `logs.txt` to `--out`. Exits 1 on a violation, 2 when
+//! `report.json`, `recovery.json` (per nemesis kind: how long after the
+//! heal until a write was served, and the longest stretch without one
+//! while the fault held) and `logs.txt` to `--out`. Exits 1 on a violation, 2 when
 //! no violation was found but some key was too large to search (raise
 //! `--max-ops-per-key` or use more `--keys`). `--check FILE` checks a saved
 //! history again without running anything.
@@ -36,8 +38,11 @@ struct Args {
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     duration: Duration,
     /// The nemeses to draw from (comma-separated; default: all but
-    /// disk-full). `disk-full` puts every store on a 256 MiB tmpfs, which
-    /// needs root.
+    /// disk-full and the link cuts). `disk-full` puts every store on a 256
+    /// MiB tmpfs, and the link cuts (partition-links,
+    /// isolate-from-directory, router-store-cut, client-router-cut) every
+    /// process on a network host of its own (network namespaces): both
+    /// need root.
     #[arg(long, value_delimiter = ',', value_enum)]
     nemesis: Vec<Nemesis>,
     /// Concurrent clients.
@@ -187,6 +192,10 @@ fn main() -> anyhow::Result<()> {
     let result = result?;
     println!("{}", result.report);
     println!("events: {}", result.events.len());
+    println!(
+        "writes after each kind of fault (recovery.json):\n{}",
+        tessera_nemesis::recovery::table(&result.recovery)
+    );
     println!("hibernation wake-ups: {}", result.wakeups);
     println!("history, events, report and logs: {}", out.display());
     std::process::exit(verdict(&result.report));

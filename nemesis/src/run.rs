@@ -1,6 +1,7 @@
 //! One nemesis run, start to verdict: start the cluster, run the workload
 //! while the nemeses strike, heal, read every key once more, check the
-//! history, and write the history (JSON lines), the events and the report.
+//! history, and write the history (JSON lines), the events, the report and
+//! the recovery times (`recovery.rs`).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -12,6 +13,7 @@ use crate::check::{self, Report};
 use crate::cluster::{ClusterSpec, NemesisCluster};
 use crate::faults::{self, Event, ScheduleSpec};
 use crate::history::{self, Recorder};
+use crate::recovery::{self, Recovery};
 use crate::workload::{self, ReadPath, WorkloadSpec};
 
 /// The tmpfs each store gets when the mix has `disk-full` and the spec
@@ -54,6 +56,8 @@ pub struct RunResult {
     pub events: Vec<Event>,
     /// The processes' last log lines, for a failing test's message.
     pub tails: String,
+    /// How fast writes came back after each kind of fault.
+    pub recovery: Vec<Recovery>,
     /// Peers that woke from hibernation during the run, summed over the
     /// stores running at its end (a restarted store counts from its
     /// restart): shows that regions slept and woke under the faults.
@@ -79,6 +83,10 @@ pub async fn run(
         cluster_spec
             .store_disk_mib
             .get_or_insert(DISK_FULL_STORE_MIB);
+    }
+    if spec.schedule.mix.iter().any(|n| n.needs_network_hosts()) {
+        // Links are cut between network hosts.
+        cluster_spec.network_hosts = true;
     }
     let mut cluster = NemesisCluster::start(&cluster_spec).await?;
     let mut workload_spec = spec.workload.clone();
@@ -174,17 +182,23 @@ pub async fn run(
         .context("the checker panicked")?
         .context("the history is malformed")?;
     let tails = cluster.tails(20);
+    let recovery = recovery::recovery(&events, &ops);
     if let Some(dir) = &spec.out_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         history::write_history(dir.join("history.jsonl"), &ops).context("writing the history")?;
         std::fs::write(dir.join("events.json"), serde_json::to_vec_pretty(&events)?)?;
         std::fs::write(dir.join("report.json"), serde_json::to_vec_pretty(&report)?)?;
+        std::fs::write(
+            dir.join("recovery.json"),
+            serde_json::to_vec_pretty(&recovery)?,
+        )?;
         std::fs::write(dir.join("logs.txt"), &tails)?;
     }
     Ok(RunResult {
         report,
         events,
         tails,
+        recovery,
         wakeups,
     })
 }

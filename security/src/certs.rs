@@ -124,14 +124,24 @@ pub const LOCAL_ADMIN: &str = "admin";
 /// client certificate [`LOCAL_ADMIN`]. Returns whether it created them.
 /// The playground and the test harness use it.
 pub fn create_local_bundle(dir: &CertsDir, days: u32) -> Result<bool> {
+    create_bundle(
+        dir,
+        &["127.0.0.1".to_string(), "localhost".to_string()],
+        days,
+    )
+}
+
+/// [`create_local_bundle`] with the node and router certificates valid for
+/// `hosts` (every address the cluster's processes listen on; the test
+/// harness's network namespaces give each process its own).
+pub fn create_bundle(dir: &CertsDir, hosts: &[String], days: u32) -> Result<bool> {
     if dir.ca_cert().exists() {
         return Ok(false);
     }
-    let hosts = ["127.0.0.1".to_string(), "localhost".to_string()];
     create_ca(dir, days, false)?;
     for (kind, name, hosts) in [
-        (Kind::Node, "node", &hosts[..]),
-        (Kind::Router, "router", &hosts[..]),
+        (Kind::Node, "node", hosts),
+        (Kind::Router, "router", hosts),
         (Kind::Client, LOCAL_ADMIN, &[][..]),
     ] {
         create(dir, &Identity::new(kind, name)?, hosts, days, false)?;

@@ -1,11 +1,14 @@
 //! The end-to-end harness: starts real `tessera-directory` and
-//! `tessera-store` processes on 127.0.0.1 with temporary data directories,
+//! `tessera-store` processes on 127.0.0.1 (or each on a network host of its
+//! own, [`Options::network_namespaces`], see [`netns`]) with temporary data
+//! directories,
 //! kills them (SIGKILL) and restarts them, and hands tests a directory
 //! connection and a routing client to look at the cluster as users do.
 //!
 //! The cluster runs with TLS unless `Options::insecure`: the harness makes
-//! a CA, one node certificate (127.0.0.1, localhost), a router certificate
-//! and the client certificate `admin` in `certs/` of its directory, and
+//! a CA, one node certificate and a router certificate (127.0.0.1,
+//! localhost and every network host's address) and the client certificate
+//! `admin` in `certs/` of its directory, and
 //! [`E2eCluster::security`] is what its own clients (and tests' SDK
 //! clients, the CLI) use.
 //!
@@ -28,6 +31,7 @@ use tessera_routing::{Router, RouterConfig};
 
 pub mod builds;
 mod members;
+pub mod netns;
 mod ports;
 mod process;
 mod raw_grpc;
@@ -103,6 +107,10 @@ pub struct Options {
     /// Put every store's data directory on a tmpfs of this many MiB
     /// ([`tmpfs::Tmpfs`]; needs root), so a test can fill its disk.
     pub store_disk_mib: Option<u64>,
+    /// Run every process on a network host of its own ([`netns`]; needs
+    /// root), so a test can cut the links between them
+    /// ([`E2eCluster::net`]).
+    pub network_namespaces: bool,
 }
 
 impl Default for Options {
@@ -119,6 +127,7 @@ impl Default for Options {
             default_timing: false,
             insecure: false,
             store_disk_mib: None,
+            network_namespaces: false,
         }
     }
 }
@@ -158,6 +167,9 @@ pub struct E2eCluster {
     pub certs: Option<PathBuf>,
     /// The join token the cluster is created with; every store is given it.
     pub join_token: String,
+    /// The network hosts, with [`Options::network_namespaces`] (dropped
+    /// last: after every process in them).
+    pub net: Option<netns::Network>,
 }
 
 impl Drop for E2eCluster {
@@ -201,7 +213,19 @@ impl E2eCluster {
                 .try_init();
         }
         let dir = tempfile::tempdir().expect("temp dir");
-        let certs = (!opts.insecure).then(|| make_certs(&dir.path().join("certs")));
+        let net = opts.network_namespaces.then(|| {
+            netns::Network::create()
+                .unwrap_or_else(|e| panic!("this test runs processes on network hosts: {e}"))
+        });
+        let hosts: Vec<String> = ["127.0.0.1".to_string(), "localhost".to_string()]
+            .into_iter()
+            .chain(
+                net.iter()
+                    .flat_map(|n| n.all_addresses())
+                    .map(|a| a.to_string()),
+            )
+            .collect();
+        let certs = (!opts.insecure).then(|| make_certs(&dir.path().join("certs"), &hosts));
         let mut c = E2eCluster {
             dir,
             opts: opts.clone(),
@@ -210,13 +234,14 @@ impl E2eCluster {
             routers: BTreeMap::new(),
             certs,
             join_token: tessera_security::secret::generate(),
+            net,
         };
         let ids: Vec<u64> = (1..=opts.directories as u64).collect();
         let ports: Vec<u16> = ids.iter().map(|_| free_port()).collect();
         let members: Vec<String> = ids
             .iter()
             .zip(&ports)
-            .map(|(id, p)| format!("{id}=127.0.0.1:{p}"))
+            .map(|(id, p)| format!("{id}={}:{p}", c.host(&format!("directory-{id}")).0))
             .collect();
         for (id, port) in ids.iter().zip(&ports) {
             c.spawn_directory(*id, *port, &members, false);
@@ -246,15 +271,48 @@ impl E2eCluster {
         self.directories.values().map(|d| d.addr.clone()).collect()
     }
 
+    /// The address the process `name` listens on (its host's, with network
+    /// namespaces; else 127.0.0.1) and the namespace it runs in.
+    pub(crate) fn host(&mut self, name: &str) -> (String, Option<PathBuf>) {
+        match &mut self.net {
+            Some(net) => {
+                let addr = net
+                    .add_host(name)
+                    .unwrap_or_else(|e| panic!("network host {name}: {e}"));
+                (addr.to_string(), net.namespace_path(name))
+            }
+            None => ("127.0.0.1".into(), None),
+        }
+    }
+
+    /// On network hosts the status addresses are not loopback ones, which a
+    /// test build's processes accept only with `--allow-fault-endpoints`
+    /// (the hosts are namespaces of this machine, out of reach of any
+    /// other); a plain build takes the flag and changes nothing.
+    fn network_args(&self) -> Vec<String> {
+        match self.net {
+            Some(_) => vec!["--allow-fault-endpoints".into()],
+            None => vec![],
+        }
+    }
+
+    /// The network hosts: panics unless the cluster runs on them.
+    pub fn net(&mut self) -> &mut netns::Network {
+        self.net
+            .as_mut()
+            .expect("the cluster runs without network namespaces (Options::network_namespaces)")
+    }
+
     fn spawn_directory(&mut self, id: u64, port: u16, members: &[String], join: bool) {
         let data = self.dir.path().join(format!("directory-{id}"));
-        let status = format!("127.0.0.1:{}", free_port());
+        let (ip, netns) = self.host(&format!("directory-{id}"));
+        let status = format!("{ip}:{}", free_port());
         let config = self.dir.path().join(format!("directory-{id}.toml"));
         std::fs::write(
             &config,
             if self.opts.default_timing {
                 format!(
-                    "id = {id}\ndata_dir = {data:?}\nlisten_addr = \"127.0.0.1:{port}\"\nstatus_addr = {status:?}\n\
+                    "id = {id}\ndata_dir = {data:?}\nlisten_addr = \"{ip}:{port}\"\nstatus_addr = {status:?}\n\
                      initial_members = {members:?}\njoin = {join}\njoin_token = {:?}\n\
                      [schedule]\ndown_after_ms = {}\nregion_split_size_mib = {}\n{}\n",
                     self.join_token,
@@ -264,7 +322,7 @@ impl E2eCluster {
                 )
             } else {
                 format!(
-                    "id = {id}\ndata_dir = {data:?}\nlisten_addr = \"127.0.0.1:{port}\"\nstatus_addr = {status:?}\n\
+                    "id = {id}\ndata_dir = {data:?}\nlisten_addr = \"{ip}:{port}\"\nstatus_addr = {status:?}\n\
                      initial_members = {members:?}\njoin = {join}\njoin_token = {:?}\n\
                      [raft]\ntick_interval_ms = 50\nelection_ticks = 10\nheartbeat_ticks = 2\n\
                      [schedule]\ninterval_ms = 200\ndisconnect_after_ms = 1000\ndown_after_ms = {}\n\
@@ -283,14 +341,16 @@ impl E2eCluster {
             ["--config".into(), config.display().to_string()]
                 .into_iter()
                 .chain(self.security_args())
+                .chain(self.network_args())
                 .collect(),
             self.dir.path().join(format!("directory-{id}.log")),
+            netns,
         );
         self.directories.insert(
             id,
             Directory {
                 id,
-                addr: format!("127.0.0.1:{port}"),
+                addr: format!("{ip}:{port}"),
                 status,
                 proc,
             },
@@ -307,7 +367,8 @@ impl E2eCluster {
             "stop store {index} before moving it"
         );
         let config = self.dir.path().join(format!("store-{index}.toml"));
-        let new_addr = format!("127.0.0.1:{}", free_port());
+        let ip = store.addr.rsplit_once(':').expect("host:port").0;
+        let new_addr = format!("{ip}:{}", free_port());
         let text = std::fs::read_to_string(&config).expect("store config");
         let old = format!("listen_addr = {:?}", store.addr);
         assert!(text.contains(&old), "{} has no {old}", config.display());
@@ -333,8 +394,9 @@ impl E2eCluster {
     /// Starts one more store; returns its index.
     pub fn add_store(&mut self) -> usize {
         let index = self.stores.keys().max().map(|i| i + 1).unwrap_or(1);
-        let addr = format!("127.0.0.1:{}", free_port());
-        let status = format!("127.0.0.1:{}", free_port());
+        let (ip, netns) = self.host(&format!("store-{index}"));
+        let addr = format!("{ip}:{}", free_port());
+        let status = format!("{ip}:{}", free_port());
         let data = self.dir.path().join(format!("store-{index}"));
         let disk = self
             .opts
@@ -376,8 +438,10 @@ impl E2eCluster {
             ["--config".into(), config.display().to_string()]
                 .into_iter()
                 .chain(self.security_args())
+                .chain(self.network_args())
                 .collect(),
             self.dir.path().join(format!("store-{index}.log")),
+            netns,
         );
         self.stores.insert(
             index,
@@ -396,8 +460,9 @@ impl E2eCluster {
     /// returns its index.
     pub async fn add_router(&mut self) -> usize {
         let index = self.routers.keys().max().map(|i| i + 1).unwrap_or(1);
-        let addr = format!("127.0.0.1:{}", free_port());
-        let status = format!("127.0.0.1:{}", free_port());
+        let (ip, netns) = self.host(&format!("router-{index}"));
+        let addr = format!("{ip}:{}", free_port());
+        let status = format!("{ip}:{}", free_port());
         let config = self.dir.path().join(format!("router-{index}.toml"));
         std::fs::write(
             &config,
@@ -414,8 +479,10 @@ impl E2eCluster {
             ["--config".into(), config.display().to_string()]
                 .into_iter()
                 .chain(self.security_args())
+                .chain(self.network_args())
                 .collect(),
             self.dir.path().join(format!("router-{index}.log")),
+            netns,
         );
         self.routers.insert(
             index,

@@ -47,8 +47,9 @@ impl E2eCluster {
             .values()
             .map(|d| format!("{}={}", d.id, d.addr))
             .collect();
+        let (ip, _) = self.host(&format!("directory-{id}"));
         self.spawn_directory(id, port, &members, true);
-        let address = format!("127.0.0.1:{port}");
+        let address = format!("{ip}:{port}");
         conn.call("add member", |mut c| {
             let address = address.clone();
             let join_token = self.join_token.clone();

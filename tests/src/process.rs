@@ -1,7 +1,9 @@
 //! One process the e2e harness runs: started with its arguments and extra
 //! environment, its output appended to a log file, and stopped the ways a
 //! test needs — SIGKILL (a crash), SIGTERM with a grace period, SIGSTOP and
-//! SIGCONT (a process that stops answering). Dropping it kills it.
+//! SIGCONT (a process that stops answering). Dropping it kills it. A
+//! process of a cluster on network hosts ([`crate::netns`]) starts in its
+//! host's network namespace (`setns(2)` between fork and exec).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -18,10 +20,18 @@ pub struct Proc {
     env: Vec<(String, String)>,
     /// How it last exited on its own ([`Proc::has_exited`]).
     exited: Option<std::process::ExitStatus>,
+    /// The network namespace it runs in, if not the harness's.
+    netns: Option<PathBuf>,
 }
 
 impl Proc {
-    pub(crate) fn spawn(bin: PathBuf, name: String, args: Vec<String>, log: PathBuf) -> Proc {
+    pub(crate) fn spawn(
+        bin: PathBuf,
+        name: String,
+        args: Vec<String>,
+        log: PathBuf,
+        netns: Option<PathBuf>,
+    ) -> Proc {
         let mut p = Proc {
             name,
             child: None,
@@ -30,6 +40,7 @@ impl Proc {
             bin,
             env: vec![],
             exited: None,
+            netns,
         };
         p.start();
         p
@@ -44,7 +55,28 @@ impl Proc {
             .append(true)
             .open(&self.log)
             .expect("log file");
-        let child = Command::new(&self.bin)
+        let mut cmd = Command::new(&self.bin);
+        // Opened here (close-on-exec), entered in the child before exec.
+        let netns = self.netns.as_ref().map(|p| {
+            std::fs::File::open(p)
+                .unwrap_or_else(|e| panic!("{}: network namespace {}: {e}", self.name, p.display()))
+        });
+        if let Some(ns) = &netns {
+            use std::os::unix::io::AsRawFd;
+            use std::os::unix::process::CommandExt;
+            let fd = ns.as_raw_fd();
+            // SAFETY: only setns(2), which is async-signal-safe, runs
+            // between fork and exec; `fd` stays open until after spawn.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd
             .args(&self.args)
             .env(
                 "RUST_LOG",

@@ -10,10 +10,10 @@ use tessera_security::{Kind, Security, TlsSettings};
 
 use crate::E2eCluster;
 
-/// A CA, a node certificate (127.0.0.1, localhost), a router certificate
+/// A CA, a node certificate and a router certificate (valid for `hosts`)
 /// and the client certificate `admin` in `dir`.
-pub fn make_certs(dir: &std::path::Path) -> PathBuf {
-    certs::create_local_bundle(&CertsDir::new(dir), 30).expect("certificates");
+pub fn make_certs(dir: &std::path::Path, hosts: &[String]) -> PathBuf {
+    certs::create_bundle(&CertsDir::new(dir), hosts, 30).expect("certificates");
     dir.to_path_buf()
 }
 

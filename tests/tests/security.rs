@@ -153,7 +153,7 @@ async fn callers_get_exactly_what_their_identity_allows_and_refusals_change_noth
     // A node of another cluster (its own CA) gets no connection at all, to
     // any process.
     let other = tempfile::tempdir().unwrap();
-    let foreign_dir = make_certs(other.path());
+    let foreign_dir = make_certs(other.path(), &["127.0.0.1".to_string()]);
     let foreign = Security::from_settings(
         &TlsSettings {
             certs_dir: Some(foreign_dir),
