@@ -24,12 +24,13 @@ use std::time::{Duration, Instant};
 
 use tessera_proto::directorypb::{
     ClusterStatusRequest, ClusterStatusResponse, ListStoresRequest, RegionInfo, ScanRegionsRequest,
-    StoreInfo,
+    SplitRegionRequest, StoreInfo,
 };
 use tessera_routing::directory::DirectoryConn;
 use tessera_routing::{Router, RouterConfig};
 
 pub mod builds;
+mod diagnose;
 mod members;
 pub mod netns;
 mod ports;
@@ -271,38 +272,6 @@ impl E2eCluster {
         self.directories.values().map(|d| d.addr.clone()).collect()
     }
 
-    /// The address the process `name` listens on (its host's, with network
-    /// namespaces; else 127.0.0.1) and the namespace it runs in.
-    pub(crate) fn host(&mut self, name: &str) -> (String, Option<PathBuf>) {
-        match &mut self.net {
-            Some(net) => {
-                let addr = net
-                    .add_host(name)
-                    .unwrap_or_else(|e| panic!("network host {name}: {e}"));
-                (addr.to_string(), net.namespace_path(name))
-            }
-            None => ("127.0.0.1".into(), None),
-        }
-    }
-
-    /// On network hosts the status addresses are not loopback ones, which a
-    /// test build's processes accept only with `--allow-fault-endpoints`
-    /// (the hosts are namespaces of this machine, out of reach of any
-    /// other); a plain build takes the flag and changes nothing.
-    fn network_args(&self) -> Vec<String> {
-        match self.net {
-            Some(_) => vec!["--allow-fault-endpoints".into()],
-            None => vec![],
-        }
-    }
-
-    /// The network hosts: panics unless the cluster runs on them.
-    pub fn net(&mut self) -> &mut netns::Network {
-        self.net
-            .as_mut()
-            .expect("the cluster runs without network namespaces (Options::network_namespaces)")
-    }
-
     fn spawn_directory(&mut self, id: u64, port: u16, members: &[String], join: bool) {
         let data = self.dir.path().join(format!("directory-{id}"));
         let (ip, netns) = self.host(&format!("directory-{id}"));
@@ -521,6 +490,31 @@ impl E2eCluster {
         .await;
     }
 
+    /// Splits the cluster's one region at `at` (keys of the default
+    /// keyspace) and waits until every piece is fully replicated.
+    pub async fn split_first_region(&self, at: &[String]) {
+        self.wait_settled(1).await;
+        let conn = self.directory_conn();
+        let first = scan_regions(&conn).await.expect("regions")[0]
+            .region
+            .clone()
+            .expect("region");
+        let split_keys: Vec<Vec<u8>> = at
+            .iter()
+            .map(|k| tessera_proto::keys::encode(0, k.as_bytes()))
+            .collect();
+        conn.call("split region", |mut c| {
+            let req = SplitRegionRequest {
+                region_id: first.id,
+                split_keys: split_keys.clone(),
+            };
+            async move { c.split_region(req).await }
+        })
+        .await
+        .expect("split");
+        self.wait_settled(at.len() as u32 + 1).await;
+    }
+
     /// Runs the `tessera` CLI against this cluster's directory (and routers,
     /// if any) with a 20 s timeout; stdout on success, stderr on failure.
     pub fn try_cli(&self, args: &[&str]) -> Result<String, String> {
@@ -664,52 +658,5 @@ impl E2eCluster {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-    }
-}
-
-impl E2eCluster {
-    /// What the directory and every store say about the region holding
-    /// `key` (encoded): for failure messages.
-    pub async fn diagnose_key(&self, key: &[u8]) -> String {
-        use tessera_proto::adminpb::store_admin_client::StoreAdminClient;
-        use tessera_proto::adminpb::RegionInfoRequest;
-        use tessera_proto::directorypb::GetRegionRequest;
-        let conn = self.directory_conn();
-        let info = conn
-            .call("get region", |mut c| {
-                let req = GetRegionRequest { key: key.to_vec() };
-                async move { c.get_region(req).await }
-            })
-            .await;
-        let mut out = format!("directory: {info:?}\n");
-        let Ok(info) = info else { return out };
-        let Some(region) = info.region.and_then(|r| r.region) else {
-            return out;
-        };
-        for s in self.stores.values() {
-            if !s.proc.is_running() {
-                continue;
-            }
-            let Ok(endpoint) =
-                tonic::transport::Endpoint::from_shared(format!("http://{}", s.addr))
-            else {
-                continue;
-            };
-            let Ok(channel) = self.node_security().connect(endpoint).await else {
-                continue;
-            };
-            let mut c = StoreAdminClient::new(channel);
-            let r = c
-                .region_info(RegionInfoRequest {
-                    region_id: region.id,
-                })
-                .await;
-            out.push_str(&format!(
-                "{}: {:?}\n",
-                s.proc.name,
-                r.map(|r| r.into_inner())
-            ));
-        }
-        out
     }
 }

@@ -41,6 +41,8 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::Command;
 
+use crate::E2eCluster;
+
 /// The harness's own host (the test process, in the root namespace).
 pub const HARNESS: &str = "harness";
 
@@ -388,5 +390,40 @@ impl Drop for Network {
         }
         let _ = ip(&["netns", "del", &self.switch()]);
         let _ = std::fs::remove_file(&self.reservation);
+    }
+}
+
+/// The harness's side: where each process listens and runs.
+impl E2eCluster {
+    /// The address the process `name` listens on (its host's, with network
+    /// namespaces; else 127.0.0.1) and the namespace it runs in.
+    pub(crate) fn host(&mut self, name: &str) -> (String, Option<PathBuf>) {
+        match &mut self.net {
+            Some(net) => {
+                let addr = net
+                    .add_host(name)
+                    .unwrap_or_else(|e| panic!("network host {name}: {e}"));
+                (addr.to_string(), net.namespace_path(name))
+            }
+            None => ("127.0.0.1".into(), None),
+        }
+    }
+
+    /// On network hosts the status addresses are not loopback ones, which a
+    /// test build's processes accept only with `--allow-fault-endpoints`
+    /// (the hosts are namespaces of this machine, out of reach of any
+    /// other); a plain build takes the flag and changes nothing.
+    pub(crate) fn network_args(&self) -> Vec<String> {
+        match self.net {
+            Some(_) => vec!["--allow-fault-endpoints".into()],
+            None => vec![],
+        }
+    }
+
+    /// The network hosts: panics unless the cluster runs on them.
+    pub fn net(&mut self) -> &mut Network {
+        self.net
+            .as_mut()
+            .expect("the cluster runs without network namespaces (Options::network_namespaces)")
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tessera_e2e::{E2eCluster, Options};
-use tessera_proto::directorypb::{RegionInfo, SplitRegionRequest};
+use tessera_proto::directorypb::RegionInfo;
 use tessera_proto::keys;
 use tessera_routing::Router;
 
@@ -23,22 +23,8 @@ async fn regions(c: &E2eCluster) -> Vec<RegionInfo> {
 /// Splits the cluster's one region into `n` at k001, k002, ... (region i
 /// holds the keys k{i}/...) and waits until they settle.
 async fn split_into(c: &E2eCluster, n: u32) {
-    c.wait_settled(1).await;
-    let first = regions(c).await[0].region.clone().expect("region");
-    let split_keys: Vec<Vec<u8>> = (1..n)
-        .map(|i| keys::encode(0, format!("k{i:03}").as_bytes()))
-        .collect();
-    c.directory_conn()
-        .call("split", |mut cl| {
-            let req = SplitRegionRequest {
-                region_id: first.id,
-                split_keys: split_keys.clone(),
-            };
-            async move { cl.split_region(req).await }
-        })
-        .await
-        .expect("split");
-    c.wait_settled(n).await;
+    let at: Vec<String> = (1..n).map(|i| format!("k{i:03}")).collect();
+    c.split_first_region(&at).await;
 }
 
 /// Writers putting `keys` round and round until the returned flag is set.

@@ -6,8 +6,7 @@
 use std::time::Duration;
 
 use tessera_e2e::{E2eCluster, Options};
-use tessera_proto::directorypb::{RegionInfo, SplitRegionRequest};
-use tessera_proto::keys;
+use tessera_proto::directorypb::RegionInfo;
 
 async fn regions(c: &E2eCluster) -> Vec<RegionInfo> {
     tessera_e2e::scan_regions(&c.directory_conn())
@@ -35,22 +34,8 @@ fn cli_json(c: &E2eCluster, args: &[&str]) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn evicted_leaders_leave_a_store_and_come_back_once_restored() {
     let c = E2eCluster::start(Options::default()).await;
-    c.wait_settled(1).await;
-    let first = regions(&c).await[0].region.clone().unwrap();
-    let split_keys: Vec<Vec<u8>> = (1..6)
-        .map(|i| keys::encode(0, format!("m{i}").as_bytes()))
-        .collect();
-    c.directory_conn()
-        .call("split", |mut cl| {
-            let req = SplitRegionRequest {
-                region_id: first.id,
-                split_keys: split_keys.clone(),
-            };
-            async move { cl.split_region(req).await }
-        })
-        .await
-        .unwrap();
-    c.wait_settled(6).await;
+    let at: Vec<String> = (1..6).map(|i| format!("m{i}")).collect();
+    c.split_first_region(&at).await;
 
     // The store leading the most regions is drained.
     let mut counts = std::collections::BTreeMap::<u64, usize>::new();
