@@ -1,12 +1,14 @@
 //! Process plumbing shared by `tessera-store`, `tessera-directory` and
 //! `tessera-router`: the HTTP status server (`/metrics`, `/health`,
 //! `/ready`), the Prometheus recorder with explicit histogram buckets,
-//! logging set-up, the build a process runs and the shutdown signal.
+//! logging set-up, the build a process runs, the shutdown signal, and the
+//! clock leases and liveness read (skewable in a test build).
 //! Nothing here knows about Raft or keys; the connection that follows the
 //! directory's leader is `tessera_routing::directory`.
 
 pub mod admission;
 pub mod build_info;
+pub mod clock;
 pub mod engine_failure;
 mod panics;
 pub mod status;

@@ -8,6 +8,11 @@
 //! plaintext by the connection's first byte. With `metrics_tls` set,
 //! `/metrics` answers only over TLS (403 otherwise); `/health` and
 //! `/ready` always answer both ways, since probes speak plain HTTP.
+//!
+//! A test build (feature `failpoints`) also serves `GET /fault/clock` (the
+//! process clock's skew) and `PUT /fault/clock` (body `rate=R`,
+//! `jump=Nms` or `normal`: skews it, see [`crate::clock`]), on every
+//! process; a real build has no such route.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -184,6 +189,30 @@ async fn ready(State(s): State<StatusState>) -> (StatusCode, String) {
     }
 }
 
+/// `/fault/clock` in a test build; nothing in a real one.
+fn clock_fault_routes() -> Router<StatusState> {
+    if !crate::build_info::FAILPOINTS {
+        return Router::new();
+    }
+    async fn show() -> String {
+        format!("{}\n", crate::clock::describe())
+    }
+    async fn set(body: String) -> (StatusCode, String) {
+        let applied = body
+            .parse::<crate::clock::ClockFault>()
+            .and_then(crate::clock::apply);
+        match applied {
+            Ok(()) => {
+                let now = crate::clock::describe();
+                tracing::warn!(fault = body.trim(), clock = %now, "clock skewed");
+                (StatusCode::OK, format!("{now}\n"))
+            }
+            Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")),
+        }
+    }
+    Router::new().route("/fault/clock", get(show).put(set))
+}
+
 /// One connection of the status port: where from, and whether TLS.
 #[derive(Clone, Debug)]
 pub struct StatusPeer {
@@ -272,6 +301,7 @@ pub async fn serve_with(
         .route("/metrics", get(metrics))
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .merge(clock_fault_routes())
         .with_state(StatusState {
             metrics: metrics_handle,
             metrics_tls: security.metrics_tls(),

@@ -8,11 +8,14 @@
 //! report.
 //! A region report puts a region through Raft only when its epoch is newer
 //! than the recorded one (a split's siblings with it); sizes, leaders and
-//! replication progress stay in the leader's memory. The reply carries the
+//! replication progress stay in the leader's memory, and a report of an
+//! older Raft term than the last one recorded (a deposed leader that has
+//! not heard of its successor) changes none of them. The reply carries the
 //! next step of the region's operator, if it has one that can run.
 
 use std::time::Instant;
 
+use tessera_common::clock;
 use tessera_proto::directorypb::directory_command::Cmd;
 use tessera_proto::directorypb::*;
 
@@ -73,6 +76,15 @@ impl Core {
             .regions
             .entry(region.id)
             .or_insert_with(|| RegionStats::new(now));
+        if report.term < stats.term {
+            // A leader of an older term still reports until it hears of
+            // the newer one — cut from its followers, which have elected
+            // another, it can go on reaching the directory. What it says
+            // is stale, and taking its word for the leader would send
+            // routers back to it.
+            metrics::counter!(m::STALE_REPORTS_TOTAL).increment(1);
+            return Ok(None);
+        }
         stats.leader = report.leader;
         stats.term = report.term;
         stats.approximate_size_bytes = report.approximate_size_bytes;
@@ -172,7 +184,7 @@ impl Core {
             stats.store_id,
             StoreRuntime {
                 stats,
-                last_heartbeat: Instant::now(),
+                last_heartbeat: clock::now(),
             },
         );
         Ok(())

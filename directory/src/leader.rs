@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use tessera_common::clock;
 use tessera_proto::directorypb::{PeerProgress, StoreStats};
 use tessera_proto::metapb::{Peer, Store, StoreState};
 
@@ -73,6 +74,8 @@ impl RegionStats {
 #[derive(Clone, Debug)]
 pub struct StoreRuntime {
     pub stats: StoreStats,
+    /// On the process clock (`tessera_common::clock`), like `since`: the
+    /// liveness decision is a clock fault's target.
     pub last_heartbeat: Instant,
 }
 
@@ -116,7 +119,7 @@ impl LeaderState {
     pub fn new(term: u64) -> Self {
         LeaderState {
             term,
-            since: Instant::now(),
+            since: clock::now(),
             regions: HashMap::new(),
             stores: HashMap::new(),
             operators: BTreeMap::new(),
@@ -140,7 +143,7 @@ impl LeaderState {
             .get(&store.id)
             .map(|s| s.last_heartbeat)
             .unwrap_or(self.since);
-        let silent = last.elapsed();
+        let silent = clock::now().saturating_duration_since(last);
         if silent >= cfg.down_after {
             StoreState::Down
         } else if silent >= cfg.disconnect_after {

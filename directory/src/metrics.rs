@@ -7,6 +7,9 @@ pub const STORES: &str = "tessera_directory_stores";
 /// Operators by kind (label `kind`) and what became of them (label
 /// `outcome`: created, finished, timed_out, cancelled).
 pub const OPERATORS_TOTAL: &str = "tessera_directory_operators_total";
+/// Region reports ignored because a newer Raft term was already
+/// reported (a deposed leader still reporting).
+pub const STALE_REPORTS_TOTAL: &str = "tessera_directory_stale_region_reports_total";
 /// Seconds spent handling one region or store heartbeat.
 pub const HEARTBEAT_SECONDS: &str = "tessera_directory_heartbeat_seconds";
 /// Seconds from proposing a command to its apply.
@@ -26,6 +29,10 @@ pub fn describe() {
     describe_counter!(
         OPERATORS_TOTAL,
         "Scheduler operators by kind and outcome (created, finished, timed_out, cancelled)"
+    );
+    describe_counter!(
+        STALE_REPORTS_TOTAL,
+        "Region reports ignored because a newer Raft term was already reported (a deposed leader still reporting)"
     );
     describe_histogram!(
         HEARTBEAT_SECONDS,

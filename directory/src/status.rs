@@ -4,6 +4,7 @@
 //! statistics; the alarms of live stores (NOSPACE, SLOW_DISK) from their
 //! last heartbeats. Both are linearizable reads on the leader.
 
+use tessera_common::clock;
 use tessera_proto::directorypb::*;
 use tessera_proto::metapb::{PeerRole, StoreState};
 
@@ -95,7 +96,11 @@ impl Core {
                         }),
                         stats: runtime.map(|r| r.stats),
                         seconds_since_heartbeat: runtime
-                            .map(|r| r.last_heartbeat.elapsed().as_secs())
+                            .map(|r| {
+                                clock::now()
+                                    .saturating_duration_since(r.last_heartbeat)
+                                    .as_secs()
+                            })
                             .unwrap_or(0),
                     })
                 })

@@ -27,10 +27,9 @@ pub struct RaftConfig {
     /// The leader lease is this fraction of the election timeout, counted from
     /// the moment a quorum was last known to follow the leader (the *send*
     /// time of the message that proved it; followers start their election
-    /// timers later, on receipt). The rest of the election timeout is the
-    /// stated clock-drift bound ([`RaftConfig::max_clock_drift`]): the lease
-    /// is safe as long as, over one election timeout, a leader's monotonic
-    /// clock falls behind no follower's by more than that.
+    /// timers later, on receipt). What is left of the shortest time a
+    /// follower can take to vote for another leader is the stated
+    /// clock-drift bound ([`RaftConfig::max_clock_drift`]).
     pub lease_ratio: f64,
     /// Messages the poller drains from its mailbox in one round at most.
     pub max_msgs_per_round: usize,
@@ -123,11 +122,22 @@ impl RaftConfig {
         self.election_timeout().mul_f64(self.lease_ratio)
     }
 
-    /// The clock drift the lease tolerates: how far, over one election
-    /// timeout, a leader's clock may fall behind a follower's (200 ms, 20%,
-    /// at the defaults).
+    /// The clock drift the lease tolerates (100 ms at the defaults).
+    ///
+    /// A follower counts its election timeout in ticks of its own clock
+    /// from the last message it received from the leader, and the first of
+    /// those ticks may come at once: it campaigns, or grants a vote (with
+    /// check-quorum it refuses one while it still hears from a leader), no
+    /// sooner than `election_tick − 1` tick intervals after that receipt.
+    /// The leader's lease ends `lease_duration` on its own clock after that
+    /// message was sent. The lease is safe as long as, over that time, the
+    /// leader's clock falls behind the followers' by at most this much: at
+    /// the defaults (0.8 s lease, 0.9 s), a leader's clock may run at most
+    /// 11% slower than a follower's. The nemesis's `clock-skew` stays
+    /// within this bound; its negative control goes beyond it and the
+    /// checker catches the stale reads.
     pub fn max_clock_drift(&self) -> Duration {
-        self.election_timeout()
+        (self.tick_interval * self.election_tick.saturating_sub(1) as u32)
             .saturating_sub(self.lease_duration())
     }
 
@@ -182,5 +192,26 @@ impl RaftConfig {
             },
             ..Default::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::RaftConfig;
+
+    #[test]
+    fn the_drift_bound_leaves_a_tick_to_the_followers() {
+        let c = RaftConfig::default();
+        assert_eq!(c.lease_duration(), Duration::from_millis(800));
+        // A follower votes no sooner than 9 ticks (900 ms) after it last
+        // heard from the leader: 100 ms are left for drift.
+        assert_eq!(c.max_clock_drift(), Duration::from_millis(100));
+        let tight = RaftConfig {
+            lease_ratio: 0.95,
+            ..RaftConfig::default()
+        };
+        assert_eq!(tight.max_clock_drift(), Duration::ZERO);
     }
 }

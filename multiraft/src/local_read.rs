@@ -50,8 +50,10 @@
 //!   away.
 //!
 //! The lease is `RaftConfig::lease_ratio` of the election timeout, counted
-//! from the *send* time of what proved a quorum followed; the rest of the
-//! election timeout is the clock-drift bound (`RaftConfig::max_clock_drift`).
+//! from the *send* time of what proved a quorum followed, on the process
+//! clock (`tessera_common::clock`, which a test build can skew); what is
+//! left of the shortest time a follower takes to vote for another leader
+//! is the clock-drift bound (`RaftConfig::max_clock_drift`).
 //!
 //! **Stale reads** (a bound `max_age`, any replica) use the same state: a
 //! replica holding the lease serves one as a lease read; any other serves
@@ -76,6 +78,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
+use tessera_common::clock;
 use tessera_proto::metapb::Region;
 use tokio::sync::watch;
 
@@ -325,7 +328,7 @@ impl LocalReaders {
         let mut rx = self.regions.read().get(&region_id)?.subscribe();
         let (read_index, generation) = {
             let s = rx.borrow_and_update();
-            if !s.lease_valid(Instant::now()) || !epoch.matches(&region::epoch(&s.region)) {
+            if !s.lease_valid(clock::now()) || !epoch.matches(&region::epoch(&s.region)) {
                 return None;
             }
             (s.committed, s.generation)
@@ -364,7 +367,7 @@ impl LocalReaders {
         // `Some`: served at once from the safe point; `None`: the lease.
         let granted = {
             let s = rx.borrow();
-            let now = Instant::now();
+            let now = clock::now();
             if !s.readable() || !epoch.matches(&region::epoch(&s.region)) {
                 return None;
             }

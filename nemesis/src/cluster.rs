@@ -5,14 +5,17 @@
 //! It owns every fault the harness can inflict and how to undo it:
 //! SIGKILL + restart and SIGSTOP + SIGCONT of any process; partitions
 //! between stores through each store's `/fault/partition` endpoint (both
-//! directions are cut at the store that blocks); unsafe reads through
+//! directions are cut at the store that blocks); message faults (delay,
+//! duplication, reordering of Raft batches) through `/fault/messages`;
+//! clock skew of any process through `/fault/clock`; unsafe reads through
 //! `/fault/unsafe-read`; failpoints through `/fail/{name}`; and directory
 //! operators (leader transfers, splits, moves). The fault endpoints exist
 //! only in store binaries built with the `failpoints` feature:
 //! [`NemesisCluster::start`] checks for them and fails with a clear message.
 //!
 //! Invariant: [`NemesisCluster::heal`] returns the cluster to a state with
-//! every process running and unpaused and no partition, so the final reads
+//! every process running and unpaused, no partition or message fault, and
+//! every clock at real speed, so the final reads
 //! of a run see the cluster whole.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -285,14 +288,34 @@ impl NemesisCluster {
         Ok(())
     }
 
-    fn store_status(&self, index: usize) -> anyhow::Result<String> {
-        Ok(self
-            .e2e
-            .stores
-            .get(&index)
-            .ok_or_else(|| anyhow!("no store {index}"))?
-            .status
-            .clone())
+    /// The status address of a process.
+    fn status_addr(&self, kind: ProcKind, index: usize) -> anyhow::Result<String> {
+        let status = match kind {
+            ProcKind::Store => self.e2e.stores.get(&index).map(|s| &s.status),
+            ProcKind::Directory => self.e2e.directories.get(&(index as u64)).map(|d| &d.status),
+            ProcKind::Router => self.e2e.routers.get(&index).map(|r| &r.status),
+        };
+        status
+            .cloned()
+            .ok_or_else(|| anyhow!("no {kind:?} {index}"))
+    }
+
+    /// A request to a process's status server that must answer 200.
+    fn status_request(
+        &self,
+        kind: ProcKind,
+        index: usize,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> anyhow::Result<()> {
+        let status = self.status_addr(kind, index)?;
+        match http_request(&status, method, path, body) {
+            Ok((200, _)) => Ok(()),
+            Ok((code, body)) => bail!("{kind:?} {index} {method} {path}: {code} {body}"),
+            // A killed or paused process: its faults are moot until it is back.
+            Err(e) => bail!("{kind:?} {index} {method} {path}: {e}"),
+        }
     }
 
     fn fault_request(
@@ -302,13 +325,50 @@ impl NemesisCluster {
         path: &str,
         body: &str,
     ) -> anyhow::Result<()> {
-        let status = self.store_status(index)?;
-        match http_request(&status, method, path, body) {
-            Ok((200, _)) => Ok(()),
-            Ok((code, body)) => bail!("store {index} {method} {path}: {code} {body}"),
-            // A killed or paused store: its faults are moot until it is back.
-            Err(e) => bail!("store {index} {method} {path}: {e}"),
+        self.status_request(ProcKind::Store, index, method, path, body)
+    }
+
+    /// Message faults (`faults`: `delay=50ms jitter=20ms duplicate=0.1
+    /// reorder=0.2`, see `tessera_multiraft::transport::MessageFaults`)
+    /// on the Raft batches store `from` sends to the stores `to`
+    /// (indexes); [`NemesisCluster::heal`] clears them.
+    pub fn set_message_faults(
+        &self,
+        from: usize,
+        to: &[usize],
+        faults: &str,
+    ) -> anyhow::Result<()> {
+        let ids: Vec<String> = to.iter().map(|&i| self.store_id(i).to_string()).collect();
+        let body = format!("stores={} {faults}", ids.join(","));
+        self.fault_request(from, "PUT", "/fault/messages", &body)
+    }
+
+    /// Skews a process's clock (`rate=0.9`, `jump=500ms`, `normal`; see
+    /// `tessera_common::clock`); [`NemesisCluster::heal`] sets every
+    /// clock back to real speed (a jump made stays: the clock is
+    /// monotonic).
+    pub fn skew_clock(&self, kind: ProcKind, index: usize, fault: &str) -> anyhow::Result<()> {
+        self.status_request(kind, index, "PUT", "/fault/clock", fault)
+    }
+
+    /// Clears every partition and message fault and sets every clock
+    /// back to real speed; returns the errors (a restarted process starts
+    /// with none).
+    fn heal_faults(&self) -> Vec<String> {
+        let mut errors = self.heal_partitions();
+        for i in self.store_indexes() {
+            if let Err(e) = self.fault_request(i, "DELETE", "/fault/messages", "") {
+                errors.push(e.to_string());
+            }
         }
+        for kind in [ProcKind::Directory, ProcKind::Store, ProcKind::Router] {
+            for i in self.indexes(kind) {
+                if let Err(e) = self.skew_clock(kind, i, "normal") {
+                    errors.push(e.to_string());
+                }
+            }
+        }
+        errors
     }
 
     /// Cuts the stores into `groups` (store indexes): Raft traffic flows only
@@ -380,7 +440,8 @@ impl NemesisCluster {
         self.fault_request(index, "PUT", &format!("/fail/{name}"), actions)
     }
 
-    /// Every process running and unpaused, no partition.
+    /// Every process running and unpaused, no partition or message fault,
+    /// every clock at real speed.
     pub async fn heal(&mut self) -> anyhow::Result<()> {
         if let Some(net) = self.e2e.net.as_mut() {
             net.heal_all()
@@ -400,12 +461,15 @@ impl NemesisCluster {
         // Restarted stores need a moment before their endpoints answer.
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let errors = self.heal_partitions();
+            let errors = self.heal_faults();
             if errors.is_empty() {
                 return Ok(());
             }
             if std::time::Instant::now() > deadline {
-                bail!("cannot heal partitions: {}", errors.join("; "));
+                bail!(
+                    "cannot heal partitions, message faults and clocks: {}",
+                    errors.join("; ")
+                );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

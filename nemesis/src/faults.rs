@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use tessera_e2e::netns::HARNESS;
 
 use crate::cluster::{NemesisCluster, ProcKind, LOW_SPACE_MIB};
+use crate::degrade;
 
 /// One kind of fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, clap::ValueEnum)]
@@ -66,12 +67,24 @@ pub enum Nemesis {
     /// Network hosts: cut the clients off from one router (the SDK fails
     /// over to another).
     ClientRouterCut,
+    /// Hold every Raft batch between stores (all links, or every link of
+    /// one store) 20–150 ms, plus jitter.
+    Delay,
+    /// Send 20–60% of the Raft batches between stores twice.
+    Duplicate,
+    /// Hold 20–60% of the Raft batches between stores back so that later
+    /// ones overtake them.
+    Reorder,
+    /// Network hosts: skew one process's clock within the lease's drift
+    /// bound, then slow a region leader's clock within it and cut the
+    /// leader from the other stores and from one router (`crate::degrade`).
+    ClockSkew,
 }
 
 impl Nemesis {
     /// Every nemesis that runs on any cluster (`disk-full` also needs its
     /// stores on a tmpfs).
-    pub const ALL: [Nemesis; 12] = [
+    pub const ALL: [Nemesis; 15] = [
         Nemesis::KillStore,
         Nemesis::KillDirectory,
         Nemesis::KillRouter,
@@ -84,16 +97,21 @@ impl Nemesis {
         Nemesis::Merge,
         Nemesis::MoveStore,
         Nemesis::DiskStall,
+        Nemesis::Delay,
+        Nemesis::Duplicate,
+        Nemesis::Reorder,
     ];
 
-    /// The nemeses that cut links from outside the processes: they need
-    /// every process on a network host of its own (network namespaces,
-    /// root), which a run whose mix has one of them starts.
-    pub const NETWORK: [Nemesis; 4] = [
+    /// The nemeses that need every process on a network host of its own
+    /// (network namespaces, root), which a run whose mix has one of them
+    /// starts: the link cuts from outside the processes, and `clock-skew`
+    /// (it cuts a slowed leader from its followers and from one router).
+    pub const NETWORK: [Nemesis; 5] = [
         Nemesis::PartitionLinks,
         Nemesis::IsolateFromDirectory,
         Nemesis::RouterStoreCut,
         Nemesis::ClientRouterCut,
+        Nemesis::ClockSkew,
     ];
 
     /// Whether this nemesis needs network hosts ([`Nemesis::NETWORK`]).
@@ -119,6 +137,10 @@ pub struct ScheduleSpec {
     pub fault_max: Duration,
     /// Quiet time after a fault is undone.
     pub quiet: Duration,
+    /// The negative control of clock skew: `clock-skew` slows the region
+    /// leader it cuts off to this rate, beyond the drift bound (say 0.2),
+    /// and the checker must report the stale lease reads that follow.
+    pub unsafe_clock_rate: Option<f64>,
 }
 
 impl Default for ScheduleSpec {
@@ -128,18 +150,19 @@ impl Default for ScheduleSpec {
             fault_min: Duration::from_secs(2),
             fault_max: Duration::from_secs(5),
             quiet: Duration::from_secs(1),
+            unsafe_clock_rate: None,
         }
     }
 }
 
-struct Log {
+pub(crate) struct Log {
     started: Instant,
     current: Option<Nemesis>,
     events: Vec<Event>,
 }
 
 impl Log {
-    fn note(&mut self, what: impl Into<String>) {
+    pub(crate) fn note(&mut self, what: impl Into<String>) {
         let what = what.into();
         tracing::info!(nemesis = %what);
         self.events.push(Event {
@@ -180,7 +203,8 @@ pub async fn run(
         let hold = rng.random_range(spec.fault_min..=spec.fault_max);
         log.current = Some(nemesis);
         let _ = current.send(format!("{nemesis:?}"));
-        if let Err(e) = inflict(cluster, nemesis, hold, &mut rng, &mut log, &mut stop).await {
+        let inflicted = inflict(cluster, spec, nemesis, hold, &mut rng, &mut log, &mut stop).await;
+        if let Err(e) = inflicted {
             log.note(format!("{nemesis:?} could not be carried out: {e:#}"));
         }
         cluster.heal().await?;
@@ -196,7 +220,7 @@ pub async fn run(
 }
 
 /// Sleeps `d`, or less if the run is stopping.
-async fn hold_for(d: Duration, stop: &mut watch::Receiver<bool>) {
+pub(crate) async fn hold_for(d: Duration, stop: &mut watch::Receiver<bool>) {
     tokio::select! {
         _ = tokio::time::sleep(d) => {}
         _ = stop.wait_for(|s| *s) => {}
@@ -205,6 +229,7 @@ async fn hold_for(d: Duration, stop: &mut watch::Receiver<bool>) {
 
 async fn inflict(
     c: &mut NemesisCluster,
+    spec: &ScheduleSpec,
     nemesis: Nemesis,
     hold: Duration,
     rng: &mut StdRng,
@@ -389,13 +414,22 @@ async fn inflict(
             log.note(format!("cut the clients from {router}"));
             hold_for(hold, stop).await;
         }
+        Nemesis::Delay | Nemesis::Duplicate | Nemesis::Reorder => {
+            degrade::message_fault(c, nemesis, hold, rng, log, stop).await?;
+        }
+        Nemesis::ClockSkew => {
+            degrade::clock_skew(c, hold, spec.unsafe_clock_rate, rng, log, stop).await?;
+        }
     }
     Ok(())
 }
 
 /// The index of the store leading a random region (as the directory
 /// knows its leaders).
-async fn random_leader_store(c: &NemesisCluster, rng: &mut StdRng) -> anyhow::Result<usize> {
+pub(crate) async fn random_leader_store(
+    c: &NemesisCluster,
+    rng: &mut StdRng,
+) -> anyhow::Result<usize> {
     let leaders: Vec<u64> = c
         .regions()
         .await?
@@ -410,7 +444,7 @@ async fn random_leader_store(c: &NemesisCluster, rng: &mut StdRng) -> anyhow::Re
 }
 
 /// A random router's network host.
-fn random_router(c: &NemesisCluster, rng: &mut StdRng) -> anyhow::Result<String> {
+pub(crate) fn random_router(c: &NemesisCluster, rng: &mut StdRng) -> anyhow::Result<String> {
     let routers = c.indexes(ProcKind::Router);
     anyhow::ensure!(!routers.is_empty(), "the cluster has no router");
     Ok(c.host(

@@ -9,11 +9,13 @@
 //!   can be put through;
 //! - [`workload`]: the clients whose operations make the history;
 //! - [`faults`]: the nemeses and their seeded schedule;
+//! - `degrade`: the nemeses that slow links and skew clocks;
 //! - [`run`]: one run from start to verdict;
 //! - [`recovery`]: how fast writes came back after each kind of fault.
 
 pub mod check;
 pub mod cluster;
+mod degrade;
 pub mod faults;
 pub mod history;
 pub mod recovery;

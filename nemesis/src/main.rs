@@ -38,16 +38,21 @@ struct Args {
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     duration: Duration,
     /// The nemeses to draw from (comma-separated; default: all but
-    /// disk-full and the link cuts). `disk-full` puts every store on a 256
-    /// MiB tmpfs, and the link cuts (partition-links,
-    /// isolate-from-directory, router-store-cut, client-router-cut) every
-    /// process on a network host of its own (network namespaces): both
-    /// need root.
+    /// disk-full, the link cuts and clock-skew). `disk-full` puts every
+    /// store on a 256 MiB tmpfs, and the link cuts (partition-links,
+    /// isolate-from-directory, router-store-cut, client-router-cut) and
+    /// clock-skew every process on a network host of its own (network
+    /// namespaces): both need root.
     #[arg(long, value_delimiter = ',', value_enum)]
     nemesis: Vec<Nemesis>,
     /// Concurrent clients.
     #[arg(long, default_value_t = 8)]
     clients: usize,
+    /// How long a client waits for one operation before it gives up
+    /// (the outcome of a write then is indeterminate), in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    op_timeout: u64,
     /// Keys the clients share.
     #[arg(long, default_value_t = 16)]
     keys: usize,
@@ -59,6 +64,19 @@ struct Args {
     /// ReadIndex) and read from random replicas. The check must fail.
     #[arg(long)]
     negative_control: bool,
+    /// The clock-skew negative control: `clock-skew` slows the region
+    /// leader it cuts off to this rate (0.05–0.85), beyond the drift bound
+    /// the lease relies on (at most 11% slow), and holds the cut 12 s at
+    /// least. The check must fail (0.05 with --op-timeout 1000 does: the
+    /// clients of the other router then read from the old leader between
+    /// writes that time out).
+    #[arg(long, value_name = "RATE", value_parser = unsafe_rate)]
+    unsafe_clock_rate: Option<f64>,
+    /// Client c uses router c mod n only, never failing over to another
+    /// (with --unsafe-clock-rate: readers stay on the router that still
+    /// reaches the deposed leader).
+    #[arg(long)]
+    pin_routers: bool,
     /// Clients use the SDK's direct mode (straight to the region leaders,
     /// regions found through the directory) instead of the routers.
     #[arg(long)]
@@ -90,6 +108,15 @@ struct Args {
     /// Check a saved history (history.jsonl) instead of running.
     #[arg(long, value_name = "HISTORY")]
     check: Option<PathBuf>,
+}
+
+fn unsafe_rate(s: &str) -> Result<f64, String> {
+    let rate: f64 = s.parse().map_err(|_| format!("{s:?} is not a rate"))?;
+    if (0.05..=0.85).contains(&rate) {
+        Ok(rate)
+    } else {
+        Err(format!("{rate} is not between 0.05 and 0.85"))
+    }
 }
 
 fn check_options(args: &Args) -> CheckOptions {
@@ -148,10 +175,13 @@ fn main() -> anyhow::Result<()> {
     }
     spec.workload.clients = args.clients;
     spec.workload.keys = args.keys;
+    spec.workload.op_timeout = Duration::from_millis(args.op_timeout);
     spec.workload.direct = args.direct;
+    spec.workload.pin_routers = args.pin_routers;
     spec.workload.follower_reads = args.follower_reads;
     spec.workload.stale_reads = args.stale_reads.map(Duration::from_millis);
     spec.unsafe_reads = args.negative_control;
+    spec.schedule.unsafe_clock_rate = args.unsafe_clock_rate;
     spec.check = check_options(&args);
     let out = args
         .out

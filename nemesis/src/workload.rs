@@ -73,6 +73,11 @@ pub struct WorkloadSpec {
     /// turns over the read modes in use: linearizable, then follower (if
     /// on), then stale (if on).
     pub stale_reads: Option<Duration>,
+    /// Client c talks to router c mod n only (no failover to another):
+    /// each router keeps its own clients through a fault (the clock-skew
+    /// negative control needs readers on the router still reaching a
+    /// deposed leader while the others write through the new one).
+    pub pin_routers: bool,
 }
 
 impl Default for WorkloadSpec {
@@ -87,6 +92,7 @@ impl Default for WorkloadSpec {
             direct: false,
             follower_reads: false,
             stale_reads: None,
+            pin_routers: false,
         }
     }
 }
@@ -162,9 +168,19 @@ pub async fn run(
     }
     let mut tasks = vec![];
     for c in 0..spec.clients {
+        // Client c prefers router c mod n (the SDK starts with the first
+        // it is given): every router carries clients.
+        let mut mine = routers.clone();
+        if !mine.is_empty() {
+            let n = mine.len();
+            mine.rotate_left(c % n);
+            if spec.pin_routers {
+                mine.truncate(1);
+            }
+        }
         let via = match spec.direct {
             true => Via::Direct(&directory),
-            false => Via::Routers(&routers),
+            false => Via::Routers(&mine),
         };
         let consistency = modes[c % modes.len()];
         let client = connect(via, spec.op_timeout, &security)

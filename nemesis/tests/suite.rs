@@ -7,7 +7,8 @@
 //! asleep 200 ms after their last request, and each run must have woken
 //! hibernating regions.
 //!
-//! The negative control switches the stores to unsafe reads and must be
+//! The negative controls switch the stores to unsafe reads, or slow a
+//! cut-off leader's clock beyond the lease's drift bound, and must be
 //! caught. A failing run prints the seed: `tessera-nemesis --seed N
 //! --nemesis ...` replays its schedule.
 #![cfg(feature = "failpoints")]
@@ -230,6 +231,65 @@ async fn direct_mode_clients_stay_linearizable_under_link_cuts() {
     assert_clean(seed, &r);
 }
 
+/// Slow, duplicating and reordering Raft links between stores, and
+/// clocks skewed within the lease's drift bound (a leader slowed and cut
+/// from its followers among them), with splits and moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn message_faults_and_clock_skew_lose_nothing_and_stay_linearizable() {
+    let seed = 111;
+    let r = run_and_check(spec(
+        seed,
+        30,
+        &[
+            Nemesis::Delay,
+            Nemesis::Duplicate,
+            Nemesis::Reorder,
+            Nemesis::ClockSkew,
+            Nemesis::SplitMove,
+        ],
+    ))
+    .await;
+    assert_events_say(
+        seed,
+        &r,
+        &[
+            "delay=",
+            "duplicate=",
+            "reorder=",
+            "clock of",
+            "(a region leader): rate=",
+        ],
+    );
+    assert_clean(seed, &r);
+}
+
+/// Direct-mode clients with follower and stale reads (the safe points and
+/// leases a skewed clock could break) under clock skew, reordering and
+/// merges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn direct_mode_clients_stay_linearizable_under_clock_skew_and_reordering() {
+    let seed = 122;
+    let mut s = spec(
+        seed,
+        25,
+        &[Nemesis::ClockSkew, Nemesis::Reorder, Nemesis::Merge],
+    );
+    s.workload.direct = true;
+    s.workload.follower_reads = true;
+    s.workload.stale_reads = Some(Duration::from_millis(500));
+    // A replica's clock 10% slow judges a safe point 10% younger than it
+    // is: a stale read's bound holds within the clocks' drift.
+    s.check.stale_slack = Duration::from_millis(75);
+    let r = run_and_check(s).await;
+    assert_events_say(seed, &r, &["(a region leader): rate=", "reorder="]);
+    assert_clean(seed, &r);
+    assert!(
+        r.report.stale_reads.is_empty(),
+        "seed {seed}: stale reads past their bound:\n{}",
+        r.report
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn full_and_stalled_disks_lose_nothing_and_stay_linearizable() {
     // disk-full puts the stores on tmpfs file systems: this needs root.
@@ -278,6 +338,30 @@ async fn the_checker_catches_stale_reads_past_their_bound_in_unsafe_read_mode() 
     assert!(
         !r.report.stale_reads.is_empty(),
         "seed {seed}: stale reads past their bound went unnoticed:\n{}",
+        r.report
+    );
+    println!("{}", r.report);
+}
+
+/// The negative control of clock skew: the leader of the clients' region,
+/// its clock at a twentieth of real speed — far beyond the drift bound —
+/// and cut from its followers and from one router, keeps its lease long
+/// after the followers have elected another leader and that router's
+/// clients write through it; the other router's clients (pinned to it,
+/// their writes timing out after 1 s) read stale values from the old
+/// leader. The checker must catch them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_checker_catches_the_stale_lease_reads_of_a_leader_whose_clock_runs_too_slow() {
+    let seed = 57;
+    let mut s = spec(seed, 30, &[Nemesis::ClockSkew]);
+    s.schedule.unsafe_clock_rate = Some(0.05);
+    s.workload.pin_routers = true;
+    s.workload.op_timeout = Duration::from_secs(1);
+    let r = run_and_check(s).await;
+    assert_events_say(seed, &r, &["(a region leader): rate=0.05"]);
+    assert!(
+        !r.report.is_ok(),
+        "seed {seed}: stale lease reads of a slow-clocked leader went unnoticed:\n{}",
         r.report
     );
     println!("{}", r.report);

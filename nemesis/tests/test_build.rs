@@ -147,6 +147,7 @@ fn allowed_fault_endpoints_serve_and_the_build_is_announced() {
         std::thread::sleep(Duration::from_millis(100));
     };
     let fault = http_request(&status, "GET", "/fault/partition", "");
+    let faults_answer = message_and_clock_faults(&status);
     let _ = child.kill();
     let _ = child.wait();
     let stderr = std::fs::read_to_string(&log).unwrap_or_default();
@@ -159,4 +160,96 @@ fn allowed_fault_endpoints_serve_and_the_build_is_announced() {
     assert!(info.ends_with(" 1"), "{info}");
     assert!(stderr.contains("this is a test build"), "{stderr}");
     assert_eq!(fault.expect("fault endpoint").0, 200);
+    if let Err(e) = faults_answer {
+        panic!("{e}\n{stderr}");
+    }
+}
+
+/// The message- and clock-fault endpoints of a test build's store: they
+/// set what they are told, answer 400 to bad input and change nothing
+/// then, and clear.
+fn message_and_clock_faults(status: &str) -> Result<(), String> {
+    let req = |method: &str, path: &str, body: &str| {
+        http_request(status, method, path, body).map_err(|e| format!("{method} {path}: {e}"))
+    };
+    let expect = |got: (u16, String), code: u16, has: &str, what: &str| {
+        if got.0 == code && got.1.contains(has) {
+            Ok(())
+        } else {
+            Err(format!("{what}: expected {code} with {has:?}, got {got:?}"))
+        }
+    };
+    let set = "stores=2,3 delay=10ms jitter=5ms duplicate=0.5 reorder=0.25";
+    expect(
+        req("PUT", "/fault/messages", set)?,
+        200,
+        "set",
+        "PUT messages",
+    )?;
+    let listed = "stores=2 delay=10ms jitter=5ms duplicate=0.5 reorder=0.25";
+    expect(
+        req("GET", "/fault/messages", "")?,
+        200,
+        listed,
+        "GET messages",
+    )?;
+    for bad in [
+        "stores=2 delay=10",
+        "delay=10ms",
+        "stores=2 duplicate=2",
+        "stores=x",
+    ] {
+        expect(req("PUT", "/fault/messages", bad)?, 400, "", bad)?;
+    }
+    expect(
+        req("GET", "/fault/messages", "")?,
+        200,
+        listed,
+        "GET after bad PUTs",
+    )?;
+    expect(
+        req("DELETE", "/fault/messages", "")?,
+        200,
+        "cleared",
+        "DELETE messages",
+    )?;
+    let (code, body) = req("GET", "/fault/messages", "")?;
+    if code != 200 || !body.trim().is_empty() {
+        return Err(format!("messages after DELETE: {code} {body:?}"));
+    }
+
+    expect(
+        req("GET", "/fault/clock", "")?,
+        200,
+        "not skewed",
+        "GET clock",
+    )?;
+    expect(
+        req("PUT", "/fault/clock", "rate=0.5")?,
+        200,
+        "rate 0.5",
+        "PUT clock",
+    )?;
+    for bad in ["rate=0", "rate=fast", "jump=-1s", "jump=2h", "slower"] {
+        expect(req("PUT", "/fault/clock", bad)?, 400, "", bad)?;
+    }
+    expect(
+        req("GET", "/fault/clock", "")?,
+        200,
+        "rate 0.5",
+        "GET clock after bad PUTs",
+    )?;
+    expect(
+        req("PUT", "/fault/clock", "jump=2s")?,
+        200,
+        "rate 0.5",
+        "jump",
+    )?;
+    expect(
+        req("PUT", "/fault/clock", "normal")?,
+        200,
+        "rate 1",
+        "normal",
+    )?;
+    Ok(())
 }

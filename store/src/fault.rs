@@ -9,6 +9,10 @@
 //! | `GET /fault/partition` | the stores this store is cut off from |
 //! | `PUT /fault/partition` (body: store ids, comma-separated) | cuts Raft traffic with them, both ways ([`NetFaults`]) |
 //! | `DELETE /fault/partition` | heals |
+//! | `GET /fault/messages` | the message faults set, one `stores=ID …` line per destination |
+//! | `PUT /fault/messages` (body: `stores=2,3 delay=50ms jitter=20ms duplicate=0.1 reorder=0.2`) | delays, duplicates and reorders the Raft batches this store sends to those stores ([`tessera_multiraft::transport::MessageFaults`]) |
+//! | `DELETE /fault/messages` | clears every message fault |
+//! | `GET`/`PUT /fault/clock` (body: `rate=0.5`, `jump=1500ms`, `normal`) | skews this process's clock (`tessera_common::clock`; every process's status server has it) |
 //! | `PUT /fault/unsafe-read` (body: `on` or `off`) | serves reads without lease or ReadIndex (the checker's negative control) |
 //!
 //! A store also arms failpoints from the `FAILPOINTS` environment variable
@@ -40,6 +44,8 @@ mod enabled {
     use axum::routing::{get, put};
     use axum::Router;
 
+    use tessera_multiraft::transport::MessageFaultSpec;
+
     use super::FaultHandles;
 
     type Reply = (StatusCode, String);
@@ -51,6 +57,12 @@ mod enabled {
             .route(
                 "/fault/partition",
                 get(partition).put(set_partition).delete(heal),
+            )
+            .route(
+                "/fault/messages",
+                get(message_faults)
+                    .put(set_message_faults)
+                    .delete(clear_message_faults),
             )
             .route("/fault/unsafe-read", put(set_unsafe_read))
             .with_state(h)
@@ -120,6 +132,31 @@ mod enabled {
         h.net.set_blocked([]);
         tracing::warn!("partition healed");
         (StatusCode::OK, "healed\n".into())
+    }
+
+    async fn message_faults(State(h): State<FaultHandles>) -> String {
+        h.net
+            .message_faults()
+            .into_iter()
+            .map(|(id, f)| format!("stores={id} {f}\n"))
+            .collect()
+    }
+
+    async fn set_message_faults(State(h): State<FaultHandles>, body: String) -> Reply {
+        match body.parse::<MessageFaultSpec>() {
+            Ok(spec) => {
+                tracing::warn!(stores = ?spec.stores, faults = %spec.faults, "message faults set");
+                h.net.set_message_faults(&spec);
+                (StatusCode::OK, "set\n".into())
+            }
+            Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")),
+        }
+    }
+
+    async fn clear_message_faults(State(h): State<FaultHandles>) -> Reply {
+        h.net.clear_message_faults();
+        tracing::warn!("message faults cleared");
+        (StatusCode::OK, "cleared\n".into())
     }
 
     async fn set_unsafe_read(State(h): State<FaultHandles>, body: String) -> Reply {

@@ -3,13 +3,14 @@
 
 use std::time::{Duration, Instant};
 
-use tessera_e2e::{http_get, E2eCluster, Options};
+use tessera_e2e::{http_get, metric_value, E2eCluster, Options};
 use tessera_proto::directorypb::directory_client::DirectoryClient;
 use tessera_proto::directorypb::{
-    ClusterStatusResponse, GetRegionRequest, RegionHeartbeatRequest, RegionReport,
+    ClusterStatusResponse, GetRegionRequest, RegionHeartbeatRequest, RegionInfo, RegionReport,
     SplitRegionRequest,
 };
 use tessera_proto::keys;
+use tessera_routing::directory::DirectoryConn;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_directory_survives_losing_its_leader_and_a_full_restart() {
@@ -297,27 +298,44 @@ async fn learner_members_follow_without_voting_and_are_promoted_and_demoted() {
         .expect("the directory serves without the demoted member");
 }
 
+/// The directory's region holding `key` of the default keyspace.
+async fn region_of(conn: &DirectoryConn, key: &[u8]) -> RegionInfo {
+    let key = keys::encode(keys::DEFAULT_KEYSPACE_ID, key);
+    conn.call("get region", |mut d| {
+        let key = key.clone();
+        async move { d.get_region(GetRegionRequest { key }).await }
+    })
+    .await
+    .unwrap()
+    .region
+    .unwrap()
+}
+
+/// Sends one region report straight to the directory leader, as a store
+/// would, and waits until the directory has handled it.
+async fn send_report(c: &E2eCluster, report: RegionReport) {
+    let leader = c.directory_leader().await.unwrap();
+    let endpoint =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", c.directories[&leader].addr))
+            .unwrap();
+    let mut rpc = DirectoryClient::new(c.node_security().connect(endpoint).await.unwrap());
+    let request = RegionHeartbeatRequest {
+        report: Some(report),
+        cluster_id: c.status().await.unwrap().cluster_id,
+    };
+    let stream = tokio_stream::iter(vec![request]);
+    let mut replies = rpc.region_heartbeat(stream).await.unwrap().into_inner();
+    // The directory answers or closes the stream; either way it is done
+    // with the report.
+    let _ = tokio::time::timeout(Duration::from_secs(2), replies.message()).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_region_heartbeat_never_overwrites_newer_metadata() {
     let c = E2eCluster::start(Options::default()).await;
     c.wait_settled(1).await;
     let conn = c.directory_conn();
-    let region_of = |key: &'static [u8]| {
-        let conn = &conn;
-        async move {
-            conn.call("get region", |mut d| async move {
-                d.get_region(GetRegionRequest {
-                    key: keys::encode(keys::DEFAULT_KEYSPACE_ID, key),
-                })
-                .await
-            })
-            .await
-            .unwrap()
-            .region
-            .unwrap()
-        }
-    };
-    let old = region_of(b"a").await;
+    let old = region_of(&conn, b"a").await;
     let old_region = old.region.clone().unwrap();
     let split_at = keys::encode(keys::DEFAULT_KEYSPACE_ID, b"m");
     conn.call("split", |mut d| {
@@ -333,34 +351,25 @@ async fn a_stale_region_heartbeat_never_overwrites_newer_metadata() {
     .await
     .unwrap();
     c.wait_settled(2).await;
-    let left = region_of(b"a").await.region.unwrap();
-    let right = region_of(b"z").await.region.unwrap();
+    let left = region_of(&conn, b"a").await.region.unwrap();
+    let right = region_of(&conn, b"z").await.region.unwrap();
     assert_ne!(left.id, right.id);
 
     // Replay the pre-split report (older epoch, the whole range) to the
     // directory leader, as a delayed or confused store might.
-    let leader = c.directory_leader().await.unwrap();
-    let endpoint =
-        tonic::transport::Endpoint::from_shared(format!("http://{}", c.directories[&leader].addr))
-            .unwrap();
-    let mut rpc = DirectoryClient::new(c.node_security().connect(endpoint).await.unwrap());
-    let report = RegionHeartbeatRequest {
-        report: Some(RegionReport {
+    send_report(
+        &c,
+        RegionReport {
             region: Some(old_region.clone()),
             leader: old.leader,
             term: 1,
             ..Default::default()
-        }),
-        cluster_id: c.status().await.unwrap().cluster_id,
-    };
-    let stream = tokio_stream::iter(vec![report]);
-    let mut replies = rpc.region_heartbeat(stream).await.unwrap().into_inner();
-    // The directory answers or closes the stream; either way it is done
-    // with the report.
-    let _ = tokio::time::timeout(Duration::from_secs(2), replies.message()).await;
+        },
+    )
+    .await;
 
-    assert_eq!(region_of(b"a").await.region.unwrap(), left);
-    assert_eq!(region_of(b"z").await.region.unwrap(), right);
+    assert_eq!(region_of(&conn, b"a").await.region.unwrap(), left);
+    assert_eq!(region_of(&conn, b"z").await.region.unwrap(), right);
     assert_eq!(c.status().await.unwrap().regions, 2);
     // Both halves still serve.
     let router = c.router();
@@ -369,6 +378,50 @@ async fn a_stale_region_heartbeat_never_overwrites_newer_metadata() {
     assert_eq!(
         router.get(None, b"z").await.unwrap(),
         Some(b"right".to_vec())
+    );
+}
+
+/// A deposed leader cut from its followers but not from the directory goes
+/// on reporting its region with its old term; the directory must keep the
+/// leader of the newer term, or routers that ask it are sent back to the
+/// deposed one (noticed while looking into the clock-skew nemesis runs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_of_an_older_term_never_replaces_the_known_leader() {
+    let c = E2eCluster::start(Options::default()).await;
+    c.wait_settled(1).await;
+    let conn = c.directory_conn();
+    let known = region_of(&conn, b"a").await;
+    let region = known.region.clone().unwrap();
+    let leader = known.leader.expect("a known leader");
+    let follower = *region
+        .peers
+        .iter()
+        .find(|p| p.id != leader.id)
+        .expect("a follower");
+
+    send_report(
+        &c,
+        RegionReport {
+            region: Some(region.clone()),
+            leader: Some(follower),
+            // Every region starts above term 1.
+            term: 1,
+            ..Default::default()
+        },
+    )
+    .await;
+
+    assert_eq!(
+        region_of(&conn, b"a").await.leader,
+        Some(leader),
+        "a report of term 1 replaced the leader"
+    );
+    let dir = c.directory_leader().await.unwrap();
+    let status = &c.directories[&dir].status;
+    let stale = metric_value(status, "tessera_directory_stale_region_reports_total");
+    assert!(
+        stale.is_some_and(|n| n >= 1.0),
+        "stale reports counted: {stale:?}"
     );
 }
 

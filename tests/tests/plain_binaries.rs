@@ -50,7 +50,8 @@ fn build_info(metrics: &str) -> &str {
 }
 
 /// A plain process's status port: its build info says features="none",
-/// and, for a store, the fault endpoints are not there.
+/// it has no clock fault endpoint, and, for a store, no other fault
+/// endpoint either.
 fn assert_plain(name: &str, status: &str, is_store: bool) {
     let (code, metrics) = http_get(status, "/metrics").expect("metrics");
     assert_eq!(code, 200, "{name} /metrics");
@@ -58,11 +59,15 @@ fn assert_plain(name: &str, status: &str, is_store: bool) {
     assert!(info.contains("features=\"none\""), "{name}: {info}");
     assert!(info.contains("git_sha=\""), "{name}: {info}");
     assert!(info.ends_with(" 1"), "{name}: {info}");
+    // No process's clock can be skewed.
+    let (code, _) = http_request(status, "PUT", "/fault/clock", "rate=0.5").expect("status port");
+    assert_eq!(code, 404, "{name}: PUT /fault/clock");
     if is_store {
         for (method, path, body) in [
             ("PUT", "/fail/raft_before_persist", "panic"),
             ("PUT", "/fault/unsafe-read", "on"),
             ("PUT", "/fault/partition", "1"),
+            ("PUT", "/fault/messages", "stores=1 delay=10ms"),
         ] {
             let (code, _) = http_request(status, method, path, body).expect("status port");
             assert_eq!(code, 404, "{name}: {method} {path}");

@@ -55,6 +55,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use tessera_common::clock;
 use tessera_proto::errorpb::RegionError;
 
 use crate::config::RaftConfig;
@@ -281,7 +282,7 @@ impl<S: StateMachine> Poller<S> {
         let leases = local_reads::Publisher::new(spec.local_reads, &spec.config);
         let mut poller = Poller {
             store_id: spec.store_id,
-            next_tick: Instant::now() + spec.config.tick_interval,
+            next_tick: clock::now() + spec.config.tick_interval,
             cfg: spec.config,
             engine: spec.engine,
             snap_mgr: spec.snap_mgr,
@@ -366,14 +367,16 @@ impl<S: StateMachine> Poller<S> {
         had_work
     }
 
-    /// The poller's clock: real time, or with manual ticks a logical clock
-    /// that moves one tick interval per tick — leases and held votes then
-    /// expire after a number of ticks, whatever the machine's speed.
+    /// The poller's clock: the process clock (`tessera_common::clock`: real
+    /// time, skewable in a test build, which then skews the ticks too), or
+    /// with manual ticks a logical clock that moves one tick interval per
+    /// tick — leases and held votes then expire after a number of ticks,
+    /// whatever the machine's speed.
     fn now(&self) -> Instant {
         if self.cfg.manual_ticks {
             self.clock_origin + self.cfg.tick_interval * self.ticks.min(u32::MAX.into()) as u32
         } else {
-            Instant::now()
+            clock::now()
         }
     }
 
@@ -385,7 +388,7 @@ impl<S: StateMachine> Poller<S> {
                 // Nothing happens until a message arrives.
                 MANUAL_TICKS_IDLE_WAIT
             } else {
-                self.next_tick.saturating_duration_since(Instant::now())
+                clock::real(self.next_tick.saturating_duration_since(clock::now()))
             };
             self.round(wait);
         }
@@ -428,7 +431,7 @@ impl<S: StateMachine> Poller<S> {
             return;
         }
         if !self.cfg.manual_ticks {
-            let now = Instant::now();
+            let now = clock::now();
             if now >= self.next_tick {
                 self.next_tick = now + self.cfg.tick_interval;
                 self.tick_all();

@@ -157,6 +157,22 @@ impl GrpcTransport {
             ));
             tx
         });
+        if let Some(faults) = self.faults.message_faults_to(to) {
+            // A slow, duplicating, reordering link (test builds only):
+            // each copy enters the stream when its time comes.
+            let (first, copy) = faults.plan(&mut rand::rng());
+            let copy = copy.map(|after| (after, batch.clone()));
+            for (after, batch) in std::iter::once((first, batch)).chain(copy) {
+                let tx = tx.clone();
+                self.runtime.spawn(async move {
+                    tokio::time::sleep(after).await;
+                    if tx.try_send(batch).is_err() {
+                        metrics::counter!(m::RAFT_MESSAGES_DROPPED_TOTAL).increment(n);
+                    }
+                });
+            }
+            return;
+        }
         match tx.try_send(batch) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {

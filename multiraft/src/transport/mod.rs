@@ -32,7 +32,7 @@ use tessera_proto::raft_serverpb::{RaftMessage, SnapshotFile};
 use crate::mailbox::{Mailbox, PollerMsg};
 use crate::{RegionId, StoreId};
 
-pub use faults::NetFaults;
+pub use faults::{MessageFaultSpec, MessageFaults, NetFaults};
 pub use grpc::{AddressResolver, GrpcTransport, RaftService, StaticResolver};
 pub use memory::{Filter, FilterAction, MemoryNetwork, MemoryTransport, MessageFilter};
 
