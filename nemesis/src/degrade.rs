@@ -19,15 +19,18 @@
 //! 0.90–0.97 or 1.03–1.10) or jumps 0.2–3 s ahead. Then the store leading
 //! a region runs slow within the bound and, on network hosts, is cut from
 //! every other store and from one router: the followers elect a new
-//! leader on their clocks, the clients of the cut router reach it (the
-//! router fails over) and write through it, while the other router's
-//! clients still read from the old leader — which must have ended its
-//! lease, on its own slow clock, before the new leader could take a
-//! write. The bound is `RaftConfig::max_clock_drift`: a leader's clock may
-//! run at most 11% slower than a follower's at the defaults. The negative
-//! control ([`crate::faults::ScheduleSpec::unsafe_clock_rate`]) slows that
-//! leader beyond the bound instead, and the checker must catch the stale
-//! lease reads it then serves.
+//! leader on their clocks, the cut router finds it once it has dropped its
+//! dead connection to the old one (HTTP/2 keepalive, about 4 s) and its
+//! clients write through it, while the other router's clients still read
+//! from the old leader — which must have ended its lease, on its own slow
+//! clock, before the new leader could take a write. The bound is
+//! `RaftConfig::max_clock_drift`: a leader's clock may run at most 11%
+//! slower than a follower's at the defaults. The negative control
+//! ([`crate::faults::ScheduleSpec::unsafe_clock_rate`]) waits 3 s, then
+//! slows the leader of the region holding the clients' keys beyond the
+//! bound and holds the cut at least 12 s; with clients pinned to their
+//! router and 1 s timeouts the checker must catch the stale lease reads
+//! the old leader then serves.
 
 use std::time::Duration;
 

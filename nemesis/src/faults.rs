@@ -138,8 +138,9 @@ pub struct ScheduleSpec {
     /// Quiet time after a fault is undone.
     pub quiet: Duration,
     /// The negative control of clock skew: `clock-skew` slows the region
-    /// leader it cuts off to this rate, beyond the drift bound (say 0.2),
-    /// and the checker must report the stale lease reads that follow.
+    /// leader it cuts off to this rate, beyond the drift bound (the suite
+    /// uses 0.05), and the checker must report the stale lease reads that
+    /// follow (`crate::degrade`).
     pub unsafe_clock_rate: Option<f64>,
 }
 
